@@ -1,0 +1,189 @@
+"""Write the static HTML atlas from a gathered :class:`AtlasContext`.
+
+Output (all links relative, so the folder works from ``file://``, can be moved, zipped or
+served from any sub-path; no scripts, fonts or CDNs are needed)::
+
+    index.html            model, data, accuracy, one entry per layer, first-layer filters
+    layers/<label>.html   every unit of one layer as a Figure 2 tile
+    assets/style.css      copied from the package
+
+The caller writes the PNGs first; this module only links them, and refuses to link a file that
+is missing, because a broken atlas is found by a reader, not by the pipeline.
+"""
+
+import functools
+import math
+import re
+import shutil
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path, PurePosixPath
+from urllib.parse import quote
+
+from jinja2 import Environment, PackageLoader, StrictUndefined
+from PIL import Image
+
+from pipeline.atlas.context import AtlasContext, LayerEntry
+
+ASSETS_DIR = "assets"
+LAYERS_DIR = "layers"
+# A layer label becomes a file name: keep it to characters that need no quoting anywhere.
+_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+# Cards are at least as wide as their tile, up to this many CSS px (then tiles are shrunk).
+CARD_MAX_MIN_WIDTH = 416
+# Images at most this wide are shown with nearest-neighbour scaling: they fit a card, so the
+# browser only enlarges them (tiny conv1 cells stay sharp squares); wider ones get shrunk,
+# where nearest-neighbour would alias and smoothing looks better.
+CRISP_MAX_WIDTH = CARD_MAX_MIN_WIDTH - 16
+
+
+@functools.cache
+def environment() -> Environment:
+    """The template environment: autoescaped, strict about undefined names."""
+    env = Environment(
+        loader=PackageLoader("pipeline", "atlas/templates"),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters["pct"] = format_percent
+    env.filters["num"] = format_number
+    return env
+
+
+def format_percent(value: float | None) -> str:
+    """Accuracy as a percentage; a value above 1 is taken as already in percent."""
+    if value is None:
+        return "—"
+    return f"{value * 100 if value <= 1 else value:.1f} %"
+
+
+def format_number(value: float) -> str:
+    """Activation values with about three significant digits, never in e-notation for >= 1."""
+    if not math.isfinite(value):
+        return str(value)
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    if abs(value) >= 1:
+        return f"{value:.2f}"
+    return f"{value:.3g}"
+
+
+def _check_labels(layers: tuple[LayerEntry, ...]) -> None:
+    seen: set[str] = set()
+    for layer in layers:
+        if not _LABEL.fullmatch(layer.label):
+            raise ValueError(
+                f"layer label {layer.label!r} is used as a file name: use letters, digits, . _ -"
+            )
+        if layer.label in seen:
+            raise ValueError(f"layer label {layer.label!r} appears twice; labels must be unique")
+        seen.add(layer.label)
+
+
+def _image_paths(context: AtlasContext) -> list[str]:
+    paths = [context.filters_image] if context.filters_image else []
+    for layer in context.layers:
+        if layer.preview:
+            paths.append(layer.preview)
+        paths.extend(u.tile for u in layer.units if u.tile and not u.dead)
+    return paths
+
+
+def _image_sizes(context: AtlasContext, out_dir: Path) -> dict[str, tuple[int, int]]:
+    """Width and height of every linked image (header only), so pages reserve their space."""
+    sizes: dict[str, tuple[int, int]] = {}
+    missing: list[str] = []
+    for path in _image_paths(context):
+        if path in sizes:
+            continue
+        pure = PurePosixPath(path)
+        if pure.is_absolute() or ".." in pure.parts or "\\" in path or ":" in path:
+            raise ValueError(f"image path {path!r} must be relative to the atlas root (POSIX)")
+        file = out_dir / pure
+        if not file.is_file():
+            missing.append(path)
+            continue
+        with Image.open(file) as image:
+            sizes[path] = image.size
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        shown = ", ".join(missing[:3]) + more
+        raise FileNotFoundError(f"atlas images missing under {out_dir}: {shown}")
+    return sizes
+
+
+def _copy_assets(target: Path) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    for item in resources.files("pipeline.atlas").joinpath("static").iterdir():
+        if item.is_file() and not item.name.startswith("."):
+            with resources.as_file(item) as source:
+                shutil.copyfile(source, target / item.name)
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def _page_helpers(root: str, sizes: dict[str, tuple[int, int]]) -> dict[str, Callable]:
+    """Link builders for a page ``root`` ("" or "../") away from the atlas root."""
+
+    def href(path: str) -> str:
+        return root + quote(path)
+
+    def layer_href(layer: LayerEntry) -> str:
+        return f"{root}{LAYERS_DIR}/{quote(layer.label)}.html"
+
+    def size(path: str) -> tuple[int, int]:
+        return sizes[path]
+
+    return {"href": href, "layer_href": layer_href, "size": size}
+
+
+def _widest_tile(layer: LayerEntry, sizes: dict[str, tuple[int, int]]) -> int:
+    """Natural width of the layer's widest tile (0 if none): its cards are sized to fit it."""
+    return max((sizes[u.tile][0] for u in layer.units if u.tile and not u.dead), default=0)
+
+
+def write_atlas(context: AtlasContext, out_dir: Path) -> Path:
+    """Render ``index.html``, one page per layer and the assets; return the index path.
+
+    Raises ``ValueError`` for a label that cannot be a file name or an image path that is not
+    relative, and ``FileNotFoundError`` when a linked image has not been written yet.
+    """
+    out_dir = Path(out_dir)
+    _check_labels(context.layers)
+    sizes = _image_sizes(context, out_dir)
+    env = environment()
+    common = {
+        "ctx": context,
+        "crisp_max_width": CRISP_MAX_WIDTH,
+        "card_max_min_width": CARD_MAX_MIN_WIDTH,
+    }
+
+    _copy_assets(out_dir / ASSETS_DIR)
+    index = out_dir / "index.html"
+    page = env.get_template("index.html").render(
+        **common, **_page_helpers("", sizes), root="", current=None
+    )
+    _write_text(index, page)
+
+    layer_page = env.get_template("layer.html")
+    layers = context.layers
+    for i, layer in enumerate(layers):
+        page = layer_page.render(
+            **common,
+            **_page_helpers("../", sizes),
+            root="../",
+            current=layer,
+            tile_width=_widest_tile(layer, sizes),
+            prev_layer=layers[i - 1] if i > 0 else None,
+            next_layer=layers[i + 1] if i + 1 < len(layers) else None,
+        )
+        _write_text(out_dir / LAYERS_DIR / f"{layer.label}.html", page)
+    return index

@@ -1,0 +1,68 @@
+"""The command line: parses arguments, loads the workflow once, hands it to a command.
+
+No logic lives here; user errors are printed as one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pipeline import __version__
+from pipeline.errors import UserError
+
+DEFAULT_WORKFLOW = Path("workflows") / "demo.toml"
+STAGE_NAMES = ("prepare", "train", "activations", "rank", "deconv", "render")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every command (also used to document them in the README)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline",
+        description="Deconv Atlas: run a CNN over a data set, rank every unit's top images, "
+        "project them with Zeiler & Fergus's deconvnet and render a static HTML atlas.",
+    )
+    parser.add_argument("--version", action="version", version=f"deconv-atlas {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add_workflow(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("-w", "--workflow", type=Path, default=DEFAULT_WORKFLOW,
+                         help=f"workflow TOML file (default: {DEFAULT_WORKFLOW})")
+        sub.add_argument("--data", metavar="PATH", default=None,
+                         help="override the workflow's [data] root")
+
+    run = commands.add_parser(
+        "run", help="run every stage (all) or one stage",
+        description="Run the stages of a workflow. 'all' runs every stage that is not up to date; "
+        "a single stage first runs its out-of-date inputs, then always reruns itself, which makes "
+        "the stages after it stale.",
+    )
+    run.add_argument("target", nargs="?", default="all", choices=("all", *STAGE_NAMES),
+                     metavar="{all," + ",".join(STAGE_NAMES) + "}",
+                     help="'all' (default) or one stage")
+    add_workflow(run)
+    run.add_argument("--force", action="store_true", help="rerun stages even when up to date")
+
+    status = commands.add_parser(
+        "status", help="show each stage: done / stale / missing, with timings",
+        description="Show the state of every stage of a workflow, when it finished and how long "
+        "it took.",
+    )
+    add_workflow(status)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m pipeline`` and ``deconv-atlas``; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        from pipeline import commands  # deferred: torch takes seconds to import
+
+        return commands.dispatch(args)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to resume", file=sys.stderr)
+        return 130

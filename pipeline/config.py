@@ -1,0 +1,239 @@
+"""Workflow files: TOML loaded into frozen, documented dataclasses.
+
+Every option is declared once, with its type, default and a one-line doc (``field(metadata=...)``).
+The loader refuses unknown keys (naming the nearest valid one), wrong types and missing required
+values with a :class:`ConfigError` that names the file and the key, so a typo never silently falls
+back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import ConfigError
+
+REQUIRED: Any = dataclasses.MISSING
+
+
+def option(default: Any = REQUIRED, doc: str = "", choices: tuple[str, ...] = ()) -> Any:
+    """Declare a config option with its default, a one-line doc and optional allowed values."""
+    meta = {"doc": doc, "choices": choices}
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("use tuples for sequence defaults so configs stay frozen and hashable")
+    if default is REQUIRED:
+        return field(metadata=meta)
+    if dataclasses.is_dataclass(default):
+        return field(default_factory=lambda: default, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """The demo's generated image data set."""
+
+    image_size: int = option(64, "side of the generated square images, in pixels")
+    train_per_class: int = option(300, "training images generated per class")
+    val_per_class: int = option(128, "validation (analysed) images generated per class")
+    seed: int = option(0, "seed of the generator; the same seed gives byte-identical images")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the images come from."""
+
+    source: str = option(
+        "imagefolder",
+        "'synthetic' generates the demo images; 'imagefolder' reads one sub-folder per class",
+        choices=("synthetic", "imagefolder"),
+    )
+    root: str = option("", "folder of the analysed images (one sub-folder per class)")
+    train_root: str = option("", "folder of training images, needed only when [train] runs")
+    synthetic: SyntheticConfig = option(SyntheticConfig(), "settings of the generated data set")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    """Which network is analysed and how its inputs are preprocessed."""
+
+    name: str = option(doc="registered model name, e.g. 'zfnet_small' (see `pipeline layers`)")
+    checkpoint: str = option("", "state-dict file to load; empty uses the trained model.pt")
+    image_size: int = option(224, "side of the square network input, in pixels")
+    mean: tuple[float, ...] = option((0.485, 0.456, 0.406), "per-channel mean for normalisation")
+    std: tuple[float, ...] = option((0.229, 0.224, 0.225), "per-channel std for normalisation")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training of the model on the CPU or GPU before it is analysed (the demo uses it)."""
+
+    enabled: bool = option(False, "train the model in this run (otherwise load it)")
+    epochs: int = option(10, "passes over the training images")
+    batch_size: int = option(32, "images per optimisation step")
+    lr: float = option(1e-3, "peak learning rate of AdamW (warm-up, then cosine decay)")
+    weight_decay: float = option(5e-4, "L2 weight decay")
+    seed: int = option(0, "seed of initialisation and shuffling")
+    device: str = option("auto", "'auto' (cuda, then mps, then cpu), or a torch device string")
+
+
+@dataclass(frozen=True)
+class ActivationsConfig:
+    """Inference over the analysed images, storing per-unit summaries in zarr."""
+
+    layers: tuple[str, ...] = option((), "dotted module names to record; empty = every conv ReLU")
+    batch_size: int = option(64, "images per forward pass")
+    chunk_size: int = option(512, "images per zarr chunk (the unit of resumption)")
+    device: str = option("auto", "'auto' (cuda, then mps, then cpu), or a torch device string")
+    num_workers: int = option(0, "DataLoader worker processes")
+
+
+@dataclass(frozen=True)
+class RankConfig:
+    """Ranking of every unit's top images with dask."""
+
+    top_k: int = option(9, "images kept per unit")
+
+
+@dataclass(frozen=True)
+class DeconvConfig:
+    """Projection of every top activation back to pixel space."""
+
+    method: str = option(
+        "deconvnet", "projection rule", choices=("deconvnet", "guided", "gradient")
+    )
+    batch_size: int = option(64, "projections computed together")
+    device: str = option("auto", "'auto' (cuda, then mps, then cpu), or a torch device string")
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    """The static HTML atlas."""
+
+    title: str = option("", "title of the atlas; empty uses the workflow name")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Workflow:
+    """One experiment: a model, a data set and the settings of every stage."""
+
+    name: str = option("", "name of the run folder; empty uses the workflow file's stem")
+    model: ModelConfig = option(doc="the analysed network")
+    data: DataConfig = option(DataConfig(), "the analysed images")
+    train: TrainConfig = option(TrainConfig(), "optional training stage")
+    activations: ActivationsConfig = option(ActivationsConfig(), "inference stage")
+    rank: RankConfig = option(RankConfig(), "ranking stage")
+    deconv: DeconvConfig = option(DeconvConfig(), "projection stage")
+    render: RenderConfig = option(RenderConfig(), "atlas stage")
+    source: str = field(default="", metadata={"doc": "file it was loaded from", "internal": True})
+
+    def section(self, name: str) -> Any:
+        """Return the config section ``name`` (a frozen dataclass)."""
+        return getattr(self, name)
+
+
+def load_workflow(path: Path, data_root: str | None = None) -> Workflow:
+    """Read the workflow file ``path``; ``data_root`` (``--data``) overrides ``[data] root``."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: workflow file not found; pass an existing file with -w")
+    try:
+        table = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML ({error})") from None
+    if data_root is not None:
+        table.setdefault("data", {})
+        if isinstance(table["data"], dict):
+            table["data"]["root"] = data_root
+    table["source"] = str(path)
+    table.setdefault("name", path.stem)
+    workflow = _build(Workflow, table, path, prefix="")
+    return _validate(workflow, path)
+
+
+def _validate(workflow: Workflow, path: Path) -> Workflow:
+    if workflow.data.source == "imagefolder" and not workflow.data.root:
+        raise ConfigError(f"{path}: [data] root is required for source 'imagefolder'; "
+                          "set it or pass --data PATH")
+    data = workflow.data
+    if workflow.train.enabled and data.source == "imagefolder" and not data.train_root:
+        raise ConfigError(f"{path}: [data] train_root is required when [train] enabled = true")
+    for key, value in (("rank.top_k", workflow.rank.top_k),
+                       ("activations.batch_size", workflow.activations.batch_size),
+                       ("activations.chunk_size", workflow.activations.chunk_size),
+                       ("model.image_size", workflow.model.image_size)):
+        if value < 1:
+            raise ConfigError(f"{path}: {key} must be at least 1, got {value}")
+    if len(workflow.model.mean) != 3 or len(workflow.model.std) != 3:
+        raise ConfigError(f"{path}: model.mean and model.std need 3 values (R, G, B)")
+    return workflow
+
+
+def _build(cls: type, table: Any, path: Path, prefix: str) -> Any:
+    where = prefix.rstrip(".") or "the top level"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [{where}] must be a table, got {type(table).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for key in table:
+        if key not in fields or (fields[key].metadata.get("internal") and key != "source"):
+            near = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.5)
+            hint = f"; did you mean '{prefix}{near[0]}'?" if near else (
+                f"; valid keys: {', '.join(sorted(fields))}")
+            raise ConfigError(f"{path}: unknown key '{prefix}{key}'{hint}")
+    values = {}
+    for name, spec in fields.items():
+        key = f"{prefix}{name}"
+        if name not in table:
+            if spec.default is REQUIRED and spec.default_factory is REQUIRED:
+                raise ConfigError(f"{path}: missing required key '{key}' ({spec.metadata['doc']})")
+            continue
+        values[name] = _convert(hints[name], table[name], path, key, spec.metadata)
+    return cls(**values)
+
+
+def _convert(hint: Any, value: Any, path: Path, key: str, meta: typing.Mapping) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, path, prefix=f"{key}.")
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        item_type = typing.get_args(hint)[0]
+        if not isinstance(value, list):
+            raise _type_error(path, key, f"a list of {item_type.__name__}", value)
+        return tuple(_convert(item_type, item, path, key, {}) for item in value)
+    if origin in (typing.Union, types.UnionType):
+        raise TypeError(f"unsupported option type {hint} for {key}")
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise _type_error(path, key, hint.__name__, value)
+    choices = meta.get("choices")
+    if choices and value not in choices:
+        raise ConfigError(f"{path}: {key}: expected one of {list(choices)}, got {value!r}")
+    return value
+
+
+def _type_error(path: Path, key: str, expected: str, value: Any) -> ConfigError:
+    return ConfigError(f"{path}: {key}: expected {expected}, got {type(value).__name__} {value!r}")
+
+
+def describe(cls: type = Workflow, prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """List (key, type, default, doc) of every option, for the README's reference table."""
+    rows = []
+    hints = typing.get_type_hints(cls)
+    for spec in dataclasses.fields(cls):
+        if spec.metadata.get("internal"):
+            continue
+        hint = hints[spec.name]
+        key = f"{prefix}{spec.name}"
+        if dataclasses.is_dataclass(hint):
+            rows.extend(describe(hint, prefix=f"{key}."))
+            continue
+        default = "required" if spec.default is REQUIRED else repr(spec.default)
+        type_name = getattr(hint, "__name__", str(hint)).replace("typing.", "")
+        rows.append((key, type_name, default, spec.metadata["doc"]))
+    return rows

@@ -1,0 +1,1 @@
+"""Reading images: the demo's synthetic generator and image folders on disk."""

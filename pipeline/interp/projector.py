@@ -1,0 +1,294 @@
+"""Project single activations back to pixel space (Zeiler & Fergus deconvnet, arXiv 1311.2901).
+
+The deconvnet of the paper is the gradient of one activation with respect to the input, except
+that every ReLU passes back the ReLU of the incoming signal ("rectify") instead of masking it by
+the forward activation. Guided backprop masks AND rectifies; plain gradient only masks. Max-pool
+"switches" and transposed convolutions are exactly what autograd already does, so all three
+methods share one mechanism: while projecting, a forward hook on every `nn.ReLU` replaces the
+module's output by a custom autograd Function applied to the module's input, whose backward is
+the method's rule. Hooking per call (not per module) makes modules that are called several
+times (torchvision ResNet blocks call `self.relu` twice) work; in-place ReLUs are switched to
+out-of-place while projecting so that their input is still intact when the hook sees it.
+
+Like captum: the model goes to the constructor and the data to the call. The forward pass stops
+at the requested layer (a private exception raised from a hook), so the classifier never runs.
+Every hook, in-place flag and training flag is restored in `finally`, also after an error.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
+
+from pipeline.errors import UserError
+from pipeline.interp.receptive_field import module_call_counts
+
+METHODS = ("deconvnet", "guided", "gradient")
+
+
+class _RuleReLU(torch.autograd.Function):
+    """relu forward; backward = deconvnet / guided / gradient rule on the incoming signal."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, rule: str) -> Tensor:  # type: ignore[override]
+        ctx.rule = rule
+        if rule != "deconvnet":
+            ctx.save_for_backward(x > 0)  # a mask, immune to later in-place edits of x
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        if ctx.rule == "deconvnet":
+            return grad.clamp(min=0), None
+        (positive,) = ctx.saved_tensors
+        if ctx.rule == "guided":
+            grad = grad.clamp(min=0)
+        return grad.masked_fill(~positive, 0), None
+
+
+class _Stop(Exception):
+    """Raised from the target layer's hook to end the forward pass early."""
+
+
+def _layer_names_hint(model: nn.Module) -> str:
+    names = [n for n, _ in model.named_modules() if n]
+    shown = ", ".join(names[:20])
+    more = f", ... ({len(names)} in all)" if len(names) > 20 else f" ({len(names)} in all)"
+    return shown + more
+
+
+class Projector:
+    """Back-projects single feature-map activations of `model` to pixel space.
+
+    `method` is "deconvnet" (the paper), "guided" (guided backprop) or "gradient" (plain
+    backprop). Requests are processed in chunks of `batch_size`. Requests on identical images in
+    a chunk share one forward pass when that saves work: one forward on the distinct images,
+    then one backward per "round" (the r-th request of every image). In eval mode a request's
+    projection depends only on its own image and seed, so this equals the unshared result
+    (bitwise in our CPU measurements; ~1.5-1.9x faster with 8 requests per image).
+    """
+
+    def __init__(self, model: nn.Module, method: str = "deconvnet", batch_size: int = 64) -> None:
+        if method not in METHODS:
+            raise ValueError(f"unknown projection method {method!r}; use one of {METHODS}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model = model
+        self.method = method
+        self.batch_size = batch_size
+        self._counts: dict[str, int] = {}  # calls per forward, per requested layer
+        self._fx_counts: dict[str, int] | None = None
+        self._traced = False
+
+    # ----------------------------------------------------------------------------------------
+    def project(self, images: Tensor, layer: str, units: Tensor, positions: Tensor) -> Tensor:
+        """Projection of activation `layer_output[b, units[b], y, x]` of every request b.
+
+        images: [B, 3, H, W]; units: [B] long; positions: [B, 2] long (y, x) in the layer's
+        output map. The seed is the activation's own value, every other activation is zero.
+        Returns [B, 3, H, W] float32 on the images' original device.
+        """
+        module = self._module(layer)
+        b = images.shape[0]
+        if images.dim() != 4 or units.shape != (b,) or positions.shape != (b, 2):
+            raise ValueError(
+                f"expected images [B,3,H,W], units [B], positions [B,2]; got "
+                f"{tuple(images.shape)}, {tuple(units.shape)}, {tuple(positions.shape)}"
+            )
+        out = torch.empty(images.shape, dtype=torch.float32, device=images.device)
+        if b == 0:
+            return out
+        calls = self._calls(layer, images[:1])
+        with self._hooked(module, calls) as state:
+            for start in range(0, b, self.batch_size):
+                sl = slice(start, start + self.batch_size)
+                proj = self._chunk(state, images[sl], units[sl], positions[sl], layer, start)
+                out[sl] = proj.to(out.device, torch.float32)
+            if self.method != "gradient" and state["relus_before"] == 0:
+                warnings.warn(
+                    f"no nn.ReLU module ran before layer {layer!r}: the {self.method} rule "
+                    "cannot be applied to functional relu (F.relu/torch.relu), which is "
+                    "back-propagated as a plain gradient",
+                    stacklevel=2,
+                )
+        return out
+
+    # ----------------------------------------------------------------------------------------
+    def _module(self, layer: str) -> nn.Module:
+        try:
+            module = self.model.get_submodule(layer) if layer else None
+        except AttributeError:
+            module = None
+        if module is None:
+            raise UserError(
+                f"unknown layer {layer!r}: use a dotted module name of the model, e.g. "
+                f"{_layer_names_hint(self.model)}"
+            )
+        return module
+
+    def _calls(self, layer: str, probe: Tensor) -> int:
+        """How many times `layer` runs per forward; its LAST call is the one recorded."""
+        if layer not in self._counts:
+            if not self._traced:
+                self._fx_counts = module_call_counts(self.model)
+                self._traced = True
+            if self._fx_counts is not None:  # containers are not fx leaves: called once
+                self._counts[layer] = max(1, self._fx_counts.get(layer, 1))
+            else:
+                self._counts[layer] = self._count_by_forward(layer, probe)
+        return self._counts[layer]
+
+    def _count_by_forward(self, layer: str, probe: Tensor) -> int:
+        """Untraceable model: count calls in one full forward pass of a single image."""
+        counter = [0]
+        handle = self._module(layer).register_forward_hook(
+            lambda *_: counter.__setitem__(0, counter[0] + 1))
+        flags = {m: m.training for m in self.model.modules()}
+        try:
+            self.model.eval()
+            with torch.no_grad():
+                self.model(probe.to(self._device()))
+        finally:
+            handle.remove()
+            for m, flag in flags.items():
+                m.training = flag
+        return max(1, counter[0])
+
+    def _device(self) -> torch.device:
+        p = next(self.model.parameters(), None)
+        return p.device if p is not None else torch.device("cpu")
+
+    @contextmanager
+    def _hooked(self, target: nn.Module, calls: int) -> Iterator[dict]:
+        """Install ReLU rule hooks and the stop hook; restore everything on exit."""
+        state: dict = {"calls": 0, "expected": calls, "output": None, "relus_before": 0}
+        relus = [m for m in self.model.modules() if isinstance(m, nn.ReLU)]
+        inplace = {m: m.inplace for m in relus}
+        training = {m: m.training for m in self.model.modules()}
+        handles: list[RemovableHandle] = []
+
+        def relu_hook(module: nn.Module, args: tuple, output: Tensor) -> Tensor:
+            state["relus_before"] += 1
+            return _RuleReLU.apply(args[0], self.method)
+
+        def stop_hook(module: nn.Module, args: tuple, output: object) -> None:
+            state["calls"] += 1
+            if state["calls"] == calls:
+                state["output"] = output
+                raise _Stop
+
+        try:
+            for m in relus:
+                m.inplace = False
+                handles.append(m.register_forward_hook(relu_hook))
+            # Registered after the ReLU hooks, so a ReLU target yields the rule-applied output.
+            handles.append(target.register_forward_hook(stop_hook))
+            self.model.eval()
+            yield state
+        finally:
+            for h in handles:
+                h.remove()
+            for m, flag in inplace.items():
+                m.inplace = flag
+            for m, flag in training.items():
+                m.training = flag
+
+    def _forward(self, state: dict, x: Tensor, layer: str) -> Tensor:
+        state["calls"], state["output"] = 0, None
+        try:
+            self.model(x)
+        except _Stop:
+            pass
+        output = state["output"]
+        if state["calls"] < state["expected"]:
+            raise UserError(
+                f"layer {layer!r} ran {state['calls']} of {state['expected']} times in the "
+                "forward pass; choose a layer the model's forward actually uses"
+            )
+        if not isinstance(output, Tensor) or output.dim() != 4:
+            raise UserError(
+                f"layer {layer!r} did not produce a 4-D feature map (got "
+                f"{type(output).__name__}); choose a conv, pool or ReLU layer"
+            )
+        return output
+
+    def _chunk(
+        self, state: dict, images: Tensor, units: Tensor, positions: Tensor, layer: str,
+        offset: int,
+    ) -> Tensor:
+        device = self._device()
+        units, positions = units.to(device).long(), positions.to(device).long()
+        base, inverse, rounds = _share(images)
+        dtype = next(self.model.parameters(), torch.empty(0)).dtype
+        x = base.detach().to(device, dtype).requires_grad_(True)
+        with torch.enable_grad():
+            fmap = self._forward(state, x, layer)
+            _check(fmap, units, positions, layer, offset)
+            result = torch.empty((images.shape[0], *x.shape[1:]), dtype=x.dtype, device=device)
+            n_rounds = int(rounds.max()) + 1
+            for r in range(n_rounds):
+                req = (rounds == r).nonzero().flatten()
+                img = inverse[req].to(device)
+                u, yy, xx = units[req], positions[req, 0], positions[req, 1]
+                seed = torch.zeros_like(fmap)
+                seed[img, u, yy, xx] = fmap.detach()[img, u, yy, xx]
+                (grad,) = torch.autograd.grad(
+                    fmap, x, grad_outputs=seed, retain_graph=r < n_rounds - 1)
+                result[req.to(device)] = grad[img]
+        return result
+
+
+def _check(fmap: Tensor, units: Tensor, positions: Tensor, layer: str, offset: int) -> None:
+    c, h, w = fmap.shape[1:]
+    bad = (units < 0) | (units >= c) | (positions[:, 0] < 0) | (positions[:, 0] >= h) \
+        | (positions[:, 1] < 0) | (positions[:, 1] >= w)
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0, 0])
+        raise ValueError(
+            f"request {offset + i}: unit {int(units[i])} at (y, x) = "
+            f"{tuple(positions[i].tolist())} is outside layer {layer!r}'s output of "
+            f"{c} channels x {h} x {w}"
+        )
+
+
+def _share(images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Group identical images: (base images, request -> base index, request's round).
+
+    A forward on the unique images plus one backward per round (the r-th request of every image)
+    replaces one forward + backward on all requests. Costs are compared assuming forward and
+    backward cost the same per image; when sharing does not pay, every request is its own base.
+    """
+    n = images.shape[0]
+    plain = (images, torch.arange(n, device=images.device),
+             torch.zeros(n, dtype=torch.long, device=images.device))
+    if n < 2:
+        return plain
+    flat = images.reshape(n, -1)
+    probe = torch.linspace(-1.0, 1.0, flat.shape[1], dtype=torch.float64, device=flat.device)
+    keys = (flat.double() @ probe).tolist()  # cheap fingerprint; equality verified below
+    groups: dict[float, list[int]] = {}
+    reps: list[int] = []
+    inverse, rounds = [0] * n, [0] * n
+    for i, key in enumerate(keys):
+        members = groups.setdefault(key, [])
+        for g in members:
+            if torch.equal(flat[reps[g]], flat[i]):
+                inverse[i] = g
+                break
+        else:
+            members.append(len(reps))
+            inverse[i] = len(reps)
+            reps.append(i)
+    seen = [0] * len(reps)
+    for i, g in enumerate(inverse):
+        rounds[i], seen[g] = seen[g], seen[g] + 1
+    unique, n_rounds = len(reps), max(seen)
+    if unique * (1 + n_rounds) >= 2 * n:
+        return plain
+    dev = images.device
+    return images[reps], torch.tensor(inverse, device=dev), torch.tensor(rounds, device=dev)

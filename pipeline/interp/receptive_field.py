@@ -1,0 +1,327 @@
+"""Analytic receptive fields of every feature-map module, and cropping of tiles around them.
+
+The atlas shows, for every top activation, the image patch that the unit can see next to the
+deconvnet projection of the same patch. Both come from one geometric box per unit, computed here
+from the model's layer geometry (not from gradients), so image patch and projection always line
+up and every tile of a layer has the same size.
+
+Geometry is propagated along the `torch.fx` graph of the model so that branches and merges
+(ResNet residual adds, Inception concatenations) are handled: at a merge the boxes of the inputs
+are united. A module that is called several times (torchvision ResNet blocks call `self.relu`
+twice) is reported with the geometry of its LAST call in the graph, which is also the call whose
+output the projector records (see `module_call_counts`). If the model cannot be traced by fx,
+geometry is instead propagated through forward hooks in call order, which assumes a purely
+sequential model (true for AlexNet/VGG-like stacks, wrong for branchy models).
+
+Known geometry: Conv2d, MaxPool2d, AvgPool2d, adaptive pooling with regular bins, and the
+functional conv2d / max_pool2d / avg_pool2d. Any other module or function that keeps the spatial
+size is treated as elementwise (ReLU, BatchNorm, LRN, Dropout, add, cat, ...); one that changes
+it makes the geometry unknown, and such modules (and what follows) are left out.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import fx, nn
+from torch.fx.passes.shape_prop import ShapeProp
+
+Box = tuple[int, int, int, int]
+
+_REUSE_SUFFIX = re.compile(r"@\d+$")
+
+
+@dataclass(frozen=True)
+class ReceptiveField:
+    """Receptive field of the units of one feature map, per dimension (rows, cols).
+
+    `first` is the input coordinate of the top-left pixel of unit (0, 0)'s field (negative when
+    the field reaches into the zero padding), `jump` the input distance between adjacent units
+    and `size` the field's extent in input pixels.
+    """
+
+    size: tuple[int, int]
+    jump: tuple[int, int]
+    first: tuple[int, int]
+
+    def box(self, y: int, x: int) -> Box:
+        """(top, left, bottom_exclusive, right_exclusive) of unit (y, x), not clipped."""
+        top = self.first[0] + y * self.jump[0]
+        left = self.first[1] + x * self.jump[1]
+        return (top, left, top + self.size[0], left + self.size[1])
+
+    def tile_hw(self, image_hw: tuple[int, int]) -> tuple[int, int]:
+        """The one tile size shared by every unit of this layer (see `crop_tile`)."""
+        return (min(self.size[0], image_hw[0]), min(self.size[1], image_hw[1]))
+
+
+_IDENTITY = ReceptiveField(size=(1, 1), jump=(1, 1), first=(0, 0))
+
+
+def _pair(v: int | Sequence[int]) -> tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def _window(
+    rf: ReceptiveField, kernel: tuple[int, int], stride: tuple[int, int],
+    padding: tuple[int, int], dilation: tuple[int, int],
+) -> ReceptiveField:
+    """Apply one sliding window (conv or pool) per dimension."""
+    size, jump, first = [], [], []
+    for d in range(2):
+        k_eff = dilation[d] * (kernel[d] - 1) + 1
+        size.append(rf.size[d] + (k_eff - 1) * rf.jump[d])
+        first.append(rf.first[d] - padding[d] * rf.jump[d])
+        jump.append(rf.jump[d] * stride[d])
+    return ReceptiveField(tuple(size), tuple(jump), tuple(first))  # type: ignore[arg-type]
+
+
+def _conv_padding(m: nn.Conv2d) -> tuple[int, int]:
+    if isinstance(m.padding, str):  # 'valid' or 'same' (stride 1)
+        if m.padding == "valid":
+            return (0, 0)
+        return tuple(  # type: ignore[return-value]
+            (m.dilation[d] * (m.kernel_size[d] - 1)) // 2 for d in range(2)
+        )
+    return _pair(m.padding)
+
+
+def _adaptive(rf: ReceptiveField, in_hw: Sequence[int], out_hw: Sequence[int]):
+    """Adaptive pooling as a regular window when its bins are regular; else unknown (None)."""
+    kernel, stride = [], []
+    for d in range(2):
+        n, m = int(in_hw[d]), int(out_hw[d])
+        if m == 1:
+            kernel.append(n)
+            stride.append(n)
+        elif n % m == 0:
+            kernel.append(n // m)
+            stride.append(n // m)
+        else:
+            return None
+    return _window(rf, tuple(kernel), tuple(stride), (0, 0), (1, 1))  # type: ignore[arg-type]
+
+
+def _module_rf(
+    m: nn.Module, rf: ReceptiveField, in_hw: Sequence[int], out_hw: Sequence[int]
+) -> ReceptiveField | None:
+    """Geometry after module `m`; modules that keep the spatial size are elementwise."""
+    if isinstance(m, nn.Conv2d):
+        return _window(rf, _pair(m.kernel_size), _pair(m.stride), _conv_padding(m),
+                       _pair(m.dilation))
+    if isinstance(m, nn.MaxPool2d):
+        stride = m.stride if m.stride is not None else m.kernel_size
+        return _window(rf, _pair(m.kernel_size), _pair(stride), _pair(m.padding),
+                       _pair(m.dilation))
+    if isinstance(m, nn.AvgPool2d):
+        stride = m.stride if m.stride is not None else m.kernel_size
+        return _window(rf, _pair(m.kernel_size), _pair(stride), _pair(m.padding), (1, 1))
+    if isinstance(m, nn.AdaptiveAvgPool2d | nn.AdaptiveMaxPool2d):
+        return _adaptive(rf, in_hw, out_hw)
+    if tuple(in_hw) == tuple(out_hw):  # ReLU, BatchNorm, LRN, Dropout, Identity, ...
+        return rf
+    return None
+
+
+def _union(rfs: list[ReceptiveField]) -> ReceptiveField | None:
+    """Union of the boxes of inputs merged elementwise (add, mul, cat); jumps must agree."""
+    if any(r.jump != rfs[0].jump for r in rfs):
+        return None
+    first = tuple(min(r.first[d] for r in rfs) for d in range(2))
+    end = tuple(max(r.first[d] + r.size[d] for r in rfs) for d in range(2))
+    size = tuple(end[d] - first[d] for d in range(2))
+    return ReceptiveField(size, rfs[0].jump, first)  # type: ignore[arg-type]
+
+
+def _function_rf(gm: fx.GraphModule, node: fx.Node, rf: ReceptiveField) -> ReceptiveField | None:
+    """Functional conv/pool (e.g. Inception's F.max_pool2d); None for other spatial functions."""
+    name = getattr(node.target, "__name__", str(node.target))
+    if not any(key in name for key in ("conv", "pool")):
+        return rf  # elementwise: relu, add, mul, cat, dropout, ...
+    if name not in ("conv2d", "max_pool2d", "avg_pool2d"):
+        return None
+    norm = node.normalized_arguments(gm, normalize_to_only_use_kwargs=True)
+    if norm is None:
+        return None
+    kw = norm.kwargs
+    if name == "conv2d":
+        weight = kw["weight"].meta.get("tensor_meta") if isinstance(kw["weight"], fx.Node) else None
+        if weight is None or isinstance(kw.get("padding", 0), str):
+            return None
+        kernel = (int(weight.shape[2]), int(weight.shape[3]))
+    else:
+        kernel = _pair(kw["kernel_size"])
+    stride = kw.get("stride") or (kernel if name != "conv2d" else 1)
+    return _window(rf, kernel, _pair(stride), _pair(kw.get("padding", 0)),
+                   _pair(kw.get("dilation", 1)))
+
+
+def _hw(node: fx.Node) -> tuple[int, int] | None:
+    meta = node.meta.get("tensor_meta")
+    shape = getattr(meta, "shape", None)
+    return (int(shape[2]), int(shape[3])) if shape is not None and len(shape) == 4 else None
+
+
+def _dummy(model: nn.Module, input_size: tuple[int, int]) -> torch.Tensor:
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    dtype = param.dtype if param is not None else torch.float32
+    return torch.zeros(1, 3, *input_size, device=device, dtype=dtype)
+
+
+class _EvalNoGrad:
+    """Eval mode and no grad for a dummy pass; every module's training flag restored after."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.flags = {m: m.training for m in model.modules()}
+        self.grad = torch.no_grad()
+
+    def __enter__(self) -> None:
+        self.model.eval()
+        self.grad.__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        self.grad.__exit__(*exc)
+        for m, flag in self.flags.items():
+            m.training = flag
+
+
+def _fx_fields(model: nn.Module, input_size: tuple[int, int]) -> dict[str, ReceptiveField]:
+    gm = fx.symbolic_trace(model)
+    with _EvalNoGrad(model):
+        ShapeProp(gm).propagate(_dummy(model, input_size))
+    geo: dict[fx.Node, ReceptiveField | None] = {}
+    out: dict[str, ReceptiveField] = {}
+    for node in gm.graph.nodes:
+        hw = _hw(node)
+        ins = [a for a in node.all_input_nodes if geo.get(a) is not None]
+        rf: ReceptiveField | None = None
+        if node.op == "placeholder":
+            rf = _IDENTITY if hw is not None else None
+        elif hw is not None and ins:
+            if node.op == "call_module" and len(ins) == 1:
+                in_hw = _hw(ins[0])
+                rf = _module_rf(model.get_submodule(node.target), geo[ins[0]], in_hw, hw)
+            elif node.op == "call_function" and len(ins) == 1 and _hw(ins[0]) != hw:
+                rf = _function_rf(gm, node, geo[ins[0]])  # type: ignore[arg-type]
+            elif all(_hw(a) == hw for a in ins):  # elementwise op or merge
+                rf = _union([geo[a] for a in ins])  # type: ignore[misc]
+                if rf is not None and node.op == "call_function":
+                    rf = _function_rf(gm, node, rf)
+        geo[node] = rf
+        if rf is None:
+            continue
+        # Later nodes overwrite earlier ones: a reused module, and a container, get the geometry
+        # of the last node executed inside them (graph order is execution order).
+        for scope in node.meta.get("nn_module_stack", {}):
+            out[_REUSE_SUFFIX.sub("", scope)] = rf
+        if node.op == "call_module":
+            out[str(node.target)] = rf
+    return out
+
+
+def _hook_fields(model: nn.Module, input_size: tuple[int, int]) -> dict[str, ReceptiveField]:
+    """Fallback: thread one geometry through leaf modules in call order (sequential model)."""
+    state: dict[str, ReceptiveField | None] = {"rf": _IDENTITY}
+    out: dict[str, ReceptiveField] = {}
+    leaves = {m for m in model.modules() if not list(m.children())}
+
+    def hook(name: str, module: nn.Module):
+        def fn(mod: nn.Module, args: tuple, output: object) -> None:
+            if not isinstance(output, torch.Tensor) or output.dim() != 4:
+                return
+            if mod in leaves and state["rf"] is not None and args \
+                    and isinstance(args[0], torch.Tensor) and args[0].dim() == 4:
+                state["rf"] = _module_rf(mod, state["rf"], args[0].shape[2:], output.shape[2:])
+            if state["rf"] is not None:
+                out[name] = state["rf"]
+        return fn
+
+    handles = [m.register_forward_hook(hook(n, m)) for n, m in model.named_modules() if n]
+    try:
+        with _EvalNoGrad(model):
+            model(_dummy(model, input_size))
+    finally:
+        for h in handles:
+            h.remove()
+    return out
+
+
+def receptive_fields(
+    model: nn.Module, input_size: tuple[int, int]
+) -> dict[str, ReceptiveField]:
+    """Receptive field of every module (dotted name) whose output is a 4-D feature map.
+
+    Traced with torch.fx (geometry united at merges; reused modules report their last call);
+    falls back to forward hooks in call order when tracing fails (sequential assumption).
+    Modules whose geometry is not a regular grid (e.g. adaptive pooling with irregular bins, and
+    everything after it) are omitted.
+    """
+    try:
+        return _fx_fields(model, input_size)
+    except Exception:  # fx cannot trace data-dependent control flow; geometry via hooks instead
+        return _hook_fields(model, input_size)
+
+
+def module_call_counts(model: nn.Module) -> dict[str, int] | None:
+    """How often each leaf module is called in one forward pass (from fx); None if untraceable.
+
+    Used by the projector to record a reused module's LAST call, consistent with
+    `receptive_fields`.
+    """
+    try:
+        gm = fx.symbolic_trace(model)
+    except Exception:  # untraceable model: caller decides
+        return None
+    counts: dict[str, int] = {}
+    for node in gm.graph.nodes:
+        if node.op == "call_module":
+            counts[str(node.target)] = counts.get(str(node.target), 0) + 1
+    return counts
+
+
+def clip_box(box: Box, image_hw: tuple[int, int]) -> tuple[Box, Box]:
+    """Clip `box` to the image; returns (clipped_box, (cut_top, cut_left, cut_bottom, cut_right))
+    where each cut is how many box rows/cols lay outside the image on that side."""
+    top, left, bottom, right = box
+    h, w = image_hw
+    clipped = (max(top, 0), max(left, 0), min(bottom, h), min(right, w))
+    cut = (clipped[0] - top, clipped[1] - left, bottom - clipped[2], right - clipped[3])
+    return clipped, cut
+
+
+def crop_tile(
+    array_hwc: np.ndarray, box: Box, tile_hw: tuple[int, int], pad_value: float | Sequence[float]
+) -> np.ndarray:
+    """Crop `box` from an (H, W[, C]) array into a tile of exactly `tile_hw`.
+
+    Rule, per dimension, with tile = min(box size, image size) (`ReceptiveField.tile_hw`):
+    - box no larger than the image: crop box ∩ image and fill the part of the box outside the
+      image with `pad_value` on the side where it was clipped, so the unit's field keeps its
+      position inside the tile (a unit at the top edge shows padding above the image);
+    - box larger than the image: the tile is the whole image along that dimension (no padding);
+      the box then covers everything the unit can see anyway.
+    The rule depends only on the box and the image size, so an image patch and the projection of
+    the same unit (same H, W) crop identically and align pixel for pixel.
+    """
+    h, w = array_hwc.shape[:2]
+    (ct, cl, cb, cr), (pt, pl, pb, pr) = clip_box(box, (h, w))
+    if box[2] - box[0] > h:
+        ct, cb, pt, pb = 0, h, 0, 0
+    if box[3] - box[1] > w:
+        cl, cr, pl, pr = 0, w, 0, 0
+    if (cb - ct + pt + pb, cr - cl + pl + pr) != tuple(tile_hw):
+        raise ValueError(
+            f"box {box} on a {h}x{w} image gives a {cb - ct + pt + pb}x{cr - cl + pl + pr} tile,"
+            f" not {tile_hw}; pass tile_hw = ReceptiveField.tile_hw(image_hw)"
+        )
+    tile = np.empty((*tile_hw, *array_hwc.shape[2:]), dtype=array_hwc.dtype)
+    tile[...] = np.asarray(pad_value, dtype=array_hwc.dtype)
+    if cb > ct and cr > cl:
+        tile[pt:pt + cb - ct, pl:pl + cr - cl] = array_hwc[ct:cb, cl:cr]
+    return tile

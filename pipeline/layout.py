@@ -1,0 +1,108 @@
+"""The one object that owns every path of a run; nothing else builds output paths."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Paths of one workflow's run: intermediate data in ``runs/<name>/``, the atlas in
+    ``reports/<name>/``, both under ``base`` (the directory the user runs the pipeline from)."""
+
+    base: Path
+    workflow: str
+
+    @property
+    def run_dir(self) -> Path:
+        return self.base / "runs" / self.workflow
+
+    @property
+    def report_dir(self) -> Path:
+        return self.base / "reports" / self.workflow
+
+    @property
+    def index_html(self) -> Path:
+        return self.report_dir / "index.html"
+
+    @property
+    def synthetic_data(self) -> Path:
+        """Where the demo's generated image folder lives (``train/`` and ``val/`` inside)."""
+        return self.run_dir / "data"
+
+    @property
+    def manifest(self) -> Path:
+        return self.run_dir / "manifest.parquet"
+
+    @property
+    def train_manifest(self) -> Path:
+        return self.run_dir / "train_manifest.parquet"
+
+    @property
+    def classes(self) -> Path:
+        return self.run_dir / "classes.parquet"
+
+    @property
+    def data_info(self) -> Path:
+        """Where the prepared data's roots are recorded for the later stages."""
+        return self.run_dir / "data.json"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    def checkpoint(self, epoch: int) -> Path:
+        return self.checkpoints / f"epoch_{epoch:03d}.pt"
+
+    @property
+    def model(self) -> Path:
+        return self.run_dir / "model.pt"
+
+    @property
+    def metrics(self) -> Path:
+        return self.run_dir / "metrics.json"
+
+    @property
+    def activations(self) -> Path:
+        return self.run_dir / "activations.zarr"
+
+    @property
+    def skipped(self) -> Path:
+        return self.run_dir / "skipped.parquet"
+
+    @property
+    def topk(self) -> Path:
+        return self.run_dir / "topk.parquet"
+
+    @property
+    def units(self) -> Path:
+        return self.run_dir / "units.parquet"
+
+    @property
+    def projections(self) -> Path:
+        return self.run_dir / "projections.zarr"
+
+    @property
+    def stamps(self) -> Path:
+        return self.run_dir / "stamps"
+
+    def stamp(self, stage: str) -> Path:
+        return self.stamps / f"{stage}.json"
+
+    @property
+    def log(self) -> Path:
+        return self.run_dir / "pipeline.log"
+
+    @property
+    def lock(self) -> Path:
+        return self.run_dir / ".lock"
+
+    @staticmethod
+    def staging(final: Path, resumable: bool = False) -> Path:
+        """The temporary name an output is written under before it is moved into place.
+
+        A resumable output keeps one fixed name across runs so a killed stage can continue it.
+        """
+        suffix = "partial" if resumable else "tmp"
+        return final.parent / f".{final.name}.{suffix}"

@@ -1,0 +1,52 @@
+"""Model registry in torchvision's style: builders register by name, the workflow picks one.
+
+A name in the workflow file maps to a builder function, so adding an architecture is one
+decorated function and the error for a typo can list what exists.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from typing import TypeVar
+
+from torch import nn
+
+from pipeline.errors import UserError
+
+Builder = TypeVar("Builder", bound=Callable[..., nn.Module])
+
+BUILTIN_MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(name: str | None = None) -> Callable[[Builder], Builder]:
+    """Decorator that registers a builder under ``name`` (default: the function's name)."""
+
+    def wrap(fn: Builder) -> Builder:
+        key = name or fn.__name__
+        if key in BUILTIN_MODELS:
+            raise ValueError(f"a model named {key!r} is already registered")
+        BUILTIN_MODELS[key] = fn
+        return fn
+
+    return wrap
+
+
+def list_models() -> list[str]:
+    """Registered model names, sorted."""
+    return sorted(BUILTIN_MODELS)
+
+
+def get_model(name: str, **kwargs: object) -> nn.Module:
+    """Build the registered model ``name`` with ``kwargs`` (e.g. ``num_classes``)."""
+    try:
+        builder = BUILTIN_MODELS[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, list_models(), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise UserError(f"unknown model {name!r}; {hint}valid names: "
+                        f"{', '.join(list_models())}") from None
+    return builder(**kwargs)
+
+
+from pipeline.models import zfnet  # noqa: E402,F401  (registers the builders)

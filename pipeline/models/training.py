@@ -1,0 +1,109 @@
+"""Training and evaluating a classifier, resumable at epoch boundaries.
+
+The optimiser is AdamW (fast and robust from scratch without batch norm) and the learning
+rate is a pure function of the global step (linear warm-up, then cosine decay to zero), so a
+run resumed from an epoch checkpoint follows the same schedule as an uninterrupted one. Each
+epoch also reseeds torch's global generator from ``(torch.initial_seed(), epoch)``: with the
+caller's ``torch.manual_seed(seed)`` before both runs, shuffling and dropout of a resumed run
+match the uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from pipeline.progress import progress
+
+WARMUP_FRACTION = 0.05  # of all steps; avoids early divergence at the peak learning rate
+
+Batch = tuple[torch.Tensor, torch.Tensor, Any]
+
+
+def learning_rate(step: int, total_steps: int, peak: float) -> float:
+    """Learning rate at global ``step`` of ``total_steps``: linear warm-up, cosine decay."""
+    warmup = max(1, round(WARMUP_FRACTION * total_steps))
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress_ = (step - warmup) / max(1, total_steps - warmup)
+    return peak * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress_)))
+
+
+def _epoch_seed(base_seed: int, epoch: int) -> int:
+    return (base_seed * 1_000_003 + epoch) % (2**63 - 1)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: Iterable[Batch], device: torch.device) -> float:
+    """Top-1 accuracy in [0, 1] of ``model`` over ``loader`` (batches of image, label, index)."""
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    for images, labels, *_ in loader:
+        logits = model(images.to(device))
+        correct += int((logits.argmax(1).cpu() == labels).sum())
+        total += len(labels)
+    model.train(was_training)
+    return correct / max(1, total)
+
+
+def train_classifier(
+    model: nn.Module,
+    train_loader: Iterable[Batch],
+    val_loader: Iterable[Batch],
+    *,
+    epochs: int,
+    lr: float,
+    weight_decay: float,
+    device: torch.device,
+    start_epoch: int = 0,
+    optimizer_state: dict | None = None,
+    on_epoch_end: Callable[[int, dict], None] | None = None,
+) -> dict:
+    """Train epochs ``start_epoch .. epochs-1``; ``epochs`` is the total of the whole run.
+
+    After each epoch ``on_epoch_end(done, metrics)`` is called with ``done`` = epochs completed
+    so far (the ``start_epoch`` to resume from) and ``metrics`` holding ``epoch`` (= done),
+    ``train_loss``, ``val_accuracy``, ``lr`` and ``optimizer_state``. To resume, load the
+    model weights, then pass ``start_epoch`` and ``optimizer_state`` from that checkpoint.
+    Returns the metrics of the last epoch (or just the validation accuracy if none was left).
+    """
+    model.to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    if optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state)
+    steps_per_epoch = len(train_loader)  # type: ignore[arg-type]
+    total_steps = epochs * steps_per_epoch
+    base_seed = torch.initial_seed()  # read once: manual_seed below would change it
+    metrics: dict = {"epoch": start_epoch, "train_loss": float("nan"), "lr": 0.0}
+    for epoch in range(start_epoch, epochs):
+        torch.manual_seed(_epoch_seed(base_seed, epoch))
+        model.train()
+        loss_sum, seen, step_lr = 0.0, 0, 0.0
+        batches = progress(train_loader, desc=f"train epoch {epoch + 1}/{epochs}",
+                           total=steps_per_epoch, unit="batch")
+        for i, (images, labels, *_) in enumerate(batches):
+            step_lr = learning_rate(epoch * steps_per_epoch + i, total_steps, lr)
+            for group in optimizer.param_groups:
+                group["lr"] = step_lr
+            images, labels = images.to(device), labels.to(device)
+            loss = F.cross_entropy(model(images), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.item() * len(labels)
+            seen += len(labels)
+        metrics = {"epoch": epoch + 1, "train_loss": loss_sum / max(1, seen), "lr": step_lr}
+        metrics["val_accuracy"] = evaluate(model, val_loader, device)
+        metrics["optimizer_state"] = optimizer.state_dict()
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1, metrics)
+    if "val_accuracy" not in metrics:
+        metrics["val_accuracy"] = evaluate(model, val_loader, device)
+        metrics["optimizer_state"] = optimizer.state_dict()
+    return metrics

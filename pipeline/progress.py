@@ -1,0 +1,19 @@
+"""Progress bars for every long step, in one place so that all stages look alike."""
+
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+from tqdm.auto import tqdm
+
+T = TypeVar("T")
+
+
+def progress(iterable: Iterable[T], desc: str, total: int | None = None,
+             unit: str = "it") -> Iterator[T]:
+    """Wrap ``iterable`` in a progress bar on stderr labelled ``desc``."""
+    return iter(tqdm(iterable, desc=desc, total=total, unit=unit, dynamic_ncols=True, leave=True))
+
+
+def progress_bar(desc: str, total: int, unit: str = "it") -> tqdm:
+    """A progress bar advanced by hand with ``update(n)``; close it when done."""
+    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, leave=True)

@@ -1,0 +1,183 @@
+"""Runs stages in dependency order, skipping those whose stamp is current.
+
+A stamp is written only after all of a stage's outputs are in place. Its key is a hash of the
+stage's config sections, the tokens of its inputs' stamps and the package version; the token is new
+on every run, so rerunning a stage makes everything downstream stale.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import hashlib
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from pipeline import __version__
+from pipeline.atomic import read_json, remove, write_json
+from pipeline.config import Workflow
+from pipeline.errors import UserError
+from pipeline.layout import RunLayout
+from pipeline.stages import Stage, get_stage, list_stages
+from pipeline.stages.context import StageContext
+
+
+@dataclass(frozen=True)
+class StageStatus:
+    """One row of ``pipeline status``."""
+
+    name: str
+    state: str  # "done", "stale", "missing" or "off"
+    finished: str | None
+    seconds: float | None
+
+
+class Runner:
+    """Plans and runs the stages of one workflow."""
+
+    def __init__(self, workflow: Workflow, layout: RunLayout, client: Any = None) -> None:
+        self.workflow = workflow
+        self.layout = layout
+        self.client = client
+        self.stages = [stage for stage in list_stages() if stage.enabled(workflow)]
+        self._names = [stage.name for stage in self.stages]
+
+    # -- state -----------------------------------------------------------------------------
+
+    def _inputs(self, stage: Stage) -> list[str]:
+        return [name for name in stage.inputs if name in self._names]
+
+    def _key(self, stage: Stage) -> str | None:
+        tokens = {}
+        for name in self._inputs(stage):
+            stamp = read_json(self.layout.stamp(name))
+            if stamp is None:
+                return None
+            tokens[name] = stamp["token"]
+        payload = {
+            "sections": {name: asdict(self.workflow.section(name)) for name in stage.sections},
+            "inputs": tokens,
+            "version": __version__,
+        }
+        blob = json.dumps(payload, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+    def state(self, name: str) -> str:
+        """``done`` (stamp current and inputs done), ``stale`` (stamp out of date), ``missing``."""
+        stage = get_stage(name)
+        if name not in self._names:
+            return "off"
+        stamp = read_json(self.layout.stamp(name))
+        if stamp is None:
+            return "missing"
+        inputs_done = all(self.state(upstream) == "done" for upstream in self._inputs(stage))
+        return "done" if inputs_done and stamp.get("key") == self._key(stage) else "stale"
+
+    def status(self) -> list[StageStatus]:
+        """The state of every registered stage, with when it finished and how long it took."""
+        rows = []
+        for stage in list_stages():
+            stamp = read_json(self.layout.stamp(stage.name)) or {}
+            rows.append(StageStatus(stage.name, self.state(stage.name),
+                                    stamp.get("finished"), stamp.get("seconds")))
+        return rows
+
+    # -- running ---------------------------------------------------------------------------
+
+    def plan(self, target: str, force: bool = False) -> list[str]:
+        """The stages ``run target`` executes: ``all`` = every stage not done; a single stage =
+        its upstream stages that are not done, then the stage itself (always)."""
+        if target == "all":
+            return [name for name in self._names if force or self.state(name) != "done"]
+        if target not in self._names:
+            valid = ", ".join(["all", *self._names])
+            why = " (off in this workflow)" if target in {s.name for s in list_stages()} else ""
+            raise UserError(f"unknown stage '{target}'{why}; choose one of: {valid}")
+        upstream = self._upstream(target)
+        return [name for name in self._names
+                if name in upstream and (force or self.state(name) != "done")] + [target]
+
+    def _upstream(self, name: str) -> set[str]:
+        found: set[str] = set()
+        for upstream in self._inputs(get_stage(name)):
+            found |= {upstream} | self._upstream(upstream)
+        return found
+
+    def run(self, target: str = "all", force: bool = False) -> list[str]:
+        """Run ``target`` under the workflow's lock; return the names of the stages that ran."""
+        self.layout.run_dir.mkdir(parents=True, exist_ok=True)
+        with self._lock():
+            plan = self.plan(target, force)
+            self._log(f"run {target}{' --force' if force else ''}: {plan or 'nothing to do'}")
+            for name in self._names:
+                if name in plan:
+                    self._run_stage(get_stage(name))
+                elif target == "all" or name in self._upstream(target):
+                    print(f"[{name}] up to date")
+            stale = [name for name in self._names if self.state(name) != "done"]
+            if stale:
+                print(f"now stale: {', '.join(stale)} (`run all` updates them)")
+            return plan
+
+    def _run_stage(self, stage: Stage) -> None:
+        key = self._key(stage)
+        assert key is not None, f"inputs of {stage.name} must be done before it runs"
+        print(f"[{stage.name}] running: {stage.doc}")
+        self._log(f"{stage.name}: start")
+        started = dt.datetime.now(dt.UTC)
+        clock = time.perf_counter()
+        context = StageContext(self.workflow, self.layout, stage.name, key, self.client)
+        try:
+            stage.func(context)
+            # The stamp goes first so that a kill while outputs move is never taken for done.
+            remove(self.layout.stamp(stage.name))
+            context.commit()
+        except BaseException as error:
+            self._log(f"{stage.name}: failed ({type(error).__name__}: {error})")
+            raise
+        seconds = time.perf_counter() - clock
+        write_json(self.layout.stamp(stage.name), {
+            "stage": stage.name, "key": key, "token": uuid.uuid4().hex,
+            "started": started.isoformat(timespec="seconds"),
+            "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "seconds": round(seconds, 2), "version": __version__,
+        })
+        self._log(f"{stage.name}: done in {seconds:.1f} s")
+        print(f"[{stage.name}] done in {seconds:.1f} s")
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        """Hold an exclusive lock on the run folder so a second ``run`` refuses instead of racing.
+
+        ``flock`` is released by the kernel when the process dies, so a killed run never leaves
+        a stale lock behind.
+        """
+        handle = open(self.layout.lock, "a+", encoding="utf-8")  # noqa: SIM115
+        try:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise UserError(
+                    f"{self.layout.run_dir}: workflow '{self.workflow.name}' is already running "
+                    f"({holder}); wait for it to finish or stop it, then run again") from None
+            handle.seek(0)
+            handle.truncate()
+            since = dt.datetime.now().isoformat(timespec="seconds")
+            handle.write(f"pid {os.getpid()} since {since}")
+            handle.flush()
+            yield
+        finally:
+            handle.close()
+
+    def _log(self, message: str) -> None:
+        stamp = dt.datetime.now().isoformat(timespec="seconds")
+        with open(self.layout.log, "a", encoding="utf-8") as log:
+            log.write(f"{stamp} {message}\n")

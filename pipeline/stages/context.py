@@ -1,0 +1,47 @@
+"""What a stage receives from the runner: its workflow, the run's paths, and output staging."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.atomic import read_json, remove, replace, write_json
+from pipeline.config import Workflow
+from pipeline.layout import RunLayout
+
+
+@dataclass
+class StageContext:
+    """What a stage receives: the workflow (for its own sections), the paths, and staging."""
+
+    workflow: Workflow
+    layout: RunLayout
+    stage: str
+    key: str
+    client: Any = None
+    _outputs: list[tuple[Path, Path]] = field(default_factory=list)
+
+    def output(self, final: Path, resumable: bool = False) -> Path:
+        """Return the staging path to write ``final`` under; the runner moves it into place.
+
+        A resumable output keeps its staging path across killed runs as long as the stage's key is
+        unchanged (recorded in a ``.key`` file beside it), so the stage can continue where it was.
+        """
+        staged = self.layout.staging(final, resumable)
+        marker = staged.parent / f"{staged.name}.key"
+        if not resumable or read_json(marker) != self.key:
+            remove(staged)
+            remove(marker)
+        if resumable:
+            write_json(marker, self.key)
+        self._outputs.append((staged, final))
+        return staged
+
+    def commit(self) -> None:
+        """Move every staged output into place (called by the runner only)."""
+        for staged, final in self._outputs:
+            if not staged.exists():
+                raise RuntimeError(f"stage '{self.stage}' did not write {final.name}")
+            replace(staged, final)
+            remove(staged.parent / f"{staged.name}.key")

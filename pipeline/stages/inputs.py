@@ -1,0 +1,34 @@
+"""Inputs that several stages read the same way: the model under analysis and its images."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from pipeline.config import Workflow
+from pipeline.data.roots import analysed_root
+from pipeline.layout import RunLayout
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from pipeline.data.images import ImageDataset
+
+
+def analysed_model(workflow: Workflow, layout: RunLayout, device: torch.device) -> nn.Module:
+    """The workflow's model with its weights, sized to the prepared classes, in eval mode."""
+    from pipeline.models.loading import load_model
+
+    return load_model(workflow, layout, len(pd.read_parquet(layout.classes)), device)
+
+
+def analysed_images(workflow: Workflow, layout: RunLayout, manifest: pd.DataFrame) -> ImageDataset:
+    """The manifest's images, preprocessed exactly as the model sees them."""
+    from pipeline.data.images import ImageDataset, default_transform
+
+    model = workflow.model
+    return ImageDataset(analysed_root(workflow, layout), manifest["path"].tolist(),
+                        manifest["label"].tolist(),
+                        default_transform(model.mean, model.std, model.image_size))

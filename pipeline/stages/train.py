@@ -1,0 +1,88 @@
+"""Stage ``train``: trains the workflow's model, resumable from its per-epoch checkpoints."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from pipeline.atomic import remove, write_json
+from pipeline.data.roots import analysed_root, train_root
+from pipeline.layout import RunLayout
+from pipeline.stages.context import StageContext
+from pipeline.stages.registry import register_stage
+
+if TYPE_CHECKING:
+    import torch
+
+
+@register_stage("train", inputs=("prepare",), sections=("model", "train"),
+                enabled=lambda workflow: workflow.train.enabled)
+def train(ctx: StageContext) -> None:
+    """train the model on the training images"""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from pipeline.data.images import ImageDataset, default_transform
+    from pipeline.data.sampling import EpochShuffle
+    from pipeline.device import resolve_device
+    from pipeline.models.loading import build_model
+    from pipeline.models.training import train_classifier
+
+    workflow, layout, spec = ctx.workflow, ctx.layout, ctx.workflow.train
+    device = resolve_device(spec.device)
+    classes = pd.read_parquet(layout.classes)
+    torch.manual_seed(spec.seed)
+    model = build_model(workflow, num_classes=len(classes)).to(device)
+    model_spec = workflow.model
+    transform = default_transform(model_spec.mean, model_spec.std, model_spec.image_size)
+    train_manifest = pd.read_parquet(layout.train_manifest)
+    val_manifest = pd.read_parquet(layout.manifest)
+    train_set = ImageDataset(train_root(workflow, layout), train_manifest["path"].tolist(),
+                             train_manifest["label"].tolist(), transform)
+    val_set = ImageDataset(analysed_root(workflow, layout), val_manifest["path"].tolist(),
+                           val_manifest["label"].tolist(), transform)
+    start_epoch, optimizer_state = _resume(model, layout, ctx.key)
+    if start_epoch:
+        print(f"[train] resuming after epoch {start_epoch} from {layout.checkpoint(start_epoch)}")
+    sampler = EpochShuffle(len(train_set), seed=spec.seed, first_epoch=start_epoch)
+    train_loader = DataLoader(train_set, batch_size=spec.batch_size, sampler=sampler)
+    val_loader = DataLoader(val_set, batch_size=max(spec.batch_size, 128))
+
+    def save_checkpoint(epoch: int, metrics: dict) -> None:
+        path = layout.checkpoint(epoch)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staged = path.parent / f".{path.name}.tmp"
+        torch.save({"key": ctx.key, "epoch": epoch, "model": model.state_dict(),
+                    "optimizer": metrics["optimizer_state"]}, staged)
+        os.replace(staged, path)
+
+    metrics = train_classifier(model, train_loader, val_loader, epochs=spec.epochs, lr=spec.lr,
+                               weight_decay=spec.weight_decay, device=device,
+                               start_epoch=start_epoch, optimizer_state=optimizer_state,
+                               on_epoch_end=save_checkpoint)
+    torch.save(model.state_dict(), ctx.output(layout.model))
+    summary = {key: value for key, value in metrics.items() if key != "optimizer_state"}
+    write_json(ctx.output(layout.metrics), summary)
+    print(f"[train] val accuracy {summary['val_accuracy']:.3f} after {spec.epochs} epochs")
+
+
+def _resume(model: torch.nn.Module, layout: RunLayout, key: str) -> tuple[int, dict | None]:
+    """Load the newest checkpoint written under the same stage key; drop any from other keys."""
+    import torch
+
+    if not layout.checkpoints.is_dir():
+        return 0, None
+    for path in sorted(layout.checkpoints.glob("epoch_*.pt"), reverse=True):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # a checkpoint cut off by a kill is not worth keeping
+            remove(path)
+            continue
+        if state.get("key") != key:
+            remove(path)
+            continue
+        model.load_state_dict(state["model"])
+        return int(state["epoch"]), state["optimizer"]
+    return 0, None

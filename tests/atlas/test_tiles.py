@@ -1,0 +1,161 @@
+"""Geometry and pixel values of the atlas images (pipeline.atlas.tiles)."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.atlas.tiles import (
+    BACKGROUND,
+    GAP,
+    GUTTER,
+    compose_unit_tile,
+    filter_grid,
+    save_image,
+    tile_scale,
+)
+
+
+def _stack(n: int, h: int, w: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, h, w, 3), dtype=np.uint8)
+
+
+def _cell(tile: np.ndarray, grid: int, i: int, h: int, w: int) -> np.ndarray:
+    """Cell ``i`` (row-major) of grid 0 (projections) or 1 (patches), per the documented formula."""
+    r, c = divmod(i, 3)
+    x0 = grid * (3 * w + 2 * GUTTER + GAP)
+    y, x = r * (h + GUTTER), x0 + c * (w + GUTTER)
+    return tile[y : y + h, x : x + w]
+
+
+@pytest.mark.parametrize("n", [9, 3])
+@pytest.mark.parametrize(("h", "w", "scale"), [(7, 7, 3), (5, 8, 1), (4, 6, 2)])
+def test_tile_size_is_documented_formula(n: int, h: int, w: int, scale: int) -> None:
+    image = compose_unit_tile(_stack(n, h, w), _stack(n, h, w, 1), scale)
+    assert image.mode == "RGB"
+    assert image.size == (6 * w * scale + 4 * GUTTER + GAP, 3 * h * scale + 2 * GUTTER)
+
+
+def test_tile_size_concrete_numbers() -> None:
+    # conv1 of a 7x7 receptive field at tile_scale(7) == 7: 49 px cells.
+    image = compose_unit_tile(_stack(9, 7, 7), _stack(9, 7, 7), tile_scale(7))
+    assert image.size == (312, 151)
+
+
+def test_tile_cells_hold_upscaled_images_in_order() -> None:
+    h, w, s = 4, 5, 3
+    proj, patch = _stack(9, h, w, 1), _stack(9, h, w, 2)
+    tile = np.asarray(compose_unit_tile(proj, patch, s))
+    for i in range(9):
+        expected_p = proj[i].repeat(s, axis=0).repeat(s, axis=1)
+        expected_q = patch[i].repeat(s, axis=0).repeat(s, axis=1)
+        np.testing.assert_array_equal(_cell(tile, 0, i, h * s, w * s), expected_p)
+        np.testing.assert_array_equal(_cell(tile, 1, i, h * s, w * s), expected_q)
+
+
+def test_fewer_images_leave_background_cells() -> None:
+    h, w = 6, 6
+    tile = np.asarray(compose_unit_tile(_stack(3, h, w, 1), _stack(3, h, w, 2), 2))
+    for grid in (0, 1):
+        for i in range(3):
+            assert not (_cell(tile, grid, i, 12, 12) == BACKGROUND).all()
+        for i in range(3, 9):
+            assert (_cell(tile, grid, i, 12, 12) == BACKGROUND).all()
+
+
+def test_gutters_and_gap_are_background() -> None:
+    h = w = 5
+    tile = np.asarray(compose_unit_tile(_stack(9, h, w), _stack(9, h, w), 1))
+    grid_w = 3 * w + 2 * GUTTER
+    assert (tile[:, grid_w : grid_w + GAP] == BACKGROUND).all()
+    assert (tile[h : h + GUTTER, :] == BACKGROUND).all()
+    assert (tile[:, w : w + GUTTER] == BACKGROUND).all()
+
+
+def test_empty_tile_is_all_background() -> None:
+    empty = np.zeros((0, 5, 5, 3), np.uint8)
+    assert (np.asarray(compose_unit_tile(empty, empty, 2)) == BACKGROUND).all()
+
+
+@pytest.mark.parametrize(
+    ("projections", "patches", "error"),
+    [
+        (_stack(10, 4, 4), _stack(10, 4, 4), ValueError),
+        (_stack(9, 4, 4), _stack(9, 5, 4), ValueError),
+        (_stack(9, 4, 4), _stack(8, 4, 4), ValueError),
+        (_stack(9, 4, 4).astype(np.float32), _stack(9, 4, 4), TypeError),
+        (np.zeros((9, 4, 4), np.uint8), np.zeros((9, 4, 4), np.uint8), ValueError),
+    ],
+)
+def test_tile_rejects_bad_input(projections, patches, error) -> None:
+    with pytest.raises(error):
+        compose_unit_tile(projections, patches)
+
+
+def test_tile_rejects_bad_scale() -> None:
+    with pytest.raises(ValueError):
+        compose_unit_tile(_stack(1, 4, 4), _stack(1, 4, 4), 0)
+
+
+@pytest.mark.parametrize(("h", "scale"), [(7, 7), (11, 4), (24, 2), (48, 1), (163, 1), (224, 1)])
+def test_tile_scale(h: int, scale: int) -> None:
+    assert tile_scale(h) == scale
+
+
+def test_tile_scale_target_and_errors() -> None:
+    assert tile_scale(7, target=14) == 2
+    with pytest.raises(ValueError):
+        tile_scale(0)
+
+
+def test_filter_grid_normalises_each_filter_symmetrically() -> None:
+    weights = np.zeros((4, 3, 2, 2))
+    weights[1, 0, 0, 0] = 2.0  # +max -> 255
+    weights[1, 1, 0, 0] = -1.0  # half of -max -> 64
+    weights[2, 2, 1, 1] = -1e-3  # tiny filter: still reaches full contrast
+    weights[3] = 1e6  # huge constant filter: all white
+    grid = np.asarray(filter_grid(weights, 1))
+    # 4 filters -> 2x2 grid; cell i at (r, c) = divmod(i, 2), 2x2 px, 2 px gutters.
+    cells = [
+        grid[r * 4 : r * 4 + 2, c * 4 : c * 4 + 2] for r, c in [(0, 0), (0, 1), (1, 0), (1, 1)]
+    ]
+    assert (cells[0] == 128).all()  # all-zero filter -> mid grey
+    assert cells[1][0, 0].tolist() == [255, 64, 128]
+    assert (cells[1][1:, :] == 128).all()
+    assert cells[2][1, 1].tolist() == [128, 128, 0]  # -max|w| -> 0
+    assert (cells[3] == 255).all()
+
+
+def test_filter_grid_is_scale_invariant_per_filter() -> None:
+    weights = np.random.default_rng(0).normal(size=(2, 3, 5, 5))
+    a = np.asarray(filter_grid(weights, 1))
+    weights[1] *= 1000.0
+    b = np.asarray(filter_grid(weights, 1))
+    np.testing.assert_array_equal(a, b)
+    assert a.min() == 0 or a.max() == 255
+
+
+@pytest.mark.parametrize(("c", "cols", "rows"), [(96, 10, 10), (64, 8, 8), (5, 3, 2), (1, 1, 1)])
+def test_filter_grid_size_is_near_square(c: int, cols: int, rows: int) -> None:
+    k, s = 7, 3
+    image = filter_grid(np.ones((c, 3, k, k)), s)
+    assert image.size == (cols * k * s + (cols - 1) * GUTTER, rows * k * s + (rows - 1) * GUTTER)
+
+
+def test_filter_grid_rejects_bad_shapes() -> None:
+    with pytest.raises(ValueError):
+        filter_grid(np.ones((4, 2, 3, 3)), 1)
+    with pytest.raises(ValueError):
+        filter_grid(np.ones((0, 3, 3, 3)), 1)
+
+
+def test_save_image_writes_png_and_parents(tmp_path) -> None:
+    image = compose_unit_tile(_stack(9, 3, 3), _stack(9, 3, 3), 2)
+    path = tmp_path / "a" / "b" / "tile.png"
+    save_image(image, path)
+    with Image.open(path) as back:
+        assert back.format == "PNG"
+        assert back.size == image.size
+        np.testing.assert_array_equal(np.asarray(back.convert("RGB")), np.asarray(image))
+    assert [p.name for p in path.parent.iterdir()] == ["tile.png"]  # no temporary left over
+    save_image(image, path)  # overwriting is fine
+    assert path.is_file()

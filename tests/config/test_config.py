@@ -1,0 +1,81 @@
+"""The workflow loader: typed values, and one clear line for each kind of mistake."""
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import Workflow, describe, load_workflow
+from pipeline.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+
+MINIMAL = """
+[model]
+name = "zfnet_small"
+[data]
+source = "synthetic"
+"""
+
+
+def test_demo_workflow_loads_with_its_values():
+    workflow = load_workflow(REPO / "workflows" / "demo.toml")
+    assert workflow.name == "demo"
+    assert workflow.data.source == "synthetic"
+    assert workflow.train.enabled is True
+    assert workflow.rank.top_k == 9
+    assert workflow.model.mean == (0.5, 0.5, 0.5)
+
+
+def test_defaults_fill_missing_sections(write_workflow):
+    workflow = load_workflow(write_workflow(MINIMAL))
+    assert workflow.deconv.method == "deconvnet"
+    assert workflow.activations.layers == ()
+    assert isinstance(workflow, Workflow)
+
+
+def test_misspelled_key_names_file_key_and_nearest(write_workflow):
+    path = write_workflow(MINIMAL + "[rank]\ntop_kk = 9\n")
+    with pytest.raises(ConfigError) as error:
+        load_workflow(path)
+    message = str(error.value)
+    assert str(path) in message and "rank.top_kk" in message and "rank.top_k" in message
+    assert "\n" not in message
+
+
+def test_misspelled_section_suggests_the_section(write_workflow):
+    with pytest.raises(ConfigError, match="did you mean 'deconv'"):
+        load_workflow(write_workflow(MINIMAL + "[deconvv]\nmethod = 'guided'\n"))
+
+
+def test_wrong_type_names_key_expected_and_got(write_workflow):
+    with pytest.raises(ConfigError) as error:
+        load_workflow(write_workflow(MINIMAL + "[rank]\ntop_k = 'nine'\n"))
+    assert "rank.top_k: expected int, got str 'nine'" in str(error.value)
+
+
+def test_bool_is_not_an_int(write_workflow):
+    with pytest.raises(ConfigError, match="rank.top_k: expected int"):
+        load_workflow(write_workflow(MINIMAL + "[rank]\ntop_k = true\n"))
+
+
+def test_choice_outside_the_allowed_values(write_workflow):
+    with pytest.raises(ConfigError, match=r"deconv.method: expected one of \['deconvnet'"):
+        load_workflow(write_workflow(MINIMAL + "[deconv]\nmethod = 'lrp'\n"))
+
+
+def test_missing_required_model_name(write_workflow):
+    with pytest.raises(ConfigError, match="missing required key 'model.name'"):
+        load_workflow(write_workflow("[model]\nimage_size = 64\n"))
+
+
+def test_imagefolder_needs_a_root_and_data_flag_supplies_it(write_workflow):
+    path = write_workflow("[model]\nname = 'zfnet_small'\n")
+    with pytest.raises(ConfigError, match=r"\[data\] root is required"):
+        load_workflow(path)
+    assert load_workflow(path, data_root="/somewhere/val").data.root == "/somewhere/val"
+
+
+def test_every_option_is_documented():
+    rows = describe()
+    assert {"model.name", "data.synthetic.seed", "deconv.method"} <= {row[0] for row in rows}
+    assert all(row[3] for row in rows)

@@ -1,0 +1,32 @@
+"""Shared fixtures: a reduced copy of the demo workflow, run end to end in a temporary folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from support import TINY_DEMO, run_cli
+
+
+@pytest.fixture
+def write_workflow(tmp_path: Path):
+    """Write a workflow file into ``tmp_path/workflows`` and return its path."""
+
+    def write(text: str, name: str = "tiny") -> Path:
+        path = tmp_path / "workflows" / f"{name}.toml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    return write
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder in which ``run all`` of the reduced demo has completed once."""
+    base = tmp_path_factory.mktemp("tiny_run")
+    (base / "workflows").mkdir()
+    (base / "workflows" / "tiny.toml").write_text(TINY_DEMO, encoding="utf-8")
+    result = run_cli("run", "all", "-w", "workflows/tiny.toml", cwd=base)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return base

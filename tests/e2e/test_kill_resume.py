@@ -1,0 +1,71 @@
+"""A run killed in the middle of a stage resumes, and no stage is ever reported done early."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import zarr
+from support import REPO, TINY_DEMO, run_cli
+
+STAGES = ["prepare", "train", "activations", "rank", "deconv", "render"]
+
+
+def _start(base: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([sys.executable, "-m", "pipeline", "run", "all", "-w",
+                             "workflows/tiny.toml"], cwd=base, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _kill_when_started(process: subprocess.Popen, log: Path, stage: str, delay: float) -> None:
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        if log.exists() and f"{stage}: start" in log.read_text(encoding="utf-8"):
+            time.sleep(delay)
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            return
+        time.sleep(0.02)
+    pytest.fail(f"stage {stage} never started")
+
+
+def _states(base: Path) -> dict[str, str]:
+    result = run_cli("status", "-w", "workflows/tiny.toml", cwd=base)
+    return {line.split()[0]: line.split()[1] for line in result.stdout.splitlines()[2:]}
+
+
+def _assert_done_stages_are_complete(base: Path) -> None:
+    """Whatever status calls done must have readable, complete outputs."""
+    run = base / "runs" / "tiny"
+    states = _states(base)
+    if states["prepare"] == "done":
+        assert len(pd.read_parquet(run / "manifest.parquet")) > 0
+    if states["train"] == "done":
+        assert (run / "model.pt").stat().st_size > 0
+    if states["activations"] == "done":
+        store = zarr.open_group(run / "activations.zarr", mode="r")
+        assert (np.asarray(store["label"][:]) >= 0).all()
+    if states["rank"] == "done":
+        assert len(pd.read_parquet(run / "units.parquet")) > 0
+    if states["render"] == "done":
+        assert (base / "reports" / "tiny" / "index.html").is_file()
+
+
+@pytest.mark.parametrize(("stage", "delay"), [("train", 1.5), ("activations", 0.3),
+                                              ("deconv", 0.3), ("render", 0.2)])
+def test_killed_run_resumes_to_completion(tmp_path, stage, delay):
+    (tmp_path / "workflows").mkdir()
+    (tmp_path / "workflows" / "tiny.toml").write_text(TINY_DEMO, encoding="utf-8")
+    process = _start(tmp_path)
+    _kill_when_started(process, tmp_path / "runs" / "tiny" / "pipeline.log", stage, delay)
+    _assert_done_stages_are_complete(tmp_path)
+    result = run_cli("run", "all", "-w", "workflows/tiny.toml", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert _states(tmp_path) == dict.fromkeys(STAGES, "done")
+    assert (tmp_path / "reports" / "tiny" / "index.html").is_file()

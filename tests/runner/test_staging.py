@@ -1,0 +1,62 @@
+"""Outputs are staged under temporary names and moved into place only when complete."""
+
+from pipeline.atomic import read_json, replace, write_json
+from pipeline.config import ModelConfig, Workflow
+from pipeline.layout import RunLayout
+from pipeline.stages.context import StageContext
+
+
+def _context(tmp_path, key="k1"):
+    workflow = Workflow(name="w", model=ModelConfig(name="zfnet_small"))
+    return StageContext(workflow, RunLayout(tmp_path, "w"), "rank", key)
+
+
+def test_folder_replaces_folder_without_leftovers(tmp_path):
+    final, staged = tmp_path / "out", tmp_path / ".out.tmp"
+    final.mkdir()
+    (final / "old.txt").write_text("old")
+    staged.mkdir()
+    (staged / "new.txt").write_text("new")
+    replace(staged, final)
+    assert sorted(p.name for p in final.iterdir()) == ["new.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_output_is_invisible_until_commit(tmp_path):
+    context = _context(tmp_path)
+    final = context.layout.topk
+    staged = context.output(final)
+    staged.parent.mkdir(parents=True, exist_ok=True)
+    staged.write_text("table")
+    assert not final.exists()
+    context.commit()
+    assert final.read_text() == "table" and not staged.exists()
+
+
+def test_resumable_output_survives_only_with_the_same_key(tmp_path):
+    first = _context(tmp_path, key="same")
+    staged = first.output(first.layout.activations, resumable=True)
+    staged.mkdir(parents=True)
+    (staged / "chunk").write_text("done")
+    again = _context(tmp_path, key="same")
+    assert (again.output(again.layout.activations, resumable=True) / "chunk").exists()
+    changed = _context(tmp_path, key="other")
+    assert not changed.output(changed.layout.activations, resumable=True).exists()
+
+
+def test_commit_refuses_a_missing_output(tmp_path):
+    context = _context(tmp_path)
+    context.output(context.layout.units)
+    try:
+        context.commit()
+    except RuntimeError as error:
+        assert "units.parquet" in str(error)
+    else:
+        raise AssertionError("commit accepted a missing output")
+
+
+def test_json_written_atomically_and_read_back(tmp_path):
+    write_json(tmp_path / "a.json", {"x": 1})
+    assert read_json(tmp_path / "a.json") == {"x": 1}
+    (tmp_path / "cut.json").write_text('{"x": ')
+    assert read_json(tmp_path / "cut.json") is None
