@@ -13,7 +13,7 @@ from pipeline import __version__
 from pipeline.errors import UserError
 
 DEFAULT_WORKFLOW = Path("workflows") / "demo.toml"
-STAGE_NAMES = ("prepare", "train", "activations", "rank", "deconv", "render")
+STAGE_NAMES = ("prepare", "train", "activations", "rank", "deconv", "render")  # = the registry
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,6 +50,24 @@ def build_parser() -> argparse.ArgumentParser:
         "it took.",
     )
     add_workflow(status)
+
+    layers = commands.add_parser(
+        "layers", help="list the analysable layers with output shapes and receptive fields",
+        description="List the layers the atlas analyses by default (each convolution's ReLU "
+        "output, labelled conv1..convN) with their dotted module name, output shape and receptive "
+        "field (size, jump between units, and the input position of unit (0, 0)'s field), "
+        "computed from the modules' geometry. No weights are needed.",
+    )
+    source = layers.add_mutually_exclusive_group()
+    source.add_argument("-w", "--workflow", type=Path, default=None,
+                        help=f"the model of this workflow (default: {DEFAULT_WORKFLOW})")
+    source.add_argument("--model", metavar="NAME", default=None,
+                        help="a registered or torchvision model name, e.g. alexnet, vgg16")
+    layers.add_argument("--image-size", type=int, default=None, metavar="N",
+                        help="input side in pixels (default: the workflow's, or 224)")
+    layers.add_argument("--all", action="store_true", dest="all_modules",
+                        help="list every module with a feature-map output, not just the default")
+    layers.set_defaults(data=None)
     return parser
 
 
@@ -63,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head`: not an error of ours
+        return 0
     except KeyboardInterrupt:
         print("interrupted; run the same command again to resume", file=sys.stderr)
         return 130

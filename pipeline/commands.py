@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from pipeline.cli import DEFAULT_WORKFLOW
 from pipeline.config import Workflow, load_workflow
 from pipeline.layout import RunLayout
 
 
 def dispatch(args: argparse.Namespace) -> int:
     """Load the workflow once and run the chosen command."""
+    if args.command == "layers":
+        return layers(args)
     workflow = load_workflow(args.workflow, data_root=args.data)
     layout = RunLayout(base=Path.cwd(), workflow=workflow.name)
     if args.command == "run":
@@ -40,4 +43,34 @@ def status(workflow: Workflow, layout: RunLayout) -> int:
     for row in rows:
         seconds = f"{row.seconds:.1f}" if row.seconds is not None else "-"
         print(f"{row.name:<12} {row.state:<8} {row.finished or '-':<26} {seconds:>8}")
+    return 0
+
+
+def layers(args: argparse.Namespace) -> int:
+    """Print the analysable layers of a workflow's model or of a named model."""
+    from pipeline.interp import analysable_layers
+    from pipeline.interp.layers import feature_map_names
+    from pipeline.models import get_model
+    from pipeline.models.loading import build_model
+
+    if args.model:
+        model, size, title, names = get_model(args.model), args.image_size or 224, args.model, None
+    else:
+        workflow = load_workflow(args.workflow or DEFAULT_WORKFLOW)
+        model, title = build_model(workflow, num_classes=1000), workflow.model.name
+        size, names = args.image_size or workflow.model.image_size, workflow.activations.layers
+    if args.all_modules:
+        names = feature_map_names(model, (size, size))
+    found = analysable_layers(model, (size, size), names=list(names) or None if names else None)
+    print(f"{title} at {size} x {size} px: {len(found)} layers")
+    print(f"{'layer':<16} {'module':<28} {'output (C x H x W)':<20} {'receptive field':<16}"
+          f" {'jump':>5} {'first (y, x)':>13}")
+    for layer in found:
+        field = layer.receptive_field
+        shape = " x ".join(str(n) for n in layer.out_shape)
+        size_text = (f"{field.size[0]}" if field.size[0] == field.size[1]
+                     else f"{field.size[0]} x {field.size[1]}")
+        jump = f"{field.jump[0]}" if field.jump[0] == field.jump[1] else str(field.jump)
+        print(f"{layer.label:<16} {layer.name:<28} {shape:<20} {size_text + ' px':<16}"
+              f" {jump:>5} {str(field.first):>13}")
     return 0

@@ -79,6 +79,18 @@ def _default_names(calls: list[tuple[str, nn.Module, tuple[int, ...]]]) -> list[
     return names
 
 
+def _feature_maps(calls: list[tuple[str, nn.Module, tuple[int, ...]]],
+                  fields: dict[str, ReceptiveField]) -> list[str]:
+    shapes = {n for n, _, s in calls if len(s) == 4}
+    return [n for n in dict.fromkeys(n for n, _, _ in calls) if n in shapes and n in fields]
+
+
+def feature_map_names(model: nn.Module, input_size: tuple[int, int]) -> list[str]:
+    """Every module whose (last) output is a 4-D feature map with a known receptive field, in
+    call order: the names `analysable_layers(names=...)` accepts."""
+    return _feature_maps(_trace_calls(model, input_size), receptive_fields(model, input_size))
+
+
 def analysable_layers(
     model: nn.Module, input_size: tuple[int, int], names: Sequence[str] | None = None
 ) -> list[LayerInfo]:
@@ -87,7 +99,7 @@ def analysable_layers(
     calls = _trace_calls(model, input_size)
     fields = receptive_fields(model, input_size)
     shapes = {n: s for n, _, s in calls if len(s) == 4}  # later calls overwrite: last call
-    valid = [n for n in dict.fromkeys(n for n, _, _ in calls) if n in shapes and n in fields]
+    valid = _feature_maps(calls, fields)
     if names is None:
         chosen = [(n, f"conv{i + 1}") for i, n in enumerate(
             n for n in _default_names(calls) if n in fields)]

@@ -38,15 +38,19 @@ def list_models() -> list[str]:
 
 
 def get_model(name: str, **kwargs: object) -> nn.Module:
-    """Build the registered model ``name`` with ``kwargs`` (e.g. ``num_classes``)."""
-    try:
-        builder = BUILTIN_MODELS[name]
-    except KeyError:
-        close = difflib.get_close_matches(name, list_models(), n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
-        raise UserError(f"unknown model {name!r}; {hint}valid names: "
-                        f"{', '.join(list_models())}") from None
-    return builder(**kwargs)
+    """Build the registered model ``name`` with ``kwargs`` (e.g. ``num_classes``); other names
+    are looked up among torchvision's classification models (built without weights)."""
+    from pipeline.models.torchvision_models import build_torchvision_model, torchvision_names
+
+    if name in BUILTIN_MODELS:
+        return BUILTIN_MODELS[name](**kwargs)
+    if name in torchvision_names():
+        return build_torchvision_model(name, num_classes=int(kwargs.get("num_classes", 1000)))
+    known = list_models() + torchvision_names()
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise UserError(f"unknown model {name!r}; {hint}valid names: {', '.join(list_models())} "
+                    "or any torchvision classification model (alexnet, vgg16, resnet18, ...)")
 
 
 from pipeline.models import zfnet  # noqa: E402,F401  (registers the builders)

@@ -1,0 +1,31 @@
+"""`pipeline layers` prints each analysable layer with its shape and receptive field."""
+
+from support import REPO, run_cli
+
+
+def _rows(stdout: str) -> list[list[str]]:
+    return [line.split() for line in stdout.splitlines()[2:]]
+
+
+def test_alexnet_layers_have_torchvision_receptive_fields(tmp_path):
+    result = run_cli("layers", "--model", "alexnet", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = _rows(result.stdout)
+    assert [row[0] for row in rows] == ["conv1", "conv2", "conv3", "conv4", "conv5"]
+    assert [row[1] for row in rows] == ["features.1", "features.4", "features.7", "features.9",
+                                        "features.11"]
+    assert [int(row[7]) for row in rows] == [11, 51, 99, 131, 163]
+
+
+def test_demo_workflow_layers(tmp_path):
+    result = run_cli("layers", "-w", str(REPO / "workflows" / "demo.toml"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = _rows(result.stdout)
+    assert [row[1] for row in rows] == [f"features.relu{i}" for i in range(1, 6)]
+    assert [int(row[7]) for row in rows] == [7, 27, 51, 67, 83]
+
+
+def test_unknown_model_is_one_line_with_a_suggestion(tmp_path):
+    result = run_cli("layers", "--model", "alexnt", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "did you mean 'alexnet'" in result.stderr
