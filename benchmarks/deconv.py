@@ -31,7 +31,7 @@ def requests_for(model, layers, images, units, per_unit):
     for layer in layers:
         captured = {}
         module = model.get_submodule(layer.name)
-        handle = module.register_forward_hook(lambda m, a, out: captured.update(out=out))
+        handle = module.register_forward_hook(lambda m, a, out, into=captured: into.update(out=out))
         with torch.no_grad():
             model(images)
         handle.remove()
