@@ -16,6 +16,17 @@ DEFAULT_WORKFLOW = Path("workflows") / "demo.toml"
 STAGE_NAMES = ("prepare", "train", "activations", "rank", "deconv", "render")  # = the registry
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` -> ``(i, n)`` with ``0 <= i < n``."""
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected I/N like 0/2, got {text!r}") from None
+    if not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"shard {text!r}: need 0 <= I < N")
+    return index, count
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command (also used to document them in the README)."""
     parser = argparse.ArgumentParser(
@@ -43,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="'all' (default) or one stage")
     add_workflow(run)
     run.add_argument("--force", action="store_true", help="rerun stages even when up to date")
+    run.add_argument("--shard", type=parse_shard, default=None, metavar="I/N",
+                     help="with 'activations': fill only the I-th of N disjoint shares of the "
+                     "chunks (0 <= I < N), so N processes or GPUs can share one store; the last "
+                     "shard to finish completes the stage")
 
     status = commands.add_parser(
         "status", help="show each stage: done / stale / missing, with timings",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from pipeline.atomic import read_json
 from pipeline.cli import DEFAULT_WORKFLOW
 from pipeline.config import Workflow, load_workflow
 from pipeline.layout import RunLayout
@@ -17,17 +18,18 @@ def dispatch(args: argparse.Namespace) -> int:
     workflow = load_workflow(args.workflow, data_root=args.data)
     layout = RunLayout(base=Path.cwd(), workflow=workflow.name)
     if args.command == "run":
-        return run(workflow, layout, args.target, args.force)
+        return run(workflow, layout, args.target, args.force, args.shard)
     if args.command == "status":
         return status(workflow, layout)
     raise AssertionError(f"unhandled command {args.command}")
 
 
-def run(workflow: Workflow, layout: RunLayout, target: str, force: bool) -> int:
+def run(workflow: Workflow, layout: RunLayout, target: str, force: bool,
+        shard: tuple[int, int] | None = None) -> int:
     """Run ``target`` and, when the atlas exists, end by printing where it is."""
     from pipeline.runner import Runner
 
-    Runner(workflow, layout).run(target, force=force)
+    Runner(workflow, layout).run(target, force=force, shard=shard)
     if layout.index_html.exists():
         print(f"atlas: {layout.index_html}")
     return 0
@@ -43,6 +45,11 @@ def status(workflow: Workflow, layout: RunLayout) -> int:
     for row in rows:
         seconds = f"{row.seconds:.1f}" if row.seconds is not None else "-"
         print(f"{row.name:<12} {row.state:<8} {row.finished or '-':<26} {seconds:>8}")
+    accuracy = read_json(layout.activations / "zarr.json")
+    attrs = (accuracy or {}).get("attributes", {})
+    if "top1" in attrs:
+        print(f"accuracy on {attrs.get('n_readable', attrs['n_images'])} images: "
+              f"top-1 {attrs['top1']:.1%}, top-5 {attrs['top5']:.1%}")
     return 0
 
 
@@ -52,13 +59,15 @@ def layers(args: argparse.Namespace) -> int:
     from pipeline.interp.layers import feature_map_names
     from pipeline.models import get_model
     from pipeline.models.loading import build_model
+    from pipeline.models.preprocessing import preprocessing
 
     if args.model:
         model, size, title, names = get_model(args.model), args.image_size or 224, args.model, None
     else:
         workflow = load_workflow(args.workflow or DEFAULT_WORKFLOW)
         model, title = build_model(workflow, num_classes=1000), workflow.model.name
-        size, names = args.image_size or workflow.model.image_size, workflow.activations.layers
+        size = args.image_size or preprocessing(workflow).crop
+        names = workflow.activations.layers
     if args.all_modules:
         names = feature_map_names(model, (size, size))
     found = analysable_layers(model, (size, size), names=list(names) or None if names else None)

@@ -50,10 +50,13 @@ class DataConfig:
 
     source: str = option(
         "imagefolder",
-        "'synthetic' generates the demo images; 'imagefolder' reads one sub-folder per class",
-        choices=("synthetic", "imagefolder"),
+        "'synthetic' generates the demo images; 'imagefolder' reads one sub-folder per class; "
+        "'imagenet' reads the official flat ImageNet val files with the devkit's labels",
+        choices=("synthetic", "imagefolder", "imagenet"),
     )
-    root: str = option("", "folder of the analysed images (one sub-folder per class)")
+    root: str = option("", "folder of the analysed images (see source)")
+    devkit: str = option("", "ILSVRC2012_devkit_t12.tar.gz or its folder, for source 'imagenet'; "
+                         "empty looks in root and its parent")
     train_root: str = option("", "folder of training images, needed only when [train] runs")
     synthetic: SyntheticConfig = option(SyntheticConfig(), "settings of the generated data set")
 
@@ -62,9 +65,14 @@ class DataConfig:
 class ModelConfig:
     """Which network is analysed and how its inputs are preprocessed."""
 
-    name: str = option(doc="registered model name, e.g. 'zfnet_small' (see `pipeline layers`)")
+    name: str = option(doc="model name: 'zfnet_small', 'zfnet' or any torchvision classifier")
+    weights: str = option("", "torchvision weights, e.g. 'DEFAULT' or 'IMAGENET1K_V1'; they also "
+                          "set preprocessing and class names")
+    download: bool = option(True, "fetch torchvision weights missing from the torch hub cache")
     checkpoint: str = option("", "state-dict file to load; empty uses the trained model.pt")
-    image_size: int = option(224, "side of the square network input, in pixels")
+    image_size: int = option(224, "side of the square network input (the centre crop), in pixels")
+    resize_size: int = option(0, "shorter side the image is resized to before the crop; "
+                              "0 resizes straight to image_size")
     mean: tuple[float, ...] = option((0.485, 0.456, 0.406), "per-channel mean for normalisation")
     std: tuple[float, ...] = option((0.229, 0.224, 0.225), "per-channel std for normalisation")
 
@@ -91,6 +99,9 @@ class ActivationsConfig:
     chunk_size: int = option(512, "images per zarr chunk (the unit of resumption)")
     device: str = option("auto", "'auto' (cuda, then mps, then cpu), or a torch device string")
     num_workers: int = option(0, "DataLoader worker processes")
+    prefetch: int = option(2, "batches each worker prepares ahead (with num_workers > 0)")
+    bf16: bool = option(False, "bfloat16 autocast on a GPU (summaries are stored as float32)")
+    channels_last: bool = option(False, "channels-last memory format on a GPU")
 
 
 @dataclass(frozen=True)
@@ -156,9 +167,9 @@ def load_workflow(path: Path, data_root: str | None = None) -> Workflow:
 
 
 def _validate(workflow: Workflow, path: Path) -> Workflow:
-    if workflow.data.source == "imagefolder" and not workflow.data.root:
-        raise ConfigError(f"{path}: [data] root is required for source 'imagefolder'; "
-                          "set it or pass --data PATH")
+    if workflow.data.source != "synthetic" and not workflow.data.root:
+        raise ConfigError(f"{path}: [data] root is required for source "
+                          f"'{workflow.data.source}'; set it or pass --data PATH")
     data = workflow.data
     if workflow.train.enabled and data.source == "imagefolder" and not data.train_root:
         raise ConfigError(f"{path}: [data] train_root is required when [train] enabled = true")

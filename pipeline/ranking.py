@@ -44,16 +44,19 @@ class LayerRanking:
 def block_partial(values: np.ndarray, offset: int, k: int) -> BlockPartial:
     """Top-k candidates of one block; a stable sort keeps the lower image id first among ties."""
     values = np.asarray(values, dtype=np.float32)
-    order = np.argsort(-values, axis=0, kind="stable")[:k]
-    as64 = values.astype(np.float64)
+    readable = ~np.isnan(values[:, 0]) if values.shape[1] else np.ones(len(values), bool)
+    # Skipped (unreadable) images are NaN: rank them below every real value, count them nowhere.
+    ranked = np.where(np.isnan(values), -np.inf, values)
+    order = np.argsort(-ranked, axis=0, kind="stable")[:k]
+    as64 = values[readable].astype(np.float64)
     return BlockPartial(
-        values=np.take_along_axis(values, order, axis=0),
+        values=np.take_along_axis(ranked, order, axis=0),
         ids=(order + offset).astype(np.int64),
-        count=values.shape[0],
+        count=int(readable.sum()),
         total=as64.sum(axis=0),
         total_sq=(as64 * as64).sum(axis=0),
         active=(values > 0).sum(axis=0),
-        peak=values.max(axis=0),
+        peak=ranked.max(axis=0) if len(values) else np.full(values.shape[1], -np.inf),
     )
 
 
@@ -62,7 +65,7 @@ def merge_partials(partials: list[BlockPartial], k: int) -> LayerRanking:
     values = np.concatenate([part.values for part in partials])
     ids = np.concatenate([part.ids for part in partials])
     order = np.lexsort((ids, -values), axis=0)[:k]
-    count = sum(part.count for part in partials)
+    count = max(1, sum(part.count for part in partials))
     total = np.sum([part.total for part in partials], axis=0)
     total_sq = np.sum([part.total_sq for part in partials], axis=0)
     mean = total / count

@@ -109,9 +109,17 @@ class Runner:
             found |= {upstream} | self._upstream(upstream)
         return found
 
-    def run(self, target: str = "all", force: bool = False) -> list[str]:
-        """Run ``target`` under the workflow's lock; return the names of the stages that ran."""
+    def run(self, target: str = "all", force: bool = False,
+            shard: tuple[int, int] | None = None) -> list[str]:
+        """Run ``target`` under the workflow's lock; return the names of the stages that ran.
+
+        With ``shard=(i, n)`` only the activations stage runs, filling its i-th share of the
+        chunks; shard processes hold the lock shared, so they run side by side while an ordinary
+        run is refused, and the shard that completes the store commits and stamps it.
+        """
         self.layout.run_dir.mkdir(parents=True, exist_ok=True)
+        if shard is not None:
+            return self._run_shard(target, shard)
         with self._lock():
             plan = self.plan(target, force)
             self._log(f"run {target}{' --force' if force else ''}: {plan or 'nothing to do'}")
@@ -125,19 +133,38 @@ class Runner:
                 print(f"now stale: {', '.join(stale)} (`run all` updates them)")
             return plan
 
-    def _run_stage(self, stage: Stage) -> None:
+    def _run_shard(self, target: str, shard: tuple[int, int]) -> list[str]:
+        if target != "activations":
+            raise UserError(f"--shard splits the activations stage only; run `run activations "
+                            f"--shard {shard[0]}/{shard[1]}`, not `run {target}`")
+        with self._lock(shared=True):
+            waiting = [name for name in self._upstream(target) if self.state(name) != "done"]
+            if waiting:
+                raise UserError(f"{', '.join(waiting)} must be done before shards run; run "
+                                f"`python -m pipeline run {waiting[-1]} -w {self.workflow.source}`"
+                                " once first")
+            self._run_stage(get_stage(target), shard)
+        return [target]
+
+    def _run_stage(self, stage: Stage, shard: tuple[int, int] | None = None) -> None:
         key = self._key(stage)
         assert key is not None, f"inputs of {stage.name} must be done before it runs"
         print(f"[{stage.name}] running: {stage.doc}")
         self._log(f"{stage.name}: start")
         started = dt.datetime.now(dt.UTC)
         clock = time.perf_counter()
-        context = StageContext(self.workflow, self.layout, stage.name, key, self.client)
+        context = StageContext(self.workflow, self.layout, stage.name, key, self.client, shard)
         try:
-            stage.func(context)
-            # The stamp goes first so that a kill while outputs move is never taken for done.
-            remove(self.layout.stamp(stage.name))
-            context.commit()
+            if stage.func(context) is False:  # a shard whose siblings still have chunks to do
+                self._log(f"{stage.name}: shard {shard} done, stage incomplete")
+                return
+            with self._commit_lock():
+                if not context.staged_outputs_exist():
+                    print(f"[{stage.name}] another shard already completed the stage")
+                    return
+                # The stamp goes first so that a kill while outputs move is never taken for done.
+                remove(self.layout.stamp(stage.name))
+                context.commit()
         except BaseException as error:
             self._log(f"{stage.name}: failed ({type(error).__name__}: {error})")
             raise
@@ -152,27 +179,36 @@ class Runner:
         print(f"[{stage.name}] done in {seconds:.1f} s")
 
     @contextlib.contextmanager
-    def _lock(self) -> Iterator[None]:
-        """Hold an exclusive lock on the run folder so a second ``run`` refuses instead of racing.
+    def _commit_lock(self) -> Iterator[None]:
+        """Serialise moving outputs into place (two shards may finish at the same moment)."""
+        with open(self.layout.run_dir / ".commit-lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+
+    @contextlib.contextmanager
+    def _lock(self, shared: bool = False) -> Iterator[None]:
+        """Hold a lock on the run folder so a second ``run`` refuses instead of racing.
 
         ``flock`` is released by the kernel when the process dies, so a killed run never leaves
-        a stale lock behind.
+        a stale lock behind. Shards hold it shared: they may run together, but not beside an
+        ordinary run.
         """
         handle = open(self.layout.lock, "a+", encoding="utf-8")  # noqa: SIM115
         try:
             try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(handle, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
             except BlockingIOError:
                 handle.seek(0)
                 holder = handle.read().strip() or "another process"
                 raise UserError(
                     f"{self.layout.run_dir}: workflow '{self.workflow.name}' is already running "
                     f"({holder}); wait for it to finish or stop it, then run again") from None
-            handle.seek(0)
-            handle.truncate()
-            since = dt.datetime.now().isoformat(timespec="seconds")
-            handle.write(f"pid {os.getpid()} since {since}")
-            handle.flush()
+            if not shared:
+                handle.seek(0)
+                handle.truncate()
+                since = dt.datetime.now().isoformat(timespec="seconds")
+                handle.write(f"pid {os.getpid()} since {since}")
+                handle.flush()
             yield
         finally:
             handle.close()

@@ -43,3 +43,68 @@ def run_cli(*args: str, cwd: Path, timeout: float = 600) -> subprocess.Completed
                           capture_output=True, text=True, timeout=timeout)
 
 
+
+
+def write_images(root: Path, classes: list[str], per_class: int, size: int = 48,
+                 fmt: str = "JPEG", seed: int = 0) -> list[Path]:
+    """A class-per-folder image set of smooth random colour images; returns the files."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    files = []
+    for name in classes:
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            small = rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)
+            image = Image.fromarray(small).resize((size, size), Image.BILINEAR)
+            path = root / name / f"{name}_{i:04d}.{fmt}"
+            image.save(path, format="JPEG" if fmt == "JPEG" else fmt)
+            files.append(path)
+    return files
+
+
+def save_random_checkpoint(path: Path, num_classes: int, seed: int = 0) -> Path:
+    """A randomly initialised zfnet_small state dict, saved as a user's checkpoint would be."""
+    import torch
+
+    from pipeline.models import get_model
+
+    torch.manual_seed(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(get_model("zfnet_small", num_classes=num_classes).state_dict(), path)
+    return path
+
+
+def folder_workflow(data: Path, checkpoint: Path, chunk_size: int = 8, batch_size: int = 4) -> str:
+    """A workflow over an image folder with a fixed zfnet_small checkpoint (no training)."""
+    return f"""
+[data]
+source = "imagefolder"
+root = "{data}"
+[model]
+name = "zfnet_small"
+checkpoint = "{checkpoint}"
+image_size = 64
+[activations]
+batch_size = {batch_size}
+chunk_size = {chunk_size}
+"""
+
+
+def store_arrays(path: Path) -> dict:
+    """Every array of a zarr store, by key, as numpy."""
+    import numpy as np
+    import zarr
+
+    root = zarr.open_group(path, mode="r")
+    arrays = {}
+
+    def visit(group, prefix=""):
+        for name, array in group.arrays():
+            arrays[prefix + name] = np.asarray(array[:])
+        for name, sub in group.groups():
+            visit(sub, f"{prefix}{name}/")
+
+    visit(root)
+    return arrays

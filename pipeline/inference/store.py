@@ -7,59 +7,99 @@ Layout (one group per analysed layer, named by its label)::
     <label>/mean    float32 [N, C]   the mean activation
     pred            int32   [N, k]   top-k predicted classes (k = min(5, classes))
     prob            float32 [N, k]   their softmax probabilities
-    label           int32   [N]      true class
+    label           int32   [N]      true class, in the model's class order
 
-Completed chunks are listed in ``progress.json`` inside the store, written after a chunk's arrays,
-so a killed run redoes only what is missing and the final arrays equal an uninterrupted run's.
+A skipped (unreadable) image has NaN summaries, argmax and pred -1. A chunk is done when its
+marker ``done/NNNNNN.json`` exists; the marker is written after the chunk's arrays and lists the
+chunk's skipped images. Markers are separate files, so shard processes on one store never race,
+and a killed run redoes only chunks without a marker: the final arrays equal an uninterrupted run's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import fcntl
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import zarr
 
-from pipeline.atomic import read_json, write_json
+from pipeline.atomic import read_json, remove, write_json
 
 SUMMARIES = ("max", "argmax", "mean")
 DTYPES = {"max": "float32", "argmax": "int32", "mean": "float32"}
 
 
+@contextlib.contextmanager
+def creation_lock(final: Path) -> Iterator[None]:
+    """Serialise the setup of a store that several shard processes share (held briefly)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with open(final.parent / f".{final.name}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
 def create_store(path: Path, n_images: int, chunk_size: int, layers: Sequence[dict],
                  top: int) -> zarr.Group:
-    """Create every array of the store up front (one writer), or reopen a partial one."""
+    """Create every array up front, or open the store a killed run or another shard created.
+    Call under :func:`creation_lock` when shards may run at once."""
     if (path / "zarr.json").exists():
-        return zarr.open_group(path, mode="r+")
+        existing = zarr.open_group(path, mode="r+")
+        if "n_images" in existing.attrs:  # set last: a store cut off while created is redone
+            return existing
     root = zarr.open_group(path, mode="w")
     for layer in layers:
         group = root.create_group(layer["label"])
         group.attrs.update(layer)
         for summary in SUMMARIES:
             group.create_array(summary, shape=(n_images, layer["channels"]),
-                               chunks=(chunk_size, layer["channels"]), dtype=DTYPES[summary],
-                               fill_value=0)
-    root.create_array("pred", shape=(n_images, top), chunks=(chunk_size, top), dtype="int32",
-                      fill_value=-1)
-    root.create_array("prob", shape=(n_images, top), chunks=(chunk_size, top), dtype="float32",
-                      fill_value=0)
+                               chunks=(chunk_size, layer["channels"]),
+                               dtype=DTYPES[summary], fill_value=0)
+    root.create_array("pred", shape=(n_images, top), chunks=(chunk_size, top),
+                      dtype="int32", fill_value=-1)
+    root.create_array("prob", shape=(n_images, top), chunks=(chunk_size, top),
+                      dtype="float32", fill_value=0)
     root.create_array("label", shape=(n_images,), chunks=(chunk_size,), dtype="int32",
                       fill_value=-1)
-    root.attrs.update({"layers": [layer["label"] for layer in layers], "chunk_size": chunk_size,
-                       "n_images": n_images})
+    root.attrs.update({"layers": [layer["label"] for layer in layers],
+                       "chunk_size": chunk_size, "n_images": n_images})
     return root
 
 
+def chunk_count(n_images: int, chunk_size: int) -> int:
+    return -(-n_images // chunk_size)
+
+
+def shard_chunks(n_chunks: int, shard: tuple[int, int] | None) -> list[int]:
+    """The chunks shard ``(i, n)`` computes: every n-th, starting at i (all without a shard)."""
+    index, count = shard or (0, 1)
+    return list(range(index, n_chunks, count))
+
+
 def completed_chunks(path: Path) -> set[int]:
-    """The chunks recorded as fully written."""
-    state = read_json(path / "progress.json") or {}
-    return set(state.get("done", []))
+    """The chunks whose marker exists."""
+    folder = path / "done"
+    return {int(marker.stem) for marker in folder.glob("*.json")} if folder.is_dir() else set()
 
 
-def mark_completed(path: Path, done: set[int]) -> None:
-    """Record ``done`` atomically, after the chunks' arrays are written."""
-    write_json(path / "progress.json", {"done": sorted(done)})
+def mark_completed(path: Path, chunk: int, skipped: list[tuple[int, str]]) -> None:
+    """Record chunk ``chunk`` as written, with its skipped images, after its arrays."""
+    write_json(path / "done" / f"{chunk:06d}.json", {"skipped": skipped})
+
+
+def skipped_images(path: Path) -> list[tuple[int, str]]:
+    """(image_id, reason) of every skipped image, from all chunk markers."""
+    rows = []
+    for marker in sorted((path / "done").glob("*.json")):
+        rows.extend((int(i), str(reason)) for i, reason in read_json(marker)["skipped"])
+    return rows
+
+
+def drop_progress(path: Path) -> None:
+    """Remove the chunk markers once the store is complete (they are not part of the zarr tree)."""
+    remove(path / "done")
+    remove(path / "finishing.json")
 
 
 def write_chunk(root: zarr.Group, start: int, arrays: dict[str, np.ndarray]) -> None:

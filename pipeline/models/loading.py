@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from pipeline.config import Workflow
 from pipeline.errors import UserError
 from pipeline.layout import RunLayout
 from pipeline.models import BUILTIN_MODELS, get_model
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 def build_model(workflow: Workflow, num_classes: int) -> nn.Module:
@@ -29,13 +31,21 @@ def checkpoint_path(workflow: Workflow, layout: RunLayout) -> Path:
         return Path(workflow.model.checkpoint).expanduser()
     if workflow.train.enabled:
         return layout.model
-    raise UserError(f"{workflow.source}: model.checkpoint is empty and [train] is off; set "
-                    "[model] checkpoint to a state-dict file or enable [train]")
+    raise UserError(f"{workflow.source}: the model has no weights: set [model] weights (for a "
+                    "torchvision model) or [model] checkpoint, or enable [train]")
 
 
 def load_model(workflow: Workflow, layout: RunLayout, num_classes: int,
                device: torch.device) -> nn.Module:
     """The workflow's model with its weights loaded, in eval mode on ``device``."""
+    import torch
+
+    spec = workflow.model
+    if spec.weights and not spec.checkpoint:
+        from pipeline.models.torchvision_models import load_torchvision_model, resolve_weights
+
+        weights = resolve_weights(spec.name, spec.weights, workflow.source)
+        return load_torchvision_model(spec.name, weights, spec.download).eval().to(device)
     model = build_model(workflow, num_classes)
     path = checkpoint_path(workflow, layout)
     if not path.is_file():
@@ -48,6 +58,6 @@ def load_model(workflow: Workflow, layout: RunLayout, num_classes: int,
         model.load_state_dict(state)
     except RuntimeError as error:
         first = str(error).strip().splitlines()[0]
-        raise UserError(f"{path}: weights do not fit model '{workflow.model.name}' ({first})"
-                        ) from None
+        raise UserError(f"{path}: weights do not fit model '{spec.name}' with {num_classes} "
+                        f"classes ({first})") from None
     return model.eval().to(device)

@@ -1,9 +1,25 @@
-"""torchvision's classification models, reachable by their torchvision names (``alexnet``,
-``vgg16``, ``resnet18``, ...) wherever a workflow or ``pipeline layers`` names a model."""
+"""torchvision's classification models by name, with their weights enums resolved offline.
+
+Weights load from the torch hub cache (``$TORCH_HOME/hub/checkpoints``) when the file is there;
+otherwise torchvision downloads them if ``[model] download`` allows, and a failure names the exact
+file and folder, so a user on an offline GPU box knows what to copy where.
+"""
 
 from __future__ import annotations
 
-from torch import nn
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pipeline.errors import UserError
+
+if TYPE_CHECKING:
+    from torch import nn
+    from torchvision.models import WeightsEnum
+
+
+#: Set to 1 to forbid downloads whatever the workflow says (an offline cluster, the tests).
+OFFLINE_VARIABLE = "DECONV_ATLAS_OFFLINE"
 
 
 def torchvision_names() -> list[str]:
@@ -18,3 +34,46 @@ def build_torchvision_model(name: str, num_classes: int = 1000) -> nn.Module:
     import torchvision
 
     return torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+
+
+def resolve_weights(model: str, weights: str, source: str) -> WeightsEnum:
+    """``weights`` ('DEFAULT', 'IMAGENET1K_V1' or 'AlexNet_Weights.IMAGENET1K_V1') as an enum."""
+    import torchvision
+
+    if model not in torchvision_names():
+        raise UserError(f"{source}: [model] weights is only for torchvision models, and "
+                        f"'{model}' is not one; use [model] checkpoint instead")
+    enum = torchvision.models.get_model_weights(model)
+    key = weights.split(".")[-1]
+    if key == "DEFAULT":
+        return enum.DEFAULT
+    try:
+        return enum[key]
+    except KeyError:
+        valid = ", ".join(["DEFAULT", *enum.__members__])
+        raise UserError(f"{source}: [model] weights '{weights}' is not a weight of {model}; "
+                        f"choose one of {valid}") from None
+
+
+def cached_weights_file(weights: WeightsEnum) -> Path:
+    """Where torchvision keeps (or would keep) this weights file in the torch hub cache."""
+    import torch
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+
+
+def load_torchvision_model(model: str, weights: WeightsEnum, download: bool) -> nn.Module:
+    """The model with its pretrained weights, read from the hub cache (or downloaded)."""
+    import torchvision
+
+    path = cached_weights_file(weights)
+    if not path.is_file() and (not download or os.environ.get(OFFLINE_VARIABLE) == "1"):
+        raise UserError(f"{path.name}: weights not in the torch hub cache and downloads are off; "
+                        f"put the file in {path.parent} (TORCH_HOME sets the cache), or give a "
+                        "state-dict file as [model] checkpoint")
+    try:
+        return torchvision.models.get_model(model, weights=weights)
+    except (OSError, RuntimeError) as error:  # URLError is an OSError; a cut file a RuntimeError
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"{path.name}: could not load the weights ({reason}); download "
+                        f"{weights.url} into {path.parent}, or set [model] checkpoint") from None

@@ -2,99 +2,87 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import pandas as pd
 
-from pipeline.progress import progress
+from pipeline.atomic import write_json
 from pipeline.stages.context import StageContext
 from pipeline.stages.inputs import analysed_images, analysed_model
 from pipeline.stages.registry import register_stage
 
-if TYPE_CHECKING:
-    import torch
-
 
 @register_stage("activations", inputs=("prepare", "train"), sections=("model", "activations"))
-def activations(ctx: StageContext) -> None:
+def activations(ctx: StageContext) -> bool:
     """record each unit's max, argmax and mean over every image"""
-    import torch
-    from torch.utils.data import DataLoader
+    import zarr
 
     from pipeline.device import resolve_device
-    from pipeline.inference.recorder import SummaryRecorder
-    from pipeline.inference.store import completed_chunks, create_store, mark_completed, write_chunk
+    from pipeline.inference.compute import ChunkPlan, fill_chunks
+    from pipeline.inference.store import (
+        chunk_count,
+        completed_chunks,
+        create_store,
+        creation_lock,
+        shard_chunks,
+    )
+    from pipeline.inference.tolerant import TolerantImages
     from pipeline.interp import analysable_layers
+    from pipeline.models.preprocessing import preprocessing
 
     workflow, layout, spec = ctx.workflow, ctx.layout, ctx.workflow.activations
     device = resolve_device(spec.device)
     manifest = pd.read_parquet(layout.manifest)
     model = analysed_model(workflow, layout, device)
-    size = workflow.model.image_size
+    size = preprocessing(workflow).crop
     layers = analysable_layers(model, (size, size), names=list(spec.layers) or None)
-    top = min(5, len(pd.read_parquet(layout.classes)))
-
-    staged = ctx.output(layout.activations, resumable=True)
+    n_chunks = chunk_count(len(manifest), spec.chunk_size)
     meta = [{"label": layer.label, "module": layer.name, "channels": layer.channels,
              "height": layer.out_shape[1], "width": layer.out_shape[2],
              "receptive_field": list(layer.receptive_field.size)} for layer in layers]
-    store = create_store(staged, len(manifest), spec.chunk_size, meta, top)
+    with creation_lock(layout.activations):
+        staged = ctx.output(layout.activations, resumable=True)
+        store = create_store(staged, len(manifest), spec.chunk_size, meta,
+                             top=min(5, len(pd.read_parquet(layout.classes))))
     done = completed_chunks(staged)
-    n_chunks = -(-len(manifest) // spec.chunk_size)
-    todo = [chunk for chunk in range(n_chunks) if chunk not in done]
+    todo = [chunk for chunk in shard_chunks(n_chunks, ctx.shard) if chunk not in done]
     if done:
         print(f"[activations] resuming: {len(done)} of {n_chunks} chunks already written")
-
-    dataset = analysed_images(workflow, layout, manifest)
-    batches = _chunk_batches(todo, spec.chunk_size, spec.batch_size, len(manifest))
-    loader = DataLoader(dataset, batch_sampler=batches, num_workers=spec.num_workers,
-                        pin_memory=device.type == "cuda")
+    plan = ChunkPlan(todo, spec.chunk_size, len(manifest), int(store["pred"].shape[1]),
+                     {layer.name: layer.label for layer in layers})
+    images = TolerantImages(analysed_images(workflow, layout, manifest), (3, size, size))
     labels = manifest["label"].to_numpy(np.int32)
-    buffer: dict[str, list[np.ndarray]] = {}
-    names = {layer.name: layer.label for layer in layers}
-    with SummaryRecorder(model, list(names)) as recorder, torch.inference_mode():
-        for images, _, index in progress(loader, "activations", total=len(batches), unit="batch"):
-            logits = model(images.to(device, non_blocking=True))
-            prob, pred = logits.float().softmax(dim=1).topk(top, dim=1)
-            _append(buffer, "pred", pred.int())
-            _append(buffer, "prob", prob)
-            for name, label in names.items():
-                summary = recorder.summaries[name]
-                for key in ("max", "argmax", "mean"):
-                    _append(buffer, f"{label}/{key}", getattr(summary, key))
-            first = int(index[0])
-            chunk = first // spec.chunk_size
-            chunk_end = min((chunk + 1) * spec.chunk_size, len(manifest))
-            if int(index[-1]) + 1 == chunk_end:
-                start = chunk * spec.chunk_size
-                arrays = {key: np.concatenate(parts) for key, parts in buffer.items()}
-                arrays["label"] = labels[start:chunk_end]
-                write_chunk(store, start, arrays)
-                done.add(chunk)
-                mark_completed(staged, done)
-                buffer.clear()
-    _report_accuracy(store, labels)
+    fill_chunks(model, images, labels, store, staged, plan, spec, device)
+
+    with creation_lock(layout.activations):  # exactly one shard finishes the store
+        remaining = n_chunks - len(completed_chunks(staged))
+        finishing = staged / "finishing.json"
+        if remaining or (ctx.shard and finishing.exists()):
+            print(f"[activations] shard {ctx.shard[0]}/{ctx.shard[1]} finished; "
+                  f"{remaining} chunks are left to the other shards")
+            return False
+        write_json(finishing, {"by": ctx.shard})
+    _finish(zarr.open_group(staged, mode="r+"), staged, manifest, ctx)
+    return True
 
 
-def _chunk_batches(chunks: list[int], chunk_size: int, batch_size: int,
-                   n_images: int) -> list[list[int]]:
-    """Batches of image indices that never straddle a chunk, so chunks are written whole."""
-    batches = []
-    for chunk in chunks:
-        start, end = chunk * chunk_size, min((chunk + 1) * chunk_size, n_images)
-        batches.extend(list(range(i, min(i + batch_size, end))) for i in range(start, end,
-                                                                                batch_size))
-    return batches
+def _finish(store, staged, manifest: pd.DataFrame, ctx: StageContext) -> None:
+    """Accuracy over the readable images, and the table of skipped ones."""
+    from pipeline.inference.store import drop_progress, skipped_images
 
-
-def _append(buffer: dict[str, list[np.ndarray]], key: str, values: torch.Tensor) -> None:
-    buffer.setdefault(key, []).append(values.cpu().numpy())
-
-
-def _report_accuracy(store, labels: np.ndarray) -> None:
+    labels = np.asarray(store["label"][:])
     pred = np.asarray(store["pred"][:])
-    top1 = float((pred[:, 0] == labels).mean())
-    top5 = float((pred == labels[:, None]).any(axis=1).mean())
-    store.attrs.update({"top1": top1, "top5": top5})
-    print(f"[activations] top-1 {top1:.3f}, top-{pred.shape[1]} {top5:.3f} on {len(labels)} images")
+    readable = pred[:, 0] >= 0
+    top1 = float((pred[readable, 0] == labels[readable]).mean()) if readable.any() else 0.0
+    top5 = float((pred[readable] == labels[readable, None]).any(axis=1).mean()) \
+        if readable.any() else 0.0
+    store.attrs.update({"top1": top1, "top5": top5, "n_readable": int(readable.sum())})
+    skipped = skipped_images(staged)
+    ids = [image_id for image_id, _ in skipped]
+    table = pd.DataFrame({"image_id": pd.Series(ids, dtype="int64"),
+                          "path": manifest["path"].to_numpy()[ids] if ids else [],
+                          "reason": [reason for _, reason in skipped]})
+    table.to_parquet(ctx.output(ctx.layout.skipped), index=False)
+    drop_progress(staged)
+    print(f"[activations] top-1 {top1:.3f}, top-{pred.shape[1]} {top5:.3f} on "
+          f"{int(readable.sum())} images; {len(skipped)} unreadable images skipped"
+          + (f" (listed in {ctx.layout.skipped.name})" if skipped else ""))

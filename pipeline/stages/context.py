@@ -20,6 +20,7 @@ class StageContext:
     stage: str
     key: str
     client: Any = None
+    shard: tuple[int, int] | None = None  # (index, count): fill only this share of the chunks
     _outputs: list[tuple[Path, Path]] = field(default_factory=list)
 
     def output(self, final: Path, resumable: bool = False) -> Path:
@@ -37,6 +38,10 @@ class StageContext:
             write_json(marker, self.key)
         self._outputs.append((staged, final))
         return staged
+
+    def staged_outputs_exist(self) -> bool:
+        """Whether every staged output is still there (not yet moved by another shard)."""
+        return all(staged.exists() for staged, _ in self._outputs)
 
     def commit(self) -> None:
         """Move every staged output into place (called by the runner only)."""

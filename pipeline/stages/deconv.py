@@ -22,18 +22,20 @@ def deconv(ctx: StageContext) -> None:
 
     from pipeline.device import resolve_device
     from pipeline.interp import Projector, crop_tile, receptive_fields, to_display
+    from pipeline.models.preprocessing import preprocessing
 
     workflow, layout, spec = ctx.workflow, ctx.layout, ctx.workflow.deconv
     device = resolve_device(spec.device)
     manifest = pd.read_parquet(layout.manifest)
     model = analysed_model(workflow, layout, device)
-    size = workflow.model.image_size
+    prep = preprocessing(workflow)
+    size = prep.crop
     fields = receptive_fields(model, (size, size))
     activations = zarr.open_group(layout.activations, mode="r")
     topk = pd.read_parquet(layout.topk)
     dataset = analysed_images(workflow, layout, manifest)
-    mean = torch.tensor(workflow.model.mean).view(3, 1, 1)
-    std = torch.tensor(workflow.model.std).view(3, 1, 1)
+    mean = torch.tensor(prep.mean).view(3, 1, 1)
+    std = torch.tensor(prep.std).view(3, 1, 1)
     projector = Projector(model, method=spec.method, batch_size=spec.batch_size)
 
     out = zarr.open_group(ctx.output(layout.projections), mode="w")

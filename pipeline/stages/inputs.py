@@ -26,9 +26,8 @@ def analysed_model(workflow: Workflow, layout: RunLayout, device: torch.device) 
 
 def analysed_images(workflow: Workflow, layout: RunLayout, manifest: pd.DataFrame) -> ImageDataset:
     """The manifest's images, preprocessed exactly as the model sees them."""
-    from pipeline.data.images import ImageDataset, default_transform
+    from pipeline.data.images import ImageDataset
+    from pipeline.models.preprocessing import preprocessing
 
-    model = workflow.model
     return ImageDataset(analysed_root(workflow, layout), manifest["path"].tolist(),
-                        manifest["label"].tolist(),
-                        default_transform(model.mean, model.std, model.image_size))
+                        manifest["label"].tolist(), preprocessing(workflow).transform())

@@ -1,54 +1,78 @@
-"""Stage ``prepare``: the manifest of analysed images (the demo first generates them)."""
+"""Stage ``prepare``: the manifest of analysed images, labelled in the model's class order."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 
+from pipeline.atomic import read_json, write_json
 from pipeline.data.roots import analysed_root, train_root
 from pipeline.errors import UserError
 from pipeline.stages.context import StageContext
 from pipeline.stages.registry import register_stage
 
 
-@register_stage("prepare", sections=("data",))
+@register_stage("prepare", sections=("data", "model", "train"))
 def prepare(ctx: StageContext) -> None:
     """list the images (generating the demo's synthetic set first)"""
+    workflow, layout = ctx.workflow, ctx.layout
+    root, train_folder = analysed_root(workflow, layout), train_root(workflow, layout)
+    if workflow.data.source == "synthetic":
+        # Paths in the manifest are relative to the root, so scanning a staged copy is exact.
+        generated = _generate_synthetic(ctx)
+        root, train_folder = generated / "val", generated / "train"
+    if not root.is_dir():
+        raise UserError(f"{root}: data folder not found (from [data] root in {workflow.source}); "
+                        "point [data] root or --data at your images")
+    manifest, classes = _scan(workflow, root)
+    manifest.to_parquet(ctx.output(layout.manifest), index=False)
+    classes.to_parquet(ctx.output(layout.classes), index=False)
+    if workflow.train.enabled:
+        if not train_folder.is_dir():
+            raise UserError(f"{train_folder}: training folder not found (from [data] train_root "
+                            f"in {workflow.source})")
+        train_manifest, train_classes = _scan(workflow, train_folder)
+        if train_classes["name"].tolist() != classes["name"].tolist():
+            raise UserError(f"{train_folder}: its class folders differ from those of {root}; "
+                            "both need the same class sub-folders")
+        train_manifest.to_parquet(ctx.output(layout.train_manifest), index=False)
+    print(f"[prepare] {len(manifest)} images of {manifest['label'].nunique()} classes "
+          f"(the model knows {len(classes)})")
+
+
+def _scan(workflow, root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(manifest with labels in the model's class order, the model's class table)."""
+    from pipeline.data.classes import class_table
     from pipeline.data.images import scan_image_folder
+
+    if workflow.data.source == "imagenet":
+        from pipeline.data.imagenet import scan_imagenet_val
+
+        devkit = Path(workflow.data.devkit).expanduser() if workflow.data.devkit else None
+        found = scan_imagenet_val(root, devkit)
+        folders = sorted(set(found["wnid"]))
+        folder_of = found["wnid"].map({name: i for i, name in enumerate(folders)})
+        manifest = pd.DataFrame({"image_id": range(len(found)), "path": found["path"],
+                                 "label": folder_of.to_numpy()})
+    else:
+        manifest, folders = scan_image_folder(root)
+    classes, model_label = class_table(workflow, folders, root)
+    manifest["label"] = manifest["label"].map(dict(enumerate(model_label))).astype("int64")
+    return manifest, classes
+
+
+def _generate_synthetic(ctx: StageContext) -> Path:
+    """Generate the demo images, unless the folder already holds this exact data set; return
+    the folder they are in now (the staged copy until the runner moves it into place)."""
     from pipeline.data.synthetic import generate_synthetic_dataset
 
-    data, layout = ctx.workflow.data, ctx.layout
-    if data.source == "synthetic":
-        staged = ctx.output(layout.synthetic_data)
-        spec = data.synthetic
-        generate_synthetic_dataset(staged, image_size=spec.image_size,
-                                   train_per_class=spec.train_per_class,
-                                   val_per_class=spec.val_per_class, seed=spec.seed)
-        # Paths in the manifest are relative to the root, so scanning the staged copy is exact.
-        val_scan = staged / "val"
-        train_scan = staged / "train"
-    else:
-        val_scan = analysed_root(ctx.workflow, layout)
-        train_scan = train_root(ctx.workflow, layout)
-        if not val_scan.is_dir():
-            raise UserError(f"{val_scan}: data folder not found (from [data] root in "
-                            f"{ctx.workflow.source}); point [data] root or --data at an image "
-                            "folder with one sub-folder per class")
-    manifest, classes = scan_image_folder(val_scan)
-    write_parquet(manifest, ctx.output(layout.manifest))
-    write_parquet(pd.DataFrame({"label": range(len(classes)), "name": classes}),
-                  ctx.output(layout.classes))
-    if ctx.workflow.train.enabled:
-        if not train_scan.is_dir():
-            raise UserError(f"{train_scan}: training folder not found (from [data] train_root in "
-                            f"{ctx.workflow.source})")
-        train_manifest, train_classes = scan_image_folder(train_scan)
-        if train_classes != classes:
-            raise UserError(f"{train_scan}: its class folders differ from those of {val_scan}; "
-                            "both need the same class sub-folders")
-        write_parquet(train_manifest, ctx.output(layout.train_manifest))
-    print(f"[prepare] {len(manifest)} images in {len(classes)} classes")
-
-
-def write_parquet(frame: pd.DataFrame, path) -> None:
-    """Write ``frame`` without its index (the staging path is moved into place later)."""
-    frame.to_parquet(path, index=False)
+    spec, folder = ctx.workflow.data.synthetic, ctx.layout.synthetic_data
+    wanted = {"image_size": spec.image_size, "train_per_class": spec.train_per_class,
+              "val_per_class": spec.val_per_class, "seed": spec.seed}
+    if read_json(folder / "synthetic.json") == wanted:
+        return folder  # the generator is deterministic: same settings, same bytes
+    staged = ctx.output(folder)
+    generate_synthetic_dataset(staged, **wanted)
+    write_json(staged / "synthetic.json", wanted)
+    return staged

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from pipeline.config import Workflow
     from pipeline.stages.context import StageContext
 
-StageFunction = Callable[["StageContext"], None]
+StageFunction = Callable[["StageContext"], "bool | None"]  # False: incomplete shard
 
 
 @dataclass(frozen=True)

@@ -24,10 +24,11 @@ def train(ctx: StageContext) -> None:
     import torch
     from torch.utils.data import DataLoader
 
-    from pipeline.data.images import ImageDataset, default_transform
+    from pipeline.data.images import ImageDataset
     from pipeline.data.sampling import EpochShuffle
     from pipeline.device import resolve_device
     from pipeline.models.loading import build_model
+    from pipeline.models.preprocessing import preprocessing
     from pipeline.models.training import train_classifier
 
     workflow, layout, spec = ctx.workflow, ctx.layout, ctx.workflow.train
@@ -35,8 +36,7 @@ def train(ctx: StageContext) -> None:
     classes = pd.read_parquet(layout.classes)
     torch.manual_seed(spec.seed)
     model = build_model(workflow, num_classes=len(classes)).to(device)
-    model_spec = workflow.model
-    transform = default_transform(model_spec.mean, model_spec.std, model_spec.image_size)
+    transform = preprocessing(workflow).transform()
     train_manifest = pd.read_parquet(layout.train_manifest)
     val_manifest = pd.read_parquet(layout.manifest)
     train_set = ImageDataset(train_root(workflow, layout), train_manifest["path"].tolist(),

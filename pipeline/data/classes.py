@@ -1,0 +1,67 @@
+"""The model's classes, and how the data's class folders map onto them.
+
+Labels are stored in the model's class order, so accuracy and "top class" mean the same thing
+for the data and the network. An ImageNet model's order is the sorted list of the 1000 wnids
+(``imagenet_wnids.txt``); a folder named by wnid maps to that index even when only a few classes
+are present. A model trained in this run, or one whose classes are not ImageNet's, takes the
+folders' own sorted order.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.config import Workflow
+from pipeline.errors import UserError
+
+
+@cache
+def imagenet_wnids() -> tuple[str, ...]:
+    """The 1000 ImageNet-1k wnids in the index order of torchvision's models."""
+    text = resources.files("pipeline.data").joinpath("imagenet_wnids.txt").read_text()
+    return tuple(text.split())
+
+
+def imagenet_names() -> tuple[str, ...]:
+    """Readable names of the 1000 ImageNet-1k classes, in index order."""
+    from torchvision.models._meta import _IMAGENET_CATEGORIES
+
+    return tuple(_IMAGENET_CATEGORIES)
+
+
+def class_table(workflow: Workflow, folders: list[str], root: Path) -> tuple[pd.DataFrame,
+                                                                             list[int]]:
+    """(the model's classes as ``label, name, wnid`` rows, model label of each folder)."""
+    names = _weights_categories(workflow)
+    wnids = imagenet_wnids()
+    if workflow.train.enabled or (names is None and not set(folders) <= set(wnids)):
+        return pd.DataFrame({"label": range(len(folders)), "name": folders,
+                             "wnid": [f if f in wnids else "" for f in folders]}), \
+            list(range(len(folders)))
+    names = names or list(imagenet_names())
+    if len(names) != len(wnids):
+        raise UserError(f"{workflow.source}: the weights' {len(names)} classes are not "
+                        "ImageNet-1k's; use an ImageNet-1k model or [model] checkpoint")
+    table = pd.DataFrame({"label": range(len(wnids)), "name": names, "wnid": wnids})
+    if set(folders) <= set(wnids):
+        index = {wnid: i for i, wnid in enumerate(wnids)}
+    elif set(folders) <= set(names):
+        index = {name: i for i, name in enumerate(names)}
+    else:
+        odd = [f for f in folders if f not in wnids and f not in names][:3]
+        raise UserError(f"{root}: class folders {odd} are neither ImageNet wnids (like "
+                        "n01440764) nor the model's class names; rename them by wnid")
+    return table, [index[folder] for folder in folders]
+
+
+def _weights_categories(workflow: Workflow) -> list[str] | None:
+    if not workflow.model.weights:
+        return None
+    from pipeline.models.torchvision_models import resolve_weights
+
+    weights = resolve_weights(workflow.model.name, workflow.model.weights, workflow.source)
+    return list(weights.meta.get("categories") or []) or None

@@ -1,0 +1,112 @@
+"""Filling chunks of the activations store: the loop every device and every shard runs.
+
+Batches never straddle a chunk, so a chunk's values do not depend on which chunks ran before it
+(resumed, sharded or not, the arrays are bitwise the same on one machine). Reductions happen on
+the device; each finished chunk goes to a writer thread, so disk writes overlap compute, with at
+most two chunks waiting so memory stays bounded by the chunk size.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import zarr
+from torch import nn
+from torch.utils.data import DataLoader
+
+from pipeline.config import ActivationsConfig
+from pipeline.inference.recorder import SummaryRecorder
+from pipeline.inference.store import mark_completed, write_chunk
+from pipeline.inference.tolerant import TolerantImages
+from pipeline.progress import progress
+
+MAX_PENDING_WRITES = 2
+
+
+@dataclass
+class ChunkPlan:
+    """Which chunks to fill and how the store is laid out."""
+
+    chunks: list[int]
+    chunk_size: int
+    n_images: int
+    top: int
+    layers: dict[str, str]  # module name -> label
+
+
+def chunk_batches(plan: ChunkPlan, batch_size: int) -> list[list[int]]:
+    """Batches of image indices that never straddle a chunk, so chunks are written whole."""
+    batches = []
+    for chunk in plan.chunks:
+        start = chunk * plan.chunk_size
+        end = min(start + plan.chunk_size, plan.n_images)
+        batches.extend(list(range(i, min(i + batch_size, end)))
+                       for i in range(start, end, batch_size))
+    return batches
+
+
+def fill_chunks(model: nn.Module, images: TolerantImages, labels: np.ndarray, store: zarr.Group,
+                store_path: Path, plan: ChunkPlan, spec: ActivationsConfig,
+                device: torch.device) -> None:
+    """Compute and write every chunk in ``plan`` (each marked done after its arrays)."""
+    batches = chunk_batches(plan, spec.batch_size)
+    gpu = device.type == "cuda"
+    loader = DataLoader(images, batch_sampler=batches, num_workers=spec.num_workers,
+                        pin_memory=gpu, prefetch_factor=spec.prefetch if spec.num_workers else None,
+                        persistent_workers=False)
+    if gpu and spec.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if gpu and spec.bf16 else nullcontext()
+    buffer: dict[str, list[np.ndarray]] = {}
+    skipped: list[tuple[int, str]] = []
+    pending: deque[Future] = deque()
+    with ThreadPoolExecutor(max_workers=1) as writer, \
+            SummaryRecorder(model, list(plan.layers)) as recorder, torch.inference_mode():
+        for batch, index, reasons in progress(loader, "activations", total=len(batches),
+                                              unit="batch"):
+            x = batch.to(device, non_blocking=True)
+            if gpu and spec.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast:
+                logits = model(x)
+            bad = torch.tensor([bool(r) for r in reasons], device=device)
+            prob, pred = logits.float().softmax(dim=1).topk(plan.top, dim=1)
+            _append(buffer, "pred", pred.int().masked_fill(bad[:, None], -1))
+            _append(buffer, "prob", prob.masked_fill(bad[:, None], float("nan")))
+            for name, label in plan.layers.items():
+                summary = recorder.summaries[name]
+                _append(buffer, f"{label}/max", summary.max.masked_fill(bad[:, None], float("nan")))
+                _append(buffer, f"{label}/argmax", summary.argmax.masked_fill(bad[:, None], -1))
+                _append(buffer, f"{label}/mean",
+                        summary.mean.masked_fill(bad[:, None], float("nan")))
+            skipped.extend((int(i), r) for i, r in zip(index, reasons, strict=True) if r)
+            last = int(index[-1])
+            chunk = last // plan.chunk_size
+            if last + 1 == min((chunk + 1) * plan.chunk_size, plan.n_images):
+                start = chunk * plan.chunk_size
+                arrays = {key: np.concatenate(parts) for key, parts in buffer.items()}
+                arrays["label"] = labels[start:last + 1]
+                while len(pending) >= MAX_PENDING_WRITES:
+                    pending.popleft().result()
+                pending.append(writer.submit(_write, store, store_path, chunk, start, arrays,
+                                             skipped))
+                buffer, skipped = {}, []
+        for future in pending:
+            future.result()
+
+
+def _write(store: zarr.Group, store_path: Path, chunk: int, start: int,
+           arrays: dict[str, np.ndarray], skipped: list[tuple[int, str]]) -> None:
+    write_chunk(store, start, arrays)
+    mark_completed(store_path, chunk, skipped)
+
+
+def _append(buffer: dict[str, list[np.ndarray]], key: str, values: torch.Tensor) -> None:
+    buffer.setdefault(key, []).append(values.float().cpu().numpy() if values.is_floating_point()
+                                      else values.cpu().numpy())
