@@ -29,6 +29,8 @@ from pipeline.errors import UserError
 from pipeline.interp import cropping
 from pipeline.interp.cropping import CropPlan
 from pipeline.interp.receptive_field import ReceptiveField, module_call_counts, receptive_fields
+from pipeline.interp.sharing import identical
+from pipeline.interp.sharing import share as _share
 
 METHODS = ("deconvnet", "guided", "gradient")
 
@@ -122,13 +124,15 @@ class Projector:
         with self._hooked(module, calls) as state:
             if self.crop and key not in self._plans:
                 self._plans[key] = self._verified_plan(state, images[0], layer, field)
-            plan = self._plans.get(key)
-            boxes = []
+            plan = self._plans.get(key) if self.crop else None
+            boxes = plan.boxes(positions) if plan is not None else []
             if plan is not None:
                 _check(plan.fmap_shape, units, positions, layer, 0)
-                boxes = plan.boxes(positions)
-            if plan is not None and plan.pays(boxes):
-                self._cropped(state, images, units, positions, layer, plan, boxes, out)
+                if not plan.pays(identical(images)[0], boxes, self.batch_size):
+                    plan = None
+            if plan is not None:
+                cropping.project_crops(self._chunker(state, layer), images, units, positions,
+                                       plan, boxes, out, self.batch_size)
             else:
                 for start in range(0, b, self.batch_size):
                     sl = slice(start, start + self.batch_size)
@@ -197,41 +201,20 @@ class Projector:
     def _verified_plan(
         self, state: dict, image: Tensor, layer: str, field: ReceptiveField | None
     ) -> CropPlan | None:
-        """The layer's crop plan if cropped projections of probe units equal the full-image ones
-        (`cropping.agree`); None (full-image path) otherwise or when the field is unknown."""
+        """The layer's crop plan if it passes `cropping.verified`; None (full-image path)
+        otherwise or when the receptive field is unknown."""
         if field is None:
             return None
-        x = image[None].detach().to(self._device(), next(
-            self.model.parameters(), torch.empty(0)).dtype)
+        dtype = next(self.model.parameters(), torch.empty(0)).dtype
+        x = image[None].detach().to(self._device(), dtype)
         with torch.no_grad():
             fmap = self._forward(state, x, layer)
         plan = CropPlan(field, (x.shape[2], x.shape[3]), tuple(fmap.shape[1:]))
-        probes = cropping.probe_positions((fmap.shape[2], fmap.shape[3]))
-        positions = torch.tensor(probes, dtype=torch.long)
-        units = torch.stack([fmap[0, :, y, xx].abs().argmax() for y, xx in probes]).cpu()
-        batch = x.expand(len(probes), -1, -1, -1)
-        full = self._chunk(state, batch, units, positions, layer, 0)
-        cropped = torch.zeros_like(full)
-        try:
-            self._cropped(state, batch, units, positions, layer, plan, plan.boxes(positions),
-                          cropped)
-        except Exception:  # e.g. a model that rejects small inputs: not croppable
-            return None
-        return plan if cropping.agree(full, cropped) else None
+        ok = cropping.verified(self._chunker(state, layer), x[0], fmap[0], plan)
+        return plan if ok else None
 
-    def _cropped(
-        self, state: dict, images: Tensor, units: Tensor, positions: Tensor, layer: str,
-        plan: CropPlan, boxes: list, out: Tensor,
-    ) -> None:
-        """Project every request on its crop (batched per crop shape) and paste into `out`."""
-        shifted = plan.shifted(positions, boxes)
-        for ids in cropping.group_by_shape(boxes):
-            for start in range(0, len(ids), self.batch_size):
-                part = ids[start:start + self.batch_size]
-                index = torch.tensor(part, dtype=torch.long)
-                crops = cropping.gather(images, part, boxes)
-                proj = self._chunk(state, crops, units.cpu()[index], shifted[index], layer, 0)
-                cropping.paste(out, proj, part, boxes)
+    def _chunker(self, state: dict, layer: str) -> cropping.Chunk:
+        return lambda x, units, positions: self._chunk(state, x, units, positions, layer, 0)
 
     def _device(self) -> torch.device:
         p = next(self.model.parameters(), None)
@@ -331,40 +314,3 @@ def _check(
             f"{c} channels x {h} x {w}"
         )
 
-
-def _share(images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Group identical images: (base images, request -> base index, request's round).
-
-    A forward on the unique images plus one backward per round (the r-th request of every image)
-    replaces one forward + backward on all requests. Costs are compared assuming forward and
-    backward cost the same per image; when sharing does not pay, every request is its own base.
-    """
-    n = images.shape[0]
-    plain = (images, torch.arange(n, device=images.device),
-             torch.zeros(n, dtype=torch.long, device=images.device))
-    if n < 2:
-        return plain
-    flat = images.reshape(n, -1)
-    probe = torch.linspace(-1.0, 1.0, flat.shape[1], dtype=torch.float64, device=flat.device)
-    keys = (flat.double() @ probe).tolist()  # cheap fingerprint; equality verified below
-    groups: dict[float, list[int]] = {}
-    reps: list[int] = []
-    inverse, rounds = [0] * n, [0] * n
-    for i, key in enumerate(keys):
-        members = groups.setdefault(key, [])
-        for g in members:
-            if torch.equal(flat[reps[g]], flat[i]):
-                inverse[i] = g
-                break
-        else:
-            members.append(len(reps))
-            inverse[i] = len(reps)
-            reps.append(i)
-    seen = [0] * len(reps)
-    for i, g in enumerate(inverse):
-        rounds[i], seen[g] = seen[g], seen[g] + 1
-    unique, n_rounds = len(reps), max(seen)
-    if unique * (1 + n_rounds) >= 2 * n:
-        return plain
-    dev = images.device
-    return images[reps], torch.tensor(inverse, device=dev), torch.tensor(rounds, device=dev)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pandas as pd
 
@@ -51,7 +53,14 @@ def activations(ctx: StageContext) -> bool:
                      {layer.name: layer.label for layer in layers})
     images = TolerantImages(analysed_images(workflow, layout, manifest), (3, size, size))
     labels = manifest["label"].to_numpy(np.int32)
+    clock = time.perf_counter()
     fill_chunks(model, images, labels, store, staged, plan, spec, device)
+    if todo:
+        computed = sum(min(spec.chunk_size, len(manifest) - chunk * spec.chunk_size)
+                       for chunk in todo)
+        seconds = time.perf_counter() - clock
+        print(f"[activations] {computed} images in {seconds:.1f} s "
+              f"({computed / seconds:.1f} images/s on {device})")
 
     with creation_lock(layout.activations):  # exactly one shard finishes the store
         remaining = n_chunks - len(completed_chunks(staged))
