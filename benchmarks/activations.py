@@ -95,7 +95,8 @@ def link_images(source: Path, folder: Path, count: int) -> None:
 
 
 def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    paths = [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
     result = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True,
                             text=True)
     if result.returncode:

@@ -89,7 +89,12 @@ def main() -> None:
     parser.add_argument("--per-unit", type=int, default=9, help="projections per unit")
     parser.add_argument("--batch-size", type=int, default=64, help="engine batch size")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--tf32", action="store_true",
+                        help="allow TF32 convolutions on the GPU (faster, but the comparison with "
+                        "Captum is then only as close as TF32's 10-bit mantissa)")
     args = parser.parse_args()
+    torch.backends.cudnn.allow_tf32 = args.tf32
+    torch.backends.cuda.matmul.allow_tf32 = args.tf32
 
     torch.manual_seed(0)
     device = resolve_device(args.device)

@@ -2,7 +2,8 @@
 
 Batches never straddle a chunk, so a chunk's values do not depend on which chunks ran before it
 (resumed, sharded or not, the arrays are bitwise the same on one machine). Reductions happen on
-the device; each finished chunk goes to a writer thread, so disk writes overlap compute, with at
+the device and stay there until a chunk is whole (one copy to the host per chunk, not
+per batch); each finished chunk goes to a writer thread, so disk writes overlap compute, with at
 most two chunks waiting so memory stays bounded by the chunk size.
 """
 
@@ -63,7 +64,7 @@ def fill_chunks(model: nn.Module, images: TolerantImages, labels: np.ndarray, st
     if gpu and spec.channels_last:
         model = model.to(memory_format=torch.channels_last)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if gpu and spec.bf16 else nullcontext()
-    buffer: dict[str, list[np.ndarray]] = {}
+    buffer: dict[str, list[torch.Tensor]] = {}
     skipped: list[tuple[int, str]] = []
     pending: deque[Future] = deque()
     with ThreadPoolExecutor(max_workers=1) as writer, \
@@ -75,22 +76,25 @@ def fill_chunks(model: nn.Module, images: TolerantImages, labels: np.ndarray, st
                 x = x.contiguous(memory_format=torch.channels_last)
             with autocast:
                 logits = model(x)
-            bad = torch.tensor([bool(r) for r in reasons], device=device)
             prob, pred = logits.float().softmax(dim=1).topk(plan.top, dim=1)
-            _append(buffer, "pred", pred.int().masked_fill(bad[:, None], -1))
-            _append(buffer, "prob", prob.masked_fill(bad[:, None], float("nan")))
+            summaries = {"pred": pred.int(), "prob": prob}
             for name, label in plan.layers.items():
                 summary = recorder.summaries[name]
-                _append(buffer, f"{label}/max", summary.max.masked_fill(bad[:, None], float("nan")))
-                _append(buffer, f"{label}/argmax", summary.argmax.masked_fill(bad[:, None], -1))
-                _append(buffer, f"{label}/mean",
-                        summary.mean.masked_fill(bad[:, None], float("nan")))
-            skipped.extend((int(i), r) for i, r in zip(index, reasons, strict=True) if r)
+                summaries.update({f"{label}/max": summary.max, f"{label}/argmax": summary.argmax,
+                                  f"{label}/mean": summary.mean})
+            if any(reasons):  # rare: only then build a mask (a host-to-device copy waits)
+                bad = torch.tensor([bool(r) for r in reasons], device=device)[:, None]
+                summaries = {key: value.masked_fill(bad, -1 if key.endswith(("pred", "argmax"))
+                                                    else float("nan"))
+                             for key, value in summaries.items()}
+                skipped.extend((int(i), r) for i, r in zip(index, reasons, strict=True) if r)
+            for key, value in summaries.items():  # stays on the device until the chunk is whole
+                buffer.setdefault(key, []).append(value)
             last = int(index[-1])
             chunk = last // plan.chunk_size
             if last + 1 == min((chunk + 1) * plan.chunk_size, plan.n_images):
                 start = chunk * plan.chunk_size
-                arrays = {key: np.concatenate(parts) for key, parts in buffer.items()}
+                arrays = {key: torch.cat(parts).cpu().numpy() for key, parts in buffer.items()}
                 arrays["label"] = labels[start:last + 1]
                 while len(pending) >= MAX_PENDING_WRITES:
                     pending.popleft().result()
@@ -105,8 +109,3 @@ def _write(store: zarr.Group, store_path: Path, chunk: int, start: int,
            arrays: dict[str, np.ndarray], skipped: list[tuple[int, str]]) -> None:
     write_chunk(store, start, arrays)
     mark_completed(store_path, chunk, skipped)
-
-
-def _append(buffer: dict[str, list[np.ndarray]], key: str, values: torch.Tensor) -> None:
-    buffer.setdefault(key, []).append(values.float().cpu().numpy() if values.is_floating_point()
-                                      else values.cpu().numpy())

@@ -76,10 +76,9 @@ class Projector:
     projection depends only on its own image and seed, so this equals the unshared result
     (bitwise in our CPU measurements; ~1.5-1.9x faster with 8 requests per image).
 
-    With `crop` (default), a layer whose units see clearly less than the image is projected on
-    crops around each unit's receptive field instead (exact, see `pipeline.interp.cropping`),
-    once a one-time self-check per (layer, input size) confirmed the crops give the full-image
-    projection; otherwise, and when the field is unknown, the full-image path above is used.
+    With `crop` (default), requests are projected on crops around their receptive fields when
+    that pays and a one-time self-check per (layer, input size) passed: exact, see
+    `pipeline.interp.cropping`. Otherwise, the full-image path above is used.
     """
 
     def __init__(
@@ -94,7 +93,8 @@ class Projector:
         self.method = method
         self.batch_size = batch_size
         self.crop = crop
-        self._plans: dict[tuple[str, int, int], CropPlan | None] = {}  # None: full image
+        # (layer, H, W) -> layer output shape once crops passed the self-check, None if failed
+        self._verified: dict[tuple[str, int, int], tuple[int, ...] | None] = {}
         self._fields: dict[tuple[int, int], dict[str, ReceptiveField]] = {}
         self._counts: dict[str, int] = {}  # calls per forward, per requested layer
         self._fx_counts: dict[str, int] | None = None
@@ -119,17 +119,9 @@ class Projector:
         if b == 0:
             return out
         calls = self._calls(layer, images[:1])
-        key = (layer, int(images.shape[2]), int(images.shape[3]))
-        field = self._field(layer, key[1:]) if self.crop and key not in self._plans else None
+        field = self._field(layer, (images.shape[2], images.shape[3])) if self.crop else None
         with self._hooked(module, calls) as state:
-            if self.crop and key not in self._plans:
-                self._plans[key] = self._verified_plan(state, images[0], layer, field)
-            plan = self._plans.get(key) if self.crop else None
-            boxes = plan.boxes(positions) if plan is not None else []
-            if plan is not None:
-                _check(plan.fmap_shape, units, positions, layer, 0)
-                if not plan.pays(identical(images)[0], boxes, self.batch_size):
-                    plan = None
+            plan, boxes = self._crops(state, images, units, positions, layer, field)
             if plan is not None:
                 cropping.project_crops(self._chunker(state, layer), images, units, positions,
                                        plan, boxes, out, self.batch_size)
@@ -198,20 +190,29 @@ class Projector:
                 self._fields[hw] = {}
         return self._fields[hw].get(layer)
 
-    def _verified_plan(
-        self, state: dict, image: Tensor, layer: str, field: ReceptiveField | None
-    ) -> CropPlan | None:
-        """The layer's crop plan if it passes `cropping.verified`; None (full-image path)
-        otherwise or when the receptive field is unknown."""
+    def _crops(
+        self, state: dict, images: Tensor, units: Tensor, positions: Tensor, layer: str,
+        field: ReceptiveField | None,
+    ) -> tuple[CropPlan | None, list[cropping.Box]]:
+        """(plan, crop boxes) when cropping pays and passed its self-check (run the first time
+        it would pay for this layer and size); (None, []) for the full-image path."""
         if field is None:
-            return None
-        dtype = next(self.model.parameters(), torch.empty(0)).dtype
-        x = image[None].detach().to(self._device(), dtype)
-        with torch.no_grad():
-            fmap = self._forward(state, x, layer)
-        plan = CropPlan(field, (x.shape[2], x.shape[3]), tuple(fmap.shape[1:]))
-        ok = cropping.verified(self._chunker(state, layer), x[0], fmap[0], plan)
-        return plan if ok else None
+            return None, []
+        plan = CropPlan(field, (int(images.shape[2]), int(images.shape[3])))
+        boxes = plan.boxes(positions)
+        if not plan.pays(identical(images)[0], boxes, self.batch_size):
+            return None, []
+        key = (layer, *plan.image_hw)
+        if key not in self._verified:
+            dtype = next(self.model.parameters(), torch.empty(0)).dtype
+            self._verified[key] = cropping.verify(
+                self._chunker(state, layer), lambda x: self._forward(state, x, layer),
+                images[0].detach().to(self._device(), dtype), plan)
+        shape = self._verified[key]
+        if shape is None:
+            return None, []
+        _check(shape, units, positions, layer, 0)
+        return plan, boxes
 
     def _chunker(self, state: dict, layer: str) -> cropping.Chunk:
         return lambda x, units, positions: self._chunk(state, x, units, positions, layer, 0)

@@ -37,7 +37,8 @@ def _kill_when_started(process: subprocess.Popen, log: Path, stage: str, delay: 
 
 def _states(base: Path) -> dict[str, str]:
     result = run_cli("status", "-w", "workflows/tiny.toml", cwd=base)
-    return {line.split()[0]: line.split()[1] for line in result.stdout.splitlines()[2:]}
+    rows = [line.split() for line in result.stdout.splitlines()[2:]]
+    return {row[0]: row[1] for row in rows if row and row[0] in STAGES}
 
 
 def _assert_done_stages_are_complete(base: Path) -> None:

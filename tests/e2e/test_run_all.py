@@ -16,7 +16,8 @@ STAGES = ["prepare", "train", "activations", "rank", "deconv", "render"]
 def _states(base: Path) -> dict[str, str]:
     result = run_cli("status", *WORKFLOW, cwd=base)
     assert result.returncode == 0, result.stderr
-    return {line.split()[0]: line.split()[1] for line in result.stdout.splitlines()[2:]}
+    rows = [line.split() for line in result.stdout.splitlines()[2:]]
+    return {row[0]: row[1] for row in rows if row and row[0] in STAGES}
 
 
 def _ran(stdout: str) -> list[str]:

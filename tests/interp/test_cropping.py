@@ -81,7 +81,7 @@ def _assert_same(model: nn.Module, layer: str, requests: tuple[torch.Tensor, ...
     full = Projector(model, method, crop=False).project(images, layer, *requests[1:])
     projector = Projector(model, method, batch_size=batch_size)
     cropped = projector.project(images, layer, *requests[1:])
-    assert projector._plans[(layer, images.shape[2], images.shape[3])] is not None
+    assert projector._verified[(layer, images.shape[2], images.shape[3])] is not None
     for a, b in zip(full, cropped, strict=True):
         scale = float(a.abs().max())
         assert scale > 0
@@ -114,14 +114,26 @@ def test_crop_span_contains_the_box_and_is_aligned() -> None:
                 assert e - o < window + jump  # one edge extent: o is the largest aligned start
 
 
+def test_probes_are_active_units_nearest_centre_and_corners() -> None:
+    strength = torch.rand(9, 7) + 0.1
+    assert cropping.probe_positions(strength) == [(4, 3), (8, 6), (0, 0)]
+    strength[8, 6] = strength[0, :2] = 0  # inactive corners: their nearest active neighbours
+    assert cropping.probe_positions(strength) == [(4, 3), (7, 5), (1, 0)]
+    assert cropping.probe_positions(torch.zeros(3, 3)) == []
+
+
 def test_cost_rule_is_the_area_rule_without_shared_images() -> None:
-    plan = CropPlan(ReceptiveField((99, 99), (16, 16), (-34, -34)), (224, 224), (1, 13, 13))
+    plan = CropPlan(ReceptiveField((99, 99), (16, 16), (-34, -34)), (224, 224))
     keys = list(range(4))  # four different images: nothing is shared
     boxes = [plan.box(6, 6)] * 4
     area = (boxes[0][2] - boxes[0][0]) * (boxes[0][3] - boxes[0][1])
-    assert (area < 0.8 * 224 * 224) and plan.pays(keys, boxes, 64)
-    big = CropPlan(ReceptiveField((195, 195), (16, 16), (-82, -82)), (224, 224), (1, 13, 13))
-    assert not big.pays(keys, [big.box(6, 6)] * 4, 64)  # 210 x 210 crops: 88% of the image
+    assert (area < 0.9 * 224 * 224) and plan.pays(keys, boxes, 64)
+    big = CropPlan(ReceptiveField((199, 199), (16, 16), (-82, -82)), (224, 224))
+    assert not big.pays(keys, [big.box(6, 6)] * 4, 64)  # 214 x 214 crops: 91% of the image
+    conv5 = CropPlan(ReceptiveField((163, 163), (16, 16), (-66, -66)), (224, 224))
+    boxes = [conv5.box(6, 6), conv5.box(6, 7), conv5.box(7, 6), conv5.box(7, 7)]  # 178 x 178
+    assert conv5.pays(keys, boxes, 64)  # 4 images: 8 passes of 224^2 against 8 of 178^2
+    assert not conv5.pays([0] * 4, boxes, 64)  # one image: the full path needs only 1 + 4
 
 
 @pytest.mark.usefixtures("_always_crop")
@@ -215,10 +227,10 @@ def test_squeeze_excitation_falls_back_and_stays_exact() -> None:
     requests = (x, torch.tensor([0, 3, 5]), torch.tensor([[0, 0], [12, 12], [23, 5]]))
     projector = Projector(model)
     got = projector.project(*requests[:1], "relu2", *requests[1:])
-    assert projector._plans[("relu2", 48, 48)] is None
+    assert projector._verified[("relu2", 48, 48)] is None
     assert torch.equal(got, Projector(model, crop=False).project(x, "relu2", *requests[1:]))
     projector.project(x, "relu1", *requests[1:])  # before the broadcast: crops are fine
-    assert projector._plans[("relu1", 48, 48)] is not None
+    assert projector._verified[("relu1", 48, 48)] is not None
 
 
 @pytest.mark.usefixtures("_always_crop")
@@ -236,7 +248,7 @@ def test_mobilenet_v3_squeeze_excitation_stays_exact() -> None:
         ref = Projector(model, "guided", crop=False).project(x, layer, units,
                                                             torch.tensor(positions))
         assert torch.equal(got, ref) and ref.abs().max() > 0
-    assert projector._plans[("features.2", 96, 96)] is None
+    assert projector._verified.get(("features.2", 96, 96)) is None
 
 
 class _SizeChecking(nn.Module):
@@ -259,7 +271,7 @@ def test_model_rejecting_crops_falls_back() -> None:
     args = ("relu", torch.tensor([0, 1]), torch.tensor([[20, 20], [0, 39]]))
     projector = Projector(model)
     got = projector.project(x, *args)
-    assert projector._plans[("relu", 40, 40)] is None
+    assert projector._verified[("relu", 40, 40)] is None
     assert torch.equal(got, Projector(model, crop=False).project(x, *args))
 
 
@@ -274,3 +286,6 @@ def test_crops_used_by_default_where_they_pay(_spy: list[int]) -> None:
     assert torch.allclose(got, ref, rtol=0, atol=1e-5 * float(ref.abs().max()))
     with pytest.raises(ValueError, match="request 0.*outside layer 'features.4'"):
         projector.project(x[:1], "features.4", units[:1], torch.tensor([[40, 0]]))
+    # conv5 at 160 px: the field (163) exceeds the image, crops cannot pay, so no self-check.
+    projector.project(x, "features.11", units, torch.tensor([[0, 0], [1, 1], [2, 2], [3, 3]]))
+    assert _spy == [3, 4] and ("features.11", 160, 160) not in projector._verified
