@@ -200,10 +200,14 @@ def _fx_fields(model: nn.Module, input_size: tuple[int, int]) -> dict[str, Recep
     for node in gm.graph.nodes:
         hw = _hw(node)
         ins = [a for a in node.all_input_nodes if geo.get(a) is not None]
+        # A feature-map input of unknown geometry (e.g. a squeeze-excitation scale computed by
+        # global pooling) makes the result unknown too: it is not a local function of the input.
+        unknown_input = any(_hw(a) is not None and geo.get(a) is None
+                            for a in node.all_input_nodes)
         rf: ReceptiveField | None = None
         if node.op == "placeholder":
             rf = _IDENTITY if hw is not None else None
-        elif hw is not None and ins:
+        elif hw is not None and ins and not unknown_input:
             if node.op == "call_module" and len(ins) == 1:
                 in_hw = _hw(ins[0])
                 rf = _module_rf(model.get_submodule(node.target), geo[ins[0]], in_hw, hw)
@@ -215,6 +219,11 @@ def _fx_fields(model: nn.Module, input_size: tuple[int, int]) -> dict[str, Recep
                     rf = _function_rf(gm, node, rf)
         geo[node] = rf
         if rf is None:
+            if hw is not None:  # a container whose last feature map is unknown is unknown
+                for scope in node.meta.get("nn_module_stack", {}):
+                    out.pop(_REUSE_SUFFIX.sub("", scope), None)
+                if node.op == "call_module":
+                    out.pop(str(node.target), None)
             continue
         # Later nodes overwrite earlier ones: a reused module, and a container, get the geometry
         # of the last node executed inside them (graph order is execution order).
