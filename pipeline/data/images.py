@@ -14,7 +14,6 @@ import pandas as pd
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
-from torchvision.transforms import v2
 
 from pipeline.errors import UserError
 
@@ -91,13 +90,3 @@ class ImageDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int]:
         return self.transform(self.load(i)), self.labels[i], i
-
-
-def default_transform(mean: Sequence[float], std: Sequence[float],
-                      image_size: int | None = None) -> v2.Compose:
-    """PIL image -> normalised float tensor; with ``image_size``, resize short side then crop."""
-    steps: list[Callable] = [v2.PILToTensor()]
-    if image_size is not None:
-        steps += [v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size)]
-    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
-    return v2.Compose(steps)

@@ -45,7 +45,7 @@ def deconv(ctx: StageContext) -> None:
     for label in activations.attrs["layers"]:
         meta = dict(activations[label].attrs)
         field = fields[meta["module"]]
-        tile = (min(field.size[0], size), min(field.size[1], size))
+        tile = field.tile_hw((size, size))
         channels, k = int(meta["channels"]), workflow.rank.top_k
         group = out.create_group(label)
         group.attrs.update({"module": meta["module"], "tile": list(tile),

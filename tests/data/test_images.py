@@ -9,8 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.data.images import ImageDataset, default_transform, scan_image_folder
+from pipeline.data.images import ImageDataset, scan_image_folder
 from pipeline.errors import UserError
+from pipeline.models.preprocessing import Preprocessing
 
 
 def _write(path: Path, colour: tuple[int, ...], mode: str = "RGB", size: int = 8) -> None:
@@ -56,7 +57,7 @@ def test_root_without_images_is_a_user_error(tmp_path: Path) -> None:
 def test_dataset_returns_normalised_tensor_label_and_index(folder: Path) -> None:
     frame, _ = scan_image_folder(folder)
     dataset = ImageDataset(folder, frame["path"], frame["label"],
-                           default_transform([0.5] * 3, [0.5] * 3))
+                           Preprocessing(8, 8, (0.5,) * 3, (0.5,) * 3).transform())
     assert len(dataset) == 4
     image, label, index = dataset[2]  # dog/a.png, pure green
     assert (label, index) == (1, 2)
@@ -70,6 +71,6 @@ def test_transform_resizes_and_crops(tmp_path: Path) -> None:
     path = tmp_path / "wide.png"
     Image.new("RGB", (20, 10), (255, 255, 255)).save(path)
     with Image.open(path) as img:
-        out = default_transform([0.0] * 3, [1.0] * 3, image_size=6)(img)
+        out = Preprocessing(6, 6, (0.0,) * 3, (1.0,) * 3).transform()(img)
     assert out.shape == (3, 6, 6)
     assert torch.allclose(out, torch.ones_like(out))
