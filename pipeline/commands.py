@@ -70,7 +70,7 @@ def layers(args: argparse.Namespace) -> int:
         names = workflow.activations.layers
     if args.all_modules:
         names = feature_map_names(model, (size, size))
-    found = analysable_layers(model, (size, size), names=list(names) or None if names else None)
+    found = analysable_layers(model, (size, size), names=list(names or ()) or None)
     print(f"{title} at {size} x {size} px: {len(found)} layers")
     print(f"{'layer':<16} {'module':<28} {'output (C x H x W)':<20} {'receptive field':<16}"
           f" {'jump':>5} {'first (y, x)':>13}")
