@@ -58,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="with 'activations': fill only the I-th of N disjoint shares of the "
                      "chunks (0 <= I < N), so N processes or GPUs can share one store; the last "
                      "shard to finish completes the stage")
+    run.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                     help="run the dask-aware stages (activations as one task per shard, rank) on "
+                     "the dask scheduler at ADDRESS, e.g. tcp://host:8786; overrides [dask] "
+                     "scheduler. Workers need this package and the run folder at the same path")
 
     status = commands.add_parser(
         "status", help="show each stage: done / stale / missing, with timings",

@@ -8,6 +8,7 @@ from pathlib import Path
 from pipeline.atomic import read_json
 from pipeline.cli import DEFAULT_WORKFLOW
 from pipeline.config import Workflow, load_workflow
+from pipeline.errors import UserError
 from pipeline.layout import RunLayout
 
 
@@ -18,18 +19,33 @@ def dispatch(args: argparse.Namespace) -> int:
     workflow = load_workflow(args.workflow, data_root=args.data)
     layout = RunLayout(base=Path.cwd(), workflow=workflow.name)
     if args.command == "run":
-        return run(workflow, layout, args.target, args.force, args.shard)
+        return run(workflow, layout, args.target, args.force, args.shard,
+                   args.scheduler or workflow.dask.scheduler)
     if args.command == "status":
         return status(workflow, layout)
     raise AssertionError(f"unhandled command {args.command}")
 
 
 def run(workflow: Workflow, layout: RunLayout, target: str, force: bool,
-        shard: tuple[int, int] | None = None) -> int:
-    """Run ``target`` and, when the atlas exists, end by printing where it is."""
+        shard: tuple[int, int] | None = None, scheduler: str = "") -> int:
+    """Run ``target`` (on the dask cluster at ``scheduler``, if any) and, when the atlas exists,
+    end by printing where it is."""
     from pipeline.runner import Runner
 
-    Runner(workflow, layout).run(target, force=force, shard=shard)
+    if scheduler and shard:
+        raise UserError("--shard and a dask scheduler exclude each other: on a cluster the "
+                        "activations stage submits its own shard tasks; drop one of them")
+    client = None
+    if scheduler:
+        from pipeline.cluster import connect
+
+        client = connect(scheduler)
+        print(f"dask scheduler {scheduler}, dashboard {client.dashboard_link}")
+    try:
+        Runner(workflow, layout, client).run(target, force=force, shard=shard)
+    finally:
+        if client is not None:
+            client.close()
     if layout.index_html.exists():
         print(f"atlas: {layout.index_html}")
     return 0

@@ -129,6 +129,18 @@ class RenderConfig:
     title: str = option("", "title of the atlas; empty uses the workflow name")
 
 
+@dataclass(frozen=True)
+class DaskConfig:
+    """Where the dask-aware stages (activations, rank) run; never part of a stage's stamp."""
+
+    scheduler: str = option("", "address of a running dask scheduler, e.g. 'tcp://host:8786'; "
+                            "empty runs on this machine (`run --scheduler` overrides it)")
+    gpu: bool = option(False, "each activations shard task needs a worker with a 'GPU' resource "
+                       "(start workers with `--resources GPU=1`)")
+    shards: int = option(0, "activations shard tasks on a cluster; 0 = one per worker, or one "
+                         "per GPU with gpu = true")
+
+
 @dataclass(frozen=True, kw_only=True)
 class Workflow:
     """One experiment: a model, a data set and the settings of every stage."""
@@ -141,11 +153,24 @@ class Workflow:
     rank: RankConfig = option(RankConfig(), "ranking stage")
     deconv: DeconvConfig = option(DeconvConfig(), "projection stage")
     render: RenderConfig = option(RenderConfig(), "atlas stage")
+    dask: DaskConfig = option(DaskConfig(), "dask cluster for the activations and rank stages")
     source: str = field(default="", metadata={"doc": "file it was loaded from", "internal": True})
 
     def section(self, name: str) -> Any:
         """Return the config section ``name`` (a frozen dataclass)."""
         return getattr(self, name)
+
+    def with_absolute_paths(self) -> Workflow:
+        """A copy whose file options are absolute, resolved against the current directory, for
+        processes that start elsewhere (dask workers)."""
+        def absolute(value: str) -> str:
+            return str(Path(value).expanduser().absolute()) if value else value
+
+        data = dataclasses.replace(self.data, root=absolute(self.data.root),
+                                   devkit=absolute(self.data.devkit),
+                                   train_root=absolute(self.data.train_root))
+        model = dataclasses.replace(self.model, checkpoint=absolute(self.model.checkpoint))
+        return dataclasses.replace(self, data=data, model=model)
 
 
 def load_workflow(path: Path, data_root: str | None = None) -> Workflow:
@@ -179,6 +204,9 @@ def _validate(workflow: Workflow, path: Path) -> Workflow:
                        ("model.image_size", workflow.model.image_size)):
         if value < 1:
             raise ConfigError(f"{path}: {key} must be at least 1, got {value}")
+    if workflow.dask.shards < 0:
+        raise ConfigError(f"{path}: dask.shards must be 0 (one per worker) or more, "
+                          f"got {workflow.dask.shards}")
     if len(workflow.model.mean) != 3 or len(workflow.model.std) != 3:
         raise ConfigError(f"{path}: model.mean and model.std need 3 values (R, G, B)")
     return workflow

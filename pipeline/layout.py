@@ -80,6 +80,14 @@ class RunLayout:
         return self.run_dir / "units.parquet"
 
     @property
+    def selectivity(self) -> Path:
+        return self.run_dir / "selectivity.parquet"
+
+    @property
+    def histograms(self) -> Path:
+        return self.run_dir / "histograms.parquet"
+
+    @property
     def projections(self) -> Path:
         return self.run_dir / "projections.zarr"
 

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pandas as pd
 
 from pipeline.atomic import write_json
 from pipeline.stages.context import StageContext
-from pipeline.stages.inputs import analysed_images, analysed_model
+from pipeline.stages.inputs import analysed_model
 from pipeline.stages.registry import register_stage
 
 
@@ -19,7 +17,7 @@ def activations(ctx: StageContext) -> bool:
     import zarr
 
     from pipeline.device import resolve_device
-    from pipeline.inference.compute import ChunkPlan, fill_chunks
+    from pipeline.inference.shard import fill_share
     from pipeline.inference.store import (
         chunk_count,
         completed_chunks,
@@ -27,12 +25,13 @@ def activations(ctx: StageContext) -> bool:
         creation_lock,
         shard_chunks,
     )
-    from pipeline.inference.tolerant import TolerantImages
     from pipeline.interp import analysable_layers
     from pipeline.models.preprocessing import preprocessing
 
     workflow, layout, spec = ctx.workflow, ctx.layout, ctx.workflow.activations
-    device = resolve_device(spec.device)
+    on_cluster = ctx.client is not None and ctx.shard is None
+    # On a cluster the workers load the model on their own devices; here it only gives the layers.
+    device = resolve_device("cpu" if on_cluster else spec.device)
     manifest = pd.read_parquet(layout.manifest)
     model = analysed_model(workflow, layout, device)
     size = preprocessing(workflow).crop
@@ -41,26 +40,26 @@ def activations(ctx: StageContext) -> bool:
     meta = [{"label": layer.label, "module": layer.name, "channels": layer.channels,
              "height": layer.out_shape[1], "width": layer.out_shape[2],
              "receptive_field": list(layer.receptive_field.size)} for layer in layers]
-    with creation_lock(layout.activations):
+    with creation_lock(layout.activations):  # the client creates every array before any write
         staged = ctx.output(layout.activations, resumable=True)
-        store = create_store(staged, len(manifest), spec.chunk_size, meta,
-                             top=min(5, len(pd.read_parquet(layout.classes))))
+        create_store(staged, len(manifest), spec.chunk_size, meta,
+                     top=min(5, len(pd.read_parquet(layout.classes))))
     done = completed_chunks(staged)
-    todo = [chunk for chunk in shard_chunks(n_chunks, ctx.shard) if chunk not in done]
     if done:
         print(f"[activations] resuming: {len(done)} of {n_chunks} chunks already written")
-    plan = ChunkPlan(todo, spec.chunk_size, len(manifest), int(store["pred"].shape[1]),
-                     {layer.name: layer.label for layer in layers})
-    images = TolerantImages(analysed_images(workflow, layout, manifest), (3, size, size))
-    labels = manifest["label"].to_numpy(np.int32)
-    clock = time.perf_counter()
-    fill_chunks(model, images, labels, store, staged, plan, spec, device)
-    if todo:
-        computed = sum(min(spec.chunk_size, len(manifest) - chunk * spec.chunk_size)
-                       for chunk in todo)
-        seconds = time.perf_counter() - clock
-        print(f"[activations] {computed} images in {seconds:.1f} s "
-              f"({computed / seconds:.1f} images/s on {device})")
+    if on_cluster:
+        from pipeline.cluster import run_shards
+
+        todo = [chunk for chunk in range(n_chunks) if chunk not in done]
+        reports = run_shards(ctx.client, workflow.dask, fill_share,
+                             (workflow.with_absolute_paths(), layout, staged.absolute()), todo,
+                             "activations") if todo else []
+    else:
+        todo = [chunk for chunk in shard_chunks(n_chunks, ctx.shard) if chunk not in done]
+        reports = [fill_share(workflow, layout, staged, todo, model)]
+    for report in reports:
+        if report.images:
+            print(f"[activations] {report.describe()}")
 
     with creation_lock(layout.activations):  # exactly one shard finishes the store
         remaining = n_chunks - len(completed_chunks(staged))

@@ -79,3 +79,11 @@ def test_every_option_is_documented():
     rows = describe()
     assert {"model.name", "data.synthetic.seed", "deconv.method"} <= {row[0] for row in rows}
     assert all(row[3] for row in rows)
+
+
+def test_the_readme_table_lists_every_option():
+    from support import REPO
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    missing = [key for key, _, _, _ in describe() if f"| `{key}` |" not in readme]
+    assert not missing, f"README's workflow table lacks {missing}"

@@ -1,0 +1,124 @@
+"""A small Python API for notebooks: open a finished run, get its tables and activations.
+
+    >>> from pipeline.api import open_run
+    >>> run = open_run("workflows/demo.toml")
+    >>> run.units.sort_values("class_entropy").head()      # the most class-selective units
+    >>> run.top_images("conv5", 3)                         # unit conv5/3's top images
+    >>> run.activations("conv5").mean(axis=0).compute()    # a dask array [N, C]
+
+Tables are pandas DataFrames read from the run's parquet files (read once, then cached);
+activations are dask arrays over the zarr store, so nothing is loaded until computed.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from pipeline.config import Workflow, load_workflow
+from pipeline.errors import UserError
+from pipeline.layout import RunLayout
+
+if TYPE_CHECKING:
+    import dask.array as da
+
+
+def open_run(workflow: str | Path = "workflows/demo.toml", base: str | Path | None = None) -> Run:
+    """The run of ``workflow`` under ``base`` (default: the current directory, as the CLI)."""
+    loaded = load_workflow(Path(workflow))
+    return Run(loaded, RunLayout(base=Path(base or Path.cwd()).absolute(), workflow=loaded.name))
+
+
+class Run:
+    """One workflow's run folder, read-only."""
+
+    def __init__(self, workflow: Workflow, layout: RunLayout) -> None:
+        self.workflow = workflow
+        self.layout = layout
+
+    def __repr__(self) -> str:
+        return f"Run({self.workflow.name!r}, {self.layout.run_dir})"
+
+    def status(self) -> pd.DataFrame:
+        """One row per stage: state (done, stale, missing, off), finish time, seconds."""
+        from pipeline.runner import Runner
+
+        return pd.DataFrame([row.__dict__ for row in Runner(self.workflow, self.layout).status()])
+
+    def _table(self, path: Path, stage: str) -> pd.DataFrame:
+        if not path.exists():
+            raise UserError(f"{path}: not written yet; run `python -m pipeline run {stage} -w "
+                            f"{self.workflow.source}` first")
+        return pd.read_parquet(path)
+
+    @cached_property
+    def manifest(self) -> pd.DataFrame:
+        """image_id, path (relative to the data root), label."""
+        return self._table(self.layout.manifest, "prepare")
+
+    @cached_property
+    def classes(self) -> pd.DataFrame:
+        """The class table: label and name, in the model's class order."""
+        return self._table(self.layout.classes, "prepare")
+
+    @cached_property
+    def skipped(self) -> pd.DataFrame:
+        """Unreadable images: image_id, path, reason."""
+        return self._table(self.layout.skipped, "activations")
+
+    @cached_property
+    def topk(self) -> pd.DataFrame:
+        """layer, unit, rank, image_id, value, y, x: each unit's top images."""
+        return self._table(self.layout.topk, "rank")
+
+    @cached_property
+    def units(self) -> pd.DataFrame:
+        """Per-unit statistics: peak, mean/std of the per-image max, fraction active, quantiles
+        (q50 ... q999), dead, top class with its share and the entropy of the top-100 classes."""
+        return self._table(self.layout.units, "rank")
+
+    @cached_property
+    def selectivity(self) -> pd.DataFrame:
+        """layer, unit, class, count: the true classes of each unit's top-100 images."""
+        return self._table(self.layout.selectivity, "rank")
+
+    @cached_property
+    def histograms(self) -> pd.DataFrame:
+        """layer, unit, low, high, count: non-empty bins of each unit's per-image maxima."""
+        return self._table(self.layout.histograms, "rank")
+
+    @property
+    def layers(self) -> list[str]:
+        """The analysed layers' labels (conv1, conv2, ...), in network order."""
+        return list(self._store().attrs["layers"])
+
+    def activations(self, layer: str, summary: str = "max") -> da.Array:
+        """The ``[N, C]`` dask array of ``summary`` ('max', 'argmax' or 'mean') of ``layer``."""
+        import dask.array as da
+
+        from pipeline.inference.store import SUMMARIES
+
+        if layer not in self.layers:
+            raise UserError(f"{self.layout.activations}: no layer {layer!r}; layers: "
+                            f"{', '.join(self.layers)}")
+        if summary not in SUMMARIES:
+            raise UserError(f"summary {summary!r}: choose one of {', '.join(SUMMARIES)}")
+        return da.from_zarr(str(self.layout.activations), component=f"{layer}/{summary}")
+
+    def top_images(self, layer: str, unit: int) -> pd.DataFrame:
+        """Unit ``layer/unit``'s top images with their paths and class names."""
+        rows = self.topk[(self.topk["layer"] == layer) & (self.topk["unit"] == unit)]
+        names = self.classes.set_index("label")["name"]
+        rows = rows.merge(self.manifest[["image_id", "path", "label"]], on="image_id")
+        return rows.assign(class_name=rows["label"].map(names)).reset_index(drop=True)
+
+    def _store(self):
+        import zarr
+
+        if not (self.layout.activations / "zarr.json").exists():
+            raise UserError(f"{self.layout.activations}: not written yet; run `python -m "
+                            f"pipeline run activations -w {self.workflow.source}` first")
+        return zarr.open_group(str(self.layout.activations), mode="r")

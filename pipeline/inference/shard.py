@@ -1,0 +1,63 @@
+"""One share of the activations stage's chunks, filled in this process or in a dask worker.
+
+Everything the share needs is read from the run folder (manifest, model weights, the store the
+stage created), so the same function serves ``run activations``, ``--shard I/N`` processes and
+shard tasks on a dask cluster; the store's own layer list says which modules to record.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import zarr
+from torch import nn
+
+from pipeline.config import Workflow
+from pipeline.device import resolve_device
+from pipeline.inference.compute import ChunkPlan, fill_chunks
+from pipeline.inference.tolerant import TolerantImages
+from pipeline.layout import RunLayout
+from pipeline.models.preprocessing import preprocessing
+from pipeline.stages.inputs import analysed_images, analysed_model
+
+
+@dataclass(frozen=True)
+class ShareReport:
+    """What one share computed, where, and how fast."""
+
+    images: int
+    seconds: float
+    device: str
+    host: str
+
+    def describe(self) -> str:
+        rate = self.images / self.seconds if self.seconds else 0.0
+        return (f"{self.images} images in {self.seconds:.1f} s ({rate:.1f} images/s on "
+                f"{self.device}, {self.host})")
+
+
+def fill_share(workflow: Workflow, layout: RunLayout, store_path: Path, chunks: list[int],
+               model: nn.Module | None = None) -> ShareReport:
+    """Compute and write ``chunks`` of the created store at ``store_path`` (each marked done)."""
+    spec = workflow.activations
+    device = resolve_device(spec.device)
+    store = zarr.open_group(store_path, mode="r+")
+    n_images, chunk_size = int(store.attrs["n_images"]), int(store.attrs["chunk_size"])
+    clock = time.perf_counter()
+    if chunks:
+        manifest = pd.read_parquet(layout.manifest)
+        if model is None:
+            model = analysed_model(workflow, layout, device)
+        size = preprocessing(workflow).crop
+        layers = {store[label].attrs["module"]: label for label in store.attrs["layers"]}
+        plan = ChunkPlan(chunks, chunk_size, n_images, int(store["pred"].shape[1]), layers)
+        images = TolerantImages(analysed_images(workflow, layout, manifest), (3, size, size))
+        fill_chunks(model, images, manifest["label"].to_numpy(np.int32), store, store_path, plan,
+                    spec, device)
+    computed = sum(min(chunk_size, n_images - chunk * chunk_size) for chunk in chunks)
+    return ShareReport(computed, time.perf_counter() - clock, str(device), socket.gethostname())

@@ -1,0 +1,5 @@
+"""Ranking: each unit's top images and statistics, computed with dask in one pass over the store."""
+
+from pipeline.ranking.tables import QUANTILES, SELECTIVITY_TOP, RankTables, rank_store
+
+__all__ = ["QUANTILES", "SELECTIVITY_TOP", "RankTables", "rank_store"]
