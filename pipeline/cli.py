@@ -70,6 +70,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_workflow(status)
 
+    serve = commands.add_parser(
+        "serve", help="serve the atlas over HTTP on this machine and print its URL",
+        description="Serve reports/<workflow>/ with Python's HTTP server on 127.0.0.1 until "
+        "Ctrl-C, to browse the atlas as it will look on static hosting. Opening index.html "
+        "from disk works too; publishing means copying that folder to any static host.",
+    )
+    add_workflow(serve)
+    serve.add_argument("--port", type=int, default=8000, metavar="N",
+                       help="port to listen on (default: 8000; 0 picks a free one)")
+
     layers = commands.add_parser(
         "layers", help="list the analysable layers with output shapes and receptive fields",
         description="List the layers the atlas analyses by default (each convolution's ReLU "

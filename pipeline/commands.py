@@ -23,6 +23,8 @@ def dispatch(args: argparse.Namespace) -> int:
                    args.scheduler or workflow.dask.scheduler)
     if args.command == "status":
         return status(workflow, layout)
+    if args.command == "serve":
+        return serve(workflow, layout, args.port)
     raise AssertionError(f"unhandled command {args.command}")
 
 
@@ -66,6 +68,35 @@ def status(workflow: Workflow, layout: RunLayout) -> int:
     if "top1" in attrs:
         print(f"accuracy on {attrs.get('n_readable', attrs['n_images'])} images: "
               f"top-1 {attrs['top1']:.1%}, top-5 {attrs['top5']:.1%}")
+    return 0
+
+
+def serve(workflow: Workflow, layout: RunLayout, port: int) -> int:
+    """Serve the atlas folder on 127.0.0.1 until interrupted."""
+    import functools
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    if not layout.index_html.exists():
+        raise UserError(f"{layout.index_html}: no atlas yet; run `python -m pipeline run all -w "
+                        f"{workflow.source}` first")
+
+    class QuietHandler(SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base's name
+            pass
+
+    handler = functools.partial(QuietHandler, directory=str(layout.report_dir))
+    try:
+        server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+    except OSError as error:
+        raise UserError(f"port {port}: cannot listen ({error.strerror}); pick another with "
+                        "--port N") from None
+    with server:
+        print(f"serving {layout.report_dir.name}/ at http://127.0.0.1:{server.server_port}/ "
+              "(Ctrl-C stops)", flush=True)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            print("stopped")
     return 0
 
 

@@ -6,22 +6,76 @@ Keeping the templates' input a plain, immutable value means the HTML can be re-r
 tested without torch, dask or any stored run.
 
 All image paths are POSIX paths relative to the atlas root (the folder holding ``index.html``);
-the renderer turns them into links that also work from the ``layers/`` pages.
+the renderer turns them into links that work from every page's depth.
 """
 
-from dataclasses import dataclass
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Crop:
+    """A rectangle of a sheet image, shown alone by CSS (one file serves many cells)."""
+
+    image: str  # sheet path relative to the atlas root
+    x: int
+    y: int
+    w: int
+    h: int
+    sheet_w: int
+    sheet_h: int
+
+    @property
+    def style(self) -> str:
+        """CSS placing the sheet inside a container of the rectangle's shape (percentages, so
+        the cell scales with the page)."""
+        return (f"width:{100 * self.sheet_w / self.w:.4g}%;left:{-100 * self.x / self.w:.4g}%;"
+                f"top:{-100 * self.y / self.h:.4g}%").replace("-0%", "0%")
+
+    @property
+    def crisp(self) -> bool:
+        """Enlarged pixel by pixel (stored as PNG): keep the pixels square when scaled."""
+        return self.image.endswith(".png")
+
+
+@dataclass(frozen=True)
+class TopImage:
+    """One of a unit's top images, as its unit page shows it."""
+
+    rank: int  # 0-based
+    value: float  # the unit's maximum in this image
+    file: str  # image path relative to the data root (never absolute)
+    true_class: str
+    pred_class: str | None  # the model's top-1 prediction (None: unknown)
+    projection: Crop
+    patch: Crop
+    thumb: Crop | None  # the whole image, small
+    box: tuple[float, float, float, float] | None  # receptive field (top, left, bottom, right)
+    # as fractions of the image side, clipped to [0, 1]
 
 
 @dataclass(frozen=True)
 class UnitEntry:
-    """One channel of a layer, shown as a Figure 2 tile (or a placeholder if dead)."""
+    """One channel of a layer: a Figure 2 tile on the layer page, and a page of its own."""
 
     unit: int  # channel index in the layer
     dead: bool  # max activation over the whole data set is zero
     peak: float  # max activation over the data set
-    top_class: str | None  # most frequent true class among its top images
+    top_class: str | None  # most frequent true class among its top-100 images
     n_images: int  # how many top images (<= k; fewer if it fired in fewer images)
     tile: str | None  # tile image relative to the atlas root (POSIX), None if dead
+    top_class_share: float = 0.0  # share of that class among the top-100 images
+    class_entropy: float = 0.0  # bits
+    frac_active: float = 0.0  # share of images where the unit fires
+    mean_max: float = 0.0
+    std_max: float = 0.0
+    quantiles: tuple[tuple[str, float], ...] = ()  # ("q99", value), ...
+    n_selectivity: int = 0  # images behind the class distribution
+    classes: tuple[tuple[int, str, int], ...] = ()  # (label, name, count), most frequent first
+    histogram: tuple[tuple[float, float, int], ...] = ()  # (low, high, count) of positive maxima
+    n_zero: int = 0  # images where the unit's maximum is zero (not in ``histogram``)
+    top_images: tuple[TopImage, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -34,6 +88,7 @@ class LayerEntry:
     receptive_field: int  # size in input pixels
     units: tuple[UnitEntry, ...]
     preview: str | None  # relative path of a preview image for the index
+    jump: int = 0  # input pixels between neighbouring units (0: unknown)
 
     @property
     def n_units(self) -> int:
@@ -44,6 +99,12 @@ class LayerEntry:
     def n_dead(self) -> int:
         """Units that never fired on the data set; a high count hints at a poor init or lr."""
         return sum(1 for u in self.units if u.dead)
+
+
+@dataclass(frozen=True)
+class SkippedImage:
+    file: str  # relative to the data root
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -65,3 +126,13 @@ class AtlasContext:
     version: str  # package version
     method: str  # "deconvnet" etc.
     top_k: int
+    parameters: int | None = None  # trainable and frozen parameters of the model
+    input_size: int | None = None  # side of the network input, px
+    n_readable: int | None = None
+    skipped: tuple[SkippedImage, ...] = ()  # the first few unreadable images
+    n_skipped: int = 0
+    workflow_file: str = ""  # file name only: no local folders in a shared atlas
+    devices: tuple[tuple[str, str], ...] = ()  # (stage, device)
+    stage_seconds: tuple[tuple[str, float], ...] = ()
+    class_groups: dict[str, tuple[int, ...]] = field(default_factory=dict)  # for search
+    class_names: tuple[str, ...] = ()

@@ -1,17 +1,20 @@
 """Write the static HTML atlas from a gathered :class:`AtlasContext`.
 
 Output (all links relative, so the folder works from ``file://``, can be moved, zipped or
-served from any sub-path; no scripts, fonts or CDNs are needed)::
+served from any sub-path; nothing is fetched from outside it, and no fetch/XHR at all)::
 
-    index.html            model, data, accuracy, one entry per layer, first-layer filters
-    layers/<label>.html   every unit of one layer as a Figure 2 tile
-    assets/style.css      copied from the package
+    index.html                  model, data and run cards, one entry per layer, first-layer filters
+    layers/<label>.html         every unit of one layer as a Figure 2 tile; sort, hide dead units
+    units/<label>/<unit>.html   one unit: its top images large, statistics, charts (permalink)
+    assets/style.css, atlas.js  copied from the package (search, sorting, keyboard navigation)
+    assets/search-index.js      the search index, as a script
 
-The caller writes the PNGs first; this module only links them, and refuses to link a file that
-is missing, because a broken atlas is found by a reader, not by the pipeline.
+The caller writes the images first; this module only links them, and refuses to link a file
+that is missing, because a broken atlas is found by a reader, not by the pipeline.
 """
 
 import functools
+import json
 import math
 import re
 import shutil
@@ -23,10 +26,12 @@ from urllib.parse import quote
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from PIL import Image
 
-from pipeline.atlas.context import AtlasContext, LayerEntry
+from pipeline.atlas.charts import class_chart, histogram_chart
+from pipeline.atlas.context import AtlasContext, LayerEntry, UnitEntry
 
 ASSETS_DIR = "assets"
 LAYERS_DIR = "layers"
+UNITS_DIR = "units"
 # A layer label becomes a file name: keep it to characters that need no quoting anywhere.
 _LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 # Cards are at least as wide as their tile, up to this many CSS px (then tiles are shrunk).
@@ -50,6 +55,7 @@ def environment() -> Environment:
     )
     env.filters["pct"] = format_percent
     env.filters["num"] = format_number
+    env.filters["pct_level"] = format_level
     return env
 
 
@@ -58,6 +64,12 @@ def format_percent(value: float | None) -> str:
     if value is None:
         return "—"
     return f"{value * 100 if value <= 1 else value:.1f} %"
+
+
+def format_level(digits: str) -> str:
+    """Quantile column digits as a label: ``"99"`` -> ``"99th percentile"``, ``"999"`` -> 99.9."""
+    level = float("0." + digits) * 100
+    return f"{level:g}th percentile"
 
 
 def format_number(value: float) -> str:
@@ -88,7 +100,10 @@ def _image_paths(context: AtlasContext) -> list[str]:
     for layer in context.layers:
         if layer.preview:
             paths.append(layer.preview)
-        paths.extend(u.tile for u in layer.units if u.tile and not u.dead)
+        for unit in layer.units:
+            if unit.tile and not unit.dead:
+                paths.append(unit.tile)
+            paths.extend(image.thumb.image for image in unit.top_images if image.thumb)
     return paths
 
 
@@ -123,6 +138,15 @@ def _copy_assets(target: Path) -> None:
                 shutil.copyfile(source, target / item.name)
 
 
+_INDENT = re.compile(r"\n[ \t]+")
+
+
+def _compact(html: str) -> str:
+    """Drop the templates' indentation (pages have no <pre> or <textarea>): with a thousand
+    unit pages it is megabytes of a shared atlas."""
+    return _INDENT.sub("\n", html)
+
+
 def _write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -130,8 +154,13 @@ def _write_text(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
+def unit_path(label: str, unit: int) -> str:
+    """The unit page's permalink, relative to the atlas root: ``units/conv3/17.html``."""
+    return f"{UNITS_DIR}/{label}/{unit}.html"
+
+
 def _page_helpers(root: str, sizes: dict[str, tuple[int, int]]) -> dict[str, Callable]:
-    """Link builders for a page ``root`` ("" or "../") away from the atlas root."""
+    """Link builders for a page ``root`` ("", "../" or "../../") away from the atlas root."""
 
     def href(path: str) -> str:
         return root + quote(path)
@@ -139,10 +168,13 @@ def _page_helpers(root: str, sizes: dict[str, tuple[int, int]]) -> dict[str, Cal
     def layer_href(layer: LayerEntry) -> str:
         return f"{root}{LAYERS_DIR}/{quote(layer.label)}.html"
 
+    def unit_href(layer: LayerEntry, unit: UnitEntry) -> str:
+        return root + quote(unit_path(layer.label, unit.unit))
+
     def size(path: str) -> tuple[int, int]:
         return sizes[path]
 
-    return {"href": href, "layer_href": layer_href, "size": size}
+    return {"href": href, "layer_href": layer_href, "unit_href": unit_href, "size": size}
 
 
 def _widest_tile(layer: LayerEntry, sizes: dict[str, tuple[int, int]]) -> int:
@@ -150,8 +182,29 @@ def _widest_tile(layer: LayerEntry, sizes: dict[str, tuple[int, int]]) -> int:
     return max((sizes[u.tile][0] for u in layer.units if u.tile and not u.dead), default=0)
 
 
+def search_index(context: AtlasContext) -> str:
+    """The search index as a JS file that sets ``window.ATLAS_INDEX`` (a script, not fetched
+    JSON, so it loads from ``file://``). ``<``, ``>`` and ``&`` are written as JSON escapes, so
+    no class name can close the script."""
+    labels = [layer.label for layer in context.layers]
+    units = []
+    for number, layer in enumerate(context.layers):
+        for unit in layer.units:
+            counts = [value for label, _, count in unit.classes for value in (label, count)]
+            units.append([number, unit.unit, -1 if unit.top_class is None else
+                          next(iter(unit.classes), (-1,))[0], round(unit.top_class_share, 3),
+                          int(unit.dead), unit.n_selectivity, counts])
+    data = {"layers": labels, "sizes": [layer.n_units for layer in context.layers],
+            "classes": list(context.class_names), "groups": context.class_groups,
+            "units": units}
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    return f"window.ATLAS_INDEX = {text};\n"
+
+
 def write_atlas(context: AtlasContext, out_dir: Path) -> Path:
-    """Render ``index.html``, one page per layer and the assets; return the index path.
+    """Render ``index.html``, one page per layer and per unit, the search index and the
+    assets; return the index path.
 
     Raises ``ValueError`` for a label that cannot be a file name or an image path that is not
     relative, and ``FileNotFoundError`` when a linked image has not been written yet.
@@ -167,23 +220,40 @@ def write_atlas(context: AtlasContext, out_dir: Path) -> Path:
     }
 
     _copy_assets(out_dir / ASSETS_DIR)
+    _write_text(out_dir / ASSETS_DIR / "search-index.js", search_index(context))
     index = out_dir / "index.html"
     page = env.get_template("index.html").render(
-        **common, **_page_helpers("", sizes), root="", current=None
-    )
-    _write_text(index, page)
+        **common, **_page_helpers("", sizes), root="", current=None, prev_link=None,
+        next_link=None)
+    _write_text(index, _compact(page))
 
     layer_page = env.get_template("layer.html")
     layers = context.layers
     for i, layer in enumerate(layers):
+        helpers = _page_helpers("../", sizes)
+        prev_layer = layers[i - 1] if i > 0 else None
+        next_layer = layers[i + 1] if i + 1 < len(layers) else None
         page = layer_page.render(
-            **common,
-            **_page_helpers("../", sizes),
-            root="../",
-            current=layer,
-            tile_width=_widest_tile(layer, sizes),
-            prev_layer=layers[i - 1] if i > 0 else None,
-            next_layer=layers[i + 1] if i + 1 < len(layers) else None,
+            **common, **helpers, root="../", current=layer,
+            tile_width=_widest_tile(layer, sizes), prev_layer=prev_layer, next_layer=next_layer,
+            prev_link=helpers["layer_href"](prev_layer) if prev_layer else None,
+            next_link=helpers["layer_href"](next_layer) if next_layer else None,
         )
-        _write_text(out_dir / LAYERS_DIR / f"{layer.label}.html", page)
+        _write_text(out_dir / LAYERS_DIR / f"{layer.label}.html", _compact(page))
+
+    unit_page = env.get_template("unit.html")
+    helpers = _page_helpers("../../", sizes)
+    sequence = [(layer, unit) for layer in layers for unit in layer.units]
+    for i, (layer, unit) in enumerate(sequence):
+        before = sequence[i - 1] if i > 0 else None
+        after = sequence[i + 1] if i + 1 < len(sequence) else None
+        page = unit_page.render(
+            **common, **helpers, root="../../", current=layer, unit=unit,
+            histogram=histogram_chart(unit.histogram, unit.n_zero),
+            class_rows=class_chart(unit.classes, unit.n_selectivity),
+            prev_unit=before, next_unit=after,
+            prev_link=helpers["unit_href"](*before) if before else None,
+            next_link=helpers["unit_href"](*after) if after else None,
+        )
+        _write_text(out_dir / unit_path(layer.label, unit.unit), _compact(page))
     return index

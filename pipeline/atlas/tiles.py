@@ -41,13 +41,19 @@ def tile_scale(h: int, target: int = 48) -> int:
     return max(1, round(target / h))
 
 
-def _check_stack(name: str, images: np.ndarray) -> None:
+def grid_side(k: int) -> int:
+    """Cells per side of a unit's grid: 3 for the paper's top 9, ceil(sqrt(k)) in general."""
+    return max(1, math.ceil(math.sqrt(k)))
+
+
+def _check_stack(name: str, images: np.ndarray, grid: int) -> None:
     if not isinstance(images, np.ndarray) or images.dtype != np.uint8:
         raise TypeError(f"{name} must be a uint8 numpy array")
     if images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"{name} must have shape [n, h, w, 3], got {images.shape}")
-    if images.shape[0] > MAX_CELLS:
-        raise ValueError(f"{name} holds {images.shape[0]} images; a tile shows at most 9")
+    if images.shape[0] > grid * grid:
+        raise ValueError(f"{name} holds {images.shape[0]} images; a {grid}x{grid} tile shows "
+                         f"at most {grid * grid}")
 
 
 def _upscale(images: np.ndarray, scale: int) -> np.ndarray:
@@ -66,25 +72,39 @@ def _grid_into(canvas: np.ndarray, cells: np.ndarray, x0: int, cols: int) -> Non
         canvas[y : y + ch, x : x + cw] = cell
 
 
-def compose_unit_tile(projections: np.ndarray, patches: np.ndarray, scale: int = 1) -> Image.Image:
-    """One Figure 2 tile: 3x3 deconvnet projections on the left, their 3x3 patches on the right.
+def tile_cells(n: int, cell_hw: tuple[int, int], scale: int = 1, grid: int = GRID
+               ) -> tuple[tuple[int, int], list[tuple[int, int, int, int]],
+                          list[tuple[int, int, int, int]]]:
+    """Geometry of a unit tile: its (width, height) and the (x, y, w, h) of each of the ``n``
+    projection cells and patch cells, so a page can show one cell of the tile image alone."""
+    h, w = cell_hw[0] * scale, cell_hw[1] * scale
+    grid_w = grid * w + (grid - 1) * GUTTER
+    size = (2 * grid_w + GAP, grid * h + (grid - 1) * GUTTER)
+    cells = [(c * (w + GUTTER), r * (h + GUTTER), w, h) for r, c in
+             (divmod(i, grid) for i in range(n))]
+    patches = [(x + grid_w + GAP, y, cw, ch) for x, y, cw, ch in cells]
+    return size, cells, patches
 
-    Inputs are uint8 ``[n, h, w, 3]`` with the same shape and ``n <= 9``; image ``i`` of each
-    stack goes to the same cell, so a projection sits at the same place as its patch. Fewer
-    than 9 images leave the remaining cells as background. See the module doc for the size.
+
+def compose_unit_tile(projections: np.ndarray, patches: np.ndarray, scale: int = 1,
+                      grid: int = GRID) -> Image.Image:
+    """One Figure 2 tile: a grid of projections on the left, their patches on the right.
+
+    Inputs are uint8 ``[n, h, w, 3]`` with the same shape and ``n <= grid**2``; image ``i`` of
+    each stack goes to the same cell, so a projection sits at the same place as its patch.
+    Fewer images leave the remaining cells as background. See the module doc for the size.
     """
-    _check_stack("projections", projections)
-    _check_stack("patches", patches)
+    _check_stack("projections", projections, grid)
+    _check_stack("patches", patches, grid)
     if projections.shape != patches.shape:
         raise ValueError(f"projections {projections.shape} and patches {patches.shape} must match")
     if scale < 1:
         raise ValueError(f"scale must be >= 1, got {scale}")
-    h, w = projections.shape[1] * scale, projections.shape[2] * scale
-    grid_w = GRID * w + (GRID - 1) * GUTTER
-    canvas = np.empty((GRID * h + (GRID - 1) * GUTTER, 2 * grid_w + GAP, 3), np.uint8)
+    (width, height), _, _ = tile_cells(0, projections.shape[1:3], scale, grid)
+    canvas = np.empty((height, width, 3), np.uint8)
     canvas[:] = BACKGROUND
-    _grid_into(canvas, _upscale(projections, scale), 0, GRID)
-    _grid_into(canvas, _upscale(patches, scale), grid_w + GAP, GRID)
+    _grid_into(canvas, _upscale(projections, scale), 0, grid)
+    _grid_into(canvas, _upscale(patches, scale), (width - GAP) // 2 + GAP, grid)
     return Image.fromarray(canvas, "RGB")
 
 
@@ -123,20 +143,50 @@ def filter_grid(weights: np.ndarray, scale: int) -> Image.Image:
     return Image.fromarray(canvas, "RGB")
 
 
-def save_image(image: Image.Image, path: Path) -> None:
-    """Write ``image`` as PNG, creating parent folders.
+def fit_cells(cells: np.ndarray, max_side: int) -> np.ndarray:
+    """Shrink ``[n, h, w, 3]`` cells (area-averaging) so the longer side is at most
+    ``max_side``: deep layers' 160-px fields would otherwise dominate the atlas's size."""
+    n, h, w = cells.shape[:3]
+    if max(h, w) <= max_side or n == 0:
+        return cells
+    size = (max(1, round(w * max_side / max(h, w))), max(1, round(h * max_side / max(h, w))))
+    return np.stack([np.asarray(Image.fromarray(cell).resize(size, Image.Resampling.BOX))
+                     for cell in cells])
+
+
+def thumb_sheet(thumbs: np.ndarray, side: int | None = None) -> Image.Image:
+    """Thumbnails ``[units, k, t, t, 3]`` as one image: a row per unit, a column per rank,
+    each cell resized to ``side`` pixels (default: as stored)."""
+    units, k, t = thumbs.shape[:3]
+    sheet = Image.fromarray(thumbs.transpose(0, 2, 1, 3, 4).reshape(units * t, k * t, 3), "RGB")
+    if side and side != t:
+        sheet = sheet.resize((k * side, units * side), Image.Resampling.BOX)
+    return sheet
+
+
+def image_format(scale: int) -> str:
+    """File suffix for a tile: PNG when cells were enlarged pixel by pixel (JPEG would smear
+    their hard edges; PNG stores repeated pixels almost for free), JPEG otherwise."""
+    return ".png" if scale > 1 else ".jpg"
+
+
+def save_image(image: Image.Image, path: Path, quality: int = 85) -> None:
+    """Write ``image`` as PNG or JPEG (by ``path``'s suffix), creating parent folders.
 
     Written to a temporary file then renamed, so an interrupted run never leaves a truncated
-    PNG that a later resume would take as done. zlib level 6: measured within 1-4 % of
+    image that a later resume would take as done. PNG at zlib level 6: measured within 1-4 % of
     ``optimize=True`` on tiles, at 1/8 of its time, which adds up over thousands of units.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Not mkstemp: its 0600 mode would survive the rename and hide the PNG from a web server.
+    # Not mkstemp: its 0600 mode would survive the rename and hide the file from a web server.
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         with open(tmp, "wb") as f:
-            image.save(f, format="PNG", compress_level=6)
+            if path.suffix.lower() in (".jpg", ".jpeg"):
+                image.save(f, format="JPEG", quality=quality)
+            else:
+                image.save(f, format="PNG", compress_level=6)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -65,3 +65,25 @@ def _weights_categories(workflow: Workflow) -> list[str] | None:
 
     weights = resolve_weights(workflow.model.name, workflow.model.weights, workflow.source)
     return list(weights.meta.get("categories") or []) or None
+
+
+# Coarse groups of ImageNet-1k classes (inclusive index ranges, torchvision's class order), so
+# that searching the atlas for "dog" finds units whose top images are mostly dogs although no
+# dog breed's name contains the word.
+IMAGENET_GROUPS: dict[str, tuple[tuple[int, int], ...]] = {
+    "dog": ((151, 268),),
+    "cat": ((281, 285),),
+    "big cat": ((286, 293),),
+    "bird": ((7, 24), (80, 100), (127, 146)),
+    "fish": ((0, 6), (389, 397)),
+    "snake": ((52, 68),),
+    "primate": ((365, 384),),
+}
+
+
+def class_groups(classes: pd.DataFrame) -> dict[str, tuple[int, ...]]:
+    """Named groups of class labels, for a class table that is ImageNet-1k's (else none)."""
+    if "wnid" not in classes or tuple(classes["wnid"]) != imagenet_wnids():
+        return {}
+    return {name: tuple(label for low, high in ranges for label in range(low, high + 1))
+            for name, ranges in IMAGENET_GROUPS.items()}

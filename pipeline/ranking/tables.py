@@ -32,8 +32,8 @@ class RankTables:
 
 
 def quantile_column(level: float) -> str:
-    """``0.99`` -> ``"q99"``, ``0.999`` -> ``"q999"``."""
-    return "q" + f"{level:.3f}".split(".")[1].rstrip("0")
+    """``0.5`` -> ``"q50"``, ``0.99`` -> ``"q99"``, ``0.999`` -> ``"q999"``."""
+    return "q" + f"{level * 100:g}".replace(".", "")
 
 
 def rank_store(store_path: Path, k: int, scheduler: Any = None,
@@ -95,12 +95,13 @@ def unit_table(label: str, part: Partial, true_labels: np.ndarray, k: int
         p = counts / counts.sum()
         best = int(np.argmax(counts))  # np.unique sorts classes: ties go to the lower class
         top_class[unit], share[unit] = classes[best], p[best]
-        entropy[unit], n_selective[unit] = float(-(p * np.log2(p)).sum()), len(ids)
+        entropy[unit], n_selective[unit] = max(0.0, float(-(p * np.log2(p)).sum())), len(ids)
         rows.append(pd.DataFrame({"layer": label, "unit": np.int32(unit),
                                   "class": classes.astype(np.int32),
                                   "count": counts.astype(np.int32)}))
     peak = part.values[0] if len(part.values) else np.full(channels, -np.inf, np.float32)
-    levels = quantiles(part.histogram, QUANTILES)
+    # Interpolating inside the top bin can overshoot the exact maximum: never report more.
+    levels = np.minimum(quantiles(part.histogram, QUANTILES), np.where(peak > -np.inf, peak, 0))
     units = pd.DataFrame({
         "layer": label, "unit": np.arange(channels, dtype=np.int32),
         "peak": peak.astype(np.float32), "mean_max": mean.astype(np.float32),

@@ -69,7 +69,11 @@ def activations(ctx: StageContext) -> bool:
                   f"{remaining} chunks are left to the other shards")
             return False
         write_json(finishing, {"by": ctx.shard})
-    _finish(zarr.open_group(staged, mode="r+"), staged, manifest, ctx)
+    store = zarr.open_group(staged, mode="r+")
+    ran_on = sorted({report.device for report in reports if report.images})  # no host names:
+    # the atlas shows this and is meant to be shared
+    store.attrs["device"] = ", ".join(ran_on) or str(store.attrs.get("device", device))
+    _finish(store, staged, manifest, ctx)
     return True
 
 

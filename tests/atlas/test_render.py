@@ -1,5 +1,6 @@
 """The HTML atlas (pipeline.atlas.render): pages, relative links, escaping, dead units."""
 
+import re
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -155,7 +156,10 @@ def test_index_and_every_layer_page_exist(atlas) -> None:
     for layer in context.layers:
         assert (out / "layers" / f"{layer.label}.html").is_file()
     assert (out / "assets" / "style.css").is_file()
-    assert len(_pages(out)) == 1 + len(context.layers)
+    units = [(layer.label, unit.unit) for layer in context.layers for unit in layer.units]
+    for label, unit in units:  # one permalink page per unit, dead ones included
+        assert (out / "units" / label / f"{unit}.html").is_file()
+    assert len(_pages(out)) == 1 + len(context.layers) + len(units)
 
 
 def test_every_link_is_relative_and_resolves(atlas) -> None:
@@ -177,10 +181,16 @@ def test_every_link_is_relative_and_resolves(atlas) -> None:
     assert checked > 20
 
 
-def test_no_scripts_or_remote_resources(atlas) -> None:
+def test_scripts_are_the_atlas_own_and_nothing_is_remote(atlas) -> None:
     out, _, _ = atlas
     for path in _pages(out):
-        assert "script" not in _parse(path).tags
+        html = path.read_text(encoding="utf-8")
+        sources = re.findall(r"<script\b[^>]*\bsrc=\"([^\"]+)\"", html)
+        assert len(sources) == html.count("<script") == 2  # search index and atlas.js, no inline
+        for source in sources:
+            assert (path.parent / source).resolve().parent == (out / "assets").resolve()
+    script = (out / "assets" / "atlas.js").read_text()
+    assert "fetch(" not in script and "XMLHttpRequest" not in script and "http" not in script
     css = (out / "assets" / "style.css").read_text()
     assert "@import" not in css and "url(" not in css and "http" not in css
 
@@ -250,7 +260,7 @@ def test_index_summarises_model_and_layers(atlas) -> None:
     out, context, _ = atlas
     page = _parse(out / "index.html")
     text = " ".join(" ".join(page.text).split())
-    for expected in ("Tiny-10", "50.0 %", "91.0 %", "deconvnet", "Top-k 9", "features.relu2"):
+    for expected in ("Tiny-10", "50.0 %", "91.0 %", "deconvnet, top 9", "features.relu2"):
         assert expected in text
     assert "Validation accuracy" not in text  # None: not shown
     hrefs = {url for _, url in page.links}

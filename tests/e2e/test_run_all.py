@@ -58,8 +58,11 @@ def test_atlas_has_every_layer_and_unit(tiny_run):
         page = (report / "layers" / f"{layer}.html").read_text(encoding="utf-8")
         live = group[~group["dead"]]
         for unit in live["unit"]:
-            assert f"tiles/{layer}/unit_{unit:04d}.png" in page
+            assert re.search(rf'src="\.\./tiles/{layer}/{unit:04d}\.(png|jpg)"', page), unit
         assert page.count("<img") >= len(live)
+        for unit in group["unit"]:  # every unit, dead or alive, has its permalink page
+            assert f'href="../units/{layer}/{unit}.html"' in page
+            assert (report / "units" / layer / f"{unit}.html").is_file()
     links = _links(report / "index.html")
     assert all(not link.startswith(("/", "http:", "https:", "file:")) for link in links)
 
