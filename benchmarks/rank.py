@@ -13,7 +13,7 @@ so only one store is written. For each N, each in a fresh process, it runs:
 It prints a table of seconds and peak resident memory, then how time and memory grew with N.
 
     python benchmarks/rank.py                                  # N = 50,000, 200,000, 1,281,167
-    python benchmarks/rank.py --sizes 20000,100000 --keep /tmp/rank-stores
+    python benchmarks/rank.py --sizes 20000,100000 --keep scratch/rank-stores
 """
 
 from __future__ import annotations

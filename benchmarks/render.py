@@ -25,8 +25,8 @@ and file count with a breakdown by folder and by file type, and PASS/FAIL agains
 Sizes are file bytes (MB = 10**6 bytes, MiB = 2**20 bytes); disk usage in blocks is also shown.
 
     python benchmarks/render.py                           # N = 50,000 images, scratch folder
-    python benchmarks/render.py --keep /tmp/render-bench  # keep (and reuse) the fake run
-    python benchmarks/render.py --keep /tmp/render-bench --profile   # cProfile, top 25
+    python benchmarks/render.py --keep scratch/render-bench  # keep (and reuse) the fake run
+    python benchmarks/render.py --keep scratch/render-bench --profile   # cProfile, top 25
 """
 
 from __future__ import annotations
