@@ -61,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--scheduler", metavar="ADDRESS", default=None,
                      help="run the dask-aware stages (activations as one task per shard, rank) on "
                      "the dask scheduler at ADDRESS, e.g. tcp://host:8786; overrides [dask] "
-                     "scheduler. Workers need this package and the run folder at the same path")
+                     "scheduler ('' runs on this machine). Workers need this package and the run "
+                     "folder at the same path")
 
     status = commands.add_parser(
         "status", help="show each stage: done / stale / missing, with timings",

@@ -22,11 +22,18 @@ def connect(address: str) -> Any:
     from distributed import Client
 
     try:
-        return Client(address, timeout=CONNECT_TIMEOUT, set_as_default=False)
+        client = Client(address, timeout=CONNECT_TIMEOUT, set_as_default=False)
     except (OSError, TimeoutError, ValueError) as error:
         raise UserError(f"cannot reach the dask scheduler at {address} ({error}); start one with "
                         "`dask scheduler` and workers with `dask worker ADDRESS`, or drop "
                         "--scheduler / [dask] scheduler to run on this machine") from None
+    try:
+        client.wait_for_workers(1, timeout=CONNECT_TIMEOUT)  # tasks would wait forever
+    except TimeoutError:
+        client.close()
+        raise UserError(f"the dask scheduler at {address} has no workers; start them with "
+                        f"`dask worker {address}`") from None
+    return client
 
 
 def shard_count(client: Any, spec: DaskConfig) -> int:
@@ -47,9 +54,10 @@ def shard_count(client: Any, spec: DaskConfig) -> int:
 
 
 def run_shards(client: Any, spec: DaskConfig, func: Callable[..., Any], args: Sequence[Any],
-               items: Sequence[Any], name: str) -> list[Any]:
-    """Call ``func(*args, share)`` once per share of ``items`` (round-robin), each as one task,
-    and return the results as they finish. A worker that dies has its task rerun elsewhere."""
+               items: Sequence[Any], name: str, **kwargs: Any) -> list[Any]:
+    """Call ``func(*args, share, **kwargs)`` once per share of ``items`` (round-robin), each as
+    one task, and return the results as they finish. A worker that dies has its task rerun
+    elsewhere; when a task fails or the client is interrupted, the others are cancelled."""
     from distributed import as_completed
 
     count = max(1, min(shard_count(client, spec), len(items)))
@@ -57,11 +65,15 @@ def run_shards(client: Any, spec: DaskConfig, func: Callable[..., Any], args: Se
     shares = [list(items[i::count]) for i in range(count)]
     resources = {"GPU": 1} if spec.gpu else None
     futures = [client.submit(func, *args, share, key=f"{name}-{token}-shard-{i}-of-{count}",
-                             resources=resources, pure=False, retries=2)
+                             resources=resources, pure=False, retries=2, **kwargs)
                for i, share in enumerate(shares)]
     print(f"[{name}] {count} shard tasks on {client.scheduler.address} "
           f"(dashboard: {client.dashboard_link})")
     results = []
-    for future in as_completed(futures, loop=client.loop):
-        results.append(future.result())
+    try:
+        for future in as_completed(futures, loop=client.loop):
+            results.append(future.result())
+    except BaseException:
+        client.cancel(futures)  # a task already running finishes its chunk, then its writes
+        raise  # are refused once a rerun has replaced the store (see fill_share's key)
     return results

@@ -19,8 +19,8 @@ def dispatch(args: argparse.Namespace) -> int:
     workflow = load_workflow(args.workflow, data_root=args.data)
     layout = RunLayout(base=Path.cwd(), workflow=workflow.name)
     if args.command == "run":
-        return run(workflow, layout, args.target, args.force, args.shard,
-                   args.scheduler or workflow.dask.scheduler)
+        scheduler = workflow.dask.scheduler if args.scheduler is None else args.scheduler
+        return run(workflow, layout, args.target, args.force, args.shard, scheduler)
     if args.command == "status":
         return status(workflow, layout)
     if args.command == "serve":

@@ -10,6 +10,7 @@ most two chunks waiting so memory stays bounded by the chunk size.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -54,8 +55,9 @@ def chunk_batches(plan: ChunkPlan, batch_size: int) -> list[list[int]]:
 
 def fill_chunks(model: nn.Module, images: TolerantImages, labels: np.ndarray, store: zarr.Group,
                 store_path: Path, plan: ChunkPlan, spec: ActivationsConfig,
-                device: torch.device) -> None:
-    """Compute and write every chunk in ``plan`` (each marked done after its arrays)."""
+                device: torch.device, still_current: Callable[[], bool] | None = None) -> None:
+    """Compute and write every chunk in ``plan`` (each marked done after its arrays); with
+    ``still_current``, stop before writing a chunk once it returns False."""
     batches = chunk_batches(plan, spec.batch_size)
     gpu = device.type == "cuda"
     loader = DataLoader(images, batch_sampler=batches, num_workers=spec.num_workers,
@@ -99,13 +101,21 @@ def fill_chunks(model: nn.Module, images: TolerantImages, labels: np.ndarray, st
                 while len(pending) >= MAX_PENDING_WRITES:
                     pending.popleft().result()
                 pending.append(writer.submit(_write, store, store_path, chunk, start, arrays,
-                                             skipped))
+                                             skipped, still_current))
                 buffer, skipped = {}, []
         for future in pending:
             future.result()
 
 
+class StoreReplaced(RuntimeError):
+    """The staged store was recreated for another stage key while this task still ran."""
+
+
 def _write(store: zarr.Group, store_path: Path, chunk: int, start: int,
-           arrays: dict[str, np.ndarray], skipped: list[tuple[int, str]]) -> None:
+           arrays: dict[str, np.ndarray], skipped: list[tuple[int, str]],
+           still_current: Callable[[], bool] | None) -> None:
+    if still_current is not None and not still_current():
+        raise StoreReplaced(f"{store_path} now belongs to another run of the stage; this "
+                            "task's results are dropped")
     write_chunk(store, start, arrays)
     mark_completed(store_path, chunk, skipped)

@@ -7,7 +7,10 @@ shard tasks on a dask cluster; the store's own layer list says which modules to 
 
 from __future__ import annotations
 
+import dataclasses
+import multiprocessing
 import socket
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +20,11 @@ import pandas as pd
 import zarr
 from torch import nn
 
+from pipeline.atomic import read_json
 from pipeline.config import Workflow
 from pipeline.device import resolve_device
 from pipeline.inference.compute import ChunkPlan, fill_chunks
+from pipeline.inference.store import completed_chunks
 from pipeline.inference.tolerant import TolerantImages
 from pipeline.layout import RunLayout
 from pipeline.models.preprocessing import preprocessing
@@ -42,12 +47,25 @@ class ShareReport:
 
 
 def fill_share(workflow: Workflow, layout: RunLayout, store_path: Path, chunks: list[int],
-               model: nn.Module | None = None) -> ShareReport:
-    """Compute and write ``chunks`` of the created store at ``store_path`` (each marked done)."""
+               model: nn.Module | None = None, stage_key: str | None = None) -> ShareReport:
+    """Compute and write ``chunks`` of the created store at ``store_path`` (each marked done).
+
+    Chunks already marked done are skipped, so a task that dask reruns (its worker died)
+    redoes only what is missing. With ``stage_key``, each chunk is written only while the staged
+    store still belongs to that stage key: a task left running by a client that was stopped
+    never writes into a store that a rerun with another configuration has created since.
+    """
     spec = workflow.activations
+    if spec.num_workers and multiprocessing.current_process().daemon:
+        print(f"[activations] this dask worker runs as a daemon process, which cannot start "
+              f"DataLoader workers: decoding in the task instead of {spec.num_workers} workers "
+              "(start workers with --no-nanny for parallel decoding)", file=sys.stderr)
+        spec = dataclasses.replace(spec, num_workers=0)
     device = resolve_device(spec.device)
     store = zarr.open_group(store_path, mode="r+")
     n_images, chunk_size = int(store.attrs["n_images"]), int(store.attrs["chunk_size"])
+    done = completed_chunks(store_path)
+    chunks = [chunk for chunk in chunks if chunk not in done]
     clock = time.perf_counter()
     if chunks:
         manifest = pd.read_parquet(layout.manifest)
@@ -57,7 +75,10 @@ def fill_share(workflow: Workflow, layout: RunLayout, store_path: Path, chunks: 
         layers = {store[label].attrs["module"]: label for label in store.attrs["layers"]}
         plan = ChunkPlan(chunks, chunk_size, n_images, int(store["pred"].shape[1]), layers)
         images = TolerantImages(analysed_images(workflow, layout, manifest), (3, size, size))
+        marker = store_path.parent / f"{store_path.name}.key"
         fill_chunks(model, images, manifest["label"].to_numpy(np.int32), store, store_path, plan,
-                    spec, device)
+                    spec, device,
+                    still_current=None if stage_key is None
+                    else lambda: read_json(marker) == stage_key)
     computed = sum(min(chunk_size, n_images - chunk * chunk_size) for chunk in chunks)
     return ShareReport(computed, time.perf_counter() - clock, str(device), socket.gethostname())

@@ -44,7 +44,7 @@ def block_histogram(values: np.ndarray) -> np.ndarray:
     flat = bin_index(values)
     flat += (np.arange(channels, dtype=np.int32) * N_BINS)[None, :]
     counts = np.bincount(flat.ravel(), minlength=channels * N_BINS)
-    return counts.reshape(channels, N_BINS).astype(np.int64)
+    return counts.reshape(channels, N_BINS).astype(np.int32)
 
 
 def bin_edges() -> np.ndarray:

@@ -25,7 +25,7 @@ class Partial:
     total: np.ndarray  # [C] float64 sum of per-image maxima
     total_sq: np.ndarray  # [C] float64 sum of their squares
     active: np.ndarray  # [C] int64 images where the unit fires (max > 0)
-    histogram: np.ndarray  # [C, N_BINS] int64
+    histogram: np.ndarray  # [C, N_BINS] int32 (N < 2**31 images)
 
 
 def block_partial(values: np.ndarray, offset: int, m: int) -> Partial:
@@ -35,11 +35,16 @@ def block_partial(values: np.ndarray, offset: int, m: int) -> Partial:
     readable, and float64 sums accumulated over slices rather than on a float64 copy.
     """
     values = np.asarray(values, dtype=np.float32)
-    readable = ~np.isnan(values[:, 0]) if values.shape[1] else np.ones(len(values), bool)
-    everything = bool(readable.all())
-    ranked = values if everything else np.where(readable[:, None], values, np.float32(-np.inf))
+    missing = np.isnan(values)
+    # An unreadable image is NaN in every unit and counts nowhere; a stray NaN in one unit (a
+    # numeric accident) counts as "did not fire" there, so one cell never drops an image.
+    readable = ~missing.all(axis=1) if values.shape[1] else np.ones(len(values), bool)
+    if missing.any():
+        ranked = np.where(missing, np.float32(-np.inf), values)
+        good = np.where(missing, np.float32(0), values)[readable]
+    else:
+        ranked = good = values
     top_values, top_rows = top_candidates(ranked, m)
-    good = values if everything else values[readable]
     total, total_sq = _sums(good)
     return Partial(
         values=top_values, ids=top_rows + offset, count=len(good), total=total,
@@ -94,5 +99,13 @@ def merge(partials: list[Partial], m: int) -> Partial:
         total=np.sum([part.total for part in partials], axis=0),
         total_sq=np.sum([part.total_sq for part in partials], axis=0),
         active=np.sum([part.active for part in partials], axis=0),
-        histogram=np.sum([part.histogram for part in partials], axis=0),
+        histogram=_add([part.histogram for part in partials]),
     )
+
+
+def _add(arrays: list[np.ndarray]) -> np.ndarray:
+    """Sum without stacking: histograms of wide layers are tens of MB each."""
+    total = arrays[0].copy()
+    for array in arrays[1:]:
+        total += array
+    return total

@@ -84,7 +84,7 @@ def unit_table(label: str, part: Partial, true_labels: np.ndarray, k: int
     mean = part.total / count
     top_class = np.full(channels, -1, dtype=np.int32)
     share = np.zeros(channels, dtype=np.float32)
-    entropy = np.zeros(channels, dtype=np.float32)
+    entropy = np.full(channels, np.nan, dtype=np.float32)  # undefined without top images
     n_selective = np.zeros(channels, dtype=np.int32)
     rows = []
     for unit in range(channels):

@@ -53,7 +53,7 @@ def activations(ctx: StageContext) -> bool:
         todo = [chunk for chunk in range(n_chunks) if chunk not in done]
         reports = run_shards(ctx.client, workflow.dask, fill_share,
                              (workflow.with_absolute_paths(), layout, staged.absolute()), todo,
-                             "activations") if todo else []
+                             "activations", model=None, stage_key=ctx.key) if todo else []
     else:
         todo = [chunk for chunk in shard_chunks(n_chunks, ctx.shard) if chunk not in done]
         reports = [fill_share(workflow, layout, staged, todo, model)]

@@ -186,10 +186,12 @@ def test_scripts_are_the_atlas_own_and_nothing_is_remote(atlas) -> None:
     for path in _pages(out):
         html = path.read_text(encoding="utf-8")
         sources = re.findall(r"<script\b[^>]*\bsrc=\"([^\"]+)\"", html)
-        assert len(sources) == html.count("<script") == 2  # search index and atlas.js, no inline
+        assert len(sources) == html.count("<script") == 1  # atlas.js (it adds the search index)
         for source in sources:
             assert (path.parent / source).resolve().parent == (out / "assets").resolve()
     script = (out / "assets" / "atlas.js").read_text()
+    assert 'root + "assets/search-index.js"' in script
+    assert (out / "assets" / "search-index.js").is_file()
     assert "fetch(" not in script and "XMLHttpRequest" not in script and "http" not in script
     css = (out / "assets" / "style.css").read_text()
     assert "@import" not in css and "url(" not in css and "http" not in css

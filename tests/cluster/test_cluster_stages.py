@@ -44,6 +44,11 @@ def test_activations_as_shard_tasks_equal_a_local_run_bitwise(tiny_run, tmp_path
     store = base / "runs" / "tiny" / "activations.zarr"
     reference = store_arrays(store)
     shutil.rmtree(store)
+    # DataLoader workers asked for: dask's default (daemon) workers cannot start them, so the
+    # task must decode in its own process rather than fail.
+    workflow = base / "workflows" / "tiny.toml"
+    workflow.write_text(workflow.read_text().replace("[activations]\n",
+                                                     "[activations]\nnum_workers = 2\n"))
     result = run_cli("run", "activations", "-w", "workflows/tiny.toml", "--scheduler",
                      cluster.scheduler_address, cwd=base)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -79,3 +84,14 @@ def test_asking_for_gpus_on_a_cluster_without_them_is_refused(tiny_run, tmp_path
     assert result.returncode == 2, result.stderr[-2000:]
     assert "--resources GPU=1" in result.stderr and result.stderr.count("\n") == 1
     assert "activations.zarr" in before
+
+
+def test_a_scheduler_without_workers_is_refused_not_waited_on(tiny_run, tmp_path):
+    from distributed import LocalCluster
+
+    base = copy_run(tiny_run, tmp_path)
+    with LocalCluster(n_workers=0, host="127.0.0.1", dashboard_address=None) as empty:
+        result = run_cli("run", "rank", "-w", "workflows/tiny.toml", "--scheduler",
+                         empty.scheduler_address, cwd=base, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "has no workers" in result.stderr and result.stderr.count("\n") == 1

@@ -24,6 +24,7 @@ def activations(seed: int = 0) -> np.ndarray:
     values[:, 2] = np.where(rng.random(N_IMAGES) < 0.01, 5.0, 0.0)  # fires in ~10 images, all tied
     values[:, 3] = 2.5  # every image tied
     values[rng.choice(N_IMAGES, 17, replace=False)] = np.nan  # unreadable images
+    values[[5, 600], 6] = np.nan  # stray NaN cells: "did not fire" there, the images still count
     return values
 
 
@@ -80,6 +81,7 @@ def test_topk_equals_a_brute_force_sort_with_ties_to_the_lower_id(values, refere
     units = reference.units.set_index("unit")
     assert list(units.index[units["dead"]]) == [1]
     assert units.loc[1, "n_top"] == 0 and units.loc[1, "top_class"] == -1
+    assert np.isnan(units.loc[1, "class_entropy"])  # undefined, not "perfectly selective"
     assert units.loc[3, "n_top"] == K  # all tied: the K lowest readable ids
     assert (reference.topk.query("unit == 3")["image_id"] == np.sort(
         np.flatnonzero(~np.isnan(values[:, 3])))[:K]).all()
@@ -87,13 +89,14 @@ def test_topk_equals_a_brute_force_sort_with_ties_to_the_lower_id(values, refere
 
 def test_statistics_and_selectivity(values, reference):
     units = reference.units.set_index("unit")
-    readable = values[~np.isnan(values[:, 0])]
+    readable = np.nan_to_num(values[~np.isnan(values).all(axis=1)], nan=0.0)
     np.testing.assert_allclose(units["peak"], readable.max(axis=0), rtol=0)
     np.testing.assert_allclose(units["mean_max"], readable.mean(axis=0), rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(units["std_max"], readable.std(axis=0), rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(units["frac_active"], (readable > 0).mean(axis=0), rtol=1e-6)
     # Unit 3 fires in every image, all tied: its top-100 are the 100 lowest readable ids.
     ids = np.flatnonzero(~np.isnan(values[:, 3]))[:100]
+    assert units.loc[6, "frac_active"] > 0 and np.isfinite(units.loc[6, "mean_max"])
     expected = np.bincount(ids % 7, minlength=7)
     got = reference.selectivity.query("unit == 3").set_index("class")["count"]
     assert got.to_dict() == {c: n for c, n in enumerate(expected) if n}

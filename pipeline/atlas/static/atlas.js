@@ -1,6 +1,7 @@
 /* Deconv Atlas: search, sorting of a layer's units, keyboard navigation.
- * No requests: the search index is a script (assets/search-index.js) that sets
- * window.ATLAS_INDEX, so everything works from file:// and under any URL prefix.
+ * No fetch or XHR: the search index is a script (assets/search-index.js) that sets
+ * window.ATLAS_INDEX, added to the page the first time the search box is used (it is megabytes
+ * for a large model), so everything works from file:// and under any URL prefix.
  * Every link is built from the page's data-root ("", "../" or "../../"). */
 (function () {
   "use strict";
@@ -19,6 +20,23 @@
 
   /* ---- search ---------------------------------------------------------------------- */
 
+  var waiting = null; // callbacks while the index script loads
+
+  function withIndex(callback) {
+    if (window.ATLAS_INDEX) { callback(window.ATLAS_INDEX); return; }
+    if (waiting) { waiting.push(callback); return; }
+    waiting = [callback];
+    var script = document.createElement("script");
+    script.src = root + "assets/search-index.js";
+    script.onload = function () {
+      var callbacks = waiting;
+      waiting = null;
+      callbacks.forEach(function (cb) { cb(window.ATLAS_INDEX); });
+    };
+    script.onerror = function () { waiting = null; };
+    document.head.appendChild(script);
+  }
+
   function classMatches(index, query) {
     var matched = {};
     index.classes.forEach(function (name, label) {
@@ -34,8 +52,7 @@
     return matched;
   }
 
-  function search(query) {
-    var index = window.ATLAS_INDEX;
+  function search(index, query) {
     var q = query.trim().toLowerCase();
     if (!index || !q) return [];
     var layers = index.layers.map(function (l) { return l.toLowerCase(); });
@@ -100,11 +117,16 @@
       }
       list.hidden = !input.value.trim();
     }
-    input.addEventListener("input", function () { show(search(input.value)); });
+    input.addEventListener("focus", function () { withIndex(function () {}); });
+    input.addEventListener("input", function () {
+      withIndex(function (index) { show(search(index, input.value)); });
+    });
     form.addEventListener("submit", function (event) {
       event.preventDefault();
-      var first = search(input.value)[0];
-      if (first) window.location.href = first.href;
+      withIndex(function (index) {
+        var first = search(index, input.value)[0];
+        if (first) window.location.href = first.href;
+      });
     });
     input.addEventListener("keydown", function (event) {
       if (event.key === "Escape") { input.value = ""; show([]); input.blur(); }
@@ -139,10 +161,10 @@
 
   function setupKeys() {
     document.addEventListener("keydown", function (event) {
-      if (event.altKey || event.ctrlKey || event.metaKey || event.shiftKey) return;
+      if (event.altKey || event.ctrlKey || event.metaKey) return;  // Shift may type "/"
       var target = event.target;
       if (target && (target.isContentEditable || /^(INPUT|SELECT|TEXTAREA)$/.test(target.tagName))) return;
-      var rel = { ArrowRight: "next", ArrowLeft: "prev" }[event.key];
+      var rel = event.shiftKey ? null : { ArrowRight: "next", ArrowLeft: "prev" }[event.key];
       if (rel) {
         var link = document.querySelector('link[rel="' + rel + '"]');
         if (link) { event.preventDefault(); window.location.href = link.href; }
