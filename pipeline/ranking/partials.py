@@ -36,14 +36,16 @@ def block_partial(values: np.ndarray, offset: int, m: int) -> Partial:
     """
     values = np.asarray(values, dtype=np.float32)
     missing = np.isnan(values)
-    # An unreadable image is NaN in every unit and counts nowhere; a stray NaN in one unit (a
-    # numeric accident) counts as "did not fire" there, so one cell never drops an image.
-    readable = ~missing.all(axis=1) if values.shape[1] else np.ones(len(values), bool)
-    if missing.any():
-        ranked = np.where(missing, np.float32(-np.inf), values)
-        good = np.where(missing, np.float32(0), values)[readable]
-    else:
+    if not missing.any():
         ranked = good = values
+    else:
+        # An unreadable image is NaN in every unit and counts nowhere; a stray NaN in one unit
+        # (a numeric accident) counts as "did not fire" there, so one cell never drops an image.
+        readable = ~missing.all(axis=1)
+        ranked = np.where(missing, np.float32(-np.inf), values)
+        good = values[readable]
+        if missing[readable].any():
+            good = np.where(np.isnan(good), np.float32(0), good)
     top_values, top_rows = top_candidates(ranked, m)
     total, total_sq = _sums(good)
     return Partial(
