@@ -88,7 +88,6 @@ class LayerEntry:
     receptive_field: int  # size in input pixels
     units: tuple[UnitEntry, ...]
     preview: str | None  # relative path of a preview image for the index
-    jump: int = 0  # input pixels between neighbouring units (0: unknown)
 
     @property
     def n_units(self) -> int:

@@ -191,8 +191,8 @@ def search_index(context: AtlasContext) -> str:
     for number, layer in enumerate(context.layers):
         for unit in layer.units:
             counts = [value for label, _, count in unit.classes for value in (label, count)]
-            units.append([number, unit.unit, -1 if unit.top_class is None else
-                          next(iter(unit.classes), (-1,))[0], round(unit.top_class_share, 3),
+            top = unit.classes[0][0] if unit.classes else -1  # most frequent first
+            units.append([number, unit.unit, top, round(unit.top_class_share, 3),
                           int(unit.dead), unit.n_selectivity, counts])
     data = {"layers": labels, "sizes": [layer.n_units for layer in context.layers],
             "classes": list(context.class_names), "groups": context.class_groups,
