@@ -104,7 +104,8 @@ def measure(workflow_path: Path, base: Path) -> dict:
     filters = first_filters(analysed_model(workflow, layout, torch.device("cpu")))
     if filters is not None:
         result["filters"] = high_frequency_share(filters)
-    for label in [name for name, _ in store.groups()]:
+    order = zarr.open_group(layout.activations, mode="r").attrs["layers"]
+    for label in [name for name in order if name in store]:
         figures = {"hf": high_frequency_share(stored_projections(store[label]))}
         tiles = sorted((layout.report_dir / "tiles" / label).glob("*.*"))
         cells = [cell for path in tiles

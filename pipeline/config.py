@@ -115,9 +115,9 @@ class RankConfig:
 class DeconvConfig:
     """Projection of every top activation back to pixel space."""
 
-    method: str = option(
-        "deconvnet", "projection rule", choices=("deconvnet", "guided", "gradient")
-    )
+    methods: tuple[str, ...] = option(
+        ("deconvnet",), "projection rules, each stored and shown (unit pages switch between "
+        "them; layer pages show the first): 'deconvnet', 'guided', 'gradient'")
     batch_size: int = option(64, "projections computed together")
     device: str = option("auto", "'auto' (cuda, then mps, then cpu), or a torch device string")
 
@@ -204,12 +204,31 @@ def _validate(workflow: Workflow, path: Path) -> Workflow:
                        ("model.image_size", workflow.model.image_size)):
         if value < 1:
             raise ConfigError(f"{path}: {key} must be at least 1, got {value}")
+    _validate_methods(workflow.deconv.methods, path)
+    if workflow.deconv.batch_size < 1:
+        raise ConfigError(f"{path}: deconv.batch_size must be at least 1, "
+                          f"got {workflow.deconv.batch_size}")
     if workflow.dask.shards < 0:
         raise ConfigError(f"{path}: dask.shards must be 0 (one per worker) or more, "
                           f"got {workflow.dask.shards}")
     if len(workflow.model.mean) != 3 or len(workflow.model.std) != 3:
         raise ConfigError(f"{path}: model.mean and model.std need 3 values (R, G, B)")
     return workflow
+
+
+PROJECTION_METHODS = ("deconvnet", "guided", "gradient")
+
+
+def _validate_methods(methods: tuple[str, ...], path: Path) -> None:
+    if not methods:
+        raise ConfigError(f"{path}: deconv.methods is empty; list at least one of "
+                          f"{list(PROJECTION_METHODS)}")
+    for method in methods:
+        if method not in PROJECTION_METHODS:
+            raise ConfigError(f"{path}: deconv.methods: expected each of "
+                              f"{list(PROJECTION_METHODS)}, got {method!r}")
+    if len(set(methods)) != len(methods):
+        raise ConfigError(f"{path}: deconv.methods lists a method twice: {list(methods)}")
 
 
 def _build(cls: type, table: Any, path: Path, prefix: str) -> Any:

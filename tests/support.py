@@ -33,6 +33,7 @@ chunk_size = 32
 top_k = 9
 [deconv]
 batch_size = 64
+methods = ["deconvnet", "guided", "gradient"]
 """
 
 

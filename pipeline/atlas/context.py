@@ -39,6 +39,9 @@ class Crop:
         return self.image.endswith(".png")
 
 
+Fractions = tuple[float, float, float, float]  # (top, left, bottom, right) / image side
+
+
 @dataclass(frozen=True)
 class TopImage:
     """One of a unit's top images, as its unit page shows it."""
@@ -48,11 +51,13 @@ class TopImage:
     file: str  # image path relative to the data root (never absolute)
     true_class: str
     pred_class: str | None  # the model's top-1 prediction (None: unknown)
-    projection: Crop
+    projection: Crop  # with the first method
     patch: Crop
     thumb: Crop | None  # the whole image, small
-    box: tuple[float, float, float, float] | None  # receptive field (top, left, bottom, right)
-    # as fractions of the image side, clipped to [0, 1]
+    box: Fractions | None  # receptive field as fractions of the image side, clipped to [0, 1]
+    projections: tuple[Crop, ...] = ()  # one per method of AtlasContext.methods (all of them)
+    heat: Crop | None = None  # the unit's activation map in this image (RGBA)
+    heat_box: Fractions | None = None  # where the map lies over the image (may exceed [0, 1])
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,14 @@ class UnitEntry:
     histogram: tuple[tuple[float, float, int], ...] = ()  # (low, high, count) of positive maxima
     n_zero: int = 0  # images where the unit's maximum is zero (not in ``histogram``)
     top_images: tuple[TopImage, ...] = ()
+    named_class: str | None = None  # top_class if it clearly dominates (gather.dominant_class)
+    filter_scale: float | None = None  # layer 1: the filter's largest |weight|
+    filter: Crop | None = None  # layer 1: the filter in its tile
+
+    @property
+    def shown_class(self) -> str:
+        """What a card says about the unit's classes: the dominant class, or "mixed"."""
+        return self.named_class if self.named_class is not None else "mixed"
 
 
 @dataclass(frozen=True)
@@ -88,11 +101,25 @@ class LayerEntry:
     receptive_field: int  # size in input pixels
     units: tuple[UnitEntry, ...]
     preview: str | None  # relative path of a preview image for the index
+    first_layer: bool = False  # its projections are its filters (shown once, as in the paper)
+    patch_is_image: bool = False  # the receptive field covers the whole input: no patch shown
+    filter_grid: str | None = None  # layer 1: every filter in one image (Figure 6)
+    filter_cells: tuple[Crop, ...] = ()  # layer 1: each unit's filter in that image
 
     @property
     def n_units(self) -> int:
         """Number of units listed (normally ``out_shape[0]``)."""
         return len(self.units)
+
+    def most_selective(self, n: int) -> tuple[UnitEntry, ...]:
+        """The ``n`` live units whose top images are most of one class (then the strongest):
+        the index's strip of this layer."""
+        live = [u for u in self.units if u.tile and not u.dead]
+        # units with all their top images first: a unit that fired in two images is "selective"
+        # only by accident
+        most = max((u.n_images for u in live), default=0)
+        return tuple(sorted(live, key=lambda u: (u.n_images < most, u.named_class is None,
+                                                 -u.top_class_share, -u.peak, u.unit))[:n])
 
     @property
     def n_dead(self) -> int:
@@ -123,7 +150,7 @@ class AtlasContext:
     filters_image: str | None  # first layer's filter weights grid, relative path
     generated: str  # ISO date string
     version: str  # package version
-    method: str  # "deconvnet" etc.
+    method: str  # the first projection method: what tiles and layer pages show
     top_k: int
     parameters: int | None = None  # trainable and frozen parameters of the model
     input_size: int | None = None  # side of the network input, px
@@ -135,3 +162,9 @@ class AtlasContext:
     stage_seconds: tuple[tuple[str, float], ...] = ()
     class_groups: dict[str, tuple[int, ...]] = field(default_factory=dict)  # for search
     class_names: tuple[str, ...] = ()
+    methods: tuple[str, ...] = ()  # every stored projection method (unit pages switch)
+    strip_units: int = 6  # most selective units per layer shown on the index
+
+    @property
+    def all_methods(self) -> tuple[str, ...]:
+        return self.methods or (self.method,)

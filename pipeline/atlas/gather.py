@@ -1,9 +1,13 @@
 """Gathering the atlas: every table and projection of a run turned into images and a context.
 
-Images are written here (tiles, thumbnail sheets, the filter grid); :mod:`pipeline.atlas.render`
-only writes HTML. Files per unit are kept to one: the Figure 2 tile, which the unit page also
-shows cell by cell; thumbnails of the top images are grouped ``THUMB_GROUP`` units to a sheet.
-Image encoding runs on a small thread pool (Pillow releases the GIL while it encodes).
+Images are written here (tiles, thumbnail and activation-map sheets, the filter grid);
+:mod:`pipeline.atlas.render` only writes HTML. Files per unit are kept to one per method: the
+Figure 2 tile (projections with the first method, and the patches), which the unit page also
+shows cell by cell, and for every further method a grid of its projections; thumbnails and
+activation maps of the top images are grouped ``THUMB_GROUP`` units to a sheet. Projections are
+turned into pixels here, from the exact values the deconv stage stored
+(:func:`pipeline.interp.display.to_display`). Image encoding runs on a small thread pool
+(Pillow releases the GIL while it encodes).
 """
 
 from __future__ import annotations
@@ -18,15 +22,23 @@ import pandas as pd
 
 from pipeline.atlas.context import Crop, LayerEntry, SkippedImage, TopImage, UnitEntry
 from pipeline.atlas.tiles import (
+    GAP,
+    compose_filter_tile,
+    compose_grid,
     compose_unit_tile,
+    filter_tile_cell,
     fit_cells,
     grid_side,
     image_format,
+    map_sheet,
     save_image,
+    sheet_cell,
+    sheet_size,
     thumb_sheet,
     tile_cells,
     tile_scale,
 )
+from pipeline.interp.display import to_display
 
 THUMB_GROUP = 32  # units per thumbnail sheet
 MAX_CELL = 96  # px: larger receptive fields are shrunk in the tiles (size of a shared atlas)
@@ -35,6 +47,30 @@ THUMB_QUALITY = 70  # the thumbnails only place the receptive field in the image
 THUMB_SIDE = 48  # px per thumbnail in the sheets
 SKIPPED_SHOWN = 50  # unreadable images listed on the index (all are in skipped.parquet)
 CLASSES_SHOWN = 10  # classes in a unit's class-distribution chart
+# A card names a class only when the data support it: at least this share of the unit's top
+# images, at least CHANCE_FACTOR times the share a class would have by chance, and at least
+# MIN_NAMED images counted.
+DOMINANT_SHARE = 0.5
+CHANCE_FACTOR = 3.0
+MIN_NAMED = 5
+
+
+def dominant_class(share: float, n_counted: int, n_classes: int) -> bool:
+    """Whether a unit's most frequent class clearly dominates its top images."""
+    if n_classes < 1 or n_counted < MIN_NAMED:
+        return False
+    return share >= DOMINANT_SHARE and share >= CHANCE_FACTOR / n_classes
+
+
+@dataclass(frozen=True)
+class FirstLayer:
+    """The first convolution's filters, for the layer whose projections they are."""
+
+    filters: np.ndarray  # uint8 [C, kh, kw, 3], each normalised on its own (normalise_filters)
+    scales: np.ndarray  # [C] each filter's largest |weight|
+    grid: str | None  # the Figure 6 image, relative to the atlas root
+    grid_size: tuple[int, int]  # its (width, height)
+    cells: tuple[tuple[int, int, int, int], ...]  # each filter's (x, y, w, h) in it
 
 
 @dataclass
@@ -73,18 +109,19 @@ class ImageWriter:
 
 
 def layer_entry(label: str, meta: dict, group: Any, tables: RunTables, out_dir: Path,
-                writer: ImageWriter, top_k: int, image_size: int | None) -> LayerEntry:
-    """Write one layer's tiles and thumbnail sheets and describe its units."""
+                writer: ImageWriter, top_k: int, image_size: int | None,
+                first: FirstLayer | None = None) -> LayerEntry:
+    """Write one layer's tiles and sheets and describe its units. ``first``: this layer's
+    projections are the first convolution's filters, shown once per unit (the paper's layer 1)."""
     # Read unit by unit (chunks are per unit): a VGG layer's projections are gigabytes.
     projections, patches = group["projections"], group["patches"]
+    methods = list(group.attrs["methods"])
     boxes = group["boxes"][:]
-    thumbs = group["thumbs"] if "thumbs" in group else None
     grid = grid_side(top_k)
-    cell_hw = fit_cells(projections[:1, 0], MAX_CELL).shape[1:3] if projections.shape[0] \
-        else (1, 1)
+    cell_hw = fit_cells(patches[:1, 0], MAX_CELL).shape[1:3] if patches.shape[0] else (1, 1)
     scale = tile_scale(cell_hw[0])
     suffix = image_format(scale)
-    (tile_w, tile_h), proj_cells, patch_cells = tile_cells(top_k, cell_hw, scale, grid)
+    geometry = tile_cells(top_k, cell_hw, scale, grid)
     units = tables.units[tables.units["layer"] == label].set_index("unit").sort_index()
     topk = {unit: rows for unit, rows in
             tables.topk[tables.topk["layer"] == label].groupby("unit")}
@@ -92,76 +129,157 @@ def layer_entry(label: str, meta: dict, group: Any, tables: RunTables, out_dir: 
                    tables.selectivity[tables.selectivity["layer"] == label].groupby("unit")}
     histograms = {unit: rows for unit, rows in
                   tables.histograms[tables.histograms["layer"] == label].groupby("unit")}
-    if thumbs is not None:
-        for start in range(0, thumbs.shape[0], THUMB_GROUP):
-            writer.save(thumb_sheet(thumbs[start:start + THUMB_GROUP], THUMB_SIDE),
-                        out_dir / _thumb_path(label, start // THUMB_GROUP), quality=THUMB_QUALITY)
+    sheets = _write_sheets(label, group, out_dir, writer)
+    heat_box = _heat_box(group.attrs.get("map_extent"), image_size)
 
     entries = []
     for unit, row in units.iterrows():
         unit = int(unit)
         shown = min(int(row["n_top"]), top_k)
-        tile = None
-        top_images: tuple[TopImage, ...] = ()
+        tile, extra, top_images, filter_crop = None, [], (), None
         if not row["dead"] and shown > 0:
             tile = f"tiles/{label}/{unit:04d}{suffix}"
-            writer.save(compose_unit_tile(fit_cells(projections[unit, :shown], MAX_CELL),
-                                          fit_cells(patches[unit, :shown], MAX_CELL),
-                                          scale=scale, grid=grid), out_dir / tile,
-                        quality=TILE_QUALITY)
+            unit_patches = fit_cells(patches[unit, :shown], MAX_CELL)
+            if first is not None:
+                filter_crop = _write_filter_tile(first, unit, unit_patches, scale, grid, geometry,
+                                                 out_dir / tile, writer, tile)
+            else:
+                writer.save(compose_unit_tile(_shown(projections[0, unit, :shown]),
+                                              unit_patches, scale=scale, grid=grid),
+                            out_dir / tile, quality=TILE_QUALITY)
+            for m, method in enumerate(methods[1:] if first is None else [], start=1):
+                path = f"tiles/{label}/{unit:04d}-{method}{suffix}"
+                writer.save(compose_grid(_shown(projections[m, unit, :shown]), scale, grid),
+                            out_dir / path, quality=TILE_QUALITY)
+                extra.append(path)
             top_images = tuple(
-                _top_image(r, tables, tile, (tile_w, tile_h), proj_cells[r.rank],
-                           patch_cells[r.rank], boxes[unit, r.rank], image_size,
-                           _thumb_crop(label, unit, r.rank, thumbs, top_k))
+                _top_image(r, tables, tile, extra, geometry, boxes[unit, r.rank], image_size,
+                           sheets.thumb(unit, r.rank), sheets.heat(unit, r.rank), heat_box)
                 for r in topk[unit].itertuples(index=False) if r.rank < shown)
         entries.append(_unit_entry(unit, row, tables, tile, top_images,
-                                   selectivity.get(unit), histograms.get(unit)))
+                                   selectivity.get(unit), histograms.get(unit), first,
+                                   filter_crop))
     live = [entry for entry in entries if entry.tile]
     preview = max(live, key=lambda entry: entry.peak).tile if live else None
+    tile_hw = tuple(int(v) for v in group.attrs["tile"])
     return LayerEntry(label=label, module=str(meta["module"]),
                       out_shape=(int(meta["channels"]), int(meta["height"]), int(meta["width"])),
                       receptive_field=int(meta["receptive_field"][0]), units=tuple(entries),
-                      preview=preview)
+                      preview=preview, first_layer=first is not None,
+                      patch_is_image=bool(image_size) and tile_hw == (image_size, image_size),
+                      filter_grid=first.grid if first else None,
+                      filter_cells=_filter_cells(first, len(entries)))
 
 
-def _thumb_path(label: str, group: int) -> str:
-    return f"thumbs/{label}/{group:03d}.jpg"
+def _shown(cells: np.ndarray) -> np.ndarray:
+    """Stored projections (float, any scale) as display pixels, shrunk like the patches."""
+    return fit_cells(np.stack([to_display(cell) for cell in np.asarray(cells, np.float32)]),
+                     MAX_CELL)
 
 
-def _thumb_crop(label: str, unit: int, rank: int, thumbs: np.ndarray | None,
-                top_k: int) -> Crop | None:
-    if thumbs is None:
+def _write_filter_tile(first: FirstLayer, unit: int, patches: np.ndarray, scale: int, grid: int,
+                       geometry, path: Path, writer: ImageWriter, tile: str) -> Crop:
+    """Write a layer-1 tile (the filter once, beside the patches); return the filter's crop."""
+    writer.save(compose_filter_tile(first.filters[unit], patches, scale, grid), path,
+                quality=TILE_QUALITY)
+    (tile_w, tile_h), _, _ = geometry
+    x, y, w, h, _ = filter_tile_cell(patches.shape[1:3], first.filters.shape[1:3], scale, grid)
+    return Crop(tile, x, y, w, h, tile_w, tile_h)
+
+
+def _filter_cells(first: FirstLayer | None, n_units: int) -> tuple[Crop, ...]:
+    if first is None or first.grid is None:
+        return ()
+    return tuple(Crop(first.grid, *cell, *first.grid_size) for cell in first.cells[:n_units])
+
+
+class _Sheets:
+    """Crops of one layer's thumbnail and activation-map sheets, THUMB_GROUP units a sheet."""
+
+    def __init__(self, label: str, units: int, top_k: int, thumb_side: int | None,
+                 map_side: int | None) -> None:
+        self.label, self.units, self.top_k = label, units, top_k
+        self.thumb_side, self.map_side = thumb_side, map_side
+
+    def _crop(self, path: str, unit: int, rank: int, side: int) -> Crop:
+        rows = min(THUMB_GROUP, self.units - unit // THUMB_GROUP * THUMB_GROUP)
+        x, y = sheet_cell(unit % THUMB_GROUP, rank, side)
+        return Crop(path, x, y, side, side, *sheet_size(rows, self.top_k, side))
+
+    def thumb(self, unit: int, rank: int) -> Crop | None:
+        if self.thumb_side is None:
+            return None
+        path = _sheet_path("thumbs", self.label, unit // THUMB_GROUP, ".jpg")
+        return self._crop(path, unit, rank, self.thumb_side)
+
+    def heat(self, unit: int, rank: int) -> Crop | None:
+        if self.map_side is None:
+            return None
+        path = _sheet_path("maps", self.label, unit // THUMB_GROUP, ".png")
+        return self._crop(path, unit, rank, self.map_side)
+
+
+def _write_sheets(label: str, group: Any, out_dir: Path, writer: ImageWriter) -> _Sheets:
+    """Write the layer's thumbnail and activation-map sheets."""
+    thumbs = group["thumbs"] if "thumbs" in group else None
+    maps = group["maps"] if "maps" in group else None
+    units, top_k = group["patches"].shape[:2]
+    for start in range(0, units, THUMB_GROUP):
+        number = start // THUMB_GROUP
+        if thumbs is not None:
+            writer.save(thumb_sheet(thumbs[start:start + THUMB_GROUP], THUMB_SIDE),
+                        out_dir / _sheet_path("thumbs", label, number, ".jpg"),
+                        quality=THUMB_QUALITY)
+        if maps is not None:
+            writer.save(map_sheet(np.asarray(maps[start:start + THUMB_GROUP])),
+                        out_dir / _sheet_path("maps", label, number, ".png"))
+    thumb_side = min(THUMB_SIDE, thumbs.shape[2]) if thumbs is not None else None
+    map_side = max(maps.shape[2:]) if maps is not None else None
+    return _Sheets(label, units, top_k, thumb_side, map_side)
+
+
+def _heat_box(extent: Any, image_size: int | None) -> tuple[float, ...] | None:
+    """Where the activation map lies over the image, as fractions of its side."""
+    if not extent or not image_size:
         return None
-    side = min(THUMB_SIDE, thumbs.shape[2])
-    rows = min(THUMB_GROUP, thumbs.shape[0] - unit // THUMB_GROUP * THUMB_GROUP)
-    return Crop(_thumb_path(label, unit // THUMB_GROUP), rank * side,
-                unit % THUMB_GROUP * side, side, side, thumbs.shape[1] * side, rows * side)
+    return tuple(float(v) / image_size for v in extent)
 
 
-def _top_image(row: Any, tables: RunTables, tile: str, tile_size: tuple[int, int],
-               proj_cell: tuple[int, int, int, int], patch_cell: tuple[int, int, int, int],
-               box: np.ndarray, image_size: int | None, thumb: Crop | None) -> TopImage:
-    image_id = int(row.image_id)
+def _sheet_path(kind: str, label: str, group: int, suffix: str) -> str:
+    return f"{kind}/{label}/{group:03d}{suffix}"
+
+
+def _top_image(row: Any, tables: RunTables, tile: str, extra: list[str], geometry: Any,
+               box: np.ndarray, image_size: int | None, thumb: Crop | None, heat: Crop | None,
+               heat_box: tuple[float, ...] | None) -> TopImage:
+    image_id, rank = int(row.image_id), int(row.rank)
     pred = int(tables.predictions[image_id])
-
-    def crop(cell: tuple[int, int, int, int]) -> Crop:
-        return Crop(tile, *cell, *tile_size)
-
+    (tile_w, tile_h), proj_cells, patch_cells = geometry
+    projection = Crop(tile, *proj_cells[rank], tile_w, tile_h)
+    sheets = tuple(Crop(path, *proj_cells[rank], _grid_width(tile_w), tile_h) for path in extra)
     fraction = None
     if image_size and box[2] > box[0]:  # missing boxes are stored as -1
         top, left, bottom, right = (float(np.clip(v / image_size, 0.0, 1.0)) for v in box)
         fraction = (top, left, bottom, right)
     return TopImage(
-        rank=int(row.rank), value=float(row.value),
+        rank=rank, value=float(row.value),
         file=str(tables.manifest["path"].iat[image_id]),
         true_class=tables.classes[int(tables.labels[image_id])],
         pred_class=tables.classes[pred] if 0 <= pred < len(tables.classes) else None,
-        projection=crop(proj_cell), patch=crop(patch_cell), thumb=thumb, box=fraction)
+        projection=projection, patch=Crop(tile, *patch_cells[rank], tile_w, tile_h),
+        thumb=thumb, box=fraction, projections=(projection, *sheets), heat=heat,
+        heat_box=heat_box)
+
+
+def _grid_width(tile_w: int) -> int:
+    """Width of the projection grid alone (a further method's sheet, see compose_grid)."""
+    return (tile_w - GAP) // 2
 
 
 def _unit_entry(unit: int, row: pd.Series, tables: RunTables, tile: str | None,
                 top_images: tuple[TopImage, ...], selectivity: pd.DataFrame | None,
-                histogram: pd.DataFrame | None) -> UnitEntry:
+                histogram: pd.DataFrame | None, first: FirstLayer | None = None,
+                filter_crop: Crop | None = None) -> UnitEntry:
     classes: tuple[tuple[int, str, int], ...] = ()
     if selectivity is not None:
         ordered = selectivity.sort_values(["count", "class"], ascending=[False, True])
@@ -178,16 +296,21 @@ def _unit_entry(unit: int, row: pd.Series, tables: RunTables, tile: str | None,
     quantiles = tuple((name, float(row[name])) for name in row.index
                       if name.startswith("q") and name[1:].isdigit())
     top_class = int(row["top_class"])
+    top_name = tables.classes[top_class] if top_class >= 0 else None
+    share, counted = float(row.get("top_class_share", 0.0)), int(row.get("n_selectivity", 0))
+    named = top_name if dominant_class(share, counted, len(tables.classes)) else None
     return UnitEntry(
         unit=unit, dead=bool(row["dead"]), peak=float(row["peak"]),
-        top_class=tables.classes[top_class] if top_class >= 0 else None,
+        top_class=top_name,
         n_images=len(top_images) if tile else 0, tile=tile,
         top_class_share=float(row.get("top_class_share", 0.0)),
         class_entropy=float(row.get("class_entropy", 0.0)),
         frac_active=float(row.get("frac_active", 0.0)), mean_max=float(row["mean_max"]),
         std_max=float(row["std_max"]), quantiles=quantiles,
         n_selectivity=int(row.get("n_selectivity", 0)), classes=classes, histogram=bins,
-        n_zero=n_zero, top_images=top_images)
+        n_zero=n_zero, top_images=top_images, named_class=named,
+        filter_scale=float(first.scales[unit]) if first is not None else None,
+        filter=filter_crop)
 
 
 def skipped_images(table: pd.DataFrame) -> tuple[SkippedImage, ...]:

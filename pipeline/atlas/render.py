@@ -174,7 +174,15 @@ def _page_helpers(root: str, sizes: dict[str, tuple[int, int]]) -> dict[str, Cal
     def size(path: str) -> tuple[int, int]:
         return sizes[path]
 
-    return {"href": href, "layer_href": layer_href, "unit_href": unit_href, "size": size}
+    return {"href": href, "layer_href": layer_href, "unit_href": unit_href, "size": size,
+            "box_style": box_style}
+
+
+def box_style(box: tuple[float, ...]) -> str:
+    """CSS placing a (top, left, bottom, right) box given as fractions of the image side."""
+    top, left, bottom, right = (100 * v for v in box)
+    return (f"top:{top:.2f}%;left:{left:.2f}%;height:{bottom - top:.2f}%;"
+            f"width:{right - left:.2f}%")
 
 
 def _widest_tile(layer: LayerEntry, sizes: dict[str, tuple[int, int]]) -> int:

@@ -108,6 +108,45 @@ def compose_unit_tile(projections: np.ndarray, patches: np.ndarray, scale: int =
     return Image.fromarray(canvas, "RGB")
 
 
+def compose_grid(cells: np.ndarray, scale: int = 1, grid: int = GRID) -> Image.Image:
+    """Only the left half of a unit tile: a grid of cells (another method's projections, shown
+    on unit pages with the tile's patches). Cell ``i`` sits where it sits in the tile."""
+    _check_stack("cells", cells, grid)
+    (width, height), _, _ = tile_cells(0, cells.shape[1:3], scale, grid)
+    canvas = np.empty((height, (width - GAP) // 2, 3), np.uint8)
+    canvas[:] = BACKGROUND
+    _grid_into(canvas, _upscale(cells, scale), 0, grid)
+    return Image.fromarray(canvas, "RGB")
+
+
+def filter_tile_cell(cell_hw: tuple[int, int], kernel_hw: tuple[int, int], scale: int,
+                     grid: int = GRID) -> tuple[int, int, int, int, int]:
+    """Where a layer-1 tile puts its filter: (x, y, w, h, factor). The filter is enlarged by the
+    largest integer factor that fits the space of the projection grid, and centred in it."""
+    (width, height), _, _ = tile_cells(0, cell_hw, scale, grid)
+    space_w, space_h = (width - GAP) // 2, height
+    factor = max(1, min(space_w // kernel_hw[1], space_h // kernel_hw[0]))
+    w, h = kernel_hw[1] * factor, kernel_hw[0] * factor
+    return (space_w - w) // 2, (space_h - h) // 2, w, h, factor
+
+
+def compose_filter_tile(filter_hwc: np.ndarray, patches: np.ndarray, scale: int = 1,
+                        grid: int = GRID) -> Image.Image:
+    """A layer-1 tile: the unit's filter once, enlarged (uint8 ``[kh, kw, 3]``, see
+    :func:`normalise_filters`), in place of the projection grid, beside its top patches.
+
+    A first-layer projection is the filter itself times a positive number, so nine copies of it
+    say nothing more than one; the paper's layer-1 panel shows each filter once."""
+    _check_stack("patches", patches, grid)
+    x, y, w, h, factor = filter_tile_cell(patches.shape[1:3], filter_hwc.shape[:2], scale, grid)
+    (width, height), _, _ = tile_cells(0, patches.shape[1:3], scale, grid)
+    canvas = np.empty((height, width, 3), np.uint8)
+    canvas[:] = BACKGROUND
+    canvas[y:y + h, x:x + w] = _upscale(filter_hwc[None], factor)[0]
+    _grid_into(canvas, _upscale(patches, scale), (width - GAP) // 2 + GAP, grid)
+    return Image.fromarray(canvas, "RGB")
+
+
 def normalise_filters(weights: np.ndarray) -> np.ndarray:
     """Map each filter to uint8 ``[C, kh, kw, 3]``: zero -> 128, +max|w| -> 255, -max|w| -> 0.
 
@@ -133,14 +172,24 @@ def filter_grid(weights: np.ndarray, scale: int) -> Image.Image:
     n, ch, cw = cells.shape[:3]
     if n == 0:
         raise ValueError("filter_grid needs at least one filter")
+    (width, height), _ = filter_grid_cells(n, (ch, cw))
+    canvas = np.empty((height, width, 3), np.uint8)
+    canvas[:] = BACKGROUND
+    _grid_into(canvas, cells, 0, max(1, math.ceil(math.sqrt(n))))
+    return Image.fromarray(canvas, "RGB")
+
+
+def filter_grid_cells(n: int, cell_hw: tuple[int, int]
+                      ) -> tuple[tuple[int, int], list[tuple[int, int, int, int]]]:
+    """Geometry of :func:`filter_grid`: its (width, height) and each filter's (x, y, w, h), so
+    a page can link every filter of the grid to its unit."""
     cols = max(1, math.ceil(math.sqrt(n)))
     rows = max(1, math.ceil(n / cols))
-    canvas = np.empty(
-        (rows * ch + (rows - 1) * GUTTER, cols * cw + (cols - 1) * GUTTER, 3), np.uint8
-    )
-    canvas[:] = BACKGROUND
-    _grid_into(canvas, cells, 0, cols)
-    return Image.fromarray(canvas, "RGB")
+    ch, cw = cell_hw
+    size = (cols * cw + (cols - 1) * GUTTER, rows * ch + (rows - 1) * GUTTER)
+    cells = [(c * (cw + GUTTER), r * (ch + GUTTER), cw, ch)
+             for r, c in (divmod(i, cols) for i in range(n))]
+    return size, cells
 
 
 def fit_cells(cells: np.ndarray, max_side: int) -> np.ndarray:
@@ -154,14 +203,62 @@ def fit_cells(cells: np.ndarray, max_side: int) -> np.ndarray:
                      for cell in cells])
 
 
+def sheet_cell(row: int, column: int, side: int) -> tuple[int, int]:
+    """(x, y) of a cell of a thumbnail or map sheet: ``side`` px cells, ``GUTTER`` px apart, so
+    a browser scaling one cell never blends in its neighbours' pixels."""
+    return column * (side + GUTTER), row * (side + GUTTER)
+
+
+def sheet_size(rows: int, columns: int, side: int) -> tuple[int, int]:
+    """(width, height) of a sheet of ``rows`` x ``columns`` cells (see :func:`sheet_cell`)."""
+    return columns * (side + GUTTER) - GUTTER, rows * (side + GUTTER) - GUTTER
+
+
 def thumb_sheet(thumbs: np.ndarray, side: int | None = None) -> Image.Image:
     """Thumbnails ``[units, k, t, t, 3]`` as one image: a row per unit, a column per rank,
-    each cell resized to ``side`` pixels (default: as stored)."""
+    each cell resized to ``side`` pixels (default: as stored), with gutters between cells."""
     units, k, t = thumbs.shape[:3]
-    sheet = Image.fromarray(thumbs.transpose(0, 2, 1, 3, 4).reshape(units * t, k * t, 3), "RGB")
-    if side and side != t:
-        sheet = sheet.resize((k * side, units * side), Image.Resampling.BOX)
+    side = side or t
+    sheet = Image.new("RGB", sheet_size(units, k, side), BACKGROUND)
+    for unit in range(units):
+        for rank in range(k):
+            cell = Image.fromarray(thumbs[unit, rank], "RGB")
+            if side != t:
+                cell = cell.resize((side, side), Image.Resampling.BOX)
+            sheet.paste(cell, sheet_cell(unit, rank, side))
     return sheet
+
+
+# A heat ramp for activation maps: transparent at zero, then dark red, orange, yellow, white.
+_HEAT = np.array([[0, 0, 0, 0], [140, 20, 20, 150], [230, 90, 20, 190], [255, 200, 40, 215],
+                  [255, 255, 210, 235]], dtype=np.float64)
+
+
+def heat_rgba(values: np.ndarray) -> np.ndarray:
+    """uint8 RGBA ``[..., 4]`` for values in [0, 1] (clipped): the map overlay's colours."""
+    v = np.clip(np.nan_to_num(np.asarray(values, dtype=np.float64)), 0.0, 1.0)
+    position = v * (len(_HEAT) - 1)
+    low = np.minimum(position.astype(int), len(_HEAT) - 2)
+    fraction = (position - low)[..., None]
+    rgba = _HEAT[low] * (1 - fraction) + _HEAT[low + 1] * fraction
+    return np.rint(rgba).astype(np.uint8)
+
+
+def map_sheet(maps: np.ndarray) -> Image.Image:
+    """Activation maps ``[units, k, h, w]`` as one RGBA image at their own resolution, a row
+    per unit and a column per rank (cells ``max(h, w)`` px apart, see :func:`sheet_cell`),
+    each map scaled by its own maximum (the unit's activation in that image)."""
+    units, k, h, w = maps.shape
+    side = max(h, w)
+    peak = np.maximum(maps.max(axis=(2, 3), keepdims=True), 0.0)
+    scaled = np.divide(maps, peak, out=np.zeros(maps.shape), where=peak > 0)
+    rgba = heat_rgba(scaled)
+    canvas = np.zeros((*sheet_size(units, k, side)[::-1], 4), np.uint8)
+    for unit in range(units):
+        for rank in range(k):
+            x, y = sheet_cell(unit, rank, side)
+            canvas[y:y + h, x:x + w] = rgba[unit, rank]
+    return Image.fromarray(canvas, "RGBA")
 
 
 def image_format(scale: int) -> str:
@@ -184,7 +281,9 @@ def save_image(image: Image.Image, path: Path, quality: int = 85) -> None:
     try:
         with open(tmp, "wb") as f:
             if path.suffix.lower() in (".jpg", ".jpeg"):
-                image.save(f, format="JPEG", quality=quality)
+                # 4:4:4: JPEG's default 4:2:0 halves the colour resolution, and a projection's
+                # colour lives in exactly the fine detail that would be thrown away.
+                image.save(f, format="JPEG", quality=quality, subsampling=0)
             else:
                 image.save(f, format="PNG", compress_level=6)
         os.replace(tmp, path)

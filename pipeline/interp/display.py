@@ -1,11 +1,17 @@
-"""Turn a projection into an 8-bit image for the atlas.
+"""Turn a projection into an 8-bit image for the atlas: a robust, documented contrast.
 
 The paper contrast-normalises every projection on its own before showing it. Projections are
 signed (negative evidence matters as much as positive), so zero is shown as mid-grey 128 and
-values are scaled symmetrically by the tile's largest absolute value over all channels together:
--max maps to 1, +max to 255. Keeping the channels together preserves the projection's hue; keeping
-zero fixed means grey always means "no contribution" and tiles are comparable in sign. An all-zero
-projection (a dead unit) is uniform grey. Non-finite values are treated as zero.
+values are scaled symmetrically, all channels together (which keeps the projection's hue):
+
+    shown = 128 + 127 * clip(p / s, -1, 1),   s = the CLIP_PERCENTILE-th percentile of |p|
+
+over every value of that projection (all pixels, all channels). Scaling by the single largest
+value lets a few extreme pixels leave everything else grey; the percentile ignores them, and
+the few values above it saturate. When that percentile is zero (a projection with very few
+non-zero values) the largest value is used instead. An all-zero projection (a dead unit) is
+uniform grey; non-finite values count as zero. The projection itself is never changed: this is
+only how it is shown, and ``projections.zarr`` keeps the exact values.
 """
 
 from __future__ import annotations
@@ -13,13 +19,24 @@ from __future__ import annotations
 import numpy as np
 
 GREY = 128
+CLIP_PERCENTILE = 99.0
 
 
-def to_display(projection_hwc: np.ndarray) -> np.ndarray:
-    """uint8 image of the same shape: 128 + 127 * p / max|p| (uniform 128 if p is all zero)."""
+def display_scale(projection: np.ndarray, percentile: float = CLIP_PERCENTILE) -> float:
+    """The value shown at full contrast (see the module doc); 0 for an all-zero projection."""
+    magnitude = np.abs(np.nan_to_num(np.asarray(projection, dtype=np.float64), nan=0.0,
+                                     posinf=0.0, neginf=0.0))
+    if magnitude.size == 0:
+        return 0.0
+    scale = float(np.percentile(magnitude, percentile))
+    return scale if scale > 0 else float(magnitude.max())
+
+
+def to_display(projection_hwc: np.ndarray, percentile: float = CLIP_PERCENTILE) -> np.ndarray:
+    """uint8 image of the same shape: ``128 + 127 * clip(p / s, -1, 1)`` (module doc)."""
     p = np.nan_to_num(np.asarray(projection_hwc, dtype=np.float64), nan=0.0, posinf=0.0,
                       neginf=0.0)
-    peak = float(np.abs(p).max()) if p.size else 0.0
-    if peak == 0.0:
+    scale = display_scale(p, percentile)
+    if scale == 0.0:
         return np.full(p.shape, GREY, dtype=np.uint8)
-    return np.clip(np.rint(GREY + 127.0 * p / peak), 0, 255).astype(np.uint8)
+    return np.clip(np.rint(GREY + 127.0 * np.clip(p / scale, -1.0, 1.0)), 0, 255).astype(np.uint8)

@@ -18,7 +18,7 @@ from pipeline.stages.registry import list_stages, register_stage
 if TYPE_CHECKING:
     from torch import nn
 
-    from pipeline.atlas.gather import ImageWriter, RunTables
+    from pipeline.atlas.gather import FirstLayer, ImageWriter, RunTables
 
 
 @register_stage("render", inputs=("prepare", "train", "activations", "rank", "deconv"),
@@ -45,10 +45,15 @@ def render(ctx: StageContext) -> None:
 
     writer = ImageWriter()
     try:
+        first = first_layer(model, staged, writer)
+        labels = activations.attrs["layers"]
+        first_label = next((label for label in labels
+                            if first and shows_filters(dict(activations[label].attrs), first)),
+                           None)
         layers = [layer_entry(label, dict(activations[label].attrs), projections[label], tables,
-                              staged, writer, top_k, image_size)
-                  for label in progress(activations.attrs["layers"], "render", unit="layer")]
-        filters = _write_filters(model, staged, writer)
+                              staged, writer, top_k, image_size,
+                              first if label == first_label else None)
+                  for label in progress(labels, "render", unit="layer")]
     finally:
         writer.close()
     metrics = read_json(layout.metrics) or {}
@@ -59,9 +64,10 @@ def render(ctx: StageContext) -> None:
         dataset_name=_dataset_name(workflow), n_images=int(activations.attrs["n_images"]),
         n_classes=len(tables.classes), top1=activations.attrs.get("top1"),
         top5=activations.attrs.get("top5"), val_accuracy=metrics.get("val_accuracy"),
-        layers=tuple(layers), filters_image=filters,
+        layers=tuple(layers), filters_image=first.grid if first else None,
         generated=dt.date.today().isoformat(), version=__version__,
-        method=str(projections.attrs["method"]), top_k=top_k,
+        method=str(projections.attrs["methods"][0]), top_k=top_k,
+        methods=tuple(str(method) for method in projections.attrs["methods"]),
         parameters=sum(p.numel() for p in model.parameters()),
         input_size=image_size,
         n_readable=activations.attrs.get("n_readable"),
@@ -95,19 +101,34 @@ def _read_tables(layout, activations) -> RunTables:
     )
 
 
-def _write_filters(model: nn.Module, out_dir: Path, writer: ImageWriter) -> str | None:
-    """The first convolution's filters as an image grid (the paper's Figure 6 view)."""
+def first_layer(model: nn.Module, out_dir: Path, writer: ImageWriter) -> FirstLayer | None:
+    """The first convolution's filters (if it reads the RGB image), and their Figure 6 grid."""
+    import numpy as np
     from torch import nn
 
-    from pipeline.atlas.tiles import filter_grid
+    from pipeline.atlas.gather import FirstLayer
+    from pipeline.atlas.tiles import filter_grid, filter_grid_cells, normalise_filters
 
-    first = next((module for module in model.modules() if isinstance(module, nn.Conv2d)), None)
-    if first is None or first.in_channels != 3:
+    conv = next((module for module in model.modules() if isinstance(module, nn.Conv2d)), None)
+    if conv is None or conv.in_channels != 3 or conv.groups != 1:
         return None
-    weights = first.weight.detach().cpu().numpy()
-    writer.save(filter_grid(weights, scale=max(1, 32 // weights.shape[-1])),
-                out_dir / "filters.png")
-    return "filters.png"
+    weights = conv.weight.detach().cpu().numpy()
+    scale = max(1, 32 // max(weights.shape[-2:]))
+    grid = filter_grid(weights, scale=scale)
+    writer.save(grid, out_dir / "filters.png")
+    _, cells = filter_grid_cells(len(weights), (weights.shape[2] * scale,
+                                                weights.shape[3] * scale))
+    return FirstLayer(filters=normalise_filters(weights),
+                      scales=np.abs(weights).reshape(len(weights), -1).max(axis=1),
+                      grid="filters.png", grid_size=grid.size, cells=tuple(cells))
+
+
+def shows_filters(meta: dict, first: FirstLayer) -> bool:
+    """Whether an analysed layer is the first convolution's output (or its rectified output):
+    its receptive field is one filter and it has one channel per filter, so each unit's
+    projection is its filter, scaled."""
+    kernel = list(first.filters.shape[1:3])
+    return list(meta["receptive_field"]) == kernel and int(meta["channels"]) == len(first.filters)
 
 
 def _dataset_name(workflow) -> str:

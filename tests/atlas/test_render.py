@@ -92,9 +92,11 @@ def _context(out: Path) -> AtlasContext:
         out_shape=(4, 55, 55),
         receptive_field=7,
         units=(
-            UnitEntry(0, False, 3.25, "tabby cat", 9, _tile(out, "tiles/conv1/u0.png", 9, 7, 7)),
+            UnitEntry(0, False, 3.25, "tabby cat", 9, _tile(out, "tiles/conv1/u0.png", 9, 7, 7),
+                      top_class_share=0.3),  # not dominant: "mixed"
             UnitEntry(1, True, 0.0, None, 0, None),
-            UnitEntry(2, False, 0.5, EVIL, 3, _tile(out, "tiles/conv1/u2.png", 3, 7, 7)),
+            UnitEntry(2, False, 0.5, EVIL, 3, _tile(out, "tiles/conv1/u2.png", 3, 7, 7),
+                      top_class_share=0.8, named_class=EVIL),
             UnitEntry(3, False, 1250.0, None, 9, _tile(out, "tiles/conv1/u3.png", 9, 7, 7)),
         ),
         preview="tiles/conv1/u0.png",
@@ -106,7 +108,8 @@ def _context(out: Path) -> AtlasContext:
         receptive_field=27,
         units=(
             UnitEntry(0, True, 0.0, None, 0, None),
-            UnitEntry(1, False, 7.0, "goldfish", 9, _tile(out, "tiles/conv2/u 1.png", 9, 27, 2)),
+            UnitEntry(1, False, 7.0, "goldfish", 9, _tile(out, "tiles/conv2/u 1.png", 9, 27, 2),
+                      top_class_share=0.6, named_class="goldfish"),
         ),
         preview=None,
     )
@@ -115,7 +118,8 @@ def _context(out: Path) -> AtlasContext:
         module="features.29",
         out_shape=(1, 6, 6),
         receptive_field=163,
-        units=(UnitEntry(0, False, 12.0, "volcano", 9, _tile(out, "t/fc0.png", 9, 40, 1)),),
+        units=(UnitEntry(0, False, 12.0, "volcano", 9, _tile(out, "t/fc0.png", 9, 40, 1),
+                         top_class_share=1.0, named_class="volcano"),),
         preview="t/fc0.png",
     )
     save_image(filter_grid(np.random.default_rng(0).normal(size=(8, 3, 7, 7)), 4), out / "f.png")
@@ -237,7 +241,9 @@ def test_live_unit_shows_one_lazy_tile_with_size(atlas) -> None:
     assert img["loading"] == "lazy"
     assert (img["width"], img["height"]) == ("312", "151")
     assert "crisp" in img["class"].split()  # upscaled conv1 tile: pixelated
-    assert "tabby cat" in card["text"] and "3.25" in card["text"]
+    # 30 % of its top images is no dominant class: the card says so instead of naming one
+    assert "mixed" in card["text"] and "tabby cat" not in card["text"] and "3.25" in card["text"]
+    assert "goldfish" in _parse(out / "layers" / "conv2.html").units["unit-1"]["text"]
     assert "3 of 9 images" in page.units["unit-2"]["text"]
     assert "1,250" in page.units["unit-3"]["text"]
 
@@ -267,9 +273,13 @@ def test_index_summarises_model_and_layers(atlas) -> None:
     assert "Validation accuracy" not in text  # None: not shown
     hrefs = {url for _, url in page.links}
     assert {f"layers/{layer.label}.html" for layer in context.layers} <= hrefs
-    srcs = {img["src"] for img in page.imgs}
-    assert {"f.png", "tiles/conv1/u0.png", "t/fc0.png"} <= srcs
-    assert "Dead 1 (25.0 %)" in text  # conv1: 1 of 4 units dead
+    srcs = [img["src"] for img in page.imgs]
+    # pictures first: a strip per layer of its live units, most selective first (units with
+    # all their top images, then named classes, then by share); before the model card
+    assert srcs == ["tiles/conv1/u0.png", "tiles/conv1/u3.png", "tiles/conv1/u2.png",
+                    "tiles/conv2/u%201.png", "t/fc0.png"]
+    assert text.index("#2 · " + EVIL) < text.index("Architecture")
+    assert "conv1 features.relu1 4 × 55 × 55 7 px 4 1" in text  # conv1: 1 of 4 units dead
 
 
 def test_rendering_twice_is_stable(atlas, tmp_path) -> None:

@@ -159,3 +159,93 @@ def test_save_image_writes_png_and_parents(tmp_path) -> None:
     assert [p.name for p in path.parent.iterdir()] == ["tile.png"]  # no temporary left over
     save_image(image, path)  # overwriting is fine
     assert path.is_file()
+
+
+def test_layer1_tile_shows_the_filter_once_enlarged_beside_the_patches() -> None:
+    from pipeline.atlas.tiles import compose_filter_tile, filter_tile_cell
+
+    h = w = 7
+    scale = tile_scale(h)  # 7: 49 px cells
+    filt = _stack(1, 7, 7, 5)[0]
+    patches = _stack(9, h, w, 2)
+    tile = np.asarray(compose_filter_tile(filt, patches, scale))
+    assert tile.shape[:2] == (151, 312)  # the same size as a Figure 2 tile
+    x, y, cw, ch, factor = filter_tile_cell((h, w), (7, 7), scale)
+    assert factor == 21 and (cw, ch) == (147, 147)  # the largest integer enlargement that fits
+    np.testing.assert_array_equal(tile[y:y + ch, x:x + cw],
+                                  filt.repeat(factor, axis=0).repeat(factor, axis=1))
+    # around the filter: background; the patches where a tile has them
+    assert (tile[:, :x] == BACKGROUND).all() and (tile[:y, :(312 - GAP) // 2] == BACKGROUND).all()
+    for i in range(9):
+        np.testing.assert_array_equal(_cell(tile, 1, i, h * scale, w * scale),
+                                      patches[i].repeat(scale, axis=0).repeat(scale, axis=1))
+
+
+def test_method_grid_is_the_left_half_of_a_tile() -> None:
+    from pipeline.atlas.tiles import compose_grid
+
+    proj, patch = _stack(9, 5, 5, 1), _stack(9, 5, 5, 2)
+    tile = np.asarray(compose_unit_tile(proj, patch, 2))
+    grid = np.asarray(compose_grid(proj, 2))
+    np.testing.assert_array_equal(grid, tile[:, :grid.shape[1]])
+    assert grid.shape[1] == (tile.shape[1] - GAP) // 2
+
+
+def test_filter_grid_cells_locate_every_filter() -> None:
+    from pipeline.atlas.tiles import filter_grid_cells, normalise_filters
+
+    weights = np.random.default_rng(1).normal(size=(10, 3, 3, 3))
+    image = np.asarray(filter_grid(weights, 4))
+    size, cells = filter_grid_cells(10, (12, 12))
+    assert size == image.shape[1::-1]
+    expected = normalise_filters(weights).repeat(4, axis=1).repeat(4, axis=2)
+    for i, (x, y, w, h) in enumerate(cells):
+        np.testing.assert_array_equal(image[y:y + h, x:x + w], expected[i])
+
+
+def test_thumbnail_sheet_cells_are_separated_by_gutters() -> None:
+    from pipeline.atlas.tiles import sheet_cell, sheet_size, thumb_sheet
+
+    thumbs = _stack(6, 8, 8, 3).reshape(2, 3, 8, 8, 3)
+    sheet = np.asarray(thumb_sheet(thumbs))
+    assert sheet.shape[1::-1] == sheet_size(2, 3, 8) == (3 * 8 + 2 * GUTTER, 2 * 8 + GUTTER)
+    for unit in range(2):
+        for rank in range(3):
+            x, y = sheet_cell(unit, rank, 8)
+            np.testing.assert_array_equal(sheet[y:y + 8, x:x + 8], thumbs[unit, rank])
+    # nothing of a neighbour touches a cell: a browser scaling one cell cannot blend them in
+    assert (sheet[8:8 + GUTTER] == BACKGROUND).all()
+    assert (sheet[:, 8:8 + GUTTER] == BACKGROUND).all()
+
+
+def test_map_sheet_scales_each_map_by_its_own_maximum() -> None:
+    from pipeline.atlas.tiles import heat_rgba, map_sheet, sheet_cell
+
+    maps = np.zeros((2, 2, 3, 4))
+    maps[0, 0, 1, 2] = 5.0
+    maps[0, 0, 0, 0] = 2.5
+    maps[1, 1] = 0.001  # a weak map still reaches full colour at its maximum
+    sheet = np.asarray(map_sheet(maps))
+    assert sheet.shape[2] == 4  # RGBA: zero is transparent
+    x, y = sheet_cell(0, 0, 4)
+    cell = sheet[y:y + 3, x:x + 4]
+    assert cell[1, 2].tolist() == heat_rgba(np.array(1.0)).tolist()
+    assert cell[0, 0].tolist() == heat_rgba(np.array(0.5)).tolist()
+    assert cell[2, 3, 3] == 0  # zero: fully transparent
+    x, y = sheet_cell(1, 1, 4)
+    assert (sheet[y:y + 3, x:x + 4] == heat_rgba(np.array(1.0))).all()
+    alpha = heat_rgba(np.linspace(0, 1, 11))[:, 3]
+    assert alpha[0] == 0 and (np.diff(alpha.astype(int)) > 0).all()
+
+
+def test_jpeg_keeps_full_colour_resolution(tmp_path) -> None:
+    # one-pixel colour detail, as in a projection: 4:2:0 would average it away
+    rng = np.random.default_rng(0)
+    pixels = np.full((48, 48, 3), 128, np.uint8)
+    pixels[..., 0] = np.where(rng.random((48, 48)) < 0.5, 80, 176)
+    pixels[..., 2] = 256 - pixels[..., 0].astype(int)
+    save_image(Image.fromarray(pixels), tmp_path / "p.jpg", quality=75)
+    with Image.open(tmp_path / "p.jpg") as back:
+        shown = np.asarray(back.convert("RGB")).astype(int)
+    saturation = (shown.max(axis=2) - shown.min(axis=2)).mean()
+    assert saturation > 60  # stored: 96; with 4:2:0 chroma it drops below 40

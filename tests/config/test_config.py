@@ -28,7 +28,7 @@ def test_demo_workflow_loads_with_its_values():
 
 def test_defaults_fill_missing_sections(write_workflow):
     workflow = load_workflow(write_workflow(MINIMAL))
-    assert workflow.deconv.method == "deconvnet"
+    assert workflow.deconv.methods == ("deconvnet",)
     assert workflow.activations.layers == ()
     assert isinstance(workflow, Workflow)
 
@@ -59,8 +59,21 @@ def test_bool_is_not_an_int(write_workflow):
 
 
 def test_choice_outside_the_allowed_values(write_workflow):
-    with pytest.raises(ConfigError, match=r"deconv.method: expected one of \['deconvnet'"):
-        load_workflow(write_workflow(MINIMAL + "[deconv]\nmethod = 'lrp'\n"))
+    with pytest.raises(ConfigError, match=r"deconv.methods: expected each of \['deconvnet'"):
+        load_workflow(write_workflow(MINIMAL + "[deconv]\nmethods = ['guided', 'lrp']\n"))
+
+
+def test_projection_methods_are_a_non_empty_list_without_repeats(write_workflow):
+    workflow = load_workflow(write_workflow(
+        MINIMAL + "[deconv]\nmethods = ['deconvnet', 'guided', 'gradient']\n"))
+    assert workflow.deconv.methods == ("deconvnet", "guided", "gradient")
+    with pytest.raises(ConfigError, match="deconv.methods is empty"):
+        load_workflow(write_workflow(MINIMAL + "[deconv]\nmethods = []\n"))
+    with pytest.raises(ConfigError, match="lists a method twice"):
+        load_workflow(write_workflow(MINIMAL + "[deconv]\nmethods = ['guided', 'guided']\n"))
+    # the old single-method key points to the new one
+    with pytest.raises(ConfigError, match="did you mean 'deconv.methods'"):
+        load_workflow(write_workflow(MINIMAL + "[deconv]\nmethod = 'guided'\n"))
 
 
 def test_missing_required_model_name(write_workflow):
@@ -77,7 +90,7 @@ def test_imagefolder_needs_a_root_and_data_flag_supplies_it(write_workflow):
 
 def test_every_option_is_documented():
     rows = describe()
-    assert {"model.name", "data.synthetic.seed", "deconv.method"} <= {row[0] for row in rows}
+    assert {"model.name", "data.synthetic.seed", "deconv.methods"} <= {row[0] for row in rows}
     assert all(row[3] for row in rows)
 
 

@@ -1,0 +1,130 @@
+"""What the atlas shows, in headless Chromium from file:// with the network blocked (and the
+main pages under a URL prefix): pictures first, layer 1 as in the paper, honest class labels,
+where a unit fires, projection methods side by side."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from test_browser import Watched, atlas, browser, served, watched  # noqa: F401 (fixtures)
+
+from pipeline.atlas.gather import dominant_class
+
+
+def _units(tiny_run) -> pd.DataFrame:
+    return pd.read_parquet(tiny_run / "runs" / "tiny" / "units.parquet")
+
+
+@pytest.mark.parametrize(("width", "height", "scheme"),
+                         [(1440, 900, "light"), (390, 844, "dark")])
+def test_index_opens_with_a_strip_of_pictures_per_layer(browser, atlas, width, height,  # noqa: F811
+                                                        scheme):
+    context = browser.new_context(viewport={"width": width, "height": height},
+                                  is_mobile=width < 600, color_scheme=scheme)
+    page = context.new_page()
+    page.goto((atlas / "index.html").as_uri())
+    page.wait_for_function("[...document.images].every(i => i.complete && i.naturalWidth > 0)")
+    strips = page.locator(".strip")
+    assert strips.count() == 5  # one per layer
+    first = page.locator(".strip-tiles img").first.bounding_box()
+    assert first["y"] + first["height"] <= height, "the first picture is below the fold"
+    # the pictures come before the model, data and run cards
+    cards = page.locator(".cards").bounding_box()
+    assert cards["y"] > first["y"]
+    # every strip's pictures link to units of its layer; no horizontal scroll of the page
+    for i in range(5):
+        hrefs = strips.nth(i).locator(".strip-tiles li:not(.strip-more) a").evaluate_all(
+            "els => els.map(e => e.getAttribute('href'))")
+        assert hrefs and all(h.startswith(f"units/conv{i + 1}/") for h in hrefs)
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    context.close()
+
+
+def test_cards_name_a_class_only_when_it_dominates(watched, atlas, tiny_run):  # noqa: F811
+    units = _units(tiny_run)
+    n_classes = len(pd.read_parquet(tiny_run / "runs" / "tiny" / "classes.parquet"))
+    classes = pd.read_parquet(tiny_run / "runs" / "tiny" / "classes.parquet")["name"].tolist()
+    checked = named = 0
+    for label in ("conv2", "conv5"):
+        watched.open((atlas / "layers" / f"{label}.html").as_uri())
+        shown = dict(watched.page.locator("ol.units > li:not(.dead)").evaluate_all(
+            "els => els.map(e => [+e.dataset.unit, "
+            "(e.querySelector('.top-class') || {}).textContent || ''])"))
+        for row in units[(units["layer"] == label) & ~units["dead"]].itertuples():
+            expected = "mixed"
+            if row.top_class >= 0 and dominant_class(row.top_class_share, row.n_selectivity,
+                                                     n_classes):
+                expected = classes[row.top_class]
+                named += 1
+            if row.top_class >= 0:
+                assert shown[row.unit] == expected, (label, row.unit)
+                checked += 1
+    assert checked > 40
+    assert watched.problems == []
+
+
+def test_layer_one_shows_each_filter_once_and_a_linked_filter_grid(watched, atlas):  # noqa: F811
+    page = watched.page
+    watched.open((atlas / "layers" / "conv1.html").as_uri())
+    links = page.locator(".filter-grid a")
+    assert links.count() == 16
+    assert links.nth(5).get_attribute("href") == "../units/conv1/5.html"
+    assert "filter ±" in page.locator("#unit-3 .unit-meta").inner_text()
+    links.nth(5).click()
+    page.wait_for_url("**/units/conv1/5.html")
+    watched.load_every_image()
+    # the filter once, no projections; the patches and the images remain
+    assert page.locator(".unit-filter .crop").count() == 1
+    assert page.locator(".trio .proj").count() == 0
+    assert page.locator(".trio .patch").count() == page.locator(".top-image").count() > 0
+    assert watched.problems == [] and watched.blocked == []
+
+
+def test_unit_page_overlays_the_activation_map_on_each_image(watched, atlas):  # noqa: F811
+    watched.open((atlas / "units" / "conv3" / "4.html").as_uri())
+    watched.load_every_image()
+    page = watched.page
+    n = page.locator(".top-image").count()
+    assert n > 0 and page.locator(".thumb-wrap .heat img").count() == n
+    for i in range(n):
+        thumb = page.locator(".thumb-wrap").nth(i).bounding_box()
+        heat = page.locator(".thumb-wrap .heat").nth(i).bounding_box()
+        # conv3's 8 x 8 map covers the whole 64 px image, half a cell beyond each edge
+        assert abs(heat["width"] - thumb["width"]) < 1.5
+        assert abs(heat["x"] - (thumb["x"] - thumb["width"] * 3.5 / 64)) < 1.5
+    # the map is drawn from the unit's own map sheet, pixelated (cells, not a blur)
+    rendering = page.locator(".heat .crop img").first.evaluate(
+        "e => getComputedStyle(e).imageRendering")
+    assert rendering == "pixelated"
+    assert watched.problems == [] and watched.blocked == []
+
+
+def test_patch_is_dropped_when_the_field_covers_the_whole_image(watched, atlas):  # noqa: F811
+    # conv5's receptive field (83 px) is larger than the 64 px input: its patch is the image
+    watched.open((atlas / "units" / "conv5" / "2.html").as_uri())
+    assert watched.page.locator(".trio .patch").count() == 0
+    assert watched.page.locator(".trio .thumb-wrap").count() > 0
+    watched.open((atlas / "units" / "conv3" / "2.html").as_uri())
+    assert watched.page.locator(".trio .patch").count() == watched.page.locator(
+        ".top-image").count()
+
+
+def test_methods_switch_on_unit_pages(browser, atlas, served):  # noqa: F811
+    for base in (atlas.as_uri() + "/", served):
+        check = Watched(browser, base)
+        page = check.page
+        check.open(base + "units/conv4/6.html")
+        check.load_every_image()
+        visible = ("els => els.filter(e => e.offsetParent !== null)"
+                   ".map(e => e.dataset.method)")
+        first = page.locator(".trio").first.locator(".proj")
+        assert first.count() == 3
+        assert first.evaluate_all(visible) == ["deconvnet"]
+        page.locator("input[name=method][value=guided]").check()
+        assert first.evaluate_all(visible) == ["guided"]
+        page.locator("input[name=method][value=gradient]").check()
+        assert first.evaluate_all(visible) == ["gradient"]
+        sources = first.locator("img").evaluate_all("els => els.map(e => e.src)")
+        assert len(set(sources)) == 3  # three different pictures
+        assert check.problems == [] and check.blocked == []
+        check.close()

@@ -1,0 +1,80 @@
+"""The deconv stage stores the engine's exact projections (every method), patches and the
+unit's whole activation map of each top image."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import zarr
+
+from pipeline.config import load_workflow
+from pipeline.interp import Projector, crop_tile, receptive_fields
+from pipeline.interp.maps import feature_maps
+from pipeline.layout import RunLayout
+from pipeline.stages.inputs import analysed_images, analysed_model
+
+
+@pytest.fixture(scope="module")
+def run(tiny_run):
+    workflow = load_workflow(tiny_run / "workflows" / "tiny.toml")
+    layout = RunLayout(tiny_run, workflow.name)
+    return workflow, layout
+
+
+@pytest.mark.parametrize("label", ["conv2", "conv4"])
+def test_stored_projections_are_the_engines_output_for_every_method(run, label):
+    workflow, layout = run
+    store = zarr.open_group(layout.projections, mode="r")
+    group = store[label]
+    methods = list(group.attrs["methods"])
+    assert methods == list(workflow.deconv.methods) == ["deconvnet", "guided", "gradient"]
+    projections, scales = group["projections"], group["projection_scale"][:]
+    assert projections.dtype == np.float16 and projections.shape[0] == len(methods)
+    model = analysed_model(workflow, layout, torch.device("cpu"))
+    manifest = pd.read_parquet(layout.manifest)
+    images = analysed_images(workflow, layout, manifest)
+    module = group.attrs["module"]
+    field = receptive_fields(model, (64, 64))[module]
+    tile = tuple(group.attrs["tile"])
+    topk = pd.read_parquet(layout.topk)
+    rows = topk[topk["layer"] == label].sort_values(["unit", "rank"]).iloc[::37][:6]
+    assert len(rows) >= 3
+    for m, method in enumerate(methods):
+        projector = Projector(model, method=method)
+        for row in rows.itertuples(index=False):
+            image = images[int(row.image_id)][0][None]
+            exact = projector.project(image, module, torch.tensor([row.unit]),
+                                      torch.tensor([[row.y, row.x]]))[0]
+            expected = crop_tile(exact.permute(1, 2, 0).numpy(), field.box(row.y, row.x), tile,
+                                 0.0)
+            stored = projections[m, row.unit, row.rank].astype(np.float32) * scales[m, row.unit,
+                                                                                   row.rank]
+            peak = np.abs(expected).max()
+            assert peak > 0 and np.isclose(scales[m, row.unit, row.rank], peak, rtol=1e-5)
+            np.testing.assert_allclose(stored, expected, atol=peak * 1e-3)
+    # the methods differ (otherwise the switch on unit pages would show one picture thrice)
+    first = rows.iloc[0]
+    a, b = (projections[m, first.unit, first["rank"]] for m in (0, 2))
+    assert not np.allclose(a, b)
+
+
+def test_activation_maps_are_the_units_whole_map(run):
+    workflow, layout = run
+    group = zarr.open_group(layout.projections, mode="r")["conv3"]
+    maps = group["maps"][:]
+    topk = pd.read_parquet(layout.topk).query("layer == 'conv3'")
+    model = analysed_model(workflow, layout, torch.device("cpu"))
+    images = analysed_images(workflow, layout, pd.read_parquet(layout.manifest))
+    row = topk.iloc[len(topk) // 2]
+    fmap = feature_maps(model, images[int(row.image_id)][0][None], group.attrs["module"])
+    np.testing.assert_allclose(maps[row.unit, row["rank"]], fmap[0, row.unit].numpy(), rtol=1e-4,
+                               atol=1e-6)  # batched and single-image convolutions round apart
+    # every stored map peaks at the ranked value, where rank found it
+    for row in topk.itertuples(index=False):
+        unit_map = maps[row.unit, row.rank]
+        assert np.isclose(unit_map.max(), row.value, rtol=1e-4)
+        assert np.isclose(unit_map[row.y, row.x], row.value, rtol=1e-4)
+    top, left, bottom, right = group.attrs["map_extent"]
+    assert bottom - top == right - left == 8 * maps.shape[2]  # conv3: 8 px between units
