@@ -3,88 +3,11 @@ prefix from a local HTTP server."""
 
 from __future__ import annotations
 
-import functools
-import shutil
-import threading
-from collections.abc import Iterator
 from html.parser import HTMLParser
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from urllib.parse import urldefrag, urljoin
 from urllib.request import urlopen
 
 import pandas as pd
-import pytest
-
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: `apt-get install -y chromium` (.ci/run does)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield browser
-        browser.close()
-
-
-class Watched:
-    """A page whose console errors, page errors, failed and non-local requests are recorded."""
-
-    def __init__(self, browser, allowed_prefix: str) -> None:
-        self.context = browser.new_context(viewport={"width": 1280, "height": 900},
-                                           service_workers="block")
-        self.problems: list[str] = []
-        self.blocked: list[str] = []
-
-        def route(route) -> None:
-            if route.request.url.startswith(allowed_prefix):
-                route.continue_()
-            else:
-                self.blocked.append(route.request.url)
-                route.abort()
-
-        self.context.route("**/*", route)
-        self.page = self.context.new_page()
-        self.page.on("console", lambda message: message.type == "error"
-                     and self.problems.append(f"console: {message.text}"))
-        self.page.on("pageerror", lambda error: self.problems.append(f"page error: {error}"))
-        self.page.on("requestfailed", lambda request: self.problems.append(
-            f"failed: {request.url} {request.failure}"))
-
-    def open(self, url: str) -> None:
-        self.page.goto(url)
-        self.page.wait_for_load_state("load")
-
-    def load_every_image(self) -> int:
-        """Scroll through the page so lazy images load; return how many images it has."""
-        page = self.page
-        height = page.evaluate("document.body.scrollHeight")
-        for y in range(0, height + 900, 700):
-            page.evaluate(f"window.scrollTo(0, {y})")
-            page.wait_for_timeout(30)
-        page.wait_for_function("[...document.images].every(i => i.complete && i.naturalWidth > 0)",
-                               timeout=20_000)
-        return page.evaluate("document.images.length")
-
-    def close(self) -> None:
-        self.context.close()
-
-
-@pytest.fixture
-def atlas(tiny_run) -> Path:
-    return tiny_run / "reports" / "tiny"
-
-
-@pytest.fixture
-def watched(browser, atlas) -> Iterator[Watched]:
-    page = Watched(browser, atlas.as_uri())
-    yield page
-    page.close()
 
 
 def test_pages_from_file_urls_load_every_image_without_errors(watched, atlas, tiny_run):
@@ -192,20 +115,6 @@ class Links(HTMLParser):
                 self.urls.append(value)
 
 
-@pytest.fixture
-def served(atlas, tmp_path) -> Iterator[str]:
-    """The atlas copied to ``/team/atlas/`` of a local HTTP server; yields that URL."""
-    shutil.copytree(atlas, tmp_path / "www" / "team" / "atlas")
-    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tmp_path / "www"))
-    handler.log_message = lambda *args: None
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/team/atlas/"
-    server.shutdown()
-    server.server_close()
-
-
 def test_every_href_and_src_resolves_under_a_url_prefix(served, atlas):
     pages = sorted(path.relative_to(atlas).as_posix() for path in atlas.rglob("*.html"))
     checked: dict[str, int] = {}
@@ -224,15 +133,12 @@ def test_every_href_and_src_resolves_under_a_url_prefix(served, atlas):
     assert len(checked) > len(pages)  # pages, images, styles and scripts
 
 
-def test_search_and_images_work_under_a_url_prefix(browser, served):
-    watched = Watched(browser, served)
-    try:
-        watched.open(served + "layers/conv2.html")
-        assert watched.load_every_image() >= 32
-        watched.page.locator("#search").fill("conv4/3")
-        watched.page.locator("#search").press("Enter")
-        watched.page.wait_for_url(served + "units/conv4/3.html")
-        assert watched.load_every_image() > 0
-        assert watched.problems == [] and watched.blocked == []
-    finally:
-        watched.close()
+def test_search_and_images_work_under_a_url_prefix(watch, served):
+    watched = watch(served)
+    watched.open(served + "layers/conv2.html")
+    assert watched.load_every_image() >= 32
+    watched.page.locator("#search").fill("conv4/3")
+    watched.page.locator("#search").press("Enter")
+    watched.page.wait_for_url(served + "units/conv4/3.html")
+    assert watched.load_every_image() > 0
+    assert watched.problems == [] and watched.blocked == []

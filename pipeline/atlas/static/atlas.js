@@ -37,103 +37,262 @@
     document.head.appendChild(script);
   }
 
-  function classMatches(index, query) {
+  /* Words of a query or a class name: lower case, with spaces, underscores and hyphens alike
+   * ("Blue-Disc", "blue disc" and "blue_disc" are the words "blue" and "disc"). */
+  function words(text) {
+    return text.toLowerCase().split(/[\s_\-]+/).filter(Boolean);
+  }
+
+  /* A query word and its singular forms: "rings" -> ring, "boxes" -> box, "puppies" -> puppy. */
+  function forms(word) {
+    var out = [word];
+    if (word.length > 3 && /s$/.test(word) && !/ss$/.test(word)) out.push(word.slice(0, -1));
+    if (word.length > 4 && /(s|x|z|ch|sh)es$/.test(word)) out.push(word.slice(0, -2));
+    if (word.length > 4 && /ies$/.test(word)) out.push(word.slice(0, -3) + "y");
+    return out;
+  }
+
+  /* Every query word (or one of its singular forms) is part of a word of the name, so
+   * "stripe", "stripes" and "horizontal stripe" all find "horizontal_stripes", and "discs"
+   * finds "blue_disc"; "bluedisc" still finds it through the name without separators. */
+  function nameMatches(name, queryWords) {
+    var nameWords = words(name);
+    var all = queryWords.every(function (q) {
+      return forms(q).some(function (f) {
+        return nameWords.some(function (w) { return w.indexOf(f) !== -1; });
+      });
+    });
+    return all || (queryWords.length === 1 && nameWords.join("").indexOf(queryWords[0]) !== -1);
+  }
+
+  function classMatches(index, queryWords) {
     var matched = {};
     index.classes.forEach(function (name, label) {
-      if (name.toLowerCase().indexOf(query) !== -1) matched[label] = true;
+      if (nameMatches(name, queryWords)) matched[label] = true;
     });
     Object.keys(index.groups || {}).forEach(function (group) {
-      var g = group.toLowerCase();
-      // "dog" and "dogs" both find the group "dog"
-      if (g.indexOf(query) !== -1 || (query.indexOf(g) === 0 && query.length - g.length <= 2)) {
+      if (nameMatches(group, queryWords)) {
         index.groups[group].forEach(function (label) { matched[label] = true; });
       }
     });
     return matched;
   }
 
-  function search(index, query) {
+  function unitResult(index, at, unit) {
+    var label = index.layers[at];
+    return { href: unitHref(label, unit), text: label + "/" + unit, note: "unit" };
+  }
+
+  /* Results for a query: a list of {href, text, note}, and `more` when it was cut at LIMIT,
+   * or `none`, a sentence saying why nothing matched. */
+  function search(index, query, currentLayer) {
     var q = query.trim().toLowerCase();
-    if (!index || !q) return [];
+    var out = { results: [], more: 0, none: "" };
+    if (!index || !q) return out;
     var layers = index.layers.map(function (l) { return l.toLowerCase(); });
-    var unitQuery = q.match(/^([a-z0-9._-]+)\s*[\/#:\s]\s*(\d+)$/);
+    // "7" or "#7": unit 7 of this page's layer, or of every layer on the index
+    var number = q.match(/^#?\s*(\d+)$/);
+    if (number) {
+      var n = parseInt(number[1], 10);
+      var here = currentLayer ? layers.indexOf(currentLayer.toLowerCase()) : -1;
+      if (here !== -1) {
+        if (n < index.sizes[here]) out.results.push(unitResult(index, here, n));
+        else out.none = index.layers[here] + " has units 0–" + (index.sizes[here] - 1);
+      } else {
+        layers.forEach(function (layer, at) {
+          if (n < index.sizes[at]) out.results.push(unitResult(index, at, n));
+        });
+        if (!out.results.length) out.none = "no layer has a unit " + n;
+      }
+      return out;
+    }
+    // "conv3/7", "conv3 7", "conv3#7", "conv3:7"
+    var unitQuery = q.match(/^([a-z0-9._-]+?)\s*(?:[\/#:]|\s)\s*#?(\d+)$/);
     if (unitQuery) {
       var at = layers.indexOf(unitQuery[1]);
       var unit = parseInt(unitQuery[2], 10);
-      if (at !== -1 && unit < index.sizes[at]) {
-        var label = index.layers[at];
-        return [{ href: unitHref(label, unit), text: label + "/" + unit, note: "unit" }];
+      if (at !== -1) {
+        if (unit < index.sizes[at]) out.results.push(unitResult(index, at, unit));
+        else out.none = index.layers[at] + " has units 0–" + (index.sizes[at] - 1);
+        return out;
       }
     }
-    var results = [];
-    layers.forEach(function (layer, at) {
-      if (layer === q) results.push({ href: layerHref(index.layers[at]), text: index.layers[at], note: "layer" });
+    layers.forEach(function (layer, at) {  // "conv3", or "conv" for every conv layer
+      if (layer.indexOf(q) === 0) out.results.push({ href: layerHref(index.layers[at]), text: index.layers[at], note: "layer" });
     });
-    var matched = classMatches(index, q);
-    if (!Object.keys(matched).length) return results;
+    var queryWords = words(q);
+    var matched = classMatches(index, queryWords);
+    var names = Object.keys(matched).map(function (label) { return index.classes[label]; });
     var found = [];
-    index.units.forEach(function (row) {
-      var n = row[5], counts = row[6], hits = 0;
-      if (!n) return;
-      for (var i = 0; i < counts.length; i += 2) if (matched[counts[i]]) hits += counts[i + 1];
-      if (hits) found.push({ layer: index.layers[row[0]], unit: row[1], share: hits / n, top: row[2] });
-    });
+    if (names.length) {
+      index.units.forEach(function (row) {
+        var n = row[5], counts = row[6], hits = 0;
+        if (!n) return;
+        for (var i = 0; i < counts.length; i += 2) if (matched[counts[i]]) hits += counts[i + 1];
+        if (hits) found.push({ layer: index.layers[row[0]], unit: row[1], share: hits / n, top: row[2] });
+      });
+    }
     found.sort(function (a, b) { return b.share - a.share || a.layer.localeCompare(b.layer) || a.unit - b.unit; });
     var mostly = found.filter(function (f) { return f.share >= MOSTLY; });
-    var shown = (mostly.length ? mostly : found).slice(0, LIMIT);
-    return results.concat(shown.map(function (f) {
+    var all = mostly.length ? mostly : found;
+    var what = names.length === 1 ? names[0] : names.length + " classes";
+    out.more = Math.max(0, all.length - LIMIT);
+    out.results = out.results.concat(all.slice(0, LIMIT).map(function (f) {
       var top = f.top >= 0 ? index.classes[f.top] : "";
       return { href: unitHref(f.layer, f.unit), text: f.layer + "/" + f.unit,
-               note: Math.round(100 * f.share) + " % " + query.trim() + (top ? " · top: " + top : "") };
+               note: Math.round(100 * f.share) + " % " + what +
+                     (top && top !== what ? " · top: " + top : "") };
     }));
+    if (!out.results.length) out.none = "no unit or class matches";
+    return out;
   }
 
+  /* The search box is a combobox (ARIA 1.2): the focus stays in the box, ArrowUp/ArrowDown
+   * move a highlight through the listbox of results (wrapping), Enter opens the highlighted
+   * result or the first, Escape or a click outside closes the list. */
   function setupSearch() {
     var input = document.getElementById("search");
     var list = document.getElementById("search-results");
+    var status = document.getElementById("search-status");
     if (!input || !list) return;
     var form = input.form;
-    function show(results) {
+    var currentLayer = document.body.getAttribute("data-layer") || "";
+    var shown = [];   // the results in the list
+    var active = -1;  // the highlighted one
+
+    function setOpen(open) {
+      list.hidden = !open;
+      input.setAttribute("aria-expanded", open ? "true" : "false");
+      if (!open) highlight(-1);
+    }
+
+    function highlight(at) {
+      var options = list.querySelectorAll('[role="option"]:not([aria-disabled])');
+      if (active >= 0 && options[active]) options[active].setAttribute("aria-selected", "false");
+      active = at;
+      if (at >= 0 && options[at]) {
+        options[at].setAttribute("aria-selected", "true");
+        input.setAttribute("aria-activedescendant", options[at].id);
+        options[at].scrollIntoView({ block: "nearest" });
+      } else {
+        active = -1;
+        input.removeAttribute("aria-activedescendant");
+      }
+    }
+
+    function note(li, text, cls) {
+      var span = document.createElement("span");
+      span.className = cls;
+      span.textContent = text;
+      li.appendChild(span);
+    }
+
+    function show(found) {
+      highlight(-1);
       list.textContent = "";
-      results.forEach(function (r) {
+      shown = found.results;
+      shown.forEach(function (r, i) {
         var li = document.createElement("li");
+        li.id = "search-option-" + i;
+        li.setAttribute("role", "option");
+        li.setAttribute("aria-selected", "false");
         var a = document.createElement("a");
         a.href = r.href;
+        a.tabIndex = -1;  // the focus stays in the box; the list is reached with the arrows
         a.textContent = r.text;
         li.appendChild(a);
-        if (r.note) {
-          var note = document.createElement("span");
-          note.className = "muted";
-          note.textContent = " " + r.note;
-          li.appendChild(note);
-        }
+        if (r.note) note(li, " " + r.note, "muted");
         list.appendChild(li);
       });
-      if (!results.length && input.value.trim()) {
-        var none = document.createElement("li");
-        none.className = "muted";
-        none.textContent = "no unit or class matches";
-        list.appendChild(none);
+      var extra = found.more ? found.more + " more — refine the search" : found.none;
+      if (extra) {
+        var li = document.createElement("li");
+        li.className = "muted " + (found.more ? "more" : "none");
+        li.setAttribute("role", "option");
+        li.setAttribute("aria-disabled", "true");
+        li.textContent = extra;
+        list.appendChild(li);
       }
-      list.hidden = !input.value.trim();
+      var n = shown.length;
+      if (status) {
+        status.textContent = !input.value.trim() ? "" :
+          n ? n + (n === 1 ? " result" : " results") + (found.more ? ", " + found.more + " more" : "")
+            : found.none;
+      }
+      setOpen(!!input.value.trim());
     }
-    input.addEventListener("focus", function () { withIndex(function () {}); });
-    input.addEventListener("input", function () {
-      withIndex(function (index) { show(search(index, input.value)); });
+
+    function update() {
+      var query = input.value;
+      withIndex(function (index) {
+        if (input.value === query) show(search(index, query, currentLayer));
+      });
+    }
+
+    function open(result) { if (result) window.location.href = result.href; }
+
+    input.addEventListener("focus", function () {
+      withIndex(function () {});
+      if (input.value.trim() && list.hidden) update();
     });
+    input.addEventListener("input", update);
     form.addEventListener("submit", function (event) {
       event.preventDefault();
-      withIndex(function (index) {
-        var first = search(index, input.value)[0];
-        if (first) window.location.href = first.href;
-      });
+      if (active >= 0 && shown[active]) { open(shown[active]); return; }
+      withIndex(function (index) { open(search(index, input.value, currentLayer).results[0]); });
     });
     input.addEventListener("keydown", function (event) {
-      if (event.key === "Escape") { input.value = ""; show([]); input.blur(); }
+      if (event.altKey || event.ctrlKey || event.metaKey) return;
+      if (event.key === "ArrowDown" || event.key === "ArrowUp") {
+        event.preventDefault();
+        if (list.hidden) { if (input.value.trim()) update(); return; }
+        var n = shown.length;
+        if (!n) return;
+        var down = event.key === "ArrowDown";
+        highlight(active < 0 ? (down ? 0 : n - 1) : (active + (down ? 1 : n - 1)) % n);
+      } else if (event.key === "Escape") {
+        if (!list.hidden) { event.preventDefault(); setOpen(false); }
+        else if (input.value) { event.preventDefault(); input.value = ""; show(search(null, "")); }
+        else input.blur();
+      }
+    });
+    // a click or tap anywhere outside the search closes its results; so does tabbing away
+    document.addEventListener("pointerdown", function (event) {
+      if (!form.contains(event.target)) setOpen(false);
+    });
+    form.addEventListener("focusout", function (event) {
+      if (event.relatedTarget && !form.contains(event.relatedTarget)) setOpen(false);
+    });
+    list.addEventListener("mousemove", function (event) {
+      var li = event.target.closest && event.target.closest('[role="option"]:not([aria-disabled])');
+      if (!li) return;
+      var options = Array.prototype.slice.call(list.querySelectorAll('[role="option"]:not([aria-disabled])'));
+      var at = options.indexOf(li);
+      if (at !== active) highlight(at);
     });
   }
 
-  /* ---- layer page: sort and hide dead units ------------------------------------------- */
+  /* ---- layer page: sort and hide dead units, kept in the URL hash ------------------- */
+
+  function percent(share) {
+    var p = 100 * share;
+    return (p > 0 && p < 1 ? p.toFixed(1) : Math.round(p)) + " %";
+  }
+
+  /* The hash holds the controls' state ("#sort=peak&hide-dead=1"); any other hash is an
+   * anchor ("#unit-17", linked from the unit pages) and means the default order. */
+  function readHash() {
+    var hash = window.location.hash.replace(/^#/, "");
+    var state = { sort: "unit", hideDead: false };
+    if (hash.indexOf("=") === -1) return state;
+    hash.split("&").forEach(function (pair) {
+      var kv = pair.split("=");
+      var value = decodeURIComponent(kv[1] || "");
+      if (kv[0] === "sort") state.sort = value;
+      else if (kv[0] === "hide-dead") state.hideDead = value === "1";
+    });
+    return state;
+  }
 
   function setupLayerControls() {
     var controls = document.querySelector("[data-controls]");
@@ -141,20 +300,71 @@
     if (!controls || !list) return;
     controls.hidden = false;
     var sort = document.getElementById("sort");
-    var hide = document.getElementById("hide-dead");
+    var hide = document.getElementById("hide-dead");  // only when the layer has dead units
+    var items = Array.prototype.slice.call(list.children);
+    function num(li, key) {
+      var v = parseFloat(li.getAttribute("data-" + key));
+      return isNaN(v) ? null : v;
+    }
     var keys = {
-      unit: function (li) { return parseFloat(li.dataset.unit); },
-      peak: function (li) { return -parseFloat(li.dataset.peak); },
-      selectivity: function (li) { return -parseFloat(li.dataset.selectivity); },
-      sparsity: function (li) { return li.classList.contains("dead") ? Infinity : parseFloat(li.dataset.sparsity); }
+      unit: function (li) { return num(li, "unit"); },
+      peak: function (li) { var v = num(li, "peak"); return v === null ? Infinity : -v; },
+      selectivity: function (li) {
+        var v = num(li, "selectivity");
+        return li.classList.contains("dead") || v === null ? Infinity : -v;
+      },
+      sparsity: function (li) {
+        var v = num(li, "sparsity");
+        return li.classList.contains("dead") || v === null ? Infinity : v;
+      }
     };
-    sort.addEventListener("change", function () {
-      var key = keys[sort.value] || keys.unit;
-      var items = Array.prototype.slice.call(list.children);
-      items.sort(function (a, b) { return key(a) - key(b) || keys.unit(a) - keys.unit(b); });
-      items.forEach(function (li) { list.appendChild(li); });
+    // each card shows the value it is sorted by; the peak text is the page's own
+    var labels = {
+      selectivity: function (li) {
+        var v = num(li, "selectivity");
+        return li.classList.contains("dead") || v === null ? "no class" : percent(v) + " one class";
+      },
+      sparsity: function (li) {
+        var v = num(li, "sparsity");
+        return v === null ? "—" : "fires in " + percent(v);
+      }
+    };
+    items.forEach(function (li) {
+      var span = li.querySelector(".peak");
+      if (span) span.setAttribute("data-peak-text", span.textContent);
     });
-    hide.addEventListener("change", function () { list.classList.toggle("hide-dead", hide.checked); });
+
+    function apply(state) {
+      var name = keys[state.sort] ? state.sort : "unit";
+      sort.value = name;
+      var key = keys[name];
+      var order = items.slice().sort(function (a, b) {
+        var x = key(a), y = key(b);
+        return (x < y ? -1 : x > y ? 1 : 0) || keys.unit(a) - keys.unit(b);
+      });
+      // move cards only when the order changes (so an anchor's scroll position stays put)
+      var moved = order.some(function (li, i) { return list.children[i] !== li; });
+      order.forEach(function (li) {
+        if (moved) list.appendChild(li);
+        var span = li.querySelector(".peak");
+        if (span) span.textContent = labels[name] ? labels[name](li) : span.getAttribute("data-peak-text");
+      });
+      if (hide) hide.checked = state.hideDead;
+      list.classList.toggle("hide-dead", !!(hide && state.hideDead));
+    }
+
+    function save() {
+      var parts = [];
+      if (sort.value !== "unit") parts.push("sort=" + encodeURIComponent(sort.value));
+      if (hide && hide.checked) parts.push("hide-dead=1");
+      // a new history entry, so Back returns to the previous order (hashchange applies it)
+      window.location.hash = parts.join("&");
+    }
+
+    sort.addEventListener("change", save);
+    if (hide) hide.addEventListener("change", save);
+    window.addEventListener("hashchange", function () { apply(readHash()); });
+    apply(readHash());
   }
 
   /* ---- keyboard: arrows follow rel=prev/next, "/" focuses the search ---------------- */

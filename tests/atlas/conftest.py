@@ -1,0 +1,118 @@
+"""Browser fixtures of the atlas tests: a headless Chromium, pages that record errors and block
+the network, and the tiny demo's atlas from file:// or under a URL prefix of a local server."""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import threading
+from collections.abc import Callable, Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: `apt-get install -y chromium` (.ci/run does)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield browser
+        browser.close()
+
+
+class Watched:
+    """A page whose console errors, page errors, failed and non-local requests are recorded."""
+
+    def __init__(self, browser, allowed_prefix: str, **options) -> None:
+        options = {"viewport": {"width": 1280, "height": 900}, **options}
+        self.context = browser.new_context(service_workers="block", **options)
+        self.problems: list[str] = []
+        self.blocked: list[str] = []
+
+        def route(route) -> None:
+            if route.request.url.startswith(allowed_prefix):
+                route.continue_()
+            else:
+                self.blocked.append(route.request.url)
+                route.abort()
+
+        self.context.route("**/*", route)
+        self.page = self.context.new_page()
+        self.page.on("console", lambda message: message.type == "error"
+                     and self.problems.append(f"console: {message.text}"))
+        self.page.on("pageerror", lambda error: self.problems.append(f"page error: {error}"))
+        self.page.on("requestfailed", self._failed)
+
+    def _failed(self, request) -> None:
+        # the browser asks for the tab's icon after the load event; leaving the page at once
+        # cancels that, which is no fault of the page
+        if request.url.endswith("/favicon.svg") and request.failure == "net::ERR_ABORTED":
+            return
+        self.problems.append(f"failed: {request.url} {request.failure}")
+
+    def open(self, url: str) -> None:
+        self.page.goto(url)
+        self.page.wait_for_load_state("load")
+
+    def load_every_image(self) -> int:
+        """Scroll through the page so lazy images load; return how many images it has."""
+        page = self.page
+        height = page.evaluate("document.body.scrollHeight")
+        for y in range(0, height + 900, 700):
+            page.evaluate(f"window.scrollTo(0, {y})")
+            page.wait_for_timeout(30)
+        page.wait_for_function("[...document.images].every(i => i.complete && i.naturalWidth > 0)",
+                               timeout=20_000)
+        return page.evaluate("document.images.length")
+
+    def close(self) -> None:
+        self.context.close()
+
+
+@pytest.fixture
+def atlas(tiny_run) -> Path:
+    return tiny_run / "reports" / "tiny"
+
+
+@pytest.fixture
+def watched(browser, atlas) -> Iterator[Watched]:
+    page = Watched(browser, atlas.as_uri())
+    yield page
+    page.close()
+
+
+@pytest.fixture
+def watch(browser) -> Iterator[Callable[..., Watched]]:
+    """Open watched pages allowing ``prefix`` (more context options: viewport, color_scheme…);
+    they are closed after the test."""
+    opened: list[Watched] = []
+
+    def open_watched(prefix: str, **options) -> Watched:
+        opened.append(Watched(browser, prefix, **options))
+        return opened[-1]
+
+    yield open_watched
+    for watched in opened:
+        watched.close()
+
+
+@pytest.fixture
+def served(atlas, tmp_path) -> Iterator[str]:
+    """The atlas copied to ``/team/atlas/`` of a local HTTP server; yields that URL."""
+    shutil.copytree(atlas, tmp_path / "www" / "team" / "atlas")
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tmp_path / "www"))
+    handler.log_message = lambda *args: None
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/team/atlas/"
+    server.shutdown()
+    server.server_close()
