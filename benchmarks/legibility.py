@@ -61,8 +61,12 @@ def projection_cells(tile: np.ndarray, grid: int = 3, gutter: int = 2, gap: int 
     grid_w = (width - gap) // 2
     cw = (grid_w - (grid - 1) * gutter) // grid
     ch = (height - (grid - 1) * gutter) // grid
-    return [tile[r * (ch + gutter): r * (ch + gutter) + ch, c * (cw + gutter): c * (cw + gutter) + cw]
-            for r in range(grid) for c in range(grid)]
+    cells = []
+    for r in range(grid):
+        for c in range(grid):
+            y, x = r * (ch + gutter), c * (cw + gutter)
+            cells.append(tile[y:y + ch, x:x + cw])
+    return cells
 
 
 def stored_projections(group) -> np.ndarray:

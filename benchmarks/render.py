@@ -170,15 +170,19 @@ def write_projections(run: Path, live: dict[str, np.ndarray], positions: dict[st
     import zarr
 
     root = zarr.open_group(run / "projections.zarr", mode="w")
-    root.attrs.update({"method": "deconvnet", "top_k": TOP_K, "image_size": IMAGE_SIZE,
+    root.attrs.update({"methods": ["deconvnet"], "top_k": TOP_K, "image_size": IMAGE_SIZE,
                        "device": "cuda"})
-    for label, module, channels, _, (size, jump, first) in LAYERS:
+    for label, module, channels, side, (size, jump, first) in LAYERS:
         tile = min(size, IMAGE_SIZE)
         group = root.create_group(label)
+        top = first + size / 2 - jump / 2
         group.attrs.update({"module": module, "tile": [tile, tile],
-                            "receptive_field": [size, size]})
-        projections = np.full((channels, TOP_K, tile, tile, 3), GREY, np.uint8)
-        patches = np.full_like(projections, GREY)
+                            "receptive_field": [size, size], "methods": ["deconvnet"],
+                            "map_extent": [top, top, top + jump * side, top + jump * side]})
+        projections = np.zeros((1, channels, TOP_K, tile, tile, 3), np.float16)
+        scales = np.zeros((1, channels, TOP_K), np.float32)
+        patches = np.full((channels, TOP_K, tile, tile, 3), GREY, np.uint8)
+        maps = np.zeros((channels, TOP_K, side, side), np.float32)
         boxes = np.full((channels, TOP_K, 4), -1, np.int32)
         thumbs = np.full((channels, TOP_K, THUMB, THUMB, 3), GREY, np.uint8)
         units = np.flatnonzero(live[label])
@@ -192,16 +196,28 @@ def write_projections(run: Path, live: dict[str, np.ndarray], positions: dict[st
             lefts = first + yx[u, r, 1] * jump
             mask = inside_image(tops, lefts, tile)
             n = len(part)
-            projections[u, r] = np.where(mask, to_uint8(projection_like(rng, n, tile)), GREY)
+            values = np.where(mask, projection_like(rng, n, tile) - GREY, 0.0)
+            peak = np.abs(values).reshape(n, -1).max(axis=1)
+            projections[0, u, r] = values / peak[:, None, None, None]
+            scales[0, u, r] = peak
             patches[u, r] = np.where(mask, to_uint8(natural(rng, n, tile)), GREY)
             boxes[u, r] = np.stack([tops, lefts, tops + size, lefts + size], axis=1)
         for start in range(0, len(cells), 512):
             part = np.asarray(cells[start:start + 512])
             thumbs[part[:, 0], part[:, 1]] = to_uint8(natural(rng, len(part), THUMB, detail=28.0))
-        for name, values in (("projections", projections), ("patches", patches),
-                             ("boxes", boxes), ("thumbs", thumbs)):
+        # activation maps: a bump at the ranked position over weak background activity
+        grid = np.arange(side)
+        for unit, rank in cells:
+            y, x = yx[unit, rank]
+            bump = np.exp(-((grid[:, None] - y) ** 2 + (grid[None, :] - x) ** 2) / 4.0)
+            maps[unit, rank] = bump + np.maximum(rng.normal(0, 0.15, (side, side)), 0)
+        for name, values in (("projections", projections), ("projection_scale", scales),
+                             ("patches", patches), ("boxes", boxes), ("thumbs", thumbs),
+                             ("maps", maps)):
+            chunks = (1, 1, *values.shape[2:]) if name.startswith("projection") \
+                else (1, *values.shape[1:])
             array = group.create_array(name, shape=values.shape, dtype=values.dtype,
-                                       chunks=(1, *values.shape[1:]))
+                                       chunks=chunks)
             array[:] = values
         print(f"  projections {label}: {len(units)} live units, tiles {tile} px", flush=True)
 

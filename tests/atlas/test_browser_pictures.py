@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from test_browser import Watched, atlas, browser, served, watched  # noqa: F401 (fixtures)
 
 from pipeline.atlas.gather import dominant_class
 
@@ -17,30 +16,31 @@ def _units(tiny_run) -> pd.DataFrame:
 
 @pytest.mark.parametrize(("width", "height", "scheme"),
                          [(1440, 900, "light"), (390, 844, "dark")])
-def test_index_opens_with_a_strip_of_pictures_per_layer(browser, atlas, width, height,  # noqa: F811
+def test_index_opens_with_a_strip_of_pictures_per_layer(watch, atlas, served, width, height,
                                                         scheme):
-    context = browser.new_context(viewport={"width": width, "height": height},
-                                  is_mobile=width < 600, color_scheme=scheme)
-    page = context.new_page()
-    page.goto((atlas / "index.html").as_uri())
-    page.wait_for_function("[...document.images].every(i => i.complete && i.naturalWidth > 0)")
-    strips = page.locator(".strip")
-    assert strips.count() == 5  # one per layer
-    first = page.locator(".strip-tiles img").first.bounding_box()
-    assert first["y"] + first["height"] <= height, "the first picture is below the fold"
-    # the pictures come before the model, data and run cards
-    cards = page.locator(".cards").bounding_box()
-    assert cards["y"] > first["y"]
-    # every strip's pictures link to units of its layer; no horizontal scroll of the page
-    for i in range(5):
-        hrefs = strips.nth(i).locator(".strip-tiles li:not(.strip-more) a").evaluate_all(
-            "els => els.map(e => e.getAttribute('href'))")
-        assert hrefs and all(h.startswith(f"units/conv{i + 1}/") for h in hrefs)
-    assert page.evaluate("document.documentElement.scrollWidth") <= width
-    context.close()
+    for base in (atlas.as_uri() + "/", served):
+        watched = watch(base, viewport={"width": width, "height": height},
+                        is_mobile=width < 600, color_scheme=scheme)
+        page = watched.page
+        watched.open(base + "index.html")
+        page.wait_for_function(
+            "[...document.images].every(i => i.complete && i.naturalWidth > 0)")
+        strips = page.locator(".strip")
+        assert strips.count() == 5  # one per layer
+        first = page.locator(".strip-tiles img").first.bounding_box()
+        assert first["y"] + first["height"] <= height, "the first picture is below the fold"
+        # the pictures come before the model, data and run cards
+        assert page.locator(".cards").bounding_box()["y"] > first["y"]
+        # every strip's pictures link to units of its layer; no horizontal scroll of the page
+        for i in range(5):
+            hrefs = strips.nth(i).locator(".strip-tiles li:not(.strip-more) a").evaluate_all(
+                "els => els.map(e => e.getAttribute('href'))")
+            assert hrefs and all(h.startswith(f"units/conv{i + 1}/") for h in hrefs)
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+        assert watched.problems == [] and watched.blocked == []
 
 
-def test_cards_name_a_class_only_when_it_dominates(watched, atlas, tiny_run):  # noqa: F811
+def test_cards_name_a_class_only_when_it_dominates(watched, atlas, tiny_run):
     units = _units(tiny_run)
     n_classes = len(pd.read_parquet(tiny_run / "runs" / "tiny" / "classes.parquet"))
     classes = pd.read_parquet(tiny_run / "runs" / "tiny" / "classes.parquet")["name"].tolist()
@@ -63,7 +63,7 @@ def test_cards_name_a_class_only_when_it_dominates(watched, atlas, tiny_run):  #
     assert watched.problems == []
 
 
-def test_layer_one_shows_each_filter_once_and_a_linked_filter_grid(watched, atlas):  # noqa: F811
+def test_layer_one_shows_each_filter_once_and_a_linked_filter_grid(watched, atlas):
     page = watched.page
     watched.open((atlas / "layers" / "conv1.html").as_uri())
     links = page.locator(".filter-grid a")
@@ -80,7 +80,7 @@ def test_layer_one_shows_each_filter_once_and_a_linked_filter_grid(watched, atla
     assert watched.problems == [] and watched.blocked == []
 
 
-def test_unit_page_overlays_the_activation_map_on_each_image(watched, atlas):  # noqa: F811
+def test_unit_page_overlays_the_activation_map_on_each_image(watched, atlas):
     watched.open((atlas / "units" / "conv3" / "4.html").as_uri())
     watched.load_every_image()
     page = watched.page
@@ -99,7 +99,7 @@ def test_unit_page_overlays_the_activation_map_on_each_image(watched, atlas):  #
     assert watched.problems == [] and watched.blocked == []
 
 
-def test_patch_is_dropped_when_the_field_covers_the_whole_image(watched, atlas):  # noqa: F811
+def test_patch_is_dropped_when_the_field_covers_the_whole_image(watched, atlas):
     # conv5's receptive field (83 px) is larger than the 64 px input: its patch is the image
     watched.open((atlas / "units" / "conv5" / "2.html").as_uri())
     assert watched.page.locator(".trio .patch").count() == 0
@@ -109,9 +109,9 @@ def test_patch_is_dropped_when_the_field_covers_the_whole_image(watched, atlas):
         ".top-image").count()
 
 
-def test_methods_switch_on_unit_pages(browser, atlas, served):  # noqa: F811
+def test_methods_switch_on_unit_pages(watch, atlas, served):
     for base in (atlas.as_uri() + "/", served):
-        check = Watched(browser, base)
+        check = watch(base)
         page = check.page
         check.open(base + "units/conv4/6.html")
         check.load_every_image()
@@ -127,4 +127,36 @@ def test_methods_switch_on_unit_pages(browser, atlas, served):  # noqa: F811
         sources = first.locator("img").evaluate_all("els => els.map(e => e.src)")
         assert len(set(sources)) == 3  # three different pictures
         assert check.problems == [] and check.blocked == []
-        check.close()
+
+
+def test_a_click_shows_a_picture_alone_at_full_resolution(watched, atlas):
+    watched.open((atlas / "units" / "conv3" / "4.html").as_uri())
+    watched.load_every_image()
+    page = watched.page
+    for selector in (".trio > .proj.first", ".trio > .patch", ".trio > .thumb-wrap"):
+        cell = page.locator(selector).first
+        stored = cell.evaluate("e => +(e.dataset.w || e.querySelector('.crop').dataset.w)")
+        cell.click()
+        zoomed = page.locator(".zoom .zoomed")
+        zoomed.wait_for()
+        box = zoomed.bounding_box()
+        factor = box["width"] / stored
+        # a whole enlargement of the stored pixels, as large as the window allows
+        assert factor >= 1 and abs(factor - round(factor)) < 1e-6
+        assert box["width"] <= 1280 and box["height"] <= 900
+        assert (round(factor) + 1) * stored > 0.92 * 1280 or \
+            (round(factor) + 1) * box["height"] / factor > 0.8 * 900
+        if selector.endswith("thumb-wrap"):  # the map and the field come along
+            assert page.locator(".zoom .heat img").count() == 1
+            assert page.locator(".zoom .rf-box").count() == 1
+        page.keyboard.press("Escape")
+        assert page.locator(".zoom").count() == 0
+    # by keyboard too; arrows do not leave the page while a picture is open
+    page.locator(".trio > .patch").nth(1).focus()
+    page.keyboard.press("Enter")
+    page.locator(".zoom").wait_for()
+    page.keyboard.press("ArrowRight")
+    assert page.url.endswith("/units/conv3/4.html")
+    page.locator(".zoom").click()
+    assert page.locator(".zoom").count() == 0
+    assert watched.problems == [] and watched.blocked == []

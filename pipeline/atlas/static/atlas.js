@@ -367,11 +367,78 @@
     apply(readHash());
   }
 
+  /* ---- unit page: click a picture for its full resolution -------------------------------- */
+
+  /* Every cell is a rectangle of a sheet image scaled to its card. Clicking one shows it alone,
+   * enlarged by the largest whole factor that fits the window (at least its stored size, each
+   * stored pixel a sharp square), with the activation map and receptive field if it has them. */
+  function setupZoom() {
+    var cells = document.querySelectorAll(".trio > .crop, .trio > .thumb-wrap, .unit-filter .crop");
+    if (!cells.length) return;
+    var opener = null;
+
+    function close() {
+      var open = document.querySelector(".zoom");
+      if (open) open.remove();
+      if (opener) opener.focus();
+      opener = null;
+    }
+
+    function show(cell) {
+      var source = cell.classList.contains("thumb-wrap") ? cell.querySelector(".crop") : cell;
+      var w = +source.dataset.w, h = +source.dataset.h;
+      if (!w || !h) return;
+      var factor = Math.max(1, Math.floor(Math.min(0.92 * window.innerWidth / w,
+                                                    0.8 * window.innerHeight / h)));
+      var overlay = document.createElement("div");
+      overlay.className = "zoom";
+      overlay.setAttribute("role", "dialog");
+      overlay.setAttribute("aria-modal", "true");
+      var image = source.querySelector("img");
+      overlay.setAttribute("aria-label", (image && image.alt) || "picture");
+      var copy = cell.cloneNode(true);
+      copy.removeAttribute("tabindex");
+      copy.removeAttribute("role");
+      copy.classList.add("zoomed");
+      copy.style.width = (w * factor) + "px";
+      var caption = document.createElement("p");
+      caption.textContent = ((image && image.alt) || "") + " · " + w + " × " + h +
+        " px stored, shown × " + factor + " · click or Esc to close";
+      var button = document.createElement("button");
+      button.type = "button";
+      button.className = "zoom-close";
+      button.textContent = "Close";
+      overlay.appendChild(copy);
+      overlay.appendChild(caption);
+      overlay.appendChild(button);
+      overlay.addEventListener("click", close);
+      document.body.appendChild(overlay);
+      opener = cell;
+      button.focus();
+    }
+
+    Array.prototype.forEach.call(cells, function (cell) {
+      cell.setAttribute("tabindex", "0");
+      cell.setAttribute("role", "button");
+      cell.addEventListener("click", function () { show(cell); });
+      cell.addEventListener("keydown", function (event) {
+        if (event.key === "Enter" || event.key === " ") { event.preventDefault(); show(cell); }
+      });
+    });
+    document.addEventListener("keydown", function (event) {
+      if (event.key === "Escape" && document.querySelector(".zoom")) {
+        event.preventDefault();
+        close();
+      }
+    }, true);
+  }
+
   /* ---- keyboard: arrows follow rel=prev/next, "/" focuses the search ---------------- */
 
   function setupKeys() {
     document.addEventListener("keydown", function (event) {
       if (event.altKey || event.ctrlKey || event.metaKey) return;  // Shift may type "/"
+      if (document.querySelector(".zoom")) return;  // an enlarged picture is open
       var target = event.target;
       if (target && (target.isContentEditable || /^(INPUT|SELECT|TEXTAREA)$/.test(target.tagName))) return;
       var rel = event.shiftKey ? null : { ArrowRight: "next", ArrowLeft: "prev" }[event.key];
@@ -387,5 +454,6 @@
 
   setupSearch();
   setupLayerControls();
+  setupZoom();
   setupKeys();
 })();
