@@ -84,8 +84,15 @@ class TrainConfig:
     enabled: bool = option(False, "train the model in this run (otherwise load it)")
     epochs: int = option(10, "passes over the training images")
     batch_size: int = option(32, "images per optimisation step")
-    lr: float = option(1e-3, "peak learning rate of AdamW (warm-up, then cosine decay)")
+    optimizer: str = option("adamw", "'adamw', or 'sgd' with momentum as in the paper (smoother "
+                            "first-layer filters)", choices=("adamw", "sgd"))
+    momentum: float = option(0.9, "momentum of 'sgd'")
+    lr: float = option(1e-3, "peak learning rate (warm-up, then cosine decay)")
     weight_decay: float = option(5e-4, "L2 weight decay")
+    filter_radius: float = option(0.0, "after each step, scale every conv filter whose RMS "
+                                  "exceeds this back to it, as in the paper (0.1); 0 = off")
+    first_init_scale: float = option(1.0, "factor on the first conv's initial weights; small "
+                                     "values leave no init noise in the learned filters")
     seed: int = option(0, "seed of initialisation and shuffling")
     device: str = option("auto", "'auto' (cuda, then mps, then cpu), or a torch device string")
 
@@ -211,6 +218,9 @@ def _validate(workflow: Workflow, path: Path) -> Workflow:
     if workflow.dask.shards < 0:
         raise ConfigError(f"{path}: dask.shards must be 0 (one per worker) or more, "
                           f"got {workflow.dask.shards}")
+    if workflow.train.filter_radius < 0 or workflow.train.first_init_scale <= 0:
+        raise ConfigError(f"{path}: train.filter_radius must be >= 0 and "
+                          f"train.first_init_scale > 0")
     if len(workflow.model.mean) != 3 or len(workflow.model.std) != 3:
         raise ConfigError(f"{path}: model.mean and model.std need 3 values (R, G, B)")
     return workflow

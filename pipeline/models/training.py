@@ -1,11 +1,15 @@
 """Training and evaluating a classifier, resumable at epoch boundaries.
 
-The optimiser is AdamW (fast and robust from scratch without batch norm) and the learning
-rate is a pure function of the global step (linear warm-up, then cosine decay to zero), so a
-run resumed from an epoch checkpoint follows the same schedule as an uninterrupted one. Each
-epoch also reseeds torch's global generator from ``(torch.initial_seed(), epoch)``: with the
-caller's ``torch.manual_seed(seed)`` before both runs, shuffling and dropout of a resumed run
-match the uninterrupted run.
+The optimiser is AdamW (fast and robust from scratch without batch norm) or, as in Zeiler &
+Fergus, SGD with momentum: Adam's per-weight step normalisation whitens the first layer's
+updates, so its filters stay speckled, while SGD's updates follow the (smooth) image
+statistics. Optionally every conv filter is renormalised to a fixed RMS radius after each step,
+as in the paper, which keeps single filters from dominating and lets weight decay shrink unused
+ones. The learning rate is a pure function of the global step (linear warm-up, then cosine
+decay to zero), so a run resumed from an epoch checkpoint follows the same schedule as an
+uninterrupted one. Each epoch also reseeds torch's global generator from
+``(torch.initial_seed(), epoch)``: with the caller's ``torch.manual_seed(seed)`` before both
+runs, shuffling and dropout of a resumed run match the uninterrupted run.
 """
 
 from __future__ import annotations
@@ -32,6 +36,43 @@ def learning_rate(step: int, total_steps: int, peak: float) -> float:
         return peak * (step + 1) / warmup
     progress_ = (step - warmup) / max(1, total_steps - warmup)
     return peak * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress_)))
+
+
+def make_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float,
+                   momentum: float = 0.9) -> torch.optim.Optimizer:
+    """AdamW (decoupled weight decay) or SGD with momentum and L2 weight decay."""
+    if name == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum,
+                               weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}; use 'adamw' or 'sgd'")
+
+
+@torch.no_grad()
+def renormalise_filters(model: nn.Module, radius: float) -> None:
+    """Scale every conv filter (one output channel) whose RMS exceeds ``radius`` back to it.
+
+    Zeiler & Fergus (2013, sec. 3) do this after each step so that no first-layer filter grows
+    to dominate the input; filters inside the radius are left alone.
+    """
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            weight = module.weight
+            rms = weight.pow(2).mean(dim=(1, 2, 3), keepdim=True).sqrt()
+            weight.mul_(torch.clamp(radius / rms.clamp_min(1e-12), max=1.0))
+
+
+@torch.no_grad()
+def scale_first_conv(model: nn.Module, factor: float) -> None:
+    """Multiply the first convolution's weights by ``factor`` (before training).
+
+    Its random init is white noise, and whatever of it survives training shows as speckle in
+    the filters and in every deconvnet projection; a small init leaves only learned structure.
+    """
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    if first is not None:
+        first.weight.mul_(factor)
 
 
 def _epoch_seed(base_seed: int, epoch: int) -> int:
@@ -61,6 +102,9 @@ def train_classifier(
     lr: float,
     weight_decay: float,
     device: torch.device,
+    optimizer: str = "adamw",
+    momentum: float = 0.9,
+    filter_radius: float = 0.0,
     start_epoch: int = 0,
     optimizer_state: dict | None = None,
     on_epoch_end: Callable[[int, dict], None] | None = None,
@@ -71,12 +115,14 @@ def train_classifier(
     so far (the ``start_epoch`` to resume from) and ``metrics`` holding ``epoch`` (= done),
     ``train_loss``, ``val_accuracy``, ``lr`` and ``optimizer_state``. To resume, load the
     model weights, then pass ``start_epoch`` and ``optimizer_state`` from that checkpoint.
+    ``optimizer`` is 'adamw' or 'sgd' (with ``momentum``); ``filter_radius`` > 0 renormalises
+    conv filters after each step (see :func:`renormalise_filters`).
     Returns the metrics of the last epoch (or just the validation accuracy if none was left).
     """
     model.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    optim = make_optimizer(model, optimizer, lr, weight_decay, momentum)
     if optimizer_state is not None:
-        optimizer.load_state_dict(optimizer_state)
+        optim.load_state_dict(optimizer_state)
     steps_per_epoch = len(train_loader)  # type: ignore[arg-type]
     total_steps = epochs * steps_per_epoch
     base_seed = torch.initial_seed()  # read once: manual_seed below would change it
@@ -89,21 +135,23 @@ def train_classifier(
                            total=steps_per_epoch, unit="batch")
         for i, (images, labels, *_) in enumerate(batches):
             step_lr = learning_rate(epoch * steps_per_epoch + i, total_steps, lr)
-            for group in optimizer.param_groups:
+            for group in optim.param_groups:
                 group["lr"] = step_lr
             images, labels = images.to(device), labels.to(device)
             loss = F.cross_entropy(model(images), labels)
-            optimizer.zero_grad(set_to_none=True)
+            optim.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
+            optim.step()
+            if filter_radius > 0:
+                renormalise_filters(model, filter_radius)
             loss_sum += loss.item() * len(labels)
             seen += len(labels)
         metrics = {"epoch": epoch + 1, "train_loss": loss_sum / max(1, seen), "lr": step_lr}
         metrics["val_accuracy"] = evaluate(model, val_loader, device)
-        metrics["optimizer_state"] = optimizer.state_dict()
+        metrics["optimizer_state"] = optim.state_dict()
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, metrics)
     if "val_accuracy" not in metrics:
         metrics["val_accuracy"] = evaluate(model, val_loader, device)
-        metrics["optimizer_state"] = optimizer.state_dict()
+        metrics["optimizer_state"] = optim.state_dict()
     return metrics

@@ -29,13 +29,14 @@ def train(ctx: StageContext) -> None:
     from pipeline.device import resolve_device
     from pipeline.models.loading import build_model
     from pipeline.models.preprocessing import preprocessing
-    from pipeline.models.training import train_classifier
+    from pipeline.models.training import scale_first_conv, train_classifier
 
     workflow, layout, spec = ctx.workflow, ctx.layout, ctx.workflow.train
     device = resolve_device(spec.device)
     classes = pd.read_parquet(layout.classes)
     torch.manual_seed(spec.seed)
     model = build_model(workflow, num_classes=len(classes)).to(device)
+    scale_first_conv(model, spec.first_init_scale)  # a resumed run loads its weights over it
     transform = preprocessing(workflow).transform()
     train_manifest = pd.read_parquet(layout.train_manifest)
     val_manifest = pd.read_parquet(layout.manifest)
@@ -60,7 +61,9 @@ def train(ctx: StageContext) -> None:
 
     metrics = train_classifier(model, train_loader, val_loader, epochs=spec.epochs, lr=spec.lr,
                                weight_decay=spec.weight_decay, device=device,
-                               start_epoch=start_epoch, optimizer_state=optimizer_state,
+                               optimizer=spec.optimizer, momentum=spec.momentum,
+                               filter_radius=spec.filter_radius, start_epoch=start_epoch,
+                               optimizer_state=optimizer_state,
                                on_epoch_end=save_checkpoint)
     torch.save(model.state_dict(), ctx.output(layout.model))
     summary = {key: value for key, value in metrics.items() if key != "optimizer_state"}

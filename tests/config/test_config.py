@@ -88,6 +88,12 @@ def test_imagefolder_needs_a_root_and_data_flag_supplies_it(write_workflow):
     assert load_workflow(path, data_root="/somewhere/val").data.root == "/somewhere/val"
 
 
+def test_negative_filter_radius_is_refused(write_workflow):
+    path = write_workflow(MINIMAL + "[train]\nfilter_radius = -0.1\n")
+    with pytest.raises(ConfigError, match="filter_radius"):
+        load_workflow(path)
+
+
 def test_every_option_is_documented():
     rows = describe()
     assert {"model.name", "data.synthetic.seed", "deconv.methods"} <= {row[0] for row in rows}

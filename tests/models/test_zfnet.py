@@ -128,3 +128,31 @@ def test_learning_rate_schedule_is_a_function_of_the_step() -> None:
     assert rates[0] < rates[4] == pytest.approx(1e-3)  # warm-up over 5 % of the steps
     assert all(a >= b for a, b in zip(rates[4:], rates[5:], strict=False))
     assert rates[-1] < 1e-5
+
+
+def test_filter_renormalisation_caps_only_filters_beyond_the_radius() -> None:
+    from pipeline.models.training import renormalise_filters
+
+    conv = nn.Conv2d(3, 2, 3)
+    with torch.no_grad():
+        conv.weight[0].fill_(0.5)  # RMS 0.5: scaled back to the radius
+        conv.weight[1].fill_(0.01)  # inside the radius: untouched
+    renormalise_filters(nn.Sequential(conv), radius=0.1)
+    rms = conv.weight.detach().pow(2).mean(dim=(1, 2, 3)).sqrt()
+    assert rms[0].item() == pytest.approx(0.1) and rms[1].item() == pytest.approx(0.01)
+
+
+def test_sgd_with_filter_radius_learns_and_keeps_filters_inside_it() -> None:
+    from pipeline.models.training import scale_first_conv, train_classifier
+
+    torch.manual_seed(11)
+    model = get_model("zfnet_small", num_classes=3, image_size=32)
+    scale_first_conv(model, 0.02)
+    train, val = _tiny_loaders()
+    metrics = train_classifier(model, train, val, epochs=10, lr=2e-2, weight_decay=5e-3,
+                               device=torch.device("cpu"), optimizer="sgd", filter_radius=0.1)
+    assert metrics["val_accuracy"] >= 0.9
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            rms = module.weight.detach().pow(2).mean(dim=(1, 2, 3)).sqrt()
+            assert rms.max().item() <= 0.1 + 1e-6
