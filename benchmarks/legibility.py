@@ -5,8 +5,9 @@
   removed, averaged over every stored projection of the layer. White noise gives about 0.80;
   natural image patches 0.05-0.15. The same figure is given for the first convolution's
   filters (``filters``), since every projection ends by filtering with them.
-- ``grey``: the share of the *shipped* projection pixels (the left 3x3 grid of every tile image
-  of ``reports/<name>/tiles/<layer>/``) whose three channels are all within +-16 of mid-grey 128.
+- ``grey``: the share of the *shipped* projection pixels (the left 3x3 grid of every unit's tile
+  image ``reports/<name>/tiles/<layer>/NNNN.*``, first method) whose three channels are all
+  within +-16 of mid-grey 128. Layer 1's tiles show the filter instead of projections.
 
 Reads a finished run (``runs/<name>/projections.zarr``, ``model.pt`` or the workflow's
 checkpoint, and the atlas's tiles); prints a table and, with ``--json``, writes the figures.
@@ -111,7 +112,9 @@ def measure(workflow_path: Path, base: Path) -> dict:
     order = zarr.open_group(layout.activations, mode="r").attrs["layers"]
     for label in [name for name in order if name in store]:
         figures = {"hf": high_frequency_share(stored_projections(store[label]))}
-        tiles = sorted((layout.report_dir / "tiles" / label).glob("*.*"))
+        # unit tiles only (0012.jpg), not the further methods' grids (0012-guided.jpg)
+        tiles = sorted(path for path in (layout.report_dir / "tiles" / label).glob("*.*")
+                       if path.stem.isdigit())
         cells = [cell for path in tiles
                  for cell in projection_cells(np.asarray(Image.open(path).convert("RGB")))]
         if cells:

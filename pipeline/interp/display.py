@@ -2,16 +2,22 @@
 
 The paper contrast-normalises every projection on its own before showing it. Projections are
 signed (negative evidence matters as much as positive), so zero is shown as mid-grey 128 and
-values are scaled symmetrically, all channels together (which keeps the projection's hue):
+values are scaled symmetrically, all channels by the same scale:
 
-    shown = 128 + 127 * clip(p / s, -1, 1),   s = the CLIP_PERCENTILE-th percentile of |p|
+    v = clip(p / s, -1, 1),   s = the CLIP_PERCENTILE-th percentile of |p|
+    shown = 128 + 127 * sign(v) * |v| ** GAMMA
 
 over every value of that projection (all pixels, all channels). Scaling by the single largest
 value lets a few extreme pixels leave everything else grey; the percentile ignores them, and
-the few values above it saturate. When that percentile is zero (a projection with very few
-non-zero values) the largest value is used instead. An all-zero projection (a dead unit) is
-uniform grey; non-finite values count as zero. The projection itself is never changed: this is
-only how it is shown, and ``projections.zarr`` keeps the exact values.
+the few values above it saturate. A projection is sparse: its strongest values sit where the
+unit looked, and the weaker structure around them (the rest of the edge, the stripes beside)
+falls within a few grey levels of mid-grey when shown linearly. The signed square root
+(GAMMA = 0.5) lifts that structure (on the demo, pixels within +-16 of grey: 65-73 % linear,
+36-42 % with it) while keeping zero grey, the sign and the order of values. When the
+percentile is zero (a projection with very few non-zero values) the largest value is used
+instead. An all-zero projection (a dead unit) is uniform grey; non-finite values count as zero.
+The projection itself is never changed: this is only how it is shown, and ``projections.zarr``
+keeps the exact values.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import numpy as np
 
 GREY = 128
 CLIP_PERCENTILE = 99.0
+GAMMA = 0.5
 
 
 def display_scale(projection: np.ndarray, percentile: float = CLIP_PERCENTILE) -> float:
@@ -32,11 +39,15 @@ def display_scale(projection: np.ndarray, percentile: float = CLIP_PERCENTILE) -
     return scale if scale > 0 else float(magnitude.max())
 
 
-def to_display(projection_hwc: np.ndarray, percentile: float = CLIP_PERCENTILE) -> np.ndarray:
-    """uint8 image of the same shape: ``128 + 127 * clip(p / s, -1, 1)`` (module doc)."""
+def to_display(projection_hwc: np.ndarray, percentile: float = CLIP_PERCENTILE,
+               gamma: float = GAMMA) -> np.ndarray:
+    """uint8 image of the same shape: ``128 + 127 * sign(v) * |v| ** gamma`` with
+    ``v = clip(p / s, -1, 1)`` (module doc)."""
     p = np.nan_to_num(np.asarray(projection_hwc, dtype=np.float64), nan=0.0, posinf=0.0,
                       neginf=0.0)
     scale = display_scale(p, percentile)
     if scale == 0.0:
         return np.full(p.shape, GREY, dtype=np.uint8)
-    return np.clip(np.rint(GREY + 127.0 * np.clip(p / scale, -1.0, 1.0)), 0, 255).astype(np.uint8)
+    v = np.clip(p / scale, -1.0, 1.0)
+    shown = GREY + 127.0 * np.sign(v) * np.abs(v) ** gamma
+    return np.clip(np.rint(shown), 0, 255).astype(np.uint8)

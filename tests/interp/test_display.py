@@ -17,28 +17,39 @@ def test_zero_projection_is_uniform_grey() -> None:
 
 def test_symmetric_stretch_with_zero_at_grey() -> None:
     p = np.array([[[-2.0, 0.0, 1.0], [0.5, 2.0, -1.0]]])
-    out = to_display(p, percentile=100)
+    out = to_display(p, percentile=100, gamma=1)
     assert out.tolist() == [[[1, 128, 192], [160, 255, 64]]]
+
+
+def test_signed_square_root_lifts_weak_values_keeping_sign_and_order() -> None:
+    p = np.array([[[-2.0, 0.0, 0.5], [0.02, 2.0, -0.125]]])
+    out = to_display(p, percentile=100)  # v = p / 2; shown = 128 + 127 * sign(v) * sqrt|v|
+    assert out.tolist() == [[[1, 128, 192], [141, 255, 96]]]
+    # monotone: a larger value is never shown darker
+    ramp = np.linspace(-1, 1, 201).reshape(1, -1, 1).repeat(3, axis=2)
+    shown = to_display(ramp, percentile=100)[0, :, 0].astype(int)
+    assert (np.diff(shown) >= 0).all() and shown[100] == 128
 
 
 def test_channels_scaled_together_and_per_projection() -> None:
     p = np.zeros((2, 2, 3))
     p[0, 0, 0] = 10.0
     p[1, 1, 2] = 1.0  # a weak channel is not stretched on its own
-    out = to_display(p, percentile=100)
+    out = to_display(p, percentile=100, gamma=1)
     assert out[0, 0, 0] == 255 and out[1, 1, 2] == 141
     # Per projection: scaling the whole projection does not change its display.
-    np.testing.assert_array_equal(to_display(p * 1e-6, percentile=100), out)
+    np.testing.assert_array_equal(to_display(p * 1e-6, percentile=100, gamma=1), out)
 
 
 def test_a_few_extreme_values_saturate_instead_of_greying_the_rest() -> None:
     rng = np.random.default_rng(0)
     p = rng.normal(0.0, 1.0, (40, 40, 3))
     p[0, 0, 0] = 1000.0  # one outlier
-    by_max = to_display(p, percentile=100)
-    robust = to_display(p)
+    by_max = to_display(p, percentile=100, gamma=1)
+    robust = to_display(p, gamma=1)
     near_grey = lambda img: (np.abs(img.astype(int) - 128).max(axis=2) <= 16).mean()  # noqa: E731
     assert near_grey(by_max) > 0.99 and near_grey(robust) < 0.2
+    assert near_grey(to_display(p)) < near_grey(robust)  # the square root lifts weak values
     assert robust[0, 0, 0] == 255  # the outlier saturates
     scale = display_scale(p)
     assert scale == np.percentile(np.abs(p), CLIP_PERCENTILE)
