@@ -12,6 +12,7 @@ turned into pixels here, from the exact values the deconv stage stored
 
 from __future__ import annotations
 
+import functools
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,6 @@ import pandas as pd
 
 from pipeline.atlas.context import Crop, LayerEntry, SkippedImage, TopImage, UnitEntry
 from pipeline.atlas.tiles import (
-    GAP,
     compose_filter_tile,
     compose_grid,
     compose_unit_tile,
@@ -31,6 +31,8 @@ from pipeline.atlas.tiles import (
     grid_side,
     image_format,
     map_sheet,
+    pooled_maps,
+    projection_grid_width,
     save_image,
     sheet_cell,
     sheet_size,
@@ -44,28 +46,32 @@ THUMB_GROUP = 32  # units per thumbnail sheet
 MAX_CELL = 96  # px: larger receptive fields are shrunk in the tiles (size of a shared atlas)
 TILE_QUALITY = 75  # JPEG quality of tiles (PNG tiles are lossless)
 THUMB_QUALITY = 70  # the thumbnails only place the receptive field in the image
-THUMB_SIDE = 48  # px per thumbnail in the sheets
+THUMB_SIDE = 64  # px per thumbnail in the sheets (the deconv stage stores 64)
 SKIPPED_SHOWN = 50  # unreadable images listed on the index (all are in skipped.parquet)
 CLASSES_SHOWN = 10  # classes in a unit's class-distribution chart
 # A card names a class only when the data support it: at least this share of the unit's top
-# images, at least CHANCE_FACTOR times the share a class would have by chance, and at least
-# MIN_NAMED images counted.
+# images, at least CHANCE_FACTOR times the share the class has among all analysed images (what
+# a unit blind to classes would see; capped at MAX_CHANCE_SHARE so that a data set of two
+# classes can name one), and at least MIN_NAMED images counted.
 DOMINANT_SHARE = 0.5
 CHANCE_FACTOR = 3.0
+MAX_CHANCE_SHARE = 0.9
 MIN_NAMED = 5
 
 
-def dominant_class(share: float, n_counted: int, n_classes: int) -> bool:
-    """Whether a unit's most frequent class clearly dominates its top images."""
-    if n_classes < 1 or n_counted < MIN_NAMED:
+def dominant_class(share: float, n_counted: int, prior: float) -> bool:
+    """Whether a unit's most frequent class (``share`` of its ``n_counted`` top images, and
+    ``prior`` of all analysed images) clearly dominates its top images."""
+    if n_counted < MIN_NAMED:
         return False
-    return share >= DOMINANT_SHARE and share >= CHANCE_FACTOR / n_classes
+    return share >= DOMINANT_SHARE and share >= min(CHANCE_FACTOR * prior, MAX_CHANCE_SHARE)
 
 
 @dataclass(frozen=True)
 class FirstLayer:
     """The first convolution's filters, for the layer whose projections they are."""
 
+    module: str  # its dotted name
     filters: np.ndarray  # uint8 [C, kh, kw, 3], each normalised on its own (normalise_filters)
     scales: np.ndarray  # [C] each filter's largest |weight|
     grid: str | None  # the Figure 6 image, relative to the atlas root
@@ -86,6 +92,13 @@ class RunTables:
     skipped: pd.DataFrame
     labels: np.ndarray  # true class per image
     predictions: np.ndarray  # top-1 predicted class per image (-1: unreadable)
+
+    @functools.cached_property
+    def priors(self) -> np.ndarray:
+        """Each class's share of the analysed images (its chance of being a top image)."""
+        labels = self.labels[(self.predictions >= 0) & (self.labels >= 0)]
+        counts = np.bincount(labels, minlength=len(self.classes))[:len(self.classes)]
+        return counts / max(1, counts.sum())
 
 
 class ImageWriter:
@@ -161,14 +174,20 @@ def layer_entry(label: str, meta: dict, group: Any, tables: RunTables, out_dir: 
                                    filter_crop))
     live = [entry for entry in entries if entry.tile]
     preview = max(live, key=lambda entry: entry.peak).tile if live else None
-    tile_hw = tuple(int(v) for v in group.attrs["tile"])
     return LayerEntry(label=label, module=str(meta["module"]),
                       out_shape=(int(meta["channels"]), int(meta["height"]), int(meta["width"])),
                       receptive_field=int(meta["receptive_field"][0]), units=tuple(entries),
                       preview=preview, first_layer=first is not None,
-                      patch_is_image=bool(image_size) and tile_hw == (image_size, image_size),
+                      patch_is_image=_field_covers_image(group.attrs["receptive_field"],
+                                                         image_size),
                       filter_grid=first.grid if first else None,
                       filter_cells=_filter_cells(first, len(entries)))
+
+
+def _field_covers_image(field: Any, image_size: int | None) -> bool:
+    """Whether the patch is the whole input: only a field larger than the image along both
+    sides is cropped to the whole image (``crop_tile``); an equal one is cropped and padded."""
+    return bool(image_size) and min(int(v) for v in field) > image_size
 
 
 def _shown(cells: np.ndarray) -> np.ndarray:
@@ -234,7 +253,8 @@ def _write_sheets(label: str, group: Any, out_dir: Path, writer: ImageWriter) ->
             writer.save(map_sheet(np.asarray(maps[start:start + THUMB_GROUP])),
                         out_dir / _sheet_path("maps", label, number, ".png"))
     thumb_side = min(THUMB_SIDE, thumbs.shape[2]) if thumbs is not None else None
-    map_side = max(maps.shape[2:]) if maps is not None else None
+    map_side = max(pooled_maps(np.zeros((1, 1, *maps.shape[2:]))).shape[2:]) \
+        if maps is not None else None
     return _Sheets(label, units, top_k, thumb_side, map_side)
 
 
@@ -256,7 +276,8 @@ def _top_image(row: Any, tables: RunTables, tile: str, extra: list[str], geometr
     pred = int(tables.predictions[image_id])
     (tile_w, tile_h), proj_cells, patch_cells = geometry
     projection = Crop(tile, *proj_cells[rank], tile_w, tile_h)
-    sheets = tuple(Crop(path, *proj_cells[rank], _grid_width(tile_w), tile_h) for path in extra)
+    sheets = tuple(Crop(path, *proj_cells[rank], projection_grid_width(tile_w), tile_h)
+                   for path in extra)
     fraction = None
     if image_size and box[2] > box[0]:  # missing boxes are stored as -1
         top, left, bottom, right = (float(np.clip(v / image_size, 0.0, 1.0)) for v in box)
@@ -269,11 +290,6 @@ def _top_image(row: Any, tables: RunTables, tile: str, extra: list[str], geometr
         projection=projection, patch=Crop(tile, *patch_cells[rank], tile_w, tile_h),
         thumb=thumb, box=fraction, projections=(projection, *sheets), heat=heat,
         heat_box=heat_box)
-
-
-def _grid_width(tile_w: int) -> int:
-    """Width of the projection grid alone (a further method's sheet, see compose_grid)."""
-    return (tile_w - GAP) // 2
 
 
 def _unit_entry(unit: int, row: pd.Series, tables: RunTables, tile: str | None,
@@ -298,7 +314,8 @@ def _unit_entry(unit: int, row: pd.Series, tables: RunTables, tile: str | None,
     top_class = int(row["top_class"])
     top_name = tables.classes[top_class] if top_class >= 0 else None
     share, counted = float(row.get("top_class_share", 0.0)), int(row.get("n_selectivity", 0))
-    named = top_name if dominant_class(share, counted, len(tables.classes)) else None
+    prior = float(tables.priors[top_class]) if top_class >= 0 else 1.0
+    named = top_name if dominant_class(share, counted, prior) else None
     return UnitEntry(
         unit=unit, dead=bool(row["dead"]), peak=float(row["peak"]),
         top_class=top_name,

@@ -100,10 +100,15 @@ def _image_paths(context: AtlasContext) -> list[str]:
     for layer in context.layers:
         if layer.preview:
             paths.append(layer.preview)
+        paths.extend(cell.image for cell in layer.filter_cells)
         for unit in layer.units:
             if unit.tile and not unit.dead:
                 paths.append(unit.tile)
-            paths.extend(image.thumb.image for image in unit.top_images if image.thumb)
+            if unit.filter:
+                paths.append(unit.filter.image)
+            for image in unit.top_images:
+                crops = (*image.projections, image.patch, image.thumb, image.heat)
+                paths.extend(crop.image for crop in crops if crop is not None)
     return paths
 
 

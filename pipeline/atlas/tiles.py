@@ -86,6 +86,11 @@ def tile_cells(n: int, cell_hw: tuple[int, int], scale: int = 1, grid: int = GRI
     return size, cells, patches
 
 
+def projection_grid_width(tile_width: int) -> int:
+    """Width of a tile's left grid alone (the projections, or layer 1's filter)."""
+    return (tile_width - GAP) // 2
+
+
 def compose_unit_tile(projections: np.ndarray, patches: np.ndarray, scale: int = 1,
                       grid: int = GRID) -> Image.Image:
     """One Figure 2 tile: a grid of projections on the left, their patches on the right.
@@ -104,7 +109,7 @@ def compose_unit_tile(projections: np.ndarray, patches: np.ndarray, scale: int =
     canvas = np.empty((height, width, 3), np.uint8)
     canvas[:] = BACKGROUND
     _grid_into(canvas, _upscale(projections, scale), 0, grid)
-    _grid_into(canvas, _upscale(patches, scale), (width - GAP) // 2 + GAP, grid)
+    _grid_into(canvas, _upscale(patches, scale), projection_grid_width(width) + GAP, grid)
     return Image.fromarray(canvas, "RGB")
 
 
@@ -113,7 +118,7 @@ def compose_grid(cells: np.ndarray, scale: int = 1, grid: int = GRID) -> Image.I
     on unit pages with the tile's patches). Cell ``i`` sits where it sits in the tile."""
     _check_stack("cells", cells, grid)
     (width, height), _, _ = tile_cells(0, cells.shape[1:3], scale, grid)
-    canvas = np.empty((height, (width - GAP) // 2, 3), np.uint8)
+    canvas = np.empty((height, projection_grid_width(width), 3), np.uint8)
     canvas[:] = BACKGROUND
     _grid_into(canvas, _upscale(cells, scale), 0, grid)
     return Image.fromarray(canvas, "RGB")
@@ -124,7 +129,7 @@ def filter_tile_cell(cell_hw: tuple[int, int], kernel_hw: tuple[int, int], scale
     """Where a layer-1 tile puts its filter: (x, y, w, h, factor). The filter is enlarged by the
     largest integer factor that fits the space of the projection grid, and centred in it."""
     (width, height), _, _ = tile_cells(0, cell_hw, scale, grid)
-    space_w, space_h = (width - GAP) // 2, height
+    space_w, space_h = projection_grid_width(width), height
     factor = max(1, min(space_w // kernel_hw[1], space_h // kernel_hw[0]))
     w, h = kernel_hw[1] * factor, kernel_hw[0] * factor
     return (space_w - w) // 2, (space_h - h) // 2, w, h, factor
@@ -143,7 +148,7 @@ def compose_filter_tile(filter_hwc: np.ndarray, patches: np.ndarray, scale: int 
     canvas = np.empty((height, width, 3), np.uint8)
     canvas[:] = BACKGROUND
     canvas[y:y + h, x:x + w] = _upscale(filter_hwc[None], factor)[0]
-    _grid_into(canvas, _upscale(patches, scale), (width - GAP) // 2 + GAP, grid)
+    _grid_into(canvas, _upscale(patches, scale), projection_grid_width(width) + GAP, grid)
     return Image.fromarray(canvas, "RGB")
 
 
@@ -229,14 +234,16 @@ def thumb_sheet(thumbs: np.ndarray, side: int | None = None) -> Image.Image:
     return sheet
 
 
-# A heat ramp for activation maps: transparent at zero, then dark red, orange, yellow, white.
-_HEAT = np.array([[0, 0, 0, 0], [140, 20, 20, 150], [230, 90, 20, 190], [255, 200, 40, 215],
-                  [255, 255, 210, 235]], dtype=np.float64)
+# A heat ramp for activation maps: transparent at zero, then dark red, orange, yellow; at most
+# about half opaque, so the image stays visible where the unit fires most.
+_HEAT = np.array([[0, 0, 0, 0], [150, 20, 20, 70], [235, 90, 20, 105], [255, 190, 30, 125],
+                  [255, 240, 120, 140]], dtype=np.float32)
+MAP_SIDE = 64  # px: larger maps are max-pooled for the atlas (VGG's first maps are 224 px)
 
 
 def heat_rgba(values: np.ndarray) -> np.ndarray:
     """uint8 RGBA ``[..., 4]`` for values in [0, 1] (clipped): the map overlay's colours."""
-    v = np.clip(np.nan_to_num(np.asarray(values, dtype=np.float64)), 0.0, 1.0)
+    v = np.clip(np.nan_to_num(np.asarray(values, dtype=np.float32)), 0.0, 1.0)
     position = v * (len(_HEAT) - 1)
     low = np.minimum(position.astype(int), len(_HEAT) - 2)
     fraction = (position - low)[..., None]
@@ -244,14 +251,30 @@ def heat_rgba(values: np.ndarray) -> np.ndarray:
     return np.rint(rgba).astype(np.uint8)
 
 
+def pooled_maps(maps: np.ndarray, max_side: int = MAP_SIDE) -> np.ndarray:
+    """``[..., h, w]`` maps max-pooled by the smallest integer factor that brings them to at
+    most ``max_side`` (partial blocks at the end included), so a peak is never averaged away;
+    the pooled map still covers the same area of the image."""
+    h, w = maps.shape[-2:]
+    factor = math.ceil(max(h, w) / max_side)
+    if factor <= 1:
+        return maps
+    ph, pw = math.ceil(h / factor) * factor, math.ceil(w / factor) * factor
+    padded = np.full((*maps.shape[:-2], ph, pw), -np.inf, dtype=np.float32)
+    padded[..., :h, :w] = maps
+    blocks = padded.reshape(*maps.shape[:-2], ph // factor, factor, pw // factor, factor)
+    return blocks.max(axis=(-3, -1))
+
+
 def map_sheet(maps: np.ndarray) -> Image.Image:
-    """Activation maps ``[units, k, h, w]`` as one RGBA image at their own resolution, a row
-    per unit and a column per rank (cells ``max(h, w)`` px apart, see :func:`sheet_cell`),
+    """Activation maps ``[units, k, h, w]`` as one RGBA image (at their own resolution, or
+    pooled to ``MAP_SIDE``), a row per unit and a column per rank (see :func:`sheet_cell`),
     each map scaled by its own maximum (the unit's activation in that image)."""
+    maps = pooled_maps(np.asarray(maps, dtype=np.float32))
     units, k, h, w = maps.shape
     side = max(h, w)
     peak = np.maximum(maps.max(axis=(2, 3), keepdims=True), 0.0)
-    scaled = np.divide(maps, peak, out=np.zeros(maps.shape), where=peak > 0)
+    scaled = np.divide(maps, peak, out=np.zeros(maps.shape, np.float32), where=peak > 0)
     rgba = heat_rgba(scaled)
     canvas = np.zeros((*sheet_size(units, k, side)[::-1], 4), np.uint8)
     for unit in range(units):

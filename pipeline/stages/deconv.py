@@ -67,8 +67,11 @@ def deconv(ctx: StageContext) -> None:
 
 
 def _unit_chunks(name: str, shape: tuple[int, ...]) -> tuple[int, ...]:
-    """One chunk per unit (and method): the atlas reads a unit at a time."""
-    if name.startswith("projection"):
+    """One chunk per unit (and method) of the pictures: the atlas reads a unit at a time. The
+    small arrays (boxes, scales) are one chunk each: thousands of 100-byte files help nobody."""
+    if name in ("boxes", "projection_scale"):
+        return shape
+    if name == "projections":
         return (1, 1, *shape[2:])
     return (1, *shape[1:])
 

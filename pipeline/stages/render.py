@@ -48,8 +48,8 @@ def render(ctx: StageContext) -> None:
         first = first_layer(model, staged, writer)
         labels = activations.attrs["layers"]
         first_label = next((label for label in labels
-                            if first and shows_filters(dict(activations[label].attrs), first)),
-                           None)
+                            if first and shows_filters(model, activations[label].attrs["module"],
+                                                       first)), None)
         layers = [layer_entry(label, dict(activations[label].attrs), projections[label], tables,
                               staged, writer, top_k, image_size,
                               first if label == first_label else None)
@@ -109,7 +109,8 @@ def first_layer(model: nn.Module, out_dir: Path, writer: ImageWriter) -> FirstLa
     from pipeline.atlas.gather import FirstLayer
     from pipeline.atlas.tiles import filter_grid, filter_grid_cells, normalise_filters
 
-    conv = next((module for module in model.modules() if isinstance(module, nn.Conv2d)), None)
+    name, conv = next(((name, module) for name, module in model.named_modules()
+                       if isinstance(module, nn.Conv2d)), ("", None))
     if conv is None or conv.in_channels != 3 or conv.groups != 1:
         return None
     weights = conv.weight.detach().cpu().numpy()
@@ -118,17 +119,28 @@ def first_layer(model: nn.Module, out_dir: Path, writer: ImageWriter) -> FirstLa
     writer.save(grid, out_dir / "filters.png")
     _, cells = filter_grid_cells(len(weights), (weights.shape[2] * scale,
                                                 weights.shape[3] * scale))
-    return FirstLayer(filters=normalise_filters(weights),
+    return FirstLayer(module=name, filters=normalise_filters(weights),
                       scales=np.abs(weights).reshape(len(weights), -1).max(axis=1),
                       grid="filters.png", grid_size=grid.size, cells=tuple(cells))
 
 
-def shows_filters(meta: dict, first: FirstLayer) -> bool:
-    """Whether an analysed layer is the first convolution's output (or its rectified output):
-    its receptive field is one filter and it has one channel per filter, so each unit's
-    projection is its filter, scaled."""
-    kernel = list(first.filters.shape[1:3])
-    return list(meta["receptive_field"]) == kernel and int(meta["channels"]) == len(first.filters)
+def shows_filters(model: nn.Module, module: str, first: FirstLayer) -> bool:
+    """Whether an analysed module is the first convolution or its rectified output, so that
+    each unit's projection is its filter times a positive number: between the two (in the
+    model's order) only rectifiers and pass-through modules. A BatchNorm in between may flip
+    a filter's sign, and a pooling mixes positions: those layers show projections."""
+    from torch import nn
+
+    names = [name for name, _ in model.named_modules()]
+    if module == first.module:
+        return True
+    if first.module not in names or module not in names:
+        return False
+    between = dict(model.named_modules())
+    path = names[names.index(first.module) + 1:names.index(module) + 1]
+    passthrough = (nn.ReLU, nn.Identity, nn.Dropout)
+    return bool(path) and all(isinstance(between[name], passthrough) for name in path
+                              if not any(other.startswith(name + ".") for other in path))
 
 
 def _dataset_name(workflow) -> str:

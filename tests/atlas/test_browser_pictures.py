@@ -42,8 +42,9 @@ def test_index_opens_with_a_strip_of_pictures_per_layer(watch, atlas, served, wi
 
 def test_cards_name_a_class_only_when_it_dominates(watched, atlas, tiny_run):
     units = _units(tiny_run)
-    n_classes = len(pd.read_parquet(tiny_run / "runs" / "tiny" / "classes.parquet"))
     classes = pd.read_parquet(tiny_run / "runs" / "tiny" / "classes.parquet")["name"].tolist()
+    labels = pd.read_parquet(tiny_run / "runs" / "tiny" / "manifest.parquet")["label"]
+    priors = labels.value_counts(normalize=True)
     checked = named = 0
     for label in ("conv2", "conv5"):
         watched.open((atlas / "layers" / f"{label}.html").as_uri())
@@ -53,7 +54,7 @@ def test_cards_name_a_class_only_when_it_dominates(watched, atlas, tiny_run):
         for row in units[(units["layer"] == label) & ~units["dead"]].itertuples():
             expected = "mixed"
             if row.top_class >= 0 and dominant_class(row.top_class_share, row.n_selectivity,
-                                                     n_classes):
+                                                     priors[row.top_class]):
                 expected = classes[row.top_class]
                 named += 1
             if row.top_class >= 0:
@@ -89,7 +90,8 @@ def test_unit_page_overlays_the_activation_map_on_each_image(watched, atlas):
     for i in range(n):
         thumb = page.locator(".thumb-wrap").nth(i).bounding_box()
         heat = page.locator(".thumb-wrap .heat").nth(i).bounding_box()
-        # conv3's 8 x 8 map covers the whole 64 px image, half a cell beyond each edge
+        # conv3's 8 x 8 map, one cell per 8 px centred on each field, covers the 64 px image
+        # from -3.5 px: as wide as the image, shifted by less than half a cell
         assert abs(heat["width"] - thumb["width"]) < 1.5
         assert abs(heat["x"] - (thumb["x"] - thumb["width"] * 3.5 / 64)) < 1.5
     # the map is drawn from the unit's own map sheet, pixelated (cells, not a blur)

@@ -249,3 +249,15 @@ def test_jpeg_keeps_full_colour_resolution(tmp_path) -> None:
         shown = np.asarray(back.convert("RGB")).astype(int)
     saturation = (shown.max(axis=2) - shown.min(axis=2)).mean()
     assert saturation > 60  # stored: 96; with 4:2:0 chroma it drops below 40
+
+
+def test_large_activation_maps_are_max_pooled_keeping_their_peaks() -> None:
+    from pipeline.atlas.tiles import MAP_SIDE, pooled_maps
+
+    maps = np.zeros((1, 1, 224, 224), np.float32)
+    maps[0, 0, 223, 223] = 7.0  # in the last, partial block
+    maps[0, 0, 10, 100] = 3.0
+    pooled = pooled_maps(maps)
+    assert pooled.shape == (1, 1, 56, 56) and max(pooled.shape[2:]) <= MAP_SIDE
+    assert pooled[0, 0, 55, 55] == 7.0 and pooled[0, 0, 2, 25] == 3.0
+    assert pooled_maps(maps[..., :13, :13]).shape == (1, 1, 13, 13)  # small maps stay as they are

@@ -21,10 +21,13 @@ def test_symmetric_stretch_with_zero_at_grey() -> None:
     assert out.tolist() == [[[1, 128, 192], [160, 255, 64]]]
 
 
-def test_signed_square_root_lifts_weak_values_keeping_sign_and_order() -> None:
-    p = np.array([[[-2.0, 0.0, 0.5], [0.02, 2.0, -0.125]]])
-    out = to_display(p, percentile=100)  # v = p / 2; shown = 128 + 127 * sign(v) * sqrt|v|
-    assert out.tolist() == [[[1, 128, 192], [141, 255, 96]]]
+def test_square_root_lifts_weak_pixels_keeping_sign_order_and_hue() -> None:
+    p = np.array([[[-2.0, 0.0, 0.5], [0.02, 0.0, 0.0], [0.5, 0.25, -0.125]]])
+    out = to_display(p, percentile=100)  # v = p / 2; each pixel scaled by sqrt(m) / m
+    assert out[0, 0].tolist() == [1, 128, 160]  # m = 1: unchanged
+    assert out[0, 1].tolist() == [141, 128, 128]  # 0.01 -> 0.1
+    # m = 0.25 -> factor 2: the channels keep their ratios (the pixel's hue)
+    assert out[0, 2].tolist() == [192, 160, 112]
     # monotone: a larger value is never shown darker
     ramp = np.linspace(-1, 1, 201).reshape(1, -1, 1).repeat(3, axis=2)
     shown = to_display(ramp, percentile=100)[0, :, 0].astype(int)

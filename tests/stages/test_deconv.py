@@ -77,4 +77,7 @@ def test_activation_maps_are_the_units_whole_map(run):
         assert np.isclose(unit_map.max(), row.value, rtol=1e-4)
         assert np.isclose(unit_map[row.y, row.x], row.value, rtol=1e-4)
     top, left, bottom, right = group.attrs["map_extent"]
-    assert bottom - top == right - left == 8 * maps.shape[2]  # conv3: 8 px between units
+    field = receptive_fields(model, (64, 64))[group.attrs["module"]]
+    # each cell is drawn centred on its unit's receptive field, one jump (8 px) wide
+    assert top == left == field.first[0] + field.size[0] / 2 - field.jump[0] / 2
+    assert bottom - top == right - left == 8 * maps.shape[2]

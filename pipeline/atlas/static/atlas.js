@@ -377,9 +377,16 @@
     if (!cells.length) return;
     var opener = null;
 
+    // The page behind the picture is inert (no focus, no clicks) while it is open.
+    function setInert(on) {
+      Array.prototype.forEach.call(document.querySelectorAll("header.site, footer.site, main > :not(.zoom)"),
+        function (element) { element.inert = on; });
+    }
+
     function close() {
       var open = document.querySelector(".zoom");
       if (open) open.remove();
+      setInert(false);
       if (opener) opener.focus();
       opener = null;
     }
@@ -412,7 +419,9 @@
       overlay.appendChild(caption);
       overlay.appendChild(button);
       overlay.addEventListener("click", close);
-      document.body.appendChild(overlay);
+      // inside <main>, so the page's choices (method, activation maps) apply to the copy too
+      document.querySelector("main").appendChild(overlay);
+      setInert(true);
       opener = cell;
       button.focus();
     }
