@@ -43,10 +43,12 @@ from pipeline.atlas.tiles import (
 from pipeline.interp.display import to_display
 
 THUMB_GROUP = 32  # units per thumbnail sheet
-MAX_CELL = 96  # px: larger receptive fields are shrunk in the tiles (size of a shared atlas)
-TILE_QUALITY = 75  # JPEG quality of tiles (PNG tiles are lossless)
+MAX_CELL = 64  # px: larger receptive fields are shrunk in the tiles (size of a shared atlas:
+# with full-colour JPEG, AlexNet's atlas is 58 MB at 64 px, 79 MB at 80 px)
+TILE_QUALITY = 65  # JPEG quality of tiles (PNG tiles are lossless)
 THUMB_QUALITY = 70  # the thumbnails only place the receptive field in the image
-THUMB_SIDE = 64  # px per thumbnail in the sheets (the deconv stage stores 64)
+THUMB_SIDE = 48  # px per thumbnail in the sheets, unless the whole input is that small (the
+# demo's 64 px), whose thumbnails are kept as stored: the input at its full resolution
 SKIPPED_SHOWN = 50  # unreadable images listed on the index (all are in skipped.parquet)
 CLASSES_SHOWN = 10  # classes in a unit's class-distribution chart
 # A card names a class only when the data support it: at least this share of the unit's top
@@ -108,8 +110,8 @@ class ImageWriter:
         self._pool = ThreadPoolExecutor(max_workers=workers)
         self._pending: list[Future] = []
 
-    def save(self, image: Any, path: Path, quality: int = 85) -> None:
-        self._pending.append(self._pool.submit(save_image, image, path, quality))
+    def save(self, image: Any, path: Path, quality: int = 85, full_colour: bool = True) -> None:
+        self._pending.append(self._pool.submit(save_image, image, path, quality, full_colour))
         if len(self._pending) > 64:  # bound the images waiting in memory
             self._pending.pop(0).result()
 
@@ -142,7 +144,7 @@ def layer_entry(label: str, meta: dict, group: Any, tables: RunTables, out_dir: 
                    tables.selectivity[tables.selectivity["layer"] == label].groupby("unit")}
     histograms = {unit: rows for unit, rows in
                   tables.histograms[tables.histograms["layer"] == label].groupby("unit")}
-    sheets = _write_sheets(label, group, out_dir, writer)
+    sheets = _write_sheets(label, group, out_dir, writer, image_size)
     heat_box = _heat_box(group.attrs.get("map_extent"), image_size)
 
     entries = []
@@ -238,7 +240,15 @@ class _Sheets:
         return self._crop(path, unit, rank, self.map_side)
 
 
-def _write_sheets(label: str, group: Any, out_dir: Path, writer: ImageWriter) -> _Sheets:
+def _thumb_side(stored: int, image_size: int | None) -> int:
+    """Side of a thumbnail in the sheets (see THUMB_SIDE)."""
+    if image_size and image_size <= stored:
+        return stored
+    return min(THUMB_SIDE, stored)
+
+
+def _write_sheets(label: str, group: Any, out_dir: Path, writer: ImageWriter,
+                  image_size: int | None) -> _Sheets:
     """Write the layer's thumbnail and activation-map sheets."""
     thumbs = group["thumbs"] if "thumbs" in group else None
     maps = group["maps"] if "maps" in group else None
@@ -246,13 +256,14 @@ def _write_sheets(label: str, group: Any, out_dir: Path, writer: ImageWriter) ->
     for start in range(0, units, THUMB_GROUP):
         number = start // THUMB_GROUP
         if thumbs is not None:
-            writer.save(thumb_sheet(thumbs[start:start + THUMB_GROUP], THUMB_SIDE),
+            writer.save(thumb_sheet(thumbs[start:start + THUMB_GROUP],
+                                    _thumb_side(thumbs.shape[2], image_size)),
                         out_dir / _sheet_path("thumbs", label, number, ".jpg"),
-                        quality=THUMB_QUALITY)
+                        quality=THUMB_QUALITY, full_colour=False)
         if maps is not None:
             writer.save(map_sheet(np.asarray(maps[start:start + THUMB_GROUP])),
                         out_dir / _sheet_path("maps", label, number, ".png"))
-    thumb_side = min(THUMB_SIDE, thumbs.shape[2]) if thumbs is not None else None
+    thumb_side = _thumb_side(thumbs.shape[2], image_size) if thumbs is not None else None
     map_side = max(pooled_maps(np.zeros((1, 1, *maps.shape[2:]))).shape[2:]) \
         if maps is not None else None
     return _Sheets(label, units, top_k, thumb_side, map_side)

@@ -239,6 +239,7 @@ def thumb_sheet(thumbs: np.ndarray, side: int | None = None) -> Image.Image:
 _HEAT = np.array([[0, 0, 0, 0], [150, 20, 20, 70], [235, 90, 20, 105], [255, 190, 30, 125],
                   [255, 240, 120, 140]], dtype=np.float32)
 MAP_SIDE = 64  # px: larger maps are max-pooled for the atlas (VGG's first maps are 224 px)
+HEAT_LEVELS = 32  # shades of the overlay: finer steps are invisible under the image
 
 
 def heat_rgba(values: np.ndarray) -> np.ndarray:
@@ -275,13 +276,18 @@ def map_sheet(maps: np.ndarray) -> Image.Image:
     side = max(h, w)
     peak = np.maximum(maps.max(axis=(2, 3), keepdims=True), 0.0)
     scaled = np.divide(maps, peak, out=np.zeros(maps.shape, np.float32), where=peak > 0)
-    rgba = heat_rgba(scaled)
-    canvas = np.zeros((*sheet_size(units, k, side)[::-1], 4), np.uint8)
+    # A palette of HEAT_LEVELS colours (index 0: transparent): a quarter of the bytes of RGBA.
+    levels = np.rint(scaled * (HEAT_LEVELS - 1)).astype(np.uint8)
+    canvas = np.zeros(sheet_size(units, k, side)[::-1], np.uint8)
     for unit in range(units):
         for rank in range(k):
             x, y = sheet_cell(unit, rank, side)
-            canvas[y:y + h, x:x + w] = rgba[unit, rank]
-    return Image.fromarray(canvas, "RGBA")
+            canvas[y:y + h, x:x + w] = levels[unit, rank]
+    palette = heat_rgba(np.linspace(0.0, 1.0, HEAT_LEVELS))
+    sheet = Image.fromarray(canvas, "P")
+    sheet.putpalette(palette[:, :3].reshape(-1).tolist())
+    sheet.info["transparency"] = bytes(palette[:, 3].tolist())
+    return sheet
 
 
 def image_format(scale: int) -> str:
@@ -290,8 +296,10 @@ def image_format(scale: int) -> str:
     return ".png" if scale > 1 else ".jpg"
 
 
-def save_image(image: Image.Image, path: Path, quality: int = 85) -> None:
-    """Write ``image`` as PNG or JPEG (by ``path``'s suffix), creating parent folders.
+def save_image(image: Image.Image, path: Path, quality: int = 85,
+               full_colour: bool = True) -> None:
+    """Write ``image`` as PNG or JPEG (by ``path``'s suffix, JPEG in full colour unless
+    ``full_colour`` is false), creating parent folders.
 
     Written to a temporary file then renamed, so an interrupted run never leaves a truncated
     image that a later resume would take as done. PNG at zlib level 6: measured within 1-4 % of
@@ -305,8 +313,9 @@ def save_image(image: Image.Image, path: Path, quality: int = 85) -> None:
         with open(tmp, "wb") as f:
             if path.suffix.lower() in (".jpg", ".jpeg"):
                 # 4:4:4: JPEG's default 4:2:0 halves the colour resolution, and a projection's
-                # colour lives in exactly the fine detail that would be thrown away.
-                image.save(f, format="JPEG", quality=quality, subsampling=0)
+                # colour lives in exactly the fine detail that would be thrown away. Photos
+                # that only place a box (thumbnails) can keep 4:2:0 (``full_colour=False``).
+                image.save(f, format="JPEG", quality=quality, subsampling=0 if full_colour else 2)
             else:
                 image.save(f, format="PNG", compress_level=6)
         os.replace(tmp, path)

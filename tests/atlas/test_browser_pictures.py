@@ -135,7 +135,7 @@ def test_a_click_shows_a_picture_alone_at_full_resolution(watched, atlas):
     watched.open((atlas / "units" / "conv3" / "4.html").as_uri())
     watched.load_every_image()
     page = watched.page
-    for selector in (".trio > .proj.first", ".trio > .patch", ".trio > .thumb-wrap"):
+    for selector in (".trio > .proj", ".trio > .patch", ".trio > .thumb-wrap"):
         cell = page.locator(selector).first
         stored = cell.evaluate("e => +(e.dataset.w || e.querySelector('.crop').dataset.w)")
         cell.click()
