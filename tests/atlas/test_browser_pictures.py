@@ -162,3 +162,28 @@ def test_a_click_shows_a_picture_alone_at_full_resolution(watched, atlas):
     page.locator(".zoom").click()
     assert page.locator(".zoom").count() == 0
     assert watched.problems == [] and watched.blocked == []
+
+
+def test_the_chosen_method_and_maps_toggle_follow_to_the_next_unit(watched, atlas):
+    page = watched.page
+    watched.open((atlas / "units" / "conv4" / "6.html").as_uri())
+    page.locator("input[name=method][value=gradient]").check()
+    page.locator("input[name=heat]").uncheck()
+    assert page.url.endswith("#method=gradient&maps=0")
+    watched.load_every_image()
+    page.keyboard.press("ArrowRight")
+    page.wait_for_url("**/units/conv4/7.html#method=gradient&maps=0")
+    assert page.locator("input[name=method][value=gradient]").is_checked()
+    assert not page.locator("input[name=heat]").is_checked()
+    assert page.locator(".heat").first.is_hidden()
+    visible = page.locator(".trio").first.locator(".proj").evaluate_all(
+        "els => els.filter(e => e.offsetParent !== null).map(e => e.dataset.method)")
+    assert visible == ["gradient"]
+    # the pager links carry the choice too; choosing the defaults again drops it
+    assert page.locator('a[rel="prev"]').first.get_attribute("href").endswith(
+        "6.html#method=gradient&maps=0")
+    page.locator("input[name=method][value=deconvnet]").check()
+    page.locator("input[name=heat]").check()
+    assert "#" not in page.url and page.locator('a[rel="prev"]').last.get_attribute(
+        "href").endswith("6.html")
+    assert watched.problems == []

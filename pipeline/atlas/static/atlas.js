@@ -367,6 +367,62 @@
     apply(readHash());
   }
 
+  /* ---- unit page: the chosen projection method and the maps toggle follow the reader ---- */
+
+  /* Kept in the address (#method=guided&maps=0) and carried by the previous / next links, so
+   * comparing one method across units does not mean choosing it again on every page. */
+  function setupUnitOptions() {
+    var methods = document.querySelectorAll('input[name="method"]');
+    var maps = document.querySelector('input[name="heat"]');
+    if (!methods.length && !maps) return;
+    var links = document.querySelectorAll('a[rel="prev"], a[rel="next"], link[rel="prev"], link[rel="next"]');
+
+    function read() {
+      var state = {};
+      window.location.hash.replace(/^#/, "").split("&").forEach(function (part) {
+        var pair = part.split("=");
+        if (pair.length === 2) state[decodeURIComponent(pair[0])] = decodeURIComponent(pair[1]);
+      });
+      return state;
+    }
+
+    function apply(state) {
+      Array.prototype.forEach.call(methods, function (input) {
+        input.checked = state.method ? input.value === state.method : input.defaultChecked;
+      });
+      if (maps) maps.checked = state.maps !== "0";
+      carry();
+    }
+
+    function current() {
+      var parts = [];
+      Array.prototype.forEach.call(methods, function (input) {
+        if (input.checked && !input.defaultChecked) parts.push("method=" + encodeURIComponent(input.value));
+      });
+      if (maps && !maps.checked) parts.push("maps=0");
+      return parts.join("&");
+    }
+
+    function carry() {
+      var hash = current();
+      Array.prototype.forEach.call(links, function (link) {
+        var href = link.getAttribute("href").split("#")[0];
+        link.setAttribute("href", hash ? href + "#" + hash : href);
+      });
+    }
+
+    function save() {
+      var hash = current();
+      var url = window.location.href.split("#")[0] + (hash ? "#" + hash : "");
+      window.history.replaceState(null, "", url);
+      carry();
+    }
+
+    Array.prototype.forEach.call(methods, function (input) { input.addEventListener("change", save); });
+    if (maps) maps.addEventListener("change", save);
+    apply(read());
+  }
+
   /* ---- unit page: click a picture for its full resolution -------------------------------- */
 
   /* Every cell is a rectangle of a sheet image scaled to its card. Clicking one shows it alone,
@@ -449,7 +505,10 @@
       if (event.altKey || event.ctrlKey || event.metaKey) return;  // Shift may type "/"
       if (document.querySelector(".zoom")) return;  // an enlarged picture is open
       var target = event.target;
-      if (target && (target.isContentEditable || /^(INPUT|SELECT|TEXTAREA)$/.test(target.tagName))) return;
+      // keys typed into a text box, a select or a radio group (where arrows choose) are theirs;
+      // a checkbox has no use for arrows
+      if (target && (target.isContentEditable || /^(SELECT|TEXTAREA)$/.test(target.tagName) ||
+          (target.tagName === "INPUT" && !/^(checkbox|button|submit|reset)$/.test(target.type)))) return;
       var rel = event.shiftKey ? null : { ArrowRight: "next", ArrowLeft: "prev" }[event.key];
       if (rel) {
         var link = document.querySelector('link[rel="' + rel + '"]');
@@ -463,6 +522,7 @@
 
   setupSearch();
   setupLayerControls();
+  setupUnitOptions();
   setupZoom();
   setupKeys();
 })();
