@@ -70,6 +70,9 @@ def test_layer_one_shows_each_filter_once_and_a_linked_filter_grid(watched, atla
     links = page.locator(".filter-grid a")
     assert links.count() == 16
     assert links.nth(5).get_attribute("href") == "../units/conv1/5.html"
+    # as square as the paper's grid: 16 filters in 4 columns and 4 rows
+    boxes = [links.nth(i).bounding_box() for i in range(16)]
+    assert len({round(b["x"]) for b in boxes}) == 4 and len({round(b["y"]) for b in boxes}) == 4
     assert "filter ±" in page.locator("#unit-3 .unit-meta").inner_text()
     links.nth(5).click()
     page.wait_for_url("**/units/conv1/5.html")
