@@ -85,12 +85,12 @@ def stored_projections(group) -> np.ndarray:
 
 
 def first_filters(model) -> np.ndarray | None:
-    from torch import nn
+    from pipeline.interp.layers import first_conv
 
-    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    first = first_conv(model)
     if first is None:
         return None
-    return first.weight.detach().cpu().numpy().transpose(0, 2, 3, 1)
+    return first[1].weight.detach().cpu().numpy().transpose(0, 2, 3, 1)
 
 
 def measure(workflow_path: Path, base: Path) -> dict:

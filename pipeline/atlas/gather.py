@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.atlas.context import Crop, LayerEntry, SkippedImage, TopImage, UnitEntry
+from pipeline.atlas.first_layer import FirstLayer
 from pipeline.atlas.tiles import (
     compose_filter_tile,
     compose_grid,
@@ -67,18 +68,6 @@ def dominant_class(share: float, n_counted: int, prior: float) -> bool:
     if n_counted < MIN_NAMED:
         return False
     return share >= DOMINANT_SHARE and share >= min(CHANCE_FACTOR * prior, MAX_CHANCE_SHARE)
-
-
-@dataclass(frozen=True)
-class FirstLayer:
-    """The first convolution's filters, for the layer whose projections they are."""
-
-    module: str  # its dotted name
-    filters: np.ndarray  # uint8 [C, kh, kw, 3], each normalised on its own (normalise_filters)
-    scales: np.ndarray  # [C] each filter's largest |weight|
-    grid: str | None  # the Figure 6 image, relative to the atlas root
-    grid_size: tuple[int, int]  # its (width, height)
-    cells: tuple[tuple[int, int, int, int], ...]  # each filter's (x, y, w, h) in it
 
 
 @dataclass

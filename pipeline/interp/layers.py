@@ -118,3 +118,10 @@ def analysable_layers(
                   receptive_field=fields[n])
         for n, label in chosen
     ]
+
+
+def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d] | None:
+    """The first ``nn.Conv2d`` in the model's order, with its dotted name (None if it has
+    none): the layer whose filters look at pixels, shown as the paper's Figure 6."""
+    return next(((name, module) for name, module in model.named_modules()
+                 if isinstance(module, nn.Conv2d)), None)

@@ -70,9 +70,11 @@ def scale_first_conv(model: nn.Module, factor: float) -> None:
     Its random init is white noise, and whatever of it survives training shows as speckle in
     the filters and in every deconvnet projection; a small init leaves only learned structure.
     """
-    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    from pipeline.interp.layers import first_conv
+
+    first = first_conv(model)
     if first is not None:
-        first.weight.mul_(factor)
+        first[1].weight.mul_(factor)
 
 
 def _epoch_seed(base_seed: int, epoch: int) -> int:

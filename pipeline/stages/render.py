@@ -16,9 +16,7 @@ from pipeline.stages.inputs import analysed_model
 from pipeline.stages.registry import list_stages, register_stage
 
 if TYPE_CHECKING:
-    from torch import nn
-
-    from pipeline.atlas.gather import FirstLayer, ImageWriter, RunTables
+    from pipeline.atlas.gather import RunTables
 
 
 @register_stage("render", inputs=("prepare", "train", "activations", "rank", "deconv"),
@@ -29,6 +27,7 @@ def render(ctx: StageContext) -> None:
     import zarr
 
     from pipeline.atlas.context import AtlasContext
+    from pipeline.atlas.first_layer import first_layer, shows_filters
     from pipeline.atlas.gather import ImageWriter, layer_entry, skipped_images
     from pipeline.atlas.render import write_atlas
     from pipeline.data.classes import class_groups
@@ -99,48 +98,6 @@ def _read_tables(layout, activations) -> RunTables:
         labels=np.asarray(activations["label"][:]),
         predictions=np.asarray(activations["pred"][:, 0]),
     )
-
-
-def first_layer(model: nn.Module, out_dir: Path, writer: ImageWriter) -> FirstLayer | None:
-    """The first convolution's filters (if it reads the RGB image), and their Figure 6 grid."""
-    import numpy as np
-    from torch import nn
-
-    from pipeline.atlas.gather import FirstLayer
-    from pipeline.atlas.tiles import filter_grid, filter_grid_cells, normalise_filters
-
-    name, conv = next(((name, module) for name, module in model.named_modules()
-                       if isinstance(module, nn.Conv2d)), ("", None))
-    if conv is None or conv.in_channels != 3 or conv.groups != 1:
-        return None
-    weights = conv.weight.detach().cpu().numpy()
-    scale = max(1, 32 // max(weights.shape[-2:]))
-    grid = filter_grid(weights, scale=scale)
-    writer.save(grid, out_dir / "filters.png")
-    _, cells = filter_grid_cells(len(weights), (weights.shape[2] * scale,
-                                                weights.shape[3] * scale))
-    return FirstLayer(module=name, filters=normalise_filters(weights),
-                      scales=np.abs(weights).reshape(len(weights), -1).max(axis=1),
-                      grid="filters.png", grid_size=grid.size, cells=tuple(cells))
-
-
-def shows_filters(model: nn.Module, module: str, first: FirstLayer) -> bool:
-    """Whether an analysed module is the first convolution or its rectified output, so that
-    each unit's projection is its filter times a positive number: between the two (in the
-    model's order) only rectifiers and pass-through modules. A BatchNorm in between may flip
-    a filter's sign, and a pooling mixes positions: those layers show projections."""
-    from torch import nn
-
-    names = [name for name, _ in model.named_modules()]
-    if module == first.module:
-        return True
-    if first.module not in names or module not in names:
-        return False
-    between = dict(model.named_modules())
-    path = names[names.index(first.module) + 1:names.index(module) + 1]
-    passthrough = (nn.ReLU, nn.Identity, nn.Dropout)
-    return bool(path) and all(isinstance(between[name], passthrough) for name in path
-                              if not any(other.startswith(name + ".") for other in path))
 
 
 def _dataset_name(workflow) -> str:
