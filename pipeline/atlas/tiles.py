@@ -177,10 +177,11 @@ def filter_grid(weights: np.ndarray, scale: int) -> Image.Image:
     n, ch, cw = cells.shape[:3]
     if n == 0:
         raise ValueError("filter_grid needs at least one filter")
-    (width, height), _ = filter_grid_cells(n, (ch, cw))
+    (width, height), places = filter_grid_cells(n, (ch, cw))
     canvas = np.empty((height, width, 3), np.uint8)
     canvas[:] = BACKGROUND
-    _grid_into(canvas, cells, 0, max(1, math.ceil(math.sqrt(n))))
+    for cell, (x, y, w, h) in zip(cells, places, strict=True):
+        canvas[y:y + h, x:x + w] = cell
     return Image.fromarray(canvas, "RGB")
 
 
@@ -268,9 +269,9 @@ def pooled_maps(maps: np.ndarray, max_side: int = MAP_SIDE) -> np.ndarray:
 
 
 def map_sheet(maps: np.ndarray) -> Image.Image:
-    """Activation maps ``[units, k, h, w]`` as one RGBA image (at their own resolution, or
-    pooled to ``MAP_SIDE``), a row per unit and a column per rank (see :func:`sheet_cell`),
-    each map scaled by its own maximum (the unit's activation in that image)."""
+    """Activation maps ``[units, k, h, w]`` as one palette image with transparency (at their
+    own resolution, or pooled to ``MAP_SIDE``), a row per unit and a column per rank (see
+    :func:`sheet_cell`), each map scaled by its own maximum (the unit's value in that image)."""
     maps = pooled_maps(np.asarray(maps, dtype=np.float32))
     units, k, h, w = maps.shape
     side = max(h, w)

@@ -106,3 +106,10 @@ def test_the_readme_table_lists_every_option():
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     missing = [key for key, _, _, _ in describe() if f"| `{key}` |" not in readme]
     assert not missing, f"README's workflow table lacks {missing}"
+
+
+def test_the_config_offers_exactly_the_projectors_methods():
+    from pipeline.config import PROJECTION_METHODS
+    from pipeline.interp.projector import METHODS
+
+    assert PROJECTION_METHODS == METHODS
