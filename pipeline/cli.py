@@ -1,6 +1,7 @@
 """The command line: parses arguments, loads the workflow once, hands it to a command.
 
-No logic lives here; user errors are printed as one line and exit with status 2.
+No logic lives here; user errors are printed as one line and exit with status 2, failures of the
+machine (a full disk, a permission) as one line with status 1.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import sys
 from pathlib import Path
 
 from pipeline import __version__
-from pipeline.errors import UserError
+from pipeline.errors import StageFailure, UserError
 
 DEFAULT_WORKFLOW = Path("workflows") / "demo.toml"
 STAGE_NAMES = ("prepare", "train", "activations", "rank", "deconv", "render")  # = the registry
@@ -111,8 +112,17 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except StageFailure as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     except BrokenPipeError:  # output piped into `head`: not an error of ours
         return 0
+    except OSError as error:  # outside a stage: the run folder's lock or log, say
+        from pipeline.errors import describe_os_error
+
+        path, cause = describe_os_error(error, Path.cwd())
+        print(f"error: {path}: {cause}; fix that and run the same command again", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted; run the same command again to resume", file=sys.stderr)
         return 130

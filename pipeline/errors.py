@@ -1,4 +1,9 @@
-"""Exceptions a user can cause, printed as one line by the CLI with exit status 2."""
+"""Exceptions the CLI prints as one line, without a traceback.
+
+A :class:`UserError` is a mistake in what the user asked for (exit status 2); a
+:class:`StageFailure` is the machine refusing (a full disk, a permission, an I/O error) while a
+stage runs (exit status 1). Neither loses finished work: stamps are written only after outputs.
+"""
 
 
 class UserError(Exception):
@@ -11,3 +16,29 @@ class UserError(Exception):
 
 class ConfigError(UserError):
     """The workflow file is invalid: unknown key, wrong type, missing required value."""
+
+
+class StageFailure(Exception):
+    """A stage stopped on an operating-system error (no space, no permission, I/O).
+
+    Not a config mistake, so the CLI exits with status 1; the message names the stage, the path
+    and the cause. Nothing is stamped, so the rerun after fixing the cause does the stage again.
+    """
+
+
+def describe_os_error(error: OSError, fallback: object) -> tuple[str, str]:
+    """(the path, the cause) of an OS error in words; ``fallback`` is the path to name when the
+    error carries none (pyarrow's and zarr's do not)."""
+    import errno as errnos
+    import os
+
+    path = error.filename if error.filename is not None else fallback
+    number = error.errno
+    if number is None:  # e.g. pyarrow: "[Errno 28] Error writing bytes ... No space left on device"
+        text = str(error)
+        number = next((code for code in (errnos.ENOSPC, errnos.EDQUOT, errnos.EFBIG,
+                                          errnos.EACCES, errnos.EROFS, errnos.EIO)
+                       if os.strerror(code) in text), None)
+    cause = os.strerror(number) if number is not None else (
+        error.strerror or " ".join(str(error).split()) or type(error).__name__)
+    return str(path), cause

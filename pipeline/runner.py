@@ -22,7 +22,7 @@ from typing import Any
 from pipeline import __version__
 from pipeline.atomic import read_json, remove, write_json
 from pipeline.config import Workflow
-from pipeline.errors import UserError
+from pipeline.errors import StageFailure, UserError, describe_os_error
 from pipeline.layout import RunLayout
 from pipeline.stages import Stage, get_stage, list_stages
 from pipeline.stages.context import StageContext
@@ -165,6 +165,12 @@ class Runner:
                 # The stamp goes first so that a kill while outputs move is never taken for done.
                 remove(self.layout.stamp(stage.name))
                 context.commit()
+        except OSError as error:
+            path, cause = describe_os_error(error, context.current_output)
+            self._log(f"{stage.name}: failed ({type(error).__name__}: {error})")
+            raise StageFailure(
+                f"[{stage.name}] failed: {path}: {cause}; finished stages are kept and nothing "
+                f"was stamped: fix that, then run the same command again") from None
         except BaseException as error:
             self._log(f"{stage.name}: failed ({type(error).__name__}: {error})")
             raise
@@ -214,6 +220,10 @@ class Runner:
             handle.close()
 
     def _log(self, message: str) -> None:
+        """Append to the run's log; best effort: a full disk must not hide the real error."""
         stamp = dt.datetime.now().isoformat(timespec="seconds")
-        with open(self.layout.log, "a", encoding="utf-8") as log:
-            log.write(f"{stamp} {message}\n")
+        try:
+            with open(self.layout.log, "a", encoding="utf-8") as log:
+                log.write(f"{stamp} {message}\n")
+        except OSError:
+            pass

@@ -22,6 +22,7 @@ class StageContext:
     client: Any = None
     shard: tuple[int, int] | None = None  # (index, count): fill only this share of the chunks
     _outputs: list[tuple[Path, Path]] = field(default_factory=list)
+    _discarded: list[Path] = field(default_factory=list)
 
     def output(self, final: Path, resumable: bool = False) -> Path:
         """Return the staging path to write ``final`` under; the runner moves it into place.
@@ -39,6 +40,17 @@ class StageContext:
         self._outputs.append((staged, final))
         return staged
 
+    def discard(self, final: Path) -> None:
+        """Remove ``final`` when the outputs are moved into place: an optional output that this
+        run does not produce (e.g. the data warnings of a folder that has none left)."""
+        self._discarded.append(final)
+
+    @property
+    def current_output(self) -> Path:
+        """The output most recently asked for (or the run folder): the path an error names
+        when the library that failed did not say which file it was writing."""
+        return self._outputs[-1][1] if self._outputs else self.layout.run_dir
+
     def staged_outputs_exist(self) -> bool:
         """Whether every staged output is still there (not yet moved by another shard)."""
         return all(staged.exists() for staged, _ in self._outputs)
@@ -50,3 +62,5 @@ class StageContext:
                 raise RuntimeError(f"stage '{self.stage}' did not write {final.name}")
             replace(staged, final)
             remove(staged.parent / f"{staged.name}.key")
+        for final in self._discarded:
+            remove(final)
