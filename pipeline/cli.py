@@ -54,7 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
                      metavar="{all," + ",".join(STAGE_NAMES) + "}",
                      help="'all' (default) or one stage")
     add_workflow(run)
-    run.add_argument("--force", action="store_true", help="rerun stages even when up to date")
+    run.add_argument("--force", action="store_true",
+                     help="with 'all': rerun every stage even when up to date (a single stage "
+                     "always reruns; --force never reruns its finished inputs)")
     run.add_argument("--shard", type=parse_shard, default=None, metavar="I/N",
                      help="with 'activations': fill only the I-th of N disjoint shares of the "
                      "chunks (0 <= I < N), so N processes or GPUs can share one store; the last "
@@ -68,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser(
         "status", help="show each stage: done / stale / missing, with timings",
         description="Show the state of every stage of a workflow, when it finished and how long "
-        "it took.",
+        "it took. The workflow is checked first as `run all` would check it: a mistake is one "
+        "line and exit status 2.",
     )
     add_workflow(status)
 
@@ -87,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="List the layers the atlas analyses by default (each convolution's ReLU "
         "output, labelled conv1..convN) with their dotted module name, output shape and receptive "
         "field (size, jump between units, and the input position of unit (0, 0)'s field), "
-        "computed from the modules' geometry. No weights are needed.",
+        "computed from the modules' geometry. No weights or data are needed; a workflow's model "
+        "and layers are checked as `run` checks them.",
     )
     source = layers.add_mutually_exclusive_group()
     source.add_argument("-w", "--workflow", type=Path, default=None,
@@ -95,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--model", metavar="NAME", default=None,
                         help="a registered or torchvision model name, e.g. alexnet, vgg16")
     layers.add_argument("--image-size", type=int, default=None, metavar="N",
-                        help="input side in pixels (default: the workflow's, or 224)")
+                        help="input side in pixels (default: the workflow's; with --model the "
+                        "size the model is made for: 64 for zfnet_small, else 224)")
     layers.add_argument("--all", action="store_true", dest="all_modules",
                         help="list every module with a feature-map output, not just the default")
     layers.set_defaults(data=None)

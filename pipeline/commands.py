@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import inspect
 from pathlib import Path
 
 from pipeline.atomic import read_json
@@ -55,9 +57,12 @@ def run(workflow: Workflow, layout: RunLayout, target: str, force: bool,
 
 def status(workflow: Workflow, layout: RunLayout) -> int:
     """Print a table of the stages' states."""
+    from pipeline.preflight import check_run
     from pipeline.runner import Runner
 
-    rows = Runner(workflow, layout).status()
+    runner = Runner(workflow, layout)
+    check_run(workflow, layout, runner.plan("all"))  # what `run all` would refuse, said now
+    rows = runner.status()
     print(f"workflow {workflow.name} ({workflow.source}), run folder {layout.run_dir}")
     print(f"{'stage':<12} {'state':<8} {'finished (UTC)':<26} {'seconds':>8}")
     for row in rows:
@@ -102,22 +107,27 @@ def serve(workflow: Workflow, layout: RunLayout, port: int) -> int:
 
 def layers(args: argparse.Namespace) -> int:
     """Print the analysable layers of a workflow's model or of a named model."""
-    from pipeline.interp import analysable_layers
     from pipeline.interp.layers import feature_map_names
     from pipeline.models import get_model
-    from pipeline.models.loading import build_model
     from pipeline.models.preprocessing import preprocessing
+    from pipeline.preflight import check_model, checked_build, checked_layers
 
     if args.model:
-        model, size, title, names = get_model(args.model), args.image_size or 224, args.model, None
+        size = args.image_size or default_image_size(args.model)
+        options = {"image_size": size} if takes_image_size(args.model) else {}
+        model = checked_build(lambda: get_model(args.model, num_classes=1000, **options),
+                              f"model '{args.model}'")
+        title, names = args.model, ()
     else:
         workflow = load_workflow(args.workflow or DEFAULT_WORKFLOW)
-        model, title = build_model(workflow, num_classes=1000), workflow.model.name
-        size = args.image_size or preprocessing(workflow).crop
-        names = workflow.activations.layers
+        if args.image_size:
+            workflow = dataclasses.replace(workflow, model=dataclasses.replace(
+                workflow.model, image_size=args.image_size, weights=""))
+        model, title = check_model(workflow, num_classes=1000), workflow.model.name
+        size, names = preprocessing(workflow).crop, workflow.activations.layers
     if args.all_modules:
         names = feature_map_names(model, (size, size))
-    found = analysable_layers(model, (size, size), names=list(names or ()) or None)
+    found = checked_layers(model, size, names, f"model '{title}'", "--image-size")
     print(f"{title} at {size} x {size} px: {len(found)} layers")
     print(f"{'layer':<16} {'module':<28} {'output (C x H x W)':<20} {'receptive field':<16}"
           f" {'jump':>5} {'first (y, x)':>13}")
@@ -130,3 +140,20 @@ def layers(args: argparse.Namespace) -> int:
         print(f"{layer.label:<16} {layer.name:<28} {shape:<20} {size_text + ' px':<16}"
               f" {jump:>5} {str(field.first):>13}")
     return 0
+
+
+def takes_image_size(name: str) -> bool:
+    """Whether the registered builder ``name`` is built for a given input size (zfnet_small)."""
+    from pipeline.models import BUILTIN_MODELS
+
+    builder = BUILTIN_MODELS.get(name)
+    return builder is not None and "image_size" in inspect.signature(builder).parameters
+
+
+def default_image_size(name: str) -> int:
+    """The input size a model is made for: its builder's default, else ImageNet's 224."""
+    from pipeline.models import BUILTIN_MODELS
+
+    if not takes_image_size(name):
+        return 224
+    return int(inspect.signature(BUILTIN_MODELS[name]).parameters["image_size"].default)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import tomllib
 import types
 import typing
@@ -22,9 +23,15 @@ from pipeline.errors import ConfigError
 REQUIRED: Any = dataclasses.MISSING
 
 
-def option(default: Any = REQUIRED, doc: str = "", choices: tuple[str, ...] = ()) -> Any:
-    """Declare a config option with its default, a one-line doc and optional allowed values."""
-    meta = {"doc": doc, "choices": choices}
+def option(default: Any = REQUIRED, doc: str = "", choices: tuple[str, ...] = (),
+           execution: bool = False) -> Any:
+    """Declare a config option with its default, a one-line doc and optional allowed values.
+
+    ``execution=True`` marks an option that changes how a stage runs, never what it computes
+    (workers, devices, batch sizes of inference): it is left out of every stage's stamp, so
+    changing it never makes finished work stale.
+    """
+    meta = {"doc": doc, "choices": choices, "execution": execution}
     if isinstance(default, (list, dict, set)):
         raise TypeError("use tuples for sequence defaults so configs stay frozen and hashable")
     if default is REQUIRED:
@@ -68,7 +75,8 @@ class ModelConfig:
     name: str = option(doc="model name: 'zfnet_small', 'zfnet' or any torchvision classifier")
     weights: str = option("", "torchvision weights, e.g. 'DEFAULT' or 'IMAGENET1K_V1'; they also "
                           "set preprocessing and class names")
-    download: bool = option(True, "fetch torchvision weights missing from the torch hub cache")
+    download: bool = option(True, "fetch torchvision weights missing from the torch hub cache",
+                            execution=True)
     checkpoint: str = option("", "state-dict file to load; empty uses the trained model.pt")
     image_size: int = option(224, "side of the square network input (the centre crop), in pixels")
     resize_size: int = option(0, "shorter side the image is resized to before the crop; "
@@ -94,7 +102,8 @@ class TrainConfig:
     first_init_scale: float = option(1.0, "factor on the first conv's initial weights; small "
                                      "values leave no init noise in the learned filters")
     seed: int = option(0, "seed of initialisation and shuffling")
-    device: str = option("auto", "'auto' (cuda, then mps, then cpu), or a torch device string")
+    device: str = option("auto", "'auto' (cuda, then mps, then cpu), or a torch device string",
+                         execution=True)
 
 
 @dataclass(frozen=True)
@@ -102,11 +111,14 @@ class ActivationsConfig:
     """Inference over the analysed images, storing per-unit summaries in zarr."""
 
     layers: tuple[str, ...] = option((), "dotted module names to record; empty = every conv ReLU")
-    batch_size: int = option(64, "images per forward pass")
-    chunk_size: int = option(512, "images per zarr chunk (the unit of resumption)")
-    device: str = option("auto", "'auto' (cuda, then mps, then cpu), or a torch device string")
-    num_workers: int = option(0, "DataLoader worker processes")
-    prefetch: int = option(2, "batches each worker prepares ahead (with num_workers > 0)")
+    batch_size: int = option(64, "images per forward pass", execution=True)
+    chunk_size: int = option(512, "images per zarr chunk (the unit of resumption)",
+                             execution=True)
+    device: str = option("auto", "'auto' (cuda, then mps, then cpu), or a torch device string",
+                         execution=True)
+    num_workers: int = option(0, "DataLoader worker processes", execution=True)
+    prefetch: int = option(2, "batches each worker prepares ahead (with num_workers > 0)",
+                           execution=True)
     bf16: bool = option(False, "bfloat16 autocast on a GPU (summaries are stored as float32)")
     channels_last: bool = option(False, "channels-last memory format on a GPU")
 
@@ -125,8 +137,9 @@ class DeconvConfig:
     methods: tuple[str, ...] = option(
         ("deconvnet",), "projection rules, each stored and shown (unit pages switch between "
         "them; layer pages show the first): 'deconvnet', 'guided', 'gradient'")
-    batch_size: int = option(64, "projections computed together")
-    device: str = option("auto", "'auto' (cuda, then mps, then cpu), or a torch device string")
+    batch_size: int = option(64, "projections computed together", execution=True)
+    device: str = option("auto", "'auto' (cuda, then mps, then cpu), or a torch device string",
+                         execution=True)
 
 
 @dataclass(frozen=True)
@@ -193,37 +206,65 @@ def load_workflow(path: Path, data_root: str | None = None) -> Workflow:
         if isinstance(table["data"], dict):
             table["data"]["root"] = data_root
     table["source"] = str(path)
-    table.setdefault("name", path.stem)
+    if table.get("name", "") == "":  # documented: empty uses the file's stem
+        table["name"] = path.stem
     workflow = _build(Workflow, table, path, prefix="")
     return _validate(workflow, path)
 
 
 def _validate(workflow: Workflow, path: Path) -> Workflow:
+    """Ranges and combinations a stage would otherwise trip over after hours of work."""
+    _validate_name(workflow.name, path)
     if workflow.data.source != "synthetic" and not workflow.data.root:
         raise ConfigError(f"{path}: [data] root is required for source "
                           f"'{workflow.data.source}'; set it or pass --data PATH")
-    data = workflow.data
-    if workflow.train.enabled and data.source == "imagefolder" and not data.train_root:
+    data, model, train = workflow.data, workflow.model, workflow.train
+    if train.enabled and data.source == "imagefolder" and not data.train_root:
         raise ConfigError(f"{path}: [data] train_root is required when [train] enabled = true")
-    for key, value in (("rank.top_k", workflow.rank.top_k),
-                       ("activations.batch_size", workflow.activations.batch_size),
-                       ("activations.chunk_size", workflow.activations.chunk_size),
-                       ("model.image_size", workflow.model.image_size)):
-        if value < 1:
-            raise ConfigError(f"{path}: {key} must be at least 1, got {value}")
+    for key, value, low in (("rank.top_k", workflow.rank.top_k, 1),
+                            ("activations.batch_size", workflow.activations.batch_size, 1),
+                            ("activations.chunk_size", workflow.activations.chunk_size, 1),
+                            ("activations.num_workers", workflow.activations.num_workers, 0),
+                            ("activations.prefetch", workflow.activations.prefetch, 1),
+                            ("deconv.batch_size", workflow.deconv.batch_size, 1),
+                            ("model.image_size", model.image_size, 1),
+                            ("model.resize_size", model.resize_size, 0),
+                            ("train.epochs", train.epochs, 1),
+                            ("train.batch_size", train.batch_size, 1),
+                            ("dask.shards", workflow.dask.shards, 0)):
+        if value < low:
+            raise ConfigError(f"{path}: {key} must be at least {low}, got {value}")
+    if 0 < model.resize_size < model.image_size:
+        raise ConfigError(f"{path}: model.resize_size ({model.resize_size}) is smaller than "
+                          f"model.image_size ({model.image_size}), so the crop would be padding; "
+                          "use 0 or a size of at least image_size")
     _validate_methods(workflow.deconv.methods, path)
-    if workflow.deconv.batch_size < 1:
-        raise ConfigError(f"{path}: deconv.batch_size must be at least 1, "
-                          f"got {workflow.deconv.batch_size}")
-    if workflow.dask.shards < 0:
-        raise ConfigError(f"{path}: dask.shards must be 0 (one per worker) or more, "
-                          f"got {workflow.dask.shards}")
-    if workflow.train.filter_radius < 0 or workflow.train.first_init_scale <= 0:
+    if not train.lr > 0 or train.weight_decay < 0 or not 0 <= train.momentum < 1:
+        raise ConfigError(f"{path}: [train] needs lr > 0, weight_decay >= 0 and 0 <= momentum "
+                          f"< 1, got lr {train.lr}, weight_decay {train.weight_decay}, momentum "
+                          f"{train.momentum}")
+    if train.filter_radius < 0 or train.first_init_scale <= 0:
         raise ConfigError(f"{path}: train.filter_radius must be >= 0 and "
                           f"train.first_init_scale > 0")
-    if len(workflow.model.mean) != 3 or len(workflow.model.std) != 3:
-        raise ConfigError(f"{path}: model.mean and model.std need 3 values (R, G, B)")
+    _validate_normalisation(model, path)
     return workflow
+
+
+def _validate_name(name: str, path: Path) -> None:
+    """The run's folder name: ``runs/<name>`` and ``reports/<name>`` must stay inside them."""
+    if name in ("", ".", "..") or any(sep in name for sep in ("/", "\\", "\0")):
+        raise ConfigError(f"{path}: name {name!r} must be a plain folder name (no '/' or '\\', "
+                          "not '.' or '..'): it names runs/<name> and reports/<name>")
+
+
+def _validate_normalisation(model: ModelConfig, path: Path) -> None:
+    if len(model.mean) != 3 or len(model.std) != 3:
+        raise ConfigError(f"{path}: model.mean and model.std need 3 values (R, G, B)")
+    if not all(math.isfinite(v) for v in model.mean) or not all(
+            math.isfinite(v) and v > 0 for v in model.std):
+        raise ConfigError(f"{path}: model.std needs 3 values > 0 and model.mean 3 finite values "
+                          f"(images are divided by std), got mean {list(model.mean)}, std "
+                          f"{list(model.std)}")
 
 
 PROJECTION_METHODS = ("deconvnet", "guided", "gradient")
@@ -303,5 +344,7 @@ def describe(cls: type = Workflow, prefix: str = "") -> list[tuple[str, str, str
             continue
         default = "required" if spec.default is REQUIRED else repr(spec.default)
         type_name = getattr(hint, "__name__", str(hint)).replace("typing.", "")
-        rows.append((key, type_name, default, spec.metadata["doc"]))
+        doc = spec.metadata["doc"] + (" (execution only: never makes a stage stale)"
+                                      if spec.metadata.get("execution") else "")
+        rows.append((key, type_name, default, doc))
     return rows

@@ -44,9 +44,9 @@ class RunLayout:
         return self.run_dir / "classes.parquet"
 
     @property
-    def data_info(self) -> Path:
-        """Where the prepared data's roots are recorded for the later stages."""
-        return self.run_dir / "data.json"
+    def data_warnings(self) -> Path:
+        """Warnings about the data folder (empty class folders), when prepare found any."""
+        return self.run_dir / "data_warnings.json"
 
     @property
     def checkpoints(self) -> Path:

@@ -1,8 +1,10 @@
 """Runs stages in dependency order, skipping those whose stamp is current.
 
-A stamp is written only after all of a stage's outputs are in place. Its key is a hash of the
-stage's config sections, the tokens of its inputs' stamps and the package version; the token is new
-on every run, so rerunning a stage makes everything downstream stale.
+A stamp is written only after all of a stage's outputs are in place. It holds the stage's key
+and the content digest of its outputs (see ``pipeline.stamps``), so a stage that reruns and
+writes the same bytes leaves everything downstream done. Before any stage runs, the workflow is
+checked as far as it can be without the heavy work (``pipeline.preflight``): a mistake is
+refused with one line while the run folder stays exactly as it was.
 """
 
 from __future__ import annotations
@@ -10,13 +12,11 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
-import hashlib
-import json
 import os
 import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pipeline import __version__
@@ -26,6 +26,14 @@ from pipeline.errors import StageFailure, UserError, describe_os_error
 from pipeline.layout import RunLayout
 from pipeline.stages import Stage, get_stage, list_stages
 from pipeline.stages.context import StageContext
+from pipeline.stamps import (
+    config_values,
+    content_digest,
+    file_digest,
+    is_legacy,
+    legacy_key,
+    stage_key,
+)
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,8 @@ class Runner:
         self.client = client
         self.stages = [stage for stage in list_stages() if stage.enabled(workflow)]
         self._names = [stage.name for stage in self.stages]
+        self._stamps: dict[str, dict | None] = {}  # read once; 0.3.0 stamps migrated in memory
+        self._weights: str | None = None
 
     # -- state -----------------------------------------------------------------------------
 
@@ -54,27 +64,62 @@ class Runner:
         return [name for name in stage.inputs if name in self._names]
 
     def _key(self, stage: Stage) -> str | None:
+        """The stage's key now, or None while an input has no current stamp."""
+        digests = {}
+        for name in self._inputs(stage):
+            stamp = self._stamp(name)
+            if stamp is None or "digest" not in stamp:
+                return None
+            digests[name] = stamp["digest"]
+        weights = self._weights_digest() if stage.loads_weights else None
+        return stage_key(config_values(self.workflow, stage.keys), digests, stage.revision,
+                         weights)
+
+    def _weights_digest(self) -> str | None:
+        """The content of ``[model] checkpoint``: a new file under the same name is new work."""
+        if self.workflow.model.checkpoint and self._weights is None:
+            self._weights = file_digest(Path(self.workflow.model.checkpoint).expanduser())
+        return self._weights
+
+    def _stamp(self, name: str) -> dict | None:
+        """The stage's stamp; one written by release 0.3.0 is migrated (in memory until the
+        next ``run`` writes it) when 0.3.0 would have called the stage done."""
+        if name not in self._stamps:
+            stamp = read_json(self.layout.stamp(name))
+            self._stamps[name] = self._migrated(get_stage(name), stamp) if is_legacy(stamp) \
+                else stamp
+        return self._stamps[name]
+
+    def _migrated(self, stage: Stage, stamp: dict) -> dict:
         tokens = {}
         for name in self._inputs(stage):
-            stamp = read_json(self.layout.stamp(name))
-            if stamp is None:
-                return None
-            tokens[name] = stamp["token"]
-        payload = {
-            "sections": {name: asdict(self.workflow.section(name)) for name in stage.sections},
-            "inputs": tokens,
-            "version": __version__,
-        }
-        blob = json.dumps(payload, sort_keys=True, default=str).encode()
-        return hashlib.sha256(blob).hexdigest()
+            upstream = self._stamp(name)
+            if not upstream or "token" not in upstream or "digest" not in upstream:
+                return stamp  # an input was not done under 0.3.0: neither is this stage
+            tokens[name] = upstream["token"]
+        if stamp.get("key") != legacy_key(self.workflow, stage.name, tokens):
+            return stamp
+        digest, outputs = self._digest(stage)
+        if not outputs:
+            return stamp
+        return {**stamp, "key": self._key(stage), "digest": digest, "outputs": outputs,
+                "revision": stage.revision, "migrated_from": stamp["version"]}
+
+    def _digest(self, stage: Stage) -> tuple[str, list[str]]:
+        return content_digest(stage.outputs(self.workflow, self.layout), self.layout.base)
 
     def state(self, name: str) -> str:
-        """``done`` (stamp current and inputs done), ``stale`` (stamp out of date), ``missing``."""
+        """``done`` (stamp current, inputs done, outputs there), ``stale`` (stamp out of date),
+        ``missing`` (never finished, or an output was deleted since)."""
         stage = get_stage(name)
         if name not in self._names:
             return "off"
-        stamp = read_json(self.layout.stamp(name))
+        stamp = self._stamp(name)
         if stamp is None:
+            return "missing"
+        if "digest" not in stamp:
+            return "stale"
+        if any(not (self.layout.base / output).exists() for output in stamp.get("outputs", ())):
             return "missing"
         inputs_done = all(self.state(upstream) == "done" for upstream in self._inputs(stage))
         return "done" if inputs_done and stamp.get("key") == self._key(stage) else "stale"
@@ -83,7 +128,7 @@ class Runner:
         """The state of every registered stage, with when it finished and how long it took."""
         rows = []
         for stage in list_stages():
-            stamp = read_json(self.layout.stamp(stage.name)) or {}
+            stamp = self._stamp(stage.name) or {}
             rows.append(StageStatus(stage.name, self.state(stage.name),
                                     stamp.get("finished"), stamp.get("seconds")))
         return rows
@@ -91,8 +136,9 @@ class Runner:
     # -- running ---------------------------------------------------------------------------
 
     def plan(self, target: str, force: bool = False) -> list[str]:
-        """The stages ``run target`` executes: ``all`` = every stage not done; a single stage =
-        its upstream stages that are not done, then the stage itself (always)."""
+        """The stages ``run target`` executes: ``all`` = every stage not done (every stage with
+        ``force``); a single stage = its upstream stages that are not done, then the stage itself
+        (always: ``force`` never reruns finished upstream work)."""
         if target == "all":
             return [name for name in self._names if force or self.state(name) != "done"]
         if target not in self._names:
@@ -101,7 +147,7 @@ class Runner:
             raise UserError(f"unknown stage '{target}'{why}; choose one of: {valid}")
         upstream = self._upstream(target)
         return [name for name in self._names
-                if name in upstream and (force or self.state(name) != "done")] + [target]
+                if name in upstream and self.state(name) != "done"] + [target]
 
     def _upstream(self, name: str) -> set[str]:
         found: set[str] = set()
@@ -111,16 +157,23 @@ class Runner:
 
     def run(self, target: str = "all", force: bool = False,
             shard: tuple[int, int] | None = None) -> list[str]:
-        """Run ``target`` under the workflow's lock; return the names of the stages that ran.
+        """Check the workflow, then run ``target`` under the workflow's lock; return the names
+        of the stages that ran.
 
         With ``shard=(i, n)`` only the activations stage runs, filling its i-th share of the
         chunks; shard processes hold the lock shared, so they run side by side while an ordinary
         run is refused, and the shard that completes the store commits and stamps it.
         """
+        from pipeline.preflight import check_run
+
+        check_run(self.workflow, self.layout,
+                  [target] if shard is not None else self.plan(target, force))
         self.layout.run_dir.mkdir(parents=True, exist_ok=True)
         if shard is not None:
             return self._run_shard(target, shard)
         with self._lock():
+            self._stamps.clear()  # another run may have finished while we checked
+            self._write_migrated()
             plan = self.plan(target, force)
             self._log(f"run {target}{' --force' if force else ''}: {plan or 'nothing to do'}")
             for name in self._names:
@@ -132,6 +185,15 @@ class Runner:
             if stale:
                 print(f"now stale: {', '.join(stale)} (`run all` updates them)")
             return plan
+
+    def _write_migrated(self) -> None:
+        """Write the stamps of release 0.3.0 that were migrated in memory."""
+        for name in self._names:
+            stamp = self._stamp(name)
+            if stamp and stamp.get("migrated_from") and "token" in stamp:
+                stamp = {key: value for key, value in stamp.items() if key != "token"}
+                write_json(self.layout.stamp(name), stamp)
+                self._log(f"{name}: stamp of release {stamp['migrated_from']} migrated")
 
     def _run_shard(self, target: str, shard: tuple[int, int]) -> list[str]:
         if target != "activations":
@@ -164,7 +226,17 @@ class Runner:
                     return
                 # The stamp goes first so that a kill while outputs move is never taken for done.
                 remove(self.layout.stamp(stage.name))
+                self._stamps.pop(stage.name, None)
                 context.commit()
+            digest, outputs = self._digest(stage)
+            seconds = time.perf_counter() - clock
+            stamp = {
+                "stage": stage.name, "key": key, "digest": digest, "outputs": outputs,
+                "revision": stage.revision, "started": started.isoformat(timespec="seconds"),
+                "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                "seconds": round(seconds, 2), "version": __version__,
+            }
+            write_json(self.layout.stamp(stage.name), stamp)
         except OSError as error:
             path, cause = describe_os_error(error, context.current_output)
             self._log(f"{stage.name}: failed ({type(error).__name__}: {error})")
@@ -174,13 +246,7 @@ class Runner:
         except BaseException as error:
             self._log(f"{stage.name}: failed ({type(error).__name__}: {error})")
             raise
-        seconds = time.perf_counter() - clock
-        write_json(self.layout.stamp(stage.name), {
-            "stage": stage.name, "key": key, "token": uuid.uuid4().hex,
-            "started": started.isoformat(timespec="seconds"),
-            "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "seconds": round(seconds, 2), "version": __version__,
-        })
+        self._stamps[stage.name] = stamp
         self._log(f"{stage.name}: done in {seconds:.1f} s")
         print(f"[{stage.name}] done in {seconds:.1f} s")
 

@@ -198,13 +198,8 @@ def image_rng(seed: int, split: str, class_index: int, index: int) -> np.random.
     return np.random.default_rng([seed, SPLITS.index(split), class_index, index])
 
 
-def generate_synthetic_dataset(
-    root: Path, *, image_size: int, train_per_class: int, val_per_class: int, seed: int
-) -> None:
-    """Write ``root/{train,val}/<class>/<class>_<index:05d>.png`` for every class in CLASS_NAMES.
-
-    Same arguments give byte-identical files (PNG without timestamps, per-image seeds).
-    """
+def check_settings(image_size: int, train_per_class: int, val_per_class: int, seed: int) -> None:
+    """Refuse settings the generator cannot honour, before anything is written."""
     if image_size < MIN_IMAGE_SIZE:
         raise UserError(f"synthetic data: image_size={image_size} is too small; "
                         f"use at least {MIN_IMAGE_SIZE}")
@@ -213,6 +208,16 @@ def generate_synthetic_dataset(
                         f"val_per_class={val_per_class} must both be at least 1")
     if seed < 0:
         raise UserError(f"synthetic data: seed={seed} must be a non-negative integer")
+
+
+def generate_synthetic_dataset(
+    root: Path, *, image_size: int, train_per_class: int, val_per_class: int, seed: int
+) -> None:
+    """Write ``root/{train,val}/<class>/<class>_<index:05d>.png`` for every class in CLASS_NAMES.
+
+    Same arguments give byte-identical files (PNG without timestamps, per-image seeds).
+    """
+    check_settings(image_size, train_per_class, val_per_class, seed)
     root = Path(root)
     counts = {"train": train_per_class, "val": val_per_class}
     jobs = [(split, ci, i) for split in SPLITS for ci in range(len(CLASS_NAMES))

@@ -35,11 +35,48 @@ def checkpoint_path(workflow: Workflow, layout: RunLayout) -> Path:
                     "torchvision model) or [model] checkpoint, or enable [train]")
 
 
+def read_state_dict(path: Path, source: str) -> dict:
+    """The state dict in the weights file ``path`` (or under its ``"model"`` key, as in a
+    training checkpoint); memory-mapped where the format allows, so checking is cheap."""
+    import torch
+
+    if not path.is_file():
+        raise UserError(f"{path}: model weights not found; check [model] checkpoint in {source}")
+    try:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as error:  # the legacy (non-zip) format cannot be memory-mapped
+            if "mmap" not in str(error):
+                raise
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - the unpickler raises anything on a foreign file
+        reason = " ".join(str(error).split())[:120] or type(error).__name__
+        raise UserError(f"{path}: not a PyTorch weights file ({type(error).__name__}: {reason}); "
+                        "set [model] checkpoint to a file saved with "
+                        "torch.save(model.state_dict(), path)") from None
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    if not isinstance(state, dict) or not all(isinstance(key, str) for key in state):
+        raise UserError(f"{path}: holds a {type(state).__name__}, not a state dict; save "
+                        "torch.save(model.state_dict(), path) and point [model] checkpoint at it")
+    return state
+
+
+def fit_state_dict(model: nn.Module, state: dict, path: Path, name: str, num_classes: int,
+                   assign: bool = False) -> None:
+    """Load ``state`` into ``model``, or say in one line why these weights are not its."""
+    try:
+        model.load_state_dict(state, assign=assign)
+    except RuntimeError as error:
+        lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+        detail = lines[1] if len(lines) > 1 else lines[0] if lines else "mismatch"
+        raise UserError(f"{path}: weights do not fit model '{name}' with {num_classes} classes "
+                        f"({detail}); check [model] name and the data's classes") from None
+
+
 def load_model(workflow: Workflow, layout: RunLayout, num_classes: int,
                device: torch.device) -> nn.Module:
     """The workflow's model with its weights loaded, in eval mode on ``device``."""
-    import torch
-
     spec = workflow.model
     if spec.weights and not spec.checkpoint:
         from pipeline.models.torchvision_models import load_torchvision_model, resolve_weights
@@ -48,16 +85,5 @@ def load_model(workflow: Workflow, layout: RunLayout, num_classes: int,
         return load_torchvision_model(spec.name, weights, spec.download).eval().to(device)
     model = build_model(workflow, num_classes)
     path = checkpoint_path(workflow, layout)
-    if not path.is_file():
-        raise UserError(f"{path}: model weights not found; check [model] checkpoint in "
-                        f"{workflow.source}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-        state = state["model"]
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as error:
-        first = str(error).strip().splitlines()[0]
-        raise UserError(f"{path}: weights do not fit model '{spec.name}' with {num_classes} "
-                        f"classes ({first})") from None
+    fit_state_dict(model, read_state_dict(path, workflow.source), path, spec.name, num_classes)
     return model.eval().to(device)

@@ -62,15 +62,25 @@ def cached_weights_file(weights: WeightsEnum) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
 
 
+def cached_or_refused(weights: WeightsEnum, download: bool) -> Path | None:
+    """The weights file in the hub cache; None if it is not there but may be downloaded; a
+    ``UserError`` naming the file and the folder if it is not there and downloads are off."""
+    path = cached_weights_file(weights)
+    if path.is_file():
+        return path
+    if not download or os.environ.get(OFFLINE_VARIABLE) == "1":
+        raise UserError(f"{path.name}: weights not in the torch hub cache and downloads are off; "
+                        f"put the file in {path.parent} (TORCH_HOME sets the cache), or give a "
+                        "state-dict file as [model] checkpoint")
+    return None
+
+
 def load_torchvision_model(model: str, weights: WeightsEnum, download: bool) -> nn.Module:
     """The model with its pretrained weights, read from the hub cache (or downloaded)."""
     import torchvision
 
     path = cached_weights_file(weights)
-    if not path.is_file() and (not download or os.environ.get(OFFLINE_VARIABLE) == "1"):
-        raise UserError(f"{path.name}: weights not in the torch hub cache and downloads are off; "
-                        f"put the file in {path.parent} (TORCH_HOME sets the cache), or give a "
-                        "state-dict file as [model] checkpoint")
+    cached_or_refused(weights, download)
     try:
         return torchvision.models.get_model(model, weights=weights)
     except (OSError, RuntimeError) as error:  # URLError is an OSError; a cut file a RuntimeError

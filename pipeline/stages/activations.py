@@ -11,7 +11,9 @@ from pipeline.stages.inputs import analysed_model
 from pipeline.stages.registry import register_stage
 
 
-@register_stage("activations", inputs=("prepare", "train"), sections=("model", "activations"))
+@register_stage("activations", inputs=("prepare", "train"), keys=("data", "model", "activations"),
+                outputs=lambda workflow, layout: (layout.activations, layout.skipped),
+                loads_weights=True)
 def activations(ctx: StageContext) -> bool:
     """record each unit's max, argmax and mean over every image"""
     import zarr

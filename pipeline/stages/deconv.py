@@ -29,7 +29,8 @@ THUMB = 64  # side of the whole-image thumbnails the atlas draws receptive-field
 
 
 @register_stage("deconv", inputs=("prepare", "train", "activations", "rank"),
-                sections=("deconv",))
+                keys=("data", "model", "deconv"),
+                outputs=lambda workflow, layout: (layout.projections,), loads_weights=True)
 def deconv(ctx: StageContext) -> None:
     """project each top activation back to pixel space"""
     import zarr

@@ -13,7 +13,10 @@ from pipeline.stages.context import StageContext
 from pipeline.stages.registry import register_stage
 
 
-@register_stage("prepare", sections=("data", "model", "train"))
+@register_stage("prepare", keys=("data", "model.name", "model.weights", "train.enabled"),
+                outputs=lambda workflow, layout: (
+                    layout.manifest, layout.classes, layout.train_manifest,
+                    layout.synthetic_data / "synthetic.json", layout.data_warnings))
 def prepare(ctx: StageContext) -> None:
     """list the images (generating the demo's synthetic set first)"""
     workflow, layout = ctx.workflow, ctx.layout

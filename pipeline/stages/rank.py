@@ -6,7 +6,9 @@ from pipeline.stages.context import StageContext
 from pipeline.stages.registry import register_stage
 
 
-@register_stage("rank", inputs=("activations",), sections=("rank",))
+@register_stage("rank", inputs=("activations",), keys=("rank",),
+                outputs=lambda workflow, layout: (layout.topk, layout.units, layout.selectivity,
+                                                  layout.histograms))
 def rank(ctx: StageContext) -> None:
     """rank every unit's top images with dask"""
     from pipeline.ranking import rank_store

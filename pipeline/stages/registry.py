@@ -1,19 +1,25 @@
 """The stage registry: ``@register_stage`` in torchvision's ``register_model`` style.
 
 The order of registration is the dependency order, so ``run all`` is the registry in order.
+Each stage declares what decides its outputs (see ``pipeline.stamps``): its input stages, the
+config keys that change its results, whether it loads the model's weights, its outputs and its
+revision.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from pipeline.config import Workflow
+    from pipeline.layout import RunLayout
     from pipeline.stages.context import StageContext
 
 StageFunction = Callable[["StageContext"], "bool | None"]  # False: incomplete shard
+Outputs = Callable[["Workflow", "RunLayout"], "tuple[Path, ...]"]
 
 
 @dataclass(frozen=True)
@@ -23,9 +29,12 @@ class Stage:
     name: str
     func: StageFunction
     inputs: tuple[str, ...]
-    sections: tuple[str, ...]
+    keys: tuple[str, ...]
+    outputs: Outputs
     enabled: Callable[[Workflow], bool]
     doc: str
+    revision: int = 1
+    loads_weights: bool = False
 
 
 _STAGES: dict[str, Stage] = {}
@@ -34,11 +43,20 @@ _STAGES: dict[str, Stage] = {}
 def register_stage(
     name: str,
     inputs: tuple[str, ...] = (),
-    sections: tuple[str, ...] = (),
+    keys: tuple[str, ...] = (),
+    outputs: Outputs = lambda workflow, layout: (),
     enabled: Callable[[Workflow], bool] = lambda workflow: True,
+    revision: int = 1,
+    loads_weights: bool = False,
 ) -> Callable[[StageFunction], StageFunction]:
-    """Register ``func`` as stage ``name`` reading the outputs of ``inputs`` (earlier stages) and
-    the config ``sections`` whose values make up its stamp."""
+    """Register ``func`` as stage ``name``.
+
+    It reads the outputs of ``inputs`` (earlier stages); ``keys`` are the config sections or
+    single options ('model.name') that change its results; ``outputs`` lists the files and
+    folders whose content downstream stages depend on; ``revision`` is bumped by a release that
+    changes what the stage writes; ``loads_weights``: it loads ``[model] checkpoint``, so that
+    file's content is part of its key.
+    """
 
     def wrap(func: StageFunction) -> StageFunction:
         if name in _STAGES:
@@ -47,7 +65,8 @@ def register_stage(
         if unknown:
             raise ValueError(f"stage '{name}' reads {unknown}, which are not registered before it")
         doc = (func.__doc__ or "").strip().splitlines()[0] if func.__doc__ else ""
-        _STAGES[name] = Stage(name, func, inputs, sections, enabled, doc)
+        _STAGES[name] = Stage(name, func, inputs, keys, outputs, enabled, doc, revision,
+                              loads_weights)
         return func
 
     return wrap

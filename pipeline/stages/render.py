@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 
 
 @register_stage("render", inputs=("prepare", "train", "activations", "rank", "deconv"),
-                sections=("render",))
+                keys=("model", "render"), outputs=lambda workflow, layout: (layout.report_dir,),
+                loads_weights=True)
 def render(ctx: StageContext) -> None:
     """write the static HTML atlas"""
     import torch

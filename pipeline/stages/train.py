@@ -17,7 +17,8 @@ if TYPE_CHECKING:
     import torch
 
 
-@register_stage("train", inputs=("prepare",), sections=("model", "train"),
+@register_stage("train", inputs=("prepare",), keys=("data", "model", "train"),
+                outputs=lambda workflow, layout: (layout.model, layout.metrics),
                 enabled=lambda workflow: workflow.train.enabled)
 def train(ctx: StageContext) -> None:
     """train the model on the training images"""

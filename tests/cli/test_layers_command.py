@@ -29,3 +29,23 @@ def test_unknown_model_is_one_line_with_a_suggestion(tmp_path):
     result = run_cli("layers", "--model", "alexnt", cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "did you mean 'alexnet'" in result.stderr
+
+
+def test_demo_model_by_name_matches_its_workflow(tmp_path):
+    """The README's `layers --model zfnet_small` builds the demo's model at the size it is made
+    for (its builder's default, 64 px) and prints the same five layers as the demo workflow."""
+    by_name = run_cli("layers", "--model", "zfnet_small", cwd=tmp_path)
+    by_workflow = run_cli("layers", "-w", str(REPO / "workflows" / "demo.toml"), cwd=tmp_path)
+    assert by_name.returncode == 0, by_name.stderr
+    assert len(_rows(by_name.stdout)) == 5
+    assert _rows(by_name.stdout) == _rows(by_workflow.stdout)
+    assert by_name.stdout.startswith("zfnet_small at 64 x 64 px: 5 layers")
+
+
+def test_image_size_too_small_for_the_model_is_one_line(tmp_path):
+    for args in (("--model", "alexnet", "--image-size", "32"),
+                 ("--model", "zfnet_small", "--image-size", "8")):
+        result = run_cli("layers", *args, cwd=tmp_path)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+        assert result.stderr.startswith("error: model '")

@@ -1,5 +1,6 @@
 """The workflow loader: typed values, and one clear line for each kind of mistake."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -113,3 +114,31 @@ def test_the_config_offers_exactly_the_projectors_methods():
     from pipeline.interp.projector import METHODS
 
     assert PROJECTION_METHODS == METHODS
+
+
+@pytest.mark.parametrize(("table", "expected"), [
+    ("[activations]\nnum_workers = -1\n", "activations.num_workers must be at least 0"),
+    ("[activations]\nprefetch = 0\n", "activations.prefetch must be at least 1"),
+    ("[deconv]\nbatch_size = 0\n", "deconv.batch_size must be at least 1"),
+    ("[train]\nepochs = 0\n", "train.epochs must be at least 1"),
+    ("[train]\nlr = 0.0\n", "lr > 0"),
+    ("[train]\nmomentum = 1.0\n", "momentum"),
+    ("[model]\nname = 'zfnet_small'\nstd = [0.2, 0.0, 0.2]\n", "model.std needs 3 values > 0"),
+    ("[model]\nname = 'zfnet_small'\nimage_size = 224\nresize_size = 200\n",
+     "resize_size (200) is smaller than model.image_size (224)"),
+])
+def test_meaningless_values_are_refused(write_workflow, table, expected):
+    text = MINIMAL.replace('[model]\nname = "zfnet_small"\n', "") if "[model]" in table \
+        else MINIMAL
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        load_workflow(write_workflow(text + table))
+
+
+@pytest.mark.parametrize("name", [".", "..", "../out", "a/b"])
+def test_the_run_name_is_a_plain_folder_name(write_workflow, name):
+    with pytest.raises(ConfigError, match="must be a plain folder name"):
+        load_workflow(write_workflow(f'name = "{name}"\n' + MINIMAL))
+
+
+def test_an_empty_name_is_the_file_stem(write_workflow):
+    assert load_workflow(write_workflow('name = ""\n' + MINIMAL, name="mine")).name == "mine"

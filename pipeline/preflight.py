@@ -1,0 +1,175 @@
+"""Checking a workflow before any stage runs, so a mistake costs no finished work.
+
+``run`` (and ``status``) call :func:`check_run` with the stages about to run: it refuses, with
+one line, whatever it can find without the heavy work — the model does not build, is too big for
+the image size, has no such layer, its weights file is missing, is not a weights file or was
+trained for another number of classes, the data folder does not scan — while the run folder is
+still exactly as it was. The model is built on PyTorch's ``meta`` device (shapes, no memory, no
+initialisation) and weights files are memory-mapped, so checking a VGG costs well under a second.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from pipeline.config import Workflow
+from pipeline.data.roots import analysed_root, train_root
+from pipeline.errors import UserError
+from pipeline.layout import RunLayout
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from pipeline.interp.layers import LayerInfo
+
+#: Stages that load the analysed model's weights.
+LOADS_WEIGHTS = ("activations", "deconv", "render")
+#: Stages that read the analysed images.
+READS_IMAGES = ("prepare", "train", "activations", "deconv")
+
+
+def check_run(workflow: Workflow, layout: RunLayout, stages: Collection[str]) -> None:
+    """Refuse (``UserError``) a workflow whose ``stages`` would fail for a reason knowable now."""
+    if "prepare" in stages:
+        num_classes = _scan(workflow, layout)
+    elif layout.classes.exists():
+        num_classes = len(pd.read_parquet(layout.classes, columns=["label"]))
+    else:
+        num_classes = 1000  # nothing planned reads the classes
+    if set(stages) & set(READS_IMAGES) - {"prepare"} and "prepare" not in stages:
+        root = analysed_root(workflow, layout)
+        if not root.is_dir():
+            raise UserError(f"{root}: data folder not found (from [data] root in "
+                            f"{workflow.source}); point [data] root or --data at your images")
+    model = check_model(workflow, num_classes)
+    if set(stages) & set(LOADS_WEIGHTS):
+        _check_weights(workflow, layout, model, num_classes, trains="train" in stages)
+
+
+def check_model(workflow: Workflow, num_classes: int) -> nn.Module:
+    """The workflow's model, built without weights on the meta device, after checking that it
+    builds and has the analysed layers at the workflow's input size."""
+    from pipeline.models.loading import build_model
+    from pipeline.models.preprocessing import preprocessing
+
+    what = f"{workflow.source}: [model] name '{workflow.model.name}'"
+    try:
+        model = checked_build(lambda: build_model(workflow, _classes_of(workflow, num_classes)),
+                              what)
+    except UserError as error:
+        if str(error).startswith(workflow.source):
+            raise
+        raise UserError(f"{workflow.source}: [model] {error}") from None
+    size = preprocessing(workflow).crop
+    checked_layers(model, size, workflow.activations.layers, what)
+    return model
+
+
+def checked_build(build: Callable[[], nn.Module], what: str) -> nn.Module:
+    """``build()`` on the meta device (on the CPU if the builder needs real tensors); a
+    builder's own refusal (e.g. an image size it cannot take) becomes one line naming ``what``."""
+    import torch
+
+    try:
+        with torch.device("meta"):
+            return build()
+    except UserError:
+        raise
+    except Exception:  # noqa: BLE001 - some builders need real tensors; the CPU decides
+        pass
+    try:
+        return build()
+    except UserError:
+        raise
+    except Exception as error:  # noqa: BLE001 - any builder failure is the workflow's
+        raise UserError(f"{what}: cannot be built ({_first_line(error)})") from None
+
+
+def checked_layers(model: nn.Module, size: int, names: Sequence[str], what: str,
+                   size_option: str = "[model] image_size") -> list[LayerInfo]:
+    """The analysed layers at ``size`` x ``size`` pixels; an input too small for the network,
+    or a network without feature maps, is refused in one line."""
+    from pipeline.interp import analysable_layers
+
+    try:
+        found = analysable_layers(model, (size, size), names=list(names) or None)
+    except UserError:
+        raise
+    except Exception as error:  # noqa: BLE001 - retry for real before blaming the workflow
+        if next(model.parameters(), None) is None or not next(model.parameters()).is_meta:
+            raise UserError(f"{what}: cannot run on {size} x {size} inputs "
+                            f"({_first_line(error)}); raise {size_option}") from None
+        return checked_layers(model.to_empty(device="cpu"), size, names, what, size_option)
+    if not found:
+        raise UserError(f"{what}: has no convolution with a ReLU to analyse; name its layers "
+                        "in [activations] layers (`python -m pipeline layers --all` lists them)")
+    return found
+
+
+def _scan(workflow: Workflow, layout: RunLayout) -> int:
+    """Scan the data folders as prepare will; the number of the model's classes."""
+    from pipeline.data.classes import class_table
+
+    if workflow.data.source == "synthetic":
+        from pipeline.data.synthetic import CLASS_NAMES, check_settings
+
+        spec = workflow.data.synthetic
+        check_settings(spec.image_size, spec.train_per_class, spec.val_per_class, spec.seed)
+        classes, _ = class_table(workflow, list(CLASS_NAMES), layout.synthetic_data)
+        return len(classes)
+    from pipeline.data.manifest import scan_data
+
+    root = analysed_root(workflow, layout)
+    if not root.is_dir():
+        raise UserError(f"{root}: data folder not found (from [data] root in {workflow.source}); "
+                        "point [data] root or --data at your images")
+    _, classes = scan_data(workflow, root)
+    if workflow.train.enabled:
+        folder = train_root(workflow, layout)
+        if not folder.is_dir():
+            raise UserError(f"{folder}: training folder not found (from [data] train_root in "
+                            f"{workflow.source})")
+        _, train_classes = scan_data(workflow, folder)
+        if train_classes["name"].tolist() != classes["name"].tolist():
+            raise UserError(f"{folder}: its class folders differ from those of {root}; "
+                            "both need the same class sub-folders")
+    return len(classes)
+
+
+def _classes_of(workflow: Workflow, num_classes: int) -> int:
+    """Torchvision weights bring their own classes; otherwise the data's count."""
+    if workflow.model.weights and not workflow.model.checkpoint:
+        from pipeline.models.torchvision_models import resolve_weights
+
+        weights = resolve_weights(workflow.model.name, workflow.model.weights, workflow.source)
+        return len(weights.meta.get("categories") or ()) or num_classes
+    return num_classes
+
+
+def _check_weights(workflow: Workflow, layout: RunLayout, model: nn.Module, num_classes: int,
+                   trains: bool) -> None:
+    """The weights exist, are a weights file, and (for a checkpoint) fit the model."""
+    from pipeline.models.loading import checkpoint_path, fit_state_dict, read_state_dict
+
+    spec = workflow.model
+    if spec.weights and not spec.checkpoint:
+        from pipeline.models.torchvision_models import cached_or_refused, resolve_weights
+
+        path = cached_or_refused(resolve_weights(spec.name, spec.weights, workflow.source),
+                                 spec.download)
+        if path is not None:
+            read_state_dict(path, workflow.source)
+        return
+    if workflow.train.enabled and not spec.checkpoint and trains:
+        return  # the train stage writes the weights
+    path = checkpoint_path(workflow, layout)
+    fit_state_dict(model, read_state_dict(path, workflow.source), path, spec.name, num_classes,
+                   assign=next(model.parameters()).is_meta)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return (text[0] if text else type(error).__name__)[:200]

@@ -1,0 +1,111 @@
+"""What makes a stage done: its key, and the content digest of what it wrote.
+
+A stage's *key* is a hash of
+
+- the config values that can change its results (its ``keys``: whole sections or single
+  options, less the options marked ``execution=True``),
+- the *content digests* of its input stages' outputs, not a per-run token: a stage rerun that
+  writes byte-identical outputs leaves everything downstream done,
+- the content digest of the weights file it loads, when ``[model] checkpoint`` names one,
+- the stage's revision, bumped only by a release that changes what the stage writes.
+
+Its stamp records the key and the digest of its outputs, written after they are in place.
+Stamps of release 0.3.0 (keyed by per-run tokens and the package version) are recognised and
+migrated: a stage that 0.3.0 would call done keeps being done.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import Workflow
+
+#: The last release whose stamps are keyed by tokens; its stamps are migrated, not discarded.
+LEGACY_VERSION = "0.3.0"
+#: The sections 0.3.0 hashed into each stage's key (its registry's ``sections``).
+LEGACY_SECTIONS = {"prepare": ("data", "model", "train"), "train": ("model", "train"),
+                   "activations": ("model", "activations"), "rank": ("rank",),
+                   "deconv": ("deconv",), "render": ("render",)}
+
+
+def config_values(workflow: Workflow, keys: Iterable[str]) -> dict[str, Any]:
+    """The values of ``keys`` ('section' or 'section.option'), execution-only options left out."""
+    values = {}
+    for key in keys:
+        section, _, name = key.partition(".")
+        value = workflow.section(section)
+        values[key] = _results_only(getattr(value, name) if name else value)
+    return values
+
+
+def _results_only(value: Any) -> Any:
+    if not dataclasses.is_dataclass(value):
+        return value
+    return {spec.name: _results_only(getattr(value, spec.name))
+            for spec in dataclasses.fields(value)
+            if not spec.metadata.get("execution") and not spec.metadata.get("internal")}
+
+
+def stage_key(config: dict[str, Any], inputs: dict[str, str], revision: int,
+              weights: str | None) -> str:
+    """The hash of everything that decides a stage's outputs (see the module doc)."""
+    payload = {"config": config, "inputs": inputs, "revision": revision, "weights": weights}
+    return _hash(payload)
+
+
+def content_digest(paths: Iterable[Path], base: Path) -> tuple[str, list[str]]:
+    """(digest, names) of the files and folder trees among ``paths`` that exist: each file's
+    name relative to ``base`` and its bytes, in sorted order."""
+    digest = hashlib.sha256()
+    names = []
+    for path in paths:
+        if not path.exists():
+            continue
+        names.append(path.relative_to(base).as_posix())
+        for file in _files(path):
+            digest.update(file.relative_to(base).as_posix().encode() + b"\0")
+            with open(file, "rb") as handle:
+                digest.update(hashlib.file_digest(handle, "sha256").digest())
+    return digest.hexdigest(), names
+
+
+def file_digest(path: Path) -> str | None:
+    """The sha256 of one file's bytes, or None when it cannot be read."""
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+    except OSError:
+        return None
+
+
+def _files(path: Path) -> list[Path]:
+    if not path.is_dir():
+        return [path]
+    found = []
+    for folder, dirs, files in os.walk(path):
+        dirs.sort()
+        found.extend(Path(folder) / name for name in sorted(files))
+    return found
+
+
+def legacy_key(workflow: Workflow, stage: str, tokens: dict[str, str]) -> str:
+    """The key release 0.3.0 computed for ``stage`` from its inputs' tokens."""
+    payload = {"sections": {name: dataclasses.asdict(workflow.section(name))
+                            for name in LEGACY_SECTIONS[stage]},
+               "inputs": tokens, "version": LEGACY_VERSION}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def is_legacy(stamp: dict | None) -> bool:
+    """A stamp written by release 0.3.0 (a token, no digest)."""
+    return bool(stamp) and "digest" not in stamp and stamp.get("version") == LEGACY_VERSION
+
+
+def _hash(payload: Any) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()

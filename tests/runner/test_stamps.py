@@ -1,0 +1,137 @@
+"""Stamps by content: a stage is stale only when what decides its outputs changed.
+
+Each test works on a copy of a finished run of the reduced demo.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from support import TINY_DEMO, run_cli
+
+from pipeline.atomic import read_json
+from pipeline.config import load_workflow
+from pipeline.layout import RunLayout
+from pipeline.runner import Runner
+from pipeline.stages import registry
+
+STAGES = ["prepare", "train", "activations", "rank", "deconv", "render"]
+LEGACY = Path(__file__).parent / "legacy_0_3_0"
+
+
+@pytest.fixture
+def finished(tiny_run: Path, tmp_path: Path) -> Path:
+    base = tmp_path / "base"
+    shutil.copytree(tiny_run, base, symlinks=True)
+    return base
+
+
+def _runner(base: Path, text: str = TINY_DEMO) -> Runner:
+    path = base / "workflows" / "tiny.toml"
+    path.write_text(text, encoding="utf-8")
+    workflow = load_workflow(path)
+    return Runner(workflow, RunLayout(base=base, workflow=workflow.name))
+
+
+def _states(base: Path, text: str = TINY_DEMO) -> dict[str, str]:
+    return {row.name: row.state for row in _runner(base, text).status()}
+
+
+def _ran(stdout: str) -> list[str]:
+    return re.findall(r"^\[(\w+)\] running", stdout, flags=re.MULTILINE)
+
+
+def test_epochs_rerun_train_and_what_follows_not_prepare(finished):
+    text = TINY_DEMO.replace("epochs = 2", "epochs = 3")
+    assert _states(finished, text) == {"prepare": "done", **dict.fromkeys(STAGES[1:], "stale")}
+    result = run_cli("run", "all", "-w", "workflows/tiny.toml", cwd=finished)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert _ran(result.stdout) == STAGES[1:]
+    assert _states(finished, text) == dict.fromkeys(STAGES, "done")
+
+
+def test_execution_options_never_make_a_stage_stale(finished):
+    text = TINY_DEMO.replace("chunk_size = 32", "chunk_size = 16\nnum_workers = 2\nprefetch = 4"
+                             '\ndevice = "cpu"').replace("batch_size = 64", "batch_size = 7")
+    text += '\n[dask]\nshards = 3\n'
+    assert _states(finished, text) == dict.fromkeys(STAGES, "done")
+
+
+def test_a_rerun_with_identical_outputs_keeps_downstream_done(finished):
+    """prepare reruns (forced) and writes a byte-identical manifest: nothing after it is stale."""
+    runner = _runner(finished)
+    before = read_json(runner.layout.stamp("prepare"))
+    assert runner.run("prepare") == ["prepare"]
+    after = read_json(runner.layout.stamp("prepare"))
+    assert after["finished"] >= before["finished"] and after["digest"] == before["digest"]
+    assert _states(finished) == dict.fromkeys(STAGES, "done")
+
+
+def test_a_rerun_with_new_outputs_makes_downstream_stale(finished):
+    text = TINY_DEMO.replace("lr = 0.001", "lr = 0.002")
+    runner = _runner(finished, text)
+    runner.run("train")
+    assert _states(finished, text) == {"prepare": "done", "train": "done",
+                                        **dict.fromkeys(STAGES[2:], "stale")}
+
+
+def test_bumping_a_revision_makes_exactly_that_stage_and_its_downstream_stale(
+        finished, monkeypatch):
+    stage = registry.get_stage("rank")
+    monkeypatch.setitem(registry._STAGES, "rank", dataclasses.replace(stage, revision=2))
+    assert _states(finished) == {**dict.fromkeys(STAGES[:3], "done"),
+                                 **dict.fromkeys(STAGES[3:], "stale")}
+    # The new revision writes the same tables here, so its downstream is done again at once.
+    runner = _runner(finished)
+    assert runner.run("rank") == ["rank"]
+    assert _states(finished) == dict.fromkeys(STAGES, "done")
+
+
+def test_a_deleted_output_is_missing_not_done(finished):
+    (finished / "runs" / "tiny" / "units.parquet").unlink()
+    states = _states(finished)
+    assert states["rank"] == "missing" and states["deconv"] == "stale"
+
+
+def test_a_new_checkpoint_under_the_same_name_is_new_work(finished):
+    """[model] checkpoint's content, not its name, is part of the key of the stages that load it."""
+    model = finished / "runs" / "tiny" / "model.pt"
+    mine = finished / "mine.pt"
+    shutil.copy(model, mine)
+    text = TINY_DEMO.replace("[train]\nenabled = true", "[train]\nenabled = false").replace(
+        'name = "zfnet_small"', f'name = "zfnet_small"\ncheckpoint = "{mine}"')
+    runner = _runner(finished, text)
+    runner.run("all")
+    assert _states(finished, text) == {"prepare": "done", "train": "off",
+                                        **dict.fromkeys(STAGES[2:], "done")}
+    import torch
+
+    state = torch.load(mine, weights_only=True)
+    state["features.conv1.bias"] += 1
+    torch.save(state, mine)
+    assert _states(finished, text) == {"prepare": "done", "train": "off",
+                                        **dict.fromkeys(STAGES[2:], "stale")}
+
+
+def test_stamps_of_release_0_3_0_are_migrated_not_invalidated(finished):
+    """The stamps in legacy_0_3_0/ were written by release 0.3.0 running TINY_DEMO; its keys
+    hash the config and per-run tokens. Put in place of a finished run's, they are done."""
+    stamps = finished / "runs" / "tiny" / "stamps"
+    for path in LEGACY.glob("*.json"):
+        shutil.copy(path, stamps / path.name)
+    assert _states(finished) == dict.fromkeys(STAGES, "done")
+    result = run_cli("run", "all", "-w", "workflows/tiny.toml", cwd=finished)
+    assert result.returncode == 0 and _ran(result.stdout) == [], result.stdout
+    for name in STAGES:
+        stamp = read_json(stamps / f"{name}.json")
+        assert stamp["migrated_from"] == "0.3.0" and "digest" in stamp and "token" not in stamp
+    assert _states(finished) == dict.fromkeys(STAGES, "done")
+    # A legacy stamp whose config changed since is stale, as 0.3.0 would have said.
+    for path in LEGACY.glob("*.json"):
+        shutil.copy(path, stamps / path.name)
+    states = _states(finished, TINY_DEMO.replace("top_k = 9", "top_k = 8"))
+    assert states == {**dict.fromkeys(STAGES[:3], "done"), **dict.fromkeys(STAGES[3:], "stale")}
