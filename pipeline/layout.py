@@ -49,6 +49,11 @@ class RunLayout:
         return self.run_dir / "data_warnings.json"
 
     @property
+    def data_warnings(self) -> Path:
+        """What the prepare stage found wrong with the data folders (only when it found any)."""
+        return self.run_dir / "data_warnings.json"
+
+    @property
     def checkpoints(self) -> Path:
         return self.run_dir / "checkpoints"
 

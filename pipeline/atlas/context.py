@@ -157,6 +157,7 @@ class AtlasContext:
     n_readable: int | None = None
     skipped: tuple[SkippedImage, ...] = ()  # the first few unreadable images
     n_skipped: int = 0
+    data_warnings: tuple[str, ...] = ()  # what prepare found wrong with the data (no abs. paths)
     workflow_file: str = ""  # file name only: no local folders in a shared atlas
     devices: tuple[tuple[str, str], ...] = ()  # (stage, device)
     stage_seconds: tuple[tuple[str, float], ...] = ()
@@ -164,6 +165,7 @@ class AtlasContext:
     class_names: tuple[str, ...] = ()
     methods: tuple[str, ...] = ()  # every stored projection method (unit pages switch)
     strip_units: int = 6  # most selective units per layer shown on the index
+    warnings_shown: int = 10  # data warnings listed on the index (all are in data_warnings.json)
 
     @property
     def all_methods(self) -> tuple[str, ...]:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.data.images import is_image_file
+from pipeline.data.images import DataWarning, is_image_file
 from pipeline.errors import UserError
 
 DEVKIT = "ILSVRC2012_devkit_t12"
@@ -41,12 +41,14 @@ VAL_FILE = re.compile(r"ILSVRC2012_val_(\d{8})\.JPEG", re.IGNORECASE)
 WNID = re.compile(r"n\d{8}")
 
 
-def scan_imagenet_val(root: Path, devkit: Path | None = None) -> pd.DataFrame:
+def scan_imagenet_val(root: Path, devkit: Path | None = None,
+                      warnings: list[DataWarning] | None = None) -> pd.DataFrame:
     """List the validation images under ``root`` with their wnid, sorted by file name.
 
     Returns columns ``path`` (POSIX, relative to ``root``) and ``wnid``. Only files on disk are
     listed, so a partial copy works; ``devkit`` is the archive or its extracted folder (None
-    looks in ``root`` and its parent) and is read only for the flat layout.
+    looks in ``root`` and its parent) and is read only for the flat layout. In the wnid-folder
+    layout an empty folder, or one that cannot be listed, is appended to ``warnings``.
     """
     root = Path(root).expanduser()
     if not root.is_dir():
@@ -54,7 +56,7 @@ def scan_imagenet_val(root: Path, devkit: Path | None = None) -> pd.DataFrame:
                         "folder you extracted ILSVRC2012_img_val.tar into")
     flat = _flat_files(root)
     if not flat:
-        split = _split_files(root)
+        split = _split_files(root, [] if warnings is None else warnings)
         if not split:
             looked = ", ".join(str(d) for d in (root, *(root / n for n in FLAT_FOLDERS)))
             raise UserError(f"no ImageNet validation images in {root}: looked for "
@@ -83,20 +85,34 @@ def _flat_files(root: Path) -> list[tuple[int, Path]]:
     for folder in (root, *(root / name for name in FLAT_FOLDERS)):
         if folder.is_dir():
             found = [(int(m.group(1)), p) for p in folder.iterdir()
-                     if (m := VAL_FILE.fullmatch(p.name)) and p.is_file()]
+                     if (m := VAL_FILE.fullmatch(p.name)) and is_image_file(p)]
             if found:
                 return found
     return []
 
 
-def _split_files(root: Path) -> list[tuple[Path, str]]:
+def _split_files(root: Path, warnings: list[DataWarning]) -> list[tuple[Path, str]]:
     """(path, wnid) of the images in torchvision's ``val/<wnid>/`` folders."""
     val = root / "val"
     if not val.is_dir():
         return []
-    return [(p, folder.name) for folder in val.iterdir()
-            if folder.is_dir() and WNID.fullmatch(folder.name)
-            for p in folder.iterdir() if is_image_file(p)]
+    found: list[tuple[Path, str]] = []
+    notes: list[DataWarning] = []
+    for folder in sorted(val.iterdir()):
+        if not (folder.is_dir() and WNID.fullmatch(folder.name)):
+            continue
+        name = folder.relative_to(root).as_posix()
+        try:
+            files = [p for p in folder.iterdir() if is_image_file(p)]
+        except OSError as error:
+            notes.append(DataWarning.unlistable(name, error, "class folder"))
+            continue
+        if not files:
+            notes.append(DataWarning.empty(name))
+        found.extend((p, folder.name) for p in files)
+    if found:  # with no images at all the caller looks for other layouts, then refuses
+        warnings.extend(notes)
+    return found
 
 
 def _find_devkit(root: Path) -> Path:

@@ -6,7 +6,11 @@ and machines: the atlas refers to images by ``image_id``.
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,35 +19,126 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from pipeline.atomic import read_json, write_json
 from pipeline.errors import UserError
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp"})
 
 
+@dataclass(frozen=True)
+class DataWarning:
+    """Something in the data folder the user should look at that does not stop the run.
+
+    ``folder`` is relative to the data root and ``message`` names no absolute path, so both can
+    be shown in a shared atlas.
+    """
+
+    kind: str  # "empty_folder" or "unlistable_folder"
+    folder: str  # POSIX, relative to the data root
+    message: str  # one line
+
+    @classmethod
+    def empty(cls, folder: str) -> DataWarning:
+        """A class folder without images: it still counts as a class."""
+        return cls("empty_folder", folder, f"class folder '{folder}' has no images")
+
+    @classmethod
+    def unlistable(cls, folder: str, error: OSError, what: str = "folder") -> DataWarning:
+        """A folder whose listing failed with ``error`` (e.g. permission denied)."""
+        cause = error.strerror or "cannot be read"  # strerror, unlike str(error), has no path
+        return cls("unlistable_folder", folder, f"{what} '{folder}' cannot be listed "
+                   f"({type(error).__name__}: {cause}); its images are left out")
+
+
+def write_data_warnings(path: Path, warnings: Sequence[DataWarning]) -> None:
+    """Write ``{"warnings": [{"kind", "folder", "message"}, ...]}`` to ``path``."""
+    write_json(path, {"warnings": [asdict(warning) for warning in warnings]})
+
+
+def read_data_warnings(path: Path) -> list[DataWarning]:
+    """The warnings in ``path``; none when the file is absent (a run without any, or one made
+    before the file existed) or unreadable."""
+    payload = read_json(path)
+    entries = payload.get("warnings", []) if isinstance(payload, dict) else []
+    return [DataWarning(str(entry.get("kind", "")), str(entry.get("folder", "")),
+                        str(entry["message"]))
+            for entry in entries if isinstance(entry, dict) and entry.get("message")]
+
+
 def is_image_file(path: Path) -> bool:
-    """True for a regular file whose suffix is in IMAGE_EXTENSIONS, in any letter case."""
-    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(
-        "."
-    )
+    """True for a listed entry whose suffix is in IMAGE_EXTENSIONS (any letter case), not hidden,
+    that is a regular file or a link to one.
+
+    A broken link, a link that loops, or an entry that may not be examined also counts: it gets
+    an image_id, and the activations stage lists it as skipped with the reason instead of the
+    file vanishing from the run unnoticed.
+    """
+    if path.name.startswith(".") or path.suffix.lower() not in IMAGE_EXTENSIONS:
+        return False
+    try:
+        return stat.S_ISREG(path.stat().st_mode)  # not a folder, pipe or device
+    except FileNotFoundError:
+        return path.is_symlink()
+    except OSError:
+        return True
 
 
-def scan_image_folder(root: Path) -> tuple[pd.DataFrame, list[str]]:
+def _images_under(root: Path, class_dir: Path,
+                  warnings: list[DataWarning]) -> tuple[list[Path], bool]:
+    """The image entries in ``class_dir`` and its sub-folders, and whether every folder could be
+    listed; each one that could not becomes a warning. Linked sub-folders are not followed (as
+    with pathlib's rglob, which this replaces because it skips unlistable folders silently)."""
+    found: list[Path] = []
+    listed = True
+    folders = [class_dir]
+    while folders:
+        folder = folders.pop()
+        try:
+            with os.scandir(folder) as listing:
+                entries = [(Path(entry.path), _is_real_dir(entry)) for entry in listing]
+        except OSError as error:
+            what = "class folder" if folder == class_dir else "folder"
+            warnings.append(DataWarning.unlistable(folder.relative_to(root).as_posix(), error,
+                                                   what))
+            listed = False
+            continue
+        for path, is_dir in entries:
+            if is_dir:
+                folders.append(path)
+            elif is_image_file(path):
+                found.append(path)
+    return sorted(found), listed
+
+
+def _is_real_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir(follow_symlinks=False)
+    except OSError:
+        return False
+
+
+def scan_image_folder(root: Path, warnings: list[DataWarning] | None = None,
+                      ) -> tuple[pd.DataFrame, list[str]]:
     """List the images under ``root`` with one sub-folder per class.
 
     Returns a table with ``image_id`` (0..N-1 in sorted order), ``path`` (POSIX, relative to
     ``root``) and ``label`` (index into the sorted class names), and the class names.
     Every class folder counts, even an empty one, so that a train and a val folder with the
-    same class folders get the same labels.
+    same class folders get the same labels; an empty class folder, and a folder that cannot be
+    listed, is appended to ``warnings`` (when given).
     """
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"image folder {root} does not exist; create it with one sub-folder "
                         "per class, or fix the data path in the workflow file")
+    warnings = [] if warnings is None else warnings
     classes: list[str] = []
     paths: list[str] = []
     labels: list[int] = []
     for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        files = sorted(p for p in class_dir.rglob("*") if is_image_file(p))
+        files, listed = _images_under(root, class_dir, warnings)
+        if listed and not files:
+            warnings.append(DataWarning.empty(class_dir.name))
         label = len(classes)
         classes.append(class_dir.name)
         paths.extend(p.relative_to(root).as_posix() for p in files)
@@ -86,6 +181,10 @@ class ImageDataset(Dataset):
             with Image.open(path) as img:
                 return img.convert("RGB")
         except (OSError, ValueError) as exc:
+            if isinstance(exc, FileNotFoundError) and path.is_symlink():
+                # "No such file" about an entry that `ls` shows would mislead: name the link
+                exc = FileNotFoundError(errno.ENOENT, "broken symbolic link (its target does "
+                                        "not exist)", str(path))
             raise UserError(f"cannot read image {path}: {exc}; remove or replace the file") from exc
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int]:

@@ -32,6 +32,7 @@ def render(ctx: StageContext) -> None:
     from pipeline.atlas.gather import ImageWriter, layer_entry, skipped_images
     from pipeline.atlas.render import write_atlas
     from pipeline.data.classes import class_groups
+    from pipeline.data.images import read_data_warnings
 
     workflow, layout = ctx.workflow, ctx.layout
     staged = ctx.output(layout.report_dir)
@@ -72,6 +73,8 @@ def render(ctx: StageContext) -> None:
         input_size=image_size,
         n_readable=activations.attrs.get("n_readable"),
         skipped=skipped_images(tables.skipped), n_skipped=len(tables.skipped),
+        data_warnings=tuple(warning.message
+                            for warning in read_data_warnings(layout.data_warnings)),
         workflow_file=Path(workflow.source).name,
         devices=tuple((name, str(store.attrs["device"])) for name, store in
                       (("activations", activations), ("deconv", projections))

@@ -1,0 +1,65 @@
+"""A real run over a folder with a broken link and an empty class folder: the link is listed as
+skipped, the empty folder is a warning in the run and on the index, and goes once it is fixed."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+from support import folder_workflow, run_cli, save_random_checkpoint, write_images
+
+MESSAGE = "class folder 'empty' has no images"
+
+
+def _index_text(base: Path) -> str:
+    page = (base / "reports" / "tiny" / "index.html").read_text(encoding="utf-8")
+    return html.unescape(re.sub(r"<[^>]+>", " ", page))
+
+
+def test_broken_link_is_skipped_and_empty_folder_warned_until_fixed(tmp_path, write_workflow):
+    data = tmp_path / "data"
+    write_images(data, ["cat", "dog"], per_class=4)
+    (data / "cat" / "gone.jpg").symlink_to(tmp_path / "moved-away.jpg")
+    (data / "empty").mkdir()
+    checkpoint = save_random_checkpoint(tmp_path / "model.pt", num_classes=3)
+    text = folder_workflow(data, checkpoint)
+    assert "[activations]\n" in text
+    # two layers and top 4 keep the deconv stage short: this test is about the data
+    text = text.replace("[activations]\n", '[activations]\nlayers = ["features.relu1", '
+                        '"features.relu2"]\n') + "[rank]\ntop_k = 4\n"
+    workflow = str(write_workflow(text))
+    run, report = tmp_path / "runs" / "tiny", tmp_path / "reports" / "tiny"
+
+    first = run_cli("run", "all", "-w", workflow, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert f"[prepare] warning: {MESSAGE}" in first.stdout.splitlines()
+
+    manifest = pd.read_parquet(run / "manifest.parquet")
+    assert "cat/gone.jpg" in set(manifest["path"])
+    skipped = pd.read_parquet(run / "skipped.parquet")
+    assert skipped["path"].tolist() == ["cat/gone.jpg"]
+    reason = skipped["reason"].iloc[0]
+    assert "broken symbolic link" in reason and "cat/gone.jpg" in reason
+    assert str(tmp_path) not in reason and "\n" not in reason
+
+    assert json.loads((run / "data_warnings.json").read_text()) == {"warnings": [
+        {"kind": "empty_folder", "folder": "empty", "message": MESSAGE}]}
+    text = _index_text(tmp_path)
+    assert "Check the data folder" in text and MESSAGE in text
+    assert "cat/gone.jpg" in text  # in the skipped images' list
+    assert str(tmp_path) not in (report / "index.html").read_text(encoding="utf-8")
+
+    write_images(data, ["empty"], per_class=1, seed=5)  # the user fixes the folder
+    fixed = run_cli("run", "prepare", "-w", workflow, cwd=tmp_path)
+    assert fixed.returncode == 0, fixed.stderr[-3000:]
+    assert "warning" not in fixed.stdout
+    assert not (run / "data_warnings.json").exists()
+    again = run_cli("run", "all", "-w", workflow, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "[render] up to date" not in again.stdout  # the atlas was rebuilt
+    text = _index_text(tmp_path)
+    assert "Check the data folder" not in text and MESSAGE not in text
+    assert "empty/empty_0000.JPEG" in set(pd.read_parquet(run / "manifest.parquet")["path"])
