@@ -45,11 +45,6 @@ class RunLayout:
 
     @property
     def data_warnings(self) -> Path:
-        """Warnings about the data folder (empty class folders), when prepare found any."""
-        return self.run_dir / "data_warnings.json"
-
-    @property
-    def data_warnings(self) -> Path:
         """What the prepare stage found wrong with the data folders (only when it found any)."""
         return self.run_dir / "data_warnings.json"
 

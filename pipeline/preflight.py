@@ -120,23 +120,11 @@ def _scan(workflow: Workflow, layout: RunLayout) -> int:
         check_settings(spec.image_size, spec.train_per_class, spec.val_per_class, spec.seed)
         classes, _ = class_table(workflow, list(CLASS_NAMES), layout.synthetic_data)
         return len(classes)
-    from pipeline.data.manifest import scan_data
+    from pipeline.data.manifest import scan_workflow_data
 
-    root = analysed_root(workflow, layout)
-    if not root.is_dir():
-        raise UserError(f"{root}: data folder not found (from [data] root in {workflow.source}); "
-                        "point [data] root or --data at your images")
-    _, classes = scan_data(workflow, root)
-    if workflow.train.enabled:
-        folder = train_root(workflow, layout)
-        if not folder.is_dir():
-            raise UserError(f"{folder}: training folder not found (from [data] train_root in "
-                            f"{workflow.source})")
-        _, train_classes = scan_data(workflow, folder)
-        if train_classes["name"].tolist() != classes["name"].tolist():
-            raise UserError(f"{folder}: its class folders differ from those of {root}; "
-                            "both need the same class sub-folders")
-    return len(classes)
+    scanned = scan_workflow_data(workflow, analysed_root(workflow, layout),
+                                 train_root(workflow, layout))
+    return len(scanned.classes)
 
 
 def _classes_of(workflow: Workflow, num_classes: int) -> int:

@@ -1,16 +1,57 @@
-"""The analysed images of a workflow as a manifest, labelled in the model's class order."""
+"""The analysed (and training) images of a workflow as manifests, labelled in the model's class
+order: what the prepare stage writes, and what the preflight scans before any stage runs."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from pipeline.config import Workflow
+from pipeline.errors import UserError
+
+if TYPE_CHECKING:
+    from pipeline.data.images import DataWarning
 
 
-def scan_data(workflow: Workflow, root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(manifest with labels in the model's class order, the model's class table)."""
+@dataclass
+class ScannedData:
+    """The manifests and class table of a workflow's data, and what is odd about its folders."""
+
+    manifest: pd.DataFrame
+    classes: pd.DataFrame
+    train_manifest: pd.DataFrame | None = None
+    warnings: list[DataWarning] = field(default_factory=list)
+
+
+def scan_workflow_data(workflow: Workflow, root: Path, train_folder: Path) -> ScannedData:
+    """Scan the analysed images under ``root`` and, when the workflow trains, the training
+    images under ``train_folder``; both need the same class sub-folders."""
+    if not root.is_dir():
+        raise UserError(f"{root}: data folder not found (from [data] root in {workflow.source}); "
+                        "point [data] root or --data at your images")
+    scanned = ScannedData(*scan_data(workflow, root, warnings := []), warnings=warnings)
+    if workflow.train.enabled:
+        if not train_folder.is_dir():
+            raise UserError(f"{train_folder}: training folder not found (from [data] train_root "
+                            f"in {workflow.source})")
+        train_warnings: list[DataWarning] = []
+        train_manifest, train_classes = scan_data(workflow, train_folder, train_warnings)
+        scanned.warnings += [replace(warning, message=f"training images: {warning.message}")
+                             for warning in train_warnings]
+        if train_classes["name"].tolist() != scanned.classes["name"].tolist():
+            raise UserError(f"{train_folder}: its class folders differ from those of {root}; "
+                            "both need the same class sub-folders")
+        scanned.train_manifest = train_manifest
+    return scanned
+
+
+def scan_data(workflow: Workflow, root: Path, warnings: list[DataWarning] | None = None
+              ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(manifest with labels in the model's class order, the model's class table); what is
+    wrong with the folder but does not stop the run is appended to ``warnings``."""
     from pipeline.data.classes import class_table
     from pipeline.data.images import scan_image_folder
 
@@ -18,13 +59,13 @@ def scan_data(workflow: Workflow, root: Path) -> tuple[pd.DataFrame, pd.DataFram
         from pipeline.data.imagenet import scan_imagenet_val
 
         devkit = Path(workflow.data.devkit).expanduser() if workflow.data.devkit else None
-        found = scan_imagenet_val(root, devkit)
+        found = scan_imagenet_val(root, devkit, warnings)
         folders = sorted(set(found["wnid"]))
         folder_of = found["wnid"].map({name: i for i, name in enumerate(folders)})
         manifest = pd.DataFrame({"image_id": range(len(found)), "path": found["path"],
                                  "label": folder_of.to_numpy()})
     else:
-        manifest, folders = scan_image_folder(root)
+        manifest, folders = scan_image_folder(root, warnings)
     classes, model_label = class_table(workflow, folders, root)
     manifest["label"] = manifest["label"].map(dict(enumerate(model_label))).astype("int64")
     return manifest, classes
