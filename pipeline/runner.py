@@ -22,6 +22,7 @@ from typing import Any
 from pipeline import __version__
 from pipeline.atomic import read_json, remove, write_json
 from pipeline.config import Workflow
+from pipeline.data.roots import analysed_root, train_root
 from pipeline.errors import StageFailure, UserError, describe_os_error
 from pipeline.layout import RunLayout
 from pipeline.stages import Stage, get_stage, list_stages
@@ -32,6 +33,7 @@ from pipeline.stamps import (
     file_digest,
     is_legacy,
     legacy_key,
+    listing_digest,
     stage_key,
 )
 
@@ -56,7 +58,7 @@ class Runner:
         self.stages = [stage for stage in list_stages() if stage.enabled(workflow)]
         self._names = [stage.name for stage in self.stages]
         self._stamps: dict[str, dict | None] = {}  # read once; 0.3.0 stamps migrated in memory
-        self._weights: str | None = None
+        self._digests: dict[str, str | None] = {}
 
     # -- state -----------------------------------------------------------------------------
 
@@ -71,15 +73,31 @@ class Runner:
             if stamp is None or "digest" not in stamp:
                 return None
             digests[name] = stamp["digest"]
-        weights = self._weights_digest() if stage.loads_weights else None
+        external = {}
+        if stage.loads_weights:
+            external["weights"] = self._external("weights")
+        if stage.lists_images:
+            external["images"] = self._external("images")
         return stage_key(config_values(self.workflow, stage.keys), digests, stage.revision,
-                         weights)
+                         external)
 
-    def _weights_digest(self) -> str | None:
-        """The content of ``[model] checkpoint``: a new file under the same name is new work."""
-        if self.workflow.model.checkpoint and self._weights is None:
-            self._weights = file_digest(Path(self.workflow.model.checkpoint).expanduser())
-        return self._weights
+    def _external(self, what: str) -> str | None:
+        """Digests of what stages read from outside the run folder, computed once: the content
+        of ``[model] checkpoint`` (a new file under the same name is new work) and the listing
+        of the image folders (the synthetic ones are the prepare stage's own output)."""
+        if what not in self._digests:
+            workflow = self.workflow
+            if what == "weights":
+                self._digests[what] = file_digest(Path(workflow.model.checkpoint).expanduser()) \
+                    if workflow.model.checkpoint else None
+            elif workflow.data.source == "synthetic":
+                self._digests[what] = None
+            else:
+                folders = [analysed_root(workflow, self.layout)]
+                if workflow.train.enabled:
+                    folders.append(train_root(workflow, self.layout))
+                self._digests[what] = listing_digest(folders)
+        return self._digests[what]
 
     def _stamp(self, name: str) -> dict | None:
         """The stage's stamp; one written by release 0.3.0 is migrated (in memory until the
@@ -173,18 +191,22 @@ class Runner:
             return self._run_shard(target, shard)
         with self._lock():
             self._stamps.clear()  # another run may have finished while we checked
+            self._digests.clear()
             self._write_migrated()
             plan = self.plan(target, force)
             self._log(f"run {target}{' --force' if force else ''}: {plan or 'nothing to do'}")
+            ran = []
             for name in self._names:
-                if name in plan:
+                # A planned stage whose inputs reran but wrote the same bytes is done again.
+                if name in plan and (force or name == target or self.state(name) != "done"):
                     self._run_stage(get_stage(name))
+                    ran.append(name)
                 elif target == "all" or name in self._upstream(target):
                     print(f"[{name}] up to date")
             stale = [name for name in self._names if self.state(name) != "done"]
             if stale:
                 print(f"now stale: {', '.join(stale)} (`run all` updates them)")
-            return plan
+            return ran
 
     def _write_migrated(self) -> None:
         """Write the stamps of release 0.3.0 that were migrated in memory."""

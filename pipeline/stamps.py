@@ -7,6 +7,9 @@ A stage's *key* is a hash of
 - the *content digests* of its input stages' outputs, not a per-run token: a stage rerun that
   writes byte-identical outputs leaves everything downstream done,
 - the content digest of the weights file it loads, when ``[model] checkpoint`` names one,
+- for the stage that lists the images (prepare), a digest of the image folders' listing (every
+  entry's relative name, size and modification time): adding an image or filling an empty
+  class folder makes it rerun, and when the manifest it writes is the same, nothing else does,
 - the stage's revision, bumped only by a release that changes what the stage writes.
 
 Its stamp records the key and the digest of its outputs, written after they are in place.
@@ -53,10 +56,31 @@ def _results_only(value: Any) -> Any:
 
 
 def stage_key(config: dict[str, Any], inputs: dict[str, str], revision: int,
-              weights: str | None) -> str:
-    """The hash of everything that decides a stage's outputs (see the module doc)."""
-    payload = {"config": config, "inputs": inputs, "revision": revision, "weights": weights}
+              external: dict[str, str | None]) -> str:
+    """The hash of everything that decides a stage's outputs (see the module doc); ``external``
+    holds the digests of what it reads from outside the run (weights, image folders)."""
+    payload = {"config": config, "inputs": inputs, "revision": revision, **external}
     return _hash(payload)
+
+
+def listing_digest(folders: Iterable[Path]) -> str:
+    """A digest of every entry under ``folders``: relative name, kind, size and modification
+    time (``lstat``, so a broken link counts too). Cheap: no file is opened."""
+    digest = hashlib.sha256()
+    for folder in folders:
+        digest.update(str(folder).encode() + b"\1")
+        for root, dirs, files in os.walk(folder):
+            dirs.sort()
+            for name in sorted(dirs + files):
+                path = Path(root) / name
+                try:
+                    info = path.lstat()
+                except OSError:
+                    continue
+                relative = path.relative_to(folder).as_posix()
+                digest.update(f"{relative}\0{info.st_mode}\0{info.st_size}\0"
+                              f"{info.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
 
 
 def content_digest(paths: Iterable[Path], base: Path) -> tuple[str, list[str]]:

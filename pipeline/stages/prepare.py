@@ -22,7 +22,8 @@ WARNINGS_PRINTED = 10
 @register_stage("prepare", keys=("data", "model.name", "model.weights", "train.enabled"),
                 outputs=lambda workflow, layout: (
                     layout.manifest, layout.classes, layout.train_manifest,
-                    layout.synthetic_data / "synthetic.json", layout.data_warnings))
+                    layout.synthetic_data / "synthetic.json", layout.data_warnings),
+                lists_images=True)
 def prepare(ctx: StageContext) -> None:
     """list the images (generating the demo's synthetic set first)"""
     workflow, layout = ctx.workflow, ctx.layout

@@ -35,6 +35,7 @@ class Stage:
     doc: str
     revision: int = 1
     loads_weights: bool = False
+    lists_images: bool = False
 
 
 _STAGES: dict[str, Stage] = {}
@@ -48,6 +49,7 @@ def register_stage(
     enabled: Callable[[Workflow], bool] = lambda workflow: True,
     revision: int = 1,
     loads_weights: bool = False,
+    lists_images: bool = False,
 ) -> Callable[[StageFunction], StageFunction]:
     """Register ``func`` as stage ``name``.
 
@@ -55,7 +57,8 @@ def register_stage(
     single options ('model.name') that change its results; ``outputs`` lists the files and
     folders whose content downstream stages depend on; ``revision`` is bumped by a release that
     changes what the stage writes; ``loads_weights``: it loads ``[model] checkpoint``, so that
-    file's content is part of its key.
+    file's content is part of its key; ``lists_images``: it lists the image folders, so their
+    listing is part of its key.
     """
 
     def wrap(func: StageFunction) -> StageFunction:
@@ -66,7 +69,7 @@ def register_stage(
             raise ValueError(f"stage '{name}' reads {unknown}, which are not registered before it")
         doc = (func.__doc__ or "").strip().splitlines()[0] if func.__doc__ else ""
         _STAGES[name] = Stage(name, func, inputs, keys, outputs, enabled, doc, revision,
-                              loads_weights)
+                              loads_weights, lists_images)
         return func
 
     return wrap

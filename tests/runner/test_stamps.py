@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from support import TINY_DEMO, run_cli
+from support import TINY_DEMO, folder_workflow, run_cli, save_random_checkpoint, write_images
 
 from pipeline.atomic import read_json
 from pipeline.config import load_workflow
@@ -135,3 +135,22 @@ def test_stamps_of_release_0_3_0_are_migrated_not_invalidated(finished):
         shutil.copy(path, stamps / path.name)
     states = _states(finished, TINY_DEMO.replace("top_k = 9", "top_k = 8"))
     assert states == {**dict.fromkeys(STAGES[:3], "done"), **dict.fromkeys(STAGES[3:], "stale")}
+
+
+def test_a_changed_image_folder_reruns_prepare_and_only_what_it_changes(tmp_path, write_workflow):
+    """prepare's key covers the listing of the image folders: a new file makes it rerun; when
+    the manifest it writes is the same (the file is not an image), nothing else reruns."""
+    data = tmp_path / "data"
+    write_images(data, ["cat", "dog"], per_class=3)
+    checkpoint = save_random_checkpoint(tmp_path / "model.pt", num_classes=2)
+    text = folder_workflow(data, checkpoint).replace(
+        "[activations]\n", '[activations]\nlayers = ["features.relu1"]\n') + "[rank]\ntop_k = 2\n"
+    workflow = str(write_workflow(text))
+    assert run_cli("run", "all", "-w", workflow, cwd=tmp_path).returncode == 0
+    (data / "cat" / "notes.txt").write_text("not an image")
+    again = run_cli("run", "all", "-w", workflow, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert _ran(again.stdout) == ["prepare"]
+    write_images(data, ["dog"], per_class=4, seed=9)  # one more dog
+    third = run_cli("run", "all", "-w", workflow, cwd=tmp_path)
+    assert _ran(third.stdout) == ["prepare", "activations", "rank", "deconv", "render"]
