@@ -184,6 +184,8 @@ class Runner:
         """
         from pipeline.preflight import check_run
 
+        if shard is not None:
+            self._check_shard(target, shard)
         check_run(self.workflow, self.layout,
                   [target] if shard is not None else self.plan(target, force))
         self.layout.run_dir.mkdir(parents=True, exist_ok=True)
@@ -217,16 +219,22 @@ class Runner:
                 write_json(self.layout.stamp(name), stamp)
                 self._log(f"{name}: stamp of release {stamp['migrated_from']} migrated")
 
-    def _run_shard(self, target: str, shard: tuple[int, int]) -> list[str]:
+    def _check_shard(self, target: str, shard: tuple[int, int]) -> None:
+        """A shard splits the activations stage, whose inputs must be done."""
         if target != "activations":
             raise UserError(f"--shard splits the activations stage only; run `run activations "
                             f"--shard {shard[0]}/{shard[1]}`, not `run {target}`")
+        waiting = [name for name in self._names
+                   if name in self._upstream(target) and self.state(name) != "done"]
+        if waiting:
+            raise UserError(f"{', '.join(waiting)} must be done before shards run; run "
+                            f"`python -m pipeline run {waiting[-1]} -w {self.workflow.source}`"
+                            " once first")
+
+    def _run_shard(self, target: str, shard: tuple[int, int]) -> list[str]:
         with self._lock(shared=True):
-            waiting = [name for name in self._upstream(target) if self.state(name) != "done"]
-            if waiting:
-                raise UserError(f"{', '.join(waiting)} must be done before shards run; run "
-                                f"`python -m pipeline run {waiting[-1]} -w {self.workflow.source}`"
-                                " once first")
+            self._stamps.clear()  # another process may have run a stage meanwhile
+            self._check_shard(target, shard)
             self._run_stage(get_stage(target), shard)
         return [target]
 

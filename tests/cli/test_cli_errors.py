@@ -49,7 +49,8 @@ def test_unknown_stage_is_refused_by_the_parser(tmp_path):
 
 
 def test_second_run_on_a_running_workflow_refuses(tmp_path, write_workflow):
-    path = write_workflow("[model]\nname = 'zfnet_small'\n[data]\nsource='synthetic'\n")
+    path = write_workflow("[model]\nname = 'zfnet_small'\n[data]\nsource='synthetic'\n"
+                          "[train]\nenabled = true\n")
     layout = RunLayout(tmp_path, "tiny")
     layout.run_dir.mkdir(parents=True)
     with open(layout.lock, "a+") as held:
