@@ -1,10 +1,13 @@
-"""Moving finished outputs into place so a reader never sees a half-written file or folder."""
+"""Writing outputs so that neither a reader nor a failed write leaves a half-written file or
+folder behind: files through a temporary name, folders moved into place, zarr's writes settled."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +38,29 @@ def replace(staged: Path, final: Path) -> None:
         os.replace(staged, final)
 
 
-def write_json(path: Path, payload: Any) -> None:
-    """Write ``payload`` as JSON through a temporary file and an atomic rename."""
+def write_bytes(path: Path, data: bytes | memoryview) -> None:
+    """Write ``data`` to ``path`` through a temporary file and an atomic rename.
+
+    Plain Python file I/O, so a full disk raises the kernel's own OSError (ENOSPC), which the
+    runner reports as one line, naming ``path``; the temporary file is removed when the write
+    fails, so a full disk leaves nothing half-written behind (not even under the temporary name).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp"
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException as error:
+        tmp.unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.filename is None:
+            error.filename = str(path)  # a failed write() names no file
+        raise
+
+
+def write_json(path: Path, payload: Any) -> None:
+    """Write ``payload`` as JSON through a temporary file and an atomic rename."""
+    write_bytes(path, json.dumps(payload, indent=2, sort_keys=True).encode("utf-8"))
 
 
 def read_json(path: Path) -> Any:
@@ -49,3 +69,33 @@ def read_json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (FileNotFoundError, json.JSONDecodeError):
         return None
+
+
+@contextlib.contextmanager
+def zarr_writes_settled() -> Iterator[None]:
+    """When the block raises, wait for zarr's writes still running before the error goes on.
+
+    zarr writes an array's chunks as concurrent tasks on its own event loop and raises the first
+    failure (a full disk, say) at once, leaving the other tasks running: they would go on
+    writing into the store while the error is reported, and at exit each one still pending
+    prints "Task was destroyed but it is pending!" under the one-line error.
+    """
+    try:
+        yield
+    except BaseException:
+        _settle_zarr_tasks()
+        raise
+
+
+def _settle_zarr_tasks(timeout: float = 60.0) -> None:
+    import asyncio
+
+    from zarr.core.sync import sync
+
+    async def settle() -> None:
+        this = asyncio.current_task()
+        while others := [task for task in asyncio.all_tasks() if task is not this]:
+            await asyncio.gather(*others, return_exceptions=True)  # their errors: the same cause
+
+    with contextlib.suppress(Exception):  # best effort: never hide the error being raised
+        sync(settle(), timeout=timeout)

@@ -28,6 +28,7 @@ from PIL import Image
 
 from pipeline.atlas.charts import class_chart, histogram_chart
 from pipeline.atlas.context import AtlasContext, LayerEntry, UnitEntry
+from pipeline.atomic import write_bytes
 
 ASSETS_DIR = "assets"
 LAYERS_DIR = "layers"
@@ -153,10 +154,7 @@ def _compact(html: str) -> str:
 
 
 def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    write_bytes(path, text.encode("utf-8"))
 
 
 def unit_path(label: str, unit: int) -> str:

@@ -20,7 +20,7 @@ import pandas as pd
 import zarr
 from torch import nn
 
-from pipeline.atomic import read_json
+from pipeline.atomic import read_json, zarr_writes_settled
 from pipeline.config import Workflow
 from pipeline.device import resolve_device
 from pipeline.inference.compute import ChunkPlan, fill_chunks
@@ -76,9 +76,10 @@ def fill_share(workflow: Workflow, layout: RunLayout, store_path: Path, chunks: 
         plan = ChunkPlan(chunks, chunk_size, n_images, int(store["pred"].shape[1]), layers)
         images = TolerantImages(analysed_images(workflow, layout, manifest), (3, size, size))
         marker = store_path.parent / f"{store_path.name}.key"
-        fill_chunks(model, images, manifest["label"].to_numpy(np.int32), store, store_path, plan,
-                    spec, device,
-                    still_current=None if stage_key is None
-                    else lambda: read_json(marker) == stage_key)
+        with zarr_writes_settled():  # also on a dask worker, which lives on after the task
+            fill_chunks(model, images, manifest["label"].to_numpy(np.int32), store, store_path,
+                        plan, spec, device,
+                        still_current=None if stage_key is None
+                        else lambda: read_json(marker) == stage_key)
     computed = sum(min(chunk_size, n_images - chunk * chunk_size) for chunk in chunks)
     return ShareReport(computed, time.perf_counter() - clock, str(device), socket.gethostname())

@@ -14,14 +14,17 @@ runs, shuffling and dropout of a resumed run match the uninterrupted run.
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from pipeline.atomic import write_bytes
 from pipeline.progress import progress
 
 WARMUP_FRACTION = 0.05  # of all steps; avoids early divergence at the peak learning rate
@@ -77,6 +80,18 @@ def scale_first_conv(model: nn.Module, factor: float) -> None:
         first[1].weight.mul_(factor)
 
 
+def save_state(state: Any, path: Path) -> None:
+    """``torch.save`` to ``path`` through a temporary file and an atomic rename.
+
+    Serialised in memory first: torch's own file writer turns a full disk into a RuntimeError
+    ("unexpected pos ..."), which would hide the kernel's OSError that the runner reports as one
+    line; Python's file I/O raises that OSError, and a cut-off file never takes the final name.
+    """
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    write_bytes(path, buffer.getbuffer())
+
+
 def _epoch_seed(base_seed: int, epoch: int) -> int:
     return (base_seed * 1_000_003 + epoch) % (2**63 - 1)
 
@@ -109,6 +124,7 @@ def train_classifier(
     filter_radius: float = 0.0,
     start_epoch: int = 0,
     optimizer_state: dict | None = None,
+    resumed_metrics: dict | None = None,
     on_epoch_end: Callable[[int, dict], None] | None = None,
 ) -> dict:
     """Train epochs ``start_epoch .. epochs-1``; ``epochs`` is the total of the whole run.
@@ -116,10 +132,14 @@ def train_classifier(
     After each epoch ``on_epoch_end(done, metrics)`` is called with ``done`` = epochs completed
     so far (the ``start_epoch`` to resume from) and ``metrics`` holding ``epoch`` (= done),
     ``train_loss``, ``val_accuracy``, ``lr`` and ``optimizer_state``. To resume, load the
-    model weights, then pass ``start_epoch`` and ``optimizer_state`` from that checkpoint.
+    model weights, then pass ``start_epoch``, ``optimizer_state`` and ``resumed_metrics`` (that
+    epoch's metrics, without ``optimizer_state``) from that checkpoint: with no epoch left they
+    are returned as they are, so a run resumed after its last epoch reports what an
+    uninterrupted run did.
     ``optimizer`` is 'adamw' or 'sgd' (with ``momentum``); ``filter_radius`` > 0 renormalises
     conv filters after each step (see :func:`renormalise_filters`).
-    Returns the metrics of the last epoch (or just the validation accuracy if none was left).
+    Returns the metrics of the last epoch (just the validation accuracy if no epoch was left
+    and no ``resumed_metrics`` were given).
     """
     model.to(device)
     optim = make_optimizer(model, optimizer, lr, weight_decay, momentum)
@@ -128,7 +148,8 @@ def train_classifier(
     steps_per_epoch = len(train_loader)  # type: ignore[arg-type]
     total_steps = epochs * steps_per_epoch
     base_seed = torch.initial_seed()  # read once: manual_seed below would change it
-    metrics: dict = {"epoch": start_epoch, "train_loss": float("nan"), "lr": 0.0}
+    metrics: dict = dict(resumed_metrics) if resumed_metrics else {
+        "epoch": start_epoch, "train_loss": float("nan"), "lr": 0.0}
     for epoch in range(start_epoch, epochs):
         torch.manual_seed(_epoch_seed(base_seed, epoch))
         model.train()
@@ -155,5 +176,5 @@ def train_classifier(
             on_epoch_end(epoch + 1, metrics)
     if "val_accuracy" not in metrics:
         metrics["val_accuracy"] = evaluate(model, val_loader, device)
-        metrics["optimizer_state"] = optim.state_dict()
+    metrics.setdefault("optimizer_state", optim.state_dict())
     return metrics

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pipeline.atomic import write_json
+from pipeline.atomic import write_json, zarr_writes_settled
 from pipeline.stages.context import StageContext
 from pipeline.stages.inputs import analysed_model
 from pipeline.stages.registry import register_stage
@@ -16,6 +16,13 @@ from pipeline.stages.registry import register_stage
                 loads_weights=True)
 def activations(ctx: StageContext) -> bool:
     """record each unit's max, argmax and mean over every image"""
+    with zarr_writes_settled():
+        return _fill_store(ctx)
+
+
+def _fill_store(ctx: StageContext) -> bool:
+    """Create or resume the staged store, fill the chunks of this run (or shard), finish it
+    when none are left; False: other shards still have chunks to do."""
     import zarr
 
     from pipeline.device import resolve_device

@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from pipeline.atomic import zarr_writes_settled
 from pipeline.progress import progress_bar
 from pipeline.stages.context import StageContext
 from pipeline.stages.inputs import analysed_images, analysed_model
@@ -51,19 +52,21 @@ def deconv(ctx: StageContext) -> None:
     job = _Job(model, projectors, analysed_images(workflow, layout, manifest), prep,
                receptive_fields(model, (prep.crop, prep.crop)), workflow.rank.top_k)
 
-    out = zarr.open_group(ctx.output(layout.projections), mode="w")
-    out.attrs.update({"methods": list(spec.methods), "top_k": workflow.rank.top_k,
-                      "image_size": prep.crop, "device": str(device)})
     bar = progress_bar("deconv", total=len(topk) * len(projectors), unit="proj")
-    for label in activations.attrs["layers"]:
-        rows = topk[topk["layer"] == label].sort_values(["image_id", "unit"], ignore_index=True)
-        arrays, attrs = job.layer(dict(activations[label].attrs), rows, spec.batch_size, bar)
-        group = out.create_group(label)
-        group.attrs.update(attrs)
-        for name, values in arrays.items():
-            array = group.create_array(name, shape=values.shape, dtype=values.dtype,
-                                       chunks=_unit_chunks(name, values.shape))
-            array[:] = values
+    with zarr_writes_settled():
+        out = zarr.open_group(ctx.output(layout.projections), mode="w")
+        out.attrs.update({"methods": list(spec.methods), "top_k": workflow.rank.top_k,
+                          "image_size": prep.crop, "device": str(device)})
+        for label in activations.attrs["layers"]:
+            rows = topk[topk["layer"] == label].sort_values(["image_id", "unit"],
+                                                            ignore_index=True)
+            arrays, attrs = job.layer(dict(activations[label].attrs), rows, spec.batch_size, bar)
+            group = out.create_group(label)
+            group.attrs.update(attrs)
+            for name, values in arrays.items():
+                array = group.create_array(name, shape=values.shape, dtype=values.dtype,
+                                           chunks=_unit_chunks(name, values.shape))
+                array[:] = values
     bar.close()
 
 

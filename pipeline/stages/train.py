@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
 import pandas as pd
@@ -30,7 +29,7 @@ def train(ctx: StageContext) -> None:
     from pipeline.device import resolve_device
     from pipeline.models.loading import build_model
     from pipeline.models.preprocessing import preprocessing
-    from pipeline.models.training import scale_first_conv, train_classifier
+    from pipeline.models.training import save_state, scale_first_conv, train_classifier
 
     workflow, layout, spec = ctx.workflow, ctx.layout, ctx.workflow.train
     device = resolve_device(spec.device)
@@ -45,7 +44,7 @@ def train(ctx: StageContext) -> None:
                              train_manifest["label"].tolist(), transform)
     val_set = ImageDataset(analysed_root(workflow, layout), val_manifest["path"].tolist(),
                            val_manifest["label"].tolist(), transform)
-    start_epoch, optimizer_state = _resume(model, layout, ctx.key)
+    start_epoch, optimizer_state, resumed_metrics = _resume(model, layout, ctx.key)
     if start_epoch:
         print(f"[train] resuming after epoch {start_epoch} from {layout.checkpoint(start_epoch)}")
     sampler = EpochShuffle(len(train_set), seed=spec.seed, first_epoch=start_epoch)
@@ -53,31 +52,39 @@ def train(ctx: StageContext) -> None:
     val_loader = DataLoader(val_set, batch_size=max(spec.batch_size, 128))
 
     def save_checkpoint(epoch: int, metrics: dict) -> None:
-        path = layout.checkpoint(epoch)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staged = path.parent / f".{path.name}.tmp"
-        torch.save({"key": ctx.key, "epoch": epoch, "model": model.state_dict(),
-                    "optimizer": metrics["optimizer_state"]}, staged)
-        os.replace(staged, path)
+        # The epoch's metrics travel with it: a run resumed after the last epoch reports them.
+        save_state({"key": ctx.key, "epoch": epoch, "model": model.state_dict(),
+                    "optimizer": metrics["optimizer_state"],
+                    "metrics": _without_optimizer(metrics)}, layout.checkpoint(epoch))
 
     metrics = train_classifier(model, train_loader, val_loader, epochs=spec.epochs, lr=spec.lr,
                                weight_decay=spec.weight_decay, device=device,
                                optimizer=spec.optimizer, momentum=spec.momentum,
                                filter_radius=spec.filter_radius, start_epoch=start_epoch,
                                optimizer_state=optimizer_state,
-                               on_epoch_end=save_checkpoint)
-    torch.save(model.state_dict(), ctx.output(layout.model))
-    summary = {key: value for key, value in metrics.items() if key != "optimizer_state"}
+                               resumed_metrics=resumed_metrics, on_epoch_end=save_checkpoint)
+    save_state(model.state_dict(), ctx.output(layout.model))
+    summary = _without_optimizer(metrics)
     write_json(ctx.output(layout.metrics), summary)
     print(f"[train] val accuracy {summary['val_accuracy']:.3f} after {spec.epochs} epochs")
 
 
-def _resume(model: torch.nn.Module, layout: RunLayout, key: str) -> tuple[int, dict | None]:
-    """Load the newest checkpoint written under the same stage key; drop any from other keys."""
+def _without_optimizer(metrics: dict) -> dict:
+    return {key: value for key, value in metrics.items() if key != "optimizer_state"}
+
+
+def _resume(model: torch.nn.Module, layout: RunLayout, key: str
+            ) -> tuple[int, dict | None, dict | None]:
+    """Load the newest checkpoint written under the same stage key; drop any from other keys.
+
+    Returns (epochs done, the optimiser's state, that epoch's metrics). Checkpoints are written
+    under a temporary name and renamed when whole, so a write cut off by a full disk or a kill
+    never carries a checkpoint's name.
+    """
     import torch
 
     if not layout.checkpoints.is_dir():
-        return 0, None
+        return 0, None, None
     for path in sorted(layout.checkpoints.glob("epoch_*.pt"), reverse=True):
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
@@ -88,5 +95,5 @@ def _resume(model: torch.nn.Module, layout: RunLayout, key: str) -> tuple[int, d
             remove(path)
             continue
         model.load_state_dict(state["model"])
-        return int(state["epoch"]), state["optimizer"]
-    return 0, None
+        return int(state["epoch"]), state["optimizer"], state.get("metrics")
+    return 0, None, None

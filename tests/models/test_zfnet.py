@@ -123,6 +123,25 @@ def test_training_learns_and_resume_matches_uninterrupted_run() -> None:
         assert torch.allclose(a, b, atol=1e-6), name
 
 
+def test_resume_after_the_last_epoch_reports_that_epochs_metrics() -> None:
+    """A run stopped between its last checkpoint and its outputs trains nothing more and
+    reports what the uninterrupted run did, from the checkpoint."""
+    import copy
+
+    from pipeline.models.training import train_classifier
+
+    last = {"epoch": 2, "train_loss": 0.5, "lr": 1e-4, "val_accuracy": 0.75}
+    model = get_model("zfnet_small", num_classes=3, image_size=32)
+    weights = copy.deepcopy(model.state_dict())
+    train, val = _tiny_loaders()
+    metrics = train_classifier(model, train, val, epochs=2, lr=1e-3, weight_decay=1e-4,
+                               device=torch.device("cpu"), start_epoch=2, resumed_metrics=last)
+    assert {key: value for key, value in metrics.items() if key != "optimizer_state"} == last
+    assert "optimizer_state" in metrics
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, weights[name]), name
+
+
 def test_learning_rate_schedule_is_a_function_of_the_step() -> None:
     from pipeline.models.training import learning_rate
 

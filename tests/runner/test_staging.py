@@ -1,6 +1,11 @@
 """Outputs are staged under temporary names and moved into place only when complete."""
 
-from pipeline.atomic import read_json, replace, write_json
+import errno
+import os
+
+import pytest
+
+from pipeline.atomic import read_json, replace, write_bytes, write_json
 from pipeline.config import ModelConfig, Workflow
 from pipeline.layout import RunLayout
 from pipeline.stages.context import StageContext
@@ -60,3 +65,30 @@ def test_json_written_atomically_and_read_back(tmp_path):
     assert read_json(tmp_path / "a.json") == {"x": 1}
     (tmp_path / "cut.json").write_text('{"x": ')
     assert read_json(tmp_path / "cut.json") is None
+
+
+class _FullDisk:
+    """A file that the kernel refuses to grow: every write is ENOSPC, named by no file."""
+
+    def __init__(self, path, mode):
+        self._file = open(path, mode)  # noqa: SIM115 - closed in __exit__
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._file.close()
+
+    def write(self, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_failed_write_names_its_file_and_leaves_the_old_one(tmp_path, monkeypatch):
+    target = tmp_path / "model.pt"
+    target.write_bytes(b"old")
+    monkeypatch.setattr("pipeline.atomic.open", _FullDisk, raising=False)
+    with pytest.raises(OSError) as info:
+        write_bytes(target, b"new")
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(target)
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]  # no temporary file left
+    assert target.read_bytes() == b"old"
