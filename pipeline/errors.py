@@ -42,3 +42,21 @@ def describe_os_error(error: OSError, fallback: object) -> tuple[str, str]:
     cause = os.strerror(number) if number is not None else (
         error.strerror or " ".join(str(error).split()) or type(error).__name__)
     return str(path), cause
+
+
+def system_refusal(error: BaseException) -> OSError | None:
+    """The OS error behind ``error``: itself, or one in its cause/context chain that says the
+    machine refused (no space, quota, file too large, read-only, I/O, permission). Libraries
+    wrap it (torch raises a RuntimeError with the OSError as context)."""
+    import errno as errnos
+
+    refusals = {errnos.ENOSPC, errnos.EDQUOT, errnos.EFBIG, errnos.EROFS, errnos.EIO,
+                errnos.EACCES, errnos.EPERM}
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and (current is error or current.errno in refusals):
+            return current
+        current = current.__cause__ or current.__context__
+    return None

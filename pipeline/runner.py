@@ -23,7 +23,7 @@ from pipeline import __version__
 from pipeline.atomic import read_json, remove, write_json
 from pipeline.config import Workflow
 from pipeline.data.roots import analysed_root, train_root
-from pipeline.errors import StageFailure, UserError, describe_os_error
+from pipeline.errors import StageFailure, UserError, describe_os_error, system_refusal
 from pipeline.layout import RunLayout
 from pipeline.stages import Stage, get_stage, list_stages
 from pipeline.stages.context import StageContext
@@ -267,15 +267,17 @@ class Runner:
                 "seconds": round(seconds, 2), "version": __version__,
             }
             write_json(self.layout.stamp(stage.name), stamp)
-        except OSError as error:
-            path, cause = describe_os_error(error, context.current_output)
+        except BaseException as error:
             self._log(f"{stage.name}: failed ({type(error).__name__}: {error})")
+            # A user's mistake stays one (exit 2), even when an OS error is behind it.
+            refusal = None if isinstance(error, UserError | KeyboardInterrupt) \
+                else system_refusal(error)
+            if refusal is None:
+                raise
+            path, cause = describe_os_error(refusal, context.current_output)
             raise StageFailure(
                 f"[{stage.name}] failed: {path}: {cause}; finished stages are kept and nothing "
                 f"was stamped: fix that, then run the same command again") from None
-        except BaseException as error:
-            self._log(f"{stage.name}: failed ({type(error).__name__}: {error})")
-            raise
         self._stamps[stage.name] = stamp
         self._log(f"{stage.name}: done in {seconds:.1f} s")
         print(f"[{stage.name}] done in {seconds:.1f} s")

@@ -142,18 +142,21 @@ def _read_devkit(devkit: Path) -> list[str]:
                         f"{DEVKIT}.tar.gz or of its extracted {DEVKIT} folder")
     with tempfile.TemporaryDirectory(prefix="deconv-atlas-devkit-") as tmp:
         folder = Path(tmp) / DEVKIT
+        members = {}
         try:  # only the two files we read, by our own names: no path in the archive is trusted
             with tarfile.open(devkit) as archive:
                 for name in (META_MAT, GROUND_TRUTH):
                     source = archive.extractfile(f"{DEVKIT}/{name}")
                     if source is None:
                         raise KeyError(name)
-                    (folder / name).parent.mkdir(parents=True, exist_ok=True)
-                    (folder / name).write_bytes(source.read())
+                    members[name] = source.read()
         except (tarfile.TarError, KeyError, EOFError, OSError, zlib.error) as error:
             raise UserError(f"ImageNet devkit archive {devkit} is corrupt or not the ILSVRC2012 "
                             f"devkit ({_first_line(error)}); download {DEVKIT}.tar.gz "
                             "again") from None
+        for name, data in members.items():  # a full disk here is the machine's, not the archive's
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_bytes(data)
         return _parse_devkit(folder, devkit)
 
 
