@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
 from pathlib import Path
 
 from pipeline.atomic import read_json
@@ -108,7 +107,7 @@ def serve(workflow: Workflow, layout: RunLayout, port: int) -> int:
 def layers(args: argparse.Namespace) -> int:
     """Print the analysable layers of a workflow's model or of a named model."""
     from pipeline.interp.layers import feature_map_names
-    from pipeline.models import get_model
+    from pipeline.models import default_image_size, get_model, takes_image_size
     from pipeline.models.preprocessing import preprocessing
     from pipeline.preflight import check_model, checked_build, checked_layers
 
@@ -141,19 +140,3 @@ def layers(args: argparse.Namespace) -> int:
               f" {jump:>5} {str(field.first):>13}")
     return 0
 
-
-def takes_image_size(name: str) -> bool:
-    """Whether the registered builder ``name`` is built for a given input size (zfnet_small)."""
-    from pipeline.models import BUILTIN_MODELS
-
-    builder = BUILTIN_MODELS.get(name)
-    return builder is not None and "image_size" in inspect.signature(builder).parameters
-
-
-def default_image_size(name: str) -> int:
-    """The input size a model is made for: its builder's default, else ImageNet's 224."""
-    from pipeline.models import BUILTIN_MODELS
-
-    if not takes_image_size(name):
-        return 224
-    return int(inspect.signature(BUILTIN_MODELS[name]).parameters["image_size"].default)

@@ -25,27 +25,29 @@ if TYPE_CHECKING:
 
     from pipeline.interp.layers import LayerInfo
 
-#: Stages that load the analysed model's weights.
-LOADS_WEIGHTS = ("activations", "deconv", "render")
-#: Stages that read the analysed images.
-READS_IMAGES = ("prepare", "train", "activations", "deconv")
-
-
 def check_run(workflow: Workflow, layout: RunLayout, stages: Collection[str]) -> None:
     """Refuse (``UserError``) a workflow whose ``stages`` would fail for a reason knowable now."""
     if "prepare" in stages:
-        num_classes = _scan(workflow, layout)
+        try:
+            num_classes = _scan(workflow, layout)
+        except PermissionError as error:  # before any stage: the user's folder, not the disk
+            raise UserError(f"{error.filename}: cannot be read ({error.strerror}); give this "
+                            f"user read access or point [data] root in {workflow.source} "
+                            "elsewhere") from None
     elif layout.classes.exists():
         num_classes = len(pd.read_parquet(layout.classes, columns=["label"]))
     else:
         num_classes = 1000  # nothing planned reads the classes
-    if set(stages) & set(READS_IMAGES) - {"prepare"} and "prepare" not in stages:
+    from pipeline.stages import get_stage
+
+    planned = [get_stage(name) for name in stages]
+    if any(stage.reads_images for stage in planned) and "prepare" not in stages:
         root = analysed_root(workflow, layout)
         if not root.is_dir():
             raise UserError(f"{root}: data folder not found (from [data] root in "
                             f"{workflow.source}); point [data] root or --data at your images")
     model = check_model(workflow, num_classes)
-    if set(stages) & set(LOADS_WEIGHTS):
+    if any(stage.loads_weights for stage in planned):
         _check_weights(workflow, layout, model, num_classes, trains="train" in stages)
 
 
@@ -85,7 +87,8 @@ def checked_build(build: Callable[[], nn.Module], what: str) -> nn.Module:
     except UserError:
         raise
     except Exception as error:  # noqa: BLE001 - any builder failure is the workflow's
-        raise UserError(f"{what}: cannot be built ({_first_line(error)})") from None
+        raise UserError(f"{what}: cannot be built ({_first_line(error)}); check the model's "
+                        "name and input size") from None
 
 
 def checked_layers(model: nn.Module, size: int, names: Sequence[str], what: str,

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from pipeline import __version__
 from pipeline.atomic import read_json, remove, write_json
 from pipeline.config import Workflow
@@ -31,9 +33,10 @@ from pipeline.stamps import (
     config_values,
     content_digest,
     file_digest,
+    files_digest,
+    folder_listing_digest,
     is_legacy,
     legacy_key,
-    listing_digest,
     stage_key,
 )
 
@@ -58,7 +61,7 @@ class Runner:
         self.stages = [stage for stage in list_stages() if stage.enabled(workflow)]
         self._names = [stage.name for stage in self.stages]
         self._stamps: dict[str, dict | None] = {}  # read once; 0.3.0 stamps migrated in memory
-        self._digests: dict[str, str | None] = {}
+        self._digests: dict[tuple[str, str], str | None] = {}
 
     # -- state -----------------------------------------------------------------------------
 
@@ -73,31 +76,49 @@ class Runner:
             if stamp is None or "digest" not in stamp:
                 return None
             digests[name] = stamp["digest"]
-        external = {}
-        if stage.loads_weights:
-            external["weights"] = self._external("weights")
-        if stage.lists_images:
-            external["images"] = self._external("images")
         return stage_key(config_values(self.workflow, stage.keys), digests, stage.revision,
-                         external)
+                         self._external(stage))
 
-    def _external(self, what: str) -> str | None:
-        """Digests of what stages read from outside the run folder, computed once: the content
-        of ``[model] checkpoint`` (a new file under the same name is new work) and the listing
-        of the image folders (the synthetic ones are the prepare stage's own output)."""
-        if what not in self._digests:
-            workflow = self.workflow
-            if what == "weights":
-                self._digests[what] = file_digest(Path(workflow.model.checkpoint).expanduser()) \
-                    if workflow.model.checkpoint else None
-            elif workflow.data.source == "synthetic":
-                self._digests[what] = None
-            else:
-                folders = [analysed_root(workflow, self.layout)]
-                if workflow.train.enabled:
-                    folders.append(train_root(workflow, self.layout))
-                self._digests[what] = listing_digest(folders)
-        return self._digests[what]
+    def _external(self, stage: Stage) -> dict[str, str | None]:
+        """Digests of what the stage reads from outside the run folder (see ``pipeline.stamps``).
+        A folder that is not there now (an unmounted disk) keeps the digest the stamp recorded:
+        finished work is not stale because the data is away."""
+        external: dict[str, str | None] = {}
+        wanted = [what for what, flag in (("weights", stage.loads_weights),
+                                          ("listing", stage.lists_images),
+                                          ("images", stage.reads_images)) if flag]
+        recorded = (self._stamps.get(stage.name) or {}).get("external", {})  # no recursion:
+        # a stamp being migrated is not in the cache yet
+        for what in wanted:
+            key = (what, stage.name if what == "images" else "")
+            if key not in self._digests:
+                self._digests[key] = self._external_digest(what, stage)
+            digest = self._digests[key]
+            external[what] = recorded.get(what) if digest is None else digest
+        return external
+
+    def _external_digest(self, what: str, stage: Stage) -> str | None:
+        workflow, layout = self.workflow, self.layout
+        if what == "weights":
+            checkpoint = workflow.model.checkpoint
+            return file_digest(Path(checkpoint).expanduser()) if checkpoint else ""
+        if workflow.data.source == "synthetic":
+            return ""  # the images are the prepare stage's own output, in its digest
+        folders = [analysed_root(workflow, layout)]
+        if workflow.train.enabled:
+            folders.append(train_root(workflow, layout))
+        if what == "listing":  # ImageNet's own layouts lie at most two levels down
+            return folder_listing_digest(folders, 2 if workflow.data.source == "imagenet"
+                                         else None)
+        manifests = [layout.manifest] + ([layout.train_manifest]
+                                         if stage.name == "train" else [])
+        parts = []
+        for root, manifest in zip(folders, manifests, strict=False):
+            if not root.is_dir() or not manifest.exists():
+                return None
+            paths = pd.read_parquet(manifest, columns=["path"])["path"].tolist()
+            parts.append(files_digest(root, paths))
+        return "".join(parts)
 
     def _stamp(self, name: str) -> dict | None:
         """The stage's stamp; one written by release 0.3.0 is migrated (in memory until the
@@ -262,6 +283,7 @@ class Runner:
             seconds = time.perf_counter() - clock
             stamp = {
                 "stage": stage.name, "key": key, "digest": digest, "outputs": outputs,
+                "external": self._external(stage),
                 "revision": stage.revision, "started": started.isoformat(timespec="seconds"),
                 "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                 "seconds": round(seconds, 2), "version": __version__,
@@ -269,6 +291,8 @@ class Runner:
             write_json(self.layout.stamp(stage.name), stamp)
         except BaseException as error:
             self._log(f"{stage.name}: failed ({type(error).__name__}: {error})")
+            with contextlib.suppress(OSError):
+                context.abandon()
             # A user's mistake stays one (exit 2), even when an OS error is behind it.
             refusal = None if isinstance(error, UserError | KeyboardInterrupt) \
                 else system_refusal(error)
@@ -279,6 +303,9 @@ class Runner:
                 f"[{stage.name}] failed: {path}: {cause}; finished stages are kept and nothing "
                 f"was stamped: fix that, then run the same command again") from None
         self._stamps[stage.name] = stamp
+        # The files the image-reading stages read are listed in the manifest just written.
+        self._digests = {key: value for key, value in self._digests.items()
+                         if key[0] != "images"}
         self._log(f"{stage.name}: done in {seconds:.1f} s")
         print(f"[{stage.name}] done in {seconds:.1f} s")
 

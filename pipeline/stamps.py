@@ -7,9 +7,13 @@ A stage's *key* is a hash of
 - the *content digests* of its input stages' outputs, not a per-run token: a stage rerun that
   writes byte-identical outputs leaves everything downstream done,
 - the content digest of the weights file it loads, when ``[model] checkpoint`` names one,
-- for the stage that lists the images (prepare), a digest of the image folders' listing (every
-  entry's relative name, size and modification time): adding an image or filling an empty
-  class folder makes it rerun, and when the manifest it writes is the same, nothing else does,
+- for the stage that lists the images (prepare), a digest of the image folders' listing (each
+  sub-folder's name, each image file's name, size and modification time): adding an image or
+  filling an empty class folder makes it rerun, and when the manifest it writes is the same,
+  nothing else does;
+- for the stages that read the images (train, activations, deconv), the same for exactly the
+  files of their manifests: an image replaced under its own name, or a broken link repaired,
+  makes them rerun;
 - the stage's revision, bumped only by a release that changes what the stage writes.
 
 Its stamp records the key and the digest of its outputs, written after they are in place.
@@ -63,23 +67,48 @@ def stage_key(config: dict[str, Any], inputs: dict[str, str], revision: int,
     return _hash(payload)
 
 
-def listing_digest(folders: Iterable[Path]) -> str:
-    """A digest of every entry under ``folders``: relative name, kind, size and modification
-    time (``lstat``, so a broken link counts too). Cheap: no file is opened."""
+def folder_listing_digest(folders: Iterable[Path], depth: int | None = None) -> str | None:
+    """A digest of the image folders as the prepare stage scans them: every sub-folder's name and
+    every image file's name, size and modification time (no file is opened). Links are followed
+    (a linked class folder counts; a loop does not recurse). ``depth`` limits how deep it goes.
+    None if a folder is missing (an unmounted disk is not a changed data set)."""
+    from pipeline.data.images import IMAGE_EXTENSIONS
+
     digest = hashlib.sha256()
     for folder in folders:
+        if not folder.is_dir():
+            return None
         digest.update(str(folder).encode() + b"\1")
-        for root, dirs, files in os.walk(folder):
+        seen: set[tuple[int, int]] = set()
+        for root, dirs, files in os.walk(folder, followlinks=True):
+            here = Path(root)
+            info = here.stat()
+            level = len(here.relative_to(folder).parts)
+            if (info.st_dev, info.st_ino) in seen or (depth is not None and level >= depth):
+                dirs.clear()
+            seen.add((info.st_dev, info.st_ino))
             dirs.sort()
-            for name in sorted(dirs + files):
-                path = Path(root) / name
-                try:
-                    info = path.lstat()
-                except OSError:
-                    continue
-                relative = path.relative_to(folder).as_posix()
-                digest.update(f"{relative}\0{info.st_mode}\0{info.st_size}\0"
-                              f"{info.st_mtime_ns}\n".encode())
+            for name in dirs:
+                digest.update(f"{(here / name).relative_to(folder).as_posix()}/\n".encode())
+            images = sorted(name for name in files if Path(name).suffix.lower()
+                            in IMAGE_EXTENSIONS)
+            digest.update(files_digest(here, images, folder).encode())
+    return digest.hexdigest()
+
+
+def files_digest(root: Path, names: Iterable[str], relative_to: Path | None = None) -> str:
+    """A digest of the files ``root/name``: each name, size and modification time, following
+    links (a link whose target is missing or replaced counts as changed)."""
+    digest = hashlib.sha256()
+    for name in names:
+        path = root / name
+        try:
+            info = path.stat()
+        except OSError:
+            info = None
+        shown = path.relative_to(relative_to).as_posix() if relative_to else name
+        stat = f"{info.st_size}\0{info.st_mtime_ns}" if info else "unreadable"
+        digest.update(f"{shown}\0{stat}\n".encode())
     return digest.hexdigest()
 
 

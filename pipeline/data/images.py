@@ -189,3 +189,31 @@ class ImageDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int]:
         return self.transform(self.load(i)), self.labels[i], i
+
+
+class ReadableImages(Dataset):
+    """``images`` with unreadable files left out of their batch instead of stopping training:
+    item ``i`` is None for such a file (``collate_readable`` drops it) and its path is kept in
+    ``unreadable``, so a broken link or a corrupt JPEG costs one image, not the run."""
+
+    def __init__(self, images: ImageDataset) -> None:
+        self.images = images
+        self.unreadable: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int] | None:
+        try:
+            return self.images[i]
+        except Exception:  # noqa: BLE001 - any decoding failure means "leave this one out"
+            self.unreadable.add(self.images.paths[i])
+            return None
+
+
+def collate_readable(items: list) -> tuple | None:
+    """The default collation of the readable items; None when a batch has none."""
+    from torch.utils.data import default_collate
+
+    readable = [item for item in items if item is not None]
+    return default_collate(readable) if readable else None

@@ -46,8 +46,13 @@ def create_store(path: Path, n_images: int, chunk_size: int, layers: Sequence[di
     Call under :func:`creation_lock` when shards may run at once."""
     if (path / "zarr.json").exists():
         existing = zarr.open_group(path, mode="r+")
-        if "n_images" in existing.attrs:  # set last: a store cut off while created is redone
+        # n_images is set last: a store cut off while created is redone. chunk_size is not part
+        # of the stage's key (it changes no value), so a resumed run may ask for another one:
+        # the chunks done so far are numbered in the old size, so the store starts over.
+        if existing.attrs.get("n_images") == n_images and \
+                existing.attrs.get("chunk_size") == chunk_size:
             return existing
+        remove(path)
     root = zarr.open_group(path, mode="w")
     for layer in layers:
         group = root.create_group(layer["label"])

@@ -7,6 +7,7 @@ decorated function and the error for a typo can list what exists.
 from __future__ import annotations
 
 import difflib
+import inspect
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -35,6 +36,19 @@ def register_model(name: str | None = None) -> Callable[[Builder], Builder]:
 def list_models() -> list[str]:
     """Registered model names, sorted."""
     return sorted(BUILTIN_MODELS)
+
+
+def takes_image_size(name: str) -> bool:
+    """Whether the registered builder ``name`` is built for a given input size (zfnet_small)."""
+    builder = BUILTIN_MODELS.get(name)
+    return builder is not None and "image_size" in inspect.signature(builder).parameters
+
+
+def default_image_size(name: str) -> int:
+    """The input size a model is made for: its builder's default, else ImageNet's 224."""
+    if not takes_image_size(name):
+        return 224
+    return int(inspect.signature(BUILTIN_MODELS[name]).parameters["image_size"].default)
 
 
 def get_model(name: str, **kwargs: object) -> nn.Module:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.config import Workflow
 from pipeline.errors import UserError
 from pipeline.layout import RunLayout
-from pipeline.models import BUILTIN_MODELS, get_model
+from pipeline.models import get_model, takes_image_size
 
 if TYPE_CHECKING:
     import torch
@@ -18,9 +17,8 @@ if TYPE_CHECKING:
 
 def build_model(workflow: Workflow, num_classes: int) -> nn.Module:
     """A freshly initialised instance of the workflow's ``[model] name``."""
-    builder = BUILTIN_MODELS.get(workflow.model.name)  # to pass only the arguments it takes
     kwargs: dict = {"num_classes": num_classes}
-    if builder is not None and "image_size" in inspect.signature(builder).parameters:
+    if takes_image_size(workflow.model.name):  # pass only the arguments the builder takes
         kwargs["image_size"] = workflow.model.image_size
     return get_model(workflow.model.name, **kwargs)
 

@@ -102,7 +102,10 @@ def evaluate(model: nn.Module, loader: Iterable[Batch], device: torch.device) ->
     was_training = model.training
     model.eval()
     correct = total = 0
-    for images, labels, *_ in loader:
+    for batch in loader:
+        if batch is None:  # every image of the batch unreadable
+            continue
+        images, labels = batch[0], batch[1]
         logits = model(images.to(device))
         correct += int((logits.argmax(1).cpu() == labels).sum())
         total += len(labels)
@@ -156,7 +159,10 @@ def train_classifier(
         loss_sum, seen, step_lr = 0.0, 0, 0.0
         batches = progress(train_loader, desc=f"train epoch {epoch + 1}/{epochs}",
                            total=steps_per_epoch, unit="batch")
-        for i, (images, labels, *_) in enumerate(batches):
+        for i, batch in enumerate(batches):
+            if batch is None:  # every image of the batch unreadable
+                continue
+            images, labels = batch[0], batch[1]
             step_lr = learning_rate(epoch * steps_per_epoch + i, total_steps, lr)
             for group in optim.param_groups:
                 group["lr"] = step_lr

@@ -11,9 +11,10 @@ from pipeline.stages.inputs import analysed_model
 from pipeline.stages.registry import register_stage
 
 
-@register_stage("activations", inputs=("prepare", "train"), keys=("data", "model", "activations"),
+@register_stage("activations", inputs=("prepare", "train"),
+                keys=("data.source", "data.root", "model", "activations"),
                 outputs=lambda workflow, layout: (layout.activations, layout.skipped),
-                loads_weights=True)
+                loads_weights=True, reads_images=True)
 def activations(ctx: StageContext) -> bool:
     """record each unit's max, argmax and mean over every image"""
     with zarr_writes_settled():

@@ -51,6 +51,13 @@ class StageContext:
         when the library that failed did not say which file it was writing."""
         return self._outputs[-1][1] if self._outputs else self.layout.run_dir
 
+    def abandon(self) -> None:
+        """Remove what a failed stage staged, except resumable outputs (a rerun continues them):
+        a half-written folder must not keep the disk full that stopped it."""
+        for staged, _ in self._outputs:
+            if not staged.name.endswith(".partial"):
+                remove(staged)
+
     def staged_outputs_exist(self) -> bool:
         """Whether every staged output is still there (not yet moved by another shard)."""
         return all(staged.exists() for staged, _ in self._outputs)

@@ -30,8 +30,9 @@ THUMB = 64  # side of the whole-image thumbnails the atlas draws receptive-field
 
 
 @register_stage("deconv", inputs=("prepare", "train", "activations", "rank"),
-                keys=("data", "model", "deconv"),
-                outputs=lambda workflow, layout: (layout.projections,), loads_weights=True)
+                keys=("data.source", "data.root", "model", "deconv"),
+                outputs=lambda workflow, layout: (layout.projections,), loads_weights=True,
+                reads_images=True)
 def deconv(ctx: StageContext) -> None:
     """project each top activation back to pixel space"""
     import zarr

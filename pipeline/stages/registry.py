@@ -24,7 +24,7 @@ Outputs = Callable[["Workflow", "RunLayout"], "tuple[Path, ...]"]
 
 @dataclass(frozen=True)
 class Stage:
-    """A stage: a function of its config sections, the run's paths and its inputs' outputs."""
+    """A stage: a function of its config keys, the run's paths and its inputs' outputs."""
 
     name: str
     func: StageFunction
@@ -36,6 +36,7 @@ class Stage:
     revision: int = 1
     loads_weights: bool = False
     lists_images: bool = False
+    reads_images: bool = False
 
 
 _STAGES: dict[str, Stage] = {}
@@ -50,6 +51,7 @@ def register_stage(
     revision: int = 1,
     loads_weights: bool = False,
     lists_images: bool = False,
+    reads_images: bool = False,
 ) -> Callable[[StageFunction], StageFunction]:
     """Register ``func`` as stage ``name``.
 
@@ -58,7 +60,8 @@ def register_stage(
     folders whose content downstream stages depend on; ``revision`` is bumped by a release that
     changes what the stage writes; ``loads_weights``: it loads ``[model] checkpoint``, so that
     file's content is part of its key; ``lists_images``: it lists the image folders, so their
-    listing is part of its key.
+    listing is part of its key; ``reads_images``: it reads the manifest's image files, so their
+    sizes and times are.
     """
 
     def wrap(func: StageFunction) -> StageFunction:
@@ -69,7 +72,7 @@ def register_stage(
             raise ValueError(f"stage '{name}' reads {unknown}, which are not registered before it")
         doc = (func.__doc__ or "").strip().splitlines()[0] if func.__doc__ else ""
         _STAGES[name] = Stage(name, func, inputs, keys, outputs, enabled, doc, revision,
-                              loads_weights, lists_images)
+                              loads_weights, lists_images, reads_images)
         return func
 
     return wrap

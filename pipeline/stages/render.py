@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 
 
 @register_stage("render", inputs=("prepare", "train", "activations", "rank", "deconv"),
-                keys=("model", "render"), outputs=lambda workflow, layout: (layout.report_dir,),
+                keys=("data.source", "data.root", "model", "render"),
+                outputs=lambda workflow, layout: (layout.report_dir,),
                 loads_weights=True)
 def render(ctx: StageContext) -> None:
     """write the static HTML atlas"""

@@ -16,7 +16,9 @@ if TYPE_CHECKING:
     import torch
 
 
-@register_stage("train", inputs=("prepare",), keys=("data", "model", "train"),
+@register_stage("train", inputs=("prepare",),
+                keys=("data.source", "data.root", "data.train_root", "model", "train"),
+                reads_images=True,
                 outputs=lambda workflow, layout: (layout.model, layout.metrics),
                 enabled=lambda workflow: workflow.train.enabled)
 def train(ctx: StageContext) -> None:
@@ -24,7 +26,7 @@ def train(ctx: StageContext) -> None:
     import torch
     from torch.utils.data import DataLoader
 
-    from pipeline.data.images import ImageDataset
+    from pipeline.data.images import ImageDataset, ReadableImages, collate_readable
     from pipeline.data.sampling import EpochShuffle
     from pipeline.device import resolve_device
     from pipeline.models.loading import build_model
@@ -40,16 +42,20 @@ def train(ctx: StageContext) -> None:
     transform = preprocessing(workflow).transform()
     train_manifest = pd.read_parquet(layout.train_manifest)
     val_manifest = pd.read_parquet(layout.manifest)
-    train_set = ImageDataset(train_root(workflow, layout), train_manifest["path"].tolist(),
-                             train_manifest["label"].tolist(), transform)
-    val_set = ImageDataset(analysed_root(workflow, layout), val_manifest["path"].tolist(),
-                           val_manifest["label"].tolist(), transform)
+    train_set = ReadableImages(ImageDataset(
+        train_root(workflow, layout), train_manifest["path"].tolist(),
+        train_manifest["label"].tolist(), transform))
+    val_set = ReadableImages(ImageDataset(
+        analysed_root(workflow, layout), val_manifest["path"].tolist(),
+        val_manifest["label"].tolist(), transform))
     start_epoch, optimizer_state, resumed_metrics = _resume(model, layout, ctx.key)
     if start_epoch:
         print(f"[train] resuming after epoch {start_epoch} from {layout.checkpoint(start_epoch)}")
     sampler = EpochShuffle(len(train_set), seed=spec.seed, first_epoch=start_epoch)
-    train_loader = DataLoader(train_set, batch_size=spec.batch_size, sampler=sampler)
-    val_loader = DataLoader(val_set, batch_size=max(spec.batch_size, 128))
+    train_loader = DataLoader(train_set, batch_size=spec.batch_size, sampler=sampler,
+                              collate_fn=collate_readable)
+    val_loader = DataLoader(val_set, batch_size=max(spec.batch_size, 128),
+                            collate_fn=collate_readable)
 
     def save_checkpoint(epoch: int, metrics: dict) -> None:
         # The epoch's metrics travel with it: a run resumed after the last epoch reports them.
@@ -67,6 +73,11 @@ def train(ctx: StageContext) -> None:
     summary = _without_optimizer(metrics)
     write_json(ctx.output(layout.metrics), summary)
     print(f"[train] val accuracy {summary['val_accuracy']:.3f} after {spec.epochs} epochs")
+    left_out = sorted(train_set.unreadable | val_set.unreadable)
+    if left_out:
+        print(f"[train] warning: {len(left_out)} unreadable images left out of training and "
+              f"its accuracy, e.g. {left_out[0]} (the activations stage lists those it analyses "
+              f"in {layout.skipped.name})")
 
 
 def _without_optimizer(metrics: dict) -> dict:

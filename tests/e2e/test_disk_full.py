@@ -184,22 +184,22 @@ def _atlas_bytes(path: Path) -> bytes:
 def _assert_same_outputs(layout: RunLayout, reference: RunLayout) -> None:
     """Every output equals the reference run's: nothing missing, nothing left over."""
     assert _relative_files(layout.base) == _relative_files(reference.base)
-    for table in sorted(reference.run_dir.glob("*.parquet")):
-        pd.testing.assert_frame_equal(pd.read_parquet(layout.run_dir / table.name),
-                                      pd.read_parquet(table))
+    # Upstream first, so a difference is reported where it starts.
+    _assert_same_states(torch.load(layout.model, weights_only=True),
+                        torch.load(reference.model, weights_only=True))
     for store in (reference.activations, reference.projections):
         ours, theirs = store_arrays(layout.run_dir / store.name), store_arrays(store)
         assert ours.keys() == theirs.keys()
         for key, values in theirs.items():
             np.testing.assert_array_equal(ours[key], values, err_msg=f"{store.name}/{key}")
         assert _store_attributes(layout.run_dir / store.name) == _store_attributes(store)
-    _assert_same_states(torch.load(layout.model, weights_only=True),
-                        torch.load(reference.model, weights_only=True))
+    for table in sorted(reference.run_dir.glob("*.parquet")):
+        pd.testing.assert_frame_equal(pd.read_parquet(layout.run_dir / table.name),
+                                      pd.read_parquet(table), obj=table.name)
     for checkpoint in _files(reference.checkpoints):
         ours = torch.load(layout.checkpoints / checkpoint.name, weights_only=True)
         theirs = torch.load(checkpoint, weights_only=True)
-        # The key names the stage key, which holds the tokens of the inputs' (new) stamps.
-        _assert_same_states({**ours, "key": None}, {**theirs, "key": None})
+        _assert_same_states(ours, theirs)  # the stage key too: stamps are by content
     assert read_json(layout.metrics) == read_json(reference.metrics)
     for folder in (layout.synthetic_data, layout.report_dir):
         theirs = reference.base / folder.relative_to(layout.base)

@@ -137,9 +137,11 @@ def test_stamps_of_release_0_3_0_are_migrated_not_invalidated(finished):
     assert states == {**dict.fromkeys(STAGES[:3], "done"), **dict.fromkeys(STAGES[3:], "stale")}
 
 
-def test_a_changed_image_folder_reruns_prepare_and_only_what_it_changes(tmp_path, write_workflow):
-    """prepare's key covers the listing of the image folders: a new file makes it rerun; when
-    the manifest it writes is the same (the file is not an image), nothing else reruns."""
+def test_the_image_files_are_part_of_the_keys_of_the_stages_that_read_them(tmp_path,
+                                                                          write_workflow):
+    """prepare's key covers the listing of the image folders, and the keys of the stages that
+    read images cover their files' sizes and times: a file that is not an image changes
+    nothing; an image replaced under its own name, or a new one, is new work."""
     data = tmp_path / "data"
     write_images(data, ["cat", "dog"], per_class=3)
     checkpoint = save_random_checkpoint(tmp_path / "model.pt", num_classes=2)
@@ -150,7 +152,15 @@ def test_a_changed_image_folder_reruns_prepare_and_only_what_it_changes(tmp_path
     (data / "cat" / "notes.txt").write_text("not an image")
     again = run_cli("run", "all", "-w", workflow, cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert _ran(again.stdout) == ["prepare"]
-    write_images(data, ["dog"], per_class=4, seed=9)  # one more dog
+    assert _ran(again.stdout) == []
+    replaced = data / "cat" / "cat_0001.JPEG"
+    replaced.write_bytes((data / "dog" / "dog_0002.JPEG").read_bytes())
     third = run_cli("run", "all", "-w", workflow, cwd=tmp_path)
     assert _ran(third.stdout) == ["prepare", "activations", "rank", "deconv", "render"]
+    write_images(data, ["dog"], per_class=4, seed=9)  # one more dog
+    fourth = run_cli("run", "all", "-w", workflow, cwd=tmp_path)
+    assert _ran(fourth.stdout) == ["prepare", "activations", "rank", "deconv", "render"]
+    away = tmp_path / "away"
+    data.rename(away)  # the data disk is unmounted: finished work is not stale
+    assert _states(tmp_path, text) == {"prepare": "done", "train": "off",
+                                       **dict.fromkeys(STAGES[2:], "done")}

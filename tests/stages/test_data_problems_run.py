@@ -61,3 +61,37 @@ def test_broken_link_is_skipped_and_empty_folder_warned_until_fixed(tmp_path, wr
     text = _index_text(tmp_path)
     assert "Check the data folder" not in text and MESSAGE not in text
     assert "empty/empty_0000.JPEG" in set(pd.read_parquet(run / "manifest.parquet")["path"])
+    (tmp_path / "moved-away.jpg").write_bytes((data / "cat" / "cat_0000.JPEG").read_bytes())
+    relinked = run_cli("run", "all", "-w", workflow, cwd=tmp_path)  # the link works again
+    assert relinked.returncode == 0, relinked.stderr[-3000:]
+    assert "[activations] running" in relinked.stdout
+    assert pd.read_parquet(run / "skipped.parquet").empty
+
+
+def test_training_leaves_unreadable_images_out(tmp_path, write_workflow):
+    """A broken link among the training images costs that image, not the run."""
+    train, val = tmp_path / "train", tmp_path / "val"
+    write_images(train, ["cat", "dog"], per_class=4)
+    write_images(val, ["cat", "dog"], per_class=2, seed=1)
+    (train / "dog" / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    workflow = write_workflow(f"""
+[data]
+source = "imagefolder"
+root = "{val}"
+train_root = "{train}"
+[model]
+name = "zfnet_small"
+image_size = 48
+[train]
+enabled = true
+epochs = 1
+batch_size = 4
+[activations]
+layers = ["features.relu1"]
+[rank]
+top_k = 2
+""")
+    result = run_cli("run", "all", "-w", str(workflow), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "[train] warning: 1 unreadable images left out of training" in result.stdout
+    assert "dog/gone.jpg" in result.stdout
