@@ -147,12 +147,53 @@ def _files(path: Path) -> list[Path]:
     return found
 
 
-def legacy_key(workflow: Workflow, stage: str, tokens: dict[str, str]) -> str:
-    """The key release 0.3.0 computed for ``stage`` from its inputs' tokens."""
-    payload = {"sections": {name: dataclasses.asdict(workflow.section(name))
-                            for name in LEGACY_SECTIONS[stage]},
-               "inputs": tokens, "version": LEGACY_VERSION}
+#: The options each section had in release 0.3.0: the sections it hashed, as it hashed them.
+LEGACY_FIELDS = {
+    "data": ("source", "root", "devkit", "train_root", "synthetic"),
+    "synthetic": ("image_size", "train_per_class", "val_per_class", "seed"),
+    "model": ("name", "weights", "download", "checkpoint", "image_size", "resize_size", "mean",
+              "std"),
+    "train": ("enabled", "epochs", "batch_size", "optimizer", "momentum", "lr", "weight_decay",
+              "filter_radius", "first_init_scale", "seed", "device"),
+    "activations": ("layers", "batch_size", "chunk_size", "device", "num_workers", "prefetch",
+                    "bf16", "channels_last"),
+    "rank": ("top_k",), "deconv": ("methods", "batch_size", "device"), "render": ("title",),
+}
+
+
+def legacy_key(workflow: Workflow, stage: str, tokens: dict[str, str]) -> str | None:
+    """The key release 0.3.0 computed for ``stage`` from its inputs' tokens; None when the
+    workflow sets an option that release did not have (to anything but its default), so that
+    0.3.0 cannot have computed these results."""
+    sections = {}
+    for name in LEGACY_SECTIONS[stage]:
+        section = _legacy_section(workflow.section(name), name)
+        if section is None:
+            return None
+        sections[name] = section
+    payload = {"sections": sections, "inputs": tokens, "version": LEGACY_VERSION}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _legacy_section(value: Any, name: str) -> dict | None:
+    known = LEGACY_FIELDS[name]
+    section = {}
+    for spec in dataclasses.fields(value):
+        if spec.metadata.get("internal"):
+            continue
+        item = getattr(value, spec.name)
+        if spec.name not in known:
+            default = spec.default_factory() if spec.default_factory is not dataclasses.MISSING \
+                else spec.default
+            if item != default:
+                return None
+            continue
+        if dataclasses.is_dataclass(item):
+            item = _legacy_section(item, spec.name)
+            if item is None:
+                return None
+        section[spec.name] = item
+    return section
 
 
 def is_legacy(stamp: dict | None) -> bool:

@@ -164,3 +164,26 @@ def test_the_image_files_are_part_of_the_keys_of_the_stages_that_read_them(tmp_p
     data.rename(away)  # the data disk is unmounted: finished work is not stale
     assert _states(tmp_path, text) == {"prepare": "done", "train": "off",
                                        **dict.fromkeys(STAGES[2:], "done")}
+
+
+def test_the_legacy_key_is_0_3_0s_and_ignores_options_added_since(tmp_path, monkeypatch):
+    """0.3.0 hashed ``asdict`` of its sections; an option added since is left out while it has
+    its default, and a non-default value of one means 0.3.0 cannot have made the results."""
+    import hashlib
+    import json
+
+    from pipeline import stamps
+
+    (tmp_path / "tiny.toml").write_text(TINY_DEMO, encoding="utf-8")
+    workflow = load_workflow(tmp_path / "tiny.toml")
+    for stage, sections in stamps.LEGACY_SECTIONS.items():
+        payload = {"sections": {name: dataclasses.asdict(workflow.section(name))
+                                for name in sections},
+                   "inputs": {"prepare": "t"}, "version": "0.3.0"}
+        expected = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode())
+        assert stamps.legacy_key(workflow, stage, {"prepare": "t"}) == expected.hexdigest()
+    # As if [rank] top_k were new: at its default it is left out, otherwise nothing migrates.
+    monkeypatch.setitem(stamps.LEGACY_FIELDS, "rank", ())
+    assert stamps.legacy_key(workflow, "rank", {}) is not None  # TINY_DEMO's top_k is 9
+    changed = dataclasses.replace(workflow, rank=dataclasses.replace(workflow.rank, top_k=4))
+    assert stamps.legacy_key(changed, "rank", {}) is None
