@@ -115,9 +115,11 @@ def main(argv: list[str] | None = None) -> int:
 
         return commands.dispatch(args)
     except UserError as error:
+        _finish_progress()
         print(f"error: {error}", file=sys.stderr)
         return 2
     except StageFailure as error:
+        _finish_progress()
         print(f"error: {error}", file=sys.stderr)
         return 1
     except BrokenPipeError:  # output piped into `head`: not an error of ours
@@ -125,9 +127,17 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:  # outside a stage: the run folder's lock or log, say
         from pipeline.errors import describe_os_error
 
+        _finish_progress()
         path, cause = describe_os_error(error, Path.cwd())
         print(f"error: {path}: {cause}; fix that and run the same command again", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+
+
+def _finish_progress() -> None:
+    """End the progress bar a stage was drawing when it failed (if the bars were loaded)."""
+    progress = sys.modules.get("pipeline.progress")
+    if progress is not None:
+        progress.finish_open_bars()

@@ -17,3 +17,10 @@ def progress(iterable: Iterable[T], desc: str, total: int | None = None,
 def progress_bar(desc: str, total: int, unit: str = "it") -> tqdm:
     """A progress bar advanced by hand with ``update(n)``; close it when done."""
     return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, leave=True)
+
+
+def finish_open_bars() -> None:
+    """End every bar still open (a stage stopped by an error mid-loop), so that the error
+    message that follows starts on a line of its own."""
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()

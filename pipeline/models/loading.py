@@ -48,7 +48,9 @@ def read_state_dict(path: Path, source: str) -> dict:
                 raise
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - the unpickler raises anything on a foreign file
-        reason = " ".join(str(error).split())[:120] or type(error).__name__
+        reason = " ".join(str(error).split()) or type(error).__name__
+        if len(reason) > 100:  # torch's explanations run to paragraphs: keep the first words
+            reason = reason[:100].rsplit(" ", 1)[0] + " ..."
         raise UserError(f"{path}: not a PyTorch weights file ({type(error).__name__}: {reason}); "
                         "set [model] checkpoint to a file saved with "
                         "torch.save(model.state_dict(), path)") from None

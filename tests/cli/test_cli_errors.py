@@ -63,3 +63,14 @@ def test_help_lists_the_commands(tmp_path):
     result = run_cli("--help", cwd=tmp_path)
     assert result.returncode == 0
     assert "run" in result.stdout and "status" in result.stdout
+
+
+def test_an_error_after_an_unfinished_progress_bar_starts_on_its_own_line(capsys):
+    """A stage stopped mid-loop leaves its bar open; the CLI ends it before the error line."""
+    from pipeline.progress import finish_open_bars, progress
+
+    bar = progress(range(5), "deconv", total=5)
+    next(bar)
+    capsys.readouterr()
+    finish_open_bars()
+    assert capsys.readouterr().err.endswith("\n")
