@@ -16,15 +16,11 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-
-import pandas as pd
 
 from pipeline import __version__
 from pipeline.atomic import read_json, remove, write_json
 from pipeline.config import Workflow
-from pipeline.data.roots import analysed_root, train_root
 from pipeline.errors import StageFailure, UserError, describe_os_error, system_refusal
 from pipeline.layout import RunLayout
 from pipeline.stages import Stage, get_stage, list_stages
@@ -32,9 +28,7 @@ from pipeline.stages.context import StageContext
 from pipeline.stamps import (
     config_values,
     content_digest,
-    file_digest,
-    files_digest,
-    folder_listing_digest,
+    external_digest,
     is_legacy,
     legacy_key,
     stage_key,
@@ -92,33 +86,11 @@ class Runner:
         for what in wanted:
             key = (what, stage.name if what == "images" else "")
             if key not in self._digests:
-                self._digests[key] = self._external_digest(what, stage)
+                self._digests[key] = external_digest(what, stage.name, self.workflow,
+                                                     self.layout)
             digest = self._digests[key]
             external[what] = recorded.get(what) if digest is None else digest
         return external
-
-    def _external_digest(self, what: str, stage: Stage) -> str | None:
-        workflow, layout = self.workflow, self.layout
-        if what == "weights":
-            checkpoint = workflow.model.checkpoint
-            return file_digest(Path(checkpoint).expanduser()) if checkpoint else ""
-        if workflow.data.source == "synthetic":
-            return ""  # the images are the prepare stage's own output, in its digest
-        folders = [analysed_root(workflow, layout)]
-        if workflow.train.enabled:
-            folders.append(train_root(workflow, layout))
-        if what == "listing":  # ImageNet's own layouts lie at most two levels down
-            return folder_listing_digest(folders, 2 if workflow.data.source == "imagenet"
-                                         else None)
-        manifests = [layout.manifest] + ([layout.train_manifest]
-                                         if stage.name == "train" else [])
-        parts = []
-        for root, manifest in zip(folders, manifests, strict=False):
-            if not root.is_dir() or not manifest.exists():
-                return None
-            paths = pd.read_parquet(manifest, columns=["path"])["path"].tolist()
-            parts.append(files_digest(root, paths))
-        return "".join(parts)
 
     def _stamp(self, name: str) -> dict | None:
         """The stage's stamp; one written by release 0.3.0 is migrated (in memory until the

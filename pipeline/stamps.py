@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import Workflow
+from pipeline.layout import RunLayout
 
 #: The last release whose stamps are keyed by tokens; its stamps are migrated, not discarded.
 LEGACY_VERSION = "0.3.0"
@@ -110,6 +111,35 @@ def files_digest(root: Path, names: Iterable[str], relative_to: Path | None = No
         stat = f"{info.st_size}\0{info.st_mtime_ns}" if info else "unreadable"
         digest.update(f"{shown}\0{stat}\n".encode())
     return digest.hexdigest()
+
+
+def external_digest(what: str, stage: str, workflow: Workflow, layout: RunLayout
+                    ) -> str | None:
+    """The digest of what ``stage`` reads from outside the run folder: ``weights`` (the content
+    of ``[model] checkpoint``), ``listing`` (the image folders, as prepare scans them) or
+    ``images`` (the files the stage's manifests list). None when a data folder or manifest is
+    not there now; "" when there is nothing outside to read."""
+    import pandas as pd
+
+    from pipeline.data.roots import analysed_root, train_root
+
+    if what == "weights":
+        checkpoint = workflow.model.checkpoint
+        return file_digest(Path(checkpoint).expanduser()) if checkpoint else ""
+    if workflow.data.source == "synthetic":
+        return ""  # the images are the prepare stage's own output, in its digest
+    read = [(analysed_root(workflow, layout), layout.manifest)]
+    if workflow.train.enabled and (what == "listing" or stage == "train"):
+        read.append((train_root(workflow, layout), layout.train_manifest))
+    if what == "listing":  # ImageNet's own layouts lie at most two levels down
+        return folder_listing_digest([folder for folder, _ in read],
+                                     2 if workflow.data.source == "imagenet" else None)
+    parts = []
+    for folder, manifest in read:
+        if not folder.is_dir() or not manifest.exists():
+            return None
+        parts.append(files_digest(folder, pd.read_parquet(manifest, columns=["path"])["path"]))
+    return "".join(parts)
 
 
 def content_digest(paths: Iterable[Path], base: Path) -> tuple[str, list[str]]:
