@@ -14,7 +14,8 @@ from pipeline import __version__
 from pipeline.errors import StageFailure, UserError
 
 DEFAULT_WORKFLOW = Path("workflows") / "demo.toml"
-STAGE_NAMES = ("prepare", "train", "activations", "rank", "deconv", "render")  # = the registry
+STAGE_NAMES = ("prepare", "train", "activations", "rank", "deconv", "occlusion", "evolution",
+               "invariance", "render")  # = the registry
 
 
 def parse_shard(text: str) -> tuple[int, int]:

@@ -24,14 +24,16 @@ REQUIRED: Any = dataclasses.MISSING
 
 
 def option(default: Any = REQUIRED, doc: str = "", choices: tuple[str, ...] = (),
-           execution: bool = False) -> Any:
+           execution: bool = False, since: str = "") -> Any:
     """Declare a config option with its default, a one-line doc and optional allowed values.
 
     ``execution=True`` marks an option that changes how a stage runs, never what it computes
     (workers, devices, batch sizes of inference): it is left out of every stage's stamp, so
-    changing it never makes finished work stale.
+    changing it never makes finished work stale. ``since`` names the release that added an
+    option to an existing section: at its default it is left out of the stamp too, so adding
+    it does not make the work of earlier releases stale.
     """
-    meta = {"doc": doc, "choices": choices, "execution": execution}
+    meta = {"doc": doc, "choices": choices, "execution": execution, "since": since}
     if isinstance(default, (list, dict, set)):
         raise TypeError("use tuples for sequence defaults so configs stay frozen and hashable")
     if default is REQUIRED:
@@ -102,8 +104,35 @@ class TrainConfig:
     first_init_scale: float = option(1.0, "factor on the first conv's initial weights; small "
                                      "values leave no init noise in the learned filters")
     seed: int = option(0, "seed of initialisation and shuffling")
+    recipe: str = option(
+        "custom", "'custom' uses the options as set; 'zf2013' is Zeiler & Fergus's recipe and "
+        "sets optimizer 'sgd', lr 0.01, momentum 0.9, batch_size 128, schedule 'plateau', "
+        "init_std 0.01, augment true and filter_radius 0.1 (an option set in the file still "
+        "wins)", choices=("custom", "zf2013"), since="0.4.0")
+    schedule: str = option("cosine", "learning rate over training: 'cosine' (warm-up, then "
+                           "cosine decay) or 'plateau' (lr / 10 when the validation accuracy "
+                           "stops improving, as in the paper)", choices=("cosine", "plateau"),
+                           since="0.4.0")
+    plateau_patience: int = option(2, "with schedule 'plateau': epochs without a better "
+                                   "validation accuracy before the lr is divided by 10",
+                                   since="0.4.0")
+    init_std: float = option(0.0, "> 0 draws every weight from N(0, init_std^2) and sets biases "
+                             "to 0 (the paper: 0.01); 0 keeps the model's own init", since="0.4.0")
+    augment: bool = option(False, "train on random image_size crops of the image resized to "
+                           "resize_size (0: image_size * 256 / 224) with horizontal flips, as "
+                           "in the paper (224 crops of 256)", since="0.4.0")
+    snapshot_epochs: tuple[int, ...] = option(
+        (), "epochs whose weights are kept in snapshots/ for the evolution stage (the paper: "
+        "1, 2, 5, 10, 20, 30, 40, 64); epochs beyond [train] epochs are refused", since="0.4.0")
     device: str = option("auto", "'auto' (cuda, then mps, then cpu), or a torch device string",
                          execution=True)
+
+
+#: Zeiler & Fergus (2013, sec. 3): what ``[train] recipe = "zf2013"`` sets unless the file does.
+RECIPES: dict[str, dict[str, Any]] = {
+    "zf2013": {"optimizer": "sgd", "lr": 1e-2, "momentum": 0.9, "batch_size": 128,
+               "schedule": "plateau", "init_std": 1e-2, "augment": True, "filter_radius": 0.1},
+}
 
 
 @dataclass(frozen=True)
@@ -143,6 +172,51 @@ class DeconvConfig:
 
 
 @dataclass(frozen=True)
+class OcclusionConfig:
+    """Figure 7: a grey square slid over sample images, and what it does to the network."""
+
+    images: int = option(16, "analysed images occluded, picked evenly over the classes "
+                         "(the same ones every run); 0 turns the stage off")
+    files: tuple[str, ...] = option((), "image files to occlude instead (paths as in the "
+                                    "manifest, relative to the data root)")
+    layer: str = option("", "layer label (e.g. 'conv5') whose strongest feature map is tracked; "
+                        "empty = the last analysed conv layer")
+    size: int = option(0, "side of the grey square in pixels; 0 = a quarter of the input side")
+    stride: int = option(0, "pixels between occluder positions; 0 = an eighth of the square")
+    batch_size: int = option(64, "occluded images per forward pass", execution=True)
+    device: str = option("auto", "'auto' (cuda, then mps, then cpu), or a torch device string",
+                         execution=True)
+
+
+@dataclass(frozen=True)
+class EvolutionConfig:
+    """Figure 4: each unit's strongest activation at each training snapshot, projected."""
+
+    checkpoints: tuple[str, ...] = option(
+        (), "state-dict files to compare, in order, instead of [train] snapshot_epochs' "
+        "snapshots (the stage runs when either is set)")
+    images: int = option(0, "analysed images searched for each unit's strongest activation "
+                         "(evenly spaced); 0 = all")
+    batch_size: int = option(64, "images per forward pass and projections computed together",
+                             execution=True)
+    device: str = option("auto", "'auto' (cuda, then mps, then cpu), or a torch device string",
+                         execution=True)
+
+
+@dataclass(frozen=True)
+class InvarianceConfig:
+    """Figure 5: feature distances and class probability under translation, scale, rotation."""
+
+    images: int = option(5, "analysed images transformed, picked evenly over the classes; "
+                         "0 turns the stage off")
+    files: tuple[str, ...] = option((), "image files to transform instead (paths as in the "
+                                    "manifest)")
+    batch_size: int = option(64, "transformed images per forward pass", execution=True)
+    device: str = option("auto", "'auto' (cuda, then mps, then cpu), or a torch device string",
+                         execution=True)
+
+
+@dataclass(frozen=True)
 class RenderConfig:
     """The static HTML atlas."""
 
@@ -172,6 +246,9 @@ class Workflow:
     activations: ActivationsConfig = option(ActivationsConfig(), "inference stage")
     rank: RankConfig = option(RankConfig(), "ranking stage")
     deconv: DeconvConfig = option(DeconvConfig(), "projection stage")
+    occlusion: OcclusionConfig = option(OcclusionConfig(), "occlusion stage (Figure 7)")
+    evolution: EvolutionConfig = option(EvolutionConfig(), "feature evolution stage (Figure 4)")
+    invariance: InvarianceConfig = option(InvarianceConfig(), "invariance stage (Figure 5)")
     render: RenderConfig = option(RenderConfig(), "atlas stage")
     dask: DaskConfig = option(DaskConfig(), "dask cluster for the activations and rank stages")
     source: str = field(default="", metadata={"doc": "file it was loaded from", "internal": True})
@@ -190,7 +267,9 @@ class Workflow:
                                    devkit=absolute(self.data.devkit),
                                    train_root=absolute(self.data.train_root))
         model = dataclasses.replace(self.model, checkpoint=absolute(self.model.checkpoint))
-        return dataclasses.replace(self, data=data, model=model)
+        evolution = dataclasses.replace(self.evolution, checkpoints=tuple(
+            absolute(path) for path in self.evolution.checkpoints))
+        return dataclasses.replace(self, data=data, model=model, evolution=evolution)
 
 
 def load_workflow(path: Path, data_root: str | None = None) -> Workflow:
@@ -209,7 +288,17 @@ def load_workflow(path: Path, data_root: str | None = None) -> Workflow:
     if table.get("name", "") == "":  # documented: empty uses the file's stem
         table["name"] = path.stem
     workflow = _build(Workflow, table, path, prefix="")
-    return _validate(workflow, path)
+    return _validate(_apply_recipe(workflow, table, path), path)
+
+
+def _apply_recipe(workflow: Workflow, table: dict, path: Path) -> Workflow:
+    """Fill the options a named ``[train] recipe`` sets, except those the file sets itself."""
+    recipe = RECIPES.get(workflow.train.recipe)
+    if recipe is None:
+        return workflow
+    given = table.get("train", {})
+    values = {key: value for key, value in recipe.items() if key not in given}
+    return dataclasses.replace(workflow, train=dataclasses.replace(workflow.train, **values))
 
 
 def _validate(workflow: Workflow, path: Path) -> Workflow:
@@ -231,6 +320,15 @@ def _validate(workflow: Workflow, path: Path) -> Workflow:
                             ("model.resize_size", model.resize_size, 0),
                             ("train.epochs", train.epochs, 1),
                             ("train.batch_size", train.batch_size, 1),
+                            ("train.plateau_patience", train.plateau_patience, 1),
+                            ("occlusion.images", workflow.occlusion.images, 0),
+                            ("occlusion.size", workflow.occlusion.size, 0),
+                            ("occlusion.stride", workflow.occlusion.stride, 0),
+                            ("occlusion.batch_size", workflow.occlusion.batch_size, 1),
+                            ("evolution.images", workflow.evolution.images, 0),
+                            ("evolution.batch_size", workflow.evolution.batch_size, 1),
+                            ("invariance.images", workflow.invariance.images, 0),
+                            ("invariance.batch_size", workflow.invariance.batch_size, 1),
                             ("dask.shards", workflow.dask.shards, 0)):
         if value < low:
             raise ConfigError(f"{path}: {key} must be at least {low}, got {value}")
@@ -246,8 +344,29 @@ def _validate(workflow: Workflow, path: Path) -> Workflow:
     if train.filter_radius < 0 or train.first_init_scale <= 0:
         raise ConfigError(f"{path}: train.filter_radius must be >= 0 and "
                           f"train.first_init_scale > 0")
+    if train.init_std < 0:
+        raise ConfigError(f"{path}: train.init_std must be >= 0, got {train.init_std}")
+    _validate_snapshots(train, path)
+    if workflow.occlusion.size > model.image_size:
+        raise ConfigError(f"{path}: occlusion.size ({workflow.occlusion.size}) is larger than "
+                          f"the input ({model.image_size} px); use 0 or a smaller square")
     _validate_normalisation(model, path)
     return workflow
+
+
+def _validate_snapshots(train: TrainConfig, path: Path) -> None:
+    epochs = train.snapshot_epochs
+    if epochs and not train.enabled:
+        raise ConfigError(f"{path}: train.snapshot_epochs needs [train] enabled = true (to "
+                          "compare checkpoints you already have, list them in [evolution] "
+                          "checkpoints)")
+    wrong = [epoch for epoch in epochs if not 1 <= epoch <= train.epochs]
+    if wrong:
+        raise ConfigError(f"{path}: train.snapshot_epochs {wrong} are outside 1..{train.epochs} "
+                          "(train.epochs)")
+    if len(set(epochs)) != len(epochs) or list(epochs) != sorted(epochs):
+        raise ConfigError(f"{path}: train.snapshot_epochs must be increasing without repeats, "
+                          f"got {list(epochs)}")
 
 
 def _validate_name(name: str, path: Path) -> None:

@@ -56,6 +56,14 @@ class RunLayout:
         return self.checkpoints / f"epoch_{epoch:03d}.pt"
 
     @property
+    def snapshots(self) -> Path:
+        """The weights kept at ``[train] snapshot_epochs`` for the evolution stage."""
+        return self.run_dir / "snapshots"
+
+    def snapshot(self, epoch: int) -> Path:
+        return self.snapshots / f"epoch_{epoch:03d}.pt"
+
+    @property
     def model(self) -> Path:
         return self.run_dir / "model.pt"
 
@@ -92,6 +100,22 @@ class RunLayout:
         return self.run_dir / "projections.zarr"
 
     @property
+    def occlusion(self) -> Path:
+        """Figure 7: occlusion maps and projections of the sampled images."""
+        return self.run_dir / "occlusion.zarr"
+
+    @property
+    def evolution(self) -> Path:
+        """Figure 4: each unit's strongest activation per snapshot, projected."""
+        return self.run_dir / "evolution.zarr"
+
+    @property
+    def invariance(self) -> Path:
+        """Figure 5: distances and probabilities under transformations, one row per image and
+        transformed copy."""
+        return self.run_dir / "invariance.parquet"
+
+    @property
     def stamps(self) -> Path:
         return self.run_dir / "stamps"
 
@@ -105,6 +129,11 @@ class RunLayout:
     @property
     def lock(self) -> Path:
         return self.run_dir / ".lock"
+
+    @staticmethod
+    def comparison(base: Path, first: str, second: str) -> Path:
+        """The site ``compare`` writes for two runs: ``reports/<first>-vs-<second>/``."""
+        return base / "reports" / f"{first}-vs-{second}"
 
     @staticmethod
     def staging(final: Path, resumable: bool = False) -> Path:

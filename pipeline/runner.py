@@ -80,7 +80,8 @@ class Runner:
         external: dict[str, str | None] = {}
         wanted = [what for what, flag in (("weights", stage.loads_weights),
                                           ("listing", stage.lists_images),
-                                          ("images", stage.reads_images)) if flag]
+                                          ("images", stage.reads_images),
+                                          ("checkpoints", stage.reads_checkpoints)) if flag]
         recorded = (self._stamps.get(stage.name) or {}).get("external", {})  # no recursion:
         # a stamp being migrated is not in the cache yet
         for what in wanted:

@@ -57,7 +57,8 @@ def _results_only(value: Any) -> Any:
         return value
     return {spec.name: _results_only(getattr(value, spec.name))
             for spec in dataclasses.fields(value)
-            if not spec.metadata.get("execution") and not spec.metadata.get("internal")}
+            if not spec.metadata.get("execution") and not spec.metadata.get("internal")
+            and not (spec.metadata.get("since") and getattr(value, spec.name) == spec.default)}
 
 
 def stage_key(config: dict[str, Any], inputs: dict[str, str], revision: int,
@@ -116,9 +117,10 @@ def files_digest(root: Path, names: Iterable[str], relative_to: Path | None = No
 def external_digest(what: str, stage: str, workflow: Workflow, layout: RunLayout
                     ) -> str | None:
     """The digest of what ``stage`` reads from outside the run folder: ``weights`` (the content
-    of ``[model] checkpoint``), ``listing`` (the image folders, as prepare scans them) or
-    ``images`` (the files the stage's manifests list). None when a data folder or manifest is
-    not there now; "" when there is nothing outside to read."""
+    of ``[model] checkpoint``), ``checkpoints`` (those of ``[evolution] checkpoints``),
+    ``listing`` (the image folders, as prepare scans them) or ``images`` (the files the stage's
+    manifests list). None when a data folder or manifest is not there now; "" when there is
+    nothing outside to read."""
     import pandas as pd
 
     from pipeline.data.roots import analysed_root, train_root
@@ -126,6 +128,9 @@ def external_digest(what: str, stage: str, workflow: Workflow, layout: RunLayout
     if what == "weights":
         checkpoint = workflow.model.checkpoint
         return file_digest(Path(checkpoint).expanduser()) if checkpoint else ""
+    if what == "checkpoints":  # [evolution] checkpoints: each file's content, in order
+        digests = [file_digest(Path(path).expanduser()) for path in workflow.evolution.checkpoints]
+        return None if None in digests else _hash(digests)
     if workflow.data.source == "synthetic":
         return ""  # the images are the prepare stage's own output, in its digest
     read = [(analysed_root(workflow, layout), layout.manifest)]

@@ -26,6 +26,7 @@ enabled = true
 epochs = 2
 batch_size = 32
 lr = 0.001
+snapshot_epochs = [1, 2]
 [activations]
 batch_size = 20
 chunk_size = 32

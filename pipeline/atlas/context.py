@@ -11,6 +11,7 @@ the renderer turns them into links that work from every page's depth.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 
@@ -40,6 +41,26 @@ class Crop:
 
 
 Fractions = tuple[float, float, float, float]  # (top, left, bottom, right) / image side
+
+
+@dataclass(frozen=True)
+class PageLink:
+    """A link to a page beyond Figure 2 (occlusion, evolution, invariance), with a caption."""
+
+    title: str
+    path: str  # relative to the atlas root (POSIX)
+    note: str = ""  # one line under the title
+    image: str | None = None  # a picture for the link, relative to the atlas root
+
+
+@dataclass(frozen=True)
+class SnapshotCell:
+    """One column of a unit's evolution strip (Figure 4): its strongest activation over the
+    analysed images at one training snapshot, projected."""
+
+    label: str  # "epoch 5", or a checkpoint's file name
+    value: float  # that activation (0: the unit did not fire at this snapshot)
+    projection: Crop | None  # None when it did not fire
 
 
 @dataclass(frozen=True)
@@ -84,6 +105,8 @@ class UnitEntry:
     named_class: str | None = None  # top_class if it clearly dominates (gather.dominant_class)
     filter_scale: float | None = None  # layer 1: the filter's largest |weight|
     filter: Crop | None = None  # layer 1: the filter in its tile
+    evolution: tuple[SnapshotCell, ...] = ()  # Figure 4 strip, one cell per snapshot
+    links: tuple[PageLink, ...] = ()  # other pages that show this unit (occlusion)
 
     @property
     def shown_class(self) -> str:
@@ -105,6 +128,7 @@ class LayerEntry:
     patch_is_image: bool = False  # the receptive field covers the whole input: no patch shown
     filter_grid: str | None = None  # layer 1: every filter in one image (Figure 6)
     filter_cells: tuple[Crop, ...] = ()  # layer 1: each unit's filter in that image
+    evolution_page: str | None = None  # the layer's page of evolution strips, if any
 
     @property
     def n_units(self) -> int:
@@ -166,7 +190,40 @@ class AtlasContext:
     methods: tuple[str, ...] = ()  # every stored projection method (unit pages switch)
     strip_units: int = 6  # most selective units per layer shown on the index
     warnings_shown: int = 10  # data warnings listed on the index (all are in data_warnings.json)
+    experiments: tuple[PageLink, ...] = ()  # the pages beyond Figure 2, linked from the index
 
     @property
     def all_methods(self) -> tuple[str, ...]:
         return self.methods or (self.method,)
+
+
+@dataclass(frozen=True)
+class PageExtras:
+    """What one experiment's pages (occlusion, evolution, invariance) add to the rest of the
+    atlas: a card on the index, and links or strips on the layer and unit pages."""
+
+    link: PageLink
+    unit_links: dict[tuple[str, int], tuple[PageLink, ...]] = field(default_factory=dict)
+    unit_evolution: dict[tuple[str, int], tuple[SnapshotCell, ...]] = field(default_factory=dict)
+    layer_pages: dict[str, str] = field(default_factory=dict)  # layer label -> page path
+
+
+def with_extras(context: AtlasContext, extras: list[PageExtras]) -> AtlasContext:
+    """``context`` with the experiments' index cards, unit links and strips added."""
+    if not extras:
+        return context
+    layers = []
+    for layer in context.layers:
+        units = []
+        for unit in layer.units:
+            where = (layer.label, unit.unit)
+            links = tuple(link for extra in extras for link in extra.unit_links.get(where, ()))
+            strip = next((extra.unit_evolution[where] for extra in extras
+                          if where in extra.unit_evolution), ())
+            units.append(dataclasses.replace(unit, links=unit.links + links,
+                                             evolution=strip or unit.evolution))
+        page = next((extra.layer_pages[layer.label] for extra in extras
+                     if layer.label in extra.layer_pages), layer.evolution_page)
+        layers.append(dataclasses.replace(layer, units=tuple(units), evolution_page=page))
+    return dataclasses.replace(context, layers=tuple(layers),
+                               experiments=context.experiments + tuple(e.link for e in extras))

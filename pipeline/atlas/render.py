@@ -98,6 +98,7 @@ def _check_labels(layers: tuple[LayerEntry, ...]) -> None:
 
 def _image_paths(context: AtlasContext) -> list[str]:
     paths = [context.filters_image] if context.filters_image else []
+    paths.extend(link.image for link in context.experiments if link.image)
     for layer in context.layers:
         if layer.preview:
             paths.append(layer.preview)
@@ -110,29 +111,49 @@ def _image_paths(context: AtlasContext) -> list[str]:
             for image in unit.top_images:
                 crops = (*image.projections, image.patch, image.thumb, image.heat)
                 paths.extend(crop.image for crop in crops if crop is not None)
+            paths.extend(cell.projection.image for cell in unit.evolution if cell.projection)
     return paths
 
 
-def _image_sizes(context: AtlasContext, out_dir: Path) -> dict[str, tuple[int, int]]:
-    """Width and height of every linked image (header only), so pages reserve their space."""
-    sizes: dict[str, tuple[int, int]] = {}
-    missing: list[str] = []
-    for path in _image_paths(context):
-        if path in sizes:
-            continue
-        pure = PurePosixPath(path)
-        if pure.is_absolute() or ".." in pure.parts or "\\" in path or ":" in path:
-            raise ValueError(f"image path {path!r} must be relative to the atlas root (POSIX)")
-        file = out_dir / pure
-        if not file.is_file():
-            missing.append(path)
-            continue
-        with Image.open(file) as image:
-            sizes[path] = image.size
-    if missing:
-        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
-        shown = ", ".join(missing[:3]) + more
-        raise FileNotFoundError(f"atlas images missing under {out_dir}: {shown}")
+class ImageSizes(dict):
+    """Width and height of linked images (header only), so pages reserve their space; an image
+    not yet measured is measured when a page first links it."""
+
+    def __init__(self, out_dir: Path) -> None:
+        super().__init__()
+        self.out_dir = out_dir
+
+    def __missing__(self, path: str) -> tuple[int, int]:
+        self.check([path])
+        return self[path]
+
+    def check(self, paths: list[str]) -> None:
+        """Measure ``paths``; refuse a path that is not relative and POSIX, and list every
+        missing file at once."""
+        missing: list[str] = []
+        for path in paths:
+            if path in self:
+                continue
+            pure = PurePosixPath(path)
+            if pure.is_absolute() or ".." in pure.parts or "\\" in path or ":" in path:
+                raise ValueError(f"image path {path!r} must be relative to the atlas root "
+                                 "(POSIX)")
+            file = self.out_dir / pure
+            if not file.is_file():
+                missing.append(path)
+                continue
+            with Image.open(file) as image:
+                self[path] = image.size
+        if missing:
+            more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+            shown = ", ".join(missing[:3]) + more
+            raise FileNotFoundError(f"atlas images missing under {self.out_dir}: {shown}")
+
+
+def _image_sizes(context: AtlasContext, out_dir: Path) -> ImageSizes:
+    """Width and height of every image the main pages link, checked before any is written."""
+    sizes = ImageSizes(out_dir)
+    sizes.check(_image_paths(context))
     return sizes
 
 
@@ -162,7 +183,7 @@ def unit_path(label: str, unit: int) -> str:
     return f"{UNITS_DIR}/{label}/{unit}.html"
 
 
-def _page_helpers(root: str, sizes: dict[str, tuple[int, int]]) -> dict[str, Callable]:
+def _page_helpers(root: str, sizes: ImageSizes) -> dict[str, Callable]:
     """Link builders for a page ``root`` ("", "../" or "../../") away from the atlas root."""
 
     def href(path: str) -> str:
@@ -211,6 +232,23 @@ def search_index(context: AtlasContext) -> str:
     text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
     text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     return f"window.ATLAS_INDEX = {text};\n"
+
+
+def write_page(out_dir: Path, path: str, template: str, context: AtlasContext,
+               **values) -> Path:
+    """Render ``template`` to ``out_dir/path`` (POSIX, relative to the atlas root) with the
+    atlas's header, footer and link helpers: the pages beyond Figure 2 use this. ``values``
+    are the template's own variables; ``current``, ``prev_link`` and ``next_link`` default to
+    None. The images it links must already be written."""
+    depth = len(PurePosixPath(path).parts) - 1
+    root = "../" * depth
+    values = {"current": None, "prev_link": None, "next_link": None, **values}
+    page = environment().get_template(template).render(
+        ctx=context, crisp_max_width=CRISP_MAX_WIDTH, card_max_min_width=CARD_MAX_MIN_WIDTH,
+        **_page_helpers(root, ImageSizes(Path(out_dir))), root=root, **values)
+    target = Path(out_dir) / PurePosixPath(path)
+    _write_text(target, _compact(page))
+    return target
 
 
 def write_atlas(context: AtlasContext, out_dir: Path) -> Path:

@@ -5,7 +5,8 @@ import importlib
 from pipeline.stages.registry import Stage, get_stage, list_stages, register_stage
 
 #: Dependency order: each module registers its stage on import, so this is the order of `run all`.
-STAGE_MODULES = ("prepare", "train", "activations", "rank", "deconv", "render")
+STAGE_MODULES = ("prepare", "train", "activations", "rank", "deconv", "occlusion", "evolution",
+                 "invariance", "render")
 
 for _module in STAGE_MODULES:
     importlib.import_module(f"pipeline.stages.{_module}")

@@ -37,6 +37,7 @@ class Stage:
     loads_weights: bool = False
     lists_images: bool = False
     reads_images: bool = False
+    reads_checkpoints: bool = False
 
 
 _STAGES: dict[str, Stage] = {}
@@ -52,6 +53,7 @@ def register_stage(
     loads_weights: bool = False,
     lists_images: bool = False,
     reads_images: bool = False,
+    reads_checkpoints: bool = False,
 ) -> Callable[[StageFunction], StageFunction]:
     """Register ``func`` as stage ``name``.
 
@@ -61,7 +63,8 @@ def register_stage(
     changes what the stage writes; ``loads_weights``: it loads ``[model] checkpoint``, so that
     file's content is part of its key; ``lists_images``: it lists the image folders, so their
     listing is part of its key; ``reads_images``: it reads the manifest's image files, so their
-    sizes and times are.
+    sizes and times are; ``reads_checkpoints``: it loads ``[evolution] checkpoints``, so
+    their content is part of its key.
     """
 
     def wrap(func: StageFunction) -> StageFunction:
@@ -72,7 +75,7 @@ def register_stage(
             raise ValueError(f"stage '{name}' reads {unknown}, which are not registered before it")
         doc = (func.__doc__ or "").strip().splitlines()[0] if func.__doc__ else ""
         _STAGES[name] = Stage(name, func, inputs, keys, outputs, enabled, doc, revision,
-                              loads_weights, lists_images, reads_images)
+                              loads_weights, lists_images, reads_images, reads_checkpoints)
         return func
 
     return wrap

@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from pipeline.atlas.gather import RunTables
 
 
-@register_stage("render", inputs=("prepare", "train", "activations", "rank", "deconv"),
+@register_stage("render", inputs=("prepare", "train", "activations", "rank", "deconv", "occlusion",
+                                  "evolution", "invariance"),
                 keys=("data.source", "data.root", "model", "render"),
                 outputs=lambda workflow, layout: (layout.report_dir,),
                 loads_weights=True)
@@ -28,7 +29,7 @@ def render(ctx: StageContext) -> None:
     import torch
     import zarr
 
-    from pipeline.atlas.context import AtlasContext
+    from pipeline.atlas.context import AtlasContext, with_extras
     from pipeline.atlas.first_layer import first_layer, shows_filters
     from pipeline.atlas.gather import ImageWriter, layer_entry, skipped_images
     from pipeline.atlas.render import write_atlas
@@ -85,7 +86,31 @@ def render(ctx: StageContext) -> None:
         class_groups=class_groups(pd.read_parquet(layout.classes)),
         class_names=tuple(tables.classes),
     )
-    write_atlas(context, staged)
+    write_atlas(with_extras(context, _experiment_pages(ctx, context, tables, staged)), staged)
+
+
+#: The pages beyond Figure 2: (stage, module of pipeline.atlas, function). Each function takes
+#: (its stage's output, the atlas context, the run's tables, the atlas folder), writes its pages
+#: and returns a PageExtras (index card, unit links and strips).
+EXPERIMENT_PAGES = (("occlusion", "occlusion_pages", "occlusion_pages"),
+                    ("evolution", "evolution_pages", "evolution_pages"),
+                    ("invariance", "invariance_pages", "invariance_pages"))
+
+
+def _experiment_pages(ctx: StageContext, context, tables: RunTables, staged: Path) -> list:
+    """Write the pages of every experiment stage this workflow runs; their PageExtras."""
+    import importlib
+
+    from pipeline.stages import get_stage
+
+    extras = []
+    for stage, module, function in EXPERIMENT_PAGES:
+        if not get_stage(stage).enabled(ctx.workflow):
+            continue
+        output = get_stage(stage).outputs(ctx.workflow, ctx.layout)[0]
+        write = getattr(importlib.import_module(f"pipeline.atlas.{module}"), function)
+        extras.append(write(output, context, tables, staged))
+    return extras
 
 
 def _read_tables(layout, activations) -> RunTables:
