@@ -142,3 +142,41 @@ def test_the_run_name_is_a_plain_folder_name(write_workflow, name):
 
 def test_an_empty_name_is_the_file_stem(write_workflow):
     assert load_workflow(write_workflow('name = ""\n' + MINIMAL, name="mine")).name == "mine"
+
+
+def test_the_zf2013_recipe_fills_only_what_the_file_leaves_unset(write_workflow):
+    workflow = load_workflow(write_workflow(MINIMAL + '[train]\nenabled = true\nrecipe = '
+                                            '"zf2013"\nlr = 0.05\n'))
+    train = workflow.train
+    assert train.lr == 0.05  # set in the file: the file wins
+    assert (train.optimizer, train.momentum, train.batch_size, train.schedule) == (
+        "sgd", 0.9, 128, "plateau")
+    assert (train.init_std, train.augment, train.filter_radius) == (0.01, True, 0.1)
+    custom = load_workflow(write_workflow(MINIMAL + "[train]\nenabled = true\n")).train
+    assert (custom.optimizer, custom.schedule, custom.init_std) == ("adamw", "cosine", 0.0)
+
+
+@pytest.mark.parametrize(("table", "expected"), [
+    ("[train]\nenabled = true\nepochs = 4\nsnapshot_epochs = [1, 5]\n",
+     "train.snapshot_epochs [5] are outside 1..4"),
+    ("[train]\nenabled = true\nepochs = 4\nsnapshot_epochs = [2, 1]\n", "increasing"),
+    ("[train]\nsnapshot_epochs = [1]\n", "needs [train] enabled = true"),
+    ("[occlusion]\nstride = -1\n", "occlusion.stride must be at least 0"),
+    ("[occlusion]\nsize = 500\n", "occlusion.size (500) is larger than the input"),
+    ("[invariance]\nbatch_size = 0\n", "invariance.batch_size must be at least 1"),
+])
+def test_experiment_options_out_of_range_are_refused(write_workflow, table, expected):
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        load_workflow(write_workflow(MINIMAL + table))
+
+
+def test_an_option_added_later_is_left_out_of_keys_at_its_default(write_workflow):
+    """Adding ``[train] recipe`` (0.4.0) must not make a 0.4.0-era train stamp stale, but
+    setting it must."""
+    from pipeline.stamps import config_values
+
+    plain = load_workflow(write_workflow(MINIMAL + "[train]\nenabled = true\n"))
+    assert "recipe" not in config_values(plain, ["train"])["train"]
+    assert "epochs" in config_values(plain, ["train"])["train"]
+    recipe = load_workflow(write_workflow(MINIMAL + '[train]\nenabled = true\nrecipe = "zf2013"'))
+    assert config_values(recipe, ["train"])["train"]["recipe"] == "zf2013"

@@ -17,9 +17,11 @@ from pipeline.atomic import read_json
 from pipeline.config import load_workflow
 from pipeline.layout import RunLayout
 from pipeline.runner import Runner
-from pipeline.stages import registry
+from pipeline.stages import list_stages, registry
 
-STAGES = ["prepare", "train", "activations", "rank", "deconv", "render"]
+STAGES = [stage.name for stage in list_stages()]  # the reduced demo runs every stage
+#: The stages that read neither rank nor deconv (the experiments read activations).
+BESIDE_RANK = ["occlusion", "evolution", "invariance"]
 LEGACY = Path(__file__).parent / "legacy_0_3_0"
 
 
@@ -83,8 +85,8 @@ def test_bumping_a_revision_makes_exactly_that_stage_and_its_downstream_stale(
         finished, monkeypatch):
     stage = registry.get_stage("rank")
     monkeypatch.setitem(registry._STAGES, "rank", dataclasses.replace(stage, revision=2))
-    assert _states(finished) == {**dict.fromkeys(STAGES[:3], "done"),
-                                 **dict.fromkeys(STAGES[3:], "stale")}
+    assert _states(finished) == {**dict.fromkeys(STAGES[:3] + BESIDE_RANK, "done"),
+                                 **dict.fromkeys(["rank", "deconv", "render"], "stale")}
     # The new revision writes the same tables here, so its downstream is done again at once.
     runner = _runner(finished)
     assert runner.run("rank") == ["rank"]
@@ -103,38 +105,51 @@ def test_a_new_checkpoint_under_the_same_name_is_new_work(finished):
     mine = finished / "mine.pt"
     shutil.copy(model, mine)
     text = TINY_DEMO.replace("[train]\nenabled = true", "[train]\nenabled = false").replace(
-        'name = "zfnet_small"', f'name = "zfnet_small"\ncheckpoint = "{mine}"')
+        'name = "zfnet_small"', f'name = "zfnet_small"\ncheckpoint = "{mine}"').replace(
+        "snapshot_epochs = [1, 2]\n", "")
+    loading = [name for name in STAGES[2:] if name != "evolution"]
     runner = _runner(finished, text)
     runner.run("all")
-    assert _states(finished, text) == {"prepare": "done", "train": "off",
-                                        **dict.fromkeys(STAGES[2:], "done")}
+    assert _states(finished, text) == {"prepare": "done", "train": "off", "evolution": "off",
+                                        **dict.fromkeys(loading, "done")}
     import torch
 
     state = torch.load(mine, weights_only=True)
     state["features.conv1.bias"] += 1
     torch.save(state, mine)
-    assert _states(finished, text) == {"prepare": "done", "train": "off",
-                                        **dict.fromkeys(STAGES[2:], "stale")}
+    assert _states(finished, text) == {"prepare": "done", "train": "off", "evolution": "off",
+                                        **dict.fromkeys(loading, "stale")}
 
 
 def test_stamps_of_release_0_3_0_are_migrated_not_invalidated(finished):
-    """The stamps in legacy_0_3_0/ were written by release 0.3.0 running TINY_DEMO; its keys
-    hash the config and per-run tokens. Put in place of a finished run's, they are done."""
+    """The stamps in legacy_0_3_0/ were written by release 0.3.0 running TINY_DEMO (without
+    snapshots, which 0.3.0 did not have); its keys hash the config and per-run tokens. Put in
+    place of a finished run's, what 0.3.0 did is done. The stages 0.4.0 added (occlusion,
+    evolution, invariance) are missing, so render, which now shows them too, runs again."""
+    text = TINY_DEMO.replace("snapshot_epochs = [1, 2]\n", "")
+    old = ["prepare", "train", "activations", "rank", "deconv"]
+    added = ["occlusion", "invariance"]  # evolution is off without snapshots
     stamps = finished / "runs" / "tiny" / "stamps"
     for path in LEGACY.glob("*.json"):
         shutil.copy(path, stamps / path.name)
-    assert _states(finished) == dict.fromkeys(STAGES, "done")
+    for name in added:
+        (stamps / f"{name}.json").unlink()
+    states = _states(finished, text)
+    assert states == {**dict.fromkeys(old, "done"), **dict.fromkeys(added, "missing"),
+                      "evolution": "off", "render": "stale"}
     result = run_cli("run", "all", "-w", "workflows/tiny.toml", cwd=finished)
-    assert result.returncode == 0 and _ran(result.stdout) == [], result.stdout
-    for name in STAGES:
+    assert result.returncode == 0 and _ran(result.stdout) == [*added, "render"], result.stdout
+    for name in old:
         stamp = read_json(stamps / f"{name}.json")
         assert stamp["migrated_from"] == "0.3.0" and "digest" in stamp and "token" not in stamp
-    assert _states(finished) == dict.fromkeys(STAGES, "done")
+    assert _states(finished, text) == {**dict.fromkeys(old + added + ["render"], "done"),
+                                       "evolution": "off"}
     # A legacy stamp whose config changed since is stale, as 0.3.0 would have said.
     for path in LEGACY.glob("*.json"):
         shutil.copy(path, stamps / path.name)
-    states = _states(finished, TINY_DEMO.replace("top_k = 9", "top_k = 8"))
-    assert states == {**dict.fromkeys(STAGES[:3], "done"), **dict.fromkeys(STAGES[3:], "stale")}
+    states = _states(finished, text.replace("top_k = 9", "top_k = 8"))
+    assert states == {**dict.fromkeys(old[:3] + added, "done"), "evolution": "off",
+                      **dict.fromkeys(["rank", "deconv", "render"], "stale")}
 
 
 def test_the_image_files_are_part_of_the_keys_of_the_stages_that_read_them(tmp_path,
