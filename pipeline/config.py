@@ -312,7 +312,7 @@ def _validate(workflow: Workflow, path: Path) -> Workflow:
         raise ConfigError(f"{path}: [data] root is required for source "
                           f"'{workflow.data.source}'; set it or pass --data PATH")
     data, model, train = workflow.data, workflow.model, workflow.train
-    if train.enabled and data.source == "imagefolder" and not data.train_root:
+    if train.enabled and data.source != "synthetic" and not data.train_root:
         raise ConfigError(f"{path}: [data] train_root is required when [train] enabled = true")
     for key, value, low in (("rank.top_k", workflow.rank.top_k, 1),
                             ("activations.batch_size", workflow.activations.batch_size, 1),
