@@ -68,9 +68,9 @@ def train(ctx: StageContext) -> None:
         init_weights(model, spec.init_std)
     scale_first_conv(model, spec.first_init_scale)  # a resumed run loads its weights over it
     model.to(device)
-    images = preprocessing(workflow)
-    train_transform = (images.training_transform(workflow.model.resize_size) if spec.augment
-                       else images.transform())
+    prep = preprocessing(workflow)
+    train_transform = (prep.training_transform(workflow.model.resize_size) if spec.augment
+                       else prep.transform())
     train_manifest = pd.read_parquet(layout.train_manifest)
     val_manifest = pd.read_parquet(layout.manifest)
     train_set = ReadableImages(ImageDataset(
@@ -78,7 +78,7 @@ def train(ctx: StageContext) -> None:
         train_manifest["label"].tolist(), train_transform))
     val_set = ReadableImages(ImageDataset(
         analysed_root(workflow, layout), val_manifest["path"].tolist(),
-        val_manifest["label"].tolist(), images.transform()))
+        val_manifest["label"].tolist(), prep.transform()))
     resumed = _resume(model, layout, ctx.key, spec.snapshot_epochs)
     start_epoch = int(resumed["epoch"]) if resumed else 0
     if start_epoch:
