@@ -97,7 +97,8 @@ class TrainConfig:
     optimizer: str = option("adamw", "'adamw', or 'sgd' with momentum as in the paper (smoother "
                             "first-layer filters)", choices=("adamw", "sgd"))
     momentum: float = option(0.9, "momentum of 'sgd'")
-    lr: float = option(1e-3, "peak learning rate (warm-up, then cosine decay)")
+    lr: float = option(1e-3, "learning rate: the peak of schedule 'cosine', the first rate of "
+                       "'plateau'")
     weight_decay: float = option(5e-4, "L2 weight decay")
     filter_radius: float = option(0.0, "after each step, scale every conv filter whose RMS "
                                   "exceeds this back to it, as in the paper (0.1); 0 = off")
@@ -116,14 +117,17 @@ class TrainConfig:
     plateau_patience: int = option(2, "with schedule 'plateau': epochs without a better "
                                    "validation accuracy before the lr is divided by 10",
                                    since="0.4.0")
-    init_std: float = option(0.0, "> 0 draws every weight from N(0, init_std^2) and sets biases "
-                             "to 0 (the paper: 0.01); 0 keeps the model's own init", since="0.4.0")
-    augment: bool = option(False, "train on random image_size crops of the image resized to "
-                           "resize_size (0: image_size * 256 / 224) with horizontal flips, as "
-                           "in the paper (224 crops of 256)", since="0.4.0")
+    init_std: float = option(0.0, "> 0 draws every conv and linear weight from N(0, init_std^2) "
+                             "and sets biases to 0 (the paper: 0.01), before first_init_scale "
+                             "applies; 0 keeps the model's own init", since="0.4.0")
+    augment: bool = option(False, "train on random image_size crops of the centre square of "
+                           "the image resized to resize_size (0: image_size * 256 / 224), "
+                           "flipped at random, as in the paper (224 crops of 256); the analysed "
+                           "images are never augmented", since="0.4.0")
     snapshot_epochs: tuple[int, ...] = option(
-        (), "epochs whose weights are kept in snapshots/ for the evolution stage (the paper: "
-        "1, 2, 5, 10, 20, 30, 40, 64); epochs beyond [train] epochs are refused", since="0.4.0")
+        (), "epochs whose weights are kept in snapshots/epoch_NNN.pt for the evolution stage "
+        "(the paper: 1, 2, 5, 10, 20, 30, 40, 64); epochs beyond [train] epochs are refused",
+        since="0.4.0")
     device: str = option("auto", "'auto' (cuda, then mps, then cpu), or a torch device string",
                          execution=True)
 
@@ -308,7 +312,7 @@ def _validate(workflow: Workflow, path: Path) -> Workflow:
         raise ConfigError(f"{path}: [data] root is required for source "
                           f"'{workflow.data.source}'; set it or pass --data PATH")
     data, model, train = workflow.data, workflow.model, workflow.train
-    if train.enabled and data.source == "imagefolder" and not data.train_root:
+    if train.enabled and data.source != "synthetic" and not data.train_root:
         raise ConfigError(f"{path}: [data] train_root is required when [train] enabled = true")
     for key, value, low in (("rank.top_k", workflow.rank.top_k, 1),
                             ("activations.batch_size", workflow.activations.batch_size, 1),

@@ -38,7 +38,8 @@ def scan_workflow_data(workflow: Workflow, root: Path, train_folder: Path) -> Sc
             raise UserError(f"{train_folder}: training folder not found (from [data] train_root "
                             f"in {workflow.source})")
         train_warnings: list[DataWarning] = []
-        train_manifest, train_classes = scan_data(workflow, train_folder, train_warnings)
+        train_manifest, train_classes = scan_data(workflow, train_folder, train_warnings,
+                                                  training=True)
         scanned.warnings += [replace(warning, message=f"training images: {warning.message}")
                              for warning in train_warnings]
         if train_classes["name"].tolist() != scanned.classes["name"].tolist():
@@ -48,14 +49,19 @@ def scan_workflow_data(workflow: Workflow, root: Path, train_folder: Path) -> Sc
     return scanned
 
 
-def scan_data(workflow: Workflow, root: Path, warnings: list[DataWarning] | None = None
-              ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def scan_data(workflow: Workflow, root: Path, warnings: list[DataWarning] | None = None,
+              training: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(manifest with labels in the model's class order, the model's class table); what is
-    wrong with the folder but does not stop the run is appended to ``warnings``."""
+    wrong with the folder but does not stop the run is appended to ``warnings``.
+
+    ``training`` images are always class folders, also for source 'imagenet': ILSVRC2012's
+    training set comes as one archive per class, each extracted into its wnid folder
+    (``train/n01440764/n01440764_10026.JPEG``), never as flat files with a devkit's labels.
+    """
     from pipeline.data.classes import class_table
     from pipeline.data.images import scan_image_folder
 
-    if workflow.data.source == "imagenet":
+    if workflow.data.source == "imagenet" and not training:
         from pipeline.data.imagenet import scan_imagenet_val
 
         devkit = Path(workflow.data.devkit).expanduser() if workflow.data.devkit else None

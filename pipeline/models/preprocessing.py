@@ -1,7 +1,9 @@
 """How images become network inputs: resize, centre crop, normalise.
 
 With torchvision weights the weights' own transforms decide (their resize, crop, mean, std and
-interpolation), as torchvision's reference evaluation does; otherwise ``[model]`` does.
+interpolation), as torchvision's reference evaluation does; otherwise ``[model]`` does. Training
+with ``[train] augment`` uses :meth:`Preprocessing.training_transform` instead, on the training
+images only: the analysed images always get the one deterministic centre crop.
 """
 
 from __future__ import annotations
@@ -35,6 +37,30 @@ class Preprocessing:
             v2.Resize(self.resize, interpolation=InterpolationMode(self.interpolation),
                       antialias=True),
             v2.CenterCrop(self.crop),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(list(self.mean), list(self.std)),
+        ])
+
+    def training_transform(self, resize: int = 0) -> v2.Compose:
+        """PIL image -> a random ``crop`` square of its centre, flipped left-right half the time.
+
+        As in Zeiler & Fergus (2013, sec. 3): the shorter side is resized to ``resize`` (0:
+        ``crop * 256 / 224``, the paper's 256 for 224 crops), the centre square of that side is
+        cut out, and a ``crop`` x ``crop`` square at a random place in it is the input. The
+        random place and flip come from torch's global generator (torchvision's v2 transforms
+        draw with ``torch.randint`` / ``torch.rand``), so the train stage's reseeding each epoch
+        makes them the same in a resumed run.
+        """
+        import torch
+        from torchvision.transforms import InterpolationMode, v2
+
+        side = resize or round(self.crop * 256 / 224)
+        return v2.Compose([
+            v2.PILToTensor(),
+            v2.Resize(side, interpolation=InterpolationMode(self.interpolation), antialias=True),
+            v2.CenterCrop(side),
+            v2.RandomCrop(self.crop),
+            v2.RandomHorizontalFlip(),
             v2.ToDtype(torch.float32, scale=True),
             v2.Normalize(list(self.mean), list(self.std)),
         ])

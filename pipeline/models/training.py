@@ -5,17 +5,18 @@ Fergus, SGD with momentum: Adam's per-weight step normalisation whitens the firs
 updates, so its filters stay speckled, while SGD's updates follow the (smooth) image
 statistics. Optionally every conv filter is renormalised to a fixed RMS radius after each step,
 as in the paper, which keeps single filters from dominating and lets weight decay shrink unused
-ones. The learning rate is a pure function of the global step (linear warm-up, then cosine
-decay to zero), so a run resumed from an epoch checkpoint follows the same schedule as an
-uninterrupted one. Each epoch also reseeds torch's global generator from
-``(torch.initial_seed(), epoch)``: with the caller's ``torch.manual_seed(seed)`` before both
-runs, shuffling and dropout of a resumed run match the uninterrupted run.
+ones. The learning rate follows a schedule of ``pipeline.models.schedules`` ('cosine' is a pure
+function of the global step; 'plateau' keeps a small state that travels in the checkpoint), so
+a run resumed from an epoch checkpoint follows the same rates as an uninterrupted one. Each
+epoch also reseeds torch's global generator from ``(torch.initial_seed(), epoch)``: with the
+caller's ``torch.manual_seed(seed)`` before both runs, shuffling, dropout and the random crops
+and flips of augmentation (torchvision draws them from that generator, in this process when the
+loader has no workers) of a resumed run match the uninterrupted run.
 """
 
 from __future__ import annotations
 
 import io
-import math
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -25,20 +26,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from pipeline.atomic import write_bytes
+from pipeline.models.schedules import make_schedule
 from pipeline.progress import progress
 
-WARMUP_FRACTION = 0.05  # of all steps; avoids early divergence at the peak learning rate
-
 Batch = tuple[torch.Tensor, torch.Tensor, Any]
-
-
-def learning_rate(step: int, total_steps: int, peak: float) -> float:
-    """Learning rate at global ``step`` of ``total_steps``: linear warm-up, cosine decay."""
-    warmup = max(1, round(WARMUP_FRACTION * total_steps))
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress_ = (step - warmup) / max(1, total_steps - warmup)
-    return peak * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress_)))
 
 
 def make_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float,
@@ -80,6 +71,21 @@ def scale_first_conv(model: nn.Module, factor: float) -> None:
         first[1].weight.mul_(factor)
 
 
+@torch.no_grad()
+def init_weights(model: nn.Module, std: float) -> None:
+    """Draw every Conv2d and Linear weight from N(0, std^2) and set their biases to 0.
+
+    Zeiler & Fergus's init (2013, sec. 3: std 0.01). The draws come from torch's global
+    generator, so with ``torch.manual_seed(seed)`` first the same seed gives the same weights;
+    call it before moving the model to an accelerator, whose generator draws other numbers.
+    """
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d | nn.Linear):
+            nn.init.normal_(module.weight, 0.0, std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+
 def save_state(state: Any, path: Path) -> None:
     """``torch.save`` to ``path`` through a temporary file and an atomic rename.
 
@@ -90,6 +96,24 @@ def save_state(state: Any, path: Path) -> None:
     buffer = io.BytesIO()
     torch.save(state, buffer)
     write_bytes(path, buffer.getbuffer())
+
+
+def train_step(model: nn.Module, optim: torch.optim.Optimizer, images: torch.Tensor,
+               labels: torch.Tensor, lr: float, filter_radius: float = 0.0) -> float:
+    """One optimisation step at learning rate ``lr``; returns the batch's mean loss.
+
+    With ``filter_radius`` > 0 the conv filters are renormalised right after the step (see
+    :func:`renormalise_filters`), so no filter is ever seen, or saved, beyond the radius.
+    """
+    for group in optim.param_groups:
+        group["lr"] = lr
+    loss = F.cross_entropy(model(images), labels)
+    optim.zero_grad(set_to_none=True)
+    loss.backward()
+    optim.step()
+    if filter_radius > 0:
+        renormalise_filters(model, filter_radius)
+    return loss.item()
 
 
 def _epoch_seed(base_seed: int, epoch: int) -> int:
@@ -125,8 +149,11 @@ def train_classifier(
     optimizer: str = "adamw",
     momentum: float = 0.9,
     filter_radius: float = 0.0,
+    schedule: str = "cosine",
+    plateau_patience: int = 2,
     start_epoch: int = 0,
     optimizer_state: dict | None = None,
+    schedule_state: dict | None = None,
     resumed_metrics: dict | None = None,
     on_epoch_end: Callable[[int, dict], None] | None = None,
 ) -> dict:
@@ -134,13 +161,17 @@ def train_classifier(
 
     After each epoch ``on_epoch_end(done, metrics)`` is called with ``done`` = epochs completed
     so far (the ``start_epoch`` to resume from) and ``metrics`` holding ``epoch`` (= done),
-    ``train_loss``, ``val_accuracy``, ``lr`` and ``optimizer_state``. To resume, load the
-    model weights, then pass ``start_epoch``, ``optimizer_state`` and ``resumed_metrics`` (that
-    epoch's metrics, without ``optimizer_state``) from that checkpoint: with no epoch left they
-    are returned as they are, so a run resumed after its last epoch reports what an
-    uninterrupted run did.
+    ``train_loss``, ``val_accuracy``, ``lr`` (the rate of the epoch's last step),
+    ``optimizer_state`` and ``schedule_state``. To resume, load the model weights, then pass
+    ``start_epoch``, ``optimizer_state``, ``schedule_state`` and ``resumed_metrics`` (that
+    epoch's metrics, without the two states) from that checkpoint: with no epoch left they are
+    returned as they are, so a run resumed after its last epoch reports what an uninterrupted
+    run did.
     ``optimizer`` is 'adamw' or 'sgd' (with ``momentum``); ``filter_radius`` > 0 renormalises
-    conv filters after each step (see :func:`renormalise_filters`).
+    conv filters after each step (see :func:`renormalise_filters`); ``schedule`` is 'cosine'
+    (``lr`` is the peak) or 'plateau' (``lr`` is the first rate, divided by 10 after
+    ``plateau_patience`` epochs without a better validation accuracy), see
+    ``pipeline.models.schedules``.
     Returns the metrics of the last epoch (just the validation accuracy if no epoch was left
     and no ``resumed_metrics`` were given).
     """
@@ -149,7 +180,9 @@ def train_classifier(
     if optimizer_state is not None:
         optim.load_state_dict(optimizer_state)
     steps_per_epoch = len(train_loader)  # type: ignore[arg-type]
-    total_steps = epochs * steps_per_epoch
+    rates = make_schedule(schedule, lr, epochs * steps_per_epoch, plateau_patience)
+    if schedule_state is not None:
+        rates.load_state_dict(schedule_state)
     base_seed = torch.initial_seed()  # read once: manual_seed below would change it
     metrics: dict = dict(resumed_metrics) if resumed_metrics else {
         "epoch": start_epoch, "train_loss": float("nan"), "lr": 0.0}
@@ -162,25 +195,20 @@ def train_classifier(
         for i, batch in enumerate(batches):
             if batch is None:  # every image of the batch unreadable
                 continue
-            images, labels = batch[0], batch[1]
-            step_lr = learning_rate(epoch * steps_per_epoch + i, total_steps, lr)
-            for group in optim.param_groups:
-                group["lr"] = step_lr
-            images, labels = images.to(device), labels.to(device)
-            loss = F.cross_entropy(model(images), labels)
-            optim.zero_grad(set_to_none=True)
-            loss.backward()
-            optim.step()
-            if filter_radius > 0:
-                renormalise_filters(model, filter_radius)
-            loss_sum += loss.item() * len(labels)
+            images, labels = batch[0].to(device), batch[1].to(device)
+            step_lr = rates.rate(epoch * steps_per_epoch + i)
+            loss = train_step(model, optim, images, labels, step_lr, filter_radius)
+            loss_sum += loss * len(labels)
             seen += len(labels)
         metrics = {"epoch": epoch + 1, "train_loss": loss_sum / max(1, seen), "lr": step_lr}
         metrics["val_accuracy"] = evaluate(model, val_loader, device)
+        rates.epoch_end(metrics["val_accuracy"])
         metrics["optimizer_state"] = optim.state_dict()
+        metrics["schedule_state"] = rates.state_dict()
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, metrics)
     if "val_accuracy" not in metrics:
         metrics["val_accuracy"] = evaluate(model, val_loader, device)
     metrics.setdefault("optimizer_state", optim.state_dict())
+    metrics.setdefault("schedule_state", rates.state_dict())
     return metrics

@@ -26,7 +26,7 @@ def _outputs(layout: RunLayout, stage: str) -> list[Path]:
     """Everything ``stage`` writes (DESIGN.md's table)."""
     return {
         "prepare": [layout.synthetic_data, layout.manifest, layout.train_manifest, layout.classes],
-        "train": [layout.checkpoints, layout.model, layout.metrics],
+        "train": [layout.checkpoints, layout.snapshots, layout.model, layout.metrics],
         "activations": [layout.activations, layout.skipped],
         "rank": [layout.topk, layout.units, layout.selectivity, layout.histograms],
         "deconv": [layout.projections],
@@ -60,9 +60,13 @@ def _rooms(kind: str, reference: RunLayout, stage: str) -> list[int]:
     if stage == "train":
         # Inside checkpoint 2 (a full disk would stop it inside checkpoint 1, the same case with
         # an epoch less); then, resumed after epoch 1, it writes checkpoint 2 and fails inside
-        # model.pt, so that the rerun resumes after the last epoch, with nothing left to train.
-        first, second = (_footprint(reference.checkpoint(epoch)) for epoch in (1, 2))
-        return [first + second // 2, second + _footprint(reference.model) // 2]
+        # snapshot 2 (written before checkpoint 1 goes, whose room would let everything after it
+        # fit), so that the rerun resumes after the last epoch, with nothing left to train and
+        # that snapshot to write again. Only the newest checkpoint is kept: epoch 2's stands for
+        # both (the same tensors).
+        checkpoint, snapshot = _footprint(reference.checkpoint(2)), _footprint(
+            reference.snapshot(2))
+        return [checkpoint + snapshot + checkpoint // 2, checkpoint + snapshot // 2]
     return [FULL, int(ROOM[stage] * sum(_footprint(path) for path in _outputs(reference, stage)))]
 
 
@@ -94,6 +98,7 @@ def _check_attempt(stage: str, attempt: int, result, layout: RunLayout) -> None:
             assert f" {layout.checkpoint(2)}: " in result.stderr
         else:
             assert "[train] resuming after epoch 1" in result.stdout
+            assert f" {layout.snapshot(2)}: " in result.stderr
 
 
 def _check_rerun(stage: str, result) -> None:
@@ -196,10 +201,11 @@ def _assert_same_outputs(layout: RunLayout, reference: RunLayout) -> None:
     for table in sorted(reference.run_dir.glob("*.parquet")):
         pd.testing.assert_frame_equal(pd.read_parquet(layout.run_dir / table.name),
                                       pd.read_parquet(table), obj=table.name)
-    for checkpoint in _files(reference.checkpoints):
-        ours = torch.load(layout.checkpoints / checkpoint.name, weights_only=True)
-        theirs = torch.load(checkpoint, weights_only=True)
-        _assert_same_states(ours, theirs)  # the stage key too: stamps are by content
+    for folder in (reference.checkpoints, reference.snapshots):
+        for checkpoint in _files(folder):
+            ours = torch.load(layout.run_dir / folder.name / checkpoint.name, weights_only=True)
+            theirs = torch.load(checkpoint, weights_only=True)
+            _assert_same_states(ours, theirs)  # the stage key too: stamps are by content
     assert read_json(layout.metrics) == read_json(reference.metrics)
     for folder in (layout.synthetic_data, layout.report_dir):
         theirs = reference.base / folder.relative_to(layout.base)

@@ -136,14 +136,15 @@ def test_resume_after_the_last_epoch_reports_that_epochs_metrics() -> None:
     train, val = _tiny_loaders()
     metrics = train_classifier(model, train, val, epochs=2, lr=1e-3, weight_decay=1e-4,
                                device=torch.device("cpu"), start_epoch=2, resumed_metrics=last)
-    assert {key: value for key, value in metrics.items() if key != "optimizer_state"} == last
-    assert "optimizer_state" in metrics
+    states = ("optimizer_state", "schedule_state")
+    assert {key: value for key, value in metrics.items() if key not in states} == last
+    assert set(states) <= set(metrics)
     for name, value in model.state_dict().items():
         assert torch.equal(value, weights[name]), name
 
 
 def test_learning_rate_schedule_is_a_function_of_the_step() -> None:
-    from pipeline.models.training import learning_rate
+    from pipeline.models.schedules import learning_rate
 
     rates = [learning_rate(s, 100, 1e-3) for s in range(100)]
     assert rates[0] < rates[4] == pytest.approx(1e-3)  # warm-up over 5 % of the steps
