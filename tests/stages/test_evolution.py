@@ -60,3 +60,33 @@ def test_listed_checkpoints_are_compared_in_order_and_their_content_is_in_the_ke
     assert _state(tmp_path, "evolution") == "done"
     save_random_checkpoint(first, len(CLASSES), seed=3)  # same name, other weights
     assert _state(tmp_path, "evolution") == "stale"
+
+
+def test_snapshots_not_kept_by_an_earlier_training_are_refused_before_any_stage(tmp_path):
+    """Training already done (not planned), but its snapshot files are not there: the run stops
+    before any stage, naming the file, the setting and how to keep them."""
+    from pipeline.config import load_workflow
+    from pipeline.errors import UserError
+    from pipeline.layout import RunLayout
+    from pipeline.preflight import check_run
+
+    path = tmp_path / "workflows" / "kept.toml"
+    path.parent.mkdir()
+    path.write_text('[data]\nsource = "synthetic"\n[model]\nname = "zfnet_small"\n'
+                    "image_size = 64\n[train]\nenabled = true\nepochs = 3\n"
+                    "snapshot_epochs = [1, 3]\n", encoding="utf-8")
+    workflow = load_workflow(path)
+    layout = RunLayout(tmp_path, workflow.name)
+    (layout.synthetic_data / "val").mkdir(parents=True)
+    save_random_checkpoint(layout.snapshot(1), 1000, seed=0)  # no classes.parquet: 1000
+    check_run(workflow, layout, ["train", "evolution"])  # training keeps them: nothing to check
+    try:
+        check_run(workflow, layout, ["evolution"])
+    except UserError as error:
+        line = str(error)
+    else:
+        raise AssertionError("a missing snapshot was not refused")
+    assert "epoch_003.pt" in line and "epoch 3 ([train] snapshot_epochs)" in line, line
+    assert "run train --force" in line and "\n" not in line
+    save_random_checkpoint(layout.snapshot(3), 1000, seed=1)
+    check_run(workflow, layout, ["evolution"])
