@@ -193,7 +193,10 @@ def write_evolution(path: Path, snapshots: Sequence[tuple[str, Callable[[], nn.M
     """Search the images ``ids`` with every snapshot (``(label, load)``: ``load()`` gives its
     model on ``device``, in eval mode), project each unit's maximum and write
     ``evolution.zarr`` at ``path`` (see the module doc). ``images(i)`` is the image ``i``
-    preprocessed by ``prep`` (its crop, mean and std)."""
+    preprocessed by ``prep`` (its crop, mean and std).
+
+    Every snapshot's model is held on ``device`` during the search, so each image is decoded
+    once (8 VGG16 snapshots: about 4.4 GB); the projections then go one snapshot at a time."""
     import zarr
 
     from pipeline.interp import Projector, receptive_fields
