@@ -49,6 +49,8 @@ def check_run(workflow: Workflow, layout: RunLayout, stages: Collection[str]) ->
     model = check_model(workflow, num_classes)
     if any(stage.loads_weights for stage in planned):
         _check_weights(workflow, layout, model, num_classes, trains="train" in stages)
+    if "evolution" in stages:
+        _check_snapshots(workflow, layout, num_classes, trains="train" in stages)
 
 
 def check_model(workflow: Workflow, num_classes: int) -> nn.Module:
@@ -59,7 +61,7 @@ def check_model(workflow: Workflow, num_classes: int) -> nn.Module:
 
     what = f"{workflow.source}: [model] name '{workflow.model.name}'"
     try:
-        model = checked_build(lambda: build_model(workflow, _classes_of(workflow, num_classes)),
+        model = checked_build(lambda: build_model(workflow, model_classes(workflow, num_classes)),
                               what)
     except UserError as error:
         if str(error).startswith(workflow.source):
@@ -130,8 +132,9 @@ def _scan(workflow: Workflow, layout: RunLayout) -> int:
     return len(scanned.classes)
 
 
-def _classes_of(workflow: Workflow, num_classes: int) -> int:
-    """Torchvision weights bring their own classes; otherwise the data's count."""
+def model_classes(workflow: Workflow, num_classes: int) -> int:
+    """The model's number of classes: torchvision weights bring their own; otherwise the
+    data's count ``num_classes``."""
     if workflow.model.weights and not workflow.model.checkpoint:
         from pipeline.models.torchvision_models import resolve_weights
 
@@ -159,6 +162,29 @@ def _check_weights(workflow: Workflow, layout: RunLayout, model: nn.Module, num_
     path = checkpoint_path(workflow, layout)
     fit_state_dict(model, read_state_dict(path, workflow.source), path, spec.name, num_classes,
                    assign=next(model.parameters()).is_meta)
+
+
+def _check_snapshots(workflow: Workflow, layout: RunLayout, num_classes: int, trains: bool
+                     ) -> None:
+    """Every file the evolution stage compares exists, is a weights file and fits the model:
+    the files of ``[evolution] checkpoints``, or the kept snapshots unless training writes them
+    in this run."""
+    from pipeline.experiments.snapshots import CHECKPOINTS, read_snapshot, snapshot_files
+    from pipeline.models.loading import build_model
+
+    if not workflow.evolution.checkpoints and trains:
+        return
+    classes = model_classes(workflow, num_classes)
+    # a model of its own: loading with assign=True swaps the weights of the one it is given
+    model = checked_build(lambda: build_model(workflow, classes), f"[model] name "
+                          f"'{workflow.model.name}'")
+    meta = next(model.parameters()).is_meta
+    for snapshot in snapshot_files(workflow, layout):
+        if snapshot.option == CHECKPOINTS and not snapshot.path.is_file():
+            raise UserError(f"{workflow.source}: {CHECKPOINTS}: {snapshot.path} not found; "
+                            "list existing state-dict files (paths relative to the current "
+                            "folder or absolute)")
+        read_snapshot(workflow, snapshot, model, classes, assign=meta)
 
 
 def _first_line(error: BaseException) -> str:

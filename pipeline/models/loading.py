@@ -33,13 +33,14 @@ def checkpoint_path(workflow: Workflow, layout: RunLayout) -> Path:
                     "torchvision model) or [model] checkpoint, or enable [train]")
 
 
-def read_state_dict(path: Path, source: str) -> dict:
+def read_state_dict(path: Path, source: str, option: str = "[model] checkpoint") -> dict:
     """The state dict in the weights file ``path`` (or under its ``"model"`` key, as in a
-    training checkpoint); memory-mapped where the format allows, so checking is cheap."""
+    training checkpoint); memory-mapped where the format allows, so checking is cheap.
+    ``option`` is the setting that named the file, which the errors tell the user to fix."""
     import torch
 
     if not path.is_file():
-        raise UserError(f"{path}: model weights not found; check [model] checkpoint in {source}")
+        raise UserError(f"{path}: model weights not found; check {option} in {source}")
     try:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -52,26 +53,28 @@ def read_state_dict(path: Path, source: str) -> dict:
         if len(reason) > 100:  # torch's explanations run to paragraphs: keep the first words
             reason = reason[:100].rsplit(" ", 1)[0] + " ..."
         raise UserError(f"{path}: not a PyTorch weights file ({type(error).__name__}: {reason}); "
-                        "set [model] checkpoint to a file saved with "
+                        f"set {option} to a file saved with "
                         "torch.save(model.state_dict(), path)") from None
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
     if not isinstance(state, dict) or not all(isinstance(key, str) for key in state):
         raise UserError(f"{path}: holds a {type(state).__name__}, not a state dict; save "
-                        "torch.save(model.state_dict(), path) and point [model] checkpoint at it")
+                        f"torch.save(model.state_dict(), path) and point {option} at it")
     return state
 
 
 def fit_state_dict(model: nn.Module, state: dict, path: Path, name: str, num_classes: int,
-                   assign: bool = False) -> None:
-    """Load ``state`` into ``model``, or say in one line why these weights are not its."""
+                   assign: bool = False, option: str = "[model] checkpoint") -> None:
+    """Load ``state`` into ``model``, or say in one line why these weights are not its (and,
+    for a file another ``option`` than ``[model] checkpoint`` named, which setting that is)."""
     try:
         model.load_state_dict(state, assign=assign)
     except RuntimeError as error:
         lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
         detail = lines[1] if len(lines) > 1 else lines[0] if lines else "mismatch"
-        raise UserError(f"{path}: weights do not fit model '{name}' with {num_classes} classes "
-                        f"({detail}); check [model] name and the data's classes") from None
+        named = "" if option == "[model] checkpoint" else f" (from {option})"
+        raise UserError(f"{path}{named}: weights do not fit model '{name}' with {num_classes} "
+                        f"classes ({detail}); check [model] name and the data's classes") from None
 
 
 def load_model(workflow: Workflow, layout: RunLayout, num_classes: int,

@@ -1,0 +1,260 @@
+"""Figure 4: how each unit's strongest activation changes over training.
+
+For every snapshot (the weights kept at ``[train] snapshot_epochs``, or the files of
+``[evolution] checkpoints``), one forward pass over the searched images finds, per layer and
+unit, its largest activation and where it is; that one activation is then projected to pixel
+space with the deconvnet and cropped to the unit's receptive field, as the deconv stage does for
+the top images. Ties go to the lowest image id, then to the first position in row-major order,
+so the same weights and images always pick the same activation.
+
+``evolution.zarr`` (attrs ``snapshots``: the labels, ``layers``, ``image_size``, ``n_images``:
+how many images were searched) holds per layer group (attrs ``module``, ``tile`` [h, w],
+``receptive_field`` [h, w]), with S snapshots and C units:
+
+- ``value`` float32 ``[S, C]``: the unit's largest activation over the searched images;
+  a unit whose largest activation is not above zero is *silent* at that snapshot;
+- ``image_id`` int64 ``[S, C]``: the manifest row of that image, ``y``, ``x`` int32 ``[S, C]``:
+  the position in the layer's map (all -1 for a silent unit);
+- ``projections`` float16 ``[S, C, h, w, 3]``: the projection, cropped to the receptive field
+  and divided by its own largest absolute value, ``projection_scale`` float32 ``[S, C]`` that
+  value (the projection is ``projections * projection_scale``; zero for a silent unit);
+- ``patches`` uint8 ``[S, C, h, w, 3]``: the same box of the preprocessed image (mid-grey
+  outside the image and for a silent unit).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from pipeline.interp.display import GREY
+
+
+@dataclass(frozen=True)
+class EvolutionLayer:
+    """One analysed layer, as the activations store describes it."""
+
+    label: str
+    module: str
+    channels: int
+    width: int  # of the layer's map: turns a flat argmax into (y, x)
+
+
+@dataclass
+class Maxima:
+    """Each unit's largest activation over the searched images at one snapshot, ``[C]`` each."""
+
+    value: np.ndarray  # float32
+    image_id: np.ndarray  # int64, -1 when silent
+    y: np.ndarray  # int32, -1 when silent
+    x: np.ndarray  # int32, -1 when silent
+
+    @property
+    def live(self) -> np.ndarray:
+        """The units that fired at this snapshot."""
+        return self.image_id >= 0
+
+
+def searched_images(readable: np.ndarray, count: int) -> np.ndarray:
+    """Ids of the images searched: every readable one, or ``count`` of them evenly spaced (the
+    same ones every run), in increasing order."""
+    ids = np.flatnonzero(np.asarray(readable, bool))
+    if count <= 0 or count >= len(ids):
+        return ids
+    return ids[((np.arange(count) + 0.5) * len(ids) / count).astype(np.int64)]
+
+
+def image_batches(images: Callable[[int], Tensor], ids: np.ndarray, batch_size: int,
+                  device: torch.device) -> Iterator[tuple[Tensor, Tensor]]:
+    """``(images [B, 3, H, W], ids [B])`` on ``device``, in the order of ``ids``;
+    ``images(i)`` is the preprocessed image ``i``."""
+    for start in range(0, len(ids), batch_size):
+        chunk = ids[start:start + batch_size]
+        batch = torch.stack([images(int(i)) for i in chunk]).to(device)
+        yield batch, torch.as_tensor(chunk, dtype=torch.long, device=device)
+
+
+def strongest_activations(models: Sequence[nn.Module], batches: Iterable[tuple[Tensor, Tensor]],
+                          layers: Sequence[EvolutionLayer]) -> list[dict[str, Maxima]]:
+    """For every model (snapshot), each layer's (by label) :class:`Maxima` over ``batches``,
+    which must come in increasing image id order (that is how ties go to the lowest id).
+
+    All models see each batch in turn, so every image is decoded once, not once per snapshot.
+    """
+    from pipeline.inference.recorder import SummaryRecorder
+
+    modules = [layer.module for layer in layers]
+    best: list[dict[str, list[Tensor]]] = [{} for _ in models]
+    for images, ids in batches:
+        for model, found in zip(models, best, strict=True):
+            with SummaryRecorder(model, modules) as recorder, torch.inference_mode():
+                model(images)
+                for layer in layers:
+                    summary = recorder.summaries[layer.module]
+                    _keep_larger(found, layer.label, summary.max, summary.argmax, ids)
+    return [{layer.label: _maxima(found.get(layer.label), layer) for layer in layers}
+            for found in best]
+
+
+def _keep_larger(found: dict[str, list[Tensor]], label: str, peaks: Tensor, where: Tensor,
+                 ids: Tensor) -> None:
+    """Fold one batch's per-image maxima ``[B, C]`` into the running (value, id, flat) ``[C]``,
+    keeping an earlier image on a tie (a later one must be strictly larger)."""
+    peaks = torch.nan_to_num(peaks.float(), nan=-torch.inf)
+    top = peaks.max(dim=0).values
+    order = torch.arange(len(ids), device=peaks.device)[:, None].expand_as(peaks)
+    first = torch.where(peaks == top, order, len(ids)).amin(dim=0)  # lowest image on a tie
+    image = ids[first]
+    flat = where.gather(0, first[None]).squeeze(0).long()
+    if label not in found:
+        found[label] = [top, image, flat]
+        return
+    value, best_image, best_flat = found[label]
+    larger = top > value
+    found[label] = [torch.where(larger, top, value), torch.where(larger, image, best_image),
+                    torch.where(larger, flat, best_flat)]
+
+
+def _maxima(found: list[Tensor] | None, layer: EvolutionLayer) -> Maxima:
+    channels = layer.channels
+    if found is None:  # no image searched: every unit silent
+        value = np.zeros(channels, np.float32)
+        image = np.full(channels, -1, np.int64)
+        flat = np.zeros(channels, np.int64)
+    else:
+        value, image, flat = (t.cpu().numpy() for t in found)
+        value = value.astype(np.float32)
+    silent = ~(value > 0)  # also NaN: a diverged snapshot's unit shows nothing
+    value = np.nan_to_num(value, nan=0.0, posinf=np.finfo(np.float32).max,
+                          neginf=0.0).astype(np.float32)
+    image = np.where(silent, -1, image).astype(np.int64)
+    y = np.where(silent, -1, flat // layer.width).astype(np.int32)
+    x = np.where(silent, -1, flat % layer.width).astype(np.int32)
+    return Maxima(value, image, y, x)
+
+
+@dataclass
+class Projected:
+    """One snapshot's projections of one layer's maxima (see the module doc)."""
+
+    projections: np.ndarray  # float16 [C, h, w, 3]
+    scale: np.ndarray  # float32 [C]
+    patches: np.ndarray  # uint8 [C, h, w, 3]
+
+
+def project_maxima(projector, maxima: Maxima, module: str, field, tile: tuple[int, int],
+                   images: Callable[[int], Tensor], mean: Sequence[float], std: Sequence[float],
+                   on_done: Callable[[int], None] = lambda n: None) -> Projected:
+    """Project every live unit's maximum with ``projector`` (a deconvnet
+    :class:`~pipeline.interp.Projector` of the snapshot's model), crop it and the image patch
+    to the unit's receptive field box (``field.box``) in a ``tile`` and normalise it by its
+    own peak. ``images(i)`` is the preprocessed image ``i``; ``on_done(n)`` counts progress."""
+    from pipeline.interp import crop_tile
+
+    channels = len(maxima.value)
+    out = Projected(np.zeros((channels, *tile, 3), np.float16), np.zeros(channels, np.float32),
+                    np.full((channels, *tile, 3), GREY, np.uint8))
+    units = np.flatnonzero(maxima.live)
+    units = units[np.argsort(maxima.image_id[units], kind="stable")]  # decode each image once
+    mean_t, std_t = torch.tensor(mean).view(3, 1, 1), torch.tensor(std).view(3, 1, 1)
+    step = projector.batch_size
+    for start in range(0, len(units), step):
+        chunk = units[start:start + step]
+        distinct, inverse = np.unique(maxima.image_id[chunk], return_inverse=True)
+        decoded = torch.stack([images(int(i)) for i in distinct])
+        device = next(projector.model.parameters()).device
+        projected = projector.project(
+            decoded[torch.from_numpy(inverse)].to(device), module, torch.from_numpy(chunk),
+            torch.from_numpy(np.stack([maxima.y[chunk], maxima.x[chunk]], axis=1)).long(),
+        ).cpu().numpy()
+        pixels = ((decoded * std_t + mean_t).clamp(0, 1) * 255).round().to(torch.uint8)
+        pixels = pixels.permute(0, 2, 3, 1).numpy()
+        for j, unit in enumerate(chunk):
+            box = field.box(int(maxima.y[unit]), int(maxima.x[unit]))
+            crop = np.nan_to_num(crop_tile(projected[j].transpose(1, 2, 0), box, tile, 0.0),
+                                 nan=0.0, posinf=0.0, neginf=0.0)
+            peak = float(np.abs(crop).max())
+            if peak > 0:
+                out.projections[unit] = crop / peak
+                out.scale[unit] = peak
+            out.patches[unit] = crop_tile(pixels[inverse[j]], box, tile, GREY)
+        on_done(len(chunk))
+    return out
+
+
+def write_evolution(path: Path, snapshots: Sequence[tuple[str, Callable[[], nn.Module]]],
+                    layers: Sequence[EvolutionLayer], images: Callable[[int], Tensor],
+                    ids: np.ndarray, prep, batch_size: int, device: torch.device) -> None:
+    """Search the images ``ids`` with every snapshot (``(label, load)``: ``load()`` gives its
+    model on ``device``, in eval mode), project each unit's maximum and write
+    ``evolution.zarr`` at ``path`` (see the module doc). ``images(i)`` is the image ``i``
+    preprocessed by ``prep`` (its crop, mean and std).
+
+    Every snapshot's model is held on ``device`` during the search, so each image is decoded
+    once (8 VGG16 snapshots: about 4.4 GB); the projections then go one snapshot at a time."""
+    import zarr
+
+    from pipeline.interp import Projector, receptive_fields
+    from pipeline.progress import progress_bar
+
+    models = [load() for _, load in snapshots]  # every file loads before the long work starts
+    size = prep.crop
+    bar = progress_bar("evolution search", total=len(ids) * len(models), unit="image")
+    maxima = strongest_activations(models, _counted(image_batches(images, ids, batch_size,
+                                                                  device), bar, len(models)),
+                                   layers)
+    bar.close()
+    fields = receptive_fields(models[0], (size, size))
+    tiles = {layer.label: fields[layer.module].tile_hw((size, size)) for layer in layers}
+    store = zarr.open_group(path, mode="w")
+    store.attrs.update({"snapshots": [label for label, _ in snapshots],
+                        "layers": [layer.label for layer in layers], "image_size": size,
+                        "n_images": len(ids)})
+    for layer in layers:
+        _create_layer(store, layer, len(snapshots), tiles[layer.label], fields[layer.module])
+    live = sum(int(found[layer.label].live.sum()) for found in maxima for layer in layers)
+    bar = progress_bar("evolution projections", total=live, unit="proj")
+    for s, model in enumerate(models):
+        projector = Projector(model, method="deconvnet", batch_size=batch_size)
+        for layer in layers:
+            found = maxima[s][layer.label]
+            result = project_maxima(projector, found, layer.module, fields[layer.module],
+                                    tiles[layer.label], images, prep.mean, prep.std, bar.update)
+            group = store[layer.label]
+            for name, values in (("value", found.value), ("image_id", found.image_id),
+                                 ("y", found.y), ("x", found.x),
+                                 ("projections", result.projections),
+                                 ("projection_scale", result.scale),
+                                 ("patches", result.patches)):
+                group[name][s] = values
+    bar.close()
+
+
+def _counted(batches: Iterator[tuple[Tensor, Tensor]], bar, models: int
+             ) -> Iterator[tuple[Tensor, Tensor]]:
+    for images, ids in batches:
+        yield images, ids
+        bar.update(len(ids) * models)
+
+
+def _create_layer(store, layer: EvolutionLayer, snapshots: int, tile: tuple[int, int],
+                  field) -> None:
+    group = store.create_group(layer.label)
+    group.attrs.update({"module": layer.module, "tile": list(tile),
+                        "receptive_field": list(field.size)})
+    s, c = snapshots, layer.channels
+    # One chunk per snapshot (and up to 32 units) of the pictures: the atlas reads a layer's
+    # snapshot at a time; the small arrays are one chunk each.
+    for name, shape, dtype, fill in (("value", (s, c), np.float32, 0),
+                                     ("image_id", (s, c), np.int64, -1),
+                                     ("y", (s, c), np.int32, -1), ("x", (s, c), np.int32, -1),
+                                     ("projection_scale", (s, c), np.float32, 0),
+                                     ("projections", (s, c, *tile, 3), np.float16, 0),
+                                     ("patches", (s, c, *tile, 3), np.uint8, GREY)):
+        chunks = shape if len(shape) == 2 else (1, min(c, 32), *tile, 3)
+        group.create_array(name, shape=shape, dtype=dtype, chunks=chunks, fill_value=fill)

@@ -1,0 +1,77 @@
+"""Which weights the evolution stage compares: the files of ``[evolution] checkpoints`` when
+the list is set (labelled by their file names), else the snapshots the train stage keeps at
+``[train] snapshot_epochs`` (labelled "epoch N"). Loading goes through the same helpers as
+``[model] checkpoint``, so a wrong file gets the same one-line errors, naming its setting."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pipeline.config import Workflow
+from pipeline.errors import UserError
+from pipeline.layout import RunLayout
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+CHECKPOINTS = "[evolution] checkpoints"
+SNAPSHOT_EPOCHS = "[train] snapshot_epochs"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One set of weights compared: its label in the atlas, its file, the setting naming it."""
+
+    label: str
+    path: Path
+    option: str
+
+
+def snapshot_files(workflow: Workflow, layout: RunLayout) -> list[Snapshot]:
+    """The weights the evolution stage compares, in order."""
+    if workflow.evolution.checkpoints:
+        paths = [Path(path).expanduser() for path in workflow.evolution.checkpoints]
+        return [Snapshot(label, path, CHECKPOINTS)
+                for label, path in zip(file_labels(paths), paths, strict=True)]
+    return [Snapshot(f"epoch {epoch}", layout.snapshot(epoch), SNAPSHOT_EPOCHS)
+            for epoch in workflow.train.snapshot_epochs]
+
+
+def file_labels(paths: list[Path]) -> list[str]:
+    """Each file's name, with as many parent folders as it takes to tell files of the same
+    name apart (``run-a/model.pt``, ``run-b/model.pt``)."""
+    depth = 1
+    while True:
+        labels = ["/".join(path.parts[-depth:]) for path in paths]
+        if len(set(labels)) == len(labels) or all(depth >= len(p.parts) for p in paths):
+            return labels
+        depth += 1
+
+
+def read_snapshot(workflow: Workflow, snapshot: Snapshot, model: nn.Module, num_classes: int,
+                  assign: bool = False) -> None:
+    """Load ``snapshot``'s weights into ``model`` (built by ``build_model``), or refuse in one
+    line naming the file and its setting."""
+    from pipeline.models.loading import fit_state_dict, read_state_dict
+
+    if snapshot.option == SNAPSHOT_EPOCHS and not snapshot.path.is_file():
+        raise UserError(f"{snapshot.path}: the weights of {snapshot.label} ({SNAPSHOT_EPOCHS}) "
+                        "were not kept; retrain to keep them (`python -m pipeline run train "
+                        f"--force -w {workflow.source}`) or list the files to compare in "
+                        f"{CHECKPOINTS}")
+    state = read_state_dict(snapshot.path, workflow.source, snapshot.option)
+    fit_state_dict(model, state, snapshot.path, workflow.model.name, num_classes, assign=assign,
+                   option=snapshot.option)
+
+
+def load_snapshot(workflow: Workflow, snapshot: Snapshot, num_classes: int,
+                  device: torch.device) -> nn.Module:
+    """The workflow's model with ``snapshot``'s weights, in eval mode on ``device``."""
+    from pipeline.models.loading import build_model
+
+    model = build_model(workflow, num_classes)
+    read_snapshot(workflow, snapshot, model, num_classes)
+    return model.eval().to(device)

@@ -1,0 +1,205 @@
+"""Figure 4's search and projection: each checkpoint's per-unit maxima are exactly what that
+checkpoint, loaded on its own, computes; ties go to the lowest image id and the first position;
+each stored projection is the engine's output at that maximum."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import zarr
+from torch import nn
+
+from pipeline.config import load_workflow
+from pipeline.errors import UserError
+from pipeline.experiments.evolution import (
+    EvolutionLayer,
+    image_batches,
+    searched_images,
+    strongest_activations,
+    write_evolution,
+)
+from pipeline.experiments.snapshots import file_labels, load_snapshot, snapshot_files
+from pipeline.interp import Projector, analysable_layers, crop_tile, receptive_fields
+from pipeline.layout import RunLayout
+from pipeline.models import get_model
+from pipeline.models.preprocessing import preprocessing
+
+SIZE = 32
+CLASSES = 4
+IDS = np.array([2, 3, 5, 7, 11, 13, 17])  # image ids as in a manifest with gaps (unreadable)
+
+
+def _images() -> dict[int, torch.Tensor]:
+    """Smooth random images (upsampled noise), as preprocessed tensors, by image id."""
+    generator = torch.Generator().manual_seed(5)
+    small = torch.randn(len(IDS), 3, 8, 8, generator=generator)
+    images = nn.functional.interpolate(small, size=(SIZE, SIZE), mode="bilinear")
+    return {int(i): image for i, image in zip(IDS, images, strict=True)}
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory) -> tuple[Path, list[Path]]:
+    """Three differently initialised zfnet_small weight sets saved as files, and a workflow
+    that lists them in ``[evolution] checkpoints``."""
+    base = tmp_path_factory.mktemp("evolution")
+    paths = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        model = get_model("zfnet_small", num_classes=CLASSES, image_size=SIZE)
+        paths.append(base / f"seed{seed}" / "weights.pt")
+        paths[-1].parent.mkdir()
+        torch.save(model.state_dict(), paths[-1])
+    listed = ", ".join(f'"{path}"' for path in paths)
+    workflow = base / "workflows" / "evolve.toml"
+    workflow.parent.mkdir()
+    workflow.write_text(f'[data]\nsource = "synthetic"\n[model]\nname = "zfnet_small"\n'
+                        f"image_size = {SIZE}\n[evolution]\ncheckpoints = [{listed}]\n",
+                        encoding="utf-8")
+    return workflow, paths
+
+
+def _direct_maxima(path: Path, images: dict[int, torch.Tensor], module: str):
+    """The oracle: the checkpoint loaded on its own into a fresh model, every image's whole map
+    recorded with a plain forward hook, the first maximum over (image, y, x) in numpy."""
+    model = get_model("zfnet_small", num_classes=CLASSES, image_size=SIZE)
+    model.load_state_dict(torch.load(path, weights_only=True))
+    model.eval()
+    maps = []
+    handle = model.get_submodule(module).register_forward_hook(
+        lambda _m, _i, output: maps.append(output.detach().clone()))
+    try:
+        with torch.no_grad():
+            for image_id in sorted(images):
+                model(images[image_id][None])
+    finally:
+        handle.remove()
+    stacked = torch.cat(maps).numpy()  # [N, C, H, W], images in id order
+    n, c, h, w = stacked.shape
+    flat = stacked.transpose(1, 0, 2, 3).reshape(c, n * h * w)
+    where = flat.argmax(axis=1)  # numpy: the first occurrence
+    image, rest = np.divmod(where, h * w)
+    y, x = np.divmod(rest, w)
+    return flat.max(axis=1), np.array(sorted(images))[image], y, x
+
+
+@pytest.fixture(scope="module")
+def store(checkpoints, tmp_path_factory) -> tuple[zarr.Group, dict, list[EvolutionLayer]]:
+    workflow_path, _ = checkpoints
+    workflow = load_workflow(workflow_path)
+    layout = RunLayout(workflow_path.parents[1], workflow.name)
+    images = _images()
+    model = get_model("zfnet_small", num_classes=CLASSES, image_size=SIZE)
+    layers = [EvolutionLayer(info.label, info.name, info.channels, info.out_shape[2])
+              for info in analysable_layers(model, (SIZE, SIZE))]
+    snapshots = [(s.label, lambda s=s: load_snapshot(workflow, s, CLASSES, torch.device("cpu")))
+                 for s in snapshot_files(workflow, layout)]
+    path = tmp_path_factory.mktemp("store") / "evolution.zarr"
+    write_evolution(path, snapshots, layers, images.__getitem__, IDS,
+                    preprocessing(workflow), batch_size=3, device=torch.device("cpu"))
+    return zarr.open_group(path, mode="r"), images, layers
+
+
+def test_per_checkpoint_maxima_equal_each_checkpoint_loaded_on_its_own(store, checkpoints):
+    group, images, layers = store
+    _, paths = checkpoints
+    # the files share a name: the labels tell them apart by their folders
+    assert group.attrs["snapshots"] == ["seed0/weights.pt", "seed1/weights.pt",
+                                        "seed2/weights.pt"]
+    assert group.attrs["n_images"] == len(IDS) and group.attrs["image_size"] == SIZE
+    assert [layer.label for layer in layers] == group.attrs["layers"] == [
+        "conv1", "conv2", "conv3", "conv4", "conv5"]
+    live_units = 0
+    for layer in layers:
+        stored = group[layer.label]
+        for s, path in enumerate(paths):
+            value, image_id, y, x = _direct_maxima(path, images, layer.module)
+            np.testing.assert_allclose(stored["value"][s], value, rtol=1e-5, atol=1e-6)
+            live = value > 0
+            live_units += int(live.sum())
+            np.testing.assert_array_equal(stored["image_id"][s][live], image_id[live])
+            np.testing.assert_array_equal(stored["y"][s][live], y[live])
+            np.testing.assert_array_equal(stored["x"][s][live], x[live])
+            assert (stored["image_id"][s][~live] == -1).all()
+            assert (stored["projection_scale"][s][~live] == 0).all()
+        # differently initialised checkpoints find different maxima
+        assert not np.array_equal(stored["value"][0], stored["value"][1])
+    assert live_units > 300
+
+
+def test_stored_projection_is_the_deconvnet_at_the_maximum(store, checkpoints):
+    group, images, layers = store
+    workflow_path, paths = checkpoints
+    prep = preprocessing(load_workflow(workflow_path))
+    model = get_model("zfnet_small", num_classes=CLASSES, image_size=SIZE)
+    model.load_state_dict(torch.load(paths[2], weights_only=True))
+    model.eval()
+    fields = receptive_fields(model, (SIZE, SIZE))
+    projector = Projector(model, method="deconvnet")
+    for layer in (layers[1], layers[3]):
+        stored = group[layer.label]
+        field, tile = fields[layer.module], tuple(stored.attrs["tile"])
+        assert tile == field.tile_hw((SIZE, SIZE))
+        unit = int(np.argmax(stored["value"][2]))
+        image_id, y, x = (int(stored[name][2, unit]) for name in ("image_id", "y", "x"))
+        exact = projector.project(images[image_id][None], layer.module, torch.tensor([unit]),
+                                  torch.tensor([[y, x]]))[0].permute(1, 2, 0).numpy()
+        expected = crop_tile(exact, field.box(y, x), tile, 0.0)
+        scale = stored["projection_scale"][2, unit]
+        peak = np.abs(expected).max()
+        assert peak > 0 and np.isclose(scale, peak, rtol=1e-5)
+        np.testing.assert_allclose(stored["projections"][2, unit].astype(np.float32) * scale,
+                                   expected, atol=peak * 1e-3)
+        pixels = (images[image_id] * torch.tensor(prep.std).view(3, 1, 1)
+                  + torch.tensor(prep.mean).view(3, 1, 1)).clamp(0, 1)
+        pixels = (pixels * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+        np.testing.assert_array_equal(stored["patches"][2, unit],
+                                      crop_tile(pixels, field.box(y, x), tile, 128))
+
+
+def test_ties_go_to_the_lowest_image_then_the_first_position():
+    """A 1x1 convolution with hand-set weights: channel 0 is 1 everywhere (every image and
+    position tie), channel 1 is 0 everywhere (silent), channel 2 is the input's red channel,
+    whose largest value 0.9 appears twice in image 6 and once in image 9."""
+    conv = nn.Conv2d(3, 3, 1)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.weight[2, 0] = 1.0
+        conv.bias.copy_(torch.tensor([1.0, 0.0, 0.0]))
+    model = nn.Sequential(conv, nn.ReLU()).eval()
+    images = {i: torch.zeros(3, 4, 4) for i in (4, 6, 9)}
+    images[4][0, 2, 3] = 0.5
+    images[6][0, 1, 1] = images[6][0, 2, 2] = 0.9
+    images[9][0, 0, 3] = 0.9  # ties with image 6 across a batch boundary (batches of 2)
+    layers = [EvolutionLayer("relu", "1", 3, 4)]
+    batches = image_batches(images.__getitem__, np.array([4, 6, 9]), 2, torch.device("cpu"))
+    (found,) = strongest_activations([model], batches, layers)
+    maxima = found["relu"]
+    np.testing.assert_allclose(maxima.value, [1.0, 0.0, 0.9])
+    assert maxima.image_id.tolist() == [4, -1, 6]
+    assert maxima.y.tolist() == [0, -1, 1] and maxima.x.tolist() == [0, -1, 1]
+
+
+def test_searched_images_are_readable_and_evenly_spaced():
+    readable = np.ones(12, bool)
+    readable[[1, 5]] = False
+    assert searched_images(readable, 0).tolist() == [0, 2, 3, 4, 6, 7, 8, 9, 10, 11]
+    assert searched_images(readable, 50).tolist() == [0, 2, 3, 4, 6, 7, 8, 9, 10, 11]
+    assert searched_images(readable, 3).tolist() == [2, 7, 10]
+
+
+def test_file_labels_are_names_unless_two_files_share_one():
+    assert file_labels([Path("/a/e1.pt"), Path("/b/e2.pt")]) == ["e1.pt", "e2.pt"]
+    assert file_labels([Path("/x/a/m.pt"), Path("/x/b/m.pt")]) == ["a/m.pt", "b/m.pt"]
+
+
+def test_a_checkpoint_for_another_model_is_refused_naming_its_setting(checkpoints, tmp_path):
+    workflow_path, _ = checkpoints
+    workflow = load_workflow(workflow_path)
+    (snapshot, *_) = snapshot_files(workflow, RunLayout(tmp_path, workflow.name))
+    with pytest.raises(UserError) as refused:
+        load_snapshot(workflow, snapshot, CLASSES + 1, torch.device("cpu"))
+    assert "(from [evolution] checkpoints)" in str(refused.value)
+    assert "weights.pt" in str(refused.value) and "\n" not in str(refused.value)
