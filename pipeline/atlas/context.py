@@ -191,6 +191,7 @@ class AtlasContext:
     strip_units: int = 6  # most selective units per layer shown on the index
     warnings_shown: int = 10  # data warnings listed on the index (all are in data_warnings.json)
     experiments: tuple[PageLink, ...] = ()  # the pages beyond Figure 2, linked from the index
+    figures: tuple[int, ...] = (2,)  # the paper's figures the atlas reproduces (the footer)
 
     @property
     def all_methods(self) -> tuple[str, ...]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -86,31 +87,36 @@ def render(ctx: StageContext) -> None:
         class_groups=class_groups(pd.read_parquet(layout.classes)),
         class_names=tuple(tables.classes),
     )
-    write_atlas(with_extras(context, _experiment_pages(ctx, context, tables, staged)), staged)
+    extras, figures = _experiment_pages(ctx, context, tables, staged)
+    context = dataclasses.replace(with_extras(context, extras), figures=(2, *sorted(figures)))
+    write_atlas(context, staged)
 
 
-#: The pages beyond Figure 2: (stage, module of pipeline.atlas, function). Each function takes
-#: (its stage's output, the atlas context, the run's tables, the atlas folder), writes its pages
-#: and returns a PageExtras (index card, unit links and strips).
-EXPERIMENT_PAGES = (("occlusion", "occlusion_pages", "occlusion_pages"),
-                    ("evolution", "evolution_pages", "evolution_pages"),
-                    ("invariance", "invariance_pages", "invariance_pages"))
+#: The pages beyond Figure 2: (stage, module of pipeline.atlas, function, the paper's figure).
+#: Each function takes (its stage's output, the atlas context, the run's tables, the atlas
+#: folder), writes its pages and returns a PageExtras (index card, unit links and strips).
+EXPERIMENT_PAGES = (("occlusion", "occlusion_pages", "occlusion_pages", 7),
+                    ("evolution", "evolution_pages", "evolution_pages", 4),
+                    ("invariance", "invariance_pages", "invariance_pages", 5))
 
 
-def _experiment_pages(ctx: StageContext, context, tables: RunTables, staged: Path) -> list:
-    """Write the pages of every experiment stage this workflow runs; their PageExtras."""
+def _experiment_pages(ctx: StageContext, context, tables: RunTables, staged: Path
+                      ) -> tuple[list, list[int]]:
+    """Write the pages of every experiment stage this workflow runs; their PageExtras and the
+    paper's figures they reproduce."""
     import importlib
 
     from pipeline.stages import get_stage
 
-    extras = []
-    for stage, module, function in EXPERIMENT_PAGES:
+    extras, figures = [], []
+    for stage, module, function, figure in EXPERIMENT_PAGES:
         if not get_stage(stage).enabled(ctx.workflow):
             continue
         output = get_stage(stage).outputs(ctx.workflow, ctx.layout)[0]
         write = getattr(importlib.import_module(f"pipeline.atlas.{module}"), function)
         extras.append(write(output, context, tables, staged))
-    return extras
+        figures.append(figure)
+    return extras, figures
 
 
 def _read_tables(layout, activations) -> RunTables:
