@@ -105,12 +105,46 @@ def build_parser() -> argparse.ArgumentParser:
     layers.add_argument("--all", action="store_true", dest="all_modules",
                         help="list every module with a feature-map output, not just the default")
     layers.set_defaults(data=None)
+
+    compare = commands.add_parser(
+        "compare", help="write a static site comparing two finished runs (Figure 6)",
+        description="Write a static site comparing two finished runs: their first-layer filters "
+        "side by side (the paper's Figure 6 a, b), the most selective units of their second "
+        "layers (Figure 6 c, d), what sets the runs apart (model, weights, data, accuracy) and, "
+        "layer by layer, dead units, class selectivity and activations. Run both workflows "
+        "first (`python -m pipeline run all -w A.toml`, at least up to deconv). The site is "
+        "self-contained, like the atlas: copy the folder anywhere, open index.html from disk.",
+    )
+    compare.add_argument("-w", "--workflow", type=Path, action="append", required=True,
+                         metavar="TOML", help="a workflow file; give exactly two: -w A.toml "
+                         "-w B.toml (A is shown on the left)")
+    compare.add_argument("--data", metavar="PATH", default=None,
+                         help="the [data] root both runs were made with, if it was given to "
+                         "`run` as --data rather than in the workflow files")
+    compare.add_argument("-o", "--out", type=Path, default=None, metavar="DIR",
+                         help="folder to write (default: reports/<A>-vs-<B>/); a folder that is "
+                         "not an earlier comparison is never replaced")
+    compare.add_argument("--units", type=int, default=24, metavar="N",
+                         help="second-layer units shown per run, most selective first "
+                         "(default: 24; 0: every live unit)")
+    compare.set_defaults(usage_error=compare.error)
     return parser
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """What argparse cannot say by itself, said as its usage errors (exit status 2)."""
+    if args.command == "compare":
+        if len(args.workflow) != 2:
+            args.usage_error(f"give exactly two workflows (-w A.toml -w B.toml), got "
+                             f"{len(args.workflow)}")
+        if args.units < 0:
+            args.usage_error(f"--units must be 0 (every live unit) or more, got {args.units}")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m pipeline`` and ``deconv-atlas``; returns the exit status."""
     args = build_parser().parse_args(argv)
+    check_arguments(args)
     try:
         from pipeline import commands  # deferred: torch takes seconds to import
 

@@ -17,6 +17,8 @@ def dispatch(args: argparse.Namespace) -> int:
     """Load the workflow once and run the chosen command."""
     if args.command == "layers":
         return layers(args)
+    if args.command == "compare":
+        return compare(args.workflow, args.data, args.out, args.units)
     workflow = load_workflow(args.workflow, data_root=args.data)
     layout = RunLayout(base=Path.cwd(), workflow=workflow.name)
     if args.command == "run":
@@ -140,3 +142,36 @@ def layers(args: argparse.Namespace) -> int:
               f" {jump:>5} {str(field.first):>13}")
     return 0
 
+
+
+def compare(workflow_files: list[Path], data_root: str | None, out: Path | None,
+            units: int) -> int:
+    """Write the comparison site of two finished runs; print where it is."""
+    from pipeline.atomic import remove, replace
+    from pipeline.compare.gather import check_finished, gather
+    from pipeline.compare.site import is_comparison_site, write_site
+
+    runs = []
+    for path in workflow_files:
+        workflow = load_workflow(path, data_root=data_root)
+        runs.append((workflow, RunLayout(base=Path.cwd(), workflow=workflow.name)))
+    (first, _), (second, _) = runs
+    if first.name == second.name:
+        raise UserError(f"{first.source} and {second.source} are the same run (runs/"
+                        f"{first.name}); compare two workflows with different names")
+    for workflow, layout in runs:
+        check_finished(workflow, layout)
+    out = out or RunLayout.comparison(Path.cwd(), first.name, second.name)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not is_comparison_site(out):
+        raise UserError(f"{out}: exists and is not a comparison site; pick another folder with "
+                        "-o, or remove it")
+    staged = RunLayout.staging(out)
+    remove(staged)
+    try:
+        staged.mkdir(parents=True)
+        write_site(gather(runs[0], runs[1], staged, units), staged)
+        replace(staged, out)
+    finally:
+        remove(staged)
+    print(f"comparison: {out / 'index.html'}")
+    return 0

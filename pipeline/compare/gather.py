@@ -1,0 +1,248 @@
+"""Reading two finished runs into a :class:`~pipeline.compare.context.Comparison`, and writing
+the pictures it links (filter grids, unit tiles) into the site's ``a/`` and ``b/`` folders.
+
+The pictures are made by the atlas's own pieces (its Figure 6 grid, its Figure 2 tiles and its
+contrast), so a unit looks the same here as in either run's atlas; they are composed afresh from
+the runs' stores rather than copied from the atlases, which may not exist or be older.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline import __version__
+from pipeline.atomic import read_json
+from pipeline.compare.context import (
+    Comparison,
+    FilterGrid,
+    LayerStats,
+    RunFacts,
+    RunSide,
+    ShownLayer,
+)
+from pipeline.config import Workflow
+from pipeline.errors import UserError
+from pipeline.layout import RunLayout
+
+if TYPE_CHECKING:
+    from pipeline.atlas.first_layer import FirstLayer
+    from pipeline.atlas.gather import ImageWriter
+
+#: What compare reads: the ranked units and their projections (and the weights, for layer 1).
+NEEDED_STAGES = ("rank", "deconv")
+SHOWN_UNITS = 24  # units of the second layer shown per run (the most selective)
+
+
+def check_finished(workflow: Workflow, layout: RunLayout) -> None:
+    """Refuse (one line naming the workflow file) a run whose ranking or projections are not
+    done, or stale against its workflow file: its pages would show another run's state."""
+    from pipeline.runner import Runner
+
+    runner = Runner(workflow, layout)
+    for stage in NEEDED_STAGES:
+        state = runner.state(stage)
+        if state != "done":
+            raise UserError(f"{workflow.source}: this run is not finished (stage {stage} is "
+                            f"{state}); run `python -m pipeline run all -w {workflow.source}` "
+                            "first, then compare")
+
+
+def gather(first: tuple[Workflow, RunLayout], second: tuple[Workflow, RunLayout],
+           out_dir: Path, units_shown: int = SHOWN_UNITS) -> Comparison:
+    """Read both runs, write their pictures under ``out_dir`` and describe the site."""
+    from pipeline.atlas.gather import ImageWriter
+
+    writer = ImageWriter()
+    try:
+        a = run_side("A", *first, out_dir, writer, units_shown)
+        b = run_side("B", *second, out_dir, writer, units_shown)
+    finally:
+        writer.close()
+    return Comparison(title=f"{a.facts.name} vs {b.facts.name}", a=a, b=b,
+                      generated=dt.date.today().isoformat(), version=__version__)
+
+
+def run_side(side: str, workflow: Workflow, layout: RunLayout, out_dir: Path,
+             writer: ImageWriter, units_shown: int) -> RunSide:
+    """One run's facts, filter grid, layer statistics and second-layer tiles; its pictures go
+    to ``out_dir/<side in lower case>/``."""
+    import torch
+    import zarr
+
+    from pipeline.atlas.first_layer import first_layer
+    from pipeline.stages.inputs import analysed_model
+
+    folder = side.lower()
+    activations = zarr.open_group(layout.activations, mode="r")
+    projections = zarr.open_group(layout.projections, mode="r")
+    classes = [str(name) for name in pd.read_parquet(layout.classes)["name"]]
+    units = pd.read_parquet(layout.units)
+    model = analysed_model(workflow, layout, torch.device("cpu"))
+    labels = [str(label) for label in activations.attrs["layers"]]
+    first = first_layer(model, out_dir / folder, writer)
+    layers = tuple(layer_stats(label, activations, units) for label in labels)
+    second = None
+    if len(labels) > 1:
+        second = shown_layer(labels[1], activations, projections[labels[1]], units, classes,
+                             out_dir, f"{folder}/tiles", writer, units_shown)
+    return RunSide(side=side, facts=run_facts(workflow, layout, activations, projections, model,
+                                              len(classes)),
+                   filters=_filter_grid(first, folder, model, activations, labels, units),
+                   layers=layers, second=second)
+
+
+def run_facts(workflow: Workflow, layout: RunLayout, activations: Any, projections: Any,
+              model: Any, n_classes: int) -> RunFacts:
+    """What the index shows of a run, side by side with the other."""
+    metrics = read_json(layout.metrics) or {}
+    attrs = activations.attrs
+    return RunFacts(
+        name=workflow.name, workflow_file=Path(workflow.source).name,
+        model_name=workflow.model.name,
+        parameters=sum(p.numel() for p in model.parameters()),
+        input_size=int(projections.attrs.get("image_size", 0)) or None,
+        weights=_weights(workflow), dataset_name=_dataset_name(workflow),
+        n_images=int(attrs["n_images"]), n_readable=attrs.get("n_readable"),
+        n_classes=n_classes, top1=attrs.get("top1"), top5=attrs.get("top5"),
+        val_accuracy=metrics.get("val_accuracy"),
+        method=str(projections.attrs["methods"][0]), top_k=int(projections.attrs["top_k"]))
+
+
+def _weights(workflow: Workflow) -> str:
+    """Where the analysed weights came from, in the order ``load_model`` picks them; a file by
+    its name only."""
+    spec = workflow.model
+    if spec.weights and not spec.checkpoint:
+        return f"torchvision {spec.weights}"
+    if spec.checkpoint:
+        return f"checkpoint {Path(spec.checkpoint).name}"
+    train = workflow.train
+    return f"trained in this run (seed {train.seed}, {train.epochs} epochs)"
+
+
+def _dataset_name(workflow: Workflow) -> str:
+    """The data set as the atlas names it: never the folder's full path."""
+    if workflow.data.source == "synthetic":
+        return "synthetic shapes (generated)"
+    return Path(workflow.data.root).name or "images"
+
+
+def _filter_grid(first: FirstLayer | None, folder: str, model: Any, activations: Any,
+                 labels: list[str], units: pd.DataFrame) -> FilterGrid | None:
+    """The Figure 6 grid ``first_layer`` wrote, with the analysed layer whose units are the
+    filters (and its dead units), if one is."""
+    from pipeline.atlas.first_layer import shows_filters
+
+    if first is None or first.grid is None:
+        return None
+    label = next((label for label in labels
+                  if shows_filters(model, activations[label].attrs["module"], first)), None)
+    dead = int(units.loc[units["layer"] == label, "dead"].sum()) if label else None
+    scales = np.asarray(first.scales, dtype=np.float64)
+    return FilterGrid(image=f"{folder}/{first.grid}", module=first.module,
+                      n_filters=len(first.filters),
+                      kernel=(int(first.filters.shape[1]), int(first.filters.shape[2])),
+                      scale_min=float(scales.min()), scale_median=float(np.median(scales)),
+                      scale_max=float(scales.max()), layer=label, n_dead=dead)
+
+
+def layer_stats(label: str, activations: Any, units: pd.DataFrame) -> LayerStats:
+    """A layer's dead units, selectivity and activation statistics (over its live units)."""
+    rows = units[units["layer"] == label]
+    live = rows[~rows["dead"]]
+    means = mean_activations(activations, label)[live["unit"].to_numpy()]
+
+    def stat(values: Any, how: Any) -> float | None:
+        return float(how(values)) if len(values) else None
+
+    return LayerStats(
+        label=label, module=str(activations[label].attrs["module"]), n_units=len(rows),
+        n_dead=int(rows["dead"].sum()),
+        selectivity=stat(live["top_class_share"], np.mean),
+        peak_mean=stat(live["peak"], np.mean), peak_median=stat(live["peak"], np.median),
+        activation_mean=stat(means, np.mean), activation_median=stat(means, np.median),
+        active_mean=stat(live["frac_active"], np.mean))
+
+
+def mean_activations(activations: Any, label: str) -> np.ndarray:
+    """Each unit's mean activation over the readable images (the store keeps each image's mean
+    over positions), read chunk by chunk: ImageNet's are hundreds of megabytes a layer."""
+    store = activations[label]["mean"]
+    readable = np.asarray(activations["pred"][:, 0]) >= 0
+    total = np.zeros(store.shape[1], np.float64)
+    step = int(store.chunks[0])
+    for start in range(0, store.shape[0], step):
+        keep = readable[start:start + step]
+        if keep.any():
+            total += np.asarray(store[start:start + step], np.float64)[keep].sum(axis=0)
+    return total / max(1, int(readable.sum()))
+
+
+def shown_layer(label: str, activations: Any, group: Any, units: pd.DataFrame,
+                classes: list[str], out_dir: Path, tiles: str, writer: ImageWriter,
+                units_shown: int) -> ShownLayer:
+    """The layer's most selective live units, in the order of the atlas's index strips, each
+    with its Figure 2 tile written to ``out_dir/tiles/<label>/``."""
+    from pipeline.atlas.context import LayerEntry, UnitEntry
+    from pipeline.atlas.gather import MAX_CELL, TILE_QUALITY, dominant_class
+    from pipeline.atlas.tiles import (
+        compose_unit_tile,
+        fit_cells,
+        grid_side,
+        image_format,
+        tile_scale,
+    )
+    from pipeline.interp.display import to_display
+
+    rows = units[units["layer"] == label].sort_values("unit")
+    projections, patches = group["projections"], group["patches"]
+    top_k = int(patches.shape[1])
+    grid = grid_side(top_k)
+    cell_hw = fit_cells(patches[:1, 0], MAX_CELL).shape[1:3] if patches.shape[0] else (1, 1)
+    scale = tile_scale(cell_hw[0])
+    suffix = image_format(scale)
+    priors = _class_priors(activations, len(classes))
+    entries = []
+    for row in rows.itertuples(index=False):
+        top = int(row.top_class)
+        name = classes[top] if 0 <= top < len(classes) else None
+        share, counted = float(row.top_class_share), int(row.n_selectivity)
+        named = name if top >= 0 and dominant_class(share, counted, priors[top]) else None
+        live = not row.dead and int(row.n_top) > 0
+        entries.append(UnitEntry(
+            unit=int(row.unit), dead=bool(row.dead), peak=float(row.peak), top_class=name,
+            n_images=min(int(row.n_top), top_k),
+            tile=f"{tiles}/{label}/{int(row.unit):04d}{suffix}" if live else None,
+            top_class_share=share, n_selectivity=counted, named_class=named,
+            frac_active=float(row.frac_active)))
+    meta = activations[label].attrs
+    layer = LayerEntry(label=label, module=str(meta["module"]),
+                       out_shape=(int(meta["channels"]), int(meta["height"]),
+                                  int(meta["width"])),
+                       receptive_field=int(meta["receptive_field"][0]), units=tuple(entries),
+                       preview=None)
+    picked = layer.most_selective(units_shown if units_shown > 0 else len(entries))
+    for unit in picked:
+        shown = unit.n_images
+        cells = np.asarray(projections[0, unit.unit, :shown], np.float32)
+        # the atlas's contrast, cell by cell (pipeline.interp.display), and its cell size
+        pictures = fit_cells(np.stack([to_display(cell) for cell in cells]), MAX_CELL)
+        writer.save(compose_unit_tile(pictures, fit_cells(patches[unit.unit, :shown], MAX_CELL),
+                                      scale=scale, grid=grid),
+                    out_dir / unit.tile, quality=TILE_QUALITY)
+    n_live = sum(1 for unit in entries if unit.tile)
+    return ShownLayer(label=label, module=layer.module, receptive_field=layer.receptive_field,
+                      n_units=len(entries), n_dead=layer.n_dead, n_live=n_live, units=picked)
+
+
+def _class_priors(activations: Any, n_classes: int) -> np.ndarray:
+    """Each class's share of the analysed images: what a class-blind unit's top images hold."""
+    labels = np.asarray(activations["label"][:])
+    readable = (np.asarray(activations["pred"][:, 0]) >= 0) & (labels >= 0)
+    counts = np.bincount(labels[readable], minlength=n_classes)[:n_classes]
+    return counts / max(1, counts.sum())
