@@ -61,6 +61,7 @@ def invariance(ctx: StageContext) -> None:
     image_ids = sample_images(manifest, spec.images, spec.files,
                               np.asarray(activations["pred"][:, 0]) >= 0,
                               option="[invariance] files")
+    image_ids = list(dict.fromkeys(image_ids))  # a file listed twice is one image, one page
     if not image_ids:
         raise UserError("[invariance] images: no readable analysed image to transform; check "
                         "the skipped images on the atlas's index")

@@ -57,6 +57,7 @@ def occlusion(ctx: StageContext) -> None:
     image_ids = sample_images(manifest, spec.images, spec.files,
                               np.asarray(activations["pred"][:, 0]) >= 0,
                               option="[occlusion] files")
+    image_ids = list(dict.fromkeys(image_ids))  # a file listed twice is one image, one page
     if not image_ids:
         raise UserError("[occlusion] images: no readable analysed image to occlude; check "
                         "the skipped images on the atlas's index")
