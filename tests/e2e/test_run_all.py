@@ -10,7 +10,7 @@ import zarr
 from support import run_cli
 
 WORKFLOW = ("-w", "workflows/tiny.toml")
-STAGES = ["prepare", "train", "activations", "rank", "deconv", "render"]
+STAGES = ["prepare", "train", "activations", "rank", "deconv", "occlusion", "invariance", "render"]
 
 
 def _states(base: Path) -> dict[str, str]:
