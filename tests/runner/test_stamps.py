@@ -23,6 +23,10 @@ STAGES = [stage.name for stage in list_stages()]  # the reduced demo runs every 
 #: The stages that read neither rank nor deconv (the experiments read activations).
 BESIDE_RANK = ["occlusion", "evolution", "invariance"]
 LEGACY = Path(__file__).parent / "legacy_0_3_0"
+RELEASE_0_3_0 = ["prepare", "train", "activations", "rank", "deconv", "render"]  # legacy_0_3_0/
+# TINY_DEMO as release 0.3.0 ran it: without the options and stages added since.
+LEGACY_DEMO = TINY_DEMO.replace("snapshot_epochs = [1, 2]\n", "") + \
+    "[occlusion]\nimages = 0\n[invariance]\nimages = 0\n"
 
 
 @pytest.fixture
@@ -202,3 +206,17 @@ def test_the_legacy_key_is_0_3_0s_and_ignores_options_added_since(tmp_path, monk
     assert stamps.legacy_key(workflow, "rank", {}) is not None  # TINY_DEMO's top_k is 9
     changed = dataclasses.replace(workflow, rank=dataclasses.replace(workflow.rank, top_k=4))
     assert stamps.legacy_key(changed, "rank", {}) is None
+
+
+def test_a_0_3_0_run_of_the_same_workflow_reruns_nothing(finished):
+    """With the stages 0.4.0 added turned off, 0.3.0's stamps are the whole run: all done."""
+    off = {"occlusion": "off", "evolution": "off", "invariance": "off"}
+    stamps = finished / "runs" / "tiny" / "stamps"
+    for path in LEGACY.glob("*.json"):
+        shutil.copy(path, stamps / path.name)
+    assert _states(finished, LEGACY_DEMO) == {**dict.fromkeys(RELEASE_0_3_0, "done"), **off}
+    result = run_cli("run", "all", "-w", "workflows/tiny.toml", cwd=finished)
+    assert result.returncode == 0 and _ran(result.stdout) == [], result.stdout
+    for name in RELEASE_0_3_0:
+        stamp = read_json(stamps / f"{name}.json")
+        assert stamp["migrated_from"] == "0.3.0" and "digest" in stamp and "token" not in stamp

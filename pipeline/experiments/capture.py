@@ -1,0 +1,56 @@
+"""One forward pass that returns the class probabilities and chosen inner tensors together.
+
+Occlusion and invariance both need, for the same batch, a layer's feature maps and the
+network's softmax output; running the model twice (``feature_maps`` then the logits) would
+double the cost of the stages' only expensive step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+def last_linear(model: nn.Module) -> str | None:
+    """Dotted name of the model's last ``nn.Linear`` (its classifier's output layer), or None:
+    the input of that layer is the network's last hidden representation."""
+    names = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+    return names[-1] if names else None
+
+
+def forward_capturing(model: nn.Module, images: Tensor, outputs: Sequence[str] = (),
+                      inputs: Sequence[str] = ()
+                      ) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
+    """Softmax probabilities ``[B, classes]`` of ``images``, the output of each module named in
+    ``outputs`` and the (first positional) input of each in ``inputs``, by name, from the
+    module's last call in the pass (as the activations stage records a module called twice).
+
+    The model runs in eval mode without gradients; its modes are restored and every hook
+    removed afterwards, also after an error."""
+    seen_outputs: dict[str, Tensor] = {}
+    seen_inputs: dict[str, Tensor] = {}
+    handles = []
+
+    def keep_output(name: str):
+        return lambda _module, _args, output: seen_outputs.__setitem__(name, output.detach())
+
+    def keep_input(name: str):
+        return lambda _module, args: seen_inputs.__setitem__(name, args[0].detach())
+
+    training = {m: m.training for m in model.modules()}
+    try:
+        for name in outputs:
+            handles.append(model.get_submodule(name).register_forward_hook(keep_output(name)))
+        for name in inputs:
+            handles.append(model.get_submodule(name).register_forward_pre_hook(keep_input(name)))
+        model.eval()
+        with torch.no_grad():
+            probabilities = model(images).float().softmax(dim=1)
+    finally:
+        for handle in handles:
+            handle.remove()
+        for m, flag in training.items():
+            m.training = flag
+    return probabilities, seen_outputs, seen_inputs

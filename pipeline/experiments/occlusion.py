@@ -1,0 +1,161 @@
+"""Figure 7: slide a grey square over an image and record what the network does.
+
+The square is the data set's mean colour, i.e. zero in the normalised input the network sees,
+so it removes evidence without adding an edge of its own colour. Its centres sweep the whole
+image on a regular grid: cell ``(i, j)`` of a map has its square centred at
+``((i + 0.5) * stride, (j + 0.5) * stride)`` input pixels, so each cell stands for one
+``stride x stride`` block of the image and a map of ``ceil(H / stride) x ceil(W / stride)``
+cells, drawn one block per cell, lies exactly over the image (the last row and column may run
+past the border by less than a block). The square covers the pixels
+``[floor(centre - size / 2), that + size)`` on each axis, clipped at the image border, so near
+the border a smaller part of it is inside the image.
+
+Per position the paper reads off (b) the total activation of one feature map, the one that is
+strongest in the unoccluded image ("tracked": the channel of the chosen layer with the largest
+single activation), (d) the probability of the true class and (e) the most probable class. (c)
+is the deconvnet projection of the tracked map's strongest activation on the whole image.
+Forward passes are batched over positions: each batch is one image with ``batch_size``
+differently placed squares.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from pipeline.experiments.capture import forward_capturing
+
+FILL = 0.0  # the occluder in normalised input space: the data set's mean grey
+
+
+@dataclass(frozen=True)
+class OccluderGrid:
+    """Where the square goes: its side and the step between centres, in input pixels."""
+
+    size: int
+    stride: int
+    image_hw: tuple[int, int]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(rows, columns) of every map: one cell per ``stride`` block of the image."""
+        h, w = self.image_hw
+        return math.ceil(h / self.stride), math.ceil(w / self.stride)
+
+    def box(self, row: int, column: int) -> tuple[int, int, int, int]:
+        """(top, left, bottom, right) of the square of cell (row, column), bottom and right
+        exclusive, clipped to the image (see the module doc)."""
+        h, w = self.image_hw
+        # twice the centre is an integer: (2k + 1) * stride
+        top = ((2 * row + 1) * self.stride - self.size) // 2
+        left = ((2 * column + 1) * self.stride - self.size) // 2
+        return (max(0, top), max(0, left), min(h, top + self.size), min(w, left + self.size))
+
+    def boxes(self) -> np.ndarray:
+        """int64 ``[rows * columns, 4]``: every cell's box, row by row."""
+        rows, columns = self.shape
+        return np.array([self.box(i, j) for i in range(rows) for j in range(columns)],
+                        dtype=np.int64).reshape(-1, 4)
+
+
+def occluder_grid(image_hw: tuple[int, int], size: int = 0, stride: int = 0) -> OccluderGrid:
+    """The grid of ``[occlusion]``: ``size`` 0 is a quarter of the input's shorter side, and
+    ``stride`` 0 an eighth of the square (at least 1 px each)."""
+    size = size or max(1, min(image_hw) // 4)
+    stride = stride or max(1, size // 8)
+    if size > min(image_hw):
+        raise ValueError(f"occluder of {size} px is larger than the {image_hw} input")
+    return OccluderGrid(size=size, stride=stride, image_hw=(int(image_hw[0]), int(image_hw[1])))
+
+
+@dataclass(frozen=True)
+class Occlusion:
+    """Figure 7 for one image. The maps are ``[rows, columns]`` (see :class:`OccluderGrid`)."""
+
+    unit: int  # the tracked channel of the layer
+    position: tuple[int, int]  # (y, x) of its strongest activation in the layer's map
+    clean_peak: float  # that activation, unoccluded
+    clean_total: float  # the tracked map's sum, unoccluded
+    clean_prob: float  # P(true class), unoccluded
+    clean_predicted: int  # most probable class, unoccluded
+    clean_predicted_prob: float
+    total: np.ndarray  # (b) float32: the tracked map's sum with the square at each position
+    prob_true: np.ndarray  # (d) float32: P(true class)
+    predicted: np.ndarray  # (e) int32: the most probable class
+    predicted_prob: np.ndarray  # float32: its probability
+    projection: np.ndarray  # (c) float32 [H, W, 3]: deconvnet projection of the peak
+
+
+def occluded_batch(image: Tensor, boxes: Tensor, fill: float = FILL) -> Tensor:
+    """``[n, 3, H, W]``: ``image`` once per box, with the box set to ``fill``."""
+    h, w = image.shape[-2:]
+    ys = torch.arange(h, device=image.device)
+    xs = torch.arange(w, device=image.device)
+    inside_y = (ys >= boxes[:, :1]) & (ys < boxes[:, 2:3])  # [n, H]
+    inside_x = (xs >= boxes[:, 1:2]) & (xs < boxes[:, 3:4])  # [n, W]
+    mask = (inside_y[:, :, None] & inside_x[:, None, :])[:, None]  # [n, 1, H, W]
+    return torch.where(mask, torch.as_tensor(fill, dtype=image.dtype, device=image.device),
+                       image[None])
+
+
+def strongest_unit(feature_map: Tensor) -> tuple[int, tuple[int, int], float]:
+    """(channel, (y, x), value) of the largest activation of one image's ``[C, H, W]`` map;
+    ties go to the lowest channel, then the first position in row-major order."""
+    channels, _, width = feature_map.shape
+    peaks = feature_map.reshape(channels, -1).max(dim=1).values
+    unit = int(torch.argmax(peaks))  # first maximum
+    flat = int(torch.argmax(feature_map[unit].reshape(-1)))
+    return unit, divmod(flat, width), float(peaks[unit])
+
+
+def occlude(model: nn.Module, image: Tensor, label: int, layer: str, grid: OccluderGrid,
+            batch_size: int = 64, projector=None,
+            on_batch: Callable[[int], object] | None = None) -> Occlusion:
+    """Figure 7 for one preprocessed ``image`` ``[3, H, W]`` of class ``label``: the tracked
+    map of module ``layer`` and the class probabilities with the square at every position of
+    ``grid``, ``batch_size`` positions per forward pass, and the deconvnet projection of the
+    tracked map's peak (``projector``: a :class:`~pipeline.interp.Projector`, default a new
+    deconvnet one). ``on_batch(n)`` is called after each forward pass of ``n`` positions (a
+    progress bar's ``update``)."""
+    from pipeline.interp import Projector
+
+    device = next(model.parameters()).device
+    image = image.to(device)
+    probabilities, maps, _ = forward_capturing(model, image[None], outputs=(layer,))
+    unit, position, peak = strongest_unit(maps[layer][0])
+    clean, clean_total = probabilities[0], float(maps[layer][0, unit].float().sum())
+    clean_predicted = int(torch.argmax(clean))
+
+    boxes = torch.from_numpy(grid.boxes()).to(device)
+    totals, true_probs, predicted, predicted_probs = [], [], [], []
+    for start in range(0, len(boxes), batch_size):
+        batch = occluded_batch(image, boxes[start:start + batch_size])
+        probabilities, maps, _ = forward_capturing(model, batch, outputs=(layer,))
+        totals.append(maps[layer][:, unit].float().sum(dim=(1, 2)))
+        true_probs.append(probabilities[:, label])
+        best = probabilities.max(dim=1)
+        predicted.append(best.indices)
+        predicted_probs.append(best.values)
+        if on_batch is not None:
+            on_batch(len(batch))
+
+    projector = projector or Projector(model, method="deconvnet", batch_size=1)
+    projection = projector.project(image[None], layer, torch.tensor([unit], device=device),
+                                   torch.tensor([position], device=device))[0]
+
+    def as_map(parts: list[Tensor], dtype) -> np.ndarray:
+        return torch.cat(parts).cpu().numpy().astype(dtype).reshape(grid.shape)
+
+    return Occlusion(
+        unit=unit, position=(int(position[0]), int(position[1])), clean_peak=peak,
+        clean_total=clean_total,
+        clean_prob=float(clean[label]), clean_predicted=clean_predicted,
+        clean_predicted_prob=float(clean[clean_predicted]),
+        total=as_map(totals, np.float32), prob_true=as_map(true_probs, np.float32),
+        predicted=as_map(predicted, np.int32), predicted_prob=as_map(predicted_probs, np.float32),
+        projection=projection.permute(1, 2, 0).float().cpu().numpy())
