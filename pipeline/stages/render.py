@@ -14,7 +14,7 @@ from pipeline.atomic import read_json
 from pipeline.progress import progress
 from pipeline.stages.context import StageContext
 from pipeline.stages.inputs import analysed_model
-from pipeline.stages.registry import list_stages, register_stage
+from pipeline.stages.registry import get_stage, list_stages, register_stage
 
 if TYPE_CHECKING:
     from pipeline.atlas.gather import RunTables
@@ -87,9 +87,11 @@ def render(ctx: StageContext) -> None:
         class_groups=class_groups(pd.read_parquet(layout.classes)),
         class_names=tuple(tables.classes),
     )
-    extras, figures = _experiment_pages(ctx, context, tables, staged)
-    context = dataclasses.replace(with_extras(context, extras), figures=(2, *sorted(figures)))
-    write_atlas(context, staged)
+    experiments = [entry for entry in EXPERIMENT_PAGES if get_stage(entry[0]).enabled(workflow)]
+    # every page's footer names the figures, the experiments' own pages included
+    context = dataclasses.replace(context, figures=(2, *sorted(entry[3] for entry in experiments)))
+    extras = [_experiment_pages(entry, ctx, context, tables, staged) for entry in experiments]
+    write_atlas(with_extras(context, extras), staged)
 
 
 #: The pages beyond Figure 2: (stage, module of pipeline.atlas, function, the paper's figure).
@@ -100,23 +102,15 @@ EXPERIMENT_PAGES = (("occlusion", "occlusion_pages", "occlusion_pages", 7),
                     ("invariance", "invariance_pages", "invariance_pages", 5))
 
 
-def _experiment_pages(ctx: StageContext, context, tables: RunTables, staged: Path
-                      ) -> tuple[list, list[int]]:
-    """Write the pages of every experiment stage this workflow runs; their PageExtras and the
-    paper's figures they reproduce."""
+def _experiment_pages(entry: tuple[str, str, str, int], ctx: StageContext, context,
+                      tables: RunTables, staged: Path):
+    """Write the pages of one experiment stage (an entry of EXPERIMENT_PAGES); its PageExtras."""
     import importlib
 
-    from pipeline.stages import get_stage
-
-    extras, figures = [], []
-    for stage, module, function, figure in EXPERIMENT_PAGES:
-        if not get_stage(stage).enabled(ctx.workflow):
-            continue
-        output = get_stage(stage).outputs(ctx.workflow, ctx.layout)[0]
-        write = getattr(importlib.import_module(f"pipeline.atlas.{module}"), function)
-        extras.append(write(output, context, tables, staged))
-        figures.append(figure)
-    return extras, figures
+    stage, module, function, _ = entry
+    output = get_stage(stage).outputs(ctx.workflow, ctx.layout)[0]
+    write = getattr(importlib.import_module(f"pipeline.atlas.{module}"), function)
+    return write(output, context, tables, staged)
 
 
 def _read_tables(layout, activations) -> RunTables:
