@@ -47,10 +47,42 @@ def check_run(workflow: Workflow, layout: RunLayout, stages: Collection[str]) ->
             raise UserError(f"{root}: data folder not found (from [data] root in "
                             f"{workflow.source}); point [data] root or --data at your images")
     model = check_model(workflow, num_classes)
+    _check_experiments(workflow, layout, model, stages)
     if any(stage.loads_weights for stage in planned):
         _check_weights(workflow, layout, model, num_classes, trains="train" in stages)
     if "evolution" in stages:
         _check_snapshots(workflow, layout, num_classes, trains="train" in stages)
+
+
+def _check_experiments(workflow: Workflow, layout: RunLayout, model: nn.Module,
+                       stages: Collection[str]) -> None:
+    """``[occlusion] layer`` names an analysed layer, and the images the experiments list are
+    in the manifest (when prepare has written it and will not rerun): found now, not after
+    hours of activations."""
+    from pipeline.models.preprocessing import preprocessing
+
+    if "occlusion" in stages and workflow.occlusion.layer:
+        size = preprocessing(workflow).crop
+        labels = [layer.label for layer in checked_layers(
+            model, size, workflow.activations.layers, workflow.source)]
+        if workflow.occlusion.layer not in labels:
+            raise UserError(f"{workflow.source}: [occlusion] layer '{workflow.occlusion.layer}' "
+                            f"is not an analysed layer; use one of {', '.join(labels)} (set by "
+                            "[activations] layers), or leave it empty for the last")
+    if "prepare" in stages or not layout.manifest.exists():
+        return
+    paths = None
+    for section in ("occlusion", "invariance"):
+        files = workflow.section(section).files
+        if section not in stages or not files:
+            continue
+        if paths is None:
+            paths = set(pd.read_parquet(layout.manifest, columns=["path"])["path"])
+        missing = [name for name in files if name not in paths]
+        if missing:
+            raise UserError(f"{workflow.source}: [{section}] files: {missing[0]!r} is not in the "
+                            "manifest; list files as the manifest names them (relative to the "
+                            "data root), or leave the list empty to sample images")
 
 
 def check_model(workflow: Workflow, num_classes: int) -> nn.Module:

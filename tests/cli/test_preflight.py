@@ -81,6 +81,12 @@ REFUSED = {
                              "activations.num_workers must be at least 0, got -1"),
     "unknown layer": ({"chunk_size = 32": 'chunk_size = 32\nlayers = ["features.relu9"]'},
                       "unknown or non-feature-map layer(s) 'features.relu9'"),
+    "occlusion of an unknown layer": ({"[rank]": '[occlusion]\nlayer = "conv9"\n[rank]'},
+                                      "[occlusion] layer 'conv9' is not an analysed layer"),
+    "invariance of an unknown file": ({"[rank]": '[invariance]\nfiles = ["nope.png"]\n[rank]'},
+                                      "[invariance] files: 'nope.png' is not in the manifest"),
+    "a snapshot after the last epoch": ({"snapshot_epochs = [1, 2]": "snapshot_epochs = [1, 3]"},
+                                        "train.snapshot_epochs [3] are outside 1..2"),
 }
 
 

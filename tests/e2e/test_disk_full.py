@@ -14,8 +14,9 @@ from support import TINY_DEMO, store_arrays
 
 from pipeline.atomic import read_json
 from pipeline.layout import RunLayout
+from pipeline.stages import list_stages
 
-STAGES = ["prepare", "train", "activations", "rank", "deconv", "occlusion", "invariance", "render"]
+STAGES = [stage.name for stage in list_stages()]  # the reduced demo runs every stage
 WORKFLOW = ("-w", "workflows/tiny.toml")
 QUIET = {"TQDM_DISABLE": "1"}  # progress bars off: the one-line error is all stderr may hold
 # Files of the run folder that record how it ran, not what it computed.
@@ -31,6 +32,7 @@ def _outputs(layout: RunLayout, stage: str) -> list[Path]:
         "rank": [layout.topk, layout.units, layout.selectivity, layout.histograms],
         "deconv": [layout.projections],
         "occlusion": [layout.occlusion],
+        "evolution": [layout.evolution],
         "invariance": [layout.invariance],
         "render": [layout.report_dir],
     }[stage]
@@ -51,7 +53,7 @@ FULL = 8192  # bytes left free on a full disk: two pages of tmpfs
 # resumes; the two slowest stages early in their work (deconv inside its first layer), to keep
 # the test short.
 ROOM = {"prepare": 0.5, "activations": 0.5, "rank": 0.5, "deconv": 0.02, "occlusion": 0.5,
-        "invariance": 0.5, "render": 0.1}
+        "evolution": 0.5, "invariance": 0.5, "render": 0.1}
 
 
 def _rooms(kind: str, reference: RunLayout, stage: str) -> list[int]:
@@ -195,7 +197,8 @@ def _assert_same_outputs(layout: RunLayout, reference: RunLayout) -> None:
     # Upstream first, so a difference is reported where it starts.
     _assert_same_states(torch.load(layout.model, weights_only=True),
                         torch.load(reference.model, weights_only=True))
-    for store in (reference.activations, reference.projections, reference.occlusion):
+    for store in (reference.activations, reference.projections, reference.occlusion,
+                  reference.evolution):
         ours, theirs = store_arrays(layout.run_dir / store.name), store_arrays(store)
         assert ours.keys() == theirs.keys()
         for key, values in theirs.items():
