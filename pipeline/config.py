@@ -351,6 +351,9 @@ def _validate(workflow: Workflow, path: Path) -> Workflow:
     if train.init_std < 0:
         raise ConfigError(f"{path}: train.init_std must be >= 0, got {train.init_std}")
     _validate_snapshots(train, path)
+    listed = workflow.evolution.checkpoints
+    if len(set(listed)) != len(listed):
+        raise ConfigError(f"{path}: evolution.checkpoints lists a file twice: {list(listed)}")
     if workflow.occlusion.size > model.image_size:
         raise ConfigError(f"{path}: occlusion.size ({workflow.occlusion.size}) is larger than "
                           f"the input ({model.image_size} px); use 0 or a smaller square")

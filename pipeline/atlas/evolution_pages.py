@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 from PIL import Image
@@ -79,8 +80,8 @@ def evolution_pages(store_path: Path, context: AtlasContext, tables: RunTables,
                    pages=[(label, pages[label]) for label in labels],
                    n_searched=int(store.attrs["n_images"]), prev_layer=before,
                    next_layer=after,
-                   prev_link=f"../{pages[before]}" if before else None,
-                   next_link=f"../{pages[after]}" if after else None)
+                   prev_link=f"../{quote(pages[before])}" if before else None,
+                   next_link=f"../{quote(pages[after])}" if after else None)
     first = f" ({snapshots[0]} to {snapshots[-1]})" if len(snapshots) > 1 else ""
     note = (f"Each unit's strongest activation at {len(snapshots)} training "
             f"snapshot{'s' if len(snapshots) != 1 else ''}{first}, projected.")

@@ -33,11 +33,14 @@ def forward_capturing(model: nn.Module, images: Tensor, outputs: Sequence[str] =
     seen_inputs: dict[str, Tensor] = {}
     handles = []
 
+    # Copies, not views: a later in-place operation (ReLU(inplace=True) after a conv, ResNet's
+    # ``out += identity``) would otherwise rewrite what was captured before the pass ends.
     def keep_output(name: str):
-        return lambda _module, _args, output: seen_outputs.__setitem__(name, output.detach())
+        return lambda _module, _args, output: seen_outputs.__setitem__(name,
+                                                                        output.detach().clone())
 
     def keep_input(name: str):
-        return lambda _module, args: seen_inputs.__setitem__(name, args[0].detach())
+        return lambda _module, args: seen_inputs.__setitem__(name, args[0].detach().clone())
 
     training = {m: m.training for m in model.modules()}
     try:

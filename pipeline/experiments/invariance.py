@@ -55,6 +55,8 @@ def example_amounts(transform: str, side: int, count: int = 5) -> np.ndarray:
     """``count`` of the amounts, evenly spread from the first to the last: the copies a page
     shows so a reader sees what "scale 1.8" does to an image."""
     values = amounts(transform, side)
+    if transform == "rotation" and count == 5:  # quarter turns, then the last: 0 .. 270, 350
+        return np.array([0.0, 90.0, 180.0, 270.0, float(values[-1])])
     return values[np.round(np.linspace(0, len(values) - 1, count)).astype(int)]
 
 
@@ -121,7 +123,7 @@ def measure(model: nn.Module, image: Tensor, label: int, layers: FeatureLayers,
     original = (0.0, 0.0, float(probabilities[0, label]), int(probabilities[0].argmax()),
                 float(probabilities[0].max()))
     steps = [(transform, float(amount)) for transform in TRANSFORMS
-             for amount in amounts(transform, image.shape[-1])]
+             for amount in amounts(transform, image.shape[-2])]  # vertical: the height
     moved = [step for step in steps if step[1] != IDENTITY[step[0]]]
     values: dict[tuple[str, float], tuple] = {}
     for start in range(0, len(moved), batch_size):

@@ -41,14 +41,13 @@ def snapshot_files(workflow: Workflow, layout: RunLayout) -> list[Snapshot]:
 
 
 def file_labels(paths: list[Path]) -> list[str]:
-    """Each file's name, with as many parent folders as it takes to tell files of the same
-    name apart (``run-a/model.pt``, ``run-b/model.pt``)."""
-    depth = 1
-    while True:
-        labels = ["/".join(path.parts[-depth:]) for path in paths]
-        if len(set(labels)) == len(labels) or all(depth >= len(p.parts) for p in paths):
-            return labels
-        depth += 1
+    """Each file's name; files of the same name are told apart by their place in the list
+    (``1. model.pt``, ``2. model.pt``). Never a folder: the labels are shown in a shared atlas,
+    where a parent folder may be a user's name."""
+    names = [path.name for path in paths]
+    if len(set(names)) == len(names):
+        return names
+    return [f"{i}. {name}" for i, name in enumerate(names, start=1)]
 
 
 def read_snapshot(workflow: Workflow, snapshot: Snapshot, model: nn.Module, num_classes: int,

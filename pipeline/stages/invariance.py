@@ -66,6 +66,9 @@ def invariance(ctx: StageContext) -> None:
         raise UserError("[invariance] images: no readable analysed image to transform; check "
                         "the skipped images on the atlas's index")
     labels = list(activations.attrs["layers"])
+    if not labels:
+        raise UserError("[invariance]: the activations store records no layer; set "
+                        "[activations] layers or leave it empty for every conv layer")
     device = resolve_device(spec.device)
     model = analysed_model(workflow, layout, device)
     layers = feature_layers(model, activations[labels[0]].attrs["module"],

@@ -105,9 +105,8 @@ def store(checkpoints, tmp_path_factory) -> tuple[zarr.Group, dict, list[Evoluti
 def test_per_checkpoint_maxima_equal_each_checkpoint_loaded_on_its_own(store, checkpoints):
     group, images, layers = store
     _, paths = checkpoints
-    # the files share a name: the labels tell them apart by their folders
-    assert group.attrs["snapshots"] == ["seed0/weights.pt", "seed1/weights.pt",
-                                        "seed2/weights.pt"]
+    # the files share a name: the labels tell them apart by their place, never by a folder
+    assert group.attrs["snapshots"] == ["1. weights.pt", "2. weights.pt", "3. weights.pt"]
     assert group.attrs["n_images"] == len(IDS) and group.attrs["image_size"] == SIZE
     assert [layer.label for layer in layers] == group.attrs["layers"] == [
         "conv1", "conv2", "conv3", "conv4", "conv5"]
@@ -192,7 +191,8 @@ def test_searched_images_are_readable_and_evenly_spaced():
 
 def test_file_labels_are_names_unless_two_files_share_one():
     assert file_labels([Path("/a/e1.pt"), Path("/b/e2.pt")]) == ["e1.pt", "e2.pt"]
-    assert file_labels([Path("/x/a/m.pt"), Path("/x/b/m.pt")]) == ["a/m.pt", "b/m.pt"]
+    assert file_labels([Path("/home/alice/m.pt"), Path("/home/bob/m.pt")]) == [
+        "1. m.pt", "2. m.pt"]  # no folder (here a user's name) reaches the shared atlas
 
 
 def test_a_checkpoint_for_another_model_is_refused_naming_its_setting(checkpoints, tmp_path):
