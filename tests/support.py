@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
+import shutil
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -110,3 +116,20 @@ def store_arrays(path: Path) -> dict:
 
     visit(root)
     return arrays
+
+
+@contextlib.contextmanager
+def served_copy(folder: Path, www: Path, prefix: str) -> Iterator[str]:
+    """``folder`` copied to ``www/prefix`` and served by a local HTTP server; yields the URL of
+    the copy (a static site must work under any URL prefix)."""
+    shutil.copytree(folder, www / prefix)
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(www))
+    handler.log_message = lambda *args: None
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/{prefix}/"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -48,3 +48,16 @@ def sample_images(manifest: pd.DataFrame, count: int, files: tuple[str, ...] = (
         n = min(picks[label], len(ids))
         chosen.extend(int(ids[int((j + 0.5) * len(ids) / n)]) for j in range(n))
     return chosen
+
+
+def experiment_images(manifest: pd.DataFrame, readable: np.ndarray, count: int,
+                      files: tuple[str, ...], section: str, verb: str) -> list[int]:
+    """The image ids an experiment stage (``section``: "occlusion", "invariance") works on:
+    :func:`sample_images`, a file listed twice taken once (one page per image); none at all is
+    a :class:`UserError` saying what the stage could not ``verb``."""
+    image_ids = list(dict.fromkeys(sample_images(manifest, count, files, readable,
+                                                 option=f"[{section}] files")))
+    if not image_ids:
+        raise UserError(f"[{section}] images: no readable analysed image to {verb}; check the "
+                        "skipped images on the atlas's index")
+    return image_ids

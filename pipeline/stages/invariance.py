@@ -51,20 +51,15 @@ def invariance(ctx: StageContext) -> None:
         measure,
         transform_image,
     )
-    from pipeline.experiments.sampling import sample_images
+    from pipeline.experiments.sampling import experiment_images
     from pipeline.models.preprocessing import preprocessing
     from pipeline.progress import progress
 
     workflow, layout, spec = ctx.workflow, ctx.layout, ctx.workflow.invariance
     manifest = pd.read_parquet(layout.manifest)
     activations = zarr.open_group(layout.activations, mode="r")
-    image_ids = sample_images(manifest, spec.images, spec.files,
-                              np.asarray(activations["pred"][:, 0]) >= 0,
-                              option="[invariance] files")
-    image_ids = list(dict.fromkeys(image_ids))  # a file listed twice is one image, one page
-    if not image_ids:
-        raise UserError("[invariance] images: no readable analysed image to transform; check "
-                        "the skipped images on the atlas's index")
+    image_ids = experiment_images(manifest, np.asarray(activations["pred"][:, 0]) >= 0,
+                                  spec.images, spec.files, "invariance", "transform")
     labels = list(activations.attrs["layers"])
     if not labels:
         raise UserError("[invariance]: the activations store records no layer; set "

@@ -46,7 +46,7 @@ def occlusion(ctx: StageContext) -> None:
     from pipeline.atomic import zarr_writes_settled
     from pipeline.device import resolve_device
     from pipeline.experiments.occlusion import occlude, occluder_grid
-    from pipeline.experiments.sampling import sample_images
+    from pipeline.experiments.sampling import experiment_images
     from pipeline.interp import Projector, clip_box, receptive_fields
     from pipeline.models.preprocessing import preprocessing
     from pipeline.progress import progress_bar
@@ -54,13 +54,8 @@ def occlusion(ctx: StageContext) -> None:
     workflow, layout, spec = ctx.workflow, ctx.layout, ctx.workflow.occlusion
     manifest = pd.read_parquet(layout.manifest)
     activations = zarr.open_group(layout.activations, mode="r")
-    image_ids = sample_images(manifest, spec.images, spec.files,
-                              np.asarray(activations["pred"][:, 0]) >= 0,
-                              option="[occlusion] files")
-    image_ids = list(dict.fromkeys(image_ids))  # a file listed twice is one image, one page
-    if not image_ids:
-        raise UserError("[occlusion] images: no readable analysed image to occlude; check "
-                        "the skipped images on the atlas's index")
+    image_ids = experiment_images(manifest, np.asarray(activations["pred"][:, 0]) >= 0,
+                                  spec.images, spec.files, "occlusion", "occlude")
     label, module = tracked_layer(list(activations.attrs["layers"]), spec.layer,
                                   lambda name: activations[name].attrs["module"])
     prep = preprocessing(workflow)

@@ -3,14 +3,11 @@ the network, and the tiny demo's atlas from file:// or under a URL prefix of a l
 
 from __future__ import annotations
 
-import functools
-import shutil
-import threading
 from collections.abc import Callable, Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from support import served_copy
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -107,12 +104,5 @@ def watch(browser) -> Iterator[Callable[..., Watched]]:
 @pytest.fixture
 def served(atlas, tmp_path) -> Iterator[str]:
     """The atlas copied to ``/team/atlas/`` of a local HTTP server; yields that URL."""
-    shutil.copytree(atlas, tmp_path / "www" / "team" / "atlas")
-    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tmp_path / "www"))
-    handler.log_message = lambda *args: None
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/team/atlas/"
-    server.shutdown()
-    server.server_close()
+    with served_copy(atlas, tmp_path / "www", "team/atlas") as url:
+        yield url

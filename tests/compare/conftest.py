@@ -4,18 +4,14 @@ and the atlas tests' browser."""
 
 from __future__ import annotations
 
-import functools
 import json
-import shutil
-import threading
 from collections.abc import Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from atlas.conftest import browser, watch  # noqa: F401 - the atlas tests' browser fixtures
 from compare_runs import EVIL, EVIL_RUN, OFF, finish, seed_workflow, write
-from support import folder_workflow, run_cli, save_random_checkpoint, write_images
+from support import folder_workflow, run_cli, save_random_checkpoint, served_copy, write_images
 
 
 @pytest.fixture(scope="session")
@@ -58,12 +54,5 @@ def evil_runs(tmp_path_factory) -> Path:
 @pytest.fixture
 def served(site, tmp_path) -> Iterator[str]:
     """The site copied to ``/team/compare/`` of a local HTTP server; yields that URL."""
-    shutil.copytree(site, tmp_path / "www" / "team" / "compare")
-    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tmp_path / "www"))
-    handler.log_message = lambda *args: None
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/team/compare/"
-    server.shutdown()
-    server.server_close()
+    with served_copy(site, tmp_path / "www", "team/compare") as url:
+        yield url
