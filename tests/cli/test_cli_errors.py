@@ -74,3 +74,11 @@ def test_an_error_after_an_unfinished_progress_bar_starts_on_its_own_line(capsys
     capsys.readouterr()
     finish_open_bars()
     assert capsys.readouterr().err.endswith("\n")
+
+
+def test_the_command_line_offers_exactly_the_registered_stages():
+    """``run STAGE`` lists the stages without importing them (the CLI starts before torch)."""
+    from pipeline.cli import STAGE_NAMES
+    from pipeline.stages import list_stages
+
+    assert STAGE_NAMES == tuple(stage.name for stage in list_stages())

@@ -110,7 +110,7 @@ def test_the_readme_table_lists_every_option():
 
 
 def test_the_config_offers_exactly_the_projectors_methods():
-    from pipeline.config import PROJECTION_METHODS
+    from pipeline.config_checks import PROJECTION_METHODS
     from pipeline.interp.projector import METHODS
 
     assert PROJECTION_METHODS == METHODS
