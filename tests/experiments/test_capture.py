@@ -40,3 +40,17 @@ def test_hooks_are_removed_after_an_error():
         forward_capturing(model, torch.randn(1, 3, 8, 8), outputs=("1", "nope"))
     assert hooks(model) == 0
 
+
+
+def test_a_captured_map_is_not_changed_by_an_in_place_op_after_it():
+    """AlexNet's features.0 is followed by ReLU(inplace=True): the conv's captured output must
+    keep its negative values."""
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Conv2d(3, 2, 3), nn.ReLU(inplace=True), nn.Flatten(),
+                          nn.Linear(2 * 6 * 6, 4))
+    images = torch.randn(3, 3, 8, 8)
+    _, outputs, _ = forward_capturing(model, images, outputs=("0",))
+    with torch.no_grad():
+        conv = model[0](images)
+    assert (conv < 0).any()
+    torch.testing.assert_close(outputs["0"], conv)
