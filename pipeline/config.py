@@ -127,6 +127,10 @@ class TrainConfig:
         (), "epochs whose weights are kept in snapshots/epoch_NNN.pt for the evolution stage "
         "(the paper: 1, 2, 5, 10, 20, 30, 40, 64); epochs beyond [train] epochs are refused",
         since="0.4.0")
+    num_workers: int = option(0, "DataLoader worker processes decoding the training and "
+                              "validation images; the random crops drawn depend on it, so a "
+                              "resumed run repeats an uninterrupted one when it keeps the same "
+                              "number", execution=True)
     device: str = option("auto", "'auto' (cuda, then mps, then cpu), or a torch device string",
                          execution=True)
 

@@ -41,6 +41,7 @@ def validate(workflow: Workflow, path: Path) -> Workflow:
                             ("train.epochs", train.epochs, 1),
                             ("train.batch_size", train.batch_size, 1),
                             ("train.plateau_patience", train.plateau_patience, 1),
+                            ("train.num_workers", train.num_workers, 0),
                             ("occlusion.images", workflow.occlusion.images, 0),
                             ("occlusion.size", workflow.occlusion.size, 0),
                             ("occlusion.stride", workflow.occlusion.stride, 0),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -193,27 +193,45 @@ class ImageDataset(Dataset):
 
 class ReadableImages(Dataset):
     """``images`` with unreadable files left out of their batch instead of stopping training:
-    item ``i`` is None for such a file (``collate_readable`` drops it) and its path is kept in
-    ``unreadable``, so a broken link or a corrupt JPEG costs one image, not the run."""
+    item ``i`` of such a file is its path (a ``str``), which ``collate_readable`` takes out of
+    the batch, so a broken link or a corrupt JPEG costs one image, not the run."""
 
     def __init__(self, images: ImageDataset) -> None:
         self.images = images
-        self.unreadable: set[str] = set()
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int] | None:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int] | str:
         try:
             return self.images[i]
         except Exception:  # noqa: BLE001 - any decoding failure means "leave this one out"
-            self.unreadable.add(self.images.paths[i])
-            return None
+            return self.images.paths[i]
 
 
-def collate_readable(items: list) -> tuple | None:
-    """The default collation of the readable items; None when a batch has none."""
+def collate_readable(items: list) -> tuple[tuple | None, list[str]]:
+    """(the default collation of the readable items, or None when a batch has none; the paths
+    of the unreadable ones). The paths travel with the batch, so they reach the training
+    process from DataLoader workers too."""
     from torch.utils.data import default_collate
 
-    readable = [item for item in items if item is not None]
-    return default_collate(readable) if readable else None
+    readable = [item for item in items if not isinstance(item, str)]
+    left_out = [item for item in items if isinstance(item, str)]
+    return (default_collate(readable) if readable else None), left_out
+
+
+class LeftOutCounted:
+    """A loader of ``collate_readable`` batches that yields the batches (None: none readable)
+    and gathers the unreadable paths in ``unreadable``."""
+
+    def __init__(self, loader: Iterable) -> None:
+        self.loader = loader
+        self.unreadable: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self.loader)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[tuple | None]:
+        for batch, left_out in self.loader:
+            self.unreadable.update(left_out)
+            yield batch

@@ -47,7 +47,12 @@ def train(ctx: StageContext) -> None:
     import torch
     from torch.utils.data import DataLoader
 
-    from pipeline.data.images import ImageDataset, ReadableImages, collate_readable
+    from pipeline.data.images import (
+        ImageDataset,
+        LeftOutCounted,
+        ReadableImages,
+        collate_readable,
+    )
     from pipeline.data.sampling import EpochShuffle
     from pipeline.device import resolve_device
     from pipeline.models.loading import build_model
@@ -84,13 +89,18 @@ def train(ctx: StageContext) -> None:
     if start_epoch:
         print(f"[train] resuming after epoch {start_epoch} from {layout.checkpoint(start_epoch)}")
     _keep_snapshots(model, spec, layout, start_epoch)
-    # No loader workers: the random crops and flips must come from this process's generator,
-    # which train_classifier reseeds each epoch (and the unreadable images are counted here).
+    # Loader workers draw their random crops and flips from torch's generator seeded by the
+    # loader's base seed, which comes from this process's generator, reseeded each epoch by
+    # train_classifier, and batch i always goes to worker i mod n: with the same number of
+    # workers, a resumed epoch draws what it drew before.
     sampler = EpochShuffle(len(train_set), seed=spec.seed, first_epoch=start_epoch)
-    train_loader = DataLoader(train_set, batch_size=spec.batch_size, sampler=sampler,
-                              collate_fn=collate_readable)
-    val_loader = DataLoader(val_set, batch_size=max(spec.batch_size, 128),
-                            collate_fn=collate_readable)
+    workers = {"num_workers": spec.num_workers, "persistent_workers": False,
+               **({"prefetch_factor": 2} if spec.num_workers else {})}
+    train_loader = LeftOutCounted(DataLoader(train_set, batch_size=spec.batch_size,
+                                             sampler=sampler, collate_fn=collate_readable,
+                                             **workers))
+    val_loader = LeftOutCounted(DataLoader(val_set, batch_size=max(spec.batch_size, 128),
+                                           collate_fn=collate_readable, **workers))
 
     def end_of_epoch(epoch: int, metrics: dict) -> None:
         # The epoch's metrics and schedule travel with it: a run resumed after the last epoch
@@ -116,7 +126,7 @@ def train(ctx: StageContext) -> None:
     summary = _summary(metrics)
     write_json(ctx.output(layout.metrics), summary)
     print(f"[train] val accuracy {summary['val_accuracy']:.3f} after {spec.epochs} epochs")
-    left_out = sorted(train_set.unreadable | val_set.unreadable)
+    left_out = sorted(train_loader.unreadable | val_loader.unreadable)
     if left_out:
         print(f"[train] warning: {len(left_out)} unreadable images left out of training and "
               f"its accuracy, e.g. {left_out[0]} (the activations stage lists those it analyses "
