@@ -1,6 +1,7 @@
 """Take the README's screenshots from the demo's atlas (run `python -m pipeline run all` first).
 
-    python docs/screenshots.py    # writes docs/atlas-index.png, atlas-layer.png, atlas-unit.png
+    python docs/screenshots.py    # writes docs/atlas-{index,layer,unit}.png and the pages
+                                  # beyond Figure 2: atlas-{occlusion,evolution,invariance}.png
 
 The unit shown is conv3's most class-selective unit with a full set of top images (the demo's
 numbering can change when its training does), with its activation maps over the images.
@@ -9,6 +10,7 @@ numbering can change when its training does), with its activation maps over the 
 from pathlib import Path
 
 import pandas as pd
+import zarr
 from playwright.sync_api import sync_playwright
 
 ATLAS = Path("reports/demo")
@@ -23,10 +25,23 @@ def selective_unit(layer: str) -> int:
     return int(full.sort_values(["top_class_share", "peak"], ascending=False)["unit"].iloc[0])
 
 
+def occluded_image() -> int:
+    """The first occluded image whose most probable class changes under the square somewhere
+    (the point of Figure 7), else the first."""
+    store = zarr.open_group(RUN / "occlusion.zarr", mode="r")
+    ids = list(store.attrs["image_ids"])
+    labels, predicted = store["label"][:], store["predicted"][:]
+    changing = [i for i in range(len(ids)) if (predicted[i] != labels[i]).any()]
+    return int(ids[changing[0] if changing else 0])
+
+
 SHOTS = {
     "atlas-index.png": "index.html",
     "atlas-layer.png": "layers/conv3.html",
     "atlas-unit.png": f"units/conv3/{selective_unit('conv3')}.html",
+    "atlas-occlusion.png": f"occlusion/{occluded_image()}.html",
+    "atlas-evolution.png": "evolution/conv3.html",
+    "atlas-invariance.png": "invariance.html",
 }
 
 with sync_playwright() as playwright:

@@ -130,7 +130,7 @@ class TrainConfig:
     num_workers: int = option(0, "DataLoader worker processes decoding the training and "
                               "validation images; the random crops drawn depend on it, so a "
                               "resumed run repeats an uninterrupted one when it keeps the same "
-                              "number", execution=True)
+                              "number", execution=True, since="0.4.0")
     device: str = option("auto", "'auto' (cuda, then mps, then cpu), or a torch device string",
                          execution=True)
 
