@@ -97,9 +97,10 @@ def render(ctx: StageContext) -> None:
 #: The pages beyond Figure 2: (stage, module of pipeline.atlas, function, the paper's figure).
 #: Each function takes (its stage's output, the atlas context, the run's tables, the atlas
 #: folder), writes its pages and returns a PageExtras (index card, unit links and strips).
-EXPERIMENT_PAGES = (("occlusion", "occlusion_pages", "occlusion_pages", 7),
-                    ("evolution", "evolution_pages", "evolution_pages", 4),
-                    ("invariance", "invariance_pages", "invariance_pages", 5))
+#: In the paper's order, which is also the order of their cards on the index.
+EXPERIMENT_PAGES = (("evolution", "evolution_pages", "evolution_pages", 4),
+                    ("invariance", "invariance_pages", "invariance_pages", 5),
+                    ("occlusion", "occlusion_pages", "occlusion_pages", 7))
 
 
 def _experiment_pages(entry: tuple[str, str, str, int], ctx: StageContext, context,
