@@ -13,6 +13,7 @@ import zarr
 from PIL import Image
 
 from pipeline.atlas.gather import MAX_CELL
+from pipeline.atlas.render import format_number
 from pipeline.atlas.tiles import fit_cells, tile_scale
 from pipeline.interp.display import to_display
 
@@ -90,7 +91,8 @@ def test_each_cell_shows_that_units_projection_at_that_snapshot(atlas, evolution
     crop = re.compile(r'<tr id="unit-(\d+)">(.*?)</tr>', re.S)
     cell = re.compile(r'<td[^>]*><span class="crop[^"]*" style="aspect-ratio:(\d+)/(\d+)"[^>]*>'
                       r'<img src="([^"]+)"[^>]* style="width:([-\d.]+)%;left:([-\d.]+)%;'
-                      r'top:([-\d.]+)%"></span></td>|<td><span class="evolution-silent"')
+                      r'top:([-\d.]+)%"></span><span class="muted evolution-value">([^<]+)</span>'
+                      r'</td>|<td><span class="evolution-silent"')
     group = evolution["conv2"]
     checked = 0
     for unit_text, row in crop.findall(html):
@@ -107,6 +109,7 @@ def test_each_cell_shows_that_units_projection_at_that_snapshot(atlas, evolution
             expected = fit_cells(to_display(stored)[None], MAX_CELL)[0]
             scale = tile_scale(expected.shape[0])
             expected = expected.repeat(scale, axis=0).repeat(scale, axis=1).astype(int)
+            assert found.group(7) == format_number(float(group["value"][s, unit]))
             lossy = src.endswith(".jpg")
             assert np.abs(shown - expected).mean() < (12 if lossy else 0.5), (unit, s)
             checked += 1
