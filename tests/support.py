@@ -118,13 +118,19 @@ def store_arrays(path: Path) -> dict:
     return arrays
 
 
+class _QuietHandler(SimpleHTTPRequestHandler):
+    """No request log: it would land in the middle of pytest's progress line."""
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base's name
+        pass
+
+
 @contextlib.contextmanager
 def served_copy(folder: Path, www: Path, prefix: str) -> Iterator[str]:
     """``folder`` copied to ``www/prefix`` and served by a local HTTP server; yields the URL of
     the copy (a static site must work under any URL prefix)."""
     shutil.copytree(folder, www / prefix)
-    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(www))
-    handler.log_message = lambda *args: None
+    handler = functools.partial(_QuietHandler, directory=str(www))
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
