@@ -1,9 +1,15 @@
-"""Progress bars for every long step, in one place so that all stages look alike."""
+"""Progress bars for every long step, in one place so that all stages look alike.
+
+``tqdm.std``, not ``tqdm.auto``: the latter (tqdm's asyncio class) calls ``iter()`` on what it
+wraps when it is made and never uses that iterator. For a DataLoader with workers that starts
+a whole second pool of worker processes, which decodes batches nobody reads while the real
+pool competes with it for the cores (the activations stage's loss against a bare loop).
+"""
 
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
-from tqdm.auto import tqdm
+from tqdm.std import tqdm
 
 T = TypeVar("T")
 

@@ -232,11 +232,10 @@ class LeftOutCounted:
         return len(self.loader)  # type: ignore[arg-type]
 
     def __iter__(self) -> Iterator[tuple | None]:
-        # Lazily: the progress bar (tqdm.auto) asks for an iterator it never uses, and a
-        # loader iterator with workers would start them and advance the epoch's shuffle.
-        # Releases before 0.4.0 let that unused iterator draw a base seed from torch's
-        # generator; drawing it here keeps the training's random stream (dropout, crops) and
-        # so the trained weights what they were.
+        # Lazily, so that asking for an iterator starts no workers and draws nothing until the
+        # first batch. Releases before 0.4.0 drew one base seed from torch's generator for an
+        # iterator their progress bar made and never used; drawing it here keeps the
+        # training's random stream (dropout, crops) and so the trained weights what they were.
         torch.empty((), dtype=torch.int64).random_()
         for batch, left_out in self.loader:
             self.unreadable.update(left_out)
