@@ -176,6 +176,8 @@ class DeconvConfig:
     batch_size: int = option(64, "projections computed together", execution=True)
     device: str = option("auto", "'auto' (cuda, then mps, then cpu), or a torch device string",
                          execution=True)
+    num_workers: int = option(0, "DataLoader worker processes decoding the top images (each "
+                              "once per stage)", execution=True, since="0.5.0")
 
 
 @dataclass(frozen=True)

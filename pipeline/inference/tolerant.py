@@ -21,11 +21,14 @@ def unreadable_reason(error: BaseException, root: Path) -> str:
 
 class TolerantImages(Dataset):
     """Item ``i`` is ``(image, i, reason)``: an unreadable file (truncated, empty, not an image,
-    undecodable) gives a zero image of ``shape`` and the reason, and is recorded as skipped."""
+    undecodable) gives a zero image of ``shape`` (and ``dtype``: that of the readable ones, so
+    a batch collates) and the reason, and is recorded as skipped."""
 
-    def __init__(self, images: ImageDataset, shape: tuple[int, int, int]) -> None:
+    def __init__(self, images: ImageDataset, shape: tuple[int, int, int],
+                 dtype: torch.dtype = torch.float32) -> None:
         self.images = images
         self.shape = shape
+        self.dtype = dtype
 
     def __len__(self) -> int:
         return len(self.images)
@@ -34,5 +37,6 @@ class TolerantImages(Dataset):
         try:
             image, _, _ = self.images[i]
         except Exception as error:  # noqa: BLE001 - any decoding failure means "skip this file"
-            return torch.zeros(self.shape), i, unreadable_reason(error, self.images.root)
+            reason = unreadable_reason(error, self.images.root)
+            return torch.zeros(self.shape, dtype=self.dtype), i, reason
         return image, i, ""

@@ -28,8 +28,16 @@ class Preprocessing:
     interpolation: str = "bilinear"
 
     def transform(self) -> v2.Compose:
-        """PIL image -> normalised float tensor ``[3, crop, crop]``."""
-        import torch
+        """PIL image -> normalised float tensor ``[3, crop, crop]``: :meth:`pixels`, then
+        :meth:`normalise` (one definition, so a cached crop gives the very same input)."""
+        from torchvision.transforms import v2
+
+        return v2.Compose([*self.pixels().transforms, *self.normalise().transforms])
+
+    def pixels(self) -> v2.Compose:
+        """PIL image -> the resized, centre-cropped ``uint8`` tensor ``[3, crop, crop]``: what
+        the network sees before scaling, losslessly storable (the deconv stage decodes each
+        image once into such crops)."""
         from torchvision.transforms import InterpolationMode, v2
 
         return v2.Compose([
@@ -37,9 +45,15 @@ class Preprocessing:
             v2.Resize(self.resize, interpolation=InterpolationMode(self.interpolation),
                       antialias=True),
             v2.CenterCrop(self.crop),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(list(self.mean), list(self.std)),
         ])
+
+    def normalise(self) -> v2.Compose:
+        """``uint8`` crops ``[..., 3, H, W]`` (one image or a batch) -> normalised float32."""
+        import torch
+        from torchvision.transforms import v2
+
+        return v2.Compose([v2.ToDtype(torch.float32, scale=True),
+                           v2.Normalize(list(self.mean), list(self.std))])
 
     def training_transform(self, resize: int = 0) -> v2.Compose:
         """PIL image -> a random ``crop`` square of its centre, flipped left-right half the time.

@@ -31,3 +31,13 @@ def analysed_images(workflow: Workflow, layout: RunLayout, manifest: pd.DataFram
 
     return ImageDataset(analysed_root(workflow, layout), manifest["path"].tolist(),
                         manifest["label"].tolist(), preprocessing(workflow).transform())
+
+
+def analysed_pixels(workflow: Workflow, layout: RunLayout, manifest: pd.DataFrame) -> ImageDataset:
+    """The manifest's images as the network's ``uint8`` crops, before scaling (see
+    :meth:`pipeline.models.preprocessing.Preprocessing.pixels`)."""
+    from pipeline.data.images import ImageDataset
+    from pipeline.models.preprocessing import preprocessing
+
+    return ImageDataset(analysed_root(workflow, layout), manifest["path"].tolist(),
+                        manifest["label"].tolist(), preprocessing(workflow).pixels())

@@ -1,0 +1,135 @@
+"""Peak memory of the deconv stage's writer at two unit counts of one VGG16-sized layer.
+
+The stage writes ``projections.zarr`` a block of units at a time
+(:mod:`pipeline.interp.projection_store`), so its peak memory must not grow with the number of
+units. This runs prepare, activations and rank once (random VGG16 weights, ``--images``
+generated JPEGs, only ``--layer`` analysed), then, each in a fresh process, projects the top-k
+of the first U units for every U in ``--units`` exactly as the stage does (decode once, blocks,
+zarr), and prints each process's peak resident memory, the growth between the counts, and what
+the layer's arrays alone would take if they were held whole (as releases before 0.5.0 did).
+
+    python benchmarks/deconv_memory.py                        # VGG16 conv5_3, 32 and 256 units
+    python benchmarks/deconv_memory.py --units 64,512 --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+import torch
+from activations import make_images, run
+
+from pipeline.models import get_model
+
+PROJECT = textwrap.dedent("""
+    import json, resource, sys, time
+    from pathlib import Path
+    import numpy as np, pandas as pd, torch, zarr
+    from pipeline.config import load_workflow
+    from pipeline.data.decoded import DecodedImages
+    from pipeline.device import resolve_device
+    from pipeline.interp import receptive_fields
+    from pipeline.interp.projection_store import BlockProjector, LayerPlan, create_store
+    from pipeline.layout import RunLayout
+    from pipeline.models.preprocessing import preprocessing
+    from pipeline.stages.inputs import analysed_model, analysed_pixels
+    workflow_file, units, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    workflow = load_workflow(Path(workflow_file))
+    layout = RunLayout(Path("."), workflow.name)
+    device = resolve_device(workflow.deconv.device)
+    model = analysed_model(workflow, layout, device)
+    prep = preprocessing(workflow)
+    label = zarr.open_group(layout.activations, mode="r").attrs["layers"][0]
+    meta = zarr.open_group(layout.activations, mode="r")[label].attrs
+    layer = LayerPlan(label, meta["module"], units, (meta["height"], meta["width"]),
+                      receptive_fields(model, (prep.crop, prep.crop))[meta["module"]])
+    topk = pd.read_parquet(layout.topk)
+    rows = topk[(topk["layer"] == label) & (topk["unit"] < units)]
+    out = Path(out)
+    create_store(out, [layer], workflow.deconv.methods, workflow.rank.top_k, prep.crop, {})
+    manifest = pd.read_parquet(layout.manifest)
+    images = analysed_pixels(workflow, layout, manifest)
+    start = time.perf_counter()
+    decoded = DecodedImages.build(out / "decoded", rows["image_id"].to_numpy(), images,
+                                  prep.crop)
+    job = BlockProjector(model, workflow.deconv.methods, decoded, prep.normalise(),
+                         workflow.rank.top_k, workflow.deconv.batch_size)
+    job.layer(out, layer, rows)
+    seconds = time.perf_counter() - start
+    tile = zarr.open_group(out, mode="r")[label].attrs["tile"]
+    print(json.dumps({"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "projections": len(rows) * len(workflow.deconv.methods),
+                      "seconds": seconds, "tile": tile, "map": [meta["height"], meta["width"]]}))
+""")
+
+
+def whole_layer_mb(units: int, top_k: int, methods: int, tile: list[int], fmap: list[int]) -> float:
+    """What the layer's arrays take in memory when held whole (projections float16, patches
+    and thumbnails uint8, maps float32)."""
+    cell = tile[0] * tile[1] * 3
+    per_rank = methods * cell * 2 + cell + 64 * 64 * 3 + fmap[0] * fmap[1] * 4 + methods * 4 + 16
+    return units * top_k * per_rank / 2**20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="vgg16")
+    parser.add_argument("--layer", default="features.28", help="module name (VGG16: conv5_3)")
+    parser.add_argument("--units", default="32,256", help="unit counts, comma-separated")
+    parser.add_argument("--images", type=int, default=64)
+    parser.add_argument("--top-k", type=int, default=9)
+    parser.add_argument("--batch-size", type=int, default=8, help="[deconv] batch_size")
+    parser.add_argument("--methods", default="deconvnet", help="comma-separated")
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    counts = [int(n) for n in args.units.split(",")]
+    methods = [m for m in args.methods.split(",") if m]
+
+    with tempfile.TemporaryDirectory(prefix="bench-deconv-memory-") as scratch:
+        base = Path(scratch)
+        torch.manual_seed(0)
+        checkpoint = base / "model.pt"
+        torch.save(get_model(args.model).state_dict(), checkpoint)
+        make_images(base / "data", args.images, 224)
+        workflow = base / "bench.toml"
+        workflow.write_text(textwrap.dedent(f"""
+            [data]
+            root = "{base / 'data'}"
+            [model]
+            name = "{args.model}"
+            checkpoint = "{checkpoint}"
+            [activations]
+            layers = ["{args.layer}"]
+            batch_size = 16
+            device = "{args.device}"
+            [rank]
+            top_k = {args.top_k}
+            [deconv]
+            methods = {json.dumps(methods)}
+            batch_size = {args.batch_size}
+            device = "{args.device}"
+        """))
+        run(["-m", "pipeline", "run", "rank", "-w", str(workflow)], cwd=base)
+        rows = []
+        for units in counts:
+            out = run(["-c", PROJECT, str(workflow), str(units), str(base / f"p{units}.zarr")],
+                      cwd=base)
+            result = json.loads(out.stdout.strip().splitlines()[-1])
+            whole = whole_layer_mb(units, args.top_k, len(methods), result["tile"], result["map"])
+            rows.append((units, result["peak_mb"]))
+            print(f"{units:>5} units: {result['projections']:>6} projections in "
+                  f"{result['seconds']:6.1f} s, peak memory {result['peak_mb']:7.0f} MB "
+                  f"(the layer's arrays held whole: {whole:6.0f} MB)", flush=True)
+    growth = rows[-1][1] - rows[0][1]
+    print(f"{args.model} {args.layer}, top-{args.top_k}, batch {args.batch_size}: peak memory "
+          f"from {rows[0][0]} to {rows[-1][0]} units: {growth:+.0f} MB "
+          f"({rows[-1][1] / rows[0][1] - 1:+.1%})")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

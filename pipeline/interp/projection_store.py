@@ -1,0 +1,207 @@
+"""Writing ``projections.zarr``: every unit's top activations projected, block by block.
+
+The store keeps the engine's exact output, not display images, so the atlas's contrast and
+encoding can change without projecting again. Per layer group:
+
+- ``projections`` float16 ``[method, unit, rank, h, w, 3]``: each projection divided by its own
+  largest absolute value (so float16 neither underflows nor overflows, whatever the network's
+  scale), and ``projection_scale`` float32 ``[method, unit, rank]``, that value: the projection
+  is ``projections * projection_scale``; zero outside the image;
+- ``patches`` uint8 ``[unit, rank, h, w, 3]``, the same box of the preprocessed image;
+- ``boxes`` int32 ``[unit, rank, 4]`` (top, left, bottom, right; -1: no image);
+- ``thumbs`` uint8 ``[unit, rank, 64, 64, 3]``, the whole network input, small;
+- ``maps`` float32 ``[unit, rank, H, W]``, the unit's whole activation map in that image, and
+  the attribute ``map_extent``, the input area the map covers (see ``pipeline.interp.maps``).
+
+Why blocks: a VGG16 layer's arrays are about a gigabyte, so a layer is never held whole. Units
+are taken a block at a time (``block_units`` of them, a fixed number of projections), their
+requests sorted by image so the engine shares forward passes, and the block is written as whole
+chunks (one chunk per unit) before the next starts: memory depends on the block, not on the
+number of units. After each block ``progress/<label>.json`` records how many units are written,
+so a killed run continues at the next block; blocks are the same in every run of one workflow,
+so the resumed arrays equal an uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+import zarr
+from torch import nn
+
+from pipeline.atomic import read_json, remove, write_json
+from pipeline.data.decoded import DecodedImages
+from pipeline.interp.maps import feature_maps, map_extent
+from pipeline.interp.projector import Projector
+from pipeline.interp.receptive_field import ReceptiveField, crop_tile
+
+PAD_GREY = 128  # patches are padded with the grey that marks zero in a shown projection
+THUMB = 64  # side of the whole-image thumbnails the atlas draws receptive-field boxes on
+BLOCK_BATCHES = 4  # a block holds about this many engine batches of projections
+DECODED = "decoded"  # scratch folder of the stage's decoded top images, inside the staged store
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """One layer of the store: its label, module, map shape and receptive field."""
+
+    label: str
+    module: str
+    channels: int
+    map_hw: tuple[int, int]
+    field: ReceptiveField
+
+
+def block_units(top_k: int, batch_size: int) -> int:
+    """Units per block: about ``BLOCK_BATCHES`` engine batches of projections (at least one)."""
+    return max(1, BLOCK_BATCHES * batch_size // max(1, top_k))
+
+
+def create_store(path: Path, layers: Sequence[LayerPlan], methods: Sequence[str], top_k: int,
+                 image_size: int, attrs: dict) -> zarr.Group:
+    """Create every layer's arrays up front (unwritten chunks read as the fill values: grey
+    patches, boxes -1, zero projections), or open what a killed run of the same plan made."""
+    plan = {"methods": list(methods), "top_k": top_k, "image_size": image_size,
+            "layers": [layer.label for layer in layers]}
+    if (path / "zarr.json").exists():
+        existing = zarr.open_group(path, mode="r+")
+        if existing.attrs.get("plan") == plan:  # set last: a store cut off while created is redone
+            return existing
+    remove(path)
+    root = zarr.open_group(path, mode="w")
+    for layer in layers:
+        tile = layer.field.tile_hw((image_size, image_size))
+        units, k, n = layer.channels, top_k, len(methods)
+        group = root.create_group(layer.label)
+        group.attrs.update({"module": layer.module, "tile": list(tile),
+                            "receptive_field": list(layer.field.size), "methods": list(methods),
+                            "map_extent": list(map_extent(layer.field, layer.map_hw))})
+        for name, shape, dtype, fill in (
+                ("projections", (n, units, k, *tile, 3), "float16", 0),
+                ("projection_scale", (n, units, k), "float32", 0),
+                ("patches", (units, k, *tile, 3), "uint8", PAD_GREY),
+                ("boxes", (units, k, 4), "int32", -1),
+                ("thumbs", (units, k, THUMB, THUMB, 3), "uint8", PAD_GREY),
+                ("maps", (units, k, *layer.map_hw), "float32", 0)):
+            group.create_array(name, shape=shape, dtype=dtype, fill_value=fill,
+                               chunks=_unit_chunks(name, shape))
+    root.attrs.update({"methods": list(methods), "top_k": top_k, "image_size": image_size,
+                       **attrs})
+    root.attrs["plan"] = plan
+    return root
+
+
+def _unit_chunks(name: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """One chunk per unit (and method) of the pictures: the atlas reads a unit at a time. The
+    small arrays (boxes, scales) are one chunk each: thousands of 100-byte files help nobody."""
+    if name in ("boxes", "projection_scale"):
+        return shape
+    if name == "projections":
+        return (1, 1, *shape[2:])
+    return (1, *shape[1:])
+
+
+def units_written(path: Path, label: str) -> int:
+    """How many units of layer ``label`` (from unit 0) a previous run finished."""
+    return int((read_json(path / "progress" / f"{label}.json") or {}).get("units", 0))
+
+
+def finish_store(path: Path) -> None:
+    """Drop the progress records and the decoded images (they are not part of the zarr tree)."""
+    remove(path / "progress")
+    remove(path / DECODED)
+    zarr.open_group(path, mode="r+").attrs.pop("plan", None)
+
+
+class BlockProjector:
+    """Projects, crops and writes the top activations of a layer, a block of units at a time."""
+
+    def __init__(self, model: nn.Module, methods: Sequence[str], decoded: DecodedImages,
+                 normalise: Callable[[torch.Tensor], torch.Tensor], top_k: int,
+                 batch_size: int) -> None:
+        self.model, self.decoded, self.normalise = model, decoded, normalise
+        self.projectors = [Projector(model, method=method, batch_size=batch_size)
+                           for method in methods]
+        self.top_k, self.batch_size = top_k, batch_size
+        self.device = next(model.parameters()).device
+
+    def layer(self, path: Path, layer: LayerPlan, rows: pd.DataFrame,
+              advance: Callable[[int], object] = lambda n: None) -> None:
+        """Write layer ``layer``'s arrays from its top-k ``rows`` (unit, rank, image_id, y, x),
+        continuing after the units a killed run finished."""
+        group = zarr.open_group(path, mode="r+")[layer.label]
+        tile = tuple(group.attrs["tile"])
+        step = block_units(self.top_k, self.batch_size)
+        done = units_written(path, layer.label)
+        advance(int((rows["unit"] < done).sum()) * len(self.projectors))
+        for start in range(done, layer.channels, step):
+            stop = min(start + step, layer.channels)
+            block = rows[(rows["unit"] >= start) & (rows["unit"] < stop)]
+            arrays = self._block(block, layer, tile, start, stop - start, advance)
+            for name, values in arrays.items():
+                if name == "projections" or name == "projection_scale":
+                    group[name][:, start:stop] = values
+                else:
+                    group[name][start:stop] = values
+            write_json(path / "progress" / f"{layer.label}.json", {"units": stop})
+
+    def _block(self, rows: pd.DataFrame, layer: LayerPlan, tile: tuple[int, int], first: int,
+               units: int, advance: Callable[[int], object]) -> dict[str, np.ndarray]:
+        k, n = self.top_k, len(self.projectors)
+        arrays = {
+            "projections": np.zeros((n, units, k, *tile, 3), np.float16),
+            "projection_scale": np.zeros((n, units, k), np.float32),
+            "patches": np.full((units, k, *tile, 3), PAD_GREY, np.uint8),
+            "boxes": np.full((units, k, 4), -1, np.int32),
+            "thumbs": np.full((units, k, THUMB, THUMB, 3), PAD_GREY, np.uint8),
+            "maps": np.zeros((units, k, *layer.map_hw), np.float32),
+        }
+        rows = rows.sort_values(["image_id", "unit", "rank"], ignore_index=True)
+        for begin in range(0, len(rows), self.batch_size):
+            batch = rows.iloc[begin:begin + self.batch_size]
+            self._batch(batch, layer, tile, first, arrays)
+            advance(len(batch) * n)
+        return arrays
+
+    def _batch(self, batch: pd.DataFrame, layer: LayerPlan, tile: tuple[int, int], first: int,
+               arrays: dict[str, np.ndarray]) -> None:
+        ids = batch["image_id"].to_numpy()
+        distinct, inverse = np.unique(ids, return_inverse=True)
+        pixels = torch.from_numpy(self.decoded.read(distinct))
+        decoded = self.normalise(pixels.to(self.device))  # uint8 travels: a quarter the bytes
+        which = torch.from_numpy(inverse).to(self.device)
+        units = torch.tensor(batch["unit"].to_numpy(), dtype=torch.long)
+        positions = torch.tensor(batch[["y", "x"]].to_numpy(), dtype=torch.long)
+        fmaps = feature_maps(self.model, decoded, layer.module)
+        maps = fmaps[which, units.to(self.device)].float().cpu().numpy()
+        projected = [p.project(decoded[which], layer.module, units.to(self.device),
+                               positions.to(self.device)).cpu().numpy()
+                     for p in self.projectors]
+        small = F.interpolate(pixels.float() / 255, size=(THUMB, THUMB), mode="bilinear",
+                              antialias=True, align_corners=False)
+        small = (small.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        hwc = pixels.permute(0, 2, 3, 1).numpy()
+        readable = self.decoded.readable(distinct)
+        for j, row in enumerate(batch.itertuples(index=False)):
+            image = int(inverse[j])
+            if not readable[image]:  # unreadable since the activations stage read it
+                continue
+            unit, rank = int(row.unit) - first, int(row.rank)
+            box = layer.field.box(int(row.y), int(row.x))
+            for m, values in enumerate(projected):
+                crop = np.nan_to_num(crop_tile(values[j].transpose(1, 2, 0), box, tile, 0.0),
+                                     nan=0.0, posinf=0.0, neginf=0.0)
+                peak = float(np.abs(crop).max())
+                if peak > 0:
+                    arrays["projections"][m, unit, rank] = crop / peak
+                    arrays["projection_scale"][m, unit, rank] = peak
+            arrays["patches"][unit, rank] = crop_tile(hwc[image], box, tile, PAD_GREY)
+            arrays["boxes"][unit, rank] = box
+            arrays["thumbs"][unit, rank] = small[image]
+            arrays["maps"][unit, rank] = maps[j]

@@ -1,0 +1,91 @@
+"""A deconv stage killed with SIGKILL continues after the last block it wrote: the blocks
+finished before the kill are not projected again, and the finished store equals that of a run
+that was never interrupted."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from support import REPO, run_cli
+
+from pipeline.atomic import read_json
+
+pytestmark = pytest.mark.slow
+
+ARRAYS = ("projections", "projection_scale", "patches", "boxes", "thumbs", "maps")
+
+
+def _copy(tiny_run: Path, target: Path) -> Path:
+    shutil.copytree(tiny_run, target, ignore=shutil.ignore_patterns("reports"))
+    return target
+
+
+def _kill_after_first_block(base: Path) -> dict:
+    """Start ``run deconv``, SIGKILL it once a block is recorded; the progress then."""
+    progress = base / "runs" / "tiny" / ".projections.zarr.partial" / "progress"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen([sys.executable, "-m", "pipeline", "run", "deconv", "-w",
+                                "workflows/tiny.toml"], cwd=base, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        if progress.is_dir() and any(progress.glob("*.json")):
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            return {path.stem: read_json(path)["units"] for path in progress.glob("*.json")}
+        time.sleep(0.005)
+    pytest.fail(f"deconv finished or failed before any block was recorded "
+                f"(exit {process.poll()})")
+
+
+def _chunk_times(store: Path, label: str, units: int) -> dict[str, int]:
+    """Modification times of the chunk files of the first ``units`` units of layer ``label``."""
+    times = {}
+    for name in ("patches", "maps", "thumbs"):
+        for unit in range(units):
+            chunk = store / label / name / "c" / str(unit)
+            times.update({str(path): path.stat().st_mtime_ns for path in chunk.rglob("*")
+                          if path.is_file()})
+    return times
+
+
+def test_killed_deconv_resumes_after_its_last_block(tiny_run, tmp_path):
+    reference = _copy(tiny_run, tmp_path / "reference")
+    result = run_cli("run", "deconv", "-w", "workflows/tiny.toml", cwd=reference)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+    killed = _copy(tiny_run, tmp_path / "killed")
+    written = _kill_after_first_block(killed)
+    assert written and all(units > 0 for units in written.values())
+    staged = killed / "runs" / "tiny" / ".projections.zarr.partial"
+    assert (staged / "decoded" / "index.json").is_file()  # decoding had finished
+    before = {label: _chunk_times(staged, label, units) for label, units in written.items()}
+    assert all(before.values())
+
+    result = run_cli("run", "deconv", "-w", "workflows/tiny.toml", cwd=killed)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "[deconv] resuming:" in result.stdout
+    assert "[deconv] reusing the" in result.stdout  # decoded once per stage, kill or not
+    final = killed / "runs" / "tiny" / "projections.zarr"
+    for label, times in before.items():  # the blocks written before the kill were kept
+        after = _chunk_times(final, label, written[label])
+        assert after == {path.replace(str(staged), str(final)): t for path, t in times.items()}
+    assert not (final / "progress").exists() and not (final / "decoded").exists()
+
+    expected = zarr.open_group(reference / "runs" / "tiny" / "projections.zarr", mode="r")
+    resumed = zarr.open_group(final, mode="r")
+    assert dict(resumed.attrs) == dict(expected.attrs)
+    for label in expected.group_keys():
+        assert dict(resumed[label].attrs) == dict(expected[label].attrs)
+        for name in ARRAYS:
+            np.testing.assert_array_equal(resumed[label][name][:], expected[label][name][:],
+                                          err_msg=f"{label}/{name}")
