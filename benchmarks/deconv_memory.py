@@ -8,7 +8,7 @@ of the first U units for every U in ``--units`` exactly as the stage does (decod
 zarr), and prints each process's peak resident memory, the growth between the counts, and what
 the layer's arrays alone would take if they were held whole (as releases before 0.5.0 did).
 
-    python benchmarks/deconv_memory.py                        # VGG16 conv5_3, 32 and 256 units
+    python benchmarks/deconv_memory.py                        # VGG16 conv5_3, 8 and 64 units, top 9
     python benchmarks/deconv_memory.py --units 64,512 --device cuda
 """
 
@@ -34,7 +34,7 @@ PROJECT = textwrap.dedent("""
     from pipeline.data.decoded import DecodedImages
     from pipeline.device import resolve_device
     from pipeline.interp import receptive_fields
-    from pipeline.interp.projection_store import BlockProjector, LayerPlan, create_store
+    from pipeline.interp.projection_store import BlockProjector, create_store, layer_plans
     from pipeline.layout import RunLayout
     from pipeline.models.preprocessing import preprocessing
     from pipeline.stages.inputs import analysed_model, analysed_pixels
@@ -44,10 +44,10 @@ PROJECT = textwrap.dedent("""
     device = resolve_device(workflow.deconv.device)
     model = analysed_model(workflow, layout, device)
     prep = preprocessing(workflow)
-    label = zarr.open_group(layout.activations, mode="r").attrs["layers"][0]
-    meta = zarr.open_group(layout.activations, mode="r")[label].attrs
-    layer = LayerPlan(label, meta["module"], units, (meta["height"], meta["width"]),
-                      receptive_fields(model, (prep.crop, prep.crop))[meta["module"]])
+    activations = zarr.open_group(layout.activations, mode="r")
+    fields = receptive_fields(model, (prep.crop, prep.crop))
+    layer = layer_plans(activations, fields, units)[0]
+    label, meta = layer.label, activations[layer.label].attrs
     topk = pd.read_parquet(layout.topk)
     rows = topk[(topk["layer"] == label) & (topk["unit"] < units)]
     out = Path(out)
@@ -80,7 +80,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="vgg16")
     parser.add_argument("--layer", default="features.28", help="module name (VGG16: conv5_3)")
-    parser.add_argument("--units", default="32,256", help="unit counts, comma-separated")
+    parser.add_argument("--units", default="8,64", help="unit counts, comma-separated")
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--top-k", type=int, default=9)
     parser.add_argument("--batch-size", type=int, default=8, help="[deconv] batch_size")

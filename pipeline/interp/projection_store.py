@@ -58,6 +58,20 @@ class LayerPlan:
     field: ReceptiveField
 
 
+def layer_plans(activations: zarr.Group, fields: dict[str, ReceptiveField],
+                units: int | None = None) -> list[LayerPlan]:
+    """The layers the activations store recorded, in its order (``units``: only the first
+    that many of each, as the memory benchmark asks)."""
+    plans = []
+    for label in activations.attrs["layers"]:
+        meta = activations[label].attrs
+        channels = int(meta["channels"]) if units is None else min(units, int(meta["channels"]))
+        plans.append(LayerPlan(label, str(meta["module"]), channels,
+                               (int(meta["height"]), int(meta["width"])),
+                               fields[meta["module"]]))
+    return plans
+
+
 def block_units(top_k: int, batch_size: int) -> int:
     """Units per block: about ``BLOCK_BATCHES`` engine batches of projections (at least one)."""
     return max(1, BLOCK_BATCHES * batch_size // max(1, top_k))

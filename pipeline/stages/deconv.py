@@ -32,9 +32,9 @@ def deconv(ctx: StageContext) -> None:
     from pipeline.interp.projection_store import (
         DECODED,
         BlockProjector,
-        LayerPlan,
         create_store,
         finish_store,
+        layer_plans,
         units_written,
     )
     from pipeline.models.preprocessing import preprocessing
@@ -47,13 +47,7 @@ def deconv(ctx: StageContext) -> None:
     prep = preprocessing(workflow)
     activations = zarr.open_group(layout.activations, mode="r")
     topk = pd.read_parquet(layout.topk)
-    fields = receptive_fields(model, (prep.crop, prep.crop))
-    layers = []
-    for label in activations.attrs["layers"]:
-        meta = activations[label].attrs
-        layers.append(LayerPlan(label, meta["module"], int(meta["channels"]),
-                                (int(meta["height"]), int(meta["width"])),
-                                fields[meta["module"]]))
+    layers = layer_plans(activations, receptive_fields(model, (prep.crop, prep.crop)))
 
     with zarr_writes_settled():
         staged = ctx.output(layout.projections, resumable=True)
