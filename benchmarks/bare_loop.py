@@ -10,7 +10,7 @@ left is what decoding and the network cost, which the stage can approach but not
 It runs in a fresh process (``measure``), from the base folder of a run whose prepare stage is
 done, so that nothing the caller loaded or cached changes its time or memory:
 
-    python benchmarks/bare_loop.py -w runs-base/bench.toml      # prints {"rate": ..., ...}
+    cd RUN_BASE && python /path/to/benchmarks/bare_loop.py -w bench.toml   # {"rate": ...}
 """
 
 from __future__ import annotations

@@ -14,7 +14,9 @@ It prints, per stage: seconds (from the stage's stamp), its throughput in its ow
 for activations, projections/s for deconv, occluded images/s for occlusion, units/s for render,
 ...), and the peak resident memory of the main process and of the whole tree (the tree's figure
 sums RSS over processes, so pages a forked worker shares with its parent count twice: an upper
-bound); then the wall time of `run all` and the activations stage against the bare loop.
+bound); then the wall time of `run all` and the activations stage against the bare loop. The
+loop runs after `run all`, so on a machine with the memory to hold the set both read the files
+from the page cache (the generator has just written them); a cold first read is not measured.
 
     python benchmarks/end_to_end.py                      # N = 5,000 on a CPU, 50,000 on a GPU
     python benchmarks/end_to_end.py --images 300 --workers 2 --data /tmp/imagenet-like-300

@@ -38,7 +38,7 @@ SEED = 13
 MARKER = ".imagenet-like.json"  # in the set's root; a file there is not a class folder
 QUALITY = 90
 TEXTURE_SIDE = 1024  # larger than any generated side
-STRENGTH = 48.0  # median texture amplitude (grey levels), measured to give ~110 KB a file
+STRENGTH = 50.0  # median texture amplitude (grey levels), measured to give ~110 KB a file
 SATURATION = 0.55  # photographs are far less saturated than uniform random colours
 # (width, height, share): ImageNet val's common shapes; the rest is drawn from 200..800 px
 SHAPES = ((500, 375, 0.50), (375, 500, 0.14), (500, 333, 0.12), (333, 500, 0.04),
