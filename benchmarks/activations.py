@@ -2,9 +2,10 @@
 
 For each data set size (default 2,000 and 20,000 images at 224 px) it runs, each in a fresh
 process: the real stage (`python -m pipeline run activations`) and a bare loop over the same
-DataLoader and model forward whose results are discarded. It prints images/s of both, their
-ratio, and each process's peak resident memory, then how much the stage's peak memory grew from
-the smallest to the largest data set (it should not grow with N: summaries stream to zarr).
+DataLoader and model forward whose results are discarded (``bare_loop.py``). It prints images/s
+of both, their ratio, and each process's peak resident memory, then how much the stage's peak
+memory grew from the smallest to the largest data set (it should not grow with N: summaries
+stream to zarr).
 
 The larger sets are hard links to the first set's files under new names, so generating them is
 cheap while every image is still decoded and preprocessed.
@@ -17,7 +18,6 @@ cheap while every image is still decoded and preprocessed.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import subprocess
@@ -26,42 +26,13 @@ import tempfile
 import textwrap
 from pathlib import Path
 
+import bare_loop  # benchmarks/bare_loop.py: a script's own folder is on sys.path
 import numpy as np
 import torch
 from PIL import Image
 
 from pipeline.data.classes import imagenet_wnids
 from pipeline.models import get_model
-
-BARE_LOOP = textwrap.dedent("""
-    import json, resource, sys, time, torch
-    from torch.utils.data import DataLoader
-    from pipeline.data.images import scan_image_folder, ImageDataset
-    from pipeline.device import resolve_device
-    from pipeline.models.preprocessing import Preprocessing
-    root, checkpoint, model_name, size, batch, workers, device_spec = sys.argv[1:8]
-    from pipeline.models import get_model
-    device = resolve_device(device_spec)
-    model = get_model(model_name)
-    model.load_state_dict(torch.load(checkpoint, weights_only=True))
-    model = model.eval().to(device)
-    manifest, _ = scan_image_folder(root)
-    prep = Preprocessing(int(size), int(int(size) * 256 / 224), (0.485, 0.456, 0.406),
-                         (0.229, 0.224, 0.225))
-    images = ImageDataset(root, manifest["path"].tolist(), manifest["label"].tolist(),
-                          prep.transform())
-    loader = DataLoader(images, batch_size=int(batch), num_workers=int(workers),
-                        pin_memory=device.type == "cuda")
-    start = time.perf_counter()
-    with torch.inference_mode():
-        for x, _, _ in loader:
-            model(x.to(device, non_blocking=True))
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"rate": len(images) / seconds, "peak_mb": peak}))
-""")
 
 STAGE = textwrap.dedent("""
     import resource, sys
@@ -146,9 +117,7 @@ def main() -> None:
             stage = run(["-c", STAGE, "run", "activations", "-w", str(workflow)], cwd=base)
             stage_rate = float(re.search(r"\(([\d.]+) images/s", stage.stdout).group(1))
             stage_peak = float(re.search(r"PEAK_MB ([\d.]+)", stage.stdout).group(1))
-            bare = json.loads(run(["-c", BARE_LOOP, str(folder), str(checkpoint), args.model,
-                                   str(args.image_size), str(args.batch_size),
-                                   str(args.workers), args.device], cwd=base).stdout)
+            bare = bare_loop.measure(workflow, cwd=base)
             rows.append((n, stage_rate, bare["rate"], stage_peak, bare["peak_mb"]))
             print(f"N={n:>7}: stage {stage_rate:8.1f} img/s, bare loop {bare['rate']:8.1f} "
                   f"img/s, ratio {stage_rate / bare['rate']:.2f}x; peak memory stage "
