@@ -573,7 +573,7 @@ def main() -> None:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"\nrender stage, AlexNet at {IMAGE_SIZE} px, top-{TOP_K}, {args.images:,} images, "
           f"{os.cpu_count()} CPUs{' (under cProfile)' if args.profile else ''}; load average "
-          f"{load:.1f} at the end (other processes on the machine slow both runs)")
+          f"{load:.1f} over the last minute (above {workers}: other processes shared the CPUs)")
     per_layer = ", ".join(f"{label} {channels}" for label, _, channels, _, _ in LAYERS)
     print(f"  units           {units:,} ({per_layer})")
     print(f"  time, 1 worker  {serial['seconds']:.1f} s (wall, model loading included; "

@@ -22,6 +22,7 @@ from pipeline.stages.registry import get_stage, list_stages, register_stage
 if TYPE_CHECKING:
     from pipeline.atlas.context import AtlasContext
     from pipeline.atlas.gather import RunTables
+    from pipeline.atlas.parallel import Workers
 
 
 @register_stage("render", inputs=("prepare", "train", "activations", "rank", "deconv", "occlusion",
@@ -31,13 +32,7 @@ if TYPE_CHECKING:
                 loads_weights=True)
 def render(ctx: StageContext) -> None:
     """write the static HTML atlas"""
-    import zarr
-
-    from pipeline.atlas.context import with_extras
-    from pipeline.atlas.first_layer import first_layer, shows_filters
-    from pipeline.atlas.gather import ImageWriter, LayerInput, gather_layers
     from pipeline.atlas.parallel import Workers, worker_count
-    from pipeline.atlas.render import write_atlas
 
     workflow, layout = ctx.workflow, ctx.layout
     staged = ctx.output(layout.report_dir)
@@ -46,42 +41,52 @@ def render(ctx: StageContext) -> None:
     # Worker processes write the images and the layer and unit pages; the experiments' pages
     # are few and stay in this process.
     with Workers(count, scratch=staged) as workers, _pool_failure_explained(workflow, count):
+        # the workers start while this process imports torch and loads the model
         workers.start(("pipeline.atlas.gather", "pipeline.atlas.render"))
-        import torch  # the workers start while torch and the model load
+        _write(ctx, staged, workers)
 
-        activations = zarr.open_group(layout.activations, mode="r")
-        projections = zarr.open_group(layout.projections, mode="r")
-        tables = _read_tables(layout, activations)
-        model = analysed_model(workflow, layout, torch.device("cpu"))
-        top_k = int(projections.attrs["top_k"])
-        image_size = int(projections.attrs.get("image_size", 0)) or None
 
-        writer = ImageWriter()
-        try:
-            first = first_layer(model, staged, writer)
-        finally:
-            writer.close()
-        labels = activations.attrs["layers"]
-        first_label = next((label for label in labels
-                            if first and shows_filters(model, activations[label].attrs["module"],
-                                                       first)), None)
-        inputs = [LayerInput(label, dict(activations[label].attrs),
-                             first if label == first_label else None) for label in labels]
-        units = sum(int(projections[label]["patches"].shape[0]) for label in labels)
-        with _bar("render images", units, "unit") as bar:
-            layers = gather_layers(inputs, tables, layout.projections, staged, top_k, image_size,
-                                   workers, bar.update)
-        context = _atlas_context(workflow, layout, tables, activations, projections, model,
-                                 first, layers)
-        experiments = [entry for entry in EXPERIMENT_PAGES
-                       if get_stage(entry[0]).enabled(workflow)]
-        # every page's footer names the figures, the experiments' own pages included
-        context = dataclasses.replace(context,
-                                      figures=(2, *sorted(entry[3] for entry in experiments)))
-        extras = [_experiment_pages(entry, ctx, context, tables, staged)
-                  for entry in experiments]
-        with _bar("render pages", len(layers) + units, "page") as bar:
-            write_atlas(with_extras(context, extras), staged, workers, bar.update)
+def _write(ctx: StageContext, staged: Path, workers: Workers) -> None:
+    """Write the atlas into ``staged``, the images and pages on ``workers``."""
+    import torch
+    import zarr
+
+    from pipeline.atlas.context import with_extras
+    from pipeline.atlas.first_layer import first_layer, shows_filters
+    from pipeline.atlas.gather import ImageWriter, LayerInput, gather_layers
+    from pipeline.atlas.render import write_atlas
+
+    workflow, layout = ctx.workflow, ctx.layout
+    activations = zarr.open_group(layout.activations, mode="r")
+    projections = zarr.open_group(layout.projections, mode="r")
+    tables = _read_tables(layout, activations)
+    model = analysed_model(workflow, layout, torch.device("cpu"))
+    top_k = int(projections.attrs["top_k"])
+    image_size = int(projections.attrs.get("image_size", 0)) or None
+
+    writer = ImageWriter()
+    try:
+        first = first_layer(model, staged, writer)
+    finally:
+        writer.close()
+    labels = activations.attrs["layers"]
+    first_label = next((label for label in labels
+                        if first and shows_filters(model, activations[label].attrs["module"],
+                                                   first)), None)
+    inputs = [LayerInput(label, dict(activations[label].attrs),
+                         first if label == first_label else None) for label in labels]
+    units = sum(int(projections[label]["patches"].shape[0]) for label in labels)
+    with _bar("render images", units, "unit") as bar:
+        layers = gather_layers(inputs, tables, layout.projections, staged, top_k, image_size,
+                               workers, bar.update)
+    context = _atlas_context(workflow, layout, tables, activations, projections, model,
+                             first, layers)
+    experiments = [entry for entry in EXPERIMENT_PAGES if get_stage(entry[0]).enabled(workflow)]
+    # every page's footer names the figures, the experiments' own pages included
+    context = dataclasses.replace(context, figures=(2, *sorted(entry[3] for entry in experiments)))
+    extras = [_experiment_pages(entry, ctx, context, tables, staged) for entry in experiments]
+    with _bar("render pages", len(layers) + units, "page") as bar:
+        write_atlas(with_extras(context, extras), staged, workers, bar.update)
 
 
 def _atlas_context(workflow, layout, tables: RunTables, activations, projections, model,
