@@ -28,6 +28,7 @@ import pickle
 import signal
 import sys
 import tempfile
+import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
@@ -144,8 +145,10 @@ def _collect(futures: list[Future], tasks: Sequence[Any], done: Callable[[Any], 
 
 
 def _write_shared(shared: Any, folder: Path | None) -> str:
-    """Pickle ``shared`` once for every worker, into ``folder``; the temporary file's path."""
-    handle, path = tempfile.mkstemp(prefix=".render-shared-", suffix=".pickle", dir=folder)
+    """Pickle ``shared`` once for every worker, into ``folder``; the temporary file's path,
+    never that of an earlier call (workers keep the input by path)."""
+    handle, path = tempfile.mkstemp(prefix=f".render-shared-{uuid.uuid4().hex}-",
+                                    suffix=".pickle", dir=folder)
     try:
         with os.fdopen(handle, "wb") as file:
             pickle.dump(shared, file, protocol=pickle.HIGHEST_PROTOCOL)

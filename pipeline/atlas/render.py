@@ -45,6 +45,10 @@ CARD_MAX_MIN_WIDTH = 416
 # browser only enlarges them (tiny conv1 cells stay sharp squares); wider ones get shrunk,
 # where nearest-neighbour would alias and smoothing looks better.
 CRISP_MAX_WIDTH = CARD_MAX_MIN_WIDTH - 16
+# Unit pages are written in runs of MIN_PAGE_RUN to MAX_PAGE_RUN pages, about four runs per
+# worker (so that no worker is left with the last long run); a run is one task of a worker, and
+# a run of one page would cost more in messages than in rendering.
+MIN_PAGE_RUN, MAX_PAGE_RUN = 8, 64
 
 
 @functools.cache
@@ -288,11 +292,6 @@ def write_atlas(context: AtlasContext, out_dir: Path, workers: Workers | None = 
 
     workers.map(_write_pages, runs, _Pages(context, sizes, out_dir), done)
     return index
-
-
-# Unit pages are written in runs of this many (about four runs per worker): a run is one task of a
-# worker, so a run of one page would cost more in messages than in rendering.
-MIN_PAGE_RUN, MAX_PAGE_RUN = 8, 64
 
 
 @dataclass(frozen=True)
