@@ -18,20 +18,26 @@ stage reads, with the real schemas:
   thumbnails are smooth colour fields with an edge and some texture, padded with grey where
   the receptive field leaves the image, as the deconv stage pads them.
 
-Generation is not timed. The render stage then runs alone in a fresh process (``StageContext``,
-the registered stage function, ``commit``), as ``pipeline run render`` would run it (model
-loading included); the script prints its wall time and peak resident memory, the atlas's size
-and file count with a breakdown by folder and by file type, and PASS/FAIL against the targets.
-Sizes are file bytes (MB = 10**6 bytes, MiB = 2**20 bytes); disk usage in blocks is also shown.
+Generation is not timed. The render stage then runs twice, each time alone in a fresh process
+(``StageContext``, the registered stage function, ``commit``), as ``pipeline run render`` would
+run it (model loading included): first with ``[render] workers = 1`` (everything in the render
+process: the baseline), then with ``--workers`` processes (default: one per CPU core, what
+``workers = 0`` gives). The script prints both wall times and the speed-up, checks that the two
+atlases are byte-identical, prints the peak resident memory of the render process (worker
+processes not included), the atlas's size and file count with a breakdown by folder and by file
+type, and PASS/FAIL of the parallel render against the targets. Sizes are file bytes
+(MB = 10**6 bytes, MiB = 2**20 bytes); disk usage in blocks is also shown.
 
     python benchmarks/render.py                           # N = 50,000 images, scratch folder
     python benchmarks/render.py --keep scratch/render-bench  # keep (and reuse) the fake run
+    python benchmarks/render.py --workers 8               # the parallel run with 8 processes
     python benchmarks/render.py --keep scratch/render-bench --profile   # cProfile, top 25
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import resource
@@ -40,6 +46,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -95,6 +102,11 @@ def write_workflow(base: Path) -> Path:
         resize_size = 256
         [rank]
         top_k = {TOP_K}
+        # the fake run has no outputs of the experiment stages (Figures 4, 5, 7)
+        [occlusion]
+        images = 0
+        [invariance]
+        images = 0
         [render]
         title = "Deconv Atlas: AlexNet (random weights, generated projections)"
         """), encoding="utf-8")
@@ -374,14 +386,19 @@ def generate(base: Path, n_images: int, seed: int = 0) -> Path:
 # The measurement
 # ---------------------------------------------------------------------------------------------
 
-def child(base: Path, profile: bool) -> None:
-    """Run the render stage once in this process; print its seconds and peak memory as JSON."""
+def child(base: Path, profile: bool, workers: int) -> None:
+    """Run the render stage once in this process with ``workers``; print its seconds and peak
+    memory as JSON."""
+    import dataclasses
+
     from pipeline.config import load_workflow
     from pipeline.layout import RunLayout
     from pipeline.stages import get_stage
     from pipeline.stages.context import StageContext
 
     workflow = load_workflow(base / f"{NAME}.toml")
+    workflow = dataclasses.replace(workflow, render=dataclasses.replace(workflow.render,
+                                                                        workers=workers))
     layout = RunLayout(base=base, workflow=workflow.name)
     ctx = StageContext(workflow, layout, "render", key="bench")
     stage = get_stage("render").func
@@ -391,34 +408,73 @@ def child(base: Path, profile: bool) -> None:
 
         profiler = cProfile.Profile()
         profiler.enable()
+    sampler = WorkerMemory()
+    sampler.start()
     start = time.perf_counter()
     stage(ctx)
     ctx.commit()
     seconds = time.perf_counter() - start
+    sampler.stop()
     if profiler is not None:
         import pstats
 
         profiler.disable()
-        print("\ncProfile of the render stage (under the profiler), top 25 by cumulative time:")
+        print(f"\ncProfile of the render stage with {workers} worker(s) (under the profiler; "
+              "worker processes are not profiled), top 25 by cumulative time:")
         stats = pstats.Stats(profiler, stream=sys.stdout).sort_stats("cumulative")
         stats.print_stats(25)
         print("The same, the pipeline's own functions only (top 20):")
         stats.print_stats(r"/pipeline/", 20)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"seconds": seconds, "peak_mb": peak_mb}))
+    print(json.dumps({"seconds": seconds, "peak_mb": peak_mb, "worker_mb": sampler.peak_mb}))
 
 
-def measure(base: Path, profile: bool) -> dict:
+class WorkerMemory(threading.Thread):
+    """The largest peak resident memory of the render's worker processes, read from
+    ``/proc/PID/status`` (VmHWM) every 0.2 s while they run. Not ``RUSAGE_CHILDREN``: a child's
+    maximum counts the parent's memory it held between fork and exec."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.peak_mb = 0.0
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        import multiprocessing
+
+        while not self._done.wait(0.2):
+            for child in multiprocessing.active_children():
+                try:
+                    status = Path(f"/proc/{child.pid}/status").read_text()
+                except OSError:
+                    continue
+                for line in status.splitlines():
+                    if line.startswith("VmHWM:"):
+                        self.peak_mb = max(self.peak_mb, int(line.split()[1]) / 1024)
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join()
+
+
+def measure(base: Path, profile: bool, workers: int) -> dict:
     paths = [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
-    command = [sys.executable, __file__, "--child", str(base)] + (["--profile"] if profile else [])
-    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    command = [sys.executable, __file__, "--child", str(base), "--workers", str(workers)]
+    result = subprocess.run(command + (["--profile"] if profile else []), env=env,
+                            capture_output=True, text=True)
     if result.returncode:
         raise SystemExit(result.stderr[-4000:])
     lines = result.stdout.rstrip().splitlines()
     if profile:
         print("\n".join(lines[:-1]))
     return json.loads(lines[-1])
+
+
+def digests(report: Path) -> dict[str, str]:
+    """SHA-256 of every file of the atlas, by relative path."""
+    return {path.relative_to(report).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(report.rglob("*")) if path.is_file()}
 
 
 def inventory(report: Path) -> list[tuple[str, int, int]]:
@@ -468,15 +524,22 @@ def main() -> None:
                              "generated with the same --images)")
     parser.add_argument("--images", type=int, default=50_000, metavar="N",
                         help="images in the fake data set (default 50,000)")
+    parser.add_argument("--workers", type=int, default=0, metavar="N",
+                        help="processes of the parallel run (default 0: one per CPU core)")
     parser.add_argument("--profile", action="store_true",
                         help="also print a cProfile of the render stage (top 25, cumulative; "
                              "the timed figures then include the profiler's overhead)")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        return child(args.child.resolve(), args.profile)
+        return child(args.child.resolve(), args.profile, args.workers)
     if args.images < 100:
         parser.error("--images must be at least 100")
+    if args.workers < 0:
+        parser.error("--workers must be at least 0")
+    from pipeline.atlas.parallel import worker_count
+
+    workers = worker_count(args.workers)
 
     base = (args.keep or Path(tempfile.mkdtemp(prefix="render-bench-"))).resolve()
     base.mkdir(parents=True, exist_ok=True)
@@ -493,9 +556,12 @@ def main() -> None:
             generate(base, args.images)
             print(f"  generated in {time.perf_counter() - clock:.0f} s (not timed)")
         report = base / "reports" / NAME
-        shutil.rmtree(report, ignore_errors=True)
-        print("rendering the atlas ...", flush=True)
-        result = measure(base, args.profile)
+        results, atlases = {}, {}
+        for count in (1, workers):
+            shutil.rmtree(report, ignore_errors=True)
+            print(f"rendering the atlas with {count} worker(s) ...", flush=True)
+            results[count] = measure(base, args.profile, count)
+            atlases[count] = digests(report)
         rows = inventory(report)
     finally:
         if args.keep is None:
@@ -503,12 +569,23 @@ def main() -> None:
 
     size = sum(size for _, size, _ in rows)
     disk = sum(disk for _, _, disk in rows)
+    serial, result = results[1], results[workers]
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"\nrender stage, AlexNet at {IMAGE_SIZE} px, top-{TOP_K}, {args.images:,} images, "
-          f"{os.cpu_count()} CPUs{' (under cProfile)' if args.profile else ''}")
+          f"{os.cpu_count()} CPUs{' (under cProfile)' if args.profile else ''}; load average "
+          f"{load:.1f} over the last minute (above {workers}: other processes shared the CPUs)")
     per_layer = ", ".join(f"{label} {channels}" for label, _, channels, _, _ in LAYERS)
     print(f"  units           {units:,} ({per_layer})")
-    print(f"  time            {result['seconds']:.1f} s (wall, model loading included)")
-    print(f"  peak memory     {result['peak_mb']:.0f} MB (resident, render process)")
+    print(f"  time, 1 worker  {serial['seconds']:.1f} s (wall, model loading included; "
+          "the baseline)")
+    print(f"  time, {workers} workers {result['seconds']:.1f} s: "
+          f"{serial['seconds'] / result['seconds']:.2f}x the baseline's speed")
+    same = atlases[1] == atlases[workers]
+    print(f"  identical       {'yes' if same else 'NO'}: the two atlases, file by file "
+          f"({len(atlases[workers]):,} files)")
+    print(f"  peak memory     {serial['peak_mb']:.0f} MB with 1 worker; with {workers}: "
+          f"{result['peak_mb']:.0f} MB, and {result['worker_mb']:.0f} MB the largest worker "
+          "(resident, sampled)")
     print(f"  atlas size      {size / 1e6:.1f} MB = {size / 2**20:.1f} MiB of file bytes "
           f"({disk / 1e6:.1f} MB on disk in blocks)")
     print(f"  files           {len(rows):,}")
@@ -517,7 +594,7 @@ def main() -> None:
     breakdown(rows, file_type, "file type")
     time_ok = result["seconds"] <= TARGET_SECONDS
     size_ok = size / 1e6 <= TARGET_MB
-    verdict = "PASS" if time_ok and size_ok else "FAIL"
+    verdict = "PASS" if time_ok and size_ok and same else "FAIL"
     print(f"\n{verdict}: time {result['seconds']:.1f} s (target <= {TARGET_SECONDS:g} s: "
           f"{'ok' if time_ok else 'over'}), size {size / 1e6:.1f} MB (target <= "
           f"{TARGET_MB:g} MB: {'ok' if size_ok else 'over'}), {len(rows):,} files")

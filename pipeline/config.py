@@ -230,6 +230,8 @@ class RenderConfig:
     """The static HTML atlas."""
 
     title: str = option("", "title of the atlas; empty uses the workflow name")
+    workers: int = option(0, "processes writing the atlas's images and pages; 0 = one per CPU "
+                          "core, 1 = all in the render process", execution=True, since="0.5.0")
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,8 @@ def validate(workflow: Workflow, path: Path) -> Workflow:
                             ("evolution.batch_size", workflow.evolution.batch_size, 1),
                             ("invariance.images", workflow.invariance.images, 0),
                             ("invariance.batch_size", workflow.invariance.batch_size, 1),
-                            ("dask.shards", workflow.dask.shards, 0)):
+                            ("dask.shards", workflow.dask.shards, 0),
+                            ("render.workers", workflow.render.workers, 0)):
         if value < low:
             raise ConfigError(f"{path}: {key} must be at least {low}, got {value}")
     if 0 < model.resize_size < model.image_size:

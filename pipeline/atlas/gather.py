@@ -6,13 +6,15 @@ Figure 2 tile (projections with the first method, and the patches), which the un
 shows cell by cell, and for every further method a grid of its projections; thumbnails and
 activation maps of the top images are grouped ``THUMB_GROUP`` units to a sheet. Projections are
 turned into pixels here, from the exact values the deconv stage stored
-(:func:`pipeline.interp.display.to_display`). Image encoding runs on a small thread pool
-(Pillow releases the GIL while it encodes).
+(:func:`pipeline.interp.display.to_display`). A layer is gathered in tasks of one sheet's
+units each, on the render stage's worker processes (:mod:`pipeline.atlas.parallel`); within a
+task, image encoding runs on a small thread pool (Pillow releases the GIL while it encodes).
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,8 @@ import pandas as pd
 
 from pipeline.atlas.context import Crop, LayerEntry, SkippedImage, TopImage, UnitEntry
 from pipeline.atlas.first_layer import FirstLayer
+from pipeline.atlas.parallel import Workers
+from pipeline.atlas.sheets import THUMB_GROUP, heat_box, write_sheets
 from pipeline.atlas.tiles import (
     compose_filter_tile,
     compose_grid,
@@ -31,25 +35,16 @@ from pipeline.atlas.tiles import (
     fit_cells,
     grid_side,
     image_format,
-    map_sheet,
-    pooled_maps,
     projection_grid_width,
     save_image,
-    sheet_cell,
-    sheet_size,
-    thumb_sheet,
     tile_cells,
     tile_scale,
 )
 from pipeline.interp.display import to_display
 
-THUMB_GROUP = 32  # units per thumbnail sheet
 MAX_CELL = 64  # px: larger receptive fields are shrunk in the tiles (size of a shared atlas:
 # with full-colour JPEG, AlexNet's atlas is 58 MB at 64 px, 79 MB at 80 px)
 TILE_QUALITY = 65  # JPEG quality of tiles (PNG tiles are lossless)
-THUMB_QUALITY = 70  # the thumbnails only place the receptive field in the image
-THUMB_SIDE = 48  # px per thumbnail in the sheets, unless the whole input is that small (the
-# demo's 64 px), whose thumbnails are kept as stored: the input at its full resolution
 SKIPPED_SHOWN = 50  # unreadable images listed on the index (all are in skipped.parquet)
 CLASSES_SHOWN = 10  # classes in a unit's class-distribution chart
 # A card names a class only when the data support it: at least this share of the unit's top
@@ -112,29 +107,114 @@ class ImageWriter:
             self._pool.shutdown()
 
 
-def layer_entry(label: str, meta: dict, group: Any, tables: RunTables, out_dir: Path,
-                writer: ImageWriter, top_k: int, image_size: int | None,
-                first: FirstLayer | None = None) -> LayerEntry:
-    """Write one layer's tiles and sheets and describe its units. ``first``: this layer's
-    projections are the first convolution's filters, shown once per unit (the paper's layer 1)."""
+@dataclass(frozen=True)
+class LayerInput:
+    """One analysed layer to gather: its label, the activations store's attributes of it, and
+    the first convolution's filters when its projections are those filters (the paper's layer 1,
+    shown once per unit)."""
+
+    label: str
+    meta: dict
+    first: FirstLayer | None = None
+
+
+@dataclass(frozen=True)
+class UnitRange:
+    """A task of :func:`gather_layers`: units ``start`` to ``stop`` (excluded) of one layer,
+    whole thumbnail sheets (``start`` is a multiple of THUMB_GROUP)."""
+
+    layer: LayerInput
+    start: int
+    stop: int
+
+
+@dataclass(frozen=True)
+class _LayerInputs:
+    """What every task of :func:`gather_layers` reads besides its own units."""
+
+    tables: RunTables
+    projections: Path  # the deconv stage's store, opened read-only by each task
+    out_dir: Path
+    top_k: int
+    image_size: int | None
+
+
+def gather_layers(layers: Sequence[LayerInput], tables: RunTables, projections: Path,
+                  out_dir: Path, top_k: int, image_size: int | None, workers: Workers,
+                  advance: Callable[[int], None] | None = None) -> list[LayerEntry]:
+    """Write every layer's tiles and sheets and describe its units, on ``workers``, in tasks of
+    one thumbnail sheet's units (a layer is too coarse: AlexNet has 5, VGG16 13 of very unequal
+    sizes). ``advance(n)`` is called as n more units are written."""
+    import zarr
+
+    store = zarr.open_group(projections, mode="r")
+    tasks: list[UnitRange] = []
+    owners: list[int] = []  # the index in ``layers`` of each task's layer
+    costs: list[int] = []
+    for number, layer in enumerate(layers):
+        group = store[layer.label]
+        methods, stored, _, height, width = group["projections"].shape[:5]
+        listed = tables.units.loc[tables.units["layer"] == layer.label, "unit"]
+        count = max(stored, int(listed.max()) + 1 if len(listed) else 0)
+        for start in range(0, count, THUMB_GROUP):
+            tasks.append(UnitRange(layer, start, min(start + THUMB_GROUP, count)))
+            owners.append(number)
+            # about the pixels the task turns into images: its projections, then its sheets
+            costs.append((tasks[-1].stop - start) * (methods * height * width + 4096))
+
+    def done(task: UnitRange) -> None:
+        if advance is not None:
+            advance(task.stop - task.start)
+
+    # the costliest first (deep layers' large fields), so that no long task starts last
+    order = sorted(range(len(tasks)), key=lambda i: -costs[i])
+    inputs = _LayerInputs(tables, Path(projections), Path(out_dir), top_k, image_size)
+    results = dict(zip(order, workers.map(_write_unit_range, [tasks[i] for i in order], inputs,
+                                          done), strict=True))
+    units: list[list[UnitEntry]] = [[] for _ in layers]
+    for i in range(len(tasks)):  # in unit order, whichever task finished first
+        units[owners[i]].extend(results[i])
+    return [_layer_entry(layer, store[layer.label].attrs, tuple(entries), image_size)
+            for layer, entries in zip(layers, units, strict=True)]
+
+
+def _write_unit_range(inputs: _LayerInputs, task: UnitRange) -> tuple[UnitEntry, ...]:
+    """One task of :func:`gather_layers`, in a worker: write the units' tiles and sheet."""
+    import zarr
+
+    group = zarr.open_group(inputs.projections, mode="r")[task.layer.label]
+    writer = ImageWriter()
+    try:
+        return tuple(_unit_entries(inputs, group, task, writer))
+    finally:
+        writer.close()
+
+
+def _unit_entries(inputs: _LayerInputs, group: Any, task: UnitRange, writer: ImageWriter
+                  ) -> list[UnitEntry]:
+    """Write the tiles and thumbnail sheet of the task's units; describe each of them."""
+    label, first, tables, top_k = task.layer.label, task.layer.first, inputs.tables, inputs.top_k
+    out_dir, image_size = inputs.out_dir, inputs.image_size
     # Read unit by unit (chunks are per unit): a VGG layer's projections are gigabytes.
     projections, patches = group["projections"], group["patches"]
     methods = list(group.attrs["methods"])
-    boxes = group["boxes"][:]
+    boxes = group["boxes"][task.start:task.stop]
     grid = grid_side(top_k)
     cell_hw = fit_cells(patches[:1, 0], MAX_CELL).shape[1:3] if patches.shape[0] else (1, 1)
     scale = tile_scale(cell_hw[0])
     suffix = image_format(scale)
     geometry = tile_cells(top_k, cell_hw, scale, grid)
-    units = tables.units[tables.units["layer"] == label].set_index("unit").sort_index()
-    topk = {unit: rows for unit, rows in
-            tables.topk[tables.topk["layer"] == label].groupby("unit")}
-    selectivity = {unit: rows for unit, rows in
-                   tables.selectivity[tables.selectivity["layer"] == label].groupby("unit")}
-    histograms = {unit: rows for unit, rows in
-                  tables.histograms[tables.histograms["layer"] == label].groupby("unit")}
-    sheets = _write_sheets(label, group, out_dir, writer, image_size)
-    heat_box = _heat_box(group.attrs.get("map_extent"), image_size)
+
+    def rows(table: pd.DataFrame) -> pd.DataFrame:
+        return table[(table["layer"] == label) & (table["unit"] >= task.start)
+                     & (table["unit"] < task.stop)]
+
+    units = rows(tables.units).set_index("unit").sort_index()
+    topk = dict(tuple(rows(tables.topk).groupby("unit")))
+    selectivity = dict(tuple(rows(tables.selectivity).groupby("unit")))
+    histograms = dict(tuple(rows(tables.histograms).groupby("unit")))
+    sheets = write_sheets(label, group, out_dir, writer, image_size, task.start, task.stop)
+    heat = heat_box(group.attrs.get("map_extent"), image_size)
 
     entries = []
     for unit, row in units.iterrows():
@@ -157,22 +237,28 @@ def layer_entry(label: str, meta: dict, group: Any, tables: RunTables, out_dir: 
                             out_dir / path, quality=TILE_QUALITY)
                 extra.append(path)
             top_images = tuple(
-                _top_image(r, tables, tile, extra, geometry, boxes[unit, r.rank], image_size,
-                           sheets.thumb(unit, r.rank), sheets.heat(unit, r.rank), heat_box)
+                _top_image(r, tables, tile, extra, geometry, boxes[unit - task.start, r.rank],
+                           image_size, sheets.thumb(unit, r.rank), sheets.heat(unit, r.rank), heat)
                 for r in topk[unit].itertuples(index=False) if r.rank < shown)
         entries.append(_unit_entry(unit, row, tables, tile, top_images,
                                    selectivity.get(unit), histograms.get(unit), first,
                                    filter_crop))
-    live = [entry for entry in entries if entry.tile]
+    return entries
+
+
+def _layer_entry(layer: LayerInput, attrs: Any, units: tuple[UnitEntry, ...],
+                 image_size: int | None) -> LayerEntry:
+    """One layer's entry from its units' entries, in unit order."""
+    meta, first = layer.meta, layer.first
+    live = [entry for entry in units if entry.tile]
     preview = max(live, key=lambda entry: entry.peak).tile if live else None
-    return LayerEntry(label=label, module=str(meta["module"]),
+    return LayerEntry(label=layer.label, module=str(meta["module"]),
                       out_shape=(int(meta["channels"]), int(meta["height"]), int(meta["width"])),
-                      receptive_field=int(meta["receptive_field"][0]), units=tuple(entries),
+                      receptive_field=int(meta["receptive_field"][0]), units=units,
                       preview=preview, first_layer=first is not None,
-                      patch_is_image=_field_covers_image(group.attrs["receptive_field"],
-                                                         image_size),
+                      patch_is_image=_field_covers_image(attrs["receptive_field"], image_size),
                       filter_grid=first.grid if first else None,
-                      filter_cells=_filter_cells(first, len(entries)))
+                      filter_cells=_filter_cells(first, len(units)))
 
 
 def _field_covers_image(field: Any, image_size: int | None) -> bool:
@@ -201,72 +287,6 @@ def _filter_cells(first: FirstLayer | None, n_units: int) -> tuple[Crop, ...]:
     if first is None or first.grid is None:
         return ()
     return tuple(Crop(first.grid, *cell, *first.grid_size) for cell in first.cells[:n_units])
-
-
-class _Sheets:
-    """Crops of one layer's thumbnail and activation-map sheets, THUMB_GROUP units a sheet."""
-
-    def __init__(self, label: str, units: int, top_k: int, thumb_side: int | None,
-                 map_side: int | None) -> None:
-        self.label, self.units, self.top_k = label, units, top_k
-        self.thumb_side, self.map_side = thumb_side, map_side
-
-    def _crop(self, path: str, unit: int, rank: int, side: int) -> Crop:
-        rows = min(THUMB_GROUP, self.units - unit // THUMB_GROUP * THUMB_GROUP)
-        x, y = sheet_cell(unit % THUMB_GROUP, rank, side)
-        return Crop(path, x, y, side, side, *sheet_size(rows, self.top_k, side))
-
-    def thumb(self, unit: int, rank: int) -> Crop | None:
-        if self.thumb_side is None:
-            return None
-        path = _sheet_path("thumbs", self.label, unit // THUMB_GROUP, ".jpg")
-        return self._crop(path, unit, rank, self.thumb_side)
-
-    def heat(self, unit: int, rank: int) -> Crop | None:
-        if self.map_side is None:
-            return None
-        path = _sheet_path("maps", self.label, unit // THUMB_GROUP, ".png")
-        return self._crop(path, unit, rank, self.map_side)
-
-
-def _thumb_side(stored: int, image_size: int | None) -> int:
-    """Side of a thumbnail in the sheets (see THUMB_SIDE)."""
-    if image_size and image_size <= stored:
-        return stored
-    return min(THUMB_SIDE, stored)
-
-
-def _write_sheets(label: str, group: Any, out_dir: Path, writer: ImageWriter,
-                  image_size: int | None) -> _Sheets:
-    """Write the layer's thumbnail and activation-map sheets."""
-    thumbs = group["thumbs"] if "thumbs" in group else None
-    maps = group["maps"] if "maps" in group else None
-    units, top_k = group["patches"].shape[:2]
-    for start in range(0, units, THUMB_GROUP):
-        number = start // THUMB_GROUP
-        if thumbs is not None:
-            writer.save(thumb_sheet(thumbs[start:start + THUMB_GROUP],
-                                    _thumb_side(thumbs.shape[2], image_size)),
-                        out_dir / _sheet_path("thumbs", label, number, ".jpg"),
-                        quality=THUMB_QUALITY, full_colour=False)
-        if maps is not None:
-            writer.save(map_sheet(np.asarray(maps[start:start + THUMB_GROUP])),
-                        out_dir / _sheet_path("maps", label, number, ".png"))
-    thumb_side = _thumb_side(thumbs.shape[2], image_size) if thumbs is not None else None
-    map_side = max(pooled_maps(np.zeros((1, 1, *maps.shape[2:]))).shape[2:]) \
-        if maps is not None else None
-    return _Sheets(label, units, top_k, thumb_side, map_side)
-
-
-def _heat_box(extent: Any, image_size: int | None) -> tuple[float, ...] | None:
-    """Where the activation map lies over the image, as fractions of its side."""
-    if not extent or not image_size:
-        return None
-    return tuple(float(v) / image_size for v in extent)
-
-
-def _sheet_path(kind: str, label: str, group: int, suffix: str) -> str:
-    return f"{kind}/{label}/{group:03d}{suffix}"
 
 
 def _top_image(row: Any, tables: RunTables, tile: str, extra: list[str], geometry: Any,

@@ -10,7 +10,9 @@ served from any sub-path; nothing is fetched from outside it, and no fetch/XHR a
     assets/search-index.js      the search index, as a script
 
 The caller writes the images first; this module only links them, and refuses to link a file
-that is missing, because a broken atlas is found by a reader, not by the pipeline.
+that is missing, because a broken atlas is found by a reader, not by the pipeline. The layer and
+unit pages (a thousand and more) can be written by worker processes, each with its own template
+environment and one copy of the context (:class:`pipeline.atlas.parallel.Workers`).
 """
 
 import functools
@@ -19,6 +21,7 @@ import math
 import re
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote
@@ -28,6 +31,7 @@ from PIL import Image
 
 from pipeline.atlas.charts import class_chart, histogram_chart
 from pipeline.atlas.context import AtlasContext, LayerEntry, UnitEntry
+from pipeline.atlas.parallel import Workers
 from pipeline.atomic import write_bytes
 
 ASSETS_DIR = "assets"
@@ -41,6 +45,10 @@ CARD_MAX_MIN_WIDTH = 416
 # browser only enlarges them (tiny conv1 cells stay sharp squares); wider ones get shrunk,
 # where nearest-neighbour would alias and smoothing looks better.
 CRISP_MAX_WIDTH = CARD_MAX_MIN_WIDTH - 16
+# Unit pages are written in runs of MIN_PAGE_RUN to MAX_PAGE_RUN pages, about four runs per
+# worker (so that no worker is left with the last long run); a run is one task of a worker, and
+# a run of one page would cost more in messages than in rendering.
+MIN_PAGE_RUN, MAX_PAGE_RUN = 8, 64
 
 
 @functools.cache
@@ -251,9 +259,11 @@ def write_page(out_dir: Path, path: str, template: str, context: AtlasContext,
     return target
 
 
-def write_atlas(context: AtlasContext, out_dir: Path) -> Path:
+def write_atlas(context: AtlasContext, out_dir: Path, workers: Workers | None = None,
+                advance: Callable[[int], None] | None = None) -> Path:
     """Render ``index.html``, one page per layer and per unit, the search index and the
-    assets; return the index path.
+    assets; return the index path. The layer and unit pages are written on ``workers`` (default:
+    this process), in runs of pages; ``advance(n)`` is called as n more pages are written.
 
     Raises ``ValueError`` for a label that cannot be a file name or an image path that is not
     relative, and ``FileNotFoundError`` when a linked image has not been written yet.
@@ -261,48 +271,93 @@ def write_atlas(context: AtlasContext, out_dir: Path) -> Path:
     out_dir = Path(out_dir)
     _check_labels(context.layers)
     sizes = _image_sizes(context, out_dir)
-    env = environment()
-    common = {
-        "ctx": context,
-        "crisp_max_width": CRISP_MAX_WIDTH,
-        "card_max_min_width": CARD_MAX_MIN_WIDTH,
-    }
-
     _copy_assets(out_dir / ASSETS_DIR)
     _write_text(out_dir / ASSETS_DIR / "search-index.js", search_index(context))
     index = out_dir / "index.html"
-    page = env.get_template("index.html").render(
-        **common, **_page_helpers("", sizes), root="", current=None, prev_link=None,
+    page = environment().get_template("index.html").render(
+        **_common(context), **_page_helpers("", sizes), root="", current=None, prev_link=None,
         next_link=None)
     _write_text(index, _compact(page))
 
-    layer_page = env.get_template("layer.html")
-    layers = context.layers
-    for i, layer in enumerate(layers):
-        helpers = _page_helpers("../", sizes)
-        prev_layer = layers[i - 1] if i > 0 else None
-        next_layer = layers[i + 1] if i + 1 < len(layers) else None
-        page = layer_page.render(
-            **common, **helpers, root="../", current=layer,
-            tile_width=_widest_tile(layer, sizes), prev_layer=prev_layer, next_layer=next_layer,
-            prev_link=helpers["layer_href"](prev_layer) if prev_layer else None,
-            next_link=helpers["layer_href"](next_layer) if next_layer else None,
-        )
-        _write_text(out_dir / LAYERS_DIR / f"{layer.label}.html", _compact(page))
+    workers = workers or Workers(1)
+    runs = [PageRun(LAYERS_DIR, i, i + 1) for i in range(len(context.layers))]
+    pages = sum(layer.n_units for layer in context.layers)
+    size = max(MIN_PAGE_RUN, min(MAX_PAGE_RUN, math.ceil(pages / (4 * workers.count))))
+    runs += [PageRun(UNITS_DIR, start, min(start + size, pages))
+             for start in range(0, pages, size)]
 
-    unit_page = env.get_template("unit.html")
-    helpers = _page_helpers("../../", sizes)
-    sequence = [(layer, unit) for layer in layers for unit in layer.units]
-    for i, (layer, unit) in enumerate(sequence):
-        before = sequence[i - 1] if i > 0 else None
-        after = sequence[i + 1] if i + 1 < len(sequence) else None
-        page = unit_page.render(
-            **common, **helpers, root="../../", current=layer, unit=unit,
-            histogram=histogram_chart(unit.histogram, unit.n_zero),
-            class_rows=class_chart(unit.classes, unit.n_selectivity),
-            prev_unit=before, next_unit=after,
-            prev_link=helpers["unit_href"](*before) if before else None,
-            next_link=helpers["unit_href"](*after) if after else None,
-        )
-        _write_text(out_dir / unit_path(layer.label, unit.unit), _compact(page))
+    def done(run: PageRun) -> None:
+        if advance is not None:
+            advance(run.stop - run.start)
+
+    workers.map(_write_pages, runs, _Pages(context, sizes, out_dir), done)
     return index
+
+
+@dataclass(frozen=True)
+class PageRun:
+    """A task of :func:`write_atlas`: the layer pages ``start`` to ``stop`` (excluded), or the
+    unit pages ``start`` to ``stop`` of all units, layer after layer (``kind`` UNITS_DIR)."""
+
+    kind: str
+    start: int
+    stop: int
+
+
+@dataclass(frozen=True)
+class _Pages:
+    """What every page task reads: the whole context, and the linked images' sizes."""
+
+    context: AtlasContext
+    sizes: ImageSizes
+    out_dir: Path
+
+
+def _common(context: AtlasContext) -> dict:
+    return {"ctx": context, "crisp_max_width": CRISP_MAX_WIDTH,
+            "card_max_min_width": CARD_MAX_MIN_WIDTH}
+
+
+def _write_pages(pages: _Pages, run: PageRun) -> None:
+    """One task of :func:`write_atlas`, in a worker: write a run of layer or unit pages."""
+    if run.kind == LAYERS_DIR:
+        for number in range(run.start, run.stop):
+            _write_layer_page(pages, number)
+        return
+    sequence = [(layer, unit) for layer in pages.context.layers for unit in layer.units]
+    for number in range(run.start, run.stop):
+        _write_unit_page(pages, sequence, number)
+
+
+def _write_layer_page(pages: _Pages, number: int) -> None:
+    layers, sizes = pages.context.layers, pages.sizes
+    layer = layers[number]
+    helpers = _page_helpers("../", sizes)
+    prev_layer = layers[number - 1] if number > 0 else None
+    next_layer = layers[number + 1] if number + 1 < len(layers) else None
+    page = environment().get_template("layer.html").render(
+        **_common(pages.context), **helpers, root="../", current=layer,
+        tile_width=_widest_tile(layer, sizes), prev_layer=prev_layer, next_layer=next_layer,
+        prev_link=helpers["layer_href"](prev_layer) if prev_layer else None,
+        next_link=helpers["layer_href"](next_layer) if next_layer else None,
+    )
+    _write_text(pages.out_dir / LAYERS_DIR / f"{layer.label}.html", _compact(page))
+
+
+def _write_unit_page(pages: _Pages, sequence: list[tuple[LayerEntry, UnitEntry]],
+                     number: int) -> None:
+    """Unit page ``number`` of ``sequence`` (every unit, layer after layer), which its previous
+    and next links follow across layers."""
+    layer, unit = sequence[number]
+    helpers = _page_helpers("../../", pages.sizes)
+    before = sequence[number - 1] if number > 0 else None
+    after = sequence[number + 1] if number + 1 < len(sequence) else None
+    page = environment().get_template("unit.html").render(
+        **_common(pages.context), **helpers, root="../../", current=layer, unit=unit,
+        histogram=histogram_chart(unit.histogram, unit.n_zero),
+        class_rows=class_chart(unit.classes, unit.n_selectivity),
+        prev_unit=before, next_unit=after,
+        prev_link=helpers["unit_href"](*before) if before else None,
+        next_link=helpers["unit_href"](*after) if after else None,
+    )
+    _write_text(pages.out_dir / unit_path(layer.label, unit.unit), _compact(page))

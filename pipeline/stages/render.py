@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from pipeline import __version__
 from pipeline.atomic import read_json
-from pipeline.progress import progress
+from pipeline.errors import UserError
+from pipeline.progress import progress_bar
 from pipeline.stages.context import StageContext
 from pipeline.stages.inputs import analysed_model
 from pipeline.stages.registry import get_stage, list_stages, register_stage
 
 if TYPE_CHECKING:
+    from pipeline.atlas.context import AtlasContext
     from pipeline.atlas.gather import RunTables
+    from pipeline.atlas.parallel import Workers
 
 
 @register_stage("render", inputs=("prepare", "train", "activations", "rank", "deconv", "occlusion",
@@ -27,19 +32,31 @@ if TYPE_CHECKING:
                 loads_weights=True)
 def render(ctx: StageContext) -> None:
     """write the static HTML atlas"""
-    import torch
-    import zarr
-
-    from pipeline.atlas.context import AtlasContext, with_extras
-    from pipeline.atlas.first_layer import first_layer, shows_filters
-    from pipeline.atlas.gather import ImageWriter, layer_entry, skipped_images
-    from pipeline.atlas.render import write_atlas
-    from pipeline.data.classes import class_groups
-    from pipeline.data.images import read_data_warnings
+    from pipeline.atlas.parallel import Workers, worker_count
 
     workflow, layout = ctx.workflow, ctx.layout
     staged = ctx.output(layout.report_dir)
     staged.mkdir(parents=True)
+    count = worker_count(workflow.render.workers)
+    # Worker processes write the images and the layer and unit pages; the experiments' pages
+    # are few and stay in this process.
+    with Workers(count, scratch=staged) as workers, _pool_failure_explained(workflow, count):
+        # the workers start while this process imports torch and loads the model
+        workers.start(("pipeline.atlas.gather", "pipeline.atlas.render"))
+        _write(ctx, staged, workers)
+
+
+def _write(ctx: StageContext, staged: Path, workers: Workers) -> None:
+    """Write the atlas into ``staged``, the images and pages on ``workers``."""
+    import torch
+    import zarr
+
+    from pipeline.atlas.context import with_extras
+    from pipeline.atlas.first_layer import first_layer, shows_filters
+    from pipeline.atlas.gather import ImageWriter, LayerInput, gather_layers
+    from pipeline.atlas.render import write_atlas
+
+    workflow, layout = ctx.workflow, ctx.layout
     activations = zarr.open_group(layout.activations, mode="r")
     projections = zarr.open_group(layout.projections, mode="r")
     tables = _read_tables(layout, activations)
@@ -50,19 +67,40 @@ def render(ctx: StageContext) -> None:
     writer = ImageWriter()
     try:
         first = first_layer(model, staged, writer)
-        labels = activations.attrs["layers"]
-        first_label = next((label for label in labels
-                            if first and shows_filters(model, activations[label].attrs["module"],
-                                                       first)), None)
-        layers = [layer_entry(label, dict(activations[label].attrs), projections[label], tables,
-                              staged, writer, top_k, image_size,
-                              first if label == first_label else None)
-                  for label in progress(labels, "render", unit="layer")]
     finally:
         writer.close()
+    labels = activations.attrs["layers"]
+    first_label = next((label for label in labels
+                        if first and shows_filters(model, activations[label].attrs["module"],
+                                                   first)), None)
+    inputs = [LayerInput(label, dict(activations[label].attrs),
+                         first if label == first_label else None) for label in labels]
+    units = sum(int(projections[label]["patches"].shape[0]) for label in labels)
+    with _bar("render images", units, "unit") as bar:
+        layers = gather_layers(inputs, tables, layout.projections, staged, top_k, image_size,
+                               workers, bar.update)
+    context = _atlas_context(workflow, layout, tables, activations, projections, model,
+                             first, layers)
+    experiments = [entry for entry in EXPERIMENT_PAGES if get_stage(entry[0]).enabled(workflow)]
+    # every page's footer names the figures, the experiments' own pages included
+    context = dataclasses.replace(context, figures=(2, *sorted(entry[3] for entry in experiments)))
+    extras = [_experiment_pages(entry, ctx, context, tables, staged) for entry in experiments]
+    with _bar("render pages", len(layers) + units, "page") as bar:
+        write_atlas(with_extras(context, extras), staged, workers, bar.update)
+
+
+def _atlas_context(workflow, layout, tables: RunTables, activations, projections, model,
+                   first, layers) -> AtlasContext:
+    """Everything the atlas shows, but the experiments' pages."""
+    from pipeline.atlas.context import AtlasContext
+    from pipeline.atlas.gather import skipped_images
+    from pipeline.data.classes import class_groups
+    from pipeline.data.images import read_data_warnings
+
     metrics = read_json(layout.metrics) or {}
     stamps = {stage.name: read_json(layout.stamp(stage.name)) for stage in list_stages()}
-    context = AtlasContext(
+    image_size = int(projections.attrs.get("image_size", 0)) or None
+    return AtlasContext(
         title=workflow.render.title or f"Deconv Atlas: {workflow.name}",
         workflow=workflow.name, model_name=workflow.model.name,
         dataset_name=_dataset_name(workflow), n_images=int(activations.attrs["n_images"]),
@@ -70,7 +108,7 @@ def render(ctx: StageContext) -> None:
         top5=activations.attrs.get("top5"), val_accuracy=metrics.get("val_accuracy"),
         layers=tuple(layers), filters_image=first.grid if first else None,
         generated=dt.date.today().isoformat(), version=__version__,
-        method=str(projections.attrs["methods"][0]), top_k=top_k,
+        method=str(projections.attrs["methods"][0]), top_k=int(projections.attrs["top_k"]),
         methods=tuple(str(method) for method in projections.attrs["methods"]),
         parameters=sum(p.numel() for p in model.parameters()),
         input_size=image_size,
@@ -87,11 +125,30 @@ def render(ctx: StageContext) -> None:
         class_groups=class_groups(pd.read_parquet(layout.classes)),
         class_names=tuple(tables.classes),
     )
-    experiments = [entry for entry in EXPERIMENT_PAGES if get_stage(entry[0]).enabled(workflow)]
-    # every page's footer names the figures, the experiments' own pages included
-    context = dataclasses.replace(context, figures=(2, *sorted(entry[3] for entry in experiments)))
-    extras = [_experiment_pages(entry, ctx, context, tables, staged) for entry in experiments]
-    write_atlas(with_extras(context, extras), staged)
+
+
+@contextlib.contextmanager
+def _bar(desc: str, total: int, unit: str) -> Iterator[Any]:
+    bar = progress_bar(desc, total, unit=unit)
+    try:
+        yield bar
+    finally:
+        bar.close()
+
+
+@contextlib.contextmanager
+def _pool_failure_explained(workflow, count: int) -> Iterator[None]:
+    """A worker process that dies (killed for memory, most likely) breaks the whole pool, and
+    the library's message names no remedy: say which setting lowers the memory needed."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    try:
+        yield
+    except BrokenProcessPool:
+        raise UserError(f"{workflow.source}: a render worker process stopped abruptly (out of "
+                        "memory? any error it printed is above); set [render] workers to fewer "
+                        f"than {count} (1 renders in this process), then run render "
+                        "again") from None
 
 
 #: The pages beyond Figure 2: (stage, module of pipeline.atlas, function, the paper's figure).
