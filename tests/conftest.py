@@ -1,4 +1,11 @@
-"""Shared fixtures: a reduced copy of the demo workflow, run end to end in a temporary folder."""
+"""Shared fixtures: a reduced copy of the demo workflow, run end to end in a temporary folder.
+
+The ``slow`` marker (``python -m pytest -m "not slow"`` is the fast inner loop, under a minute
+on two cores; CI and ``python -m pytest`` run everything): tests that start the pipeline as a
+user would (``python -m pipeline`` in a subprocess) are marked in their modules; a test that
+uses a fixture below which does so (a finished run, a browser, a small filesystem) is marked
+here, so a new test on such a fixture is never silently fast-but-slow.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,16 @@ from pathlib import Path
 
 import pytest
 from support import TINY_DEMO, run_cli
+
+
+SLOW_FIXTURES = frozenset({"tiny_run", "seed_runs", "evil_runs", "browser", "small_filesystem"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``slow`` every test that depends on one of SLOW_FIXTURES."""
+    for item in items:
+        if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture
