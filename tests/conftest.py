@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from support import TINY_DEMO, run_cli
 
-
-SLOW_FIXTURES = frozenset({"tiny_run", "seed_runs", "evil_runs", "browser", "small_filesystem"})
+SLOW_FIXTURES = frozenset({"tiny_run", "seed_runs", "evil_runs", "evil_run", "browser",
+                           "small_filesystem"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

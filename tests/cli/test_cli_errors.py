@@ -2,6 +2,7 @@
 
 import fcntl
 
+import pytest
 from support import run_cli
 
 from pipeline.layout import RunLayout
@@ -16,6 +17,7 @@ def _assert_one_line_error(result, *fragments):
         assert fragment in lines[0]
 
 
+@pytest.mark.slow
 def test_misspelled_key_exits_2(tmp_path, write_workflow):
     path = write_workflow("[model]\nname = 'zfnet_small'\nimage_sise = 64\n"
                           "[data]\nsource='synthetic'\n")
@@ -23,6 +25,7 @@ def test_misspelled_key_exits_2(tmp_path, write_workflow):
     _assert_one_line_error(result, str(path), "model.image_sise", "model.image_size")
 
 
+@pytest.mark.slow
 def test_wrong_type_exits_2(tmp_path, write_workflow):
     path = write_workflow("[model]\nname = 'zfnet_small'\n[data]\nsource='synthetic'\n"
                           "[train]\nepochs = 'ten'\n")
@@ -30,6 +33,7 @@ def test_wrong_type_exits_2(tmp_path, write_workflow):
     _assert_one_line_error(result, str(path), "train.epochs", "expected int")
 
 
+@pytest.mark.slow
 def test_missing_data_directory_exits_2_and_names_it(tmp_path, write_workflow):
     missing = tmp_path / "no" / "such" / "val"
     path = write_workflow(f"[model]\nname = 'zfnet_small'\ncheckpoint = 'x.pt'\n"
@@ -38,16 +42,19 @@ def test_missing_data_directory_exits_2_and_names_it(tmp_path, write_workflow):
     _assert_one_line_error(result, str(missing), "data folder not found")
 
 
+@pytest.mark.slow
 def test_missing_workflow_file_exits_2(tmp_path):
     result = run_cli("run", "all", "-w", "nope.toml", cwd=tmp_path)
     _assert_one_line_error(result, "nope.toml", "not found")
 
 
+@pytest.mark.slow
 def test_unknown_stage_is_refused_by_the_parser(tmp_path):
     result = run_cli("run", "rnak", cwd=tmp_path)
     assert result.returncode == 2 and "invalid choice" in result.stderr
 
 
+@pytest.mark.slow
 def test_second_run_on_a_running_workflow_refuses(tmp_path, write_workflow):
     path = write_workflow("[model]\nname = 'zfnet_small'\n[data]\nsource='synthetic'\n"
                           "[train]\nenabled = true\n")
@@ -59,6 +66,7 @@ def test_second_run_on_a_running_workflow_refuses(tmp_path, write_workflow):
     _assert_one_line_error(result, "already running")
 
 
+@pytest.mark.slow
 def test_help_lists_the_commands(tmp_path):
     result = run_cli("--help", cwd=tmp_path)
     assert result.returncode == 0

@@ -1,6 +1,9 @@
 """`pipeline layers` prints each analysable layer with its shape and receptive field."""
 
+import pytest
 from support import REPO, run_cli
+
+pytestmark = pytest.mark.slow  # each test runs the pipeline in a subprocess
 
 
 def _rows(stdout: str) -> list[list[str]]:

@@ -126,6 +126,7 @@ def test_run_name_must_be_a_plain_folder_name(name, finished, capsys, monkeypatc
     assert not (finished / "escaped").exists() and not (finished.parent / "escaped").exists()
 
 
+@pytest.mark.slow
 def test_status_refuses_what_run_would_refuse(finished):
     (finished / "workflows" / "mistake.toml").write_text(
         _with({'name = "zfnet_small"': 'name = "zfnet_smal"'}), encoding="utf-8")
@@ -140,6 +141,7 @@ def test_status_refuses_what_run_would_refuse(finished):
         good.stdout
 
 
+@pytest.mark.slow
 def test_a_refused_typo_costs_no_finished_work(finished):
     """The issue's story: a typo, then the fix; nothing reruns."""
     (finished / "workflows" / "typo.toml").write_text(

@@ -8,7 +8,10 @@ import subprocess
 import sys
 from urllib.request import urlopen
 
+import pytest
 from support import REPO, run_cli
+
+pytestmark = pytest.mark.slow  # each test runs the pipeline in a subprocess
 
 
 def test_serve_prints_a_url_that_serves_the_atlas(tiny_run):

@@ -39,6 +39,7 @@ def test_rank_on_a_cluster_equals_the_local_scheduler(tiny_run, tmp_path, cluste
     assert len(local["topk"]) > 0 and local["units"]["dead"].any()
 
 
+@pytest.mark.slow
 def test_activations_as_shard_tasks_equal_a_local_run_bitwise(tiny_run, tmp_path, cluster):
     base = copy_run(tiny_run, tmp_path)
     store = base / "runs" / "tiny" / "activations.zarr"
@@ -63,6 +64,7 @@ def test_activations_as_shard_tasks_equal_a_local_run_bitwise(tiny_run, tmp_path
     assert "activations  done" in status.stdout, status.stdout
 
 
+@pytest.mark.slow
 def test_an_unreachable_scheduler_is_one_line_and_exit_2(tiny_run, tmp_path):
     base = copy_run(tiny_run, tmp_path)
     result = run_cli("run", "rank", "-w", "workflows/tiny.toml", "--scheduler",
@@ -72,6 +74,7 @@ def test_an_unreachable_scheduler_is_one_line_and_exit_2(tiny_run, tmp_path):
     assert "dask scheduler" in result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("option", ["gpu = true"])
 def test_asking_for_gpus_on_a_cluster_without_them_is_refused(tiny_run, tmp_path, cluster,
                                                                option):
@@ -86,6 +89,7 @@ def test_asking_for_gpus_on_a_cluster_without_them_is_refused(tiny_run, tmp_path
     assert "activations.zarr" in before
 
 
+@pytest.mark.slow
 def test_a_scheduler_without_workers_is_refused_not_waited_on(tiny_run, tmp_path):
     from distributed import LocalCluster
 

@@ -9,6 +9,7 @@ from urllib.request import urlopen
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 from compare_runs import EVIL, EVIL_RUN, seed_workflow, write
 from PIL import Image
@@ -143,6 +144,7 @@ def test_second_layer_shows_each_runs_most_selective_units_first(seed_runs, site
                                       top.repeat(scale, axis=0).repeat(scale, axis=1))
 
 
+@pytest.mark.slow
 def test_refuses_a_single_workflow_or_three_as_usage_errors(seed_runs):
     one = run_cli("compare", "-w", "workflows/seed1.toml", cwd=seed_runs)
     three = run_cli("compare", "-w", "workflows/seed1.toml", "-w", "workflows/seed2.toml",
@@ -153,6 +155,7 @@ def test_refuses_a_single_workflow_or_three_as_usage_errors(seed_runs):
         assert f"give exactly two workflows (-w A.toml -w B.toml), got {count}" in result.stderr
 
 
+@pytest.mark.slow
 def test_refuses_unfinished_stale_and_identical_runs_in_one_line(seed_runs):
     write(seed_runs, "unrun", seed_workflow(3))
     # the same run folder as seed1, with another top_k: its ranking is stale
@@ -172,6 +175,7 @@ def test_refuses_unfinished_stale_and_identical_runs_in_one_line(seed_runs):
     assert len(same.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_replaces_its_own_site_but_never_another_folder(seed_runs, tmp_path):
     args = ("compare", "-w", "workflows/seed1.toml", "-w", "workflows/seed2.toml", "-o")
     out = tmp_path / "site"

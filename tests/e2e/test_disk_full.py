@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 import zarr
 from support import TINY_DEMO, store_arrays
@@ -15,6 +16,8 @@ from support import TINY_DEMO, store_arrays
 from pipeline.atomic import read_json
 from pipeline.layout import RunLayout
 from pipeline.stages import list_stages
+
+pytestmark = pytest.mark.slow  # each test runs the pipeline in a subprocess
 
 STAGES = [stage.name for stage in list_stages()]  # the reduced demo runs every stage
 WORKFLOW = ("-w", "workflows/tiny.toml")

@@ -15,6 +15,8 @@ from support import REPO, TINY_DEMO, run_cli
 
 from pipeline.stages import list_stages
 
+pytestmark = pytest.mark.slow  # each test runs the pipeline in a subprocess
+
 STAGES = [stage.name for stage in list_stages()]  # the demo runs every stage
 
 

@@ -18,6 +18,8 @@ from support import REPO, run_cli, write_images
 from pipeline.atomic import read_json
 from pipeline.layout import RunLayout
 
+pytestmark = pytest.mark.slow  # each test runs the pipeline in a subprocess
+
 WORKFLOW = """
 [data]
 source = "imagefolder"

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 import zarr
 from support import run_cli
 
@@ -26,6 +27,7 @@ def _ran(stdout: str) -> list[str]:
     return re.findall(r"^\[(\w+)\] running", stdout, flags=re.MULTILINE)
 
 
+@pytest.mark.slow
 def test_run_all_builds_every_output(tiny_run):
     run = tiny_run / "runs" / "tiny"
     manifest = pd.read_parquet(run / "manifest.parquet")
@@ -69,6 +71,7 @@ def test_atlas_has_every_layer_and_unit(tiny_run):
     assert all(not link.startswith(("/", "http:", "https:", "file:")) for link in links)
 
 
+@pytest.mark.slow
 def test_second_run_is_all_up_to_date(tiny_run):
     result = run_cli("run", "all", *WORKFLOW, cwd=tiny_run)
     assert result.returncode == 0, result.stderr
@@ -77,6 +80,7 @@ def test_second_run_is_all_up_to_date(tiny_run):
     assert "reports/tiny/index.html" in result.stdout
 
 
+@pytest.mark.slow
 def test_single_stage_rerun_with_the_same_outputs_keeps_downstream_done(tiny_run):
     """Stamps are by content: rank reruns, writes the same tables, and nothing after it is
     stale (tests/runner/test_stamps.py covers reruns whose outputs change)."""

@@ -1,9 +1,13 @@
-"""The real AlexNet workflow runs offline from weights in a temporary torch hub cache."""
+"""The real AlexNet workflow runs offline from weights in a temporary torch hub cache (its class
+mapping alone: tests/data/test_imagenet_class_mapping.py, in the fast loop)."""
 
 import pandas as pd
+import pytest
 import torch
 import torchvision
 from support import REPO, run_cli, write_images
+
+pytestmark = pytest.mark.slow  # each test runs the pipeline in a subprocess
 
 WNIDS = ["n01440764", "n02099601"]  # tench, golden retriever: model labels 0 and 207
 
@@ -30,7 +34,6 @@ def test_alexnet_workflow_from_the_hub_cache_to_an_atlas(tmp_path, monkeypatch):
     run = tmp_path / "runs" / "alexnet-imagenet"
     classes = pd.read_parquet(run / "classes.parquet")
     assert len(classes) == 1000 and classes.loc[207, "name"] == weights.meta["categories"][207]
-    assert sorted(pd.read_parquet(run / "manifest.parquet")["label"].unique()) == [0, 207]
     index = tmp_path / "reports" / "alexnet-imagenet" / "index.html"
     assert index.is_file() and str(index) in result.stdout
     pages = sorted(p.name for p in (index.parent / "layers").glob("*.html"))

@@ -17,6 +17,8 @@ from support import (
     write_images,
 )
 
+pytestmark = pytest.mark.slow  # each test runs the pipeline in a subprocess
+
 CLASSES = ["a", "b", "c", "d"]
 
 

@@ -2,9 +2,12 @@
 
 import numpy as np
 import pandas as pd
+import pytest
 import zarr
 from PIL import Image
 from support import folder_workflow, run_cli, save_random_checkpoint, write_images
+
+pytestmark = pytest.mark.slow  # each test runs the pipeline in a subprocess
 
 
 def test_bad_files_are_skipped_and_listed_and_the_rest_analysed(tmp_path, write_workflow):

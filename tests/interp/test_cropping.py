@@ -136,6 +136,7 @@ def test_cost_rule_is_the_area_rule_without_shared_images() -> None:
     assert not conv5.pays([0] * 4, boxes, 64)  # one image: the full path needs only 1 + 4
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("_always_crop")
 def test_alexnet_every_layer_centre_edges_corners(_spy: list[int]) -> None:
     model = _model("alexnet")
@@ -150,6 +151,7 @@ def test_alexnet_every_layer_centre_edges_corners(_spy: list[int]) -> None:
     assert sum(_spy) >= 9 * len(ALEXNET_LAYERS)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("_always_crop")
 @pytest.mark.parametrize("method", ["guided", "gradient"])
 def test_alexnet_masking_rules_at_160_px(method: str) -> None:
@@ -162,6 +164,7 @@ def test_alexnet_masking_rules_at_160_px(method: str) -> None:
         _assert_same(model, layer, _requests(model, layer, x, _border_positions(h, w)), method)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("_always_crop")
 def test_resnet18_downsample_branches(_spy: list[int]) -> None:
     model = _model("resnet18")

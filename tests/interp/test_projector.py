@@ -89,10 +89,12 @@ def _compare_with_captum(model: nn.Module, layers: list[str], size: int) -> None
 ALEXNET_RELUS = ["features.1", "features.4", "features.7", "features.9", "features.11"]
 
 
+@pytest.mark.slow
 def test_alexnet_matches_captum(alexnet: nn.Module) -> None:
     _compare_with_captum(alexnet, ALEXNET_RELUS, 128)
 
 
+@pytest.mark.slow
 def test_vgg16_matches_captum(vgg16: nn.Module) -> None:
     relus = [n for n, m in vgg16.features.named_modules() if isinstance(m, nn.ReLU)]
     assert len(relus) == 13

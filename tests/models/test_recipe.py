@@ -57,6 +57,7 @@ def test_zfnet_feature_maps_at_224_are_the_papers() -> None:
     assert [layer.out_shape for layer in layers] == [(c, w, w) for _, w, c in convs]
 
 
+@pytest.mark.slow
 def test_the_recipe_draws_weights_from_n_0_001_and_zeroes_biases(write_workflow) -> None:
     train = load_workflow(write_workflow(RECIPE)).train
     assert train.init_std == 0.01
@@ -75,6 +76,7 @@ def test_the_recipe_draws_weights_from_n_0_001_and_zeroes_biases(write_workflow)
     assert torch.equal(again.features.conv1.weight, model.features.conv1.weight)
 
 
+@pytest.mark.slow
 def test_every_recipe_step_leaves_each_conv_filter_within_rms_0_1(write_workflow) -> None:
     """Four steps of the recipe (SGD, lr 0.01, momentum 0.9, dropout) on eight augmented images:
     one filter per layer is set far beyond the radius first, so the cap must act on step one,

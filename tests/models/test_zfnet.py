@@ -164,6 +164,7 @@ def test_filter_renormalisation_caps_only_filters_beyond_the_radius() -> None:
     assert rms[0].item() == pytest.approx(0.1) and rms[1].item() == pytest.approx(0.01)
 
 
+@pytest.mark.slow
 def test_sgd_with_filter_radius_learns_and_keeps_filters_inside_it() -> None:
     from pipeline.models.training import scale_first_conv, train_classifier
 

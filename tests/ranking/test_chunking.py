@@ -62,8 +62,9 @@ def reference(values, tmp_path_factory) -> object:
     return rank_store(write_store(tmp_path_factory.mktemp("ref") / "a.zarr", values, 100), K)
 
 
-@pytest.mark.parametrize(("chunk_size", "rows"), [(1, 7), (37, 37), (64, 192), (1000, 1000),
-                                                   (100, None), (250, 750)])
+@pytest.mark.parametrize(("chunk_size", "rows"), [
+    pytest.param(1, 7, marks=pytest.mark.slow),  # a chunk per image: thousands of dask tasks
+    (37, 37), (64, 192), (1000, 1000), (100, None), (250, 750)])
 def test_topk_and_statistics_are_independent_of_chunking(values, reference, tmp_path,
                                                          chunk_size, rows):
     tables = rank_store(write_store(tmp_path / "a.zarr", values, chunk_size), K, rows=rows)

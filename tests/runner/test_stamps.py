@@ -51,6 +51,7 @@ def _ran(stdout: str) -> list[str]:
     return re.findall(r"^\[(\w+)\] running", stdout, flags=re.MULTILINE)
 
 
+@pytest.mark.slow
 def test_epochs_rerun_train_and_what_follows_not_prepare(finished):
     text = TINY_DEMO.replace("epochs = 2", "epochs = 3")
     assert _states(finished, text) == {"prepare": "done", **dict.fromkeys(STAGES[1:], "stale")}
@@ -125,6 +126,7 @@ def test_a_new_checkpoint_under_the_same_name_is_new_work(finished):
                                         **dict.fromkeys(loading, "stale")}
 
 
+@pytest.mark.slow
 def test_stamps_of_release_0_3_0_are_migrated_not_invalidated(finished):
     """The stamps in legacy_0_3_0/ were written by release 0.3.0 running TINY_DEMO (without
     snapshots, which 0.3.0 did not have); its keys hash the config and per-run tokens. Put in
@@ -156,6 +158,7 @@ def test_stamps_of_release_0_3_0_are_migrated_not_invalidated(finished):
                       **dict.fromkeys(["rank", "deconv", "render"], "stale")}
 
 
+@pytest.mark.slow
 def test_the_image_files_are_part_of_the_keys_of_the_stages_that_read_them(tmp_path,
                                                                           write_workflow):
     """prepare's key covers the listing of the image folders, and the keys of the stages that
@@ -217,6 +220,7 @@ def test_the_legacy_key_is_0_3_0s_and_ignores_options_added_since(tmp_path, monk
     assert stamps.legacy_key(changed, "rank", {}) is None
 
 
+@pytest.mark.slow
 def test_a_0_3_0_run_of_the_same_workflow_reruns_nothing(finished):
     """With the stages 0.4.0 added turned off, 0.3.0's stamps are the whole run: all done."""
     off = {"occlusion": "off", "evolution": "off", "invariance": "off"}

@@ -9,7 +9,10 @@ import re
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from support import folder_workflow, run_cli, save_random_checkpoint, write_images
+
+pytestmark = pytest.mark.slow  # each test runs the pipeline in a subprocess
 
 MESSAGE = "class folder 'empty' has no images"
 

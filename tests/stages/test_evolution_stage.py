@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 import zarr
 from support import folder_workflow, run_cli, save_random_checkpoint, write_images
 
@@ -33,6 +34,7 @@ def _state(base: Path, stage: str) -> str:
     return re.search(rf"^{stage}\s+(\S+)", result.stdout, re.MULTILINE).group(1)
 
 
+@pytest.mark.slow
 def test_a_missing_checkpoint_is_refused_naming_the_setting_and_the_file(tmp_path):
     present = save_random_checkpoint(tmp_path / "weights" / "epoch_1.pt", len(CLASSES), seed=1)
     _workflow(tmp_path, [present, tmp_path / "weights" / "epoch_9.pt"])
@@ -44,6 +46,7 @@ def test_a_missing_checkpoint_is_refused_naming_the_setting_and_the_file(tmp_pat
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.zarr"))
 
 
+@pytest.mark.slow
 def test_listed_checkpoints_are_compared_in_order_and_their_content_is_in_the_key(tmp_path):
     first = save_random_checkpoint(tmp_path / "weights" / "early.pt", len(CLASSES), seed=1)
     second = save_random_checkpoint(tmp_path / "weights" / "late.pt", len(CLASSES), seed=2)

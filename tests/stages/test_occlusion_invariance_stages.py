@@ -105,6 +105,7 @@ def stamps(base) -> dict[str, str]:
     ("occlusion", 'layer = "conv9"', "[occlusion] layer"),
     ("invariance", 'files = ["nope.png"]', "[invariance] files"),
 ])
+@pytest.mark.slow
 def test_a_bad_option_exits_2_with_one_line_and_keeps_the_stamps(copied_run, section, option,
                                                                    named):
     (copied_run / "workflows" / "tiny.toml").write_text(

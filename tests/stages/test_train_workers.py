@@ -16,6 +16,8 @@ from support import REPO, run_cli, write_images
 
 from pipeline.layout import RunLayout
 
+pytestmark = pytest.mark.slow  # each test runs the pipeline in a subprocess
+
 WORKFLOW = """
 [data]
 source = "imagefolder"
