@@ -55,7 +55,8 @@ def main() -> None:
     parser.add_argument("--device", default=None, help="device of every stage (default: the "
                         "workflow's, 'auto')")
     parser.add_argument("--workers", type=int, default=None,
-                        help="[activations] num_workers (default: the workflow's)")
+                        help="[activations] and [deconv] num_workers, [render] workers "
+                        "(default: the workflow's)")
     parser.add_argument("--data", type=Path, default=None, help="folder of the generated images, "
                         "kept and reused by the next run with the same --images (default: a "
                         "temporary folder)")
@@ -108,14 +109,17 @@ def generate_images(root: Path, images: int) -> Path:
 def write_workflow(work: Path, model: str, device: str | None, workers: int | None) -> Path:
     """A copy of ``workflows/<model>-imagenet.toml`` in ``work`` (same file name, so the same
     run folder name), with ``device`` set in every section that has one and ``workers`` as
-    ``[activations] num_workers``."""
+    the decoding processes of activations and deconv (``num_workers``) and render's
+    (``workers``)."""
     source = REPO / "workflows" / f"{model}-imagenet.toml"
     table = tomllib.loads(source.read_text(encoding="utf-8"))
     if device:
         for section in DEVICE_SECTIONS:
             table.setdefault(section, {})["device"] = device
     if workers is not None:
-        table.setdefault("activations", {})["num_workers"] = workers
+        for section, key in (("activations", "num_workers"), ("deconv", "num_workers"),
+                             ("render", "workers")):
+            table.setdefault(section, {})[key] = workers
     target = work / "workflows" / source.name
     target.parent.mkdir(parents=True)
     target.write_text(to_toml(table), encoding="utf-8")

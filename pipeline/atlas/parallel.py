@@ -37,17 +37,32 @@ from typing import Any
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
+MAX_DEFAULT_WORKERS = 32  # beyond this the pages' shared input costs more than the cores give
+
+
 def worker_count(setting: int) -> int:
     """Processes for ``[render] workers``: the setting, or with 0 one per CPU core this
-    process may use."""
+    process may use: its affinity, within a container's CPU limit (cgroup v2 ``cpu.max``,
+    which the affinity ignores), at most MAX_DEFAULT_WORKERS."""
     if setting > 0:
         return setting
     counter = getattr(os, "process_cpu_count", None)  # Python 3.13
     if counter is not None:
-        return counter() or 1
-    if hasattr(os, "sched_getaffinity"):  # what process_cpu_count reads on Linux
-        return len(os.sched_getaffinity(0)) or 1
-    return os.cpu_count() or 1
+        cores = counter() or 1
+    elif hasattr(os, "sched_getaffinity"):  # what process_cpu_count reads on Linux
+        cores = len(os.sched_getaffinity(0)) or 1
+    else:
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, _cgroup_cpus() or cores, MAX_DEFAULT_WORKERS))
+
+
+def _cgroup_cpus(path: Path = Path("/sys/fs/cgroup/cpu.max")) -> int | None:
+    """The CPUs a cgroup v2 quota allows (rounded up), None without a quota or a cgroup."""
+    try:
+        quota, period = path.read_text(encoding="ascii").split()[:2]
+        return None if quota == "max" else max(1, -(-int(quota) // int(period)))
+    except (OSError, ValueError):
+        return None
 
 
 class Workers:

@@ -71,7 +71,7 @@ class DecodedImages:
                 if crops.dtype != np.uint8 or crops.shape[1:] != (3, side, side):
                     raise ValueError(f"expected uint8 crops [3, {side}, {side}], got "
                                      f"{crops.dtype} {crops.shape[1:]}")
-                os.pwrite(out.fileno(), np.ascontiguousarray(crops).tobytes(), position * size)
+                _write_at(out.fileno(), np.ascontiguousarray(crops).tobytes(), position * size)
                 position += len(crops)
                 reasons.update((int(i), r) for i, r in zip(image_ids, why, strict=True) if r)
                 if advance is not None:
@@ -81,6 +81,10 @@ class DecodedImages:
         write_json(folder / INDEX, {"ids": ids.tolist(), "side": side,
                                     "reasons": {str(k): v for k, v in reasons.items()}})
         return cls(folder, ids, side, reasons)
+
+    def unreadable(self) -> list[tuple[int, str]]:
+        """(image id, reason) of every image that could not be read, by id."""
+        return sorted(self.reasons.items())
 
     def read(self, image_ids: np.ndarray) -> np.ndarray:
         """The crops of ``image_ids`` (each one of ``ids``), ``uint8 [n, 3, side, side]``; an
@@ -100,3 +104,11 @@ class DecodedImages:
     def readable(self, image_ids: np.ndarray) -> np.ndarray:
         """Whether each of ``image_ids`` was read (False: zeros stand in for it)."""
         return np.array([int(i) not in self.reasons for i in image_ids], dtype=bool)
+
+
+def _write_at(fd: int, data: bytes, offset: int) -> None:
+    """All of ``data`` at ``offset`` (``pwrite`` may write less than asked)."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written

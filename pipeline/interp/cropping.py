@@ -147,7 +147,7 @@ def probe_positions(strength: Tensor) -> list[tuple[int, int]]:
     xs = torch.arange(w, device=strength.device).view(1, w)
     found: list[tuple[int, int]] = []
     for ay, ax in ((h // 2, w // 2), (h - 1, w - 1), (0, 0)):
-        distance = torch.maximum((ys - ay).abs(), (xs - ax).abs()).double()
+        distance = torch.maximum((ys - ay).abs(), (xs - ax).abs()).float()  # MPS: no float64
         distance[strength == 0] = float("inf")
         best = int(distance.flatten().argmin())
         if distance.flatten()[best] < float("inf"):

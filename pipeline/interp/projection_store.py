@@ -17,9 +17,12 @@ Why blocks: a VGG16 layer's arrays are about a gigabyte, so a layer is never hel
 are taken a block at a time (``block_units`` of them, a fixed number of projections), their
 requests sorted by image so the engine shares forward passes, and the block is written as whole
 chunks (one chunk per unit) before the next starts: memory depends on the block, not on the
-number of units. After each block ``progress/<label>.json`` records how many units are written,
-so a killed run continues at the next block; blocks are the same in every run of one workflow,
-so the resumed arrays equal an uninterrupted run's.
+number of units. After each block ``progress/<label>.json`` records how many units are written
+(and the batch size), so a killed run continues at the next block. Blocks and batches follow
+from ``top_k`` and ``[deconv] batch_size``, so a run resumed with the same batch size and device
+gives the arrays of an uninterrupted run; with another batch size (say, smaller after running
+out of GPU memory) the units still to do are batched differently, which changes the engine's
+rounding (not its result) in the last bits.
 """
 
 from __future__ import annotations
@@ -86,6 +89,7 @@ def create_store(path: Path, layers: Sequence[LayerPlan], methods: Sequence[str]
     if (path / "zarr.json").exists():
         existing = zarr.open_group(path, mode="r+")
         if existing.attrs.get("plan") == plan:  # set last: a store cut off while created is redone
+            existing.attrs.update(attrs)  # this run's (a resumed run may run on another device)
             return existing
     remove(path)
     root = zarr.open_group(path, mode="w")
@@ -126,6 +130,13 @@ def units_written(path: Path, label: str) -> int:
     return int((read_json(path / "progress" / f"{label}.json") or {}).get("units", 0))
 
 
+def batch_sizes_written(path: Path) -> set[int]:
+    """The ``[deconv] batch_size`` of the blocks already written (empty: none yet)."""
+    folder = path / "progress"
+    return {int(read_json(record).get("batch_size", 0)) for record in folder.glob("*.json")} \
+        if folder.is_dir() else set()
+
+
 def finish_store(path: Path) -> None:
     """Drop the progress records and the decoded images (they are not part of the zarr tree)."""
     remove(path / "progress")
@@ -163,7 +174,8 @@ class BlockProjector:
                     group[name][:, start:stop] = values
                 else:
                     group[name][start:stop] = values
-            write_json(path / "progress" / f"{layer.label}.json", {"units": stop})
+            write_json(path / "progress" / f"{layer.label}.json",
+                       {"units": stop, "batch_size": self.batch_size})
 
     def _block(self, rows: pd.DataFrame, layer: LayerPlan, tile: tuple[int, int], first: int,
                units: int, advance: Callable[[int], object]) -> dict[str, np.ndarray]:

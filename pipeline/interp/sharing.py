@@ -21,8 +21,11 @@ def identical(images: Tensor) -> tuple[list[int], list[int]]:
     """(group of each image, first image of each group): images are grouped when equal."""
     n = images.shape[0]
     flat = images.reshape(n, -1)
-    probe = torch.linspace(-1.0, 1.0, flat.shape[1], dtype=torch.float64, device=flat.device)
-    keys = (flat.double() @ probe).tolist() if n > 1 else [0.0] * n  # cheap fingerprint
+    # float64 where the device has it (Apple's MPS has not): the fingerprint only narrows the
+    # search, so a coarser one costs comparisons, never a wrong group
+    dtype = torch.float32 if flat.device.type == "mps" else torch.float64
+    probe = torch.linspace(-1.0, 1.0, flat.shape[1], dtype=dtype, device=flat.device)
+    keys = (flat.to(dtype) @ probe).tolist() if n > 1 else [0.0] * n  # cheap fingerprint
     buckets: dict[float, list[int]] = {}
     reps: list[int] = []
     inverse = [0] * n

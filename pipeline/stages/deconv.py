@@ -35,7 +35,6 @@ def deconv(ctx: StageContext) -> None:
         create_store,
         finish_store,
         layer_plans,
-        units_written,
     )
     from pipeline.models.preprocessing import preprocessing
     from pipeline.stages.inputs import analysed_model, analysed_pixels
@@ -53,10 +52,7 @@ def deconv(ctx: StageContext) -> None:
         staged = ctx.output(layout.projections, resumable=True)
         create_store(staged, layers, spec.methods, workflow.rank.top_k, prep.crop,
                      {"device": str(device)})
-        resumed = sum(units_written(staged, layer.label) for layer in layers)
-        if resumed:
-            total = sum(layer.channels for layer in layers)
-            print(f"[deconv] resuming: {resumed} of {total} units already projected")
+        _say_resumed(staged, layers, spec.batch_size)
         ids = np.unique(topk["image_id"].to_numpy())
         bar = progress_bar("decode top images", total=len(ids), unit="img")
         decoded = DecodedImages.build(
@@ -65,6 +61,7 @@ def deconv(ctx: StageContext) -> None:
         bar.close()
         if decoded.reused:
             print(f"[deconv] reusing the {len(ids)} top images a killed run had decoded")
+        _check_readable(decoded, manifest, len(ids))
         job = BlockProjector(model, spec.methods, decoded, prep.normalise(),
                              workflow.rank.top_k, spec.batch_size)
         bar = progress_bar("deconv", total=len(topk) * len(spec.methods), unit="proj")
@@ -72,3 +69,36 @@ def deconv(ctx: StageContext) -> None:
             job.layer(staged, layer, topk[topk["layer"] == layer.label], bar.update)
         bar.close()
         finish_store(staged)
+
+
+def _say_resumed(staged, layers, batch_size: int) -> None:
+    """Say how much a killed run had projected, and whether it batched differently."""
+    from pipeline.interp.projection_store import batch_sizes_written, units_written
+
+    resumed = sum(units_written(staged, layer.label) for layer in layers)
+    if not resumed:
+        return
+    total = sum(layer.channels for layer in layers)
+    print(f"[deconv] resuming: {resumed} of {total} units already projected")
+    earlier = batch_sizes_written(staged) - {batch_size}
+    if earlier:
+        print(f"[deconv] those were projected with batch_size {sorted(earlier)[0]}, the rest "
+              f"with {batch_size}: equal up to rounding in the last bits, not bitwise")
+
+
+def _check_readable(decoded, manifest: pd.DataFrame, n_images: int) -> None:
+    """Top images that cannot be read now were read by the activations stage: the data changed
+    under the run. A few are shown as missing (and said here); none at all is an error."""
+    from pipeline.errors import UserError
+
+    unreadable = decoded.unreadable()
+    if not unreadable:
+        return
+    image_id, reason = unreadable[0]
+    where = f"{manifest['path'].iat[image_id]} ({reason})"
+    if len(unreadable) == n_images:
+        raise UserError(f"none of the {n_images} top images can be read now, e.g. {where}; "
+                        "the data folder changed since the activations stage read it: restore "
+                        "it, or run `run all --force` to analyse the folder as it is now")
+    print(f"[deconv] warning: {len(unreadable)} of {n_images} top images cannot be read now, "
+          f"e.g. {where}; they are left blank: restore them and run `run deconv` again")

@@ -19,7 +19,7 @@ import pytest
 from support import REPO
 
 from pipeline.atlas.gather import LayerInput, gather_layers
-from pipeline.atlas.parallel import Workers, worker_count
+from pipeline.atlas.parallel import MAX_DEFAULT_WORKERS, Workers, _cgroup_cpus, worker_count
 from pipeline.config import load_workflow
 from pipeline.layout import RunLayout
 from pipeline.stages import get_stage
@@ -133,5 +133,15 @@ def _alive(pid: int) -> bool:
 
 def test_zero_workers_is_one_per_usable_core():
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    assert worker_count(0) == cores
+    assert worker_count(0) == min(cores, _cgroup_cpus() or cores, MAX_DEFAULT_WORKERS)
     assert worker_count(3) == 3
+
+
+def test_a_containers_cpu_quota_is_read_rounded_up(tmp_path):
+    quota = tmp_path / "cpu.max"
+    for text, cpus in (("150000 100000\n", 2), ("800000 100000\n", 8), ("max 100000\n", None),
+                       ("garbage", None)):
+        quota.write_text(text)
+        assert _cgroup_cpus(quota) == cpus
+    assert _cgroup_cpus(tmp_path / "absent") is None
+    assert 1 <= worker_count(0) <= MAX_DEFAULT_WORKERS

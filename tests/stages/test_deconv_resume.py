@@ -89,3 +89,27 @@ def test_killed_deconv_resumes_after_its_last_block(tiny_run, tmp_path):
         for name in ARRAYS:
             np.testing.assert_array_equal(resumed[label][name][:], expected[label][name][:],
                                           err_msg=f"{label}/{name}")
+
+
+def test_a_top_image_unreadable_since_activations_is_left_blank_and_said(tiny_run, tmp_path):
+    import pandas as pd
+
+    base = _copy(tiny_run, tmp_path / "changed")
+    run = base / "runs" / "tiny"
+    topk = pd.read_parquet(run / "topk.parquet")
+    image_id = int(topk["image_id"].value_counts().index[0])  # the top image of most units
+    path = pd.read_parquet(run / "manifest.parquet")["path"].iat[image_id]
+    data = run / "data" / "val" / path  # the demo's generated images
+    data.write_bytes(data.read_bytes()[:100])
+    result = run_cli("run", "deconv", "-w", "workflows/tiny.toml", cwd=base)
+    assert result.returncode == 0, result.stderr[-2000:]
+    n_images = topk["image_id"].nunique()
+    assert f"[deconv] warning: 1 of {n_images} top images cannot be read now, e.g. {path}" \
+        in result.stdout
+    store = zarr.open_group(run / "projections.zarr", mode="r")
+    rows = topk[topk["image_id"] == image_id]
+    for row in rows.itertuples(index=False):
+        assert (store[row.layer]["boxes"][row.unit, row.rank] == -1).all()
+        assert not store[row.layer]["projections"][:, row.unit, row.rank].any()
+    others = topk[topk["image_id"] != image_id].iloc[0]
+    assert (store[others["layer"]]["boxes"][others["unit"], others["rank"]] >= 0).all()
