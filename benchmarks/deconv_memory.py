@@ -8,7 +8,13 @@ of the first U units for every U in ``--units`` exactly as the stage does (decod
 zarr), and prints each process's peak resident memory, the growth between the counts, and what
 the layer's arrays alone would take if they were held whole (as releases before 0.5.0 did).
 
+Peak resident memory also creeps with the number of allocations when glibc's malloc raises its
+mmap threshold as blocks are freed (arena fragmentation, not data held): measured on 2 cores,
+24 -> 72 units: +124 MB by default, +15 MB with the threshold fixed by
+``MALLOC_MMAP_THRESHOLD_=1048576`` (the layer's arrays held whole: +148 MB).
+
     python benchmarks/deconv_memory.py                        # VGG16 conv5_3, 8 and 64 units, top 9
+    MALLOC_MMAP_THRESHOLD_=1048576 python benchmarks/deconv_memory.py --units 24,72
     python benchmarks/deconv_memory.py --units 64,512 --device cuda
 """
 
