@@ -19,7 +19,7 @@ loop runs after `run all`, so on a machine with the memory to hold the set both 
 from the page cache (the generator has just written them); a cold first read is not measured.
 
     python benchmarks/end_to_end.py                      # N = 5,000 on a CPU, 50,000 on a GPU
-    python benchmarks/end_to_end.py --images 300 --workers 2 --data /tmp/imagenet-like-300
+    python benchmarks/end_to_end.py --images 300 --workers 2 --data imagenet-like-300
     python benchmarks/end_to_end.py --model vgg16 --device cuda --keep
 """
 
