@@ -47,15 +47,35 @@ class Watched:
                      and self.problems.append(f"console: {message.text}"))
         self.page.on("pageerror", lambda error: self.problems.append(f"page error: {error}"))
         self.page.on("requestfailed", self._failed)
+        # requests the page has started and not yet finished: leaving a page cancels them
+        # (net::ERR_ABORTED), which is no fault of the page, so `open` lets them finish first
+        self.in_flight: set = set()
+        self.page.on("request", lambda request: self.in_flight.add(request))
+        self.page.on("requestfinished", lambda request: self.in_flight.discard(request))
 
     def _failed(self, request) -> None:
+        self.in_flight.discard(request)
         # the browser asks for the tab's icon after the load event; leaving the page at once
         # cancels that, which is no fault of the page
         if request.url.endswith("/favicon.svg") and request.failure == "net::ERR_ABORTED":
             return
         self.problems.append(f"failed: {request.url} {request.failure}")
 
+    def settle(self, timeout_ms: int = 20_000) -> None:
+        """Wait until every request the page has started is finished or failed."""
+        waited = 0
+        while self.in_flight and waited < timeout_ms:
+            self.page.wait_for_timeout(25)
+            waited += 25
+        assert not self.in_flight, f"still loading after {timeout_ms} ms: {self.in_flight}"
+
+    def follow(self, link) -> None:
+        """Click ``link`` (a locator that navigates) once the current page's requests are done."""
+        self.settle()
+        link.click()
+
     def open(self, url: str) -> None:
+        self.settle()
         self.page.goto(url)
         self.page.wait_for_load_state("load")
 

@@ -318,7 +318,7 @@ def test_sort_and_hide_dead_live_in_the_hash_through_reload_and_history(watched,
 def test_unit_anchor_from_a_unit_page_still_targets_its_card(watched, atlas):
     page = watched.page
     watched.open((atlas / "units" / "conv3" / "17.html").as_uri())
-    page.locator(".pager a", has_text="conv3: all units").first.click()
+    watched.follow(page.locator(".pager a", has_text="conv3: all units").first)
     page.wait_for_url("**/layers/conv3.html#unit-17")
     page.wait_for_load_state("load")
     assert page.evaluate("document.querySelector(':target').id") == "unit-17"

@@ -74,7 +74,7 @@ def test_layer_one_shows_each_filter_once_and_a_linked_filter_grid(watched, atla
     boxes = [links.nth(i).bounding_box() for i in range(16)]
     assert len({round(b["x"]) for b in boxes}) == 4 and len({round(b["y"]) for b in boxes}) == 4
     assert "filter ±" in page.locator("#unit-3 .unit-meta").inner_text()
-    links.nth(5).click()
+    watched.follow(links.nth(5))
     page.wait_for_url("**/units/conv1/5.html")
     watched.load_every_image()
     # the filter once, no projections; the patches and the images remain

@@ -47,7 +47,7 @@ def test_every_evolution_page_loads_with_a_row_per_unit_and_a_column_per_snapsho
         assert page.locator(".evolution-table tbody td").count() == units * len(snapshots)
         assert page.locator(".evolution-silent").count() == units * len(snapshots) - live
         # the unit number leads to its page
-        page.locator(".evolution-table tbody th a").first.click()
+        watched.follow(page.locator(".evolution-table tbody th a").first)
         page.wait_for_load_state("load")
         assert page.url.endswith(f"/units/{label}/0.html")
 
@@ -65,7 +65,7 @@ def test_a_unit_page_shows_its_strip_and_links_the_layers_page(watched, atlas, e
     assert shown.count() == live
     for i in range(shown.count()):
         assert shown.nth(i).evaluate("img => img.complete && img.naturalWidth > 0")
-    page.locator(".evolution-section a", has_text="All of conv3").click()
+    watched.follow(page.locator(".evolution-section a", has_text="All of conv3"))
     page.wait_for_load_state("load")
     assert page.url.endswith("/evolution/conv3.html")
 
@@ -75,11 +75,11 @@ def test_the_index_and_layer_pages_link_to_the_evolution_pages(watched, atlas):
     card = watched.page.locator(".experiment", has_text="Feature evolution (Figure 4)")
     assert card.count() == 1
     assert card.locator("img").evaluate("img => img.complete && img.naturalWidth > 0")
-    card.locator("a").click()
+    watched.follow(card.locator("a"))
     watched.page.wait_for_load_state("load")
     assert watched.page.url.endswith("/evolution/conv1.html")
     _check_loads(watched, (atlas / "layers" / "conv4.html").as_uri())
-    watched.page.locator(".see-also a").click()
+    watched.follow(watched.page.locator(".see-also a"))
     watched.page.wait_for_load_state("load")
     assert watched.page.url.endswith("/evolution/conv4.html")
 
@@ -129,7 +129,7 @@ def test_no_horizontal_scroll_on_a_phone(watch, atlas: Path, page, scheme):
 def test_the_evolution_pages_work_under_a_url_prefix(watch, served):
     page = watch(served)
     _check_loads(page, served + "evolution/conv2.html")
-    page.page.locator(".evolution-layers a", has_text="conv3").click()
+    page.follow(page.page.locator(".evolution-layers a", has_text="conv3"))
     page.page.wait_for_load_state("load")
     assert page.page.url == served + "evolution/conv3.html"
     page.load_every_image()

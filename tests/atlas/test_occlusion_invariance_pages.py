@@ -26,7 +26,7 @@ def test_index_links_both_pages(watched, atlas):
     hrefs = [links.nth(i).get_attribute("href") for i in range(links.count())]
     assert "occlusion/index.html" in hrefs and "invariance.html" in hrefs
     watched.load_every_image()
-    watched.page.locator('.experiment a[href="occlusion/index.html"]').click()
+    watched.follow(watched.page.locator('.experiment a[href="occlusion/index.html"]'))
     watched.page.wait_for_url("**/occlusion/index.html")
     assert watched.problems == [] and watched.blocked == []
 
@@ -66,7 +66,7 @@ def test_a_tracked_unit_links_to_its_occlusion_page(watched, atlas, occluded):
     link = watched.page.locator(f'.unit-links a[href="../../occlusion/{image_id}.html"]')
     assert link.count() == 1 and link.inner_text().startswith("occlusion of ")
     watched.load_every_image()
-    link.click()
+    watched.follow(link)
     watched.page.wait_for_url(f"**/occlusion/{image_id}.html")
     # and the page links back to the unit
     back = watched.page.locator(f'a[href="../units/{occluded["layer"]}/{unit}.html"]')
