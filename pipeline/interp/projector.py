@@ -4,20 +4,19 @@ The deconvnet of the paper is the gradient of one activation with respect to the
 that every ReLU passes back the ReLU of the incoming signal ("rectify") instead of masking it by
 the forward activation. Guided backprop masks AND rectifies; plain gradient only masks. Max-pool
 "switches" and transposed convolutions are exactly what autograd already does, so all three
-methods share one mechanism: while projecting, a forward hook on every `nn.ReLU` replaces the
-module's output by a custom autograd Function applied to the module's input, whose backward is
-the method's rule. Hooking per call (not per module) makes modules that are called several
-times (torchvision ResNet blocks call `self.relu` twice) work; in-place ReLUs are switched to
-out-of-place while projecting so that their input is still intact when the hook sees it.
+methods share one mechanism: while projecting "deconvnet" or "guided", a `TorchFunctionMode`
+(`pipeline.interp.rules`) replaces every rectifier call, module or functional, ReLU or ReLU6, by
+a custom autograd Function whose backward is the method's rule; "gradient" is autograd's own. A
+layer whose backward path crosses a nonlinearity with no rule (SiLU, GELU, Hardswish, sigmoid
+gates...) is refused with a one-line error rather than projected as a plain gradient.
 
 Like captum: the model goes to the constructor and the data to the call. The forward pass stops
 at the requested layer (a private exception raised from a hook), so the classifier never runs.
-Every hook, in-place flag and training flag is restored in `finally`, also after an error.
+Every hook and training flag is restored in `finally`, also after an error.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -29,30 +28,17 @@ from pipeline.errors import UserError
 from pipeline.interp import cropping
 from pipeline.interp.cropping import CropPlan
 from pipeline.interp.receptive_field import ReceptiveField, module_call_counts, receptive_fields
+from pipeline.interp.rules import (
+    RULES,
+    ModuleStack,
+    Nonlinearities,
+    first_unruled,
+    refusal,
+)
 from pipeline.interp.sharing import identical
 from pipeline.interp.sharing import share as _share
 
 METHODS = ("deconvnet", "guided", "gradient")
-
-
-class _RuleReLU(torch.autograd.Function):
-    """relu forward; backward = deconvnet / guided / gradient rule on the incoming signal."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, rule: str) -> Tensor:  # type: ignore[override]
-        ctx.rule = rule
-        if rule != "deconvnet":
-            ctx.save_for_backward(x > 0)  # a mask, immune to later in-place edits of x
-        return x.clamp(min=0)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
-        if ctx.rule == "deconvnet":
-            return grad.clamp(min=0), None
-        (positive,) = ctx.saved_tensors
-        if ctx.rule == "guided":
-            grad = grad.clamp(min=0)
-        return grad.masked_fill(~positive, 0), None
 
 
 class _Stop(Exception):
@@ -99,6 +85,7 @@ class Projector:
         self._counts: dict[str, int] = {}  # calls per forward, per requested layer
         self._fx_counts: dict[str, int] | None = None
         self._traced = False
+        self._ruled: set[str] = set()  # layers whose backward path has a rule everywhere
 
     # ----------------------------------------------------------------------------------------
     def project(self, images: Tensor, layer: str, units: Tensor, positions: Tensor) -> Tensor:
@@ -130,13 +117,6 @@ class Projector:
                     sl = slice(start, start + self.batch_size)
                     proj = self._chunk(state, images[sl], units[sl], positions[sl], layer, start)
                     out[sl] = proj.to(out.device, torch.float32)
-            if self.method != "gradient" and state["relus_before"] == 0:
-                warnings.warn(
-                    f"no nn.ReLU module ran before layer {layer!r}: the {self.method} rule "
-                    "cannot be applied to functional relu (F.relu/torch.relu), which is "
-                    "back-propagated as a plain gradient",
-                    stacklevel=2,
-                )
         return out
 
     # ----------------------------------------------------------------------------------------
@@ -223,16 +203,13 @@ class Projector:
 
     @contextmanager
     def _hooked(self, target: nn.Module, calls: int) -> Iterator[dict]:
-        """Install ReLU rule hooks and the stop hook; restore everything on exit."""
-        state: dict = {"calls": 0, "expected": calls, "output": None, "relus_before": 0}
-        relus = [m for m in self.model.modules() if isinstance(m, nn.ReLU)]
-        inplace = {m: m.inplace for m in relus}
+        """Apply the method's rule at every rectifier and install the stop hook; restore
+        everything on exit."""
+        state: dict = {"calls": 0, "expected": calls, "output": None, "unruled": []}
         training = {m: m.training for m in self.model.modules()}
+        ruled = self.method in RULES
+        stack = ModuleStack(self.model) if ruled else None
         handles: list[RemovableHandle] = []
-
-        def relu_hook(module: nn.Module, args: tuple, output: Tensor) -> Tensor:
-            state["relus_before"] += 1
-            return _RuleReLU.apply(args[0], self.method)
 
         def stop_hook(module: nn.Module, args: tuple, output: object) -> None:
             state["calls"] += 1
@@ -240,24 +217,31 @@ class Projector:
                 state["output"] = output
                 raise _Stop
 
+        def seen(call) -> None:
+            if not call.ruled:
+                state["unruled"].append(call)
+
+        state["stack"] = stack
         try:
-            for m in relus:
-                m.inplace = False
-                handles.append(m.register_forward_hook(relu_hook))
-            # Registered after the ReLU hooks, so a ReLU target yields the rule-applied output.
             handles.append(target.register_forward_hook(stop_hook))
             self.model.eval()
-            yield state
+            if ruled:
+                with Nonlinearities(self.method, seen, stack.names):
+                    yield state
+            else:
+                yield state
         finally:
+            if stack is not None:
+                stack.remove()
             for h in handles:
                 h.remove()
-            for m, flag in inplace.items():
-                m.inplace = flag
             for m, flag in training.items():
                 m.training = flag
 
     def _forward(self, state: dict, x: Tensor, layer: str) -> Tensor:
-        state["calls"], state["output"] = 0, None
+        state["calls"], state["output"], state["unruled"] = 0, None, []
+        if state["stack"] is not None:
+            state["stack"].reset()
         try:
             self.model(x)
         except _Stop:
@@ -273,6 +257,11 @@ class Projector:
                 f"layer {layer!r} did not produce a 4-D feature map (got "
                 f"{type(output).__name__}); choose a conv, pool or ReLU layer"
             )
+        if layer not in self._ruled and torch.is_grad_enabled() and x.requires_grad:
+            blocker = first_unruled(output, state["unruled"])
+            if blocker is not None:
+                raise UserError(refusal(layer, self.method, blocker))
+            self._ruled.add(layer)
         return output
 
     def _chunk(

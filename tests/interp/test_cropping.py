@@ -229,10 +229,12 @@ def test_squeeze_excitation_falls_back_and_stays_exact() -> None:
     # The broadcast of a globally pooled scale has no local geometry, so no crop is tried.
     assert "relu2" not in receptive_fields(model, (48, 48))
     requests = (x, torch.tensor([0, 3, 5]), torch.tensor([[0, 0], [12, 12], [23, 5]]))
-    projector = Projector(model)
+    # a sigmoid gate has no deconvnet rule: the geometry is what is tested, with the gradient
+    projector = Projector(model, "gradient")
     got = projector.project(*requests[:1], "relu2", *requests[1:])
     assert projector._verified.get(("relu2", 48, 48)) is None
-    assert torch.equal(got, Projector(model, crop=False).project(x, "relu2", *requests[1:]))
+    assert torch.equal(got, Projector(model, "gradient", crop=False).project(
+        x, "relu2", *requests[1:]))
     projector.project(x, "relu1", *requests[1:])  # before the broadcast: crops are fine
     assert projector._verified[("relu1", 48, 48)] is not None
 
@@ -241,15 +243,16 @@ def test_squeeze_excitation_falls_back_and_stays_exact() -> None:
 def test_mobilenet_v3_squeeze_excitation_stays_exact() -> None:
     """Geometry stops at the first SE block (features.1): after it the field is unknown and the
     full-image path runs; for features.1 itself `receptive_fields` reports the SE scale's 1x1
-    geometry (jump 96 at 96 px), whose crops are the whole image. Both stay exact."""
+    geometry (jump 96 at 96 px), whose crops are the whole image. Both stay exact. (Hardswish
+    and the SE gates have no guided rule: the geometry is tested with the gradient.)"""
     model = _model("mobilenet_v3_small")
     torch.manual_seed(7)
     x = torch.rand(2, 3, 96, 96)
     units = torch.tensor([1, 4])
-    projector = Projector(model, "guided")
+    projector = Projector(model, "gradient")
     for layer, positions in (("features.1", [[3, 20], [23, 0]]), ("features.2", [[3, 11], [0, 0]])):
         got = projector.project(x, layer, units, torch.tensor(positions))
-        ref = Projector(model, "guided", crop=False).project(x, layer, units,
+        ref = Projector(model, "gradient", crop=False).project(x, layer, units,
                                                             torch.tensor(positions))
         assert torch.equal(got, ref) and ref.abs().max() > 0
     assert projector._verified.get(("features.2", 96, 96)) is None

@@ -234,26 +234,6 @@ def test_unknown_layer_lists_names(alexnet: nn.Module) -> None:
                                    torch.tensor([0]), torch.tensor([[0, 0]]))
 
 
-class _FunctionalRelu(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 4, 3)
-        self.conv2 = nn.Conv2d(4, 4, 3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv2(torch.relu(self.conv1(x)))
-
-
-def test_functional_relu_warns() -> None:
-    model = _FunctionalRelu()
-    args = (torch.rand(1, 3, 9, 9), "conv2", torch.tensor([0]), torch.tensor([[1, 1]]))
-    with pytest.warns(UserWarning, match="functional relu"):
-        Projector(model, "deconvnet").project(*args)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        Projector(model, "gradient").project(*args)  # plain gradient is unaffected: no warning
-
-
 class _Reuse(nn.Module):
     """One ReLU module called twice; optionally with data-dependent control flow (no fx)."""
 
