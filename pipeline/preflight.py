@@ -47,6 +47,8 @@ def check_run(workflow: Workflow, layout: RunLayout, stages: Collection[str]) ->
             raise UserError(f"{root}: data folder not found (from [data] root in "
                             f"{workflow.source}); point [data] root or --data at your images")
     model = check_model(workflow, num_classes)
+    if "deconv" in stages:
+        _check_rules(workflow, model)
     _check_experiments(workflow, layout, model, stages)
     if any(stage.loads_weights for stage in planned):
         _check_weights(workflow, layout, model, num_classes, trains="train" in stages)
@@ -83,6 +85,30 @@ def _check_experiments(workflow: Workflow, layout: RunLayout, model: nn.Module,
             raise UserError(f"{workflow.source}: [{section}] files: {missing[0]!r} is not in the "
                             "manifest; list files as the manifest names them (relative to the "
                             "data root), or leave the list empty to sample images")
+
+
+def _check_rules(workflow: Workflow, model: nn.Module) -> None:
+    """``[deconv] methods`` that need a rule ("deconvnet", "guided") have one on the backward
+    path of every analysed layer (see pipeline.interp.rules): a SiLU, GELU or Hardswish network
+    is refused before activations run for hours, not when deconv reaches it."""
+    from pipeline.interp.rules import RULES, refusal, unruled_layers
+    from pipeline.models.preprocessing import preprocessing
+
+    methods = [method for method in workflow.deconv.methods if method in RULES]
+    if not methods:
+        return
+    size = preprocessing(workflow).crop
+    layers = checked_layers(model, size, workflow.activations.layers, workflow.source)
+    try:
+        marks = unruled_layers(model, (size, size), [layer.name for layer in layers])
+    except Exception:  # noqa: BLE001 - a builder that needs real tensors: the CPU decides
+        marks = unruled_layers(model.to_empty(device="cpu"), (size, size),
+                               [layer.name for layer in layers])
+    blocked = next((layer for layer in layers if marks[layer.name] is not None), None)
+    if blocked is not None:
+        raise UserError(f"{workflow.source}: [deconv] methods: " + refusal(
+            blocked.name, methods[0], marks[blocked.name],
+            'set [deconv] methods = ["gradient"]'))
 
 
 def check_model(workflow: Workflow, num_classes: int) -> nn.Module:

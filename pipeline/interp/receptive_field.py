@@ -16,7 +16,9 @@ sequential model (true for AlexNet/VGG-like stacks, wrong for branchy models).
 Known geometry: Conv2d, MaxPool2d, AvgPool2d, adaptive pooling with regular bins, and the
 functional conv2d / max_pool2d / avg_pool2d. Any other module or function that keeps the spatial
 size is treated as elementwise (ReLU, BatchNorm, LRN, Dropout, add, cat, ...); one that changes
-it makes the geometry unknown, and such modules (and what follows) are left out.
+it makes the geometry unknown, and such modules (and what follows) are left out. Permutes are
+followed (ConvNeXt works channels-last between two permutes), and only channels-first outputs
+are reported as feature maps.
 """
 
 from __future__ import annotations
@@ -160,10 +162,46 @@ def _function_rf(gm: fx.GraphModule, node: fx.Node, rf: ReceptiveField) -> Recep
                    _pair(kw.get("dilation", 1)))
 
 
-def _hw(node: fx.Node) -> tuple[int, int] | None:
+def _hw(node: fx.Node, axes: tuple[int, int] = (2, 3)) -> tuple[int, int] | None:
+    """(H, W) of a node's 4-D output whose spatial dimensions are ``axes``; None otherwise."""
     meta = node.meta.get("tensor_meta")
     shape = getattr(meta, "shape", None)
-    return (int(shape[2]), int(shape[3])) if shape is not None and len(shape) == 4 else None
+    if shape is None or len(shape) != 4:
+        return None
+    return int(shape[axes[0]]), int(shape[axes[1]])
+
+
+def _permutation(gm: fx.GraphModule, node: fx.Node) -> tuple[int, ...] | None:
+    """The dimension order of a permute node (torchvision's ``Permute`` module, ``x.permute``,
+    ``torch.permute``), else None."""
+    dims = None
+    if node.op == "call_module":
+        dims = getattr(gm.get_submodule(str(node.target)), "dims", None) \
+            if type(gm.get_submodule(str(node.target))).__name__ == "Permute" else None
+    elif node.op == "call_method" and node.target == "permute":
+        dims = node.args[1] if len(node.args) == 2 and isinstance(node.args[1], Sequence) \
+            else node.args[1:]
+    elif node.op == "call_function" and node.target is torch.permute:
+        dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dims")
+    if dims is None or not all(isinstance(d, int) for d in dims):
+        return None
+    return tuple(int(d) % 4 for d in dims)
+
+
+def _spatial_axes(gm: fx.GraphModule, node: fx.Node,
+                  axes: dict[fx.Node, tuple[int, int] | None]) -> tuple[int, int] | None:
+    """Where H and W are in the node's output: (2, 3) channels first; (1, 2) in ConvNeXt's
+    channels-last stretches (permute, LayerNorm and Linear over channels, GELU, permute back),
+    which act per position and so keep the geometry."""
+    if node.op == "placeholder":
+        return (2, 3)
+    source = next((axes[a] for a in node.all_input_nodes if axes.get(a) is not None), None)
+    if source is None:
+        return None
+    order = _permutation(gm, node)
+    if order is not None:
+        return order.index(source[0]), order.index(source[1])
+    return source
 
 
 def _dummy(model: nn.Module, input_size: tuple[int, int]) -> torch.Tensor:
@@ -196,28 +234,36 @@ def _fx_fields(model: nn.Module, input_size: tuple[int, int]) -> dict[str, Recep
     with _EvalNoGrad(model):
         ShapeProp(gm).propagate(_dummy(model, input_size))
     geo: dict[fx.Node, ReceptiveField | None] = {}
+    axes: dict[fx.Node, tuple[int, int] | None] = {}
     out: dict[str, ReceptiveField] = {}
+
+    def size(node: fx.Node) -> tuple[int, int] | None:
+        return _hw(node, axes[node]) if axes.get(node) is not None else _hw(node)
+
     for node in gm.graph.nodes:
-        hw = _hw(node)
+        axes[node] = _spatial_axes(gm, node, axes)
+        hw = size(node)
         ins = [a for a in node.all_input_nodes if geo.get(a) is not None]
         # A feature-map input of unknown geometry (e.g. a squeeze-excitation scale computed by
         # global pooling) makes the result unknown too: it is not a local function of the input.
-        unknown_input = any(_hw(a) is not None and geo.get(a) is None
+        unknown_input = any(size(a) is not None and geo.get(a) is None
                             for a in node.all_input_nodes)
         rf: ReceptiveField | None = None
         if node.op == "placeholder":
             rf = _IDENTITY if hw is not None else None
         elif hw is not None and ins and not unknown_input:
             if node.op == "call_module" and len(ins) == 1:
-                in_hw = _hw(ins[0])
+                in_hw = size(ins[0])
                 rf = _module_rf(model.get_submodule(node.target), geo[ins[0]], in_hw, hw)
-            elif node.op == "call_function" and len(ins) == 1 and _hw(ins[0]) != hw:
+            elif node.op == "call_function" and len(ins) == 1 and size(ins[0]) != hw:
                 rf = _function_rf(gm, node, geo[ins[0]])  # type: ignore[arg-type]
-            elif all(_hw(a) == hw for a in ins):  # elementwise op or merge
+            elif all(size(a) == hw for a in ins):  # elementwise op or merge
                 rf = _union([geo[a] for a in ins])  # type: ignore[misc]
                 if rf is not None and node.op == "call_function":
                     rf = _function_rf(gm, node, rf)
         geo[node] = rf
+        if rf is not None and axes[node] != (2, 3):
+            continue  # a channels-last stretch: not a feature map a layer can be
         if rf is None:
             if hw is not None:  # a container whose last feature map is unknown is unknown
                 for scope in node.meta.get("nn_module_stack", {}):

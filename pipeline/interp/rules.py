@@ -191,12 +191,12 @@ def first_unruled(output: Tensor, unruled: list[Nonlinearity]) -> Nonlinearity |
     return unruled[min(crossed)] if crossed else None
 
 
-def refusal(layer: str, method: str, call: Nonlinearity) -> str:
+def refusal(layer: str, method: str, call: Nonlinearity,
+            fix: str = 'use method = "gradient"') -> str:
     """The one-line message of a layer that ``method`` cannot project."""
     where = f" (in {call.module})" if call.module else ""
     return (f"layer {layer!r}: its backward path crosses {call.kind}{where}, for which "
-            f"{method} has no rule; use method = \"gradient\" for this model, or a layer "
-            "before the first such nonlinearity")
+            f"{method} has no rule; {fix} for this model, or analyse layers before it")
 
 
 def unruled_layers(model: nn.Module, input_size: tuple[int, int],

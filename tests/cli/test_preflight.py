@@ -85,6 +85,21 @@ REFUSED = {
                                       "[occlusion] layer 'conv9' is not an analysed layer"),
     "invariance of an unknown file": ({"[rank]": '[invariance]\nfiles = ["nope.png"]\n[rank]'},
                                       "[invariance] files: 'nope.png' is not in the manifest"),
+    # a nonlinearity without a deconvnet rule on the way to an analysed layer (issue 14)
+    "deconvnet through SiLU": ({'name = "zfnet_small"': 'name = "efficientnet_b0"'},
+                               "crosses SiLU (in features.0.2), for which deconvnet has no rule; "
+                               'set [deconv] methods = ["gradient"]'),
+    "deconvnet through GELU": ({'name = "zfnet_small"': 'name = "convnext_tiny"',
+                                "chunk_size = 32": 'chunk_size = 32\nlayers = ["features.0", '
+                                                   '"features.1.1"]'},
+                               "layer 'features.1.1': its backward path crosses GELU (in "
+                               "features.1.0.block.4), for which deconvnet"),
+    "deconvnet through Hardswish": ({'name = "zfnet_small"': 'name = "mobilenet_v3_small"'},
+                                    "crosses Hardswish (in features.0.2), for which deconvnet"),
+    "guided through SiLU": ({'name = "zfnet_small"': 'name = "efficientnet_b0"',
+                             'methods = ["deconvnet", "guided", "gradient"]':
+                                 'methods = ["gradient", "guided"]'},
+                            "crosses SiLU (in features.0.2), for which guided has no rule"),
     "a snapshot after the last epoch": ({"snapshot_epochs = [1, 2]": "snapshot_epochs = [1, 3]"},
                                         "train.snapshot_epochs [3] are outside 1..2"),
 }

@@ -2,7 +2,8 @@
 
 Captum hooks ReLUs with a forward pre-hook that CLONES the input, so torchvision's in-place ReLUs
 (AlexNet, VGG, ResNet) are handled on a copy and its reference is the true rule; the engine
-instead switches the ReLUs out of place. `test_captum_inplace_is_apples_to_apples` checks that
+rectifies in place as the model asks (see pipeline/interp/rules.py). `test_captum_inplace_is_
+apples_to_apples` checks that
 captum gives the same answer on an out-of-place copy of the model, so the comparison is fair.
 Captum differentiates the whole model output path to the neuron and applies the rule at the
 layer's own ReLU too; with a positive unit that is the identity, so units are chosen positive.
@@ -16,14 +17,12 @@ import warnings
 import pytest
 import torch
 import torchvision
-from captum.attr import NeuronDeconvolution, NeuronGuidedBackprop
+from captum_reference import CAPTUM, best_unit, compare_with_captum
 from torch import nn
 
 from pipeline.errors import UserError
 from pipeline.interp import Projector
 from pipeline.interp import projector as projector_module
-
-CAPTUM = {"deconvnet": NeuronDeconvolution, "guided": NeuronGuidedBackprop}
 
 
 def _model(name: str, seed: int = 0) -> nn.Module:
@@ -46,64 +45,24 @@ def resnet18() -> nn.Module:
     return _model("resnet18")
 
 
-def _layer_output(model: nn.Module, layer: str, x: torch.Tensor) -> torch.Tensor:
-    """The layer's output (last call, for a reused module) without any rule hooks."""
-    seen: list[torch.Tensor] = []
-    handle = model.get_submodule(layer).register_forward_hook(
-        lambda m, a, o: seen.append(o.detach().clone()))
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        handle.remove()
-    return seen[-1]
-
-
-def _best_unit(model: nn.Module, layer: str, x: torch.Tensor) -> tuple[int, int, int]:
-    out = _layer_output(model, layer, x)[0]
-    c, y, xx = (int(v) for v in torch.unravel_index(out.argmax(), out.shape))
-    assert out[c, y, xx] > 0
-    return c, y, xx
-
-
-def _normalised_diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    assert a.abs().max() > 0 and b.abs().max() > 0
-    return float((a / a.abs().max() - b / b.abs().max()).abs().max())
-
-
-def _compare_with_captum(model: nn.Module, layers: list[str], size: int) -> None:
-    torch.manual_seed(1)
-    x = torch.rand(1, 3, size, size)
-    for layer in layers:
-        c, y, xx = _best_unit(model, layer, x)
-        for method, cls in CAPTUM.items():
-            ours = Projector(model, method).project(
-                x, layer, torch.tensor([c]), torch.tensor([[y, xx]]))
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                ref = cls(model, model.get_submodule(layer)).attribute(
-                    x.clone(), neuron_selector=(c, y, xx))
-            assert _normalised_diff(ours, ref) <= 1e-5, (layer, method)
-
-
 ALEXNET_RELUS = ["features.1", "features.4", "features.7", "features.9", "features.11"]
 
 
 @pytest.mark.slow
 def test_alexnet_matches_captum(alexnet: nn.Module) -> None:
-    _compare_with_captum(alexnet, ALEXNET_RELUS, 128)
+    compare_with_captum(alexnet, ALEXNET_RELUS, 128)
 
 
 @pytest.mark.slow
 def test_vgg16_matches_captum(vgg16: nn.Module) -> None:
     relus = [n for n, m in vgg16.features.named_modules() if isinstance(m, nn.ReLU)]
     assert len(relus) == 13
-    _compare_with_captum(vgg16, [f"features.{n}" for n in relus], 64)
+    compare_with_captum(vgg16, [f"features.{n}" for n in relus], 64)
 
 
 def test_resnet18_matches_captum(resnet18: nn.Module) -> None:
     # layer1.1.relu is called twice per forward; both tools record its last call.
-    _compare_with_captum(resnet18, ["layer2", "layer1.1.relu"], 64)
+    compare_with_captum(resnet18, ["layer2", "layer1.1.relu"], 64)
 
 
 def test_captum_inplace_is_apples_to_apples(alexnet: nn.Module) -> None:
@@ -112,7 +71,7 @@ def test_captum_inplace_is_apples_to_apples(alexnet: nn.Module) -> None:
         if isinstance(m, nn.ReLU):
             m.inplace = False
     x = torch.rand(1, 3, 128, 128)
-    c, y, xx = _best_unit(alexnet, "features.4", x)
+    c, y, xx = best_unit(alexnet, "features.4", x)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for cls in CAPTUM.values():

@@ -138,6 +138,21 @@ def test_resnet18_contains_gradient_support() -> None:
         _assert_inside(support, rf[layer].box(y, xx))
 
 
+def test_convnext_channels_last_blocks_contain_gradient_support() -> None:
+    """ConvNeXt blocks work channels-last between two permutes (LayerNorm, Linear, GELU per
+    position): the geometry goes through them, and only channels-first outputs are layers."""
+    torch.manual_seed(0)
+    model = torchvision.models.convnext_tiny(weights=None).eval()
+    x = torch.rand(1, 3, 64, 64)
+    rf = receptive_fields(model, (64, 64))
+    # stem 4/4, then each block's 7 x 7 depthwise conv at jump 4: 4 + 6 * 4 = 28, 52, 76
+    assert [rf[f"features.1.{i}"].size for i in range(3)] == [(28, 28), (52, 52), (76, 76)]
+    assert "features.1.0.block.4" not in rf  # the GELU's output is channels-last
+    for layer, (y, xx) in {"features.1.1": (6, 3), "features.3.0": (2, 5)}.items():
+        support = _support(model, layer, x, _best_channel(model, layer, x, y, xx), y, xx)
+        _assert_inside(support, rf[layer].box(y, xx))
+
+
 class _Branches(nn.Module):
     """Two branches merged by add and by cat, plus functional pooling (as in Inception)."""
 

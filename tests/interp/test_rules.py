@@ -1,0 +1,212 @@
+"""The deconvnet and guided rules on rectifiers called as functions (F.relu, torch.relu, relu_,
+F.relu6) and as ReLU6 modules, against Captum on a copy whose rectifiers are `nn.ReLU` modules;
+and the refusal of layers whose backward path crosses a nonlinearity without a rule.
+
+The references: torchvision's GoogLeNet and Inception v3 end every `BasicConv2d` in
+`F.relu(bn(conv(x)), inplace=True)`, which becomes `Sequential(conv, bn, nn.ReLU())`; a ReLU6 is
+`ReLU` then a cap at 6 (`Sequential(nn.ReLU(), Cap(6))`), which is the rule's definition (see
+the docstring of pipeline.interp.rules)."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from captum_reference import best_unit, compare_with_captum, layer_output
+from torch import nn
+
+from pipeline.errors import UserError
+from pipeline.interp import Projector
+from pipeline.interp.rules import unruled_layers
+
+
+class Cap(nn.Module):
+    """min(x, cap): the part of ReLU6 after the ReLU; its gradient is 0 where saturated."""
+
+    def __init__(self, cap: float) -> None:
+        super().__init__()
+        self.cap = cap
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.clamp(x, max=self.cap)
+
+
+def _with_relu_modules(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose every rectifier is an `nn.ReLU` module, so Captum applies."""
+    reference = copy.deepcopy(model)
+    for name, module in list(reference.named_modules()):
+        if type(module).__name__ == "BasicConv2d":  # googlenet, inception: F.relu(bn(conv))
+            swapped = nn.Sequential(module.conv, module.bn, nn.ReLU())
+        elif isinstance(module, nn.ReLU6):
+            swapped = nn.Sequential(nn.ReLU(), Cap(6.0))
+        else:
+            continue
+        parent, _, child = name.rpartition(".")
+        setattr(reference.get_submodule(parent) if parent else reference, child, swapped)
+    return reference
+
+
+def _torchvision(name: str, **options) -> nn.Module:
+    torch.manual_seed(0)
+    return getattr(torchvision.models, name)(weights=None, **options).eval()
+
+
+@pytest.mark.slow
+def test_googlenet_functional_relus_match_captum() -> None:
+    model = _torchvision("googlenet", aux_logits=False, init_weights=True)
+    compare_with_captum(model, ["conv2", "inception3b", "inception4c"], 96,
+                        _with_relu_modules(model))
+
+
+@pytest.mark.slow
+def test_inception_v3_functional_relus_match_captum() -> None:
+    model = _torchvision("inception_v3", aux_logits=False, init_weights=True)
+    compare_with_captum(model, ["Conv2d_2b_3x3", "Mixed_5b", "Mixed_6a"], 96,
+                        _with_relu_modules(model))
+
+
+@pytest.mark.slow
+def test_mobilenet_v2_relu6_matches_captum() -> None:
+    model = _torchvision("mobilenet_v2")
+    reference = _with_relu_modules(model)
+    assert not any(isinstance(m, nn.ReLU6) for m in reference.modules())
+    compare_with_captum(model, ["features.0.2", "features.3.conv.0.2", "features.7.conv.1.2"],
+                        64, reference)
+
+
+class Mixed(nn.Module):
+    """Every way of rectifying in one network: F.relu, an nn.ReLU module after a residual add,
+    torch.relu_ in place, F.relu6, an in-place ReLU6 module (a hardtanh(0, 6))."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.conv3 = nn.Conv2d(8, 8, 3)
+        self.conv4 = nn.Conv2d(8, 8, 3)
+        self.conv5 = nn.Conv2d(8, 8, 3)
+        self.relu6 = nn.ReLU6(inplace=True)
+        self.conv6 = nn.Conv2d(8, 8, 3)
+        self.out = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.conv1(x))
+        x = self.relu(self.conv2(x) + x)
+        x = F.max_pool2d(x, 2)
+        x = torch.relu_(self.conv3(x) * 3)
+        x = F.relu6(self.conv4(x) * 10)
+        x = self.relu6(self.conv5(x) * 10)
+        return self.out(self.conv6(x))
+
+
+class MixedReference(Mixed):
+    """`Mixed` with every rectifier an `nn.ReLU` module (and caps)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.r1, self.r3, self.r4 = nn.ReLU(), nn.ReLU(), nn.ReLU()
+        self.relu6 = nn.Sequential(nn.ReLU(), Cap(6.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.r1(self.conv1(x))
+        x = self.relu(self.conv2(x) + x)
+        x = F.max_pool2d(x, 2)
+        x = self.r3(self.conv3(x) * 3)
+        x = torch.clamp(self.r4(self.conv4(x) * 10), max=6.0)
+        x = self.relu6(self.conv5(x) * 10)
+        return self.out(self.conv6(x))
+
+
+def test_a_network_mixing_functional_and_module_relus_matches_captum() -> None:
+    torch.manual_seed(4)
+    model = Mixed().eval()
+    reference = MixedReference().eval()
+    reference.load_state_dict(model.state_dict())
+    # the cap at 6 is reached and not reached: the comparison covers saturated units
+    torch.manual_seed(1)
+    x = torch.rand(1, 3, 24, 24)
+    for layer in ("conv4", "conv5"):
+        before_cap = layer_output(model, layer, x) * 10
+        assert (before_cap > 6).any() and ((before_cap > 0) & (before_cap < 6)).any()
+    compare_with_captum(model, ["relu", "conv5", "out"], 24, reference, seed=1)
+
+
+def test_the_rules_change_the_functional_relu_network() -> None:
+    """Not the plain gradient any more: the three methods differ on `Mixed`."""
+    torch.manual_seed(4)
+    model = Mixed().eval()
+    x = torch.rand(1, 3, 24, 24)
+    c, y, xx = best_unit(model, "out", x)
+    got = {method: Projector(model, method).project(x, "out", torch.tensor([c]),
+                                                    torch.tensor([[y, xx]]))
+           for method in ("deconvnet", "guided", "gradient")}
+    assert not torch.allclose(got["deconvnet"], got["gradient"])
+    assert not torch.allclose(got["guided"], got["gradient"])
+
+
+def test_in_place_functional_relu_keeps_the_model_untouched() -> None:
+    torch.manual_seed(5)
+    model = Mixed().eval()
+    before = copy.deepcopy(model.state_dict())
+    x = torch.rand(2, 3, 24, 24)
+    kept = x.clone()
+    Projector(model, "guided").project(x, "out", torch.tensor([0, 1]),
+                                       torch.tensor([[1, 1], [2, 2]]))
+    assert torch.equal(x, kept)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert model.relu6.inplace  # the module's own flag is not touched
+
+
+def _gated(activation: nn.Module) -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), activation,
+                         nn.Conv2d(4, 4, 3), nn.ReLU())
+
+
+@pytest.mark.parametrize(("activation", "kind"), [(nn.SiLU(), "SiLU"), (nn.GELU(), "GELU"),
+                                                  (nn.Hardswish(), "Hardswish")])
+@pytest.mark.parametrize("method", ["deconvnet", "guided"])
+def test_layers_behind_a_nonlinearity_without_a_rule_are_refused(activation, kind, method):
+    torch.manual_seed(6)
+    model = _gated(activation).eval()
+    x = torch.rand(1, 3, 12, 12)
+    with pytest.raises(UserError) as refused:
+        Projector(model, method).project(x, "5", torch.tensor([0]), torch.tensor([[1, 1]]))
+    message = str(refused.value)
+    assert "\n" not in message
+    assert f"crosses {kind} (in 3)" in message and "'5'" in message
+    assert 'method = "gradient"' in message
+    # before it the rule applies; the gradient goes everywhere
+    for layer, projector in (("1", Projector(model, method)), ("5", Projector(model, "gradient"))):
+        c, y, xx = best_unit(model, layer, x)
+        assert projector.project(x, layer, torch.tensor([c]), torch.tensor([[y, xx]])).abs(
+            ).max() > 0
+    marks = unruled_layers(model, (12, 12), ["1", "3", "5"])
+    assert marks["1"] is None and marks["3"].kind == marks["5"].kind == kind
+
+
+def test_a_sigmoid_gate_is_named_with_its_module() -> None:
+    model = torchvision.models.efficientnet_b0(weights=None).eval()
+    with pytest.raises(UserError, match=r"crosses SiLU \(in features.0.2\)"):
+        Projector(model, "deconvnet").project(torch.rand(1, 3, 32, 32), "features.1",
+                                              torch.tensor([0]), torch.tensor([[0, 0]]))
+    marks = unruled_layers(torchvision.models.regnet_y_400mf(weights=None),
+                           (64, 64), ["stem", "trunk_output.block1"])
+    assert marks["stem"] is None
+    assert marks["trunk_output.block1"].kind == "sigmoid"
+    assert marks["trunk_output.block1"].module.endswith("se.scale_activation")
+
+
+def test_no_warning_on_a_plain_relu_network_first_layer() -> None:
+    torch.manual_seed(7)
+    model = torchvision.models.alexnet(weights=None).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for method in ("deconvnet", "guided"):
+            got = Projector(model, method).project(torch.rand(1, 3, 64, 64), "features.1",
+                                                   torch.tensor([3]), torch.tensor([[2, 2]]))
+            assert got.abs().max() > 0
