@@ -47,8 +47,7 @@ def check_run(workflow: Workflow, layout: RunLayout, stages: Collection[str]) ->
             raise UserError(f"{root}: data folder not found (from [data] root in "
                             f"{workflow.source}); point [data] root or --data at your images")
     model = check_model(workflow, num_classes)
-    if "deconv" in stages:
-        _check_rules(workflow, model)
+    _check_rules(workflow, model, stages)
     _check_experiments(workflow, layout, model, stages)
     if any(stage.loads_weights for stage in planned):
         _check_weights(workflow, layout, model, num_classes, trains="train" in stages)
@@ -87,28 +86,42 @@ def _check_experiments(workflow: Workflow, layout: RunLayout, model: nn.Module,
                             "data root), or leave the list empty to sample images")
 
 
-def _check_rules(workflow: Workflow, model: nn.Module) -> None:
-    """``[deconv] methods`` that need a rule ("deconvnet", "guided") have one on the backward
-    path of every analysed layer (see pipeline.interp.rules): a SiLU, GELU or Hardswish network
-    is refused before activations run for hours, not when deconv reaches it."""
+def _check_rules(workflow: Workflow, model: nn.Module, stages: Collection[str]) -> None:
+    """Every projection planned has a rule on the backward path of its layer (see
+    pipeline.interp.rules): ``[deconv] methods`` "deconvnet"/"guided" on every analysed layer,
+    the deconvnet of the occlusion and evolution experiments on theirs. A SiLU, GELU or
+    Hardswish network is refused before activations run for hours, not when a stage gets there."""
     from pipeline.interp.rules import RULES, refusal, unruled_layers
     from pipeline.models.preprocessing import preprocessing
 
+    # (what asks, its method, the label of its one layer or None for all, what to do instead)
+    wanted: list[tuple[str, str, str | None, str]] = []
     methods = [method for method in workflow.deconv.methods if method in RULES]
-    if not methods:
+    if "deconv" in stages and methods:
+        wanted.append(("[deconv] methods", methods[0], None,
+                       'set [deconv] methods = ["gradient"]'))
+    if "occlusion" in stages:
+        wanted.append(("[occlusion]", "deconvnet", workflow.occlusion.layer,
+                       "its projection panel needs one: set [occlusion] images = 0"))
+    if "evolution" in stages:
+        wanted.append(("[evolution]", "deconvnet", None, "its pages are projections: set "
+                       "[train] snapshot_epochs = [] and [evolution] checkpoints = []"))
+    if not wanted:
         return
     size = preprocessing(workflow).crop
     layers = checked_layers(model, size, workflow.activations.layers, workflow.source)
+    names = [layer.name for layer in layers]
     try:
-        marks = unruled_layers(model, (size, size), [layer.name for layer in layers])
+        marks = unruled_layers(model, (size, size), names)
     except Exception:  # noqa: BLE001 - a builder that needs real tensors: the CPU decides
-        marks = unruled_layers(model.to_empty(device="cpu"), (size, size),
-                               [layer.name for layer in layers])
-    blocked = next((layer for layer in layers if marks[layer.name] is not None), None)
-    if blocked is not None:
-        raise UserError(f"{workflow.source}: [deconv] methods: " + refusal(
-            blocked.name, methods[0], marks[blocked.name],
-            'set [deconv] methods = ["gradient"]'))
+        marks = unruled_layers(model.to_empty(device="cpu"), (size, size), names)
+    for asker, method, label, fix in wanted:
+        chosen = layers if label is None else [  # occlusion: its layer, by default the last
+            next((layer for layer in layers if layer.label == label), layers[-1])]
+        blocked = next((layer for layer in chosen if marks[layer.name] is not None), None)
+        if blocked is not None:
+            raise UserError(f"{workflow.source}: {asker}: " + refusal(
+                blocked.name, method, marks[blocked.name], fix))
 
 
 def check_model(workflow: Workflow, num_classes: int) -> nn.Module:

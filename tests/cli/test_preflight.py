@@ -100,6 +100,11 @@ REFUSED = {
                              'methods = ["deconvnet", "guided", "gradient"]':
                                  'methods = ["gradient", "guided"]'},
                             "crosses SiLU (in features.0.2), for which guided has no rule"),
+    "the occlusion's deconvnet through SiLU": (
+        {'name = "zfnet_small"': 'name = "efficientnet_b0"',
+         'methods = ["deconvnet", "guided", "gradient"]': 'methods = ["gradient"]'},
+        "crosses SiLU (in features.0.2), for which deconvnet has no rule; its projection panel "
+        "needs one: set [occlusion] images = 0"),
     "a snapshot after the last epoch": ({"snapshot_epochs = [1, 2]": "snapshot_epochs = [1, 3]"},
                                         "train.snapshot_epochs [3] are outside 1..2"),
 }
