@@ -210,3 +210,17 @@ def test_no_warning_on_a_plain_relu_network_first_layer() -> None:
             got = Projector(model, method).project(torch.rand(1, 3, 64, 64), "features.1",
                                                    torch.tensor([3]), torch.tensor([[2, 2]]))
             assert got.abs().max() > 0
+
+
+def test_nothing_stays_installed_after_a_refusal() -> None:
+    """The function mode and the module-stack hooks go with the projection, also after an
+    error: the model and torch behave as before."""
+    torch.manual_seed(8)
+    model = _gated(nn.SiLU()).eval()
+    with pytest.raises(UserError):
+        Projector(model, "deconvnet").project(torch.rand(1, 3, 12, 12), "5", torch.tensor([0]),
+                                              torch.tensor([[1, 1]]))
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+    x = torch.tensor([-1.0, 2.0], requires_grad=True)
+    (grad,) = torch.autograd.grad(F.relu(x), x, torch.tensor([5.0, -3.0]))
+    assert grad.tolist() == [0.0, -3.0]  # autograd's own relu: masked, not rectified
