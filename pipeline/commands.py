@@ -133,7 +133,11 @@ def layers(args: argparse.Namespace) -> int:
         names = feature_map_names(model, (size, size))
     found = checked_layers(model, size, names, f"model '{title}'", "--image-size",
                            allow_empty=True)
-    blocked = unruled_layers(model, (size, size), [layer.name for layer in found])
+    try:
+        blocked = unruled_layers(model, (size, size), [layer.name for layer in found])
+    except Exception:  # noqa: BLE001 - a forward that needs real tensors, as checked_layers saw
+        model = model.to_empty(device="cpu")
+        blocked = unruled_layers(model, (size, size), [layer.name for layer in found])
     print(f"{title} at {size} x {size} px: {len(found)} layers")
     if found:
         print(f"{'layer':<16} {'module':<28} {'output (C x H x W)':<20} {'receptive field':<16}"
