@@ -10,12 +10,13 @@ torchvision's GoogLeNet / Inception `BasicConv2d`, which returns `F.relu(bn(conv
 nonlinearity that its module transforms further (a GELU inside a ConvNeXt block) or that no
 module returns (DenseNet's final `F.relu`) has no name of its own and is not a layer.
 
-Rectifiers (ReLU, ReLU6) are what the deconvnet is defined on. A network whose blocks end in
-another activation (EfficientNet's SiLU, MobileNet v3's Hardswish) gets those activation
-outputs as defaults, which only `method = "gradient"` projects (`default_notes` says so).
-Squeeze-and-excitation gates are skipped: their 1 x 1 maps are channel weights, not features.
-A conv that no activation follows is recorded itself. Every default is a 4-D channels-first
-feature map with a known receptive field; others are left out (`default_notes` counts them).
+Rectifiers (ReLU, ReLU6, hardtanh(0, m)) are what the deconvnet has a rule for. A network whose
+blocks end in another activation (EfficientNet's SiLU, MobileNet v3's Hardswish) gets those
+activation outputs as defaults, which only `method = "gradient"` projects (`default_notes` says
+so). Squeeze-and-excitation gates are skipped: their 1 x 1 maps are channel weights, not
+features. A conv that no activation follows is recorded itself. Every default is a 4-D
+channels-first feature map with a known receptive field; others are left out (`default_notes`
+counts them).
 
 Layers are addressed by module name, so a module called several times is one layer: torchvision
 ResNet blocks call `self.relu` twice, and `layerX.Y.relu` denotes its LAST call (after the
@@ -37,7 +38,6 @@ from pipeline.errors import UserError
 from pipeline.interp.receptive_field import ReceptiveField, receptive_fields
 from pipeline.interp.rules import ModuleStack, Nonlinearities, Nonlinearity
 
-RECTIFIERS = ("ReLU", "ReLU6")  # the activations the deconvnet is defined on
 _GATES = (SqueezeExcitation,)  # modules whose maps scale channels instead of being features
 
 
@@ -55,12 +55,14 @@ class LayerInfo:
 @dataclass(frozen=True)
 class _Call:
     """One module call with a tensor output; ``activation`` is the kind of nonlinearity whose
-    output the module returned ("" if none)."""
+    output the module returned ("" if none), ``ruled`` whether the deconvnet has a rule for it
+    (a rectifier)."""
 
     name: str
     module: nn.Module
     shape: tuple[int, ...]
     activation: str
+    ruled: bool
 
 
 def _trace_calls(model: nn.Module, input_size: tuple[int, int]) -> list[_Call]:
@@ -74,8 +76,9 @@ def _trace_calls(model: nn.Module, input_size: tuple[int, int]) -> list[_Call]:
         def fn(module: nn.Module, args: tuple, output: object) -> None:
             own = made.pop(name, [])
             if isinstance(output, torch.Tensor):
-                kind = next((c.kind for c in reversed(own) if c.output is output), "")
-                calls.append(_Call(name, module, tuple(output.shape), kind))
+                returned = next((c for c in reversed(own) if c.output is output), None)
+                kind, ruled = (returned.kind, returned.ruled) if returned else ("", False)
+                calls.append(_Call(name, module, tuple(output.shape), kind, ruled))
         return fn
 
     param = next(model.parameters(), None)
@@ -175,11 +178,12 @@ def default_notes(model: nn.Module, input_size: tuple[int, int]) -> list[str]:
     gates = _gated(model)
     defaults = [n for n in _default_names(calls, gates) if n in fields]
     kind = {c.name: c.activation for c in calls if c.activation}  # last call wins
+    rectified = {c.name for c in calls if c.ruled}
     maps = [n for n in dict.fromkeys(c.name for c in calls if c.activation and len(c.shape) == 4)
             if not _in_gate(n, gates)]
     notes = []
     chosen = [kind[n] for n in defaults if n in kind]
-    if chosen and not any(k in RECTIFIERS for k in chosen):
+    if chosen and not rectified.intersection(defaults):
         notes.append(f"its activations are {_kinds(chosen)}, for which the deconvnet has no "
                      f"rule: the defaults are its {_kinds(chosen)} outputs, not rectified ones")
     left_out = [n for n in maps if n not in fields]

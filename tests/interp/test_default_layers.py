@@ -189,3 +189,15 @@ def test_mixed_network_defaults_and_notes() -> None:
     assert [layer.out_shape for layer in found] == [(4, 16, 16)] * 2 + [(6, 16, 16)] * 2
     assert default_notes(model, (16, 16)) == []  # a ReLU among them, and every map has a field
     assert all(m.training for m in model.modules())  # the trace restored the flags
+
+
+@pytest.mark.parametrize(("activation", "notes"), [
+    (nn.Hardtanh(0.0, 3.0), []),  # a capped rectifier: the deconvnet has a rule
+    (nn.SiLU(), ["its activations are SiLU, for which the deconvnet has no rule: the defaults "
+                 "are its SiLU outputs, not rectified ones"]),
+])
+def test_notes_say_when_the_defaults_are_not_rectified(activation: nn.Module,
+                                                       notes: list[str]) -> None:
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), activation)
+    assert [layer.name for layer in analysable_layers(model, (8, 8))] == ["2"]
+    assert default_notes(model, (8, 8)) == notes
