@@ -88,11 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     layers = commands.add_parser(
         "layers", help="list the analysable layers with output shapes and receptive fields",
-        description="List the layers the atlas analyses by default (each convolution's ReLU "
-        "output, labelled conv1..convN) with their dotted module name, output shape and receptive "
-        "field (size, jump between units, and the input position of unit (0, 0)'s field), "
-        "computed from the modules' geometry. No weights or data are needed; a workflow's model "
-        "and layers are checked as `run` checks them.",
+        description="List the layers the atlas analyses by default (each conv block's "
+        "activation output, labelled conv1..convN) with their dotted module name, output shape "
+        "and receptive field (size, jump between units, and the input position of unit (0, 0)'s "
+        "field), computed from the modules' geometry, and whether the deconvnet and guided "
+        "backprop apply to each (or which nonlinearity without a rule blocks them). No weights "
+        "or data are needed; a workflow's model and layers are checked as `run` checks them.",
     )
     source = layers.add_mutually_exclusive_group()
     source.add_argument("-w", "--workflow", type=Path, default=None,
