@@ -7,8 +7,10 @@ conv1..convN. An activation output is the output of a module whose forward retur
 nonlinearity call made inside it returned, whichever way the call is made (see
 `pipeline.interp.rules`): an `nn.ReLU` / `nn.ReLU6` / `nn.SiLU` module, or a block such as
 torchvision's GoogLeNet / Inception `BasicConv2d`, which returns `F.relu(bn(conv(x)))`. A
-nonlinearity that its module transforms further (a GELU inside a ConvNeXt block) or that no
-module returns (DenseNet's final `F.relu`) has no name of its own and is not a layer.
+nonlinearity that no module returns (DenseNet's final `F.relu`) has no name of its own and is not
+a layer. One whose output is not a channels-first feature map (ConvNeXt's GELU, applied
+channels-last inside each block) stands for the block around it: the outermost module holding
+its convolution and no other, whose output (after the residual add) is the layer.
 
 Rectifiers (ReLU, ReLU6, hardtanh(0, m)) are what the deconvnet has a rule for. A network whose
 blocks end in another activation (EfficientNet's SiLU, MobileNet v3's Hardswish) gets those
@@ -111,18 +113,43 @@ def _in_gate(name: str, gates: set[str]) -> bool:
     return any(".".join(parts[:i]) in gates for i in range(1, len(parts) + 1))
 
 
-def _default_names(calls: list[_Call], gates: set[str]) -> list[str]:
+def _default_names(calls: list[_Call], gates: set[str],
+                   fields: dict[str, ReceptiveField]) -> list[str]:
     names: list[str] = []
+    convs = [c.name for c in calls if isinstance(c.module, nn.Conv2d) and len(c.shape) == 4
+             and not _in_gate(c.name, gates)]
     for i, call in enumerate(calls):
         if (not isinstance(call.module, nn.Conv2d) or len(call.shape) != 4
                 or _in_gate(call.name, gates)):
             continue
         activated = next((c.name for c in calls[i + 1:] if c.activation and len(c.shape) == 4
                           and not _in_gate(c.name, gates)), None)
+        if activated is not None and activated not in fields:
+            activated = _block(call.name, activated, convs, fields) or activated
         chosen = activated if activated is not None else call.name
         if chosen not in names:
             names.append(chosen)
     return names
+
+
+def _block(conv: str, activation: str, convs: list[str],
+           fields: dict[str, ReceptiveField]) -> str | None:
+    """The outermost module around ``conv`` and ``activation`` that holds no other convolution
+    and returns a channels-first feature map, for an activation that is not one itself:
+    ConvNeXt applies its GELU channels-last inside each block, so the block's output (after the
+    residual add) is the layer, as the ReLU after the add is in a ResNet block."""
+    parts = activation.split(".")
+    found = None
+    for end in range(len(parts) - 1, 0, -1):
+        prefix = ".".join(parts[:end])
+        inside = {name for name in convs if name.startswith(prefix + ".")}
+        if conv not in inside:
+            continue
+        if inside != {conv}:
+            break
+        if prefix in fields:
+            found = prefix
+    return found
 
 
 def _feature_maps(calls: list[_Call], fields: dict[str, ReceptiveField]) -> list[str]:
@@ -147,7 +174,7 @@ def analysable_layers(
     valid = _feature_maps(calls, fields)
     if names is None:
         chosen = [(n, f"conv{i + 1}") for i, n in enumerate(
-            n for n in _default_names(calls, _gated(model)) if n in fields)]
+            n for n in _default_names(calls, _gated(model), fields) if n in fields)]
     else:
         unknown = [n for n in names if n not in valid]
         if unknown:
@@ -176,7 +203,7 @@ def default_notes(model: nn.Module, input_size: tuple[int, int]) -> list[str]:
     calls = _trace_calls(model, input_size)
     fields = receptive_fields(model, input_size)
     gates = _gated(model)
-    defaults = [n for n in _default_names(calls, gates) if n in fields]
+    defaults = [n for n in _default_names(calls, gates, fields) if n in fields]
     kind = {c.name: c.activation for c in calls if c.activation}  # last call wins
     rectified = {c.name for c in calls if c.ruled}
     maps = [n for n in dict.fromkeys(c.name for c in calls if c.activation and len(c.shape) == 4)
@@ -186,7 +213,13 @@ def default_notes(model: nn.Module, input_size: tuple[int, int]) -> list[str]:
     if chosen and not rectified.intersection(defaults):
         notes.append(f"its activations are {_kinds(chosen)}, for which the deconvnet has no "
                      f"rule: the defaults are its {_kinds(chosen)} outputs, not rectified ones")
-    left_out = [n for n in maps if n not in fields]
+    inside = [n for n in maps if n not in fields
+              and any(n.startswith(block + ".") for block in defaults)]
+    if inside:
+        notes.append(f"its {_kinds(kind[n] for n in inside)} outputs are not channels-first "
+                     "feature maps (applied channels-last inside each block): the defaults are "
+                     "the blocks' outputs, after the residual add")
+    left_out = [n for n in maps if n not in fields and n not in inside]
     if left_out:
         why = (f"after its first squeeze-excitation gate ({min(gates, key=_order(calls))}), "
                "units see the whole image, so their receptive field is unknown" if gates else

@@ -85,18 +85,37 @@ def test_efficientnet_defaults_are_silu_outputs_and_say_so(capsys) -> None:
 
 
 @slow
-def test_convnext_has_no_defaults_and_says_why(capsys) -> None:
-    """Its GELUs run channels-last inside each block, behind permutes: no feature map there has
-    a known receptive field, so it has no default layer, and the run's preflight says why."""
+def test_convnext_defaults_are_its_block_outputs(capsys) -> None:
+    """Its GELUs run channels-last inside each block, between two permutes: not a feature map,
+    so each block's output (after the residual add) is the layer, and GELU has no rule."""
     rows, notes = _layers_command("convnext_tiny", capsys)
-    assert rows == []
-    assert notes[0].startswith("convnext_tiny: 18 of its 18 activation maps (GELU, from "
-                               "features.1.0.block.4 on) are left out")
-    assert notes[1].startswith("convnext_tiny: no default layers")
+    blocks = [f"features.{stage}.{i}" for stage, n in ((1, 3), (3, 3), (5, 9), (7, 3))
+              for i in range(n)]
+    assert [row[1] for row in rows] == blocks
+    assert {_mark(row) for row in rows} == {"no: GELU in features.1.0.block.4"}
+    assert notes[0] == ("convnext_tiny: its GELU outputs are not channels-first feature maps "
+                        "(applied channels-last inside each block): the defaults are the "
+                        "blocks' outputs, after the residual add")
+    assert "method = \"gradient\"" in notes[-1]
     with torch.device("meta"):
         model = torchvision.models.convnext_tiny()
-    with pytest.raises(UserError, match=r"^model 'x': has no default layers to analyse \(18 of "
-                       r"its 18 activation maps \(GELU.*layers --all"):
+    found = checked_layers(model, SIZE, (), "model 'x'")
+    assert [layer.out_shape[0] for layer in found] == [96] * 3 + [192] * 3 + [384] * 9 + [768] * 3
+
+
+@slow
+def test_swin_has_no_defaults_and_says_why(capsys) -> None:
+    """A transformer works channels-last (attention windows) from its patch embedding on: no
+    feature map after it has a known receptive field, so no default layer, and it says why."""
+    rows, notes = _layers_command("swin_t", capsys)
+    assert rows == []
+    assert notes[0].startswith("swin_t: 12 of its 12 activation maps (GELU, from "
+                               "features.1.0.mlp.1 on) are left out")
+    assert notes[1].startswith("swin_t: no default layers")
+    with torch.device("meta"):
+        model = torchvision.models.swin_t()
+    with pytest.raises(UserError, match=r"^model 'x': has no default layers to analyse \(12 of "
+                       r"its 12 activation maps \(GELU.*layers --all"):
         checked_layers(model, SIZE, (), "model 'x'")
 
 
