@@ -8,10 +8,10 @@ the input from ``first + size/2 - jump/2`` in steps of ``jump`` (see :func:`map_
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from pipeline.interp.receptive_field import ReceptiveField
+from pipeline.models.evaluation import evaluating
 
 
 def feature_maps(model: nn.Module, images: Tensor, layer: str) -> Tensor:
@@ -22,15 +22,11 @@ def feature_maps(model: nn.Module, images: Tensor, layer: str) -> Tensor:
     captured: list[Tensor] = []
     handle = module.register_forward_hook(
         lambda _module, _args, output: captured.append(output.detach()))
-    training = {m: m.training for m in model.modules()}
     try:
-        model.eval()
-        with torch.no_grad():
+        with evaluating(model):
             model(images)
     finally:
         handle.remove()
-        for m, flag in training.items():
-            m.training = flag
     return captured[-1]
 
 

@@ -30,6 +30,8 @@ import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from pipeline.models.evaluation import evaluating
+
 Box = tuple[int, int, int, int]
 
 _REUSE_SUFFIX = re.compile(r"@\d+$")
@@ -173,27 +175,9 @@ def _dummy(model: nn.Module, input_size: tuple[int, int]) -> torch.Tensor:
     return torch.zeros(1, 3, *input_size, device=device, dtype=dtype)
 
 
-class _EvalNoGrad:
-    """Eval mode and no grad for a dummy pass; every module's training flag restored after."""
-
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
-        self.flags = {m: m.training for m in model.modules()}
-        self.grad = torch.no_grad()
-
-    def __enter__(self) -> None:
-        self.model.eval()
-        self.grad.__enter__()
-
-    def __exit__(self, *exc: object) -> None:
-        self.grad.__exit__(*exc)
-        for m, flag in self.flags.items():
-            m.training = flag
-
-
 def _fx_fields(model: nn.Module, input_size: tuple[int, int]) -> dict[str, ReceptiveField]:
     gm = fx.symbolic_trace(model)
-    with _EvalNoGrad(model):
+    with evaluating(model):
         ShapeProp(gm).propagate(_dummy(model, input_size))
     geo: dict[fx.Node, ReceptiveField | None] = {}
     out: dict[str, ReceptiveField] = {}
@@ -253,7 +237,7 @@ def _hook_fields(model: nn.Module, input_size: tuple[int, int]) -> dict[str, Rec
 
     handles = [m.register_forward_hook(hook(n, m)) for n, m in model.named_modules() if n]
     try:
-        with _EvalNoGrad(model):
+        with evaluating(model):
             model(_dummy(model, input_size))
     finally:
         for h in handles:
