@@ -27,7 +27,6 @@ GUTTER = 2  # px between cells, not scaled, so cells stay visibly separate at an
 GAP = 10  # px between the projection grid and the patch grid
 BACKGROUND = (40, 40, 40)  # gutters and empty cells: dark, neutral, distinct from mid-grey
 GRID = 3  # Figure 2 shows the top 9 as 3x3
-MAX_CELLS = GRID * GRID
 
 
 def tile_scale(h: int, target: int = 48) -> int:
