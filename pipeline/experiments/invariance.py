@@ -127,14 +127,14 @@ def measure(model: nn.Module, image: Tensor, label: int, layers: FeatureLayers,
     moved = [step for step in steps if step[1] != IDENTITY[step[0]]]
     values: dict[tuple[str, float], tuple] = {}
     for start in range(0, len(moved), batch_size):
-        chunk = moved[start:start + batch_size]
+        batch_steps = moved[start:start + batch_size]
         batch = torch.stack([transform_image(image, transform, amount)
-                             for transform, amount in chunk])
+                             for transform, amount in batch_steps])
         probabilities, first_moved, last_moved = _vectors(model, batch, layers)
         distance_first = torch.linalg.vector_norm(first_moved - first, dim=1)
         distance_last = torch.linalg.vector_norm(last_moved - last, dim=1)
         best = probabilities.max(dim=1)
-        for j, step in enumerate(chunk):
+        for j, step in enumerate(batch_steps):
             values[step] = (float(distance_first[j]), float(distance_last[j]),
                             float(probabilities[j, label]), int(best.indices[j]),
                             float(best.values[j]))
