@@ -30,7 +30,7 @@ import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from pipeline.models.evaluation import evaluating
+from pipeline.models.evaluation import blank_image, evaluating
 
 Box = tuple[int, int, int, int]
 
@@ -168,17 +168,10 @@ def _hw(node: fx.Node) -> tuple[int, int] | None:
     return (int(shape[2]), int(shape[3])) if shape is not None and len(shape) == 4 else None
 
 
-def _dummy(model: nn.Module, input_size: tuple[int, int]) -> torch.Tensor:
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    dtype = param.dtype if param is not None else torch.float32
-    return torch.zeros(1, 3, *input_size, device=device, dtype=dtype)
-
-
 def _fx_fields(model: nn.Module, input_size: tuple[int, int]) -> dict[str, ReceptiveField]:
     gm = fx.symbolic_trace(model)
     with evaluating(model):
-        ShapeProp(gm).propagate(_dummy(model, input_size))
+        ShapeProp(gm).propagate(blank_image(model, input_size))
     geo: dict[fx.Node, ReceptiveField | None] = {}
     out: dict[str, ReceptiveField] = {}
     for node in gm.graph.nodes:
@@ -238,7 +231,7 @@ def _hook_fields(model: nn.Module, input_size: tuple[int, int]) -> dict[str, Rec
     handles = [m.register_forward_hook(hook(n, m)) for n, m in model.named_modules() if n]
     try:
         with evaluating(model):
-            model(_dummy(model, input_size))
+            model(blank_image(model, input_size))
     finally:
         for h in handles:
             h.remove()

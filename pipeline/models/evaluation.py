@@ -26,3 +26,12 @@ def evaluating(model: nn.Module, grad: bool = False) -> Iterator[nn.Module]:
     finally:
         for module, flag in flags.items():
             module.training = flag
+
+
+def blank_image(model: nn.Module, input_size: tuple[int, int]) -> torch.Tensor:
+    """One all-zero RGB image ``[1, 3, H, W]`` on the model's device, in its dtype: the input of
+    a pass that only looks at the shapes of what the modules output."""
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    dtype = param.dtype if param is not None else torch.float32
+    return torch.zeros(1, 3, *input_size, device=device, dtype=dtype)

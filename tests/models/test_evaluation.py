@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.models.evaluation import evaluating
+from pipeline.models.evaluation import blank_image, evaluating
 
 
 def _mixed() -> nn.Sequential:
@@ -34,3 +34,9 @@ def test_grad_keeps_autograd_and_an_error_still_restores_the_modes():
         raise RuntimeError("the pass failed")
     assert [m.training for m in model.modules()] == [True, True, False, True, True]
     assert torch.is_grad_enabled()
+
+
+def test_a_blank_image_takes_the_models_dtype_and_a_parameterless_model_gets_float32():
+    image = blank_image(nn.Conv2d(3, 2, 3).double(), (5, 7))
+    assert image.shape == (1, 3, 5, 7) and image.dtype == torch.float64 and not image.any()
+    assert blank_image(nn.ReLU(), (2, 2)).dtype == torch.float32
