@@ -113,10 +113,10 @@ def strongest_unit(feature_map: Tensor) -> tuple[int, tuple[int, int], float]:
     return unit, divmod(flat, width), float(peaks[unit])
 
 
-def occlude(model: nn.Module, image: Tensor, label: int, module: str, grid: OccluderGrid,
+def occlude(model: nn.Module, image: Tensor, true_class: int, module: str, grid: OccluderGrid,
             batch_size: int = 64, projector=None,
             on_batch: Callable[[int], object] | None = None) -> Occlusion:
-    """Figure 7 for one preprocessed ``image`` ``[3, H, W]`` of class ``label``: the tracked
+    """Figure 7 for one preprocessed ``image`` ``[3, H, W]`` of class ``true_class``: the tracked
     map of the module named ``module`` (a dotted name, not a layer label) and the class
     probabilities with the square at every position of ``grid``, ``batch_size`` positions per
     forward pass, and the deconvnet projection of the tracked map's peak (``projector``: a
@@ -137,7 +137,7 @@ def occlude(model: nn.Module, image: Tensor, label: int, module: str, grid: Occl
         batch = occluded_batch(image, boxes[start:start + batch_size])
         probabilities, maps, _ = forward_capturing(model, batch, outputs=(module,))
         totals.append(maps[module][:, unit].float().sum(dim=(1, 2)))
-        true_probs.append(probabilities[:, label])
+        true_probs.append(probabilities[:, true_class])
         best = probabilities.max(dim=1)
         predicted.append(best.indices)
         predicted_probs.append(best.values)
@@ -154,7 +154,7 @@ def occlude(model: nn.Module, image: Tensor, label: int, module: str, grid: Occl
     return Occlusion(
         unit=unit, position=(int(position[0]), int(position[1])), clean_peak=peak,
         clean_total=clean_total,
-        clean_prob=float(clean[label]), clean_predicted=clean_predicted,
+        clean_prob=float(clean[true_class]), clean_predicted=clean_predicted,
         clean_predicted_prob=float(clean[clean_predicted]),
         total=as_map(totals, np.float32), prob_true=as_map(true_probs, np.float32),
         predicted=as_map(predicted, np.int32), predicted_prob=as_map(predicted_probs, np.float32),
