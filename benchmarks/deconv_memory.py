@@ -43,7 +43,7 @@ PROJECT = textwrap.dedent("""
     from pipeline.interp.projection_store import BlockProjector, create_store, layer_plans
     from pipeline.layout import RunLayout
     from pipeline.models.preprocessing import preprocessing
-    from pipeline.stages.inputs import analysed_model, analysed_pixels
+    from pipeline.models.analysed import analysed_model, analysed_pixels
     workflow_file, units, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     workflow = load_workflow(Path(workflow_file))
     layout = RunLayout(Path("."), workflow.name)

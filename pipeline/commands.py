@@ -7,10 +7,12 @@ import dataclasses
 from pathlib import Path
 
 from pipeline.atomic import read_json
-from pipeline.cli import DEFAULT_WORKFLOW
 from pipeline.config import Workflow, load_workflow
 from pipeline.errors import UserError
 from pipeline.layout import RunLayout
+
+# The workflow a command loads when none is named (the parser shows it in --help).
+DEFAULT_WORKFLOW = Path("workflows") / "demo.toml"
 
 
 def dispatch(args: argparse.Namespace) -> int:

@@ -46,7 +46,6 @@ MAX_CELL = 64  # px: larger receptive fields are shrunk in the tiles (size of a 
 # with full-colour JPEG, AlexNet's atlas is 58 MB at 64 px, 79 MB at 80 px)
 TILE_QUALITY = 65  # JPEG quality of tiles (PNG tiles are lossless)
 SKIPPED_SHOWN = 50  # unreadable images listed on the index (all are in skipped.parquet)
-CLASSES_SHOWN = 10  # classes in a unit's class-distribution chart
 # A card names a class only when the data support it: at least this share of the unit's top
 # images, at least CHANCE_FACTOR times the share the class has among all analysed images (what
 # a unit blind to classes would see; capped at MAX_CHANCE_SHARE so that a data set of two

@@ -75,7 +75,7 @@ def run_side(side: str, workflow: Workflow, layout: RunLayout, out_dir: Path,
     import zarr
 
     from pipeline.atlas.first_layer import first_layer
-    from pipeline.stages.inputs import analysed_model
+    from pipeline.models.analysed import analysed_model
 
     folder = side.lower()
     activations = zarr.open_group(layout.activations, mode="r")

@@ -18,7 +18,6 @@ and a killed run redoes only chunks without a marker: the final arrays equal an 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import numpy as np
 import zarr
 
 from pipeline.atomic import read_json, remove, write_json
+from pipeline.locks import file_lock
 
 SUMMARIES = ("max", "argmax", "mean")
 DTYPES = {"max": "float32", "argmax": "int32", "mean": "float32"}
@@ -34,9 +34,7 @@ DTYPES = {"max": "float32", "argmax": "int32", "mean": "float32"}
 @contextlib.contextmanager
 def creation_lock(final: Path) -> Iterator[None]:
     """Serialise the setup of a store that several shard processes share (held briefly)."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    with open(final.parent / f".{final.name}.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    with file_lock(final.parent / f".{final.name}.lock"):
         yield
 
 

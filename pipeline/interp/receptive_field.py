@@ -32,6 +32,8 @@ import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from pipeline.models.evaluation import blank_image, evaluating
+
 Box = tuple[int, int, int, int]
 
 _REUSE_SUFFIX = re.compile(r"@\d+$")
@@ -204,35 +206,10 @@ def _spatial_axes(gm: fx.GraphModule, node: fx.Node,
     return source
 
 
-def _dummy(model: nn.Module, input_size: tuple[int, int]) -> torch.Tensor:
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    dtype = param.dtype if param is not None else torch.float32
-    return torch.zeros(1, 3, *input_size, device=device, dtype=dtype)
-
-
-class _EvalNoGrad:
-    """Eval mode and no grad for a dummy pass; every module's training flag restored after."""
-
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
-        self.flags = {m: m.training for m in model.modules()}
-        self.grad = torch.no_grad()
-
-    def __enter__(self) -> None:
-        self.model.eval()
-        self.grad.__enter__()
-
-    def __exit__(self, *exc: object) -> None:
-        self.grad.__exit__(*exc)
-        for m, flag in self.flags.items():
-            m.training = flag
-
-
 def _fx_fields(model: nn.Module, input_size: tuple[int, int]) -> dict[str, ReceptiveField]:
     gm = fx.symbolic_trace(model)
-    with _EvalNoGrad(model):
-        ShapeProp(gm).propagate(_dummy(model, input_size))
+    with evaluating(model):
+        ShapeProp(gm).propagate(blank_image(model, input_size))
     geo: dict[fx.Node, ReceptiveField | None] = {}
     axes: dict[fx.Node, tuple[int, int] | None] = {}
     out: dict[str, ReceptiveField] = {}
@@ -299,8 +276,8 @@ def _hook_fields(model: nn.Module, input_size: tuple[int, int]) -> dict[str, Rec
 
     handles = [m.register_forward_hook(hook(n, m)) for n, m in model.named_modules() if n]
     try:
-        with _EvalNoGrad(model):
-            model(_dummy(model, input_size))
+        with evaluating(model):
+            model(blank_image(model, input_size))
     finally:
         for h in handles:
             h.remove()

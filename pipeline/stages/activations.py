@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 
 from pipeline.atomic import write_json, zarr_writes_settled
+from pipeline.models.analysed import analysed_model
 from pipeline.stages.context import StageContext
-from pipeline.stages.inputs import analysed_model
 from pipeline.stages.registry import register_stage
 
 

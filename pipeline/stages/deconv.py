@@ -36,8 +36,8 @@ def deconv(ctx: StageContext) -> None:
         finish_store,
         layer_plans,
     )
+    from pipeline.models.analysed import analysed_model, analysed_pixels
     from pipeline.models.preprocessing import preprocessing
-    from pipeline.stages.inputs import analysed_model, analysed_pixels
 
     workflow, layout, spec = ctx.workflow, ctx.layout, ctx.workflow.deconv
     device = resolve_device(spec.device)

@@ -29,9 +29,9 @@ def evolution(ctx: StageContext) -> None:
     from pipeline.device import resolve_device
     from pipeline.experiments.evolution import EvolutionLayer, searched_images, write_evolution
     from pipeline.experiments.snapshots import load_snapshot, snapshot_files
+    from pipeline.models.analysed import analysed_images
     from pipeline.models.preprocessing import preprocessing
     from pipeline.preflight import model_classes
-    from pipeline.stages.inputs import analysed_images
 
     workflow, layout, spec = ctx.workflow, ctx.layout, ctx.workflow.evolution
     device = resolve_device(spec.device)

@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 
 from pipeline.errors import UserError
+from pipeline.models.analysed import analysed_images, analysed_model
 from pipeline.stages.context import StageContext
-from pipeline.stages.inputs import analysed_images, analysed_model
 from pipeline.stages.registry import register_stage
 
 CLEAN_COLUMNS = ("peak", "total", "prob_true", "predicted", "predicted_prob")

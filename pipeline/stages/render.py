@@ -14,9 +14,9 @@ import pandas as pd
 from pipeline import __version__
 from pipeline.atomic import read_json
 from pipeline.errors import UserError
+from pipeline.models.analysed import analysed_model
 from pipeline.progress import progress_bar
 from pipeline.stages.context import StageContext
-from pipeline.stages.inputs import analysed_model
 from pipeline.stages.registry import get_stage, list_stages, register_stage
 
 if TYPE_CHECKING:

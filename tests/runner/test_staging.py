@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from pipeline.atomic import read_json, replace, write_bytes, write_json
+from pipeline.atomic import read_json, replace, write_bytes, write_json, writing
 from pipeline.config import ModelConfig, Workflow
 from pipeline.layout import RunLayout
 from pipeline.stages.context import StageContext
@@ -92,3 +92,18 @@ def test_a_failed_write_names_its_file_and_leaves_the_old_one(tmp_path, monkeypa
     assert info.value.errno == errno.ENOSPC and info.value.filename == str(target)
     assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]  # no temporary file left
     assert target.read_bytes() == b"old"
+
+
+def test_a_block_that_fails_mid_write_leaves_the_old_file_alone(tmp_path):
+    """Images (atlas tiles) are written by a library into the open handle of
+    :func:`writing`; an error half way leaves the old file and no temporary one."""
+    target = tmp_path / "tile.png"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError), writing(target) as handle:
+        handle.write(b"half a pic")
+        raise RuntimeError("encoder failed")
+    assert [p.name for p in tmp_path.iterdir()] == ["tile.png"]
+    assert target.read_bytes() == b"old"
+    with writing(target) as handle:
+        handle.write(b"new")
+    assert target.read_bytes() == b"new" and len(list(tmp_path.iterdir())) == 1
