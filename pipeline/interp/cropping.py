@@ -60,7 +60,6 @@ TOLERANCE = 1e-5
 # full-input path for one batch of requests, applied to whole images or to crops. ("Chunk" is
 # the zarr word: a block of a stored array.)
 ProjectBatch = Callable[[Tensor, Tensor, Tensor], Tensor]
-Chunk = ProjectBatch  # the old name, still used by projector.py until it moves to ProjectBatch
 
 
 def crop_span(start: int, size: int, jump: int, n: int) -> tuple[int, int]:

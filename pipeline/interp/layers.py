@@ -39,6 +39,7 @@ from torchvision.ops.misc import SqueezeExcitation
 from pipeline.errors import UserError
 from pipeline.interp.receptive_field import ReceptiveField, receptive_fields
 from pipeline.interp.rules import ModuleStack, Nonlinearities, Nonlinearity
+from pipeline.models.evaluation import blank_image, evaluating
 
 _GATES = (SqueezeExcitation,)  # modules whose maps scale channels instead of being features
 
@@ -83,23 +84,16 @@ def _trace_calls(model: nn.Module, input_size: tuple[int, int]) -> list[_Call]:
                 calls.append(_Call(name, module, tuple(output.shape), kind, ruled))
         return fn
 
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    dtype = param.dtype if param is not None else torch.float32
-    flags = {m: m.training for m in model.modules()}
     stack = ModuleStack(model)  # registered first: a module has left the stack when `fn` runs
     handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if n]
     try:
-        model.eval()
-        with torch.no_grad(), Nonlinearities(
+        with evaluating(model), Nonlinearities(
                 None, lambda call: made.setdefault(call.module, []).append(call), stack.names):
-            model(torch.zeros(1, 3, *input_size, device=device, dtype=dtype))
+            model(blank_image(model, input_size))
     finally:
         stack.remove()
         for h in handles:
             h.remove()
-        for m, flag in flags.items():
-            m.training = flag
     return calls
 
 

@@ -33,6 +33,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
+from pipeline.models.evaluation import blank_image, evaluating
+
 RULES = ("deconvnet", "guided")  # the methods that need a rule; "gradient" is autograd's own
 
 # (function, name, in place); F.relu and F.hardtanh take inplace=... themselves
@@ -213,23 +215,15 @@ def unruled_layers(model: nn.Module, input_size: tuple[int, int],
                 outputs[name] = output
         return hook
 
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    dtype = param.dtype if param is not None else torch.float32
     stack = ModuleStack(model)
     handles = [m.register_forward_hook(keep(n)) for n, m in model.named_modules() if n in wanted]
-    flags = {m: m.training for m in model.modules()}
     try:
-        model.eval()
-        x = torch.zeros(1, 3, *input_size, device=device, dtype=dtype, requires_grad=True)
-        with torch.enable_grad(), Nonlinearities(
+        with evaluating(model, grad=True), torch.enable_grad(), Nonlinearities(
                 "deconvnet", lambda call: call.ruled or unruled.append(call), stack.names):
-            model(x)
+            model(blank_image(model, input_size).requires_grad_(True))
     finally:
         stack.remove()
         for handle in handles:
             handle.remove()
-        for m, flag in flags.items():
-            m.training = flag
     return {name: first_unruled(outputs[name], unruled) if name in outputs else None
             for name in names}
