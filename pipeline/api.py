@@ -98,6 +98,14 @@ class Run:
         """layer, unit, low, high, count: non-empty bins of each unit's per-image maxima."""
         return self._table("histograms")
 
+    @cached_property
+    def top_k(self) -> int:
+        """Images kept per unit, as the rank stage recorded it (not the config, which may have
+        changed since)."""
+        from pipeline.ranking import read_rank_meta
+
+        return read_rank_meta(self._written("topk")).top_k
+
     @property
     def layers(self) -> list[str]:
         """The analysed layers' labels (conv1, conv2, ...), in network order."""

@@ -337,18 +337,17 @@ def _unit_entry(unit: int, row: pd.Series, tables: RunTables, tile: str | None,
                       if name.startswith("q") and name[1:].isdigit())
     top_class = int(row["top_class"])
     top_name = tables.classes[top_class] if top_class >= 0 else None
-    share, counted = float(row.get("top_class_share", 0.0)), int(row.get("n_selectivity", 0))
+    share, counted = float(row["top_class_share"]), int(row["n_selectivity"])
     prior = float(tables.priors[top_class]) if top_class >= 0 else 1.0
     named = top_name if dominant_class(share, counted, prior) else None
     return UnitEntry(
         unit=unit, dead=bool(row["dead"]), peak=float(row["peak"]),
         top_class=top_name,
         n_images=len(top_images) if tile else 0, tile=tile,
-        top_class_share=float(row.get("top_class_share", 0.0)),
-        class_entropy=float(row.get("class_entropy", 0.0)),
-        frac_active=float(row.get("frac_active", 0.0)), mean_max=float(row["mean_max"]),
-        std_max=float(row["std_max"]), quantiles=quantiles,
-        n_selectivity=int(row.get("n_selectivity", 0)), classes=classes, histogram=bins,
+        top_class_share=share, class_entropy=float(row["class_entropy"]),
+        frac_active=float(row["frac_active"]), mean_max=float(row["mean_max"]),
+        std_max=float(row["std_max"]), quantiles=quantiles, n_selectivity=counted,
+        classes=classes, histogram=bins,
         n_zero=n_zero, top_images=top_images, named_class=named,
         filter_scale=float(first.scales[unit]) if first is not None else None,
         filter=filter_crop)

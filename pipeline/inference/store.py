@@ -14,32 +14,32 @@ marker ``done/NNNNNN.json`` exists; the marker is written after the chunk's arra
 chunk's skipped images. Markers are separate files, so shard processes on one store never race,
 and a killed run redoes only chunks without a marker: the final arrays equal an uninterrupted run's.
 
-Attributes, each written and read through one frozen dataclass: every layer group's
-:class:`LayerMeta`, the root's :class:`StoreMeta` (when created) and :class:`InferenceSummary`
-(when finished). The pipeline always writes them, so they are read without defaults: a store
-without them is from an older revision, stale anyway.
+Attributes, each written and read through a :class:`~pipeline.metadata.Metadata` record:
+every layer group's :class:`LayerMeta`, the root's :class:`StoreMeta` (when created) and
+:class:`InferenceSummary` (when finished). The pipeline always writes them, so they are read
+without defaults: a store without them is from an older revision, stale anyway.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import zarr
 
 from pipeline.atomic import read_json, remove, write_json
+from pipeline.metadata import Metadata
 
 SUMMARIES = ("max", "argmax", "mean")
 DTYPES = {"max": "float32", "argmax": "int32", "mean": "float32"}
 
 
 @dataclass(frozen=True)
-class LayerMeta:
+class LayerMeta(Metadata):
     """One analysed layer: its label, module, channels, map size and receptive field (px)."""
 
     label: str
@@ -49,18 +49,9 @@ class LayerMeta:
     width: int
     receptive_field: tuple[int, int]
 
-    def to_attrs(self) -> dict[str, Any]:
-        return {**asdict(self), "receptive_field": list(self.receptive_field)}
-
-    @classmethod
-    def from_attrs(cls, attrs: Mapping[str, Any]) -> LayerMeta:
-        return cls(str(attrs["label"]), str(attrs["module"]), int(attrs["channels"]),
-                   int(attrs["height"]), int(attrs["width"]),
-                   (int(attrs["receptive_field"][0]), int(attrs["receptive_field"][1])))
-
 
 @dataclass(frozen=True)
-class StoreMeta:
+class StoreMeta(Metadata):
     """The root's attributes from its creation: the layers' labels in network order, the
     chunking and the number of images (set last: a store cut off while created has none)."""
 
@@ -68,17 +59,9 @@ class StoreMeta:
     chunk_size: int
     n_images: int
 
-    def to_attrs(self) -> dict[str, Any]:
-        return {**asdict(self), "layers": list(self.layers)}
-
-    @classmethod
-    def from_attrs(cls, attrs: Mapping[str, Any]) -> StoreMeta:
-        return cls(tuple(str(label) for label in attrs["layers"]), int(attrs["chunk_size"]),
-                   int(attrs["n_images"]))
-
 
 @dataclass(frozen=True)
-class InferenceSummary:
+class InferenceSummary(Metadata):
     """The root's attributes from the stage's end: where it ran (device kinds, no host names:
     the atlas shows this and is meant to be shared), and the accuracy over the readable images."""
 
@@ -86,14 +69,6 @@ class InferenceSummary:
     top1: float
     top5: float
     n_readable: int
-
-    def to_attrs(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_attrs(cls, attrs: Mapping[str, Any]) -> InferenceSummary:
-        return cls(str(attrs["device"]), float(attrs["top1"]), float(attrs["top5"]),
-                   int(attrs["n_readable"]))
 
 
 def store_layers(store: zarr.Group) -> list[LayerMeta]:

@@ -13,11 +13,10 @@ encoding can change without projecting again. Per layer group:
 - ``maps`` float32 ``[unit, rank, H, W]``, the unit's whole activation map in that image, and
   the attribute ``map_extent``, the input area the map covers (see ``pipeline.interp.maps``).
 
-Attributes, each written and read through one frozen dataclass: each layer group's
-:class:`ProjectedLayer`, the root's :class:`ProjectionsMeta` (methods, image size, device), and
-while the store is being written its :class:`ProjectionPlan` (removed when finished); they live
-in :mod:`pipeline.interp.projection_meta`, which readers import without torch. The number
-of ranks per unit is not among them: it is the rank stage's ``top_k``
+Attributes, each written and read through a record of :mod:`pipeline.interp.projection_meta`:
+each layer group's ``ProjectedLayer``, the root's ``ProjectionsMeta`` (methods, image size,
+device), and while the store is being written its ``ProjectionPlan`` (removed when finished).
+The number of ranks per unit is not among them: it is the rank stage's ``top_k``
 (:func:`pipeline.ranking.read_rank_meta`), the one record of it after rank.
 
 Why blocks: a VGG16 layer's arrays are about a gigabyte, so a layer is never held whole. Units
@@ -140,7 +139,7 @@ def units_written(path: Path, label: str) -> int:
 def batch_sizes_written(path: Path) -> set[int]:
     """The ``[deconv] batch_size`` of the blocks already written (empty: none yet)."""
     folder = path / "progress"
-    return {int(read_json(record).get("batch_size", 0)) for record in folder.glob("*.json")} \
+    return {int(read_json(record)["batch_size"]) for record in folder.glob("*.json")} \
         if folder.is_dir() else set()
 
 

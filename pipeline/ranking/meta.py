@@ -9,27 +9,21 @@ copy in another store.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
+
+from pipeline.metadata import Metadata
 
 META_KEY = b"rank"
 
 
 @dataclass(frozen=True)
-class RankMeta:
+class RankMeta(Metadata):
     """``top_k``: the images kept per unit (a unit that fired in fewer has fewer rows)."""
 
     top_k: int
-
-    def to_attrs(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_attrs(cls, attrs: dict[str, Any]) -> RankMeta:
-        return cls(top_k=int(attrs["top_k"]))
 
 
 def write_topk(frame: pd.DataFrame, path: Path, meta: RankMeta) -> None:

@@ -32,3 +32,11 @@ def test_an_attribute_the_pipeline_always_writes_is_never_defaulted():
     assert InferenceSummary.from_attrs(summary.to_attrs()) == summary
     with pytest.raises(KeyError, match="n_readable"):
         InferenceSummary.from_attrs({"device": "cpu", "top1": 0.5, "top5": 0.75})
+
+
+def test_records_read_back_with_their_declared_types():
+    """JSON gives lists and may give 3 for 3.0: a record reads back as it was written."""
+    meta = LayerMeta.from_attrs({"label": "conv1", "module": "m", "channels": 3.0, "height": 5,
+                                 "width": 5, "receptive_field": [7, 7]})
+    assert meta == LayerMeta("conv1", "m", 3, 5, 5, (7, 7))
+    assert isinstance(meta.channels, int) and isinstance(meta.receptive_field, tuple)
