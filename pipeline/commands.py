@@ -71,11 +71,13 @@ def status(workflow: Workflow, layout: RunLayout) -> int:
     for row in rows:
         seconds = f"{row.seconds:.1f}" if row.seconds is not None else "-"
         print(f"{row.name:<12} {row.state:<8} {row.finished or '-':<26} {seconds:>8}")
-    accuracy = read_json(layout.activations / "zarr.json")
-    attrs = (accuracy or {}).get("attributes", {})
-    if "top1" in attrs:
-        print(f"accuracy on {attrs.get('n_readable', attrs['n_images'])} images: "
-              f"top-1 {attrs['top1']:.1%}, top-5 {attrs['top5']:.1%}")
+    store = read_json(layout.activations / "zarr.json")  # the root's metadata, without zarr
+    if store is not None:  # only a finished store is moved into place
+        from pipeline.inference.store import InferenceSummary
+
+        accuracy = InferenceSummary.from_attrs(store["attributes"])
+        print(f"accuracy on {accuracy.n_readable} images: "
+              f"top-1 {accuracy.top1:.1%}, top-5 {accuracy.top5:.1%}")
     return 0
 
 

@@ -26,6 +26,7 @@ from pipeline.locks import LockHeld, file_lock
 from pipeline.stages import Stage, get_stage, list_stages
 from pipeline.stages.context import StageContext
 from pipeline.stamps import (
+    LEGACY_REVISION,
     config_values,
     content_digest,
     external_digest,
@@ -103,6 +104,8 @@ class Runner:
         return self._stamps[name]
 
     def _migrated(self, stage: Stage, stamp: dict) -> dict:
+        if stage.revision != LEGACY_REVISION:
+            return stamp  # it writes other bytes since: 0.3.0's outputs are not its outputs
         tokens = {}
         for name in self._inputs(stage):
             upstream = self._stamp(name)
@@ -118,7 +121,7 @@ class Runner:
                 "revision": stage.revision, "migrated_from": stamp["version"]}
 
     def _digest(self, stage: Stage) -> tuple[str, list[str]]:
-        return content_digest(stage.outputs(self.workflow, self.layout), self.layout.base)
+        return content_digest(stage.output_paths(self.workflow, self.layout), self.layout.base)
 
     def state(self, name: str) -> str:
         """``done`` (stamp current, inputs done, outputs there), ``stale`` (stamp out of date),

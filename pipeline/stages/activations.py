@@ -13,8 +13,11 @@ from pipeline.stages.registry import register_stage
 
 @register_stage("activations", inputs=("prepare", "train"),
                 keys=("data.source", "data.root", "model", "activations"),
-                outputs=lambda workflow, layout: (layout.activations, layout.skipped),
-                loads_weights=True, reads_images=True)
+                outputs=("activations", "skipped"),
+                loads_weights=True, reads_images=True,
+                # which model is loaded follows train.enabled, and so do its inputs; the dask
+                # section says how shard tasks are spread over a cluster
+                reads=("train.enabled", "dask"))
 def activations(ctx: StageContext) -> bool:
     """record each unit's max, argmax and mean over every image"""
     with zarr_writes_settled():
@@ -29,6 +32,7 @@ def _fill_store(ctx: StageContext) -> bool:
     from pipeline.device import resolve_device
     from pipeline.inference.shard import fill_share
     from pipeline.inference.store import (
+        LayerMeta,
         chunk_count,
         completed_chunks,
         create_store,
@@ -47,9 +51,8 @@ def _fill_store(ctx: StageContext) -> bool:
     size = preprocessing(workflow).crop
     layers = analysable_layers(model, (size, size), names=list(spec.layers) or None)
     n_chunks = chunk_count(len(manifest), spec.chunk_size)
-    meta = [{"label": layer.label, "module": layer.name, "channels": layer.channels,
-             "height": layer.out_shape[1], "width": layer.out_shape[2],
-             "receptive_field": list(layer.receptive_field.size)} for layer in layers]
+    meta = [LayerMeta(layer.label, layer.name, layer.channels, layer.out_shape[1],
+                      layer.out_shape[2], tuple(layer.receptive_field.size)) for layer in layers]
     with creation_lock(layout.activations):  # the client creates every array before any write
         staged = ctx.output(layout.activations, resumable=True)
         create_store(staged, len(manifest), spec.chunk_size, meta,
@@ -80,16 +83,18 @@ def _fill_store(ctx: StageContext) -> bool:
             return False
         write_json(finishing, {"by": ctx.shard})
     store = zarr.open_group(staged, mode="r+")
-    ran_on = sorted({report.device for report in reports if report.images})  # no host names:
-    # the atlas shows this and is meant to be shared
-    store.attrs["device"] = ", ".join(ran_on) or str(store.attrs.get("device", device))
-    _finish(store, staged, manifest, ctx)
+    ran_on = sorted({report.device for report in reports if report.images})
+    # A run resumed after its last chunk computed nothing: the devices are those a killed
+    # finishing run recorded, if it got that far, else this one's (the attribute is not there
+    # until the store is finished, so its absence is expected here).
+    _finish(store, staged, manifest, ctx,
+            ", ".join(ran_on) or str(store.attrs.get("device", device)))
     return True
 
 
-def _finish(store, staged, manifest: pd.DataFrame, ctx: StageContext) -> None:
+def _finish(store, staged, manifest: pd.DataFrame, ctx: StageContext, device: str) -> None:
     """Accuracy over the readable images, and the table of skipped ones."""
-    from pipeline.inference.store import drop_progress, skipped_images
+    from pipeline.inference.store import InferenceSummary, drop_progress, skipped_images
 
     labels = np.asarray(store["label"][:])
     pred = np.asarray(store["pred"][:])
@@ -97,7 +102,7 @@ def _finish(store, staged, manifest: pd.DataFrame, ctx: StageContext) -> None:
     top1 = float((pred[readable, 0] == labels[readable]).mean()) if readable.any() else 0.0
     top5 = float((pred[readable] == labels[readable, None]).any(axis=1).mean()) \
         if readable.any() else 0.0
-    store.attrs.update({"top1": top1, "top5": top5, "n_readable": int(readable.sum())})
+    store.attrs.update(InferenceSummary(device, top1, top5, int(readable.sum())).to_attrs())
     skipped = skipped_images(staged)
     ids = [image_id for image_id, _ in skipped]
     table = pd.DataFrame({"image_id": pd.Series(ids, dtype="int64"),

@@ -18,10 +18,13 @@ from pipeline.stages.context import StageContext
 from pipeline.stages.registry import register_stage
 
 
+# revision 2: projections.zarr's root no longer copies top_k (rank's metadata holds it)
 @register_stage("deconv", inputs=("prepare", "train", "activations", "rank"),
-                keys=("data.source", "data.root", "model", "deconv"),
-                outputs=lambda workflow, layout: (layout.projections,), loads_weights=True,
-                reads_images=True)
+                keys=("data.source", "data.root", "model", "deconv"), revision=2,
+                outputs=("projections",), loads_weights=True,
+                reads_images=True,
+                # the model is the trained one when the workflow trains (its inputs say which)
+                reads=("train.enabled",),)
 def deconv(ctx: StageContext) -> None:
     """project each top activation back to pixel space"""
     import zarr
@@ -32,12 +35,14 @@ def deconv(ctx: StageContext) -> None:
     from pipeline.interp.projection_store import (
         DECODED,
         BlockProjector,
+        ProjectionPlan,
         create_store,
         finish_store,
         layer_plans,
     )
     from pipeline.models.analysed import analysed_model, analysed_pixels
     from pipeline.models.preprocessing import preprocessing
+    from pipeline.ranking import read_rank_meta
 
     workflow, layout, spec = ctx.workflow, ctx.layout, ctx.workflow.deconv
     device = resolve_device(spec.device)
@@ -46,12 +51,14 @@ def deconv(ctx: StageContext) -> None:
     prep = preprocessing(workflow)
     activations = zarr.open_group(layout.activations, mode="r")
     topk = pd.read_parquet(layout.topk)
+    top_k = read_rank_meta(layout.topk).top_k
     layers = layer_plans(activations, receptive_fields(model, (prep.crop, prep.crop)))
 
     with zarr_writes_settled():
         staged = ctx.output(layout.projections, resumable=True)
-        create_store(staged, layers, spec.methods, workflow.rank.top_k, prep.crop,
-                     {"device": str(device)})
+        create_store(staged, layers, ProjectionPlan(tuple(spec.methods), top_k, prep.crop,
+                                                    tuple(layer.label for layer in layers)),
+                     str(device))
         _say_resumed(staged, layers, spec.batch_size)
         ids = np.unique(topk["image_id"].to_numpy())
         bar = progress_bar("decode top images", total=len(ids), unit="img")
@@ -63,7 +70,7 @@ def deconv(ctx: StageContext) -> None:
             print(f"[deconv] reusing the {len(ids)} top images a killed run had decoded")
         _check_readable(decoded, manifest, len(ids))
         job = BlockProjector(model, spec.methods, decoded, prep.normalise(),
-                             workflow.rank.top_k, spec.batch_size)
+                             top_k, spec.batch_size)
         bar = progress_bar("deconv", total=len(topk) * len(spec.methods), unit="proj")
         for layer in layers:
             job.layer(staged, layer, topk[topk["layer"] == layer.label], bar.update)

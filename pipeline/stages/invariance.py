@@ -33,8 +33,10 @@ PICTURE_SIDE = 128  # px: the page shows the pictures small
 
 @register_stage("invariance", inputs=("prepare", "train", "activations"),
                 keys=("data.source", "data.root", "model", "invariance"),
-                outputs=lambda workflow, layout: (layout.invariance,), loads_weights=True,
+                outputs=("invariance",), loads_weights=True,
                 reads_images=True,
+                # the model is the trained one when the workflow trains (its inputs say which)
+                reads=("train.enabled",),
                 enabled=lambda workflow: workflow.invariance.images > 0
                 or bool(workflow.invariance.files))
 def invariance(ctx: StageContext) -> None:
@@ -52,6 +54,7 @@ def invariance(ctx: StageContext) -> None:
         transform_image,
     )
     from pipeline.experiments.sampling import experiment_images
+    from pipeline.inference.store import store_layers
     from pipeline.models.preprocessing import preprocessing
     from pipeline.progress import progress
 
@@ -60,14 +63,14 @@ def invariance(ctx: StageContext) -> None:
     activations = zarr.open_group(layout.activations, mode="r")
     image_ids = experiment_images(manifest, np.asarray(activations["pred"][:, 0]) >= 0,
                                   spec.images, spec.files, "invariance", "transform")
-    labels = list(activations.attrs["layers"])
-    if not labels:
+    analysed = store_layers(activations)
+    if not analysed:
         raise UserError("[invariance]: the activations store records no layer; set "
                         "[activations] layers or leave it empty for every conv layer")
     device = resolve_device(spec.device)
     model = analysed_model(workflow, layout, device)
-    layers = feature_layers(model, activations[labels[0]].attrs["module"],
-                            activations[labels[-1]].attrs["module"], labels[0], labels[-1])
+    layers = feature_layers(model, analysed[0].module, analysed[-1].module, analysed[0].label,
+                            analysed[-1].label)
     images = analysed_images(workflow, layout, manifest)
 
     prep = preprocessing(workflow)

@@ -35,8 +35,10 @@ CLEAN_COLUMNS = ("peak", "total", "prob_true", "predicted", "predicted_prob")
 
 @register_stage("occlusion", inputs=("prepare", "train", "activations"),
                 keys=("data.source", "data.root", "model", "occlusion", "activations.layers"),
-                outputs=lambda workflow, layout: (layout.occlusion,), loads_weights=True,
+                outputs=("occlusion",), loads_weights=True,
                 reads_images=True,
+                # the model is the trained one when the workflow trains (its inputs say which)
+                reads=("train.enabled",),
                 enabled=lambda workflow: workflow.occlusion.images > 0
                 or bool(workflow.occlusion.files))
 def occlusion(ctx: StageContext) -> None:
@@ -47,6 +49,7 @@ def occlusion(ctx: StageContext) -> None:
     from pipeline.device import resolve_device
     from pipeline.experiments.occlusion import occlude, occluder_grid
     from pipeline.experiments.sampling import experiment_images
+    from pipeline.inference.store import store_layers
     from pipeline.interp import Projector, clip_box, receptive_fields
     from pipeline.models.preprocessing import preprocessing
     from pipeline.progress import progress_bar
@@ -56,8 +59,8 @@ def occlusion(ctx: StageContext) -> None:
     activations = zarr.open_group(layout.activations, mode="r")
     image_ids = experiment_images(manifest, np.asarray(activations["pred"][:, 0]) >= 0,
                                   spec.images, spec.files, "occlusion", "occlude")
-    label, module = tracked_layer(list(activations.attrs["layers"]), spec.layer,
-                                  lambda name: activations[name].attrs["module"])
+    modules = {meta.label: meta.module for meta in store_layers(activations)}
+    label, module = tracked_layer(list(modules), spec.layer, modules.__getitem__)
     prep = preprocessing(workflow)
     if spec.size > prep.crop:
         raise UserError(f"[occlusion] size ({spec.size}) is larger than the model's "

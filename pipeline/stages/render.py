@@ -28,8 +28,13 @@ if TYPE_CHECKING:
 @register_stage("render", inputs=("prepare", "train", "activations", "rank", "deconv", "occlusion",
                                   "evolution", "invariance"),
                 keys=("data.source", "data.root", "model", "render"),
-                outputs=lambda workflow, layout: (layout.report_dir,),
-                loads_weights=True)
+                outputs=("report_dir",),
+                loads_weights=True,
+                # which model (train.enabled) and which experiments' pages (whether their
+                # stages are on) follow from its inputs
+                reads=("train.enabled", "train.snapshot_epochs", "evolution.checkpoints",
+                       "occlusion.images", "occlusion.files", "invariance.images",
+                       "invariance.files"))
 def render(ctx: StageContext) -> None:
     """write the static HTML atlas"""
     from pipeline.atlas.parallel import Workers, worker_count
@@ -55,31 +60,33 @@ def _write(ctx: StageContext, staged: Path, workers: Workers) -> None:
     from pipeline.atlas.first_layer import first_layer, shows_filters
     from pipeline.atlas.gather import ImageWriter, LayerInput, gather_layers
     from pipeline.atlas.render import write_atlas
+    from pipeline.inference.store import store_layers
+    from pipeline.interp.projection_meta import ProjectionsMeta
+    from pipeline.ranking import read_rank_meta
 
     workflow, layout = ctx.workflow, ctx.layout
     activations = zarr.open_group(layout.activations, mode="r")
     projections = zarr.open_group(layout.projections, mode="r")
+    projected = ProjectionsMeta.from_attrs(projections.attrs)
     tables = _read_tables(layout, activations)
     model = analysed_model(workflow, layout, torch.device("cpu"))
-    top_k = int(projections.attrs["top_k"])
-    image_size = int(projections.attrs.get("image_size", 0)) or None
+    top_k = read_rank_meta(layout.topk).top_k
 
     writer = ImageWriter()
     try:
         first = first_layer(model, staged, writer)
     finally:
         writer.close()
-    labels = activations.attrs["layers"]
-    first_label = next((label for label in labels
-                        if first and shows_filters(model, activations[label].attrs["module"],
-                                                   first)), None)
-    inputs = [LayerInput(label, dict(activations[label].attrs),
-                         first if label == first_label else None) for label in labels]
-    units = sum(int(projections[label]["patches"].shape[0]) for label in labels)
+    analysed = store_layers(activations)
+    first_label = next((meta.label for meta in analysed
+                        if first and shows_filters(model, meta.module, first)), None)
+    inputs = [LayerInput(meta.label, meta, first if meta.label == first_label else None)
+              for meta in analysed]
+    units = sum(int(projections[meta.label]["patches"].shape[0]) for meta in analysed)
     with _bar("render images", units, "unit") as bar:
-        layers = gather_layers(inputs, tables, layout.projections, staged, top_k, image_size,
-                               workers, bar.update)
-    context = _atlas_context(workflow, layout, tables, activations, projections, model,
+        layers = gather_layers(inputs, tables, layout.projections, staged, top_k,
+                               projected.image_size, workers, bar.update)
+    context = _atlas_context(workflow, layout, tables, activations, projected, top_k, model,
                              first, layers)
     experiments = [entry for entry in EXPERIMENT_PAGES if get_stage(entry[0]).enabled(workflow)]
     # every page's footer names the figures, the experiments' own pages included
@@ -89,37 +96,36 @@ def _write(ctx: StageContext, staged: Path, workers: Workers) -> None:
         write_atlas(with_extras(context, extras), staged, workers, bar.update)
 
 
-def _atlas_context(workflow, layout, tables: RunTables, activations, projections, model,
-                   first, layers) -> AtlasContext:
+def _atlas_context(workflow, layout, tables: RunTables, activations, projected, top_k: int,
+                   model, first, layers) -> AtlasContext:
     """Everything the atlas shows, but the experiments' pages."""
     from pipeline.atlas.context import AtlasContext
     from pipeline.atlas.gather import skipped_images
     from pipeline.data.classes import class_groups
     from pipeline.data.images import read_data_warnings
+    from pipeline.inference.store import InferenceSummary, StoreMeta
 
-    metrics = read_json(layout.metrics) or {}
+    metrics = read_json(layout.metrics) or {}  # none when the workflow does not train
     stamps = {stage.name: read_json(layout.stamp(stage.name)) for stage in list_stages()}
-    image_size = int(projections.attrs.get("image_size", 0)) or None
+    inference = InferenceSummary.from_attrs(activations.attrs)
     return AtlasContext(
         title=workflow.render.title or f"Deconv Atlas: {workflow.name}",
         workflow=workflow.name, model_name=workflow.model.name,
-        dataset_name=_dataset_name(workflow), n_images=int(activations.attrs["n_images"]),
-        n_classes=len(tables.classes), top1=activations.attrs.get("top1"),
-        top5=activations.attrs.get("top5"), val_accuracy=metrics.get("val_accuracy"),
+        dataset_name=_dataset_name(workflow),
+        n_images=StoreMeta.from_attrs(activations.attrs).n_images,
+        n_classes=len(tables.classes), top1=inference.top1,
+        top5=inference.top5, val_accuracy=metrics.get("val_accuracy"),
         layers=tuple(layers), filters_image=first.grid if first else None,
         generated=dt.date.today().isoformat(), version=__version__,
-        method=str(projections.attrs["methods"][0]), top_k=int(projections.attrs["top_k"]),
-        methods=tuple(str(method) for method in projections.attrs["methods"]),
+        method=projected.methods[0], top_k=top_k, methods=projected.methods,
         parameters=sum(p.numel() for p in model.parameters()),
-        input_size=image_size,
-        n_readable=activations.attrs.get("n_readable"),
+        input_size=projected.image_size,
+        n_readable=inference.n_readable,
         skipped=skipped_images(tables.skipped), n_skipped=len(tables.skipped),
         data_warnings=tuple(warning.message
                             for warning in read_data_warnings(layout.data_warnings)),
         workflow_file=Path(workflow.source).name,
-        devices=tuple((name, str(store.attrs["device"])) for name, store in
-                      (("activations", activations), ("deconv", projections))
-                      if "device" in store.attrs),
+        devices=(("activations", inference.device), ("deconv", projected.device)),
         stage_seconds=tuple((name, float(stamp["seconds"])) for name, stamp in stamps.items()
                             if stamp and "seconds" in stamp and name != "render"),
         class_groups=class_groups(pd.read_parquet(layout.classes)),
@@ -166,7 +172,7 @@ def _experiment_pages(entry: tuple[str, str, str, int], ctx: StageContext, conte
     import importlib
 
     stage, module, function, _ = entry
-    output = get_stage(stage).outputs(ctx.workflow, ctx.layout)[0]
+    output = get_stage(stage).output_paths(ctx.workflow, ctx.layout)[0]
     write = getattr(importlib.import_module(f"pipeline.atlas.{module}"), function)
     return write(output, context, tables, staged)
 

@@ -11,18 +11,17 @@ its weights: a resumed run writes it again from them.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from pipeline.atomic import remove, write_json
-from pipeline.config import TrainConfig, Workflow
+from pipeline.config import TrainConfig
 from pipeline.data.roots import analysed_root, train_root
 from pipeline.errors import UserError
 from pipeline.layout import RunLayout
 from pipeline.stages.context import StageContext
-from pipeline.stages.registry import register_stage
+from pipeline.stages.registry import Output, register_stage
 
 if TYPE_CHECKING:
     import torch
@@ -31,16 +30,12 @@ if TYPE_CHECKING:
 RESUME_STATES = ("optimizer_state", "schedule_state")
 
 
-def _outputs(workflow: Workflow, layout: RunLayout) -> tuple[Path, ...]:
-    """model.pt and metrics.json, and the snapshots when the workflow asks for them (the
-    evolution stage's key then follows their content)."""
-    snapshots = (layout.snapshots,) if workflow.train.snapshot_epochs else ()
-    return (layout.model, layout.metrics, *snapshots)
-
-
 @register_stage("train", inputs=("prepare",),
                 keys=("data.source", "data.root", "data.train_root", "model", "train"),
-                reads_images=True, outputs=_outputs,
+                reads_images=True,
+                # the snapshots only when the workflow keeps them (the evolution stage's key
+                # then follows their content)
+                outputs=("model", "metrics", Output("snapshots", when="train.snapshot_epochs")),
                 enabled=lambda workflow: workflow.train.enabled)
 def train(ctx: StageContext) -> None:
     """train the model on the training images"""

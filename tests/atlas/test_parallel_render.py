@@ -61,12 +61,12 @@ def test_workers_write_the_same_atlas_as_one_process(run_copy, tmp_path):
 def _layers(base: Path) -> tuple[list[LayerInput], object, Path]:
     import zarr
 
+    from pipeline.inference.store import store_layers
     from pipeline.stages.render import _read_tables
 
     layout = RunLayout(base, "tiny")
     activations = zarr.open_group(layout.activations, mode="r")
-    inputs = [LayerInput(label, dict(activations[label].attrs))
-              for label in activations.attrs["layers"]]
+    inputs = [LayerInput(meta.label, meta) for meta in store_layers(activations)]
     return inputs, _read_tables(layout, activations), layout.projections
 
 

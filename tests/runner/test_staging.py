@@ -11,9 +11,9 @@ from pipeline.layout import RunLayout
 from pipeline.stages.context import StageContext
 
 
-def _context(tmp_path, key="k1"):
+def _context(tmp_path, key="k1", stage="rank"):
     workflow = Workflow(name="w", model=ModelConfig(name="zfnet_small"))
-    return StageContext(workflow, RunLayout(tmp_path, "w"), "rank", key)
+    return StageContext(workflow, RunLayout(tmp_path, "w"), stage, key)
 
 
 def test_folder_replaces_folder_without_leftovers(tmp_path):
@@ -39,13 +39,13 @@ def test_output_is_invisible_until_commit(tmp_path):
 
 
 def test_resumable_output_survives_only_with_the_same_key(tmp_path):
-    first = _context(tmp_path, key="same")
+    first = _context(tmp_path, key="same", stage="activations")
     staged = first.output(first.layout.activations, resumable=True)
     staged.mkdir(parents=True)
     (staged / "chunk").write_text("done")
-    again = _context(tmp_path, key="same")
+    again = _context(tmp_path, key="same", stage="activations")
     assert (again.output(again.layout.activations, resumable=True) / "chunk").exists()
-    changed = _context(tmp_path, key="other")
+    changed = _context(tmp_path, key="other", stage="activations")
     assert not changed.output(changed.layout.activations, resumable=True).exists()
 
 
