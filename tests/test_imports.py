@@ -25,7 +25,8 @@ PACKAGE = Path(pipeline.__file__).parent
 # that calls it, and nothing but the entry points imports the command line.
 LAYERS = (
     ("pipeline", "pipeline.errors", "pipeline.atomic", "pipeline.locks", "pipeline.config",
-     "pipeline.config_checks", "pipeline.layout", "pipeline.device", "pipeline.progress"),
+     "pipeline.config_checks", "pipeline.layout", "pipeline.device", "pipeline.progress",
+     "pipeline.metadata", "pipeline.workflow_view"),
     ("pipeline.data", "pipeline.models", "pipeline.interp", "pipeline.inference",
      "pipeline.ranking", "pipeline.experiments", "pipeline.atlas", "pipeline.cluster"),
     ("pipeline.stages", "pipeline.preflight", "pipeline.stamps"),
