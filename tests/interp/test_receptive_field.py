@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
+from captum_reference import layer_output
 from torch import nn
 
 from pipeline.errors import UserError
@@ -28,15 +29,7 @@ def _support(model: nn.Module, layer: str, x: torch.Tensor, c: int, y: int, xx: 
 
 def _best_channel(model: nn.Module, layer: str, x: torch.Tensor, y: int, xx: int) -> int:
     """The channel most active at (y, xx) (last call of a reused module)."""
-    seen: list[torch.Tensor] = []
-    handle = model.get_submodule(layer).register_forward_hook(
-        lambda m, a, o: seen.append(o.detach().clone()))
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        handle.remove()
-    return int(seen[-1][0, :, y, xx].argmax())
+    return int(layer_output(model, layer, x)[0, :, y, xx].argmax())
 
 
 def _assert_inside(support: np.ndarray, box: tuple[int, int, int, int]) -> None:
