@@ -47,8 +47,8 @@ def check_run(workflow: Workflow, layout: RunLayout, stages: Collection[str]) ->
             raise UserError(f"{root}: data folder not found (from [data] root in "
                             f"{workflow.source}); point [data] root or --data at your images")
     model = check_model(workflow, num_classes)
-    _check_rules(workflow, model, stages)
     _check_experiments(workflow, layout, model, stages)
+    _check_rules(workflow, model, stages)
     if any(stage.loads_weights for stage in planned):
         _check_weights(workflow, layout, model, num_classes, trains="train" in stages)
     if "evolution" in stages:

@@ -213,6 +213,14 @@ def default_notes(model: nn.Module, input_size: tuple[int, int]) -> list[str]:
         notes.append(f"its {_kinds(kind[n] for n in inside)} outputs are not channels-first "
                      "feature maps (applied channels-last inside each block): the defaults are "
                      "the blocks' outputs, after the residual add")
+    modules = {c.name: c.module for c in calls}
+    raw = [n for n in defaults if isinstance(modules[n], nn.Conv2d)]
+    if raw:
+        shown = ", ".join(raw[:3]) + (", ..." if len(raw) > 3 else "")
+        notes.append(f"{len(raw)} of its defaults ({shown}) are raw convolution outputs: no "
+                     "module returns an activation after them (a rectifier called in a forward "
+                     "that goes on, or none); wrap it in a module (nn.ReLU) to analyse the "
+                     "rectified map")
     left_out = [n for n in maps if n not in fields and n not in inside]
     if left_out:
         why = (f"after its first squeeze-excitation gate ({min(gates, key=_order(calls))}), "

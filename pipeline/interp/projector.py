@@ -249,7 +249,8 @@ class Projector:
                 f"layer {layer!r} did not produce a 4-D feature map (got "
                 f"{type(output).__name__}); choose a conv, pool or ReLU layer"
             )
-        if layer not in self._ruled and torch.is_grad_enabled() and x.requires_grad:
+        if self.method in RULES and layer not in self._ruled and torch.is_grad_enabled() \
+                and x.requires_grad:
             blocker = first_unruled(output, state["unruled"])
             if blocker is not None:
                 raise UserError(refusal(layer, self.method, blocker))

@@ -206,7 +206,11 @@ def test_mixed_network_defaults_and_notes() -> None:
     assert [(layer.label, layer.name) for layer in found] == [
         ("conv1", "block"), ("conv2", "relu"), ("conv3", "act"), ("conv4", "conv5")]
     assert [layer.out_shape for layer in found] == [(4, 16, 16)] * 2 + [(6, 16, 16)] * 2
-    assert default_notes(model, (16, 16)) == []  # a ReLU among them, and every map has a field
+    # a ReLU among them, and every map has a field; conv5's own map is the raw conv output
+    assert default_notes(model, (16, 16)) == [
+        "1 of its defaults (conv5) are raw convolution outputs: no module returns an activation "
+        "after them (a rectifier called in a forward that goes on, or none); wrap it in a "
+        "module (nn.ReLU) to analyse the rectified map"]
     assert all(m.training for m in model.modules())  # the trace restored the flags
 
 
