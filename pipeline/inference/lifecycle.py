@@ -1,8 +1,9 @@
-"""The activations store's two ends: the layers it is created for, and its finishing.
+"""The activations store's life: the layers it is created for, its filling, its finishing.
 
-Between them shards fill its chunks (:mod:`pipeline.inference.shard`); exactly one process
-finishes the store, once every chunk is done: it records the accuracy over the readable images
-and lists the skipped ones, and only then drops the per-chunk progress records.
+Shares of its chunks are filled here, in ``--shard`` processes, or as tasks on a dask cluster
+(:mod:`pipeline.inference.shard`); exactly one process finishes the store, once every chunk is
+done: it records the accuracy over the readable images and lists the skipped ones, and only
+then drops the per-chunk progress records.
 """
 
 from __future__ import annotations
@@ -15,10 +16,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from pipeline.inference.store import InferenceSummary, LayerMeta
+from pipeline.atomic import write_json
+from pipeline.config import Workflow
+from pipeline.inference.store import InferenceSummary, LayerMeta, completed_chunks, creation_lock
+from pipeline.layout import RunLayout
 
 if TYPE_CHECKING:
     from torch import nn
+
+    from pipeline.inference.shard import ShareReport
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,37 @@ def store_layer_metas(model: nn.Module, size: int, names: Sequence[str] | None
     layers = analysable_layers(model, (size, size), names=list(names) if names else None)
     return [LayerMeta(layer.label, layer.name, layer.channels, layer.out_shape[1],
                       layer.out_shape[2], tuple(layer.receptive_field.size)) for layer in layers]
+
+
+def fill_shares(workflow: Workflow, layout: RunLayout, staged: Path, chunks: list[int],
+               model: nn.Module, client=None, stage_key: str | None = None) -> list[ShareReport]:
+    """Fill ``chunks`` of the created store at ``staged``: on the dask ``client``'s workers
+    (which load the model on their own devices, each chunk written only while the store still
+    belongs to ``stage_key``), else in this process with ``model``."""
+    from pipeline.inference.shard import fill_share
+
+    if client is None:
+        return [fill_share(workflow, layout, staged, chunks, model)]
+    if not chunks:
+        return []
+    from pipeline.cluster import run_shards
+
+    return run_shards(client, workflow.dask, fill_share,
+                      (workflow.with_absolute_paths(), layout, staged.absolute()), chunks,
+                      "activations", model=None, stage_key=stage_key)
+
+
+def claim_finishing(final: Path, staged: Path, n_chunks: int,
+                    shard: tuple[int, int] | None) -> int | None:
+    """None when this process is the one to finish the store (it then says so on disk), else
+    the number of chunks still left to the other shards: exactly one shard finishes."""
+    with creation_lock(final):
+        remaining = n_chunks - len(completed_chunks(staged))
+        finishing = staged / "finishing.json"
+        if remaining or (shard and finishing.exists()):
+            return remaining
+        write_json(finishing, {"by": shard})
+    return None
 
 
 def finish_activations(staged: Path, ran_on: Sequence[str], device: str,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from pipeline.atomic import write_json, zarr_writes_settled
+from pipeline.atomic import zarr_writes_settled
 from pipeline.models.analysed import analysed_model
 from pipeline.stages.context import StageContext
 from pipeline.stages.registry import register_stage
@@ -27,8 +27,12 @@ def _fill_store(ctx: StageContext) -> bool:
     """Create or resume the staged store, fill the chunks of this run (or shard), finish it
     when none are left; False: other shards still have chunks to do."""
     from pipeline.device import resolve_device
-    from pipeline.inference.lifecycle import finish_activations, store_layer_metas
-    from pipeline.inference.shard import fill_share
+    from pipeline.inference.lifecycle import (
+        claim_finishing,
+        fill_shares,
+        finish_activations,
+        store_layer_metas,
+    )
     from pipeline.inference.store import (
         chunk_count,
         completed_chunks,
@@ -53,28 +57,18 @@ def _fill_store(ctx: StageContext) -> bool:
     done = completed_chunks(staged)
     if done:
         print(f"[activations] resuming: {len(done)} of {n_chunks} chunks already written")
-    if on_cluster:
-        from pipeline.cluster import run_shards
-
-        todo = [chunk for chunk in range(n_chunks) if chunk not in done]
-        reports = run_shards(ctx.client, workflow.dask, fill_share,
-                             (workflow.with_absolute_paths(), layout, staged.absolute()), todo,
-                             "activations", model=None, stage_key=ctx.key) if todo else []
-    else:
-        todo = [chunk for chunk in shard_chunks(n_chunks, ctx.shard) if chunk not in done]
-        reports = [fill_share(workflow, layout, staged, todo, model)]
+    mine = range(n_chunks) if on_cluster else shard_chunks(n_chunks, ctx.shard)
+    todo = [chunk for chunk in mine if chunk not in done]
+    reports = fill_shares(workflow, layout, staged, todo, model,
+                          ctx.client if on_cluster else None, ctx.key)
     for report in reports:
         if report.images:
             print(f"[activations] {report.describe()}")
-
-    with creation_lock(layout.activations):  # exactly one shard finishes the store
-        remaining = n_chunks - len(completed_chunks(staged))
-        finishing = staged / "finishing.json"
-        if remaining or (ctx.shard and finishing.exists()):
-            print(f"[activations] shard {ctx.shard[0]}/{ctx.shard[1]} finished; "
-                  f"{remaining} chunks are left to the other shards")
-            return False
-        write_json(finishing, {"by": ctx.shard})
+    left = claim_finishing(layout.activations, staged, n_chunks, ctx.shard)
+    if left is not None:
+        print(f"[activations] shard {ctx.shard[0]}/{ctx.shard[1]} finished; "
+              f"{left} chunks are left to the other shards")
+        return False
     finished = finish_activations(staged, sorted({report.device for report in reports
                                                   if report.images}),
                                   str(device), manifest["path"].to_numpy(),
