@@ -61,14 +61,16 @@ _UNRULED = {
 }
 # Autograd nodes of nonlinearities, for those called where the mode cannot see them (C++,
 # TorchScript, a function not listed above): met on a layer's backward path, they refuse it.
+# Normalisations are not among them: local response normalisation (AlexNet, ZFNet), BatchNorm
+# and LayerNorm pass the signal back as their gradient, as Captum's deconvnet does, so the
+# powers, roots and divisions they are built of (pow, sqrt, rsqrt, div) are left out.
 _NONLINEAR_NODES = {
     "Relu": "relu", "Threshold": "threshold", "Hardtanh": "hardtanh", "Clamp": "clamp",
     "ClampMin": "clamp", "ClampMax": "clamp", "Maximum": "maximum", "Minimum": "minimum",
     "Sigmoid": "sigmoid", "Tanh": "tanh", "Silu": "SiLU", "Gelu": "GELU",
     "Hardswish": "Hardswish", "Hardsigmoid": "Hardsigmoid", "Elu": "ELU", "LeakyRelu": "LeakyReLU",
     "RreluWithNoise": "RReLU", "Softplus": "Softplus", "Mish": "Mish", "Prelu": "PReLU",
-    "Exp": "exp", "Log": "log", "Pow": "pow", "Sqrt": "sqrt", "Rsqrt": "rsqrt", "Erf": "erf",
-    "Softmax": "softmax", "LogSoftmax": "log_softmax", "Abs": "abs",
+    "Exp": "exp", "Log": "log", "Erf": "erf", "Abs": "abs",
 }
 
 

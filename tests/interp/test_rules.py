@@ -306,3 +306,32 @@ def test_marks_follow_the_graph_as_it_was_when_each_layer_ran() -> None:
     marks = unruled_layers(model, (12, 12), ["r", "c2"])
     assert marks["r"] is None
     assert marks["c2"] is not None and marks["c2"].kind == "SiLU"
+
+
+class _Normalised(nn.Module):
+    """conv -> ReLU -> local response normalisation (AlexNet, ZFNet) -> conv -> GroupNorm ->
+    ReLU -> LayerNorm over channels: normalisations are built of powers, roots and divisions,
+    which the graph check must not take for gates."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3)
+        self.relu1 = nn.ReLU()
+        self.lrn = nn.LocalResponseNorm(5)
+        self.conv2 = nn.Conv2d(8, 8, 3)
+        self.gn = nn.GroupNorm(2, 8)
+        self.relu2 = nn.ReLU()
+        self.out = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.gn(self.conv2(self.lrn(self.relu1(self.conv1(x)))))
+        x = self.relu2(x)
+        x = F.layer_norm(x.permute(0, 2, 3, 1), (8,)).permute(0, 3, 1, 2)
+        return self.out(x)
+
+
+def test_normalisations_pass_the_signal_back_as_captum_does() -> None:
+    torch.manual_seed(4)
+    model = _Normalised().eval()
+    assert unruled_layers(model, (24, 24), ["relu2", "out"]) == {"relu2": None, "out": None}
+    compare_with_captum(model, ["relu2", "out"], 24)
