@@ -219,10 +219,10 @@ class Projector:
                 state["unruled"].append(call)
 
         state["stack"] = stack
+        state["mode"] = Nonlinearities(self.method, seen, stack.names) if ruled else None
         try:
             handles.append(target.register_forward_hook(stop_hook))
-            with evaluating(self.model, grad=True), \
-                    Nonlinearities(self.method, seen, stack.names) if ruled else nullcontext():
+            with evaluating(self.model, grad=True), state["mode"] or nullcontext():
                 yield state
         finally:
             if stack is not None:
@@ -234,6 +234,7 @@ class Projector:
         state["calls"], state["output"], state["unruled"] = 0, None, []
         if state["stack"] is not None:
             state["stack"].reset()
+            state["mode"].normalised.clear()  # this pass's graph only (and none kept alive)
         try:
             self.model(x)
         except _Stop:
@@ -251,7 +252,7 @@ class Projector:
             )
         if self.method in RULES and layer not in self._ruled and torch.is_grad_enabled() \
                 and x.requires_grad:
-            blocker = first_unruled(output, state["unruled"])
+            blocker = first_unruled(output, state["unruled"], state["mode"].normalised)
             if blocker is not None:
                 raise UserError(refusal(layer, self.method, blocker))
             self._ruled.add(layer)

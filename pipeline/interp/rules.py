@@ -61,17 +61,21 @@ _UNRULED = {
 }
 # Autograd nodes of nonlinearities, for those called where the mode cannot see them (C++,
 # TorchScript, a function not listed above): met on a layer's backward path, they refuse it.
-# Normalisations are not among them: local response normalisation (AlexNet, ZFNet), BatchNorm
-# and LayerNorm pass the signal back as their gradient, as Captum's deconvnet does, so the
-# powers, roots and divisions they are built of (pow, sqrt, rsqrt, div) are left out.
 _NONLINEAR_NODES = {
     "Relu": "relu", "Threshold": "threshold", "Hardtanh": "hardtanh", "Clamp": "clamp",
     "ClampMin": "clamp", "ClampMax": "clamp", "Maximum": "maximum", "Minimum": "minimum",
     "Sigmoid": "sigmoid", "Tanh": "tanh", "Silu": "SiLU", "Gelu": "GELU",
     "Hardswish": "Hardswish", "Hardsigmoid": "Hardsigmoid", "Elu": "ELU", "LeakyRelu": "LeakyReLU",
     "RreluWithNoise": "RReLU", "Softplus": "Softplus", "Mish": "Mish", "Prelu": "PReLU",
-    "Exp": "exp", "Log": "log", "Erf": "erf", "Abs": "abs",
+    "Exp": "exp", "Log": "log", "Pow": "pow", "Sqrt": "sqrt", "Rsqrt": "rsqrt", "Erf": "erf",
+    "Softmax": "softmax", "LogSoftmax": "log_softmax", "Abs": "abs",
 }
+# Normalisations are not gates: local response normalisation (AlexNet, ZFNet), BatchNorm,
+# GroupNorm, LayerNorm pass the signal back as their gradient, as in Captum's deconvnet. Their
+# calls are seen by the mode, so the powers and roots inside (pow in F.local_response_norm)
+# are passed over as part of them, while the same operations anywhere else still refuse.
+_NORMALISATIONS = (F.local_response_norm, F.batch_norm, F.layer_norm, F.group_norm,
+                   F.instance_norm, F.rms_norm, F.normalize)
 
 
 class _Rectify(torch.autograd.Function):
@@ -169,9 +173,17 @@ class Nonlinearities(TorchFunctionMode):
         self.rule = rule
         self.seen = seen
         self.modules = modules if modules is not None else []
+        #: a normalisation's output node -> its input's node: `first_unruled` steps over it
+        self.normalised: dict[object, object] = {}
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if func in _NORMALISATIONS:
+            output = func(*args, **kwargs)
+            if isinstance(output, Tensor) and output.grad_fn is not None and args and \
+                    isinstance(args[0], Tensor):
+                self.normalised[output.grad_fn] = args[0].grad_fn
+            return output
         found = _classify(func, args, kwargs)
         if found is None:
             return func(*args, **kwargs)
@@ -224,11 +236,15 @@ def _unseen(node: object) -> str | None:
     return _NONLINEAR_NODES.get(name[:name.rfind("Backward")]) if "Backward" in name else None
 
 
-def first_unruled(output: Tensor | object, unruled: list[Nonlinearity]) -> Nonlinearity | None:
+def first_unruled(output: Tensor | object, unruled: list[Nonlinearity],
+                  normalised: dict[object, object] | None = None) -> Nonlinearity | None:
     """The earliest (in forward order) of the unruled nonlinearity calls recorded in this pass
     that the backward path of ``output`` (a tensor, or its autograd node recorded when it was
     made) crosses, walking the autograd graph back; failing that, any nonlinearity the rules
-    never saw (its node on the path: relu from C++, ``torch.exp``, ...); None if neither."""
+    never saw (its node on the path: relu from C++, ``torch.exp``, ...); None if neither.
+    ``normalised`` (`Nonlinearities.normalised`) maps a normalisation's output node to its
+    input's: the walk goes straight there, past the operations the normalisation is made of."""
+    normalised = normalised or {}
     start = output.grad_fn if isinstance(output, Tensor) else output
     if start is None:
         return None
@@ -241,9 +257,10 @@ def first_unruled(output: Tensor | object, unruled: list[Nonlinearity]) -> Nonli
         node = frontier.pop()
         if node in order:
             crossed.append(order[node])
-        elif unseen is None and _unseen(node) is not None:
+        elif unseen is None and node not in normalised and _unseen(node) is not None:
             unseen = Nonlinearity(_unseen(node), "", None, False, node)
-        for parent, _ in node.next_functions:
+        parents = [(normalised[node], 0)] if node in normalised else node.next_functions
+        for parent, _ in parents:
             if parent is not None and parent not in seen:
                 seen.add(parent)
                 frontier.append(parent)
@@ -275,13 +292,14 @@ def unruled_layers(model: nn.Module, input_size: tuple[int, int],
 
     stack = ModuleStack(model)
     handles = [m.register_forward_hook(keep(n)) for n, m in model.named_modules() if n in wanted]
+    mode = Nonlinearities("deconvnet", lambda call: call.ruled or unruled.append(call),
+                          stack.names)
     try:
-        with evaluating(model, grad=True), torch.enable_grad(), Nonlinearities(
-                "deconvnet", lambda call: call.ruled or unruled.append(call), stack.names):
+        with evaluating(model, grad=True), torch.enable_grad(), mode:
             model(blank_image(model, input_size).requires_grad_(True))
     finally:
         stack.remove()
         for handle in handles:
             handle.remove()
-    return {name: first_unruled(outputs[name], unruled) if name in outputs else None
-            for name in names}
+    return {name: first_unruled(outputs[name], unruled, mode.normalised)
+            if name in outputs else None for name in names}

@@ -265,6 +265,8 @@ def test_rectifiers_written_otherwise_get_the_rule(written) -> None:
     (lambda t: t * torch.special.expit(t), "sigmoid (in fn)"),  # a SiLU written by hand
     (lambda t: torch.exp(-t * t) * t, "exp (where the rules cannot see it)"),
     (lambda t: torch.clamp(t, min=-1.0), "clamp (where the rules cannot see it)"),
+    (lambda t: torch.softmax(t, 1) * t, "softmax (where the rules cannot see it)"),
+    (lambda t: F.relu(t).pow(2), "pow (where the rules cannot see it)"),  # pow outside a norm
 ])
 def test_a_nonlinearity_the_rules_do_not_list_is_refused_too(fn, kind) -> None:
     model = _Activation(fn).eval()
@@ -310,8 +312,8 @@ def test_marks_follow_the_graph_as_it_was_when_each_layer_ran() -> None:
 
 class _Normalised(nn.Module):
     """conv -> ReLU -> local response normalisation (AlexNet, ZFNet) -> conv -> GroupNorm ->
-    ReLU -> LayerNorm over channels: normalisations are built of powers, roots and divisions,
-    which the graph check must not take for gates."""
+    ReLU -> LayerNorm over channels: normalisations pass the signal back as their gradient;
+    F.local_response_norm is built of pow, which the graph check refuses anywhere else."""
 
     def __init__(self) -> None:
         super().__init__()
