@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline import __version__
+from pipeline.atlas.build import dataset_name
 from pipeline.atomic import read_json
 from pipeline.compare.context import (
     Comparison,
@@ -107,7 +108,8 @@ def run_facts(workflow: Workflow, layout: RunLayout, activations: Any, projectio
         model_name=workflow.model.name,
         parameters=sum(p.numel() for p in model.parameters()),
         input_size=int(projections.attrs.get("image_size", 0)) or None,
-        weights=_weights(workflow), dataset_name=_dataset_name(workflow),
+        weights=_weights(workflow),
+        dataset_name=dataset_name(workflow.data.source, workflow.data.root),
         n_images=int(attrs["n_images"]), n_readable=attrs.get("n_readable"),
         n_classes=n_classes, top1=attrs.get("top1"), top5=attrs.get("top5"),
         val_accuracy=metrics.get("val_accuracy"),
@@ -125,13 +127,6 @@ def _weights(workflow: Workflow) -> str:
         return f"checkpoint {Path(spec.checkpoint).name}"
     train = workflow.train
     return f"trained in this run (seed {train.seed}, {train.epochs} epochs)"
-
-
-def _dataset_name(workflow: Workflow) -> str:
-    """The data set as the atlas names it: never the folder's full path."""
-    if workflow.data.source == "synthetic":
-        return "synthetic shapes (generated)"
-    return Path(workflow.data.root).name or "images"
 
 
 def _filter_grid(first: FirstLayer | None, folder: str, model: Any, activations: Any,

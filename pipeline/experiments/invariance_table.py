@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:
@@ -90,10 +89,9 @@ def _png(image: torch.Tensor, pixels: Pixels) -> str:
     ``PICTURE_SIDE`` px."""
     from PIL import Image
 
-    mean = np.asarray(pixels.mean, np.float32)[:, None, None]
-    std = np.asarray(pixels.std, np.float32)[:, None, None]
-    values = np.clip(image.cpu().numpy() * std + mean, 0, 1)
-    picture = Image.fromarray(np.rint(values * 255).astype(np.uint8).transpose(1, 2, 0), "RGB")
+    from pipeline.models.preprocessing import shown_pixels
+
+    picture = Image.fromarray(shown_pixels(image, pixels.mean, pixels.std), "RGB")
     if max(picture.size) > PICTURE_SIDE:
         picture.thumbnail((PICTURE_SIDE, PICTURE_SIDE), Image.Resampling.BOX)
     buffer = io.BytesIO()

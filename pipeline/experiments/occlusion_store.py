@@ -68,11 +68,10 @@ def occlude_images(model: nn.Module, images: Sequence, image_ids: Sequence[int],
     after each batch of occluded copies."""
     from pipeline.experiments.occlusion import occlude
     from pipeline.interp import Projector, clip_box, receptive_fields
+    from pipeline.models.preprocessing import shown_pixels
 
     field = receptive_fields(model, grid.image_hw)[module]
     projector = Projector(model, method="deconvnet", batch_size=1)
-    mean = np.asarray(mean, np.float32)[:, None, None]
-    std = np.asarray(std, np.float32)[:, None, None]
 
     n, (rows, columns) = len(image_ids), grid.shape
     arrays = {
@@ -92,8 +91,7 @@ def occlude_images(model: nn.Module, images: Sequence, image_ids: Sequence[int],
         image, image_label = images[image_id][:2]
         result = occlude(model, image, int(image_label), module, grid, batch_size,
                          projector, on_batch=on_batch)
-        pixels = np.clip(image.numpy() * std + mean, 0, 1)
-        arrays["images"][i] = np.rint(pixels * 255).astype(np.uint8).transpose(1, 2, 0)
+        arrays["images"][i] = shown_pixels(image, mean, std)
         arrays["label"][i] = int(image_label)
         arrays["unit"][i], arrays["position"][i] = result.unit, result.position
         arrays["box"][i] = clip_box(field.box(*result.position), grid.image_hw)[0]

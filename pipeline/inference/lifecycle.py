@@ -8,7 +8,7 @@ then drops the per-chunk progress records.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -80,11 +80,14 @@ def claim_finishing(final: Path, staged: Path, n_chunks: int,
 
 
 def finish_activations(staged: Path, ran_on: Sequence[str], device: str,
-                       image_paths: np.ndarray, skipped_path: Path) -> FinishedStore:
+                       image_paths: np.ndarray, skipped_path: Callable[[], Path]
+                       ) -> FinishedStore:
     """Finish the filled store at ``staged``: record where it ran (``ran_on``; with none, as a
     run resumed after its last chunk computed nothing, what a killed finishing run recorded,
     else ``device``) and the accuracy over the readable images, write the table of skipped
-    images (``image_paths``: the manifest's) to ``skipped_path``, drop the progress records."""
+    images (``image_paths``: the manifest's) to ``skipped_path()``, drop the progress records.
+    The path is asked for when the table is written (a stage's ``ctx.output`` then names it as
+    the file being written, and the store until then)."""
     import zarr
 
     from pipeline.inference.store import drop_progress, skipped_images
@@ -105,6 +108,6 @@ def finish_activations(staged: Path, ran_on: Sequence[str], device: str,
     table = pd.DataFrame({"image_id": pd.Series(ids, dtype="int64"),
                           "path": image_paths[ids] if ids else [],
                           "reason": [reason for _, reason in skipped]})
-    table.to_parquet(skipped_path, index=False)
+    table.to_parquet(skipped_path(), index=False)
     drop_progress(staged)
     return FinishedStore(summary, int(pred.shape[1]), len(skipped))

@@ -8,12 +8,15 @@ images only: the analysed images always get the one deterministic centre crop.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pipeline.config import Workflow
 
 if TYPE_CHECKING:
+    import numpy as np
+    import torch
     from torchvision.transforms import v2
 
 
@@ -92,3 +95,15 @@ def preprocessing(workflow: Workflow) -> Preprocessing:
                              interpolation=preset.interpolation.value)
     return Preprocessing(crop=model.image_size, resize=model.resize_size or model.image_size,
                          mean=model.mean, std=model.std)
+
+
+def shown_pixels(image: torch.Tensor, mean: Sequence[float], std: Sequence[float]
+                 ) -> np.ndarray:
+    """A normalised input ``[3, H, W]`` as the pixels the network saw: uint8 ``[H, W, 3]``
+    (the normalisation undone, clipped to 0..1, rounded), for pages that show the input."""
+    import numpy as np
+
+    mean_ = np.asarray(mean, np.float32)[:, None, None]
+    std_ = np.asarray(std, np.float32)[:, None, None]
+    values = np.clip(image.detach().cpu().numpy() * std_ + mean_, 0, 1)
+    return np.rint(values * 255).astype(np.uint8).transpose(1, 2, 0)

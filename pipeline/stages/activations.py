@@ -72,7 +72,7 @@ def _fill_store(ctx: StageContext) -> bool:
     finished = finish_activations(staged, sorted({report.device for report in reports
                                                   if report.images}),
                                   str(device), manifest["path"].to_numpy(),
-                                  ctx.output(layout.skipped))
+                                  lambda: ctx.output(layout.skipped))
     summary, skipped = finished.summary, layout.skipped.name
     print(f"[activations] top-1 {summary.top1:.3f}, top-{finished.top} {summary.top5:.3f} on "
           f"{summary.n_readable} images; {finished.n_skipped} unreadable images skipped"

@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 import zarr
 
-from pipeline.compare.gather import _dataset_name, _weights, layer_stats, mean_activations
+from pipeline.atlas.build import dataset_name
+from pipeline.compare.gather import _weights, layer_stats, mean_activations
 from pipeline.config import load_workflow
 
 
@@ -62,10 +63,11 @@ def test_weights_and_data_are_named_without_their_folders(tmp_path):
     checkpoint = workflow(data + f'[model]\nname = "zfnet_small"\ncheckpoint = '
                           f'"{tmp_path / "weights" / "best.pt"}"\n')
     assert _weights(checkpoint) == "checkpoint best.pt"
-    assert _dataset_name(checkpoint) == "my images"
+    assert dataset_name(checkpoint.data.source, checkpoint.data.root) == "my images"
     hub = workflow(data + '[model]\nname = "alexnet"\nweights = "IMAGENET1K_V1"\n')
     assert _weights(hub) == "torchvision IMAGENET1K_V1"
     trained = workflow('[data]\nsource = "synthetic"\n[model]\nname = "zfnet_small"\n'
                        '[train]\nenabled = true\nseed = 7\nepochs = 3\n')
     assert _weights(trained) == "trained in this run (seed 7, 3 epochs)"
-    assert _dataset_name(trained) == "synthetic shapes (generated)"
+    assert dataset_name(trained.data.source, trained.data.root) == \
+        "synthetic shapes (generated)"

@@ -49,7 +49,8 @@ def test_finishing_records_accuracy_over_readable_images_and_lists_the_skipped(t
     mark_completed(staged, 1, [(2, "truncated file")])
 
     paths = np.array(["a.png", "b.png", "c.png", "d.png"], dtype=object)
-    finished = finish_activations(staged, ["cuda"], "cpu", paths, tmp_path / "skipped.parquet")
+    finished = finish_activations(staged, ["cuda"], "cpu", paths,
+                                  lambda: tmp_path / "skipped.parquet")
 
     assert finished.summary == InferenceSummary("cuda", pytest.approx(1 / 3),
                                                 pytest.approx(2 / 3), 3)
@@ -67,6 +68,6 @@ def test_a_finishing_that_computed_nothing_keeps_the_device_already_recorded(tmp
     create_store(staged, 2, 2, store_layer_metas(model, 8, ()), top=1)
     zarr.open_group(staged, mode="r+").attrs["device"] = "cuda, mps"
     finished = finish_activations(staged, [], "cpu", np.array(["a", "b"], dtype=object),
-                                  tmp_path / "skipped.parquet")
+                                  lambda: tmp_path / "skipped.parquet")
     assert finished.summary.device == "cuda, mps" and finished.summary.n_readable == 0
     assert len(pd.read_parquet(tmp_path / "skipped.parquet")) == 0
