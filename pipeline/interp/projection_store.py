@@ -33,6 +33,8 @@ rounding (not its result) in the last bits.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,6 +123,24 @@ def create_store(path: Path, layers: Sequence[LayerPlan], plan: ProjectionPlan,
     return root
 
 
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(None).malloc_trim  # glibc
+    except (AttributeError, OSError):
+        return None
+
+
+def return_freed_memory() -> None:
+    """Give the pages of the blocks freed so far back to the system (glibc's ``malloc_trim``;
+    elsewhere nothing). Without it glibc keeps them: its mmap threshold rises as large blocks
+    are freed, later blocks then come from the heap, and resident memory creeps up with the
+    number of blocks although no block is held (VGG16 conv5_3, 24 -> 72 units: +124 MB)."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
 def _unit_chunks(name: str, shape: tuple[int, ...]) -> tuple[int, ...]:
     """One chunk per unit (and method) of the pictures: the atlas reads a unit at a time. The
     small arrays (boxes, scales) are one chunk each: thousands of 100-byte files help nobody."""
@@ -182,6 +202,8 @@ class BlockProjector:
                     group[name][start:stop] = values
             write_json(path / "progress" / f"{layer.label}.json",
                        {"units": stop, "batch_size": self.batch_size})
+            del arrays
+            return_freed_memory()
 
     def _block(self, rows: pd.DataFrame, layer: LayerPlan, tile: tuple[int, int], first: int,
                units: int, advance: Callable[[int], object]) -> dict[str, np.ndarray]:
