@@ -83,8 +83,8 @@ def main() -> None:
     from pipeline.device import resolve_device
     from pipeline.inference.tolerant import TolerantImages
     from pipeline.layout import RunLayout
+    from pipeline.models.analysed import analysed_images, analysed_model
     from pipeline.models.preprocessing import preprocessing
-    from pipeline.stages.inputs import analysed_images, analysed_model
 
     workflow = load_workflow(args.workflow, data_root=args.data)
     layout = RunLayout(base=Path.cwd(), workflow=workflow.name)

@@ -40,10 +40,16 @@ PROJECT = textwrap.dedent("""
     from pipeline.data.decoded import DecodedImages
     from pipeline.device import resolve_device
     from pipeline.interp import receptive_fields
-    from pipeline.interp.projection_store import BlockProjector, create_store, layer_plans
+    from pipeline.interp.projection_store import (
+        BlockProjector,
+        ProjectionPlan,
+        create_store,
+        layer_plans,
+    )
+    from pipeline.ranking import read_rank_meta
     from pipeline.layout import RunLayout
     from pipeline.models.preprocessing import preprocessing
-    from pipeline.stages.inputs import analysed_model, analysed_pixels
+    from pipeline.models.analysed import analysed_model, analysed_pixels
     workflow_file, units, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     workflow = load_workflow(Path(workflow_file))
     layout = RunLayout(Path("."), workflow.name)
@@ -57,14 +63,16 @@ PROJECT = textwrap.dedent("""
     topk = pd.read_parquet(layout.topk)
     rows = topk[(topk["layer"] == label) & (topk["unit"] < units)]
     out = Path(out)
-    create_store(out, [layer], workflow.deconv.methods, workflow.rank.top_k, prep.crop, {})
+    top_k = read_rank_meta(layout.topk).top_k
+    create_store(out, [layer], ProjectionPlan(tuple(workflow.deconv.methods), top_k, prep.crop,
+                                              (label,)), str(device))
     manifest = pd.read_parquet(layout.manifest)
     images = analysed_pixels(workflow, layout, manifest)
     start = time.perf_counter()
     decoded = DecodedImages.build(out / "decoded", rows["image_id"].to_numpy(), images,
                                   prep.crop)
     job = BlockProjector(model, workflow.deconv.methods, decoded, prep.normalise(),
-                         workflow.rank.top_k, workflow.deconv.batch_size)
+                         top_k, workflow.deconv.batch_size)
     job.layer(out, layer, rows)
     seconds = time.perf_counter() - start
     tile = zarr.open_group(out, mode="r")[label].attrs["tile"]

@@ -100,7 +100,7 @@ def measure(workflow_path: Path, base: Path) -> dict:
 
     from pipeline.config import load_workflow
     from pipeline.layout import RunLayout
-    from pipeline.stages.inputs import analysed_model
+    from pipeline.models.analysed import analysed_model
 
     workflow = load_workflow(workflow_path)
     layout = RunLayout(base, workflow.name)

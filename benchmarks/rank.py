@@ -38,10 +38,10 @@ CLASSES = 1000
 
 def generate(path: Path, n_images: int, seed: int = 0) -> None:
     """Write the largest store: every layer's ``max`` and the labels (argmax stays fill)."""
-    from pipeline.inference.store import create_store
+    from pipeline.inference.store import LayerMeta, create_store
 
-    meta = [{"label": label, "module": label, "channels": channels, "height": 13, "width": 13,
-             "receptive_field": [99, 99]} for label, channels in LAYERS.items()]
+    meta = [LayerMeta(label, label, channels, 13, 13, (99, 99))
+            for label, channels in LAYERS.items()]
     store = create_store(path, n_images, CHUNK, meta, top=5)
     rng = np.random.default_rng(seed)
     rows = 32 * CHUNK
@@ -65,9 +65,10 @@ def linked_store(big: Path, path: Path, n_images: int) -> None:
     """A store of the first ``n_images`` images whose chunk files are hard links into ``big``."""
     import zarr
 
-    from pipeline.inference.store import create_store
+    from pipeline.inference.store import LayerMeta, create_store
 
-    meta = [dict(zarr.open_group(big, mode="r")[label].attrs) for label in LAYERS]
+    meta = [LayerMeta.from_attrs(zarr.open_group(big, mode="r")[label].attrs)
+            for label in LAYERS]
     create_store(path, n_images, CHUNK, meta, top=5)
     chunks = -(-n_images // CHUNK)
     for key in [f"{label}/max" for label in LAYERS] + ["label"]:

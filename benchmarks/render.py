@@ -181,9 +181,10 @@ def write_projections(run: Path, live: dict[str, np.ndarray], positions: dict[st
     """``projections.zarr`` as the deconv stage lays it out, with generated images."""
     import zarr
 
+    from pipeline.interp.projection_meta import ProjectionsMeta
+
     root = zarr.open_group(run / "projections.zarr", mode="w")
-    root.attrs.update({"methods": ["deconvnet"], "top_k": TOP_K, "image_size": IMAGE_SIZE,
-                       "device": "cuda"})
+    root.attrs.update(ProjectionsMeta(("deconvnet",), IMAGE_SIZE, "cuda").to_attrs())
     for label, module, channels, side, (size, jump, first) in LAYERS:
         tile = min(size, IMAGE_SIZE)
         group = root.create_group(label)
@@ -239,6 +240,7 @@ def write_tables(run: Path, n_images: int, labels: np.ndarray, readable: np.ndar
     """The rank stage's four tables; returns each layer's live units and top-k positions."""
     import pandas as pd
 
+    from pipeline.ranking import RankMeta, write_topk
     from pipeline.ranking.histogram import ZERO_BIN, bin_edges, bin_index
 
     edges = bin_edges()
@@ -319,7 +321,11 @@ def write_tables(run: Path, n_images: int, labels: np.ndarray, readable: np.ndar
             "top_class": top_class, "top_class_share": share, "class_entropy": entropy,
             "n_selectivity": n_selectivity}))
     for name, parts in frames.items():
-        pd.concat(parts, ignore_index=True).to_parquet(run / f"{name}.parquet", index=False)
+        frame = pd.concat(parts, ignore_index=True)
+        if name == "topk":  # top_k is recorded in the table's metadata, as rank writes it
+            write_topk(frame, run / "topk.parquet", RankMeta(TOP_K))
+        else:
+            frame.to_parquet(run / f"{name}.parquet", index=False)
     return live_units, positions
 
 
@@ -330,7 +336,7 @@ def generate(base: Path, n_images: int, seed: int = 0) -> Path:
 
     from pipeline.atomic import write_json
     from pipeline.data.classes import imagenet_names, imagenet_wnids
-    from pipeline.inference.store import create_store
+    from pipeline.inference.store import LayerMeta, create_store
 
     torch.set_num_threads(1)  # generation is not measured; leave the other core alone
     rng = np.random.default_rng(seed)
@@ -356,8 +362,7 @@ def generate(base: Path, n_images: int, seed: int = 0) -> Path:
     readable = np.ones(n_images, bool)
     readable[skipped] = False
 
-    meta = [{"label": label, "module": module, "channels": channels, "height": side,
-             "width": side, "receptive_field": [rf[0], rf[0]]}
+    meta = [LayerMeta(label, module, channels, side, side, (rf[0], rf[0]))
             for label, module, channels, side, rf in LAYERS]
     store = create_store(run / "activations.zarr", n_images, CHUNK, meta, top=5)
     pred = rng.integers(0, CLASSES, (n_images, 5), dtype=np.int32)

@@ -48,52 +48,70 @@ class Run:
 
         return pd.DataFrame([row.__dict__ for row in Runner(self.workflow, self.layout).status()])
 
-    def _table(self, path: Path, stage: str) -> pd.DataFrame:
+    def _written(self, output: str) -> Path:
+        """The path of ``output`` (a ``RunLayout`` property name); an error naming the stage
+        that writes it (from the registry) when it is not there yet."""
+        from pipeline.stages import stage_writing
+
+        path = getattr(self.layout, output)
         if not path.exists():
-            raise UserError(f"{path}: not written yet; run `python -m pipeline run {stage} -w "
-                            f"{self.workflow.source}` first")
-        return pd.read_parquet(path)
+            raise UserError(f"{path}: not written yet; run `python -m pipeline run "
+                            f"{stage_writing(output).name} -w {self.workflow.source}` first")
+        return path
+
+    def _table(self, output: str) -> pd.DataFrame:
+        return pd.read_parquet(self._written(output))
 
     @cached_property
     def manifest(self) -> pd.DataFrame:
         """image_id, path (relative to the data root), label."""
-        return self._table(self.layout.manifest, "prepare")
+        return self._table("manifest")
 
     @cached_property
     def classes(self) -> pd.DataFrame:
         """The class table: label and name, in the model's class order."""
-        return self._table(self.layout.classes, "prepare")
+        return self._table("classes")
 
     @cached_property
     def skipped(self) -> pd.DataFrame:
         """Unreadable images: image_id, path, reason."""
-        return self._table(self.layout.skipped, "activations")
+        return self._table("skipped")
 
     @cached_property
     def topk(self) -> pd.DataFrame:
         """layer, unit, rank, image_id, value, y, x: each unit's top images."""
-        return self._table(self.layout.topk, "rank")
+        return self._table("topk")
 
     @cached_property
     def units(self) -> pd.DataFrame:
         """Per-unit statistics: peak, mean/std of the per-image max, fraction active, quantiles
         (q50 ... q999), dead, top class with its share and the entropy of the top-100 classes."""
-        return self._table(self.layout.units, "rank")
+        return self._table("units")
 
     @cached_property
     def selectivity(self) -> pd.DataFrame:
         """layer, unit, class, count: the true classes of each unit's top-100 images."""
-        return self._table(self.layout.selectivity, "rank")
+        return self._table("selectivity")
 
     @cached_property
     def histograms(self) -> pd.DataFrame:
         """layer, unit, low, high, count: non-empty bins of each unit's per-image maxima."""
-        return self._table(self.layout.histograms, "rank")
+        return self._table("histograms")
+
+    @cached_property
+    def top_k(self) -> int:
+        """Images kept per unit, as the rank stage recorded it (not the config, which may have
+        changed since)."""
+        from pipeline.ranking import read_rank_meta
+
+        return read_rank_meta(self._written("topk")).top_k
 
     @property
     def layers(self) -> list[str]:
         """The analysed layers' labels (conv1, conv2, ...), in network order."""
-        return list(self._store().attrs["layers"])
+        from pipeline.inference.store import StoreMeta
+
+        return list(StoreMeta.from_attrs(self._store().attrs).layers)
 
     def activations(self, layer: str, summary: str = "max") -> da.Array:
         """The ``[N, C]`` dask array of ``summary`` ('max', 'argmax' or 'mean') of ``layer``."""
@@ -118,7 +136,4 @@ class Run:
     def _store(self):
         import zarr
 
-        if not (self.layout.activations / "zarr.json").exists():
-            raise UserError(f"{self.layout.activations}: not written yet; run `python -m "
-                            f"pipeline run activations -w {self.workflow.source}` first")
-        return zarr.open_group(str(self.layout.activations), mode="r")
+        return zarr.open_group(str(self._written("activations")), mode="r")

@@ -7,9 +7,10 @@ import contextlib
 import json
 import os
 import shutil
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 
 def remove(path: Path) -> None:
@@ -38,24 +39,35 @@ def replace(staged: Path, final: Path) -> None:
         os.replace(staged, final)
 
 
-def write_bytes(path: Path, data: bytes | memoryview) -> None:
-    """Write ``data`` to ``path`` through a temporary file and an atomic rename.
+@contextlib.contextmanager
+def writing(path: Path) -> Iterator[BinaryIO]:
+    """Open a binary file that appears at ``path`` whole, or not at all.
 
+    The block writes to a temporary name beside ``path`` that is renamed over it when the block
+    ends, so an interrupted run never leaves a truncated file that a later resume would take as
+    done. The name is unique, so two writers of one path never share it (the last rename wins).
+    Not ``mkstemp``: its 0600 mode would survive the rename and hide the file from a web server.
     Plain Python file I/O, so a full disk raises the kernel's own OSError (ENOSPC), which the
     runner reports as one line, naming ``path``; the temporary file is removed when the write
     fails, so a full disk leaves nothing half-written behind (not even under the temporary name).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp"
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
     try:
         with open(tmp, "wb") as handle:
-            handle.write(data)
+            yield handle
         os.replace(tmp, path)
     except BaseException as error:
         tmp.unlink(missing_ok=True)
         if isinstance(error, OSError) and error.filename is None:
             error.filename = str(path)  # a failed write() names no file
         raise
+
+
+def write_bytes(path: Path, data: bytes | memoryview) -> None:
+    """Write ``data`` to ``path`` through :func:`writing`."""
+    with writing(path) as handle:
+        handle.write(data)
 
 
 def write_json(path: Path, payload: Any) -> None:

@@ -1,7 +1,9 @@
 """The command line: parses arguments, loads the workflow once, hands it to a command.
 
-No logic lives here; user errors are printed as one line and exit with status 2, failures of the
-machine (a full disk, a permission) as one line with status 1.
+No logic lives here: the commands are in :mod:`pipeline.commands` (which never imports this
+module, and imports torch only inside the command that needs it, so ``--help`` is instant).
+User errors are printed as one line and exit with status 2, failures of the machine (a full
+disk, a permission) as one line with status 1.
 """
 
 from __future__ import annotations
@@ -11,9 +13,9 @@ import sys
 from pathlib import Path
 
 from pipeline import __version__
+from pipeline.commands import DEFAULT_WORKFLOW, dispatch
 from pipeline.errors import StageFailure, UserError
 
-DEFAULT_WORKFLOW = Path("workflows") / "demo.toml"
 STAGE_NAMES = ("prepare", "train", "activations", "rank", "deconv", "occlusion", "evolution",
                "invariance", "render")  # = the registry
 
@@ -88,11 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     layers = commands.add_parser(
         "layers", help="list the analysable layers with output shapes and receptive fields",
-        description="List the layers the atlas analyses by default (each convolution's ReLU "
-        "output, labelled conv1..convN) with their dotted module name, output shape and receptive "
-        "field (size, jump between units, and the input position of unit (0, 0)'s field), "
-        "computed from the modules' geometry. No weights or data are needed; a workflow's model "
-        "and layers are checked as `run` checks them.",
+        description="List the layers the atlas analyses by default (each conv block's "
+        "activation output, labelled conv1..convN) with their dotted module name, output shape "
+        "and receptive field (size, jump between units, and the input position of unit (0, 0)'s "
+        "field), computed from the modules' geometry, and whether the deconvnet and guided "
+        "backprop apply to each (or which nonlinearity without a rule blocks them). No weights "
+        "or data are needed; a workflow's model and layers are checked as `run` checks them.",
     )
     source = layers.add_mutually_exclusive_group()
     source.add_argument("-w", "--workflow", type=Path, default=None,
@@ -146,9 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     check_arguments(args)
     try:
-        from pipeline import commands  # deferred: torch takes seconds to import
-
-        return commands.dispatch(args)
+        return dispatch(args)
     except UserError as error:
         _finish_progress()
         print(f"error: {error}", file=sys.stderr)

@@ -7,10 +7,12 @@ import dataclasses
 from pathlib import Path
 
 from pipeline.atomic import read_json
-from pipeline.cli import DEFAULT_WORKFLOW
 from pipeline.config import Workflow, load_workflow
 from pipeline.errors import UserError
 from pipeline.layout import RunLayout
+
+# The workflow a command loads when none is named (the parser shows it in --help).
+DEFAULT_WORKFLOW = Path("workflows") / "demo.toml"
 
 
 def dispatch(args: argparse.Namespace) -> int:
@@ -69,11 +71,13 @@ def status(workflow: Workflow, layout: RunLayout) -> int:
     for row in rows:
         seconds = f"{row.seconds:.1f}" if row.seconds is not None else "-"
         print(f"{row.name:<12} {row.state:<8} {row.finished or '-':<26} {seconds:>8}")
-    accuracy = read_json(layout.activations / "zarr.json")
-    attrs = (accuracy or {}).get("attributes", {})
-    if "top1" in attrs:
-        print(f"accuracy on {attrs.get('n_readable', attrs['n_images'])} images: "
-              f"top-1 {attrs['top1']:.1%}, top-5 {attrs['top5']:.1%}")
+    store = read_json(layout.activations / "zarr.json")  # the root's metadata, without zarr
+    if store is not None:  # only a finished store is moved into place
+        from pipeline.inference.store import InferenceSummary
+
+        accuracy = InferenceSummary.from_attrs(store["attributes"])
+        print(f"accuracy on {accuracy.n_readable} images: "
+              f"top-1 {accuracy.top1:.1%}, top-5 {accuracy.top5:.1%}")
     return 0
 
 
@@ -107,8 +111,11 @@ def serve(workflow: Workflow, layout: RunLayout, port: int) -> int:
 
 
 def layers(args: argparse.Namespace) -> int:
-    """Print the analysable layers of a workflow's model or of a named model."""
-    from pipeline.interp.layers import feature_map_names
+    """Print the analysable layers of a workflow's model or of a named model, each marked with
+    whether the deconvnet and guided backprop apply to it, and what the defaults are when they
+    are not plain rectified outputs."""
+    from pipeline.interp.layers import default_notes, feature_map_names
+    from pipeline.interp.rules import unruled_layers
     from pipeline.models import default_image_size, get_model, takes_image_size
     from pipeline.models.preprocessing import preprocessing
     from pipeline.preflight import check_model, checked_build, checked_layers
@@ -128,18 +135,37 @@ def layers(args: argparse.Namespace) -> int:
         size, names = preprocessing(workflow).crop, workflow.activations.layers
     if args.all_modules:
         names = feature_map_names(model, (size, size))
-    found = checked_layers(model, size, names, f"model '{title}'", "--image-size")
+    found = checked_layers(model, size, names, f"model '{title}'", "--image-size",
+                           allow_empty=True)
+    try:
+        blocked = unruled_layers(model, (size, size), [layer.name for layer in found])
+    except Exception:  # noqa: BLE001 - a forward that needs real tensors, as checked_layers saw
+        model = model.to_empty(device="cpu")
+        blocked = unruled_layers(model, (size, size), [layer.name for layer in found])
     print(f"{title} at {size} x {size} px: {len(found)} layers")
-    print(f"{'layer':<16} {'module':<28} {'output (C x H x W)':<20} {'receptive field':<16}"
-          f" {'jump':>5} {'first (y, x)':>13}")
+    if found:
+        print(f"{'layer':<16} {'module':<28} {'output (C x H x W)':<20} {'receptive field':<16}"
+              f" {'jump':>5} {'first (y, x)':>13}  deconvnet/guided")
     for layer in found:
         field = layer.receptive_field
         shape = " x ".join(str(n) for n in layer.out_shape)
         size_text = (f"{field.size[0]}" if field.size[0] == field.size[1]
                      else f"{field.size[0]} x {field.size[1]}")
         jump = f"{field.jump[0]}" if field.jump[0] == field.jump[1] else str(field.jump)
+        call = blocked[layer.name]
+        rule = "yes" if call is None else f"no: {call.kind}" + (
+            f" in {call.module}" if call.module and call.module != layer.name else "")
         print(f"{layer.label:<16} {layer.name:<28} {shape:<20} {size_text + ' px':<16}"
-              f" {jump:>5} {str(field.first):>13}")
+              f" {jump:>5} {str(field.first):>13}  {rule}")
+    if not names:
+        for note in default_notes(model, (size, size)):
+            print(f"{title}: {note}")
+        if not found:
+            print(f"{title}: no default layers; name layers in [activations] layers "
+                  "(`layers --all` lists those with a known receptive field)")
+    if any(blocked.values()):
+        print(f"{title}: deconvnet and guided refuse the layers marked \"no\" (that "
+              "nonlinearity has no rule); project them with method = \"gradient\"")
     return 0
 
 

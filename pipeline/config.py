@@ -146,7 +146,8 @@ RECIPES: dict[str, dict[str, Any]] = {
 class ActivationsConfig:
     """Inference over the analysed images, storing per-unit summaries in zarr."""
 
-    layers: tuple[str, ...] = option((), "dotted module names to record; empty = every conv ReLU")
+    layers: tuple[str, ...] = option((), "dotted module names to record; empty = each conv "
+                                     "block's activation output (`layers` lists them)")
     batch_size: int = option(64, "images per forward pass", execution=True)
     chunk_size: int = option(512, "images per zarr chunk (the unit of resumption)",
                              execution=True)

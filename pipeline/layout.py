@@ -32,6 +32,12 @@ class RunLayout:
         return self.run_dir / "data"
 
     @property
+    def synthetic_settings(self) -> Path:
+        """The generator's settings, written beside the demo's images: they stand for the
+        images in the prepare stage's digest (the generator is deterministic)."""
+        return self.synthetic_data / "synthetic.json"
+
+    @property
     def manifest(self) -> Path:
         return self.run_dir / "manifest.parquet"
 

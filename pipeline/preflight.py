@@ -47,8 +47,8 @@ def check_run(workflow: Workflow, layout: RunLayout, stages: Collection[str]) ->
             raise UserError(f"{root}: data folder not found (from [data] root in "
                             f"{workflow.source}); point [data] root or --data at your images")
     model = check_model(workflow, num_classes)
-    _check_rules(workflow, model, stages)
     _check_experiments(workflow, layout, model, stages)
+    _check_rules(workflow, model, stages)
     if any(stage.loads_weights for stage in planned):
         _check_weights(workflow, layout, model, num_classes, trains="train" in stages)
     if "evolution" in stages:
@@ -165,10 +165,13 @@ def checked_build(build: Callable[[], nn.Module], what: str) -> nn.Module:
 
 
 def checked_layers(model: nn.Module, size: int, names: Sequence[str], what: str,
-                   size_option: str = "[model] image_size") -> list[LayerInfo]:
+                   size_option: str = "[model] image_size",
+                   allow_empty: bool = False) -> list[LayerInfo]:
     """The analysed layers at ``size`` x ``size`` pixels; an input too small for the network,
-    or a network without feature maps, is refused in one line."""
+    or a network without feature maps (unless ``allow_empty``: `layers` explains it), is
+    refused in one line."""
     from pipeline.interp import analysable_layers
+    from pipeline.interp.layers import default_notes
 
     try:
         found = analysable_layers(model, (size, size), names=list(names) or None)
@@ -178,10 +181,13 @@ def checked_layers(model: nn.Module, size: int, names: Sequence[str], what: str,
         if next(model.parameters(), None) is None or not next(model.parameters()).is_meta:
             raise UserError(f"{what}: cannot run on {size} x {size} inputs "
                             f"({_first_line(error)}); raise {size_option}") from None
-        return checked_layers(model.to_empty(device="cpu"), size, names, what, size_option)
-    if not found:
-        raise UserError(f"{what}: has no convolution with a ReLU to analyse; name its layers "
-                        "in [activations] layers (`python -m pipeline layers --all` lists them)")
+        return checked_layers(model.to_empty(device="cpu"), size, names, what, size_option,
+                              allow_empty)
+    if not found and not allow_empty:
+        why = "; ".join(default_notes(model, (size, size))) or "it has no conv block"
+        raise UserError(f"{what}: has no default layers to analyse ({why}); name its layers "
+                        "in [activations] layers (`python -m pipeline layers --all` lists "
+                        "them)")
     return found
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 import os
 import time
 from collections.abc import Iterator
@@ -23,9 +22,11 @@ from pipeline.atomic import read_json, remove, write_json
 from pipeline.config import Workflow
 from pipeline.errors import StageFailure, UserError, describe_os_error, system_refusal
 from pipeline.layout import RunLayout
+from pipeline.locks import LockHeld, file_lock
 from pipeline.stages import Stage, get_stage, list_stages
 from pipeline.stages.context import StageContext
 from pipeline.stamps import (
+    LEGACY_REVISION,
     config_values,
     content_digest,
     external_digest,
@@ -103,6 +104,8 @@ class Runner:
         return self._stamps[name]
 
     def _migrated(self, stage: Stage, stamp: dict) -> dict:
+        if stage.revision != LEGACY_REVISION:
+            return stamp  # it writes other bytes since: 0.3.0's outputs are not its outputs
         tokens = {}
         for name in self._inputs(stage):
             upstream = self._stamp(name)
@@ -118,7 +121,7 @@ class Runner:
                 "revision": stage.revision, "migrated_from": stamp["version"]}
 
     def _digest(self, stage: Stage) -> tuple[str, list[str]]:
-        return content_digest(stage.outputs(self.workflow, self.layout), self.layout.base)
+        return content_digest(stage.output_paths(self.workflow, self.layout), self.layout.base)
 
     def state(self, name: str) -> str:
         """``done`` (stamp current, inputs done, outputs there), ``stale`` (stamp out of date),
@@ -285,37 +288,28 @@ class Runner:
     @contextlib.contextmanager
     def _commit_lock(self) -> Iterator[None]:
         """Serialise moving outputs into place (two shards may finish at the same moment)."""
-        with open(self.layout.run_dir / ".commit-lock", "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+        with file_lock(self.layout.run_dir / ".commit-lock"):
             yield
 
     @contextlib.contextmanager
     def _lock(self, shared: bool = False) -> Iterator[None]:
         """Hold a lock on the run folder so a second ``run`` refuses instead of racing.
 
-        ``flock`` is released by the kernel when the process dies, so a killed run never leaves
-        a stale lock behind. Shards hold it shared: they may run together, but not beside an
-        ordinary run.
+        A killed run never leaves a stale lock behind (see :mod:`pipeline.locks`). Shards hold
+        it shared: they may run together, but not beside an ordinary run.
         """
-        handle = open(self.layout.lock, "a+", encoding="utf-8")  # noqa: SIM115
-        try:
-            try:
-                fcntl.flock(handle, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.seek(0)
-                holder = handle.read().strip() or "another process"
+        since = dt.datetime.now().isoformat(timespec="seconds")
+        with contextlib.ExitStack() as held:
+            try:  # only taking the lock is refused: errors of the block itself pass through
+                held.enter_context(file_lock(self.layout.lock, shared=shared, wait=False,
+                                             holder=None if shared else
+                                             f"pid {os.getpid()} since {since}"))
+            except LockHeld as other:
                 raise UserError(
                     f"{self.layout.run_dir}: workflow '{self.workflow.name}' is already running "
-                    f"({holder}); wait for it to finish or stop it, then run again") from None
-            if not shared:
-                handle.seek(0)
-                handle.truncate()
-                since = dt.datetime.now().isoformat(timespec="seconds")
-                handle.write(f"pid {os.getpid()} since {since}")
-                handle.flush()
+                    f"({other.holder or 'another process'}); wait for it to finish or stop it, "
+                    "then run again") from None
             yield
-        finally:
-            handle.close()
 
     def _log(self, message: str) -> None:
         """Append to the run's log; best effort: a full disk must not hide the real error."""

@@ -18,7 +18,8 @@ A stage's *key* is a hash of
 
 Its stamp records the key and the digest of its outputs, written after they are in place.
 Stamps of release 0.3.0 (keyed by per-run tokens and the package version) are recognised and
-migrated: a stage that 0.3.0 would call done keeps being done.
+migrated: a stage that 0.3.0 would call done keeps being done, unless its revision was bumped
+since.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ from pipeline.layout import RunLayout
 
 #: The last release whose stamps are keyed by tokens; its stamps are migrated, not discarded.
 LEGACY_VERSION = "0.3.0"
+#: Every stage's revision in that release: a stage whose revision was bumped since writes other
+#: bytes now, so its 0.3.0 outputs are not migrated (the stage is stale).
+LEGACY_REVISION = 1
 #: The sections 0.3.0 hashed into each stage's key (its registry's ``sections``).
 LEGACY_SECTIONS = {"prepare": ("data", "model", "train"), "train": ("model", "train"),
                    "activations": ("model", "activations"), "rank": ("rank",),

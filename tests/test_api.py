@@ -23,6 +23,7 @@ def test_open_run_gives_tables_and_lazy_activations(tiny_run):
     live = run.units[~run.units["dead"]].iloc[0]
     top = run.top_images(live["layer"], int(live["unit"]))
     assert list(top["rank"]) == list(range(len(top))) and len(top) == live["n_top"]
+    assert run.top_k == 9 and len(top) <= run.top_k
     assert top["value"].iloc[0] == pytest.approx(live["peak"])
     assert (top["class_name"] == run.classes.set_index("label").loc[top["label"], "name"]
             .to_numpy()).all()
@@ -36,5 +37,7 @@ def test_missing_outputs_name_the_file_and_the_command(tmp_path, write_workflow)
     run = open_run(write_workflow(TINY_DEMO), base=tmp_path)
     with pytest.raises(UserError, match=r"units\.parquet.*run rank"):
         _ = run.units
+    with pytest.raises(UserError, match=r"topk\.parquet.*run rank"):
+        _ = run.top_k
     with pytest.raises(UserError, match=r"activations\.zarr.*run activations"):
         run.activations("conv1")

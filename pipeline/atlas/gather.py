@@ -40,13 +40,14 @@ from pipeline.atlas.tiles import (
     tile_cells,
     tile_scale,
 )
+from pipeline.inference.store import LayerMeta
 from pipeline.interp.display import to_display
+from pipeline.interp.projection_meta import ProjectedLayer
 
 MAX_CELL = 64  # px: larger receptive fields are shrunk in the tiles (size of a shared atlas:
 # with full-colour JPEG, AlexNet's atlas is 58 MB at 64 px, 79 MB at 80 px)
 TILE_QUALITY = 65  # JPEG quality of tiles (PNG tiles are lossless)
 SKIPPED_SHOWN = 50  # unreadable images listed on the index (all are in skipped.parquet)
-CLASSES_SHOWN = 10  # classes in a unit's class-distribution chart
 # A card names a class only when the data support it: at least this share of the unit's top
 # images, at least CHANCE_FACTOR times the share the class has among all analysed images (what
 # a unit blind to classes would see; capped at MAX_CHANCE_SHARE so that a data set of two
@@ -114,7 +115,7 @@ class LayerInput:
     shown once per unit)."""
 
     label: str
-    meta: dict
+    meta: LayerMeta
     first: FirstLayer | None = None
 
 
@@ -174,7 +175,8 @@ def gather_layers(layers: Sequence[LayerInput], tables: RunTables, projections: 
     units: list[list[UnitEntry]] = [[] for _ in layers]
     for i in range(len(tasks)):  # in unit order, whichever task finished first
         units[owners[i]].extend(results[i])
-    return [_layer_entry(layer, store[layer.label].attrs, tuple(entries), image_size)
+    return [_layer_entry(layer, ProjectedLayer.from_attrs(store[layer.label].attrs),
+                         tuple(entries), image_size)
             for layer, entries in zip(layers, units, strict=True)]
 
 
@@ -197,7 +199,8 @@ def _unit_entries(inputs: _LayerInputs, group: Any, task: UnitRange, writer: Ima
     out_dir, image_size = inputs.out_dir, inputs.image_size
     # Read unit by unit (chunks are per unit): a VGG layer's projections are gigabytes.
     projections, patches = group["projections"], group["patches"]
-    methods = list(group.attrs["methods"])
+    stored = ProjectedLayer.from_attrs(group.attrs)
+    methods = list(stored.methods)
     boxes = group["boxes"][task.start:task.stop]
     grid = grid_side(top_k)
     cell_hw = fit_cells(patches[:1, 0], MAX_CELL).shape[1:3] if patches.shape[0] else (1, 1)
@@ -214,7 +217,7 @@ def _unit_entries(inputs: _LayerInputs, group: Any, task: UnitRange, writer: Ima
     selectivity = dict(tuple(rows(tables.selectivity).groupby("unit")))
     histograms = dict(tuple(rows(tables.histograms).groupby("unit")))
     sheets = write_sheets(label, group, out_dir, writer, image_size, task.start, task.stop)
-    heat = heat_box(group.attrs.get("map_extent"), image_size)
+    heat = heat_box(stored.map_extent, image_size)
 
     entries = []
     for unit, row in units.iterrows():
@@ -246,17 +249,17 @@ def _unit_entries(inputs: _LayerInputs, group: Any, task: UnitRange, writer: Ima
     return entries
 
 
-def _layer_entry(layer: LayerInput, attrs: Any, units: tuple[UnitEntry, ...],
+def _layer_entry(layer: LayerInput, stored: ProjectedLayer, units: tuple[UnitEntry, ...],
                  image_size: int | None) -> LayerEntry:
     """One layer's entry from its units' entries, in unit order."""
     meta, first = layer.meta, layer.first
     live = [entry for entry in units if entry.tile]
     preview = max(live, key=lambda entry: entry.peak).tile if live else None
-    return LayerEntry(label=layer.label, module=str(meta["module"]),
-                      out_shape=(int(meta["channels"]), int(meta["height"]), int(meta["width"])),
-                      receptive_field=int(meta["receptive_field"][0]), units=units,
+    return LayerEntry(label=layer.label, module=meta.module,
+                      out_shape=(meta.channels, meta.height, meta.width),
+                      receptive_field=meta.receptive_field[0], units=units,
                       preview=preview, first_layer=first is not None,
-                      patch_is_image=_field_covers_image(attrs["receptive_field"], image_size),
+                      patch_is_image=_field_covers_image(stored.receptive_field, image_size),
                       filter_grid=first.grid if first else None,
                       filter_cells=_filter_cells(first, len(units)))
 
@@ -333,18 +336,17 @@ def _unit_entry(unit: int, row: pd.Series, tables: RunTables, tile: str | None,
                       if name.startswith("q") and name[1:].isdigit())
     top_class = int(row["top_class"])
     top_name = tables.classes[top_class] if top_class >= 0 else None
-    share, counted = float(row.get("top_class_share", 0.0)), int(row.get("n_selectivity", 0))
+    share, counted = float(row["top_class_share"]), int(row["n_selectivity"])
     prior = float(tables.priors[top_class]) if top_class >= 0 else 1.0
     named = top_name if dominant_class(share, counted, prior) else None
     return UnitEntry(
         unit=unit, dead=bool(row["dead"]), peak=float(row["peak"]),
         top_class=top_name,
         n_images=len(top_images) if tile else 0, tile=tile,
-        top_class_share=float(row.get("top_class_share", 0.0)),
-        class_entropy=float(row.get("class_entropy", 0.0)),
-        frac_active=float(row.get("frac_active", 0.0)), mean_max=float(row["mean_max"]),
-        std_max=float(row["std_max"]), quantiles=quantiles,
-        n_selectivity=int(row.get("n_selectivity", 0)), classes=classes, histogram=bins,
+        top_class_share=share, class_entropy=float(row["class_entropy"]),
+        frac_active=float(row["frac_active"]), mean_max=float(row["mean_max"]),
+        std_max=float(row["std_max"]), quantiles=quantiles, n_selectivity=counted,
+        classes=classes, histogram=bins,
         n_zero=n_zero, top_images=top_images, named_class=named,
         filter_scale=float(first.scales[unit]) if first is not None else None,
         filter=filter_crop)

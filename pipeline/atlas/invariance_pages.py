@@ -1,5 +1,5 @@
 """The atlas's invariance page (Figure 5), from ``invariance.parquet`` (see
-``pipeline.stages.invariance``).
+``pipeline.experiments.invariance_table``).
 
 ``invariance.html`` shows the sampled images small, what each transform does to one of them,
 then per transform (vertical translation, scaling, rotation) three line charts as inline SVG:

@@ -1,5 +1,5 @@
 """The atlas's occlusion pages (Figure 7), from ``occlusion.zarr`` (see
-``pipeline.stages.occlusion``).
+``pipeline.experiments.occlusion_store``).
 
 ``occlusion/index.html`` shows every occluded image, each linking to ``occlusion/<id>.html``:
 (a) the image, (b) the tracked feature map's total activation, (c) the deconvnet projection of

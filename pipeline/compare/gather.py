@@ -28,6 +28,7 @@ from pipeline.compare.context import (
 from pipeline.config import Workflow
 from pipeline.errors import UserError
 from pipeline.layout import RunLayout
+from pipeline.ranking.meta import read_rank_meta
 
 if TYPE_CHECKING:
     from pipeline.atlas.first_layer import FirstLayer
@@ -75,7 +76,7 @@ def run_side(side: str, workflow: Workflow, layout: RunLayout, out_dir: Path,
     import zarr
 
     from pipeline.atlas.first_layer import first_layer
-    from pipeline.stages.inputs import analysed_model
+    from pipeline.models.analysed import analysed_model
 
     folder = side.lower()
     activations = zarr.open_group(layout.activations, mode="r")
@@ -110,7 +111,8 @@ def run_facts(workflow: Workflow, layout: RunLayout, activations: Any, projectio
         n_images=int(attrs["n_images"]), n_readable=attrs.get("n_readable"),
         n_classes=n_classes, top1=attrs.get("top1"), top5=attrs.get("top5"),
         val_accuracy=metrics.get("val_accuracy"),
-        method=str(projections.attrs["methods"][0]), top_k=int(projections.attrs["top_k"]))
+        method=str(projections.attrs["methods"][0]),
+        top_k=read_rank_meta(layout.topk).top_k)  # rank's record, the one after rank
 
 
 def _weights(workflow: Workflow) -> str:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 from torch import Tensor, nn
+
+from pipeline.models.evaluation import evaluating
 
 
 def last_linear(model: nn.Module) -> str | None:
@@ -42,18 +43,14 @@ def forward_capturing(model: nn.Module, images: Tensor, outputs: Sequence[str] =
     def keep_input(name: str):
         return lambda _module, args: seen_inputs.__setitem__(name, args[0].detach().clone())
 
-    training = {m: m.training for m in model.modules()}
     try:
         for name in outputs:
             handles.append(model.get_submodule(name).register_forward_hook(keep_output(name)))
         for name in inputs:
             handles.append(model.get_submodule(name).register_forward_pre_hook(keep_input(name)))
-        model.eval()
-        with torch.no_grad():
+        with evaluating(model):
             probabilities = model(images).float().softmax(dim=1)
     finally:
         for handle in handles:
             handle.remove()
-        for m, flag in training.items():
-            m.training = flag
     return probabilities, seen_outputs, seen_inputs

@@ -74,9 +74,9 @@ def image_batches(images: Callable[[int], Tensor], ids: np.ndarray, batch_size: 
     """``(images [B, 3, H, W], ids [B])`` on ``device``, in the order of ``ids``;
     ``images(i)`` is the preprocessed image ``i``."""
     for start in range(0, len(ids), batch_size):
-        chunk = ids[start:start + batch_size]
-        batch = torch.stack([images(int(i)) for i in chunk]).to(device)
-        yield batch, torch.as_tensor(chunk, dtype=torch.long, device=device)
+        batch_ids = ids[start:start + batch_size]
+        batch = torch.stack([images(int(i)) for i in batch_ids]).to(device)
+        yield batch, torch.as_tensor(batch_ids, dtype=torch.long, device=device)
 
 
 def strongest_activations(models: Sequence[nn.Module], batches: Iterable[tuple[Tensor, Tensor]],

@@ -110,33 +110,33 @@ def _vectors(model: nn.Module, images: Tensor, layers: FeatureLayers
             last.flatten(1).float())
 
 
-def measure(model: nn.Module, image: Tensor, label: int, layers: FeatureLayers,
+def measure(model: nn.Module, image: Tensor, true_class: int, layers: FeatureLayers,
             batch_size: int = 64) -> pd.DataFrame:
     """One row per transform and amount for the preprocessed ``image`` ``[3, H, W]`` of class
-    ``label`` (columns :data:`COLUMNS`), ``batch_size`` transformed copies per forward pass.
+    ``true_class`` (columns :data:`COLUMNS`), ``batch_size`` transformed copies per forward pass.
 
     The identity rows are the original's own values (distance 0): running the same image again
     inside a batch would only add the rounding of another batch size."""
     device = next(model.parameters()).device
     image = image.to(device)
     probabilities, first, last = _vectors(model, image[None], layers)
-    original = (0.0, 0.0, float(probabilities[0, label]), int(probabilities[0].argmax()),
+    original = (0.0, 0.0, float(probabilities[0, true_class]), int(probabilities[0].argmax()),
                 float(probabilities[0].max()))
     steps = [(transform, float(amount)) for transform in TRANSFORMS
              for amount in amounts(transform, image.shape[-2])]  # vertical: the height
     moved = [step for step in steps if step[1] != IDENTITY[step[0]]]
     values: dict[tuple[str, float], tuple] = {}
     for start in range(0, len(moved), batch_size):
-        chunk = moved[start:start + batch_size]
+        batch_steps = moved[start:start + batch_size]
         batch = torch.stack([transform_image(image, transform, amount)
-                             for transform, amount in chunk])
+                             for transform, amount in batch_steps])
         probabilities, first_moved, last_moved = _vectors(model, batch, layers)
         distance_first = torch.linalg.vector_norm(first_moved - first, dim=1)
         distance_last = torch.linalg.vector_norm(last_moved - last, dim=1)
         best = probabilities.max(dim=1)
-        for j, step in enumerate(chunk):
+        for j, step in enumerate(batch_steps):
             values[step] = (float(distance_first[j]), float(distance_last[j]),
-                            float(probabilities[j, label]), int(best.indices[j]),
+                            float(probabilities[j, true_class]), int(best.indices[j]),
                             float(best.values[j]))
     frame = pd.DataFrame([(*step, *values.get(step, original)) for step in steps],
                          columns=list(COLUMNS[:7]))

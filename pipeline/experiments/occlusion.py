@@ -113,31 +113,31 @@ def strongest_unit(feature_map: Tensor) -> tuple[int, tuple[int, int], float]:
     return unit, divmod(flat, width), float(peaks[unit])
 
 
-def occlude(model: nn.Module, image: Tensor, label: int, layer: str, grid: OccluderGrid,
+def occlude(model: nn.Module, image: Tensor, true_class: int, module: str, grid: OccluderGrid,
             batch_size: int = 64, projector=None,
             on_batch: Callable[[int], object] | None = None) -> Occlusion:
-    """Figure 7 for one preprocessed ``image`` ``[3, H, W]`` of class ``label``: the tracked
-    map of module ``layer`` and the class probabilities with the square at every position of
-    ``grid``, ``batch_size`` positions per forward pass, and the deconvnet projection of the
-    tracked map's peak (``projector``: a :class:`~pipeline.interp.Projector`, default a new
-    deconvnet one). ``on_batch(n)`` is called after each forward pass of ``n`` positions (a
-    progress bar's ``update``)."""
+    """Figure 7 for one preprocessed ``image`` ``[3, H, W]`` of class ``true_class``: the tracked
+    map of the module named ``module`` (a dotted name, not a layer label) and the class
+    probabilities with the square at every position of ``grid``, ``batch_size`` positions per
+    forward pass, and the deconvnet projection of the tracked map's peak (``projector``: a
+    :class:`~pipeline.interp.Projector`, default a new deconvnet one). ``on_batch(n)`` is called
+    after each forward pass of ``n`` positions (a progress bar's ``update``)."""
     from pipeline.interp import Projector
 
     device = next(model.parameters()).device
     image = image.to(device)
-    probabilities, maps, _ = forward_capturing(model, image[None], outputs=(layer,))
-    unit, position, peak = strongest_unit(maps[layer][0])
-    clean, clean_total = probabilities[0], float(maps[layer][0, unit].float().sum())
+    probabilities, maps, _ = forward_capturing(model, image[None], outputs=(module,))
+    unit, position, peak = strongest_unit(maps[module][0])
+    clean, clean_total = probabilities[0], float(maps[module][0, unit].float().sum())
     clean_predicted = int(torch.argmax(clean))
 
     boxes = torch.from_numpy(grid.boxes()).to(device)
     totals, true_probs, predicted, predicted_probs = [], [], [], []
     for start in range(0, len(boxes), batch_size):
         batch = occluded_batch(image, boxes[start:start + batch_size])
-        probabilities, maps, _ = forward_capturing(model, batch, outputs=(layer,))
-        totals.append(maps[layer][:, unit].float().sum(dim=(1, 2)))
-        true_probs.append(probabilities[:, label])
+        probabilities, maps, _ = forward_capturing(model, batch, outputs=(module,))
+        totals.append(maps[module][:, unit].float().sum(dim=(1, 2)))
+        true_probs.append(probabilities[:, true_class])
         best = probabilities.max(dim=1)
         predicted.append(best.indices)
         predicted_probs.append(best.values)
@@ -145,7 +145,7 @@ def occlude(model: nn.Module, image: Tensor, label: int, layer: str, grid: Occlu
             on_batch(len(batch))
 
     projector = projector or Projector(model, method="deconvnet", batch_size=1)
-    projection = projector.project(image[None], layer, torch.tensor([unit], device=device),
+    projection = projector.project(image[None], module, torch.tensor([unit], device=device),
                                    torch.tensor([position], device=device))[0]
 
     def as_map(parts: list[Tensor], dtype) -> np.ndarray:
@@ -154,7 +154,7 @@ def occlude(model: nn.Module, image: Tensor, label: int, layer: str, grid: Occlu
     return Occlusion(
         unit=unit, position=(int(position[0]), int(position[1])), clean_peak=peak,
         clean_total=clean_total,
-        clean_prob=float(clean[label]), clean_predicted=clean_predicted,
+        clean_prob=float(clean[true_class]), clean_predicted=clean_predicted,
         clean_predicted_prob=float(clean[clean_predicted]),
         total=as_map(totals, np.float32), prob_true=as_map(true_probs, np.float32),
         predicted=as_map(predicted, np.int32), predicted_prob=as_map(predicted_probs, np.float32),

@@ -27,8 +27,8 @@ from pipeline.inference.compute import ChunkPlan, fill_chunks
 from pipeline.inference.store import completed_chunks
 from pipeline.inference.tolerant import TolerantImages
 from pipeline.layout import RunLayout
+from pipeline.models.analysed import analysed_images, analysed_model
 from pipeline.models.preprocessing import preprocessing
-from pipeline.stages.inputs import analysed_images, analysed_model
 
 
 @dataclass(frozen=True)

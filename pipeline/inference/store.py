@@ -13,53 +13,98 @@ A skipped (unreadable) image has NaN summaries, argmax and pred -1. A chunk is d
 marker ``done/NNNNNN.json`` exists; the marker is written after the chunk's arrays and lists the
 chunk's skipped images. Markers are separate files, so shard processes on one store never race,
 and a killed run redoes only chunks without a marker: the final arrays equal an uninterrupted run's.
+
+Attributes, each written and read through a :class:`~pipeline.metadata.Metadata` record:
+every layer group's :class:`LayerMeta`, the root's :class:`StoreMeta` (when created) and
+:class:`InferenceSummary` (when finished). The pipeline always writes them, so they are read
+without defaults: a store without them is from an older revision, stale anyway.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import zarr
 
 from pipeline.atomic import read_json, remove, write_json
+from pipeline.locks import file_lock
+from pipeline.metadata import Metadata
 
 SUMMARIES = ("max", "argmax", "mean")
 DTYPES = {"max": "float32", "argmax": "int32", "mean": "float32"}
 
 
+@dataclass(frozen=True)
+class LayerMeta(Metadata):
+    """One analysed layer: its label, module, channels, map size and receptive field (px)."""
+
+    label: str
+    module: str
+    channels: int
+    height: int
+    width: int
+    receptive_field: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class StoreMeta(Metadata):
+    """The root's attributes from its creation: the layers' labels in network order, the
+    chunking and the number of images (set last: a store cut off while created has none)."""
+
+    layers: tuple[str, ...]
+    chunk_size: int
+    n_images: int
+
+
+@dataclass(frozen=True)
+class InferenceSummary(Metadata):
+    """The root's attributes from the stage's end: where it ran (device kinds, no host names:
+    the atlas shows this and is meant to be shared), and the accuracy over the readable images."""
+
+    device: str
+    top1: float
+    top5: float
+    n_readable: int
+
+
+def store_layers(store: zarr.Group) -> list[LayerMeta]:
+    """The analysed layers of a finished store, in network order."""
+    return [LayerMeta.from_attrs(store[label].attrs)
+            for label in StoreMeta.from_attrs(store.attrs).layers]
+
+
 @contextlib.contextmanager
 def creation_lock(final: Path) -> Iterator[None]:
     """Serialise the setup of a store that several shard processes share (held briefly)."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    with open(final.parent / f".{final.name}.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    with file_lock(final.parent / f".{final.name}.lock"):
         yield
 
 
-def create_store(path: Path, n_images: int, chunk_size: int, layers: Sequence[dict],
+def create_store(path: Path, n_images: int, chunk_size: int, layers: Sequence[LayerMeta],
                  top: int) -> zarr.Group:
     """Create every array up front, or open the store a killed run or another shard created.
     Call under :func:`creation_lock` when shards may run at once."""
+    meta = StoreMeta(tuple(layer.label for layer in layers), chunk_size, n_images)
     if (path / "zarr.json").exists():
         existing = zarr.open_group(path, mode="r+")
-        # n_images is set last: a store cut off while created is redone. chunk_size is not part
-        # of the stage's key (it changes no value), so a resumed run may ask for another one:
-        # the chunks done so far are numbered in the old size, so the store starts over.
-        if existing.attrs.get("n_images") == n_images and \
-                existing.attrs.get("chunk_size") == chunk_size:
+        # n_images is set last: a store cut off while created (no root attributes yet) is
+        # redone. chunk_size is not part of the stage's key (it changes no value), so a resumed
+        # run may ask for another one: the chunks done so far are numbered in the old size, so
+        # the store starts over.
+        if "n_images" in existing.attrs and StoreMeta.from_attrs(existing.attrs) == meta:
             return existing
         remove(path)
     root = zarr.open_group(path, mode="w")
     for layer in layers:
-        group = root.create_group(layer["label"])
-        group.attrs.update(layer)
+        group = root.create_group(layer.label)
+        group.attrs.update(layer.to_attrs())
         for summary in SUMMARIES:
-            group.create_array(summary, shape=(n_images, layer["channels"]),
-                               chunks=(chunk_size, layer["channels"]),
+            group.create_array(summary, shape=(n_images, layer.channels),
+                               chunks=(chunk_size, layer.channels),
                                dtype=DTYPES[summary], fill_value=0)
     root.create_array("pred", shape=(n_images, top), chunks=(chunk_size, top),
                       dtype="int32", fill_value=-1)
@@ -67,8 +112,7 @@ def create_store(path: Path, n_images: int, chunk_size: int, layers: Sequence[di
                       dtype="float32", fill_value=0)
     root.create_array("label", shape=(n_images,), chunks=(chunk_size,), dtype="int32",
                       fill_value=-1)
-    root.attrs.update({"layers": [layer["label"] for layer in layers],
-                       "chunk_size": chunk_size, "n_images": n_images})
+    root.attrs.update(meta.to_attrs())
     return root
 
 

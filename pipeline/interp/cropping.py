@@ -57,8 +57,9 @@ MAX_COST_FRACTION = 0.9
 TOLERANCE = 1e-5
 
 # (inputs [B, 3, h, w], units [B], positions [B, 2]) -> projections [B, 3, h, w]: the projector's
-# full-input path, applied to whole images or to crops.
-Chunk = Callable[[Tensor, Tensor, Tensor], Tensor]
+# full-input path for one batch of requests, applied to whole images or to crops. ("Chunk" is
+# the zarr word: a block of a stored array.)
+ProjectBatch = Callable[[Tensor, Tensor, Tensor], Tensor]
 
 
 def crop_span(start: int, size: int, jump: int, n: int) -> tuple[int, int]:
@@ -166,7 +167,7 @@ def agree(full: Tensor, cropped: Tensor) -> bool:
 
 
 def project_crops(
-    chunk: Chunk, images: Tensor, units: Tensor, positions: Tensor, plan: CropPlan,
+    project_batch: ProjectBatch, images: Tensor, units: Tensor, positions: Tensor, plan: CropPlan,
     boxes: Sequence[Box], out: Tensor, batch_size: int,
 ) -> None:
     """Project every request on its crop, batched per crop shape, and paste into `out`."""
@@ -176,12 +177,12 @@ def project_crops(
         for start in range(0, len(ids), batch_size):
             part = ids[start:start + batch_size]
             index = torch.tensor(part, dtype=torch.long)
-            paste(out, chunk(gather(images, part, boxes), units[index], shifted[index]),
+            paste(out, project_batch(gather(images, part, boxes), units[index], shifted[index]),
                   part, boxes)
 
 
 def verify(
-    chunk: Chunk, forward: Callable[[Tensor], Tensor], image: Tensor, plan: CropPlan
+    project_batch: ProjectBatch, forward: Callable[[Tensor], Tensor], image: Tensor, plan: CropPlan
 ) -> tuple[int, ...] | None:
     """One-time self-check of a layer at one input size on `image` [3, H, W]: the layer's output
     shape (C, h, w) if it passes, else None.
@@ -198,10 +199,10 @@ def verify(
     positions = torch.tensor(probes, dtype=torch.long)
     units = torch.stack([fmap[:, y, x].abs().argmax() for y, x in probes]).cpu()
     batch = image[None].expand(len(probes), -1, -1, -1)
-    full = chunk(batch, units, positions)
+    full = project_batch(batch, units, positions)
     cropped = torch.zeros_like(full)
     try:
-        project_crops(chunk, batch, units, positions, plan, plan.boxes(positions), cropped,
+        project_crops(project_batch, batch, units, positions, plan, plan.boxes(positions), cropped,
                       len(probes))
     except Exception:  # not croppable: the caller uses the full-image path
         return None

@@ -8,29 +8,24 @@ the input from ``first + size/2 - jump/2`` in steps of ``jump`` (see :func:`map_
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from pipeline.interp.receptive_field import ReceptiveField
+from pipeline.models.evaluation import evaluating
 
 
-def feature_maps(model: nn.Module, images: Tensor, layer: str) -> Tensor:
-    """The output ``[B, C, H, W]`` of module ``layer`` for ``images`` (its last call per
-    forward pass, the one the activations stage records). The model runs in eval mode without
+def feature_maps(model: nn.Module, images: Tensor, module: str) -> Tensor:
+    """The output ``[B, C, H, W]`` of the module named ``module`` for ``images`` (its last call
+    per forward pass, the one the activations stage records). The model runs in eval mode without
     gradients; its modes are restored and the hook removed afterwards, also after an error."""
-    module = model.get_submodule(layer)
     captured: list[Tensor] = []
-    handle = module.register_forward_hook(
+    handle = model.get_submodule(module).register_forward_hook(
         lambda _module, _args, output: captured.append(output.detach()))
-    training = {m: m.training for m in model.modules()}
     try:
-        model.eval()
-        with torch.no_grad():
+        with evaluating(model):
             model(images)
     finally:
         handle.remove()
-        for m, flag in training.items():
-            m.training = flag
     return captured[-1]
 
 

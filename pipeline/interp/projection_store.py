@@ -13,6 +13,12 @@ encoding can change without projecting again. Per layer group:
 - ``maps`` float32 ``[unit, rank, H, W]``, the unit's whole activation map in that image, and
   the attribute ``map_extent``, the input area the map covers (see ``pipeline.interp.maps``).
 
+Attributes, each written and read through a record of :mod:`pipeline.interp.projection_meta`:
+each layer group's ``ProjectedLayer``, the root's ``ProjectionsMeta`` (methods, image size,
+device), and while the store is being written its ``ProjectionPlan`` (removed when finished).
+The number of ranks per unit is not among them: it is the rank stage's ``top_k``
+(:func:`pipeline.ranking.read_rank_meta`), the one record of it after rank.
+
 Why blocks: a VGG16 layer's arrays are about a gigabyte, so a layer is never held whole. Units
 are taken a block at a time (``block_units`` of them, a fixed number of projections), their
 requests sorted by image so the engine shares forward passes, and the block is written as whole
@@ -40,7 +46,9 @@ from torch import nn
 
 from pipeline.atomic import read_json, remove, write_json
 from pipeline.data.decoded import DecodedImages
+from pipeline.inference.store import store_layers
 from pipeline.interp.maps import feature_maps, map_extent
+from pipeline.interp.projection_meta import ProjectedLayer, ProjectionPlan, ProjectionsMeta
 from pipeline.interp.projector import Projector
 from pipeline.interp.receptive_field import ReceptiveField, crop_tile
 
@@ -65,14 +73,10 @@ def layer_plans(activations: zarr.Group, fields: dict[str, ReceptiveField],
                 units: int | None = None) -> list[LayerPlan]:
     """The layers the activations store recorded, in its order (``units``: only the first
     that many of each, as the memory benchmark asks)."""
-    plans = []
-    for label in activations.attrs["layers"]:
-        meta = activations[label].attrs
-        channels = int(meta["channels"]) if units is None else min(units, int(meta["channels"]))
-        plans.append(LayerPlan(label, str(meta["module"]), channels,
-                               (int(meta["height"]), int(meta["width"])),
-                               fields[meta["module"]]))
-    return plans
+    return [LayerPlan(meta.label, meta.module,
+                      meta.channels if units is None else min(units, meta.channels),
+                      (meta.height, meta.width), fields[meta.module])
+            for meta in store_layers(activations)]
 
 
 def block_units(top_k: int, batch_size: int) -> int:
@@ -80,26 +84,29 @@ def block_units(top_k: int, batch_size: int) -> int:
     return max(1, BLOCK_BATCHES * batch_size // max(1, top_k))
 
 
-def create_store(path: Path, layers: Sequence[LayerPlan], methods: Sequence[str], top_k: int,
-                 image_size: int, attrs: dict) -> zarr.Group:
+def create_store(path: Path, layers: Sequence[LayerPlan], plan: ProjectionPlan,
+                 device: str) -> zarr.Group:
     """Create every layer's arrays up front (unwritten chunks read as the fill values: grey
     patches, boxes -1, zero projections), or open what a killed run of the same plan made."""
-    plan = {"methods": list(methods), "top_k": top_k, "image_size": image_size,
-            "layers": [layer.label for layer in layers]}
+    meta = ProjectionsMeta(plan.methods, plan.image_size, device)
     if (path / "zarr.json").exists():
         existing = zarr.open_group(path, mode="r+")
-        if existing.attrs.get("plan") == plan:  # set last: a store cut off while created is redone
-            existing.attrs.update(attrs)  # this run's (a resumed run may run on another device)
-            return existing
+        # the plan is set last: a store cut off while created has none and is redone
+        if "plan" in existing.attrs and \
+                ProjectionPlan.from_attrs(existing.attrs["plan"]) == plan:
+            existing.attrs.update(meta.to_attrs())  # this run's device (a resumed run may
+            return existing  # run on another one)
     remove(path)
     root = zarr.open_group(path, mode="w")
+    image_size, methods = plan.image_size, plan.methods
     for layer in layers:
         tile = layer.field.tile_hw((image_size, image_size))
-        units, k, n = layer.channels, top_k, len(methods)
+        units, k, n = layer.channels, plan.top_k, len(methods)
         group = root.create_group(layer.label)
-        group.attrs.update({"module": layer.module, "tile": list(tile),
-                            "receptive_field": list(layer.field.size), "methods": list(methods),
-                            "map_extent": list(map_extent(layer.field, layer.map_hw))})
+        group.attrs.update(ProjectedLayer(layer.module, tuple(tile), tuple(layer.field.size),
+                                          tuple(methods),
+                                          tuple(map_extent(layer.field, layer.map_hw))
+                                          ).to_attrs())
         for name, shape, dtype, fill in (
                 ("projections", (n, units, k, *tile, 3), "float16", 0),
                 ("projection_scale", (n, units, k), "float32", 0),
@@ -109,9 +116,8 @@ def create_store(path: Path, layers: Sequence[LayerPlan], methods: Sequence[str]
                 ("maps", (units, k, *layer.map_hw), "float32", 0)):
             group.create_array(name, shape=shape, dtype=dtype, fill_value=fill,
                                chunks=_unit_chunks(name, shape))
-    root.attrs.update({"methods": list(methods), "top_k": top_k, "image_size": image_size,
-                       **attrs})
-    root.attrs["plan"] = plan
+    root.attrs.update(meta.to_attrs())
+    root.attrs["plan"] = plan.to_attrs()
     return root
 
 
@@ -133,7 +139,7 @@ def units_written(path: Path, label: str) -> int:
 def batch_sizes_written(path: Path) -> set[int]:
     """The ``[deconv] batch_size`` of the blocks already written (empty: none yet)."""
     folder = path / "progress"
-    return {int(read_json(record).get("batch_size", 0)) for record in folder.glob("*.json")} \
+    return {int(read_json(record)["batch_size"]) for record in folder.glob("*.json")} \
         if folder.is_dir() else set()
 
 
@@ -161,7 +167,7 @@ class BlockProjector:
         """Write layer ``layer``'s arrays from its top-k ``rows`` (unit, rank, image_id, y, x),
         continuing after the units a killed run finished."""
         group = zarr.open_group(path, mode="r+")[layer.label]
-        tile = tuple(group.attrs["tile"])
+        tile = ProjectedLayer.from_attrs(group.attrs).tile
         step = block_units(self.top_k, self.batch_size)
         done = units_written(path, layer.label)
         advance(int((rows["unit"] < done).sum()) * len(self.projectors))

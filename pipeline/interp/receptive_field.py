@@ -32,6 +32,8 @@ import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from pipeline.models.evaluation import blank_image, evaluating
+
 Box = tuple[int, int, int, int]
 
 _REUSE_SUFFIX = re.compile(r"@\d+$")
@@ -162,85 +164,100 @@ def _function_rf(gm: fx.GraphModule, node: fx.Node, rf: ReceptiveField) -> Recep
                    _pair(kw.get("dilation", 1)))
 
 
+def _shape(node: fx.Node) -> tuple[int, ...] | None:
+    shape = getattr(node.meta.get("tensor_meta"), "shape", None)
+    return tuple(int(n) for n in shape) if shape is not None else None
+
+
 def _hw(node: fx.Node, axes: tuple[int, int] = (2, 3)) -> tuple[int, int] | None:
-    """(H, W) of a node's 4-D output whose spatial dimensions are ``axes``; None otherwise."""
-    meta = node.meta.get("tensor_meta")
-    shape = getattr(meta, "shape", None)
-    if shape is None or len(shape) != 4:
+    """(H, W) of a node's output whose spatial dimensions are ``axes`` (a 4-D map, or the
+    5-D view of a channel shuffle); None otherwise."""
+    shape = _shape(node)
+    if shape is None or len(shape) < 3 or max(axes) >= len(shape):
         return None
-    return int(shape[axes[0]]), int(shape[axes[1]])
+    return shape[axes[0]], shape[axes[1]]
 
 
-def _permutation(gm: fx.GraphModule, node: fx.Node) -> tuple[int, ...] | None:
-    """The dimension order of a permute node (torchvision's ``Permute`` module, ``x.permute``,
-    ``torch.permute``), else None."""
+def _permutation(gm: fx.GraphModule, node: fx.Node, ndim: int) -> tuple[int, ...] | None:
+    """The dimension order of a permute or transpose node (torchvision's ``Permute`` module,
+    ``x.permute``, ``torch.permute``, ``x.transpose``, ``torch.transpose``), else None."""
     dims = None
     if node.op == "call_module":
-        dims = getattr(gm.get_submodule(str(node.target)), "dims", None) \
-            if type(gm.get_submodule(str(node.target))).__name__ == "Permute" else None
+        module = gm.get_submodule(str(node.target))
+        dims = getattr(module, "dims", None) if type(module).__name__ == "Permute" else None
     elif node.op == "call_method" and node.target == "permute":
         dims = node.args[1] if len(node.args) == 2 and isinstance(node.args[1], Sequence) \
             else node.args[1:]
     elif node.op == "call_function" and node.target is torch.permute:
         dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dims")
+    elif node.target in ("transpose", torch.transpose) and len(node.args) == 3 \
+            and node.op in ("call_method", "call_function"):
+        first, second = (int(d) % ndim for d in node.args[1:])
+        dims = list(range(ndim))
+        dims[first], dims[second] = second, first
     if dims is None or not all(isinstance(d, int) for d in dims):
         return None
-    return tuple(int(d) % 4 for d in dims)
+    return tuple(int(d) % ndim for d in dims)
+
+
+def _channel_split(node: fx.Node, axes: dict[fx.Node, tuple[int, int] | None]) -> bool:
+    """Whether ``node`` splits a feature map into parts along a dimension other than H and W
+    (``chunk``/``split``, as ShuffleNet does into its two branches): each part keeps the
+    geometry."""
+    splits = ("chunk", "split", torch.chunk, torch.split)
+    if node.op not in ("call_method", "call_function") or node.target not in splits \
+            or not node.all_input_nodes or axes.get(node.all_input_nodes[0]) is None:
+        return False
+    shape = _shape(node.all_input_nodes[0])
+    dim = node.kwargs.get("dim", node.args[2] if len(node.args) > 2 else 0)
+    if shape is None or not isinstance(dim, int):
+        return False
+    return dim % len(shape) not in (0, *axes[node.all_input_nodes[0]])
 
 
 def _spatial_axes(gm: fx.GraphModule, node: fx.Node,
                   axes: dict[fx.Node, tuple[int, int] | None]) -> tuple[int, int] | None:
     """Where H and W are in the node's output: (2, 3) channels first; (1, 2) in ConvNeXt's
     channels-last stretches (permute, LayerNorm and Linear over channels, GELU, permute back),
-    which act per position and so keep the geometry."""
+    which act per position and so keep the geometry; the last two dimensions of the 5-D view
+    in which ShuffleNet shuffles its channels (view, transpose, view back)."""
     if node.op == "placeholder":
         return (2, 3)
-    source = next((axes[a] for a in node.all_input_nodes if axes.get(a) is not None), None)
-    if source is None:
+    source_node = next((a for a in node.all_input_nodes if axes.get(a) is not None), None)
+    shape = _shape(node)
+    if source_node is None or shape is None:
         return None
-    order = _permutation(gm, node)
+    source, before = axes[source_node], _shape(source_node)
+    if before is None:  # a part of a channel split (see _channel_split)
+        return source
+    order = _permutation(gm, node, len(shape))
     if order is not None:
         return order.index(source[0]), order.index(source[1])
-    return source
-
-
-def _dummy(model: nn.Module, input_size: tuple[int, int]) -> torch.Tensor:
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    dtype = param.dtype if param is not None else torch.float32
-    return torch.zeros(1, 3, *input_size, device=device, dtype=dtype)
-
-
-class _EvalNoGrad:
-    """Eval mode and no grad for a dummy pass; every module's training flag restored after."""
-
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
-        self.flags = {m: m.training for m in model.modules()}
-        self.grad = torch.no_grad()
-
-    def __enter__(self) -> None:
-        self.model.eval()
-        self.grad.__enter__()
-
-    def __exit__(self, *exc: object) -> None:
-        self.grad.__exit__(*exc)
-        for m, flag in self.flags.items():
-            m.training = flag
+    if len(shape) == len(before):
+        return source
+    if source == (len(before) - 2, len(before) - 1) and len(shape) >= 3:
+        return len(shape) - 2, len(shape) - 1  # a reshape of the dimensions before H and W
+    return None
 
 
 def _fx_fields(model: nn.Module, input_size: tuple[int, int]) -> dict[str, ReceptiveField]:
-    gm = fx.symbolic_trace(model)
-    with _EvalNoGrad(model):
-        ShapeProp(gm).propagate(_dummy(model, input_size))
+    with evaluating(model):  # traced in eval mode: a train-only branch (AuxLogits) is not run
+        gm = fx.symbolic_trace(model)
+        ShapeProp(gm).propagate(blank_image(model, input_size))
     geo: dict[fx.Node, ReceptiveField | None] = {}
     axes: dict[fx.Node, tuple[int, int] | None] = {}
     out: dict[str, ReceptiveField] = {}
 
     def size(node: fx.Node) -> tuple[int, int] | None:
-        return _hw(node, axes[node]) if axes.get(node) is not None else _hw(node)
+        if axes.get(node) is not None:
+            return _hw(node, axes[node])
+        return _hw(node) if len(_shape(node) or ()) == 4 else None
 
     for node in gm.graph.nodes:
+        if _channel_split(node, axes):
+            axes[node] = axes[node.all_input_nodes[0]]
+            geo[node] = geo.get(node.all_input_nodes[0])
+            continue
         axes[node] = _spatial_axes(gm, node, axes)
         hw = size(node)
         ins = [a for a in node.all_input_nodes if geo.get(a) is not None]
@@ -262,8 +279,8 @@ def _fx_fields(model: nn.Module, input_size: tuple[int, int]) -> dict[str, Recep
                 if rf is not None and node.op == "call_function":
                     rf = _function_rf(gm, node, rf)
         geo[node] = rf
-        if rf is not None and axes[node] != (2, 3):
-            continue  # a channels-last stretch: not a feature map a layer can be
+        if rf is not None and (axes[node] != (2, 3) or len(_shape(node) or ()) != 4):
+            continue  # channels-last, or a 5-D view: not a feature map a layer can be
         if rf is None:
             if hw is not None:  # a container whose last feature map is unknown is unknown
                 for scope in node.meta.get("nn_module_stack", {}):
@@ -299,8 +316,8 @@ def _hook_fields(model: nn.Module, input_size: tuple[int, int]) -> dict[str, Rec
 
     handles = [m.register_forward_hook(hook(n, m)) for n, m in model.named_modules() if n]
     try:
-        with _EvalNoGrad(model):
-            model(_dummy(model, input_size))
+        with evaluating(model):
+            model(blank_image(model, input_size))
     finally:
         for h in handles:
             h.remove()
@@ -330,7 +347,8 @@ def module_call_counts(model: nn.Module) -> dict[str, int] | None:
     `receptive_fields`.
     """
     try:
-        gm = fx.symbolic_trace(model)
+        with evaluating(model):  # the calls of an eval-mode forward, the projector's
+            gm = fx.symbolic_trace(model)
     except Exception:  # untraceable model: caller decides
         return None
     counts: dict[str, int] = {}

@@ -33,21 +33,44 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
+from pipeline.models.evaluation import blank_image, evaluating
+
 RULES = ("deconvnet", "guided")  # the methods that need a rule; "gradient" is autograd's own
 
-# (function, name, in place); F.relu and F.hardtanh take inplace=... themselves
+# function -> in place; F.relu and F.hardtanh take inplace=... themselves
 _RELUS = {F.relu: False, torch.relu: False, Tensor.relu: False,
           torch.relu_: True, Tensor.relu_: True, F.relu_: True}
 _CAPPED = {F.relu6: 6.0}
+_HARDTANH = {F.hardtanh: False, F.hardtanh_: True}
+_THRESHOLD = {F.threshold: False, F.threshold_: True}
+# clamp(x, min=0[, max=m]) is a rectifier written as a clamp (ReLU6 often is, in ports)
+_CLAMPS = {torch.clamp: False, Tensor.clamp: False, torch.clip: False, Tensor.clip: False,
+           torch.clamp_: True, Tensor.clamp_: True, torch.clip_: True, Tensor.clip_: True,
+           torch.clamp_min: False, Tensor.clamp_min: False, torch.clamp_min_: True,
+           Tensor.clamp_min_: True}
 _UNRULED = {
     F.silu: "SiLU", F.gelu: "GELU", F.hardswish: "Hardswish", F.hardsigmoid: "Hardsigmoid",
     torch.sigmoid: "sigmoid", Tensor.sigmoid: "sigmoid", torch.sigmoid_: "sigmoid",
-    Tensor.sigmoid_: "sigmoid", F.sigmoid: "sigmoid", torch.tanh: "tanh", Tensor.tanh: "tanh",
+    Tensor.sigmoid_: "sigmoid", F.sigmoid: "sigmoid", torch.special.expit: "sigmoid",
+    torch.tanh: "tanh", Tensor.tanh: "tanh",
     torch.tanh_: "tanh", Tensor.tanh_: "tanh", F.tanh: "tanh", F.elu: "ELU", F.elu_: "ELU",
     F.selu: "SELU", F.celu: "CELU", F.leaky_relu: "LeakyReLU", F.leaky_relu_: "LeakyReLU",
     F.mish: "Mish", F.softplus: "Softplus", F.prelu: "PReLU", F.glu: "GLU",
     F.logsigmoid: "LogSigmoid", F.rrelu: "RReLU", F.softsign: "Softsign",
     F.tanhshrink: "Tanhshrink",
+}
+# Autograd nodes of nonlinearities, for those called where the mode cannot see them (C++,
+# TorchScript, a function not listed above): met on a layer's backward path, they refuse it.
+# Normalisations are not among them: local response normalisation (AlexNet, ZFNet), BatchNorm
+# and LayerNorm pass the signal back as their gradient, as Captum's deconvnet does, so the
+# powers, roots and divisions they are built of (pow, sqrt, rsqrt, div) are left out.
+_NONLINEAR_NODES = {
+    "Relu": "relu", "Threshold": "threshold", "Hardtanh": "hardtanh", "Clamp": "clamp",
+    "ClampMin": "clamp", "ClampMax": "clamp", "Maximum": "maximum", "Minimum": "minimum",
+    "Sigmoid": "sigmoid", "Tanh": "tanh", "Silu": "SiLU", "Gelu": "GELU",
+    "Hardswish": "Hardswish", "Hardsigmoid": "Hardsigmoid", "Elu": "ELU", "LeakyRelu": "LeakyReLU",
+    "RreluWithNoise": "RReLU", "Softplus": "Softplus", "Mish": "Mish", "Prelu": "PReLU",
+    "Exp": "exp", "Log": "log", "Erf": "erf", "Abs": "abs",
 }
 
 
@@ -58,8 +81,10 @@ class _Rectify(torch.autograd.Function):
     def forward(ctx, x: Tensor, rule: str, cap: float | None,  # type: ignore[override]
                 inplace: bool) -> Tensor:
         ctx.rule = rule
-        # masks, not x: immune to later in-place edits of x (and x itself may be edited here)
-        ctx.save_for_backward(x > 0, x < cap if cap is not None else None)
+        # masks, not x: immune to later in-place edits of x (and x itself may be edited here);
+        # the deconvnet's rectification needs no mask of the forward pass
+        ctx.save_for_backward(x > 0 if rule != "deconvnet" else None,
+                              x < cap if cap is not None else None)
         if inplace:
             ctx.mark_dirty(x)
             return x.clamp_(0, cap)
@@ -85,24 +110,47 @@ class Nonlinearity:
 
     kind: str  # "ReLU", "ReLU6", "hardtanh(0, m)", or an unruled name such as "SiLU"
     module: str
-    output: Tensor
+    output: Tensor | None
     ruled: bool
+    node: object = None  # the output's autograd node when it was made (later in-place ops
+    #                     give the tensor a new one; this one stays on the graph's paths)
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _argument(args: tuple, kwargs: dict, position: int, name: str, default: object) -> object:
+    return kwargs.get(name, args[position] if len(args) > position else default)
 
 
 def _classify(func: Callable, args: tuple, kwargs: dict) -> tuple[str, float | None, bool] | None:
-    """(kind, cap, in place) of a rectifier call, (name, nan, False) of an unruled one, else
-    None."""
+    """(kind, cap, in place) of a rectifier call (cap None: a plain ReLU), (name, nan, False)
+    of a nonlinearity without a rule, None for anything else."""
     if func in _RELUS:
-        return "ReLU", None, _RELUS[func] or bool(kwargs.get("inplace", args[1:2] == (True,)))
+        return "ReLU", None, _RELUS[func] or bool(_argument(args, kwargs, 1, "inplace", False))
     if func in _CAPPED:
-        return "ReLU6", _CAPPED[func], bool(kwargs.get("inplace", args[1:2] == (True,)))
-    if func is F.hardtanh:
-        low = kwargs.get("min_val", args[1] if len(args) > 1 else -1.0)
-        high = kwargs.get("max_val", args[2] if len(args) > 2 else 1.0)
-        inplace = bool(kwargs.get("inplace", args[3] if len(args) > 3 else False))
-        if low == 0 and high > 0:
+        return "ReLU6", _CAPPED[func], bool(_argument(args, kwargs, 1, "inplace", False))
+    if func in _HARDTANH:
+        low = _argument(args, kwargs, 1, "min_val", -1.0)
+        high = _argument(args, kwargs, 2, "max_val", 1.0)
+        inplace = _HARDTANH[func] or bool(_argument(args, kwargs, 3, "inplace", False))
+        if low == 0 and _number(high) and high > 0:
             return ("ReLU6" if high == 6 else f"hardtanh(0, {high:g})"), float(high), inplace
-        return f"hardtanh({low:g}, {high:g})", float("nan"), False
+        return "hardtanh", float("nan"), False
+    if func in _THRESHOLD:
+        threshold = _argument(args, kwargs, 1, "threshold", None)
+        value = _argument(args, kwargs, 2, "value", None)
+        inplace = _THRESHOLD[func] or bool(_argument(args, kwargs, 3, "inplace", False))
+        return ("ReLU", None, inplace) if threshold == 0 and value == 0 else \
+            ("threshold", float("nan"), False)
+    if func in _CLAMPS:
+        low = _argument(args, kwargs, 1, "min", None)
+        high = None if "clamp_min" in func.__name__ else _argument(args, kwargs, 2, "max", None)
+        if _number(low) and low == 0 and (high is None or (_number(high) and high > 0)):
+            return (("ReLU", None, _CLAMPS[func]) if high is None else
+                    (f"clamp(0, {high:g})", float(high), _CLAMPS[func]))
+        return None  # another clamp: its autograd node speaks for it (see first_unruled)
     if func in _UNRULED:
         return _UNRULED[func], float("nan"), False
     return None
@@ -135,7 +183,7 @@ class Nonlinearities(TorchFunctionMode):
             output = func(*args, **kwargs)
         if self.seen is not None and isinstance(output, Tensor):
             self.seen(Nonlinearity(kind, self.modules[-1] if self.modules else "", output,
-                                   ruled))
+                                   ruled, output.grad_fn))
         return output
 
 
@@ -169,32 +217,44 @@ class ModuleStack:
             handle.remove()
 
 
-def first_unruled(output: Tensor, unruled: list[Nonlinearity]) -> Nonlinearity | None:
+def _unseen(node: object) -> str | None:
+    """The name of the nonlinearity an autograd node computes, None for the linear and
+    piecewise-linear-by-switches ones (conv, add, pooling, BatchNorm in eval, ...)."""
+    name = type(node).__name__
+    return _NONLINEAR_NODES.get(name[:name.rfind("Backward")]) if "Backward" in name else None
+
+
+def first_unruled(output: Tensor | object, unruled: list[Nonlinearity]) -> Nonlinearity | None:
     """The earliest (in forward order) of the unruled nonlinearity calls recorded in this pass
-    that ``output``'s backward path crosses, found by walking the autograd graph back from
-    ``output``; None if it crosses none."""
-    if output.grad_fn is None or not unruled:
+    that the backward path of ``output`` (a tensor, or its autograd node recorded when it was
+    made) crosses, walking the autograd graph back; failing that, any nonlinearity the rules
+    never saw (its node on the path: relu from C++, ``torch.exp``, ...); None if neither."""
+    start = output.grad_fn if isinstance(output, Tensor) else output
+    if start is None:
         return None
     order = {}
     for i, call in enumerate(unruled):
-        if call.output.grad_fn is not None:
-            order.setdefault(call.output.grad_fn, i)
-    seen, frontier, crossed = {output.grad_fn}, [output.grad_fn], []
+        if call.node is not None:
+            order.setdefault(call.node, i)
+    seen, frontier, crossed, unseen = {start}, [start], [], None
     while frontier:
         node = frontier.pop()
         if node in order:
             crossed.append(order[node])
+        elif unseen is None and _unseen(node) is not None:
+            unseen = Nonlinearity(_unseen(node), "", None, False, node)
         for parent, _ in node.next_functions:
             if parent is not None and parent not in seen:
                 seen.add(parent)
                 frontier.append(parent)
-    return unruled[min(crossed)] if crossed else None
+    return unruled[min(crossed)] if crossed else unseen
 
 
 def refusal(layer: str, method: str, call: Nonlinearity,
             fix: str = 'use method = "gradient"') -> str:
     """The one-line message of a layer that ``method`` cannot project."""
-    where = f" (in {call.module})" if call.module else ""
+    where = f" (in {call.module})" if call.module else \
+        "" if call.output is not None else " (where the rules cannot see it)"
     return (f"layer {layer!r}: its backward path crosses {call.kind}{where}, for which "
             f"{method} has no rule; {fix} for this model, or analyse layers before it")
 
@@ -203,33 +263,25 @@ def unruled_layers(model: nn.Module, input_size: tuple[int, int],
                    names: list[str]) -> dict[str, Nonlinearity | None]:
     """For each module in ``names``: the first nonlinearity without a deconvnet rule on the
     backward path of its (last) output, or None. One forward pass with gradients on zeros."""
-    outputs: dict[str, Tensor] = {}
+    outputs: dict[str, object] = {}  # module -> its last output's autograd node, then
     unruled: list[Nonlinearity] = []
     wanted = set(names)
 
     def keep(name: str):
         def hook(module: nn.Module, args: tuple, output: object) -> None:
             if isinstance(output, Tensor):
-                outputs[name] = output
+                outputs[name] = output.grad_fn
         return hook
 
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    dtype = param.dtype if param is not None else torch.float32
     stack = ModuleStack(model)
     handles = [m.register_forward_hook(keep(n)) for n, m in model.named_modules() if n in wanted]
-    flags = {m: m.training for m in model.modules()}
     try:
-        model.eval()
-        x = torch.zeros(1, 3, *input_size, device=device, dtype=dtype, requires_grad=True)
-        with torch.enable_grad(), Nonlinearities(
+        with evaluating(model, grad=True), torch.enable_grad(), Nonlinearities(
                 "deconvnet", lambda call: call.ruled or unruled.append(call), stack.names):
-            model(x)
+            model(blank_image(model, input_size).requires_grad_(True))
     finally:
         stack.remove()
         for handle in handles:
             handle.remove()
-        for m, flag in flags.items():
-            m.training = flag
     return {name: first_unruled(outputs[name], unruled) if name in outputs else None
             for name in names}

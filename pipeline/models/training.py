@@ -26,6 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from pipeline.atomic import write_bytes
+from pipeline.models.evaluation import evaluating
 from pipeline.models.schedules import make_schedule
 from pipeline.progress import progress
 
@@ -120,20 +121,17 @@ def _epoch_seed(base_seed: int, epoch: int) -> int:
     return (base_seed * 1_000_003 + epoch) % (2**63 - 1)
 
 
-@torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable[Batch], device: torch.device) -> float:
     """Top-1 accuracy in [0, 1] of ``model`` over ``loader`` (batches of image, label, index)."""
-    was_training = model.training
-    model.eval()
     correct = total = 0
-    for batch in loader:
-        if batch is None:  # every image of the batch unreadable
-            continue
-        images, labels = batch[0], batch[1]
-        logits = model(images.to(device))
-        correct += int((logits.argmax(1).cpu() == labels).sum())
-        total += len(labels)
-    model.train(was_training)
+    with evaluating(model):
+        for batch in loader:
+            if batch is None:  # every image of the batch unreadable
+                continue
+            images, labels = batch[0], batch[1]
+            logits = model(images.to(device))
+            correct += int((logits.argmax(1).cpu() == labels).sum())
+            total += len(labels)
     return correct / max(1, total)
 
 

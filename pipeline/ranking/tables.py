@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline.inference.store import LayerMeta, StoreMeta
 from pipeline.ranking.histogram import bin_edges, quantiles
 from pipeline.ranking.partials import Partial
 from pipeline.ranking.reduce import reduce_layers
@@ -42,7 +43,7 @@ def rank_store(store_path: Path, k: int, scheduler: Any = None,
     import zarr
 
     store = zarr.open_group(str(store_path), mode="r")
-    labels = list(store.attrs["layers"])
+    labels = list(StoreMeta.from_attrs(store.attrs).layers)
     m = max(k, SELECTIVITY_TOP)
     partials = reduce_layers(store_path, labels, m, scheduler, rows)
     true_labels = np.asarray(store["label"][:])
@@ -66,7 +67,7 @@ def topk_table(label: str, part: Partial, k: int, group: Any) -> pd.DataFrame:
     ids, unit_ids = ids[keep], units[keep]
     where = np.asarray(group["argmax"].get_coordinate_selection((ids, unit_ids))) if keep.any() \
         else np.zeros(0, dtype=np.int64)
-    width = int(group.attrs["width"])
+    width = LayerMeta.from_attrs(group.attrs).width
     frame = pd.DataFrame({
         "layer": label, "unit": unit_ids.astype(np.int32), "rank": ranks[keep].astype(np.int32),
         "image_id": ids.astype(np.int64), "value": values[keep].astype(np.float32),

@@ -2,7 +2,14 @@
 
 import importlib
 
-from pipeline.stages.registry import Stage, get_stage, list_stages, register_stage
+from pipeline.stages.registry import (
+    Output,
+    Stage,
+    get_stage,
+    list_stages,
+    register_stage,
+    stage_writing,
+)
 
 #: Dependency order: each module registers its stage on import, so this is the order of `run all`.
 STAGE_MODULES = ("prepare", "train", "activations", "rank", "deconv", "occlusion", "evolution",
@@ -11,4 +18,5 @@ STAGE_MODULES = ("prepare", "train", "activations", "rank", "deconv", "occlusion
 for _module in STAGE_MODULES:
     importlib.import_module(f"pipeline.stages.{_module}")
 
-__all__ = ["STAGE_MODULES", "Stage", "get_stage", "list_stages", "register_stage"]
+__all__ = ["STAGE_MODULES", "Output", "Stage", "get_stage", "list_stages", "register_stage",
+           "stage_writing"]

@@ -9,13 +9,16 @@ from typing import Any
 from pipeline.atomic import read_json, remove, replace, write_json
 from pipeline.config import Workflow
 from pipeline.layout import RunLayout
+from pipeline.stages.registry import get_stage
+from pipeline.workflow_view import WorkflowView
 
 
 @dataclass
 class StageContext:
-    """What a stage receives: the workflow (for its own sections), the paths, and staging."""
+    """What a stage receives: the workflow (a view of the config the stage declared), the
+    paths, and staging."""
 
-    workflow: Workflow
+    workflow: Workflow | WorkflowView
     layout: RunLayout
     stage: str
     key: str
@@ -24,12 +27,23 @@ class StageContext:
     _outputs: list[tuple[Path, Path]] = field(default_factory=list)
     _discarded: list[Path] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        # The stage sees only the config it declared (see pipeline.stages.view).
+        if not isinstance(self.workflow, WorkflowView):
+            self.workflow = WorkflowView(self.workflow, self.stage, get_stage(self.stage).config)
+
     def output(self, final: Path, resumable: bool = False) -> Path:
         """Return the staging path to write ``final`` under; the runner moves it into place.
 
         A resumable output keeps its staging path across killed runs as long as the stage's key is
         unchanged (recorded in a ``.key`` file beside it), so the stage can continue where it was.
+        Only the outputs the stage declared (``register_stage(outputs=...)``) can be staged: an
+        undeclared one would escape its stamp's digest and the status of its downstream stages.
         """
+        declared = {output.resolve(self.layout) for output in get_stage(self.stage).outputs}
+        if final not in declared:
+            raise RuntimeError(f"stage '{self.stage}' writes {final}, which it does not declare "
+                               "in register_stage(outputs=...)")
         staged = self.layout.staging(final, resumable)
         marker = staged.parent / f"{staged.name}.key"
         if not resumable or read_json(marker) != self.key:

@@ -17,7 +17,7 @@ from pipeline.stages.registry import register_stage
 @register_stage("evolution", inputs=("prepare", "train", "activations"),
                 keys=("data.source", "data.root", "model", "evolution", "train.snapshot_epochs",
                       "activations.layers"),
-                outputs=lambda workflow, layout: (layout.evolution,), reads_images=True,
+                outputs=("evolution",), reads_images=True,
                 reads_checkpoints=True,
                 enabled=lambda workflow: bool(workflow.evolution.checkpoints)
                 or (workflow.train.enabled and bool(workflow.train.snapshot_epochs)))
@@ -29,18 +29,17 @@ def evolution(ctx: StageContext) -> None:
     from pipeline.device import resolve_device
     from pipeline.experiments.evolution import EvolutionLayer, searched_images, write_evolution
     from pipeline.experiments.snapshots import load_snapshot, snapshot_files
+    from pipeline.inference.store import store_layers
+    from pipeline.models.analysed import analysed_images
     from pipeline.models.preprocessing import preprocessing
     from pipeline.preflight import model_classes
-    from pipeline.stages.inputs import analysed_images
 
     workflow, layout, spec = ctx.workflow, ctx.layout, ctx.workflow.evolution
     device = resolve_device(spec.device)
     manifest = pd.read_parquet(layout.manifest)
     activations = zarr.open_group(layout.activations, mode="r")
-    layers = [EvolutionLayer(label, str(meta["module"]), int(meta["channels"]),
-                             int(meta["width"]))
-              for label in activations.attrs["layers"]
-              for meta in [dict(activations[label].attrs)]]
+    layers = [EvolutionLayer(meta.label, meta.module, meta.channels, meta.width)
+              for meta in store_layers(activations)]
     ids = searched_images(activations["pred"][:, 0] >= 0, spec.images)
     classes = model_classes(workflow, len(pd.read_parquet(layout.classes)))
     snapshots = [(snapshot.label, functools.partial(load_snapshot, workflow, snapshot, classes,

@@ -1,23 +1,6 @@
 """Stage ``occlusion`` (Figure 7): a grey square slid over sample images.
 
-``occlusion.zarr`` holds everything the atlas's occlusion pages draw, so rendering needs neither
-the model nor the images. Root attributes: ``layer`` (label) and ``module`` of the tracked
-layer, ``size`` and ``stride`` of the square, ``image_size`` [H, W], ``grid`` [rows, columns]
-(see ``pipeline.experiments.occlusion`` for the geometry), ``image_ids`` (in the arrays' order)
-and ``device``. Arrays, first axis the occluded image (n):
-
-- ``image_id``, ``label`` int32 ``[n]``; ``images`` uint8 ``[n, H, W, 3]``, the network's
-  input as pixels (preprocessed, before normalisation);
-- ``unit`` int32 ``[n]`` (the tracked channel), ``position`` int32 ``[n, 2]`` (y, x of its
-  peak in the layer's map), ``box`` int32 ``[n, 4]`` (that activation's receptive field in
-  input pixels: top, left, bottom, right, clipped to the image);
-- ``clean`` float32 ``[n, 5]``, unoccluded: the peak activation, the tracked map's total,
-  P(true class), the most probable class, its probability (``CLEAN_COLUMNS``);
-- ``total``, ``prob_true``, ``predicted_prob`` float32 and ``predicted`` int32
-  ``[n, rows, columns]``: figure panels (b), (d), (e) with the square at each cell;
-- ``projection`` float16 ``[n, H, W, 3]``, panel (c): the deconvnet projection of the tracked
-  peak on the whole image divided by its own largest absolute value (as the deconv stage
-  stores projections), and ``projection_scale`` float32 ``[n]``, that value.
+What ``occlusion.zarr`` holds: :mod:`pipeline.experiments.occlusion_store`.
 """
 
 from __future__ import annotations
@@ -25,29 +8,32 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pipeline.errors import UserError
+from pipeline.models.analysed import analysed_images, analysed_model
 from pipeline.stages.context import StageContext
-from pipeline.stages.inputs import analysed_images, analysed_model
 from pipeline.stages.registry import register_stage
-
-CLEAN_COLUMNS = ("peak", "total", "prob_true", "predicted", "predicted_prob")
 
 
 @register_stage("occlusion", inputs=("prepare", "train", "activations"),
                 keys=("data.source", "data.root", "model", "occlusion", "activations.layers"),
-                outputs=lambda workflow, layout: (layout.occlusion,), loads_weights=True,
+                outputs=("occlusion",), loads_weights=True,
                 reads_images=True,
+                # the model is the trained one when the workflow trains (its inputs say which)
+                reads=("train.enabled",),
                 enabled=lambda workflow: workflow.occlusion.images > 0
                 or bool(workflow.occlusion.files))
 def occlusion(ctx: StageContext) -> None:
     """occlude sample images with a sliding grey square (Figure 7)"""
     import zarr
 
-    from pipeline.atomic import zarr_writes_settled
     from pipeline.device import resolve_device
-    from pipeline.experiments.occlusion import occlude, occluder_grid
+    from pipeline.experiments.occlusion_store import (
+        occlude_images,
+        square_grid,
+        tracked_layer,
+        write_occlusion_store,
+    )
     from pipeline.experiments.sampling import experiment_images
-    from pipeline.interp import Projector, clip_box, receptive_fields
+    from pipeline.inference.store import store_layers
     from pipeline.models.preprocessing import preprocessing
     from pipeline.progress import progress_bar
 
@@ -56,77 +42,18 @@ def occlusion(ctx: StageContext) -> None:
     activations = zarr.open_group(layout.activations, mode="r")
     image_ids = experiment_images(manifest, np.asarray(activations["pred"][:, 0]) >= 0,
                                   spec.images, spec.files, "occlusion", "occlude")
-    label, module = tracked_layer(list(activations.attrs["layers"]), spec.layer,
-                                  lambda name: activations[name].attrs["module"])
+    modules = {meta.label: meta.module for meta in store_layers(activations)}
+    label, module = tracked_layer(list(modules), spec.layer, modules.__getitem__)
     prep = preprocessing(workflow)
-    if spec.size > prep.crop:
-        raise UserError(f"[occlusion] size ({spec.size}) is larger than the model's "
-                        f"{prep.crop} px input; use 0 (a quarter of it) or a smaller square")
-    grid = occluder_grid((prep.crop, prep.crop), spec.size, spec.stride)
+    grid = square_grid(prep.crop, spec.size, spec.stride)
     device = resolve_device(spec.device)
     model = analysed_model(workflow, layout, device)
-    field = receptive_fields(model, grid.image_hw)[module]
-    images = analysed_images(workflow, layout, manifest)
-    projector = Projector(model, method="deconvnet", batch_size=1)
-    mean = np.asarray(prep.mean, np.float32)[:, None, None]
-    std = np.asarray(prep.std, np.float32)[:, None, None]
-
-    n, (rows, columns) = len(image_ids), grid.shape
-    arrays = {
-        "image_id": np.asarray(image_ids, np.int32).reshape(n),
-        "label": np.zeros(n, np.int32),
-        "images": np.zeros((n, *grid.image_hw, 3), np.uint8),
-        "unit": np.zeros(n, np.int32), "position": np.zeros((n, 2), np.int32),
-        "box": np.zeros((n, 4), np.int32), "clean": np.zeros((n, len(CLEAN_COLUMNS)), np.float32),
-        "total": np.zeros((n, rows, columns), np.float32),
-        "prob_true": np.zeros((n, rows, columns), np.float32),
-        "predicted": np.zeros((n, rows, columns), np.int32),
-        "predicted_prob": np.zeros((n, rows, columns), np.float32),
-        "projection": np.zeros((n, *grid.image_hw, 3), np.float16),
-        "projection_scale": np.zeros(n, np.float32),
-    }
-    bar = progress_bar("occlusion", total=n * rows * columns, unit="pos")
-    for i, image_id in enumerate(image_ids):
-        image, image_label = images[image_id][:2]
-        result = occlude(model, image, int(image_label), module, grid, spec.batch_size,
-                         projector, on_batch=bar.update)
-        pixels = np.clip(image.numpy() * std + mean, 0, 1)
-        arrays["images"][i] = np.rint(pixels * 255).astype(np.uint8).transpose(1, 2, 0)
-        arrays["label"][i] = int(image_label)
-        arrays["unit"][i], arrays["position"][i] = result.unit, result.position
-        arrays["box"][i] = clip_box(field.box(*result.position), grid.image_hw)[0]
-        arrays["clean"][i] = (result.clean_peak, result.clean_total, result.clean_prob,
-                              result.clean_predicted, result.clean_predicted_prob)
-        for name in ("total", "prob_true", "predicted", "predicted_prob"):
-            arrays[name][i] = getattr(result, name)
-        projection = np.nan_to_num(result.projection, nan=0.0, posinf=0.0, neginf=0.0)
-        peak = float(np.abs(projection).max())
-        if peak > 0:
-            arrays["projection"][i] = projection / peak
-            arrays["projection_scale"][i] = peak
+    rows, columns = grid.shape
+    bar = progress_bar("occlusion", total=len(image_ids) * rows * columns, unit="pos")
+    arrays = occlude_images(model, analysed_images(workflow, layout, manifest), image_ids,
+                            module, grid, spec.batch_size, prep.mean, prep.std, bar.update)
     bar.close()
-
-    with zarr_writes_settled():
-        store = zarr.open_group(ctx.output(layout.occlusion), mode="w")
-        store.attrs.update({"layer": label, "module": module, "size": grid.size,
-                            "stride": grid.stride, "image_size": list(grid.image_hw),
-                            "grid": [rows, columns], "image_ids": [int(i) for i in image_ids],
-                            "clean_columns": list(CLEAN_COLUMNS), "device": str(device)})
-        for name, values in arrays.items():
-            store.create_array(name, shape=values.shape, dtype=values.dtype)[...] = values
-    print(f"[occlusion] {n} images, a {grid.size} px square every {grid.stride} px "
+    write_occlusion_store(ctx.output(layout.occlusion), arrays, label, module, grid, image_ids,
+                          str(device))
+    print(f"[occlusion] {len(image_ids)} images, a {grid.size} px square every {grid.stride} px "
           f"({rows} x {columns} positions), tracking {label}")
-
-
-def tracked_layer(labels: list[str], wanted: str, module_of) -> tuple[str, str]:
-    """(label, module) of ``[occlusion] layer``: ``wanted``, or the last analysed layer."""
-    if not labels:
-        raise UserError("[occlusion] layer: the activations store records no layer; set "
-                        "[activations] layers or leave it empty for every conv layer")
-    label = wanted or labels[-1]
-    if label not in labels:
-        raise UserError(f"[occlusion] layer '{wanted}' is not an analysed layer; use one of "
-                        f"{', '.join(labels)} (set by [activations] layers), or leave it empty "
-                        "for the last")
-    return label, str(module_of(label))
-

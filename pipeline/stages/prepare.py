@@ -9,7 +9,7 @@ from pipeline.atomic import read_json, write_json
 from pipeline.data.manifest import scan_workflow_data
 from pipeline.data.roots import analysed_root, train_root
 from pipeline.stages.context import StageContext
-from pipeline.stages.registry import register_stage
+from pipeline.stages.registry import Output, register_stage
 
 if TYPE_CHECKING:
     from pipeline.data.images import DataWarning
@@ -20,9 +20,9 @@ WARNINGS_PRINTED = 10
 
 
 @register_stage("prepare", keys=("data", "model.name", "model.weights", "train.enabled"),
-                outputs=lambda workflow, layout: (
-                    layout.manifest, layout.classes, layout.train_manifest,
-                    layout.synthetic_data / "synthetic.json", layout.data_warnings),
+                outputs=("manifest", "classes", "train_manifest",
+                         Output("synthetic_data", digested=False), "synthetic_settings",
+                         "data_warnings"),
                 lists_images=True)
 def prepare(ctx: StageContext) -> None:
     """list the images (generating the demo's synthetic set first)"""
@@ -68,9 +68,9 @@ def _generate_synthetic(ctx: StageContext) -> Path:
     spec, folder = ctx.workflow.data.synthetic, ctx.layout.synthetic_data
     wanted = {"image_size": spec.image_size, "train_per_class": spec.train_per_class,
               "val_per_class": spec.val_per_class, "seed": spec.seed}
-    if read_json(folder / "synthetic.json") == wanted:
+    if read_json(ctx.layout.synthetic_settings) == wanted:
         return folder  # the generator is deterministic: same settings, same bytes
     staged = ctx.output(folder)
     generate_synthetic_dataset(staged, **wanted)
-    write_json(staged / "synthetic.json", wanted)
+    write_json(staged / ctx.layout.synthetic_settings.name, wanted)
     return staged

@@ -2,193 +2,51 @@
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import datetime as dt
-from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
-from pipeline import __version__
-from pipeline.atomic import read_json
-from pipeline.errors import UserError
-from pipeline.progress import progress_bar
+from pipeline.models.analysed import analysed_model
 from pipeline.stages.context import StageContext
-from pipeline.stages.inputs import analysed_model
 from pipeline.stages.registry import get_stage, list_stages, register_stage
-
-if TYPE_CHECKING:
-    from pipeline.atlas.context import AtlasContext
-    from pipeline.atlas.gather import RunTables
-    from pipeline.atlas.parallel import Workers
 
 
 @register_stage("render", inputs=("prepare", "train", "activations", "rank", "deconv", "occlusion",
                                   "evolution", "invariance"),
                 keys=("data.source", "data.root", "model", "render"),
-                outputs=lambda workflow, layout: (layout.report_dir,),
-                loads_weights=True)
+                outputs=("report_dir",),
+                loads_weights=True,
+                # which model (train.enabled) and which experiments' pages (whether their
+                # stages are on) follow from its inputs
+                reads=("train.enabled", "train.snapshot_epochs", "evolution.checkpoints",
+                       "occlusion.images", "occlusion.files", "invariance.images",
+                       "invariance.files"))
 def render(ctx: StageContext) -> None:
     """write the static HTML atlas"""
+    from pipeline.atlas.build import (
+        EXPERIMENT_PAGES,
+        AtlasSettings,
+        dataset_name,
+        pool_failure_explained,
+        write_site,
+    )
     from pipeline.atlas.parallel import Workers, worker_count
 
     workflow, layout = ctx.workflow, ctx.layout
     staged = ctx.output(layout.report_dir)
     staged.mkdir(parents=True)
     count = worker_count(workflow.render.workers)
-    # Worker processes write the images and the layer and unit pages; the experiments' pages
-    # are few and stay in this process.
-    with Workers(count, scratch=staged) as workers, _pool_failure_explained(workflow, count):
-        # the workers start while this process imports torch and loads the model
-        workers.start(("pipeline.atlas.gather", "pipeline.atlas.render"))
-        _write(ctx, staged, workers)
-
-
-def _write(ctx: StageContext, staged: Path, workers: Workers) -> None:
-    """Write the atlas into ``staged``, the images and pages on ``workers``."""
-    import torch
-    import zarr
-
-    from pipeline.atlas.context import with_extras
-    from pipeline.atlas.first_layer import first_layer, shows_filters
-    from pipeline.atlas.gather import ImageWriter, LayerInput, gather_layers
-    from pipeline.atlas.render import write_atlas
-
-    workflow, layout = ctx.workflow, ctx.layout
-    activations = zarr.open_group(layout.activations, mode="r")
-    projections = zarr.open_group(layout.projections, mode="r")
-    tables = _read_tables(layout, activations)
-    model = analysed_model(workflow, layout, torch.device("cpu"))
-    top_k = int(projections.attrs["top_k"])
-    image_size = int(projections.attrs.get("image_size", 0)) or None
-
-    writer = ImageWriter()
-    try:
-        first = first_layer(model, staged, writer)
-    finally:
-        writer.close()
-    labels = activations.attrs["layers"]
-    first_label = next((label for label in labels
-                        if first and shows_filters(model, activations[label].attrs["module"],
-                                                   first)), None)
-    inputs = [LayerInput(label, dict(activations[label].attrs),
-                         first if label == first_label else None) for label in labels]
-    units = sum(int(projections[label]["patches"].shape[0]) for label in labels)
-    with _bar("render images", units, "unit") as bar:
-        layers = gather_layers(inputs, tables, layout.projections, staged, top_k, image_size,
-                               workers, bar.update)
-    context = _atlas_context(workflow, layout, tables, activations, projections, model,
-                             first, layers)
-    experiments = [entry for entry in EXPERIMENT_PAGES if get_stage(entry[0]).enabled(workflow)]
-    # every page's footer names the figures, the experiments' own pages included
-    context = dataclasses.replace(context, figures=(2, *sorted(entry[3] for entry in experiments)))
-    extras = [_experiment_pages(entry, ctx, context, tables, staged) for entry in experiments]
-    with _bar("render pages", len(layers) + units, "page") as bar:
-        write_atlas(with_extras(context, extras), staged, workers, bar.update)
-
-
-def _atlas_context(workflow, layout, tables: RunTables, activations, projections, model,
-                   first, layers) -> AtlasContext:
-    """Everything the atlas shows, but the experiments' pages."""
-    from pipeline.atlas.context import AtlasContext
-    from pipeline.atlas.gather import skipped_images
-    from pipeline.data.classes import class_groups
-    from pipeline.data.images import read_data_warnings
-
-    metrics = read_json(layout.metrics) or {}
-    stamps = {stage.name: read_json(layout.stamp(stage.name)) for stage in list_stages()}
-    image_size = int(projections.attrs.get("image_size", 0)) or None
-    return AtlasContext(
+    settings = AtlasSettings(
         title=workflow.render.title or f"Deconv Atlas: {workflow.name}",
         workflow=workflow.name, model_name=workflow.model.name,
-        dataset_name=_dataset_name(workflow), n_images=int(activations.attrs["n_images"]),
-        n_classes=len(tables.classes), top1=activations.attrs.get("top1"),
-        top5=activations.attrs.get("top5"), val_accuracy=metrics.get("val_accuracy"),
-        layers=tuple(layers), filters_image=first.grid if first else None,
-        generated=dt.date.today().isoformat(), version=__version__,
-        method=str(projections.attrs["methods"][0]), top_k=int(projections.attrs["top_k"]),
-        methods=tuple(str(method) for method in projections.attrs["methods"]),
-        parameters=sum(p.numel() for p in model.parameters()),
-        input_size=image_size,
-        n_readable=activations.attrs.get("n_readable"),
-        skipped=skipped_images(tables.skipped), n_skipped=len(tables.skipped),
-        data_warnings=tuple(warning.message
-                            for warning in read_data_warnings(layout.data_warnings)),
+        dataset_name=dataset_name(workflow.data.source, workflow.data.root),
         workflow_file=Path(workflow.source).name,
-        devices=tuple((name, str(store.attrs["device"])) for name, store in
-                      (("activations", activations), ("deconv", projections))
-                      if "device" in store.attrs),
-        stage_seconds=tuple((name, float(stamp["seconds"])) for name, stamp in stamps.items()
-                            if stamp and "seconds" in stamp and name != "render"),
-        class_groups=class_groups(pd.read_parquet(layout.classes)),
-        class_names=tuple(tables.classes),
-    )
+        stamps={stage.name: layout.stamp(stage.name) for stage in list_stages()},
+        experiments=tuple((pages, get_stage(pages.stage).output_paths(workflow, layout)[0])
+                          for pages in EXPERIMENT_PAGES
+                          if get_stage(pages.stage).enabled(workflow)))
+    with Workers(count, scratch=staged) as workers, pool_failure_explained(workflow.source, count):
+        # the workers start while this process imports torch and loads the model
+        workers.start(("pipeline.atlas.gather", "pipeline.atlas.render"))
+        import torch
 
-
-@contextlib.contextmanager
-def _bar(desc: str, total: int, unit: str) -> Iterator[Any]:
-    bar = progress_bar(desc, total, unit=unit)
-    try:
-        yield bar
-    finally:
-        bar.close()
-
-
-@contextlib.contextmanager
-def _pool_failure_explained(workflow, count: int) -> Iterator[None]:
-    """A worker process that dies (killed for memory, most likely) breaks the whole pool, and
-    the library's message names no remedy: say which setting lowers the memory needed."""
-    from concurrent.futures.process import BrokenProcessPool
-
-    try:
-        yield
-    except BrokenProcessPool:
-        raise UserError(f"{workflow.source}: a render worker process stopped abruptly (out of "
-                        "memory? any error it printed is above); set [render] workers to fewer "
-                        f"than {count} (1 renders in this process), then run render "
-                        "again") from None
-
-
-#: The pages beyond Figure 2: (stage, module of pipeline.atlas, function, the paper's figure).
-#: Each function takes (its stage's output, the atlas context, the run's tables, the atlas
-#: folder), writes its pages and returns a PageExtras (index card, unit links and strips).
-#: In the paper's order, which is also the order of their cards on the index.
-EXPERIMENT_PAGES = (("evolution", "evolution_pages", "evolution_pages", 4),
-                    ("invariance", "invariance_pages", "invariance_pages", 5),
-                    ("occlusion", "occlusion_pages", "occlusion_pages", 7))
-
-
-def _experiment_pages(entry: tuple[str, str, str, int], ctx: StageContext, context,
-                      tables: RunTables, staged: Path):
-    """Write the pages of one experiment stage (an entry of EXPERIMENT_PAGES); its PageExtras."""
-    import importlib
-
-    stage, module, function, _ = entry
-    output = get_stage(stage).outputs(ctx.workflow, ctx.layout)[0]
-    write = getattr(importlib.import_module(f"pipeline.atlas.{module}"), function)
-    return write(output, context, tables, staged)
-
-
-def _read_tables(layout, activations) -> RunTables:
-    import numpy as np
-
-    from pipeline.atlas.gather import RunTables
-
-    return RunTables(
-        classes=[str(name) for name in pd.read_parquet(layout.classes)["name"]],
-        manifest=pd.read_parquet(layout.manifest), units=pd.read_parquet(layout.units),
-        topk=pd.read_parquet(layout.topk), selectivity=pd.read_parquet(layout.selectivity),
-        histograms=pd.read_parquet(layout.histograms),
-        skipped=pd.read_parquet(layout.skipped) if layout.skipped.exists() else pd.DataFrame(
-            {"image_id": [], "path": [], "reason": []}),
-        labels=np.asarray(activations["label"][:]),
-        predictions=np.asarray(activations["pred"][:, 0]),
-    )
-
-
-def _dataset_name(workflow) -> str:
-    if workflow.data.source == "synthetic":
-        return "synthetic shapes (generated)"
-    return Path(workflow.data.root).name or "images"
+        write_site(layout, analysed_model(workflow, layout, torch.device("cpu")), settings,
+                   staged, workers)

@@ -61,13 +61,13 @@ def test_workers_write_the_same_atlas_as_one_process(run_copy, tmp_path):
 def _layers(base: Path) -> tuple[list[LayerInput], object, Path]:
     import zarr
 
-    from pipeline.stages.render import _read_tables
+    from pipeline.atlas.build import read_run_tables
+    from pipeline.inference.store import store_layers
 
     layout = RunLayout(base, "tiny")
     activations = zarr.open_group(layout.activations, mode="r")
-    inputs = [LayerInput(label, dict(activations[label].attrs))
-              for label in activations.attrs["layers"]]
-    return inputs, _read_tables(layout, activations), layout.projections
+    inputs = [LayerInput(meta.label, meta) for meta in store_layers(activations)]
+    return inputs, read_run_tables(layout, activations), layout.projections
 
 
 @pytest.mark.parametrize("workers", [1, 3])

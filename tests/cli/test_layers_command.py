@@ -52,3 +52,16 @@ def test_image_size_too_small_for_the_model_is_one_line(tmp_path):
         assert result.returncode == 2, result.stderr
         assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
         assert result.stderr.startswith("error: model '")
+
+
+def test_googlenet_lists_its_functional_relu_blocks(tmp_path):
+    """GoogLeNet's BasicConv2d returns F.relu(...): each block is a rectified output that the
+    deconvnet applies to, not the raw convolution inside it."""
+    result = run_cli("layers", "--model", "googlenet", "--image-size", "64", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("googlenet at 64 x 64 px: 57 layers")
+    assert result.stdout.splitlines()[1].endswith("deconvnet/guided")
+    rows = _rows(result.stdout)
+    assert [row[1] for row in rows[:4]] == ["conv1", "conv2", "conv3", "inception3a.branch1"]
+    assert [row[0] for row in rows] == [f"conv{i}" for i in range(1, 58)]
+    assert {row[-1] for row in rows} == {"yes"}

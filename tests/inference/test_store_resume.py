@@ -1,9 +1,9 @@
 """The partial activations store is resumed only with the chunking it was written in."""
 
-from pipeline.inference.store import completed_chunks, create_store, mark_completed
+from pipeline.inference.store import LayerMeta, completed_chunks, create_store, mark_completed
 
-LAYERS = [{"label": "conv1", "module": "features.relu1", "channels": 3, "height": 2,
-           "width": 2, "receptive_field": [3, 3]}]
+LAYERS = [LayerMeta("conv1", "features.relu1", channels=3, height=2, width=2,
+                    receptive_field=(3, 3))]
 
 
 def test_same_chunking_resumes_and_a_new_one_starts_over(tmp_path):

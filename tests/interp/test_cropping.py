@@ -33,9 +33,9 @@ def _spy(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
     calls: list[int] = []
     real = cropping.project_crops
 
-    def spy(chunk, images, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def spy(project_batch, images, *args, **kwargs):  # type: ignore[no-untyped-def]
         calls.append(images.shape[0])
-        return real(chunk, images, *args, **kwargs)
+        return real(project_batch, images, *args, **kwargs)
 
     monkeypatch.setattr(cropping, "project_crops", spy)
     yield calls
@@ -76,7 +76,7 @@ def _requests(model: nn.Module, layer: str, x: torch.Tensor,
 
 def _assert_same(model: nn.Module, layer: str, requests: tuple[torch.Tensor, ...],
                  method: str = "deconvnet", batch_size: int = 4) -> torch.Tensor:
-    """Cropped (in chunks of batch_size) equals full, per projection; returns the cropped."""
+    """Cropped (in batches of batch_size) equals full, per projection; returns the cropped."""
     images = requests[0]
     full = Projector(model, method, crop=False).project(images, layer, *requests[1:])
     projector = Projector(model, method, batch_size=batch_size)

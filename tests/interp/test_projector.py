@@ -160,7 +160,9 @@ def test_batch_chunks_and_shared_forward_equal_single_requests(resnet18: nn.Modu
     assert scale > 0
     for got in (shared, chunked):
         assert got.dtype == torch.float32 and got.shape == images.shape
-        assert torch.allclose(got, one_by_one, rtol=0, atol=1e-6 * scale)
+        # float32 sums in another order: a few 1e-6 of the scale on some CPUs' kernels; a
+        # request paired with another image, unit or position is off by the scale itself
+        assert torch.allclose(got, one_by_one, rtol=0, atol=1e-5 * scale)
     # Sharing really happened: 3 distinct images, 4 rounds; and the grouping is right.
     base_images, inverse, rounds = projector_module._share(images)
     assert base_images.shape[0] == 3

@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
+from captum_reference import layer_output
 from torch import nn
 
 from pipeline.errors import UserError
@@ -28,15 +29,7 @@ def _support(model: nn.Module, layer: str, x: torch.Tensor, c: int, y: int, xx: 
 
 def _best_channel(model: nn.Module, layer: str, x: torch.Tensor, y: int, xx: int) -> int:
     """The channel most active at (y, xx) (last call of a reused module)."""
-    seen: list[torch.Tensor] = []
-    handle = model.get_submodule(layer).register_forward_hook(
-        lambda m, a, o: seen.append(o.detach().clone()))
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        handle.remove()
-    return int(seen[-1][0, :, y, xx].argmax())
+    return int(layer_output(model, layer, x)[0, :, y, xx].argmax())
 
 
 def _assert_inside(support: np.ndarray, box: tuple[int, int, int, int]) -> None:
@@ -280,3 +273,26 @@ def test_explicit_layers_and_unknown_names() -> None:
     with pytest.raises(UserError, match=r"'layer9'.*'fc'.*conv1.*in all"):
         analysable_layers(model, (64, 64), names=["layer9", "fc"])
     assert all(m.training for m in model.modules())  # dummy pass restored the flags
+
+
+def test_a_model_in_train_mode_is_traced_as_in_eval_mode() -> None:
+    """Inception v3 runs its auxiliary classifier only while training: fields, and the calls
+    the projector counts, are those of the eval-mode forward whatever mode the model is in."""
+    model = torchvision.models.inception_v3(weights=None, init_weights=False)
+    eval_fields = receptive_fields(model.eval(), (160, 160))
+    train_fields = receptive_fields(model.train(), (160, 160))
+    assert model.training and train_fields == eval_fields
+    assert train_fields["Mixed_7c"].jump == (32, 32)
+
+
+def test_shufflenet_channel_shuffle_keeps_the_geometry() -> None:
+    """ShuffleNet splits each block's input into two branches (chunk) and shuffles channels
+    through a 5-D view (view, transpose, view back): none of it moves a pixel."""
+    torch.manual_seed(0)
+    model = torchvision.models.shufflenet_v2_x1_0(weights=None).eval()
+    x = torch.rand(1, 3, 96, 96)
+    rf = receptive_fields(model, (96, 96))
+    assert "stage4.3.branch2.7" in rf and len(analysable_layers(model, (96, 96))) == 37
+    for layer, (y, xx) in {"stage2.1.branch2.7": (5, 4), "stage3.2": (2, 3)}.items():
+        support = _support(model, layer, x, _best_channel(model, layer, x, y, xx), y, xx)
+        _assert_inside(support, rf[layer].box(y, xx))

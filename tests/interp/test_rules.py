@@ -10,6 +10,7 @@ the docstring of pipeline.interp.rules)."""
 from __future__ import annotations
 
 import copy
+import re
 import warnings
 
 import pytest
@@ -224,3 +225,113 @@ def test_nothing_stays_installed_after_a_refusal() -> None:
     x = torch.tensor([-1.0, 2.0], requires_grad=True)
     (grad,) = torch.autograd.grad(F.relu(x), x, torch.tensor([5.0, -3.0]))
     assert grad.tolist() == [0.0, -3.0]  # autograd's own relu: masked, not rectified
+
+
+class _Activation(nn.Module):
+    """conv -> fn -> conv -> fn -> conv -> ReLU: ``fn`` is one way of writing an activation."""
+
+    def __init__(self, fn) -> None:
+        super().__init__()
+        self.fn = fn
+        self.conv1, self.conv2 = nn.Conv2d(3, 6, 3), nn.Conv2d(6, 6, 3)
+        self.conv3, self.out = nn.Conv2d(6, 6, 3), nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.conv3(self.fn(self.conv2(self.fn(self.conv1(x) * 8)) * 8)))
+
+
+WRITTEN_AS = {  # rectifiers written otherwise, and the module reference Captum applies to
+    "F.threshold(x, 0, 0)": (lambda t: F.threshold(t, 0, 0), nn.ReLU()),
+    "nn.Threshold(0, 0)": (nn.Threshold(0, 0), nn.ReLU()),
+    "x.clamp(min=0)": (lambda t: t.clamp(min=0), nn.ReLU()),
+    "x.clamp_min(0)": (lambda t: t.clamp_min(0), nn.ReLU()),
+    "torch.clamp(x, 0, 6)": (lambda t: torch.clamp(t, 0, 6), nn.Sequential(nn.ReLU(), Cap(6))),
+    "F.hardtanh_(x, 0, 6)": (lambda t: F.hardtanh_(t, 0.0, 6.0),
+                             nn.Sequential(nn.ReLU(), Cap(6))),
+}
+
+
+@pytest.mark.parametrize("written", sorted(WRITTEN_AS))
+def test_rectifiers_written_otherwise_get_the_rule(written) -> None:
+    fn, module = WRITTEN_AS[written]
+    torch.manual_seed(9)
+    model = _Activation(fn).eval()
+    reference = _Activation(module).eval()
+    reference.load_state_dict(model.state_dict(), strict=False)
+    compare_with_captum(model, ["out"], 20, reference, seed=2)
+
+
+@pytest.mark.parametrize(("fn", "kind"), [
+    (lambda t: t * torch.special.expit(t), "sigmoid (in fn)"),  # a SiLU written by hand
+    (lambda t: torch.exp(-t * t) * t, "exp (where the rules cannot see it)"),
+    (lambda t: torch.clamp(t, min=-1.0), "clamp (where the rules cannot see it)"),
+])
+def test_a_nonlinearity_the_rules_do_not_list_is_refused_too(fn, kind) -> None:
+    model = _Activation(fn).eval()
+    model.fn = _Wrapped(fn) if "sigmoid" in kind else fn
+    with pytest.raises(UserError, match=rf"crosses {re.escape(kind)}, for which deconvnet"):
+        Projector(model, "deconvnet").project(torch.rand(1, 3, 20, 20), "out",
+                                              torch.tensor([0]), torch.tensor([[1, 1]]))
+
+
+class _Wrapped(nn.Module):
+    def __init__(self, fn) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x)
+
+
+class _LaterInPlace(nn.Module):
+    """A layer (``r``) gated in place after it ran, and a SiLU edited in place after the layer
+    that reads it (``c2``) ran: the marks must follow the graph as it was at each call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.r, self.c2, self.c3 = (nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3),
+                                             nn.Conv2d(4, 4, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.r(self.c1(x))
+        h2 = F.silu(h.clone())
+        y = self.c2(h2)
+        h.mul_(torch.sigmoid(y.mean()))  # after r ran: not on r's path
+        h2.add_(1)  # after c2 ran: c2 still crosses the SiLU
+        return self.c3(y) + h.mean()
+
+
+def test_marks_follow_the_graph_as_it_was_when_each_layer_ran() -> None:
+    model = _LaterInPlace().eval()
+    marks = unruled_layers(model, (12, 12), ["r", "c2"])
+    assert marks["r"] is None
+    assert marks["c2"] is not None and marks["c2"].kind == "SiLU"
+
+
+class _Normalised(nn.Module):
+    """conv -> ReLU -> local response normalisation (AlexNet, ZFNet) -> conv -> GroupNorm ->
+    ReLU -> LayerNorm over channels: normalisations are built of powers, roots and divisions,
+    which the graph check must not take for gates."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3)
+        self.relu1 = nn.ReLU()
+        self.lrn = nn.LocalResponseNorm(5)
+        self.conv2 = nn.Conv2d(8, 8, 3)
+        self.gn = nn.GroupNorm(2, 8)
+        self.relu2 = nn.ReLU()
+        self.out = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.gn(self.conv2(self.lrn(self.relu1(self.conv1(x)))))
+        x = self.relu2(x)
+        x = F.layer_norm(x.permute(0, 2, 3, 1), (8,)).permute(0, 3, 1, 2)
+        return self.out(x)
+
+
+def test_normalisations_pass_the_signal_back_as_captum_does() -> None:
+    torch.manual_seed(4)
+    model = _Normalised().eval()
+    assert unruled_layers(model, (24, 24), ["relu2", "out"]) == {"relu2": None, "out": None}
+    compare_with_captum(model, ["relu2", "out"], 24)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.inference.store import create_store, write_chunk
+from pipeline.inference.store import LayerMeta, create_store, write_chunk
 from pipeline.ranking import rank_store
 from pipeline.ranking.histogram import N_BINS, bin_edges, block_histogram, quantiles
 
@@ -29,8 +29,8 @@ def activations(seed: int = 0) -> np.ndarray:
 
 
 def write_store(path: Path, values: np.ndarray, chunk_size: int) -> Path:
-    meta = [{"label": "conv1", "module": "features.1", "channels": CHANNELS, "height": 4,
-             "width": 4, "receptive_field": [3, 3]}]
+    meta = [LayerMeta("conv1", "features.1", CHANNELS, height=4, width=4,
+                      receptive_field=(3, 3))]
     store = create_store(path, len(values), chunk_size, meta, top=1)
     labels = (np.arange(len(values)) % 7).astype(np.int32)
     for start in range(0, len(values), chunk_size):

@@ -5,15 +5,15 @@ import os
 
 import pytest
 
-from pipeline.atomic import read_json, replace, write_bytes, write_json
+from pipeline.atomic import read_json, replace, write_bytes, write_json, writing
 from pipeline.config import ModelConfig, Workflow
 from pipeline.layout import RunLayout
 from pipeline.stages.context import StageContext
 
 
-def _context(tmp_path, key="k1"):
+def _context(tmp_path, key="k1", stage="rank"):
     workflow = Workflow(name="w", model=ModelConfig(name="zfnet_small"))
-    return StageContext(workflow, RunLayout(tmp_path, "w"), "rank", key)
+    return StageContext(workflow, RunLayout(tmp_path, "w"), stage, key)
 
 
 def test_folder_replaces_folder_without_leftovers(tmp_path):
@@ -39,13 +39,13 @@ def test_output_is_invisible_until_commit(tmp_path):
 
 
 def test_resumable_output_survives_only_with_the_same_key(tmp_path):
-    first = _context(tmp_path, key="same")
+    first = _context(tmp_path, key="same", stage="activations")
     staged = first.output(first.layout.activations, resumable=True)
     staged.mkdir(parents=True)
     (staged / "chunk").write_text("done")
-    again = _context(tmp_path, key="same")
+    again = _context(tmp_path, key="same", stage="activations")
     assert (again.output(again.layout.activations, resumable=True) / "chunk").exists()
-    changed = _context(tmp_path, key="other")
+    changed = _context(tmp_path, key="other", stage="activations")
     assert not changed.output(changed.layout.activations, resumable=True).exists()
 
 
@@ -92,3 +92,18 @@ def test_a_failed_write_names_its_file_and_leaves_the_old_one(tmp_path, monkeypa
     assert info.value.errno == errno.ENOSPC and info.value.filename == str(target)
     assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]  # no temporary file left
     assert target.read_bytes() == b"old"
+
+
+def test_a_block_that_fails_mid_write_leaves_the_old_file_alone(tmp_path):
+    """Images (atlas tiles) are written by a library into the open handle of
+    :func:`writing`; an error half way leaves the old file and no temporary one."""
+    target = tmp_path / "tile.png"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError), writing(target) as handle:
+        handle.write(b"half a pic")
+        raise RuntimeError("encoder failed")
+    assert [p.name for p in tmp_path.iterdir()] == ["tile.png"]
+    assert target.read_bytes() == b"old"
+    with writing(target) as handle:
+        handle.write(b"new")
+    assert target.read_bytes() == b"new" and len(list(tmp_path.iterdir())) == 1

@@ -18,12 +18,18 @@ from pipeline.config import load_workflow
 from pipeline.layout import RunLayout
 from pipeline.runner import Runner
 from pipeline.stages import list_stages, registry
+from pipeline.stamps import LEGACY_REVISION
 
 STAGES = [stage.name for stage in list_stages()]  # the reduced demo runs every stage
 #: The stages that read neither rank nor deconv (the experiments read activations).
 BESIDE_RANK = ["occlusion", "evolution", "invariance"]
 LEGACY = Path(__file__).parent / "legacy_0_3_0"
 RELEASE_0_3_0 = ["prepare", "train", "activations", "rank", "deconv", "render"]  # legacy_0_3_0/
+#: The stages whose revision was bumped since 0.3.0 (their outputs are other bytes now), and
+#: render, which reads them: their 0.3.0 stamps are not migrated.
+REVISED = [stage.name for stage in list_stages() if stage.revision != LEGACY_REVISION]
+RERUN_SINCE_0_3_0 = [name for name in RELEASE_0_3_0 if name in REVISED or name == "render"]
+KEPT_SINCE_0_3_0 = [name for name in RELEASE_0_3_0 if name not in RERUN_SINCE_0_3_0]
 # TINY_DEMO as release 0.3.0 ran it: without the options and stages added since.
 LEGACY_DEMO = TINY_DEMO.replace("snapshot_epochs = [1, 2]\n", "") + \
     "[occlusion]\nimages = 0\n[invariance]\nimages = 0\n"
@@ -89,7 +95,8 @@ def test_a_rerun_with_new_outputs_makes_downstream_stale(finished):
 def test_bumping_a_revision_makes_exactly_that_stage_and_its_downstream_stale(
         finished, monkeypatch):
     stage = registry.get_stage("rank")
-    monkeypatch.setitem(registry._STAGES, "rank", dataclasses.replace(stage, revision=2))
+    monkeypatch.setitem(registry._STAGES, "rank",
+                        dataclasses.replace(stage, revision=stage.revision + 1))
     assert _states(finished) == {**dict.fromkeys(STAGES[:3] + BESIDE_RANK, "done"),
                                  **dict.fromkeys(["rank", "deconv", "render"], "stale")}
     # The new revision writes the same tables here, so its downstream is done again at once.
@@ -130,10 +137,13 @@ def test_a_new_checkpoint_under_the_same_name_is_new_work(finished):
 def test_stamps_of_release_0_3_0_are_migrated_not_invalidated(finished):
     """The stamps in legacy_0_3_0/ were written by release 0.3.0 running TINY_DEMO (without
     snapshots, which 0.3.0 did not have); its keys hash the config and per-run tokens. Put in
-    place of a finished run's, what 0.3.0 did is done. The stages 0.4.0 added (occlusion,
-    evolution, invariance) are missing, so render, which now shows them too, runs again."""
+    place of a finished run's, what 0.3.0 did is done, but for the stages whose revision was
+    bumped since (rank, deconv: their outputs are other bytes now). The stages 0.4.0 added
+    (occlusion, evolution, invariance) are missing, so render, which now shows them too, runs
+    again."""
     text = TINY_DEMO.replace("snapshot_epochs = [1, 2]\n", "")
-    old = ["prepare", "train", "activations", "rank", "deconv"]
+    old = KEPT_SINCE_0_3_0
+    revised = [name for name in RERUN_SINCE_0_3_0 if name != "render"]
     added = ["occlusion", "invariance"]  # evolution is off without snapshots
     stamps = finished / "runs" / "tiny" / "stamps"
     for path in LEGACY.glob("*.json"):
@@ -142,19 +152,21 @@ def test_stamps_of_release_0_3_0_are_migrated_not_invalidated(finished):
         (stamps / f"{name}.json").unlink()
     states = _states(finished, text)
     assert states == {**dict.fromkeys(old, "done"), **dict.fromkeys(added, "missing"),
-                      "evolution": "off", "render": "stale"}
+                      **dict.fromkeys(revised, "stale"), "evolution": "off", "render": "stale"}
     result = run_cli("run", "all", "-w", "workflows/tiny.toml", cwd=finished)
-    assert result.returncode == 0 and _ran(result.stdout) == [*added, "render"], result.stdout
+    assert result.returncode == 0, result.stdout + result.stderr[-2000:]
+    assert _ran(result.stdout) == [name for name in STAGES
+                                   if name in revised + added + ["render"]], result.stdout
     for name in old:
         stamp = read_json(stamps / f"{name}.json")
         assert stamp["migrated_from"] == "0.3.0" and "digest" in stamp and "token" not in stamp
-    assert _states(finished, text) == {**dict.fromkeys(old + added + ["render"], "done"),
-                                       "evolution": "off"}
+    assert _states(finished, text) == {**dict.fromkeys(STAGES, "done"), "evolution": "off"}
     # A legacy stamp whose config changed since is stale, as 0.3.0 would have said.
     for path in LEGACY.glob("*.json"):
         shutil.copy(path, stamps / path.name)
     states = _states(finished, text.replace("top_k = 9", "top_k = 8"))
-    assert states == {**dict.fromkeys(old[:3] + added, "done"), "evolution": "off",
+    assert states == {**dict.fromkeys(["prepare", "train", "activations"] + added, "done"),
+                      "evolution": "off",
                       **dict.fromkeys(["rank", "deconv", "render"], "stale")}
 
 
@@ -221,15 +233,19 @@ def test_the_legacy_key_is_0_3_0s_and_ignores_options_added_since(tmp_path, monk
 
 
 @pytest.mark.slow
-def test_a_0_3_0_run_of_the_same_workflow_reruns_nothing(finished):
-    """With the stages 0.4.0 added turned off, 0.3.0's stamps are the whole run: all done."""
+def test_a_0_3_0_run_of_the_same_workflow_reruns_only_the_revised_stages(finished):
+    """With the stages 0.4.0 added turned off, 0.3.0's stamps are the whole run: all done but
+    the stages revised since (rank, deconv) and what reads them (render), which run again."""
     off = {"occlusion": "off", "evolution": "off", "invariance": "off"}
     stamps = finished / "runs" / "tiny" / "stamps"
     for path in LEGACY.glob("*.json"):
         shutil.copy(path, stamps / path.name)
-    assert _states(finished, LEGACY_DEMO) == {**dict.fromkeys(RELEASE_0_3_0, "done"), **off}
+    assert _states(finished, LEGACY_DEMO) == {**dict.fromkeys(KEPT_SINCE_0_3_0, "done"),
+                                              **dict.fromkeys(RERUN_SINCE_0_3_0, "stale"), **off}
     result = run_cli("run", "all", "-w", "workflows/tiny.toml", cwd=finished)
-    assert result.returncode == 0 and _ran(result.stdout) == [], result.stdout
-    for name in RELEASE_0_3_0:
+    assert result.returncode == 0, result.stdout + result.stderr[-2000:]
+    assert _ran(result.stdout) == RERUN_SINCE_0_3_0, result.stdout
+    assert _states(finished, LEGACY_DEMO) == {**dict.fromkeys(RELEASE_0_3_0, "done"), **off}
+    for name in KEPT_SINCE_0_3_0:
         stamp = read_json(stamps / f"{name}.json")
         assert stamp["migrated_from"] == "0.3.0" and "digest" in stamp and "token" not in stamp

@@ -13,7 +13,7 @@ from pipeline.config import load_workflow
 from pipeline.interp import Projector, crop_tile, receptive_fields
 from pipeline.interp.maps import feature_maps
 from pipeline.layout import RunLayout
-from pipeline.stages.inputs import analysed_images, analysed_model
+from pipeline.models.analysed import analysed_images, analysed_model
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from pipeline.config import load_workflow
 from pipeline.experiments.occlusion import occluder_grid
 from pipeline.experiments.sampling import sample_images
 from pipeline.layout import RunLayout
-from pipeline.stages.inputs import analysed_images, analysed_model
+from pipeline.models.analysed import analysed_images, analysed_model
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,8 @@
-"""Inputs that several stages read the same way: the model under analysis and its images."""
+"""The model under analysis and its images, read the same way by every stage that needs them.
+
+Here, below the stages, so that the activations shards (``pipeline.inference.shard``), which a
+dask worker imports when it unpickles a task, load them without importing the stage registry.
+"""
 
 from __future__ import annotations
 

@@ -1,0 +1,202 @@
+"""The whole atlas of one run: gather every table and projection, then write the pages.
+
+The render stage hands over what only it can know (the model, which experiment stages are on
+and where they wrote, the stamps' paths); everything else is read here from the run folder.
+Worker processes write the images and the layer and unit pages; the experiments' pages are
+few and stay in this process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import importlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from pipeline import __version__
+from pipeline.atomic import read_json
+from pipeline.errors import UserError
+from pipeline.layout import RunLayout
+from pipeline.progress import progress_bar
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from pipeline.atlas.context import AtlasContext, PageExtras
+    from pipeline.atlas.gather import RunTables
+    from pipeline.atlas.parallel import Workers
+
+
+@dataclass(frozen=True)
+class ExperimentPages:
+    """The pages of one experiment beyond Figure 2: its stage, the function of
+    ``pipeline.atlas.<module>`` that writes them from the stage's output, the paper's figure."""
+
+    stage: str
+    module: str
+    function: str
+    figure: int
+
+
+#: Each function takes (its stage's output, the atlas context, the run's tables, the atlas
+#: folder), writes its pages and returns a PageExtras (index card, unit links and strips).
+#: In the paper's order, which is also the order of their cards on the index.
+EXPERIMENT_PAGES = (ExperimentPages("evolution", "evolution_pages", "evolution_pages", 4),
+                    ExperimentPages("invariance", "invariance_pages", "invariance_pages", 5),
+                    ExperimentPages("occlusion", "occlusion_pages", "occlusion_pages", 7))
+
+
+@dataclass(frozen=True)
+class AtlasSettings:
+    """What the atlas says about the run that its tables do not hold."""
+
+    title: str
+    workflow: str
+    model_name: str
+    dataset_name: str
+    workflow_file: str
+    stamps: dict[str, Path]  # stage -> its stamp file (for the stages' timings)
+    experiments: tuple[tuple[ExperimentPages, Path], ...]  # the stages on, with their output
+
+
+def dataset_name(source: str, root: str) -> str:
+    """The data set as the atlas names it: the synthetic one, or the data folder's name."""
+    if source == "synthetic":
+        return "synthetic shapes (generated)"
+    return Path(root).name or "images"
+
+
+def write_site(layout: RunLayout, model: nn.Module, settings: AtlasSettings, staged: Path,
+               workers: Workers) -> None:
+    """Write the atlas of the run in ``layout`` into ``staged``, the images and pages on
+    ``workers``."""
+    import zarr
+
+    from pipeline.atlas.context import with_extras
+    from pipeline.atlas.first_layer import first_layer, shows_filters
+    from pipeline.atlas.gather import ImageWriter, LayerInput, gather_layers
+    from pipeline.atlas.render import write_atlas
+    from pipeline.inference.store import store_layers
+    from pipeline.interp.projection_meta import ProjectionsMeta
+    from pipeline.ranking import read_rank_meta
+
+    activations = zarr.open_group(layout.activations, mode="r")
+    projections = zarr.open_group(layout.projections, mode="r")
+    projected = ProjectionsMeta.from_attrs(projections.attrs)
+    tables = read_run_tables(layout, activations)
+    top_k = read_rank_meta(layout.topk).top_k
+
+    writer = ImageWriter()
+    try:
+        first = first_layer(model, staged, writer)
+    finally:
+        writer.close()
+    analysed = store_layers(activations)
+    first_label = next((meta.label for meta in analysed
+                        if first and shows_filters(model, meta.module, first)), None)
+    inputs = [LayerInput(meta.label, meta, first if meta.label == first_label else None)
+              for meta in analysed]
+    units = sum(int(projections[meta.label]["patches"].shape[0]) for meta in analysed)
+    with _bar("render images", units, "unit") as bar:
+        layers = gather_layers(inputs, tables, layout.projections, staged, top_k,
+                               projected.image_size, workers, bar.update)
+    context = _atlas_context(settings, layout, tables, activations, projected, top_k, model,
+                             first, layers)
+    # every page's footer names the figures, the experiments' own pages included
+    context = dataclasses.replace(
+        context, figures=(2, *sorted(pages.figure for pages, _ in settings.experiments)))
+    extras = [_experiment_pages(pages, output, context, tables, staged)
+              for pages, output in settings.experiments]
+    with _bar("render pages", len(layers) + units, "page") as bar:
+        write_atlas(with_extras(context, extras), staged, workers, bar.update)
+
+
+def _atlas_context(settings: AtlasSettings, layout: RunLayout, tables: RunTables, activations,
+                   projected, top_k: int, model, first, layers) -> AtlasContext:
+    """Everything the atlas shows, but the experiments' pages."""
+    from pipeline.atlas.context import AtlasContext
+    from pipeline.atlas.gather import skipped_images
+    from pipeline.data.classes import class_groups
+    from pipeline.data.images import read_data_warnings
+    from pipeline.inference.store import InferenceSummary, StoreMeta
+
+    metrics = read_json(layout.metrics) or {}  # none when the workflow does not train
+    stamps = {stage: read_json(path) for stage, path in settings.stamps.items()}
+    inference = InferenceSummary.from_attrs(activations.attrs)
+    return AtlasContext(
+        title=settings.title, workflow=settings.workflow, model_name=settings.model_name,
+        dataset_name=settings.dataset_name,
+        n_images=StoreMeta.from_attrs(activations.attrs).n_images,
+        n_classes=len(tables.classes), top1=inference.top1,
+        top5=inference.top5, val_accuracy=metrics.get("val_accuracy"),
+        layers=tuple(layers), filters_image=first.grid if first else None,
+        generated=dt.date.today().isoformat(), version=__version__,
+        method=projected.methods[0], top_k=top_k, methods=projected.methods,
+        parameters=sum(p.numel() for p in model.parameters()),
+        input_size=projected.image_size,
+        n_readable=inference.n_readable,
+        skipped=skipped_images(tables.skipped), n_skipped=len(tables.skipped),
+        data_warnings=tuple(warning.message
+                            for warning in read_data_warnings(layout.data_warnings)),
+        workflow_file=settings.workflow_file,
+        devices=(("activations", inference.device), ("deconv", projected.device)),
+        stage_seconds=tuple((name, float(stamp["seconds"])) for name, stamp in stamps.items()
+                            if stamp and "seconds" in stamp and name != "render"),
+        class_groups=class_groups(pd.read_parquet(layout.classes)),
+        class_names=tuple(tables.classes),
+    )
+
+
+@contextlib.contextmanager
+def _bar(desc: str, total: int, unit: str) -> Iterator[Any]:
+    bar = progress_bar(desc, total, unit=unit)
+    try:
+        yield bar
+    finally:
+        bar.close()
+
+
+@contextlib.contextmanager
+def pool_failure_explained(workflow_source: str, count: int) -> Iterator[None]:
+    """A worker process that dies (killed for memory, most likely) breaks the whole pool, and
+    the library's message names no remedy: say which setting lowers the memory needed."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    try:
+        yield
+    except BrokenProcessPool:
+        raise UserError(f"{workflow_source}: a render worker process stopped abruptly (out of "
+                        "memory? any error it printed is above); set [render] workers to fewer "
+                        f"than {count} (1 renders in this process), then run render "
+                        "again") from None
+
+
+def _experiment_pages(pages: ExperimentPages, output: Path, context: AtlasContext,
+                      tables: RunTables, staged: Path) -> PageExtras:
+    """Write the pages of one experiment from its stage's ``output``; their PageExtras."""
+    write = getattr(importlib.import_module(f"pipeline.atlas.{pages.module}"), pages.function)
+    return write(output, context, tables, staged)
+
+
+def read_run_tables(layout: RunLayout, activations) -> RunTables:
+    """The run's tables the atlas draws from, read once into memory."""
+    import numpy as np
+
+    from pipeline.atlas.gather import RunTables
+
+    return RunTables(
+        classes=[str(name) for name in pd.read_parquet(layout.classes)["name"]],
+        manifest=pd.read_parquet(layout.manifest), units=pd.read_parquet(layout.units),
+        topk=pd.read_parquet(layout.topk), selectivity=pd.read_parquet(layout.selectivity),
+        histograms=pd.read_parquet(layout.histograms),
+        skipped=pd.read_parquet(layout.skipped) if layout.skipped.exists() else pd.DataFrame(
+            {"image_id": [], "path": [], "reason": []}),
+        labels=np.asarray(activations["label"][:]),
+        predictions=np.asarray(activations["pred"][:, 0]),
+    )

@@ -1,0 +1,101 @@
+"""Figure 5 over the sampled images, kept in ``invariance.parquet`` for the atlas.
+
+``invariance.parquet`` has one row per sampled image, transform and amount: ``image_id``,
+``label`` (true class), ``transform`` ("translation", "scale", "rotation"), ``amount`` (px of
+vertical shift, factor, or degrees), ``distance_layer1`` and ``distance_last`` (Euclidean
+distance between the original's and the transformed copy's feature vectors), ``prob_true``,
+``predicted`` and ``predicted_prob`` (the most probable class and its probability), and
+``norm_layer1`` / ``norm_last``, the original's vector norms (see
+:mod:`pipeline.experiments.invariance`). The file's metadata (key ``invariance``, JSON) names
+the two layers: ``layer1`` and ``last`` (labels as the page shows them), ``last_is_input``,
+``image_size``; and carries the pictures the atlas page shows, so rendering needs neither the
+model nor the images: ``images`` (image id -> the network's input as a base64 PNG, at most
+``PICTURE_SIDE`` px) and ``examples`` (transform -> [amount, base64 PNG] of the first image's
+transformed copies at ``example_amounts``), ``example_image`` (its id).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from pipeline.experiments.invariance import FeatureLayers
+
+PICTURE_SIDE = 128  # px: the page shows the pictures small
+
+
+@dataclass(frozen=True)
+class Pixels:
+    """How the network's input was normalised (to show it as the pixels it saw): its side,
+    and the per-channel mean and std."""
+
+    side: int
+    mean: Sequence[float]
+    std: Sequence[float]
+
+
+def write_invariance_table(path: Path, model: nn.Module, images: Sequence,
+                           image_ids: Sequence[int], layers: FeatureLayers, batch_size: int,
+                           pixels: Pixels, device: str) -> None:
+    """Measure ``image_ids`` of ``images`` at ``layers`` and write ``invariance.parquet`` (see
+    the module doc) at ``path``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline.experiments.invariance import (
+        TRANSFORMS,
+        example_amounts,
+        measure,
+        transform_image,
+    )
+    from pipeline.progress import progress
+
+    frames, pictures, examples = [], {}, {}
+    for image_id in progress(image_ids, "invariance", unit="image"):
+        image, label = images[image_id][:2]
+        frame = measure(model, image, int(label), layers, batch_size)
+        frame.insert(0, "label", int(label))
+        frame.insert(0, "image_id", int(image_id))
+        frames.append(frame)
+        pictures[str(image_id)] = _png(image, pixels)
+        if not examples:
+            examples = {transform: [[float(amount), _png(transform_image(image, transform,
+                                                                           float(amount)), pixels)]
+                                    for amount in example_amounts(transform, pixels.side)]
+                        for transform in TRANSFORMS}
+    table = pa.Table.from_pandas(pd.concat(frames, ignore_index=True), preserve_index=False)
+    about = {"layer1": layers.first_label, "last": layers.last_label,
+             "last_is_input": layers.last_is_input, "image_size": pixels.side,
+             "device": device, "images": pictures, "examples": examples,
+             "example_image": int(image_ids[0])}
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                           b"invariance": json.dumps(about).encode()})
+    pq.write_table(table, path)
+
+
+def _png(image: torch.Tensor, pixels: Pixels) -> str:
+    """A normalised input tensor as the pixels the network saw: base64 PNG, at most
+    ``PICTURE_SIDE`` px."""
+    from PIL import Image
+
+    mean = np.asarray(pixels.mean, np.float32)[:, None, None]
+    std = np.asarray(pixels.std, np.float32)[:, None, None]
+    values = np.clip(image.cpu().numpy() * std + mean, 0, 1)
+    picture = Image.fromarray(np.rint(values * 255).astype(np.uint8).transpose(1, 2, 0), "RGB")
+    if max(picture.size) > PICTURE_SIDE:
+        picture.thumbnail((PICTURE_SIDE, PICTURE_SIDE), Image.Resampling.BOX)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")

@@ -1,0 +1,128 @@
+"""Figure 7 over the sampled images, kept in ``occlusion.zarr`` for the atlas.
+
+``occlusion.zarr`` holds everything the atlas's occlusion pages draw, so rendering needs neither
+the model nor the images. Root attributes: ``layer`` (label) and ``module`` of the tracked
+layer, ``size`` and ``stride`` of the square, ``image_size`` [H, W], ``grid`` [rows, columns]
+(see :mod:`pipeline.experiments.occlusion` for the geometry), ``image_ids`` (in the arrays'
+order) and ``device``. Arrays, first axis the occluded image (n):
+
+- ``image_id``, ``label`` int32 ``[n]``; ``images`` uint8 ``[n, H, W, 3]``, the network's
+  input as pixels (preprocessed, before normalisation);
+- ``unit`` int32 ``[n]`` (the tracked channel), ``position`` int32 ``[n, 2]`` (y, x of its
+  peak in the layer's map), ``box`` int32 ``[n, 4]`` (that activation's receptive field in
+  input pixels: top, left, bottom, right, clipped to the image);
+- ``clean`` float32 ``[n, 5]``, unoccluded: the peak activation, the tracked map's total,
+  P(true class), the most probable class, its probability (``CLEAN_COLUMNS``);
+- ``total``, ``prob_true``, ``predicted_prob`` float32 and ``predicted`` int32
+  ``[n, rows, columns]``: figure panels (b), (d), (e) with the square at each cell;
+- ``projection`` float16 ``[n, H, W, 3]``, panel (c): the deconvnet projection of the tracked
+  peak on the whole image divided by its own largest absolute value (as the deconv stage
+  stores projections), and ``projection_scale`` float32 ``[n]``, that value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from pipeline.errors import UserError
+from pipeline.experiments.occlusion import OccluderGrid, occluder_grid
+
+if TYPE_CHECKING:
+    from torch import nn
+
+CLEAN_COLUMNS = ("peak", "total", "prob_true", "predicted", "predicted_prob")
+
+
+def tracked_layer(labels: list[str], wanted: str, module_of) -> tuple[str, str]:
+    """(label, module) of ``[occlusion] layer``: ``wanted``, or the last analysed layer."""
+    if not labels:
+        raise UserError("[occlusion] layer: the activations store records no layer; set "
+                        "[activations] layers or leave it empty for every conv layer")
+    label = wanted or labels[-1]
+    if label not in labels:
+        raise UserError(f"[occlusion] layer '{wanted}' is not an analysed layer; use one of "
+                        f"{', '.join(labels)} (set by [activations] layers), or leave it empty "
+                        "for the last")
+    return label, str(module_of(label))
+
+
+def square_grid(crop: int, size: int, stride: int) -> OccluderGrid:
+    """The grid of ``[occlusion] size`` and ``stride`` over the model's square input, refusing
+    a square larger than the input with a line that says what to set."""
+    if size > crop:
+        raise UserError(f"[occlusion] size ({size}) is larger than the model's "
+                        f"{crop} px input; use 0 (a quarter of it) or a smaller square")
+    return occluder_grid((crop, crop), size, stride)
+
+
+def occlude_images(model: nn.Module, images: Sequence, image_ids: Sequence[int], module: str,
+                   grid: OccluderGrid, batch_size: int, mean: Sequence[float],
+                   std: Sequence[float], on_batch: Callable[[int], object] | None = None
+                   ) -> dict[str, np.ndarray]:
+    """The arrays of ``occlusion.zarr`` (see the module doc) for ``image_ids`` of ``images``
+    (normalised with ``mean`` and ``std``), tracking layer ``module``; ``on_batch(positions)``
+    after each batch of occluded copies."""
+    from pipeline.experiments.occlusion import occlude
+    from pipeline.interp import Projector, clip_box, receptive_fields
+
+    field = receptive_fields(model, grid.image_hw)[module]
+    projector = Projector(model, method="deconvnet", batch_size=1)
+    mean = np.asarray(mean, np.float32)[:, None, None]
+    std = np.asarray(std, np.float32)[:, None, None]
+
+    n, (rows, columns) = len(image_ids), grid.shape
+    arrays = {
+        "image_id": np.asarray(image_ids, np.int32).reshape(n),
+        "label": np.zeros(n, np.int32),
+        "images": np.zeros((n, *grid.image_hw, 3), np.uint8),
+        "unit": np.zeros(n, np.int32), "position": np.zeros((n, 2), np.int32),
+        "box": np.zeros((n, 4), np.int32), "clean": np.zeros((n, len(CLEAN_COLUMNS)), np.float32),
+        "total": np.zeros((n, rows, columns), np.float32),
+        "prob_true": np.zeros((n, rows, columns), np.float32),
+        "predicted": np.zeros((n, rows, columns), np.int32),
+        "predicted_prob": np.zeros((n, rows, columns), np.float32),
+        "projection": np.zeros((n, *grid.image_hw, 3), np.float16),
+        "projection_scale": np.zeros(n, np.float32),
+    }
+    for i, image_id in enumerate(image_ids):
+        image, image_label = images[image_id][:2]
+        result = occlude(model, image, int(image_label), module, grid, batch_size,
+                         projector, on_batch=on_batch)
+        pixels = np.clip(image.numpy() * std + mean, 0, 1)
+        arrays["images"][i] = np.rint(pixels * 255).astype(np.uint8).transpose(1, 2, 0)
+        arrays["label"][i] = int(image_label)
+        arrays["unit"][i], arrays["position"][i] = result.unit, result.position
+        arrays["box"][i] = clip_box(field.box(*result.position), grid.image_hw)[0]
+        arrays["clean"][i] = (result.clean_peak, result.clean_total, result.clean_prob,
+                              result.clean_predicted, result.clean_predicted_prob)
+        for name in ("total", "prob_true", "predicted", "predicted_prob"):
+            arrays[name][i] = getattr(result, name)
+        projection = np.nan_to_num(result.projection, nan=0.0, posinf=0.0, neginf=0.0)
+        peak = float(np.abs(projection).max())
+        if peak > 0:
+            arrays["projection"][i] = projection / peak
+            arrays["projection_scale"][i] = peak
+    return arrays
+
+
+def write_occlusion_store(path: Path, arrays: dict[str, np.ndarray], label: str, module: str,
+                          grid: OccluderGrid, image_ids: Sequence[int], device: str) -> None:
+    """Write ``occlusion.zarr`` at ``path``: ``arrays`` (from :func:`occlude_images`) and the
+    root attributes that say what they are."""
+    import zarr
+
+    from pipeline.atomic import zarr_writes_settled
+
+    rows, columns = grid.shape
+    with zarr_writes_settled():
+        store = zarr.open_group(path, mode="w")
+        store.attrs.update({"layer": label, "module": module, "size": grid.size,
+                            "stride": grid.stride, "image_size": list(grid.image_hw),
+                            "grid": [rows, columns], "image_ids": [int(i) for i in image_ids],
+                            "clean_columns": list(CLEAN_COLUMNS), "device": device})
+        for name, values in arrays.items():
+            store.create_array(name, shape=values.shape, dtype=values.dtype)[...] = values

@@ -1,0 +1,96 @@
+"""The deconv stage's work: decode the top images once, then fill ``projections.zarr``.
+
+The store's layout, and why it is written a block of units at a time, is described in
+:mod:`pipeline.interp.projection_store`. Each distinct top image is decoded once per run, in
+parallel (``num_workers``), into the staged store's scratch folder
+(:mod:`pipeline.data.decoded`). The staged store survives a kill: a rerun into the same folder
+continues after the last block written, and skips decoding when it had finished.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from pipeline.errors import UserError
+from pipeline.progress import progress_bar
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from pipeline.data.decoded import DecodedImages
+    from pipeline.data.images import ImageDataset
+    from pipeline.interp.projection_meta import ProjectionPlan
+    from pipeline.interp.projection_store import LayerPlan
+
+
+def write_projections(staged: Path, model: nn.Module, layers: Sequence[LayerPlan],
+                      plan: ProjectionPlan, topk: pd.DataFrame, pixels: ImageDataset,
+                      image_paths: Sequence[str],
+                      normalise: Callable[[torch.Tensor], torch.Tensor],
+                      batch_size: int, num_workers: int, device: str) -> None:
+    """Create (or continue) the store at ``staged`` and project every ``topk`` row of
+    ``layers`` with each of the plan's methods, ``batch_size`` requests at a time; ``pixels``
+    gives the images as the network's uint8 crops (decoded by ``num_workers`` processes) and
+    ``image_paths`` their files (for the messages about those that cannot be read now)."""
+    from pipeline.data.decoded import DecodedImages
+    from pipeline.interp.projection_store import (
+        DECODED,
+        BlockProjector,
+        create_store,
+        finish_store,
+    )
+
+    create_store(staged, layers, plan, device)
+    _say_resumed(staged, layers, batch_size)
+    ids = np.unique(topk["image_id"].to_numpy())
+    bar = progress_bar("decode top images", total=len(ids), unit="img")
+    decoded = DecodedImages.build(staged / DECODED, ids, pixels, plan.image_size,
+                                  num_workers, bar.update)
+    bar.close()
+    if decoded.reused:
+        print(f"[deconv] reusing the {len(ids)} top images a killed run had decoded")
+    _check_readable(decoded, image_paths, len(ids))
+    job = BlockProjector(model, plan.methods, decoded, normalise, plan.top_k,
+                         batch_size)
+    bar = progress_bar("deconv", total=len(topk) * len(plan.methods), unit="proj")
+    for layer in layers:
+        job.layer(staged, layer, topk[topk["layer"] == layer.label], bar.update)
+    bar.close()
+    finish_store(staged)
+
+
+def _say_resumed(staged: Path, layers: Sequence[LayerPlan], batch_size: int) -> None:
+    """Say how much a killed run had projected, and whether it batched differently."""
+    from pipeline.interp.projection_store import batch_sizes_written, units_written
+
+    resumed = sum(units_written(staged, layer.label) for layer in layers)
+    if not resumed:
+        return
+    total = sum(layer.channels for layer in layers)
+    print(f"[deconv] resuming: {resumed} of {total} units already projected")
+    earlier = batch_sizes_written(staged) - {batch_size}
+    if earlier:
+        print(f"[deconv] those were projected with batch_size {sorted(earlier)[0]}, the rest "
+              f"with {batch_size}: equal up to rounding in the last bits, not bitwise")
+
+
+def _check_readable(decoded: DecodedImages, image_paths: Sequence[str], n_images: int) -> None:
+    """Top images that cannot be read now were read by the activations stage: the data changed
+    under the run. A few are shown as missing (and said here); none at all is an error."""
+    unreadable = decoded.unreadable()
+    if not unreadable:
+        return
+    image_id, reason = unreadable[0]
+    where = f"{image_paths[image_id]} ({reason})"
+    if len(unreadable) == n_images:
+        raise UserError(f"none of the {n_images} top images can be read now, e.g. {where}; "
+                        "the data folder changed since the activations stage read it: restore "
+                        "it, or run `run all --force` to analyse the folder as it is now")
+    print(f"[deconv] warning: {len(unreadable)} of {n_images} top images cannot be read now, "
+          f"e.g. {where}; they are left blank: restore them and run `run deconv` again")
