@@ -47,6 +47,7 @@ PROJECT = textwrap.dedent("""
         layer_plans,
     )
     from pipeline.ranking import read_rank_meta
+    from pipeline.labelled import ImageCoords
     from pipeline.layout import RunLayout
     from pipeline.models.preprocessing import preprocessing
     from pipeline.models.analysed import analysed_model, analysed_pixels
@@ -64,9 +65,10 @@ PROJECT = textwrap.dedent("""
     rows = topk[(topk["layer"] == label) & (topk["unit"] < units)]
     out = Path(out)
     top_k = read_rank_meta(layout.topk).top_k
-    create_store(out, [layer], ProjectionPlan(tuple(workflow.deconv.methods), top_k, prep.crop,
-                                              (label,)), str(device))
     manifest = pd.read_parquet(layout.manifest)
+    create_store(out, [layer], ProjectionPlan(tuple(workflow.deconv.methods), top_k, prep.crop,
+                                              (label,)), str(device), rows,
+                 ImageCoords.of_run(manifest, pd.read_parquet(layout.classes)))
     images = analysed_pixels(workflow, layout, manifest)
     start = time.perf_counter()
     decoded = DecodedImages.build(out / "decoded", rows["image_id"].to_numpy(), images,

@@ -246,9 +246,9 @@ def stage_work(stage: str, run: Path, images: int) -> tuple[float, str] | None:
         methods = len(zarr.open_group(run / "projections.zarr", mode="r").attrs["methods"])
         return len(pd.read_parquet(run / "topk.parquet")) * methods, "projections"
     if stage == "occlusion":
-        attrs = zarr.open_group(run / "occlusion.zarr", mode="r").attrs
-        rows, columns = attrs["grid"]
-        return len(attrs["image_ids"]) * rows * columns, "occluded images"
+        store = zarr.open_group(run / "occlusion.zarr", mode="r")
+        rows, columns = store.attrs["grid"]
+        return store["image"].shape[0] * rows * columns, "occluded images"
     if stage == "invariance":
         return len(pd.read_parquet(run / "invariance.parquet")), "transformed images"
     if stage == "render":

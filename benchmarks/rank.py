@@ -39,10 +39,11 @@ CLASSES = 1000
 def generate(path: Path, n_images: int, seed: int = 0) -> None:
     """Write the largest store: every layer's ``max`` and the labels (argmax stays fill)."""
     from pipeline.inference.store import LayerMeta, create_store
+    from pipeline.labelled import ImageCoords
 
     meta = [LayerMeta(label, label, channels, 13, 13, (99, 99))
             for label, channels in LAYERS.items()]
-    store = create_store(path, n_images, CHUNK, meta, top=5)
+    store = create_store(path, ImageCoords.numbered(n_images), CHUNK, meta, top=5)
     rng = np.random.default_rng(seed)
     rows = 32 * CHUNK
     for start in range(0, n_images, rows):
@@ -66,10 +67,11 @@ def linked_store(big: Path, path: Path, n_images: int) -> None:
     import zarr
 
     from pipeline.inference.store import LayerMeta, create_store
+    from pipeline.labelled import ImageCoords
 
     meta = [LayerMeta.from_attrs(zarr.open_group(big, mode="r")[label].attrs)
             for label in LAYERS]
-    create_store(path, n_images, CHUNK, meta, top=5)
+    create_store(path, ImageCoords.numbered(n_images), CHUNK, meta, top=5)
     chunks = -(-n_images // CHUNK)
     for key in [f"{label}/max" for label in LAYERS] + ["label"]:
         for chunk in range(chunks):

@@ -337,6 +337,7 @@ def generate(base: Path, n_images: int, seed: int = 0) -> Path:
     from pipeline.atomic import write_json
     from pipeline.data.classes import imagenet_names, imagenet_wnids
     from pipeline.inference.store import LayerMeta, create_store
+    from pipeline.labelled import ImageCoords
 
     torch.set_num_threads(1)  # generation is not measured; leave the other core alone
     rng = np.random.default_rng(seed)
@@ -364,7 +365,8 @@ def generate(base: Path, n_images: int, seed: int = 0) -> Path:
 
     meta = [LayerMeta(label, module, channels, side, side, (rf[0], rf[0]))
             for label, module, channels, side, rf in LAYERS]
-    store = create_store(run / "activations.zarr", n_images, CHUNK, meta, top=5)
+    store = create_store(run / "activations.zarr", ImageCoords.numbered(n_images), CHUNK, meta,
+                         top=5)
     pred = rng.integers(0, CLASSES, (n_images, 5), dtype=np.int32)
     hit = rng.random(n_images)
     pred[hit < 0.57, 0] = labels[hit < 0.57]  # about AlexNet's top-1 and top-5

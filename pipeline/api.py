@@ -5,6 +5,7 @@
     >>> run.units.sort_values("class_entropy").head()      # the most class-selective units
     >>> run.top_images("conv5", 3)                         # unit conv5/3's top images
     >>> run.activations("conv5").mean(axis=0).compute()    # a dask array [N, C]
+    >>> run.to_xarray("conv5")["max"].groupby("class_name").mean()   # labelled (xarray)
 
 Tables are pandas DataFrames read from the run's parquet files (read once, then cached);
 activations are dask arrays over the zarr store, so nothing is loaded until computed.
@@ -24,6 +25,10 @@ from pipeline.layout import RunLayout
 
 if TYPE_CHECKING:
     import dask.array as da
+    import xarray as xr
+
+#: The run's zarr stores (RunLayout properties) that `Run.to_xarray` opens.
+_ZARR_STORES = ("activations", "projections", "evolution", "occlusion")
 
 
 def open_run(workflow: str | Path = "workflows/demo.toml", base: str | Path | None = None) -> Run:
@@ -132,6 +137,31 @@ class Run:
         names = self.classes.set_index("label")["name"]
         rows = rows.merge(self.manifest[["image_id", "path", "label"]], on="image_id")
         return rows.assign(class_name=rows["label"].map(names)).reset_index(drop=True)
+
+    def to_xarray(self, layer: str | None = None, store: str = "activations") -> xr.Dataset:
+        """``layer``'s group of a zarr store (default the activations; also "projections",
+        "evolution", "occlusion"; no layer: the store's root) as an xarray Dataset: named
+        dimensions, coordinates (image ids, paths, labels, class names; units, ranks, ...),
+        data as lazy dask arrays and the coordinates in memory, so ``groupby("class_name")``
+        works at once. Needs xarray (``pip install -e ".[xarray]"``)."""
+        try:
+            import xarray as xr
+        except ImportError:
+            raise UserError('to_xarray needs xarray: pip install -e ".[xarray]" (or pip '
+                            'install xarray)') from None
+        import zarr
+
+        if store not in _ZARR_STORES:
+            raise UserError(f"store {store!r}: choose one of {', '.join(_ZARR_STORES)}")
+        path = self._written(store)
+        root = zarr.open_group(str(path), mode="r")
+        if layer is not None and not isinstance(root.get(layer), zarr.Group):
+            groups = sorted(name for name, _ in root.groups())
+            raise UserError(f"{path}: no layer {layer!r}; layers: {', '.join(groups) or 'none'}"
+                            " (no layer: the store's root)")
+        dataset = xr.open_zarr(path, group=layer, consolidated=False)
+        return dataset.assign_coords({name: dataset[name].load()
+                                      for name in dataset.coords})
 
     def _store(self):
         import zarr

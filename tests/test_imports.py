@@ -26,7 +26,7 @@ PACKAGE = Path(pipeline.__file__).parent
 LAYERS = (
     ("pipeline", "pipeline.errors", "pipeline.atomic", "pipeline.locks", "pipeline.config",
      "pipeline.config_checks", "pipeline.layout", "pipeline.device", "pipeline.progress",
-     "pipeline.metadata", "pipeline.workflow_view"),
+     "pipeline.metadata", "pipeline.workflow_view", "pipeline.labelled"),
     ("pipeline.data", "pipeline.models", "pipeline.interp", "pipeline.inference",
      "pipeline.ranking", "pipeline.experiments", "pipeline.atlas", "pipeline.cluster"),
     ("pipeline.stages", "pipeline.preflight", "pipeline.stamps"),

@@ -100,10 +100,10 @@ def occlusion_pages(store_path: Path, context: AtlasContext, tables: RunTables,
     store = zarr.open_group(store_path, mode="r")
     attrs = dict(store.attrs)
     arrays = {name: np.asarray(store[name][...]) for name in
-              ("image_id", "label", "images", "unit", "position", "box", "clean", "total",
+              ("image", "label", "images", "unit", "position", "box", "clean", "total",
                "prob_true", "predicted", "predicted_prob", "projection")}
     entries = [_write_image(i, arrays, attrs, tables, Path(out_dir))
-               for i in range(len(arrays["image_id"]))]
+               for i in range(len(arrays["image"]))]
     geometry = {"size": int(attrs["size"]), "stride": int(attrs["stride"]),
                 "grid": tuple(attrs["grid"]), "layer": str(attrs["layer"])}
     for i, entry in enumerate(entries):
@@ -134,7 +134,7 @@ def occlusion_pages(store_path: Path, context: AtlasContext, tables: RunTables,
 def _write_image(i: int, arrays: dict, attrs: dict, tables: RunTables,
                  out_dir: Path) -> OcclusionImage:
     """Write the pictures of occluded image ``i``; describe its page."""
-    image_id, label = int(arrays["image_id"][i]), int(arrays["label"][i])
+    image_id, label = int(arrays["image"][i]), int(arrays["label"][i])
     folder = f"{OCCLUSION_DIR}/{image_id}"
     height, width = (int(v) for v in attrs["image_size"])
     rows, columns = (int(v) for v in attrs["grid"])

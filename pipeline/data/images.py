@@ -155,6 +155,26 @@ def scan_image_folder(root: Path, warnings: list[DataWarning] | None = None,
     return frame, classes
 
 
+# Pillow's modes of more than 8 bits per channel, and the value that is full scale in each: a
+# 16-bit PNG or TIFF opens as "I;16" (grey; "I" in older Pillow), 32-bit integers as "I", floats
+# as "F" (taken to be 0..1). Pillow's own convert("RGB") clips these at 255, which shows a
+# 0..65535 ramp as almost all white. (16-bit RGB PNGs Pillow already scales to "RGB".)
+_FULL_SCALE = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "F": 1.0}
+
+
+def as_rgb(img: Image.Image) -> Image.Image:
+    """``img`` as 8-bit RGB. More than 8 bits per channel is scaled to 8 (v * 255 / full scale,
+    rounded), not clipped; "I" images count as 16-bit unless a value exceeds 65535 (then
+    32-bit). Greyscale, palette, alpha (dropped, not composited) and CMYK keep Pillow's
+    conversion."""
+    if img.mode not in _FULL_SCALE and img.mode != "I":
+        return img.convert("RGB")
+    values = np.asarray(img, dtype=np.float64)
+    full = _FULL_SCALE.get(img.mode) or (65535 if values.max(initial=0) <= 65535 else 2**32 - 1)
+    grey = np.clip(np.rint(values * (255 / full)), 0, 255).astype(np.uint8)
+    return Image.fromarray(grey, "L").convert("RGB")
+
+
 class ImageDataset(Dataset):
     """Images at ``root / paths[i]`` with ``labels[i]``; item ``i`` is ``(tensor, label, i)``.
 
@@ -179,7 +199,7 @@ class ImageDataset(Dataset):
         path = self.root / self.paths[i]
         try:
             with Image.open(path) as img:
-                return img.convert("RGB")
+                return as_rgb(img)
         except (OSError, ValueError) as exc:
             if isinstance(exc, FileNotFoundError) and path.is_symlink():
                 # "No such file" about an entry that `ls` shows would mislead: name the link

@@ -20,6 +20,10 @@ how many images were searched) holds per layer group (attrs ``module``, ``tile``
   value (the projection is ``projections * projection_scale``; zero for a silent unit);
 - ``patches`` uint8 ``[S, C, h, w, 3]``: the same box of the preprocessed image (mid-grey
   outside the image and for a silent unit).
+
+Their zarr ``dimension_names`` are ``snapshot``, ``unit``, ``tile_y``, ``tile_x``, ``channel``;
+each group holds the coordinates (:mod:`pipeline.labelled`): ``snapshot`` (the labels), ``unit`` and
+``channel``.
 """
 
 from __future__ import annotations
@@ -216,7 +220,8 @@ def write_evolution(path: Path, snapshots: Sequence[tuple[str, Callable[[], nn.M
                         "layers": [layer.label for layer in layers], "image_size": size,
                         "n_images": len(ids)})
     for layer in layers:
-        _create_layer(store, layer, len(snapshots), tiles[layer.label], fields[layer.module])
+        _create_layer(store, layer, [label for label, _ in snapshots], tiles[layer.label],
+                      fields[layer.module])
     live = sum(int(found[layer.label].live.sum()) for found in maxima for layer in layers)
     bar = progress_bar("evolution projections", total=live, unit="proj")
     for s, model in enumerate(models):
@@ -242,14 +247,20 @@ def _counted(batches: Iterator[tuple[Tensor, Tensor]], bar, models: int
         bar.update(len(ids) * models)
 
 
-def _create_layer(store, layer: EvolutionLayer, snapshots: int, tile: tuple[int, int],
-                  field) -> None:
+def _create_layer(store, layer: EvolutionLayer, snapshots: Sequence[str],
+                  tile: tuple[int, int], field) -> None:
+    from pipeline.labelled import CHANNELS, labelled_array, write_coordinate, write_range
+
     group = store.create_group(layer.label)
     group.attrs.update({"module": layer.module, "tile": list(tile),
                         "receptive_field": list(field.size)})
-    s, c = snapshots, layer.channels
+    s, c = len(snapshots), layer.channels
+    write_coordinate(group, "snapshot", np.asarray(snapshots, dtype=str))
+    write_range(group, "unit", c)
+    write_coordinate(group, "channel", np.asarray(CHANNELS, dtype=str))
     # One chunk per snapshot (and up to 32 units) of the pictures: the atlas reads a layer's
     # snapshot at a time; the small arrays are one chunk each.
+    pictures = ("snapshot", "unit", "tile_y", "tile_x", "channel")  # y, x: arrays here
     for name, shape, dtype, fill in (("value", (s, c), np.float32, 0),
                                      ("image_id", (s, c), np.int64, -1),
                                      ("y", (s, c), np.int32, -1), ("x", (s, c), np.int32, -1),
@@ -257,4 +268,5 @@ def _create_layer(store, layer: EvolutionLayer, snapshots: int, tile: tuple[int,
                                      ("projections", (s, c, *tile, 3), np.float16, 0),
                                      ("patches", (s, c, *tile, 3), np.uint8, GREY)):
         chunks = shape if len(shape) == 2 else (1, min(c, 32), *tile, 3)
-        group.create_array(name, shape=shape, dtype=dtype, chunks=chunks, fill_value=fill)
+        labelled_array(group, name, pictures[:len(shape)], shape, dtype, chunks=chunks,
+                       fill_value=fill)

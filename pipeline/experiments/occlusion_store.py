@@ -3,21 +3,24 @@
 ``occlusion.zarr`` holds everything the atlas's occlusion pages draw, so rendering needs neither
 the model nor the images. Root attributes: ``layer`` (label) and ``module`` of the tracked
 layer, ``size`` and ``stride`` of the square, ``image_size`` [H, W], ``grid`` [rows, columns]
-(see :mod:`pipeline.experiments.occlusion` for the geometry), ``image_ids`` (in the arrays'
-order) and ``device``. Arrays, first axis the occluded image (n):
+(see :mod:`pipeline.experiments.occlusion` for the geometry) and ``device``. Arrays, with
+their zarr ``dimension_names``, first the occluded image:
 
-- ``image_id``, ``label`` int32 ``[n]``; ``images`` uint8 ``[n, H, W, 3]``, the network's
-  input as pixels (preprocessed, before normalisation);
-- ``unit`` int32 ``[n]`` (the tracked channel), ``position`` int32 ``[n, 2]`` (y, x of its
-  peak in the layer's map), ``box`` int32 ``[n, 4]`` (that activation's receptive field in
-  input pixels: top, left, bottom, right, clipped to the image);
-- ``clean`` float32 ``[n, 5]``, unoccluded: the peak activation, the tracked map's total,
-  P(true class), the most probable class, its probability (``CLEAN_COLUMNS``);
+- ``images`` uint8 ``[image, y, x, channel]``, the network's input as pixels (preprocessed,
+  before normalisation);
+- ``unit`` int32 ``[image]`` (the tracked channel), ``position`` int32 ``[image, yx]`` (y, x
+  of its peak in the layer's map), ``box`` int32 ``[image, side]`` (that activation's receptive
+  field in input pixels: top, left, bottom, right, clipped to the image);
+- ``clean`` float32 ``[image, measure]``, unoccluded: the peak activation, the tracked map's
+  total, P(true class), the most probable class, its probability (``CLEAN_COLUMNS``);
 - ``total``, ``prob_true``, ``predicted_prob`` float32 and ``predicted`` int32
-  ``[n, rows, columns]``: figure panels (b), (d), (e) with the square at each cell;
-- ``projection`` float16 ``[n, H, W, 3]``, panel (c): the deconvnet projection of the tracked
-  peak on the whole image divided by its own largest absolute value (as the deconv stage
-  stores projections), and ``projection_scale`` float32 ``[n]``, that value.
+  ``[image, row, column]``: figure panels (b), (d), (e) with the square at each cell;
+- ``projection`` float16 ``[image, y, x, channel]``, panel (c): the deconvnet projection of the
+  tracked peak on the whole image divided by its own largest absolute value (as the deconv
+  stage stores projections), and ``projection_scale`` float32 ``[image]``, that value.
+
+and the coordinates (:mod:`pipeline.labelled`): ``image`` (the ids, in the arrays' order),
+``path``, ``label`` and ``class_name`` per image, ``yx``, ``side``, ``measure`` and ``channel``.
 """
 
 from __future__ import annotations
@@ -30,11 +33,26 @@ import numpy as np
 
 from pipeline.errors import UserError
 from pipeline.experiments.occlusion import OccluderGrid, occluder_grid
+from pipeline.labelled import (
+    BOX_SIDES,
+    CHANNELS,
+    IMAGE_COORDS,
+    ImageCoords,
+    labelled_array,
+    write_coordinate,
+    write_image_coordinates,
+)
 
 if TYPE_CHECKING:
     from torch import nn
 
 CLEAN_COLUMNS = ("peak", "total", "prob_true", "predicted", "predicted_prob")
+# each data array's dimension names (the image's id and label are coordinates)
+_DIMS = {"images": ("image", "y", "x", "channel"), "unit": ("image",),
+         "position": ("image", "yx"), "box": ("image", "side"), "clean": ("image", "measure"),
+         "total": ("image", "row", "column"), "prob_true": ("image", "row", "column"),
+         "predicted": ("image", "row", "column"), "predicted_prob": ("image", "row", "column"),
+         "projection": ("image", "y", "x", "channel"), "projection_scale": ("image",)}
 
 
 def tracked_layer(labels: list[str], wanted: str, module_of) -> tuple[str, str]:
@@ -108,19 +126,27 @@ def occlude_images(model: nn.Module, images: Sequence, image_ids: Sequence[int],
 
 
 def write_occlusion_store(path: Path, arrays: dict[str, np.ndarray], label: str, module: str,
-                          grid: OccluderGrid, image_ids: Sequence[int], device: str) -> None:
-    """Write ``occlusion.zarr`` at ``path``: ``arrays`` (from :func:`occlude_images`) and the
-    root attributes that say what they are."""
+                          grid: OccluderGrid, images: ImageCoords, device: str) -> None:
+    """Write ``occlusion.zarr`` at ``path``: ``arrays`` (from :func:`occlude_images`) of the
+    occluded ``images`` (their ids and labels become the coordinates), and the root attributes
+    that say what they are."""
     import zarr
 
     from pipeline.atomic import zarr_writes_settled
 
+    if not np.array_equal(arrays["image_id"], images.ids):
+        raise ValueError("occlusion arrays and image coordinates are of different images")
     rows, columns = grid.shape
     with zarr_writes_settled():
         store = zarr.open_group(path, mode="w")
         store.attrs.update({"layer": label, "module": module, "size": grid.size,
                             "stride": grid.stride, "image_size": list(grid.image_hw),
-                            "grid": [rows, columns], "image_ids": [int(i) for i in image_ids],
-                            "clean_columns": list(CLEAN_COLUMNS), "device": device})
-        for name, values in arrays.items():
-            store.create_array(name, shape=values.shape, dtype=values.dtype)[...] = values
+                            "grid": [rows, columns], "device": device})
+        write_image_coordinates(store, images)
+        for name, values in (("yx", ("y", "x")), ("side", BOX_SIDES),
+                             ("measure", CLEAN_COLUMNS), ("channel", CHANNELS)):
+            write_coordinate(store, name, np.asarray(values, dtype=str))
+        for name, dims in _DIMS.items():
+            values = arrays[name]
+            labelled_array(store, name, dims, values.shape, values.dtype,
+                           IMAGE_COORDS)[...] = values

@@ -53,8 +53,8 @@ def chunk_batches(plan: ChunkPlan, batch_size: int) -> list[list[int]]:
     return batches
 
 
-def fill_chunks(model: nn.Module, images: TolerantImages, labels: np.ndarray, store: zarr.Group,
-                store_path: Path, plan: ChunkPlan, spec: ActivationsConfig,
+def fill_chunks(model: nn.Module, images: TolerantImages, store: zarr.Group, store_path: Path,
+                plan: ChunkPlan, spec: ActivationsConfig,
                 device: torch.device, still_current: Callable[[], bool] | None = None) -> None:
     """Compute and write every chunk in ``plan`` (each marked done after its arrays); with
     ``still_current``, stop before writing a chunk once it returns False."""
@@ -97,7 +97,6 @@ def fill_chunks(model: nn.Module, images: TolerantImages, labels: np.ndarray, st
             if last + 1 == min((chunk + 1) * plan.chunk_size, plan.n_images):
                 start = chunk * plan.chunk_size
                 arrays = {key: torch.cat(parts).cpu().numpy() for key, parts in buffer.items()}
-                arrays["label"] = labels[start:last + 1]
                 while len(pending) >= MAX_PENDING_WRITES:
                     pending.popleft().result()
                 pending.append(writer.submit(_write, store, store_path, chunk, start, arrays,

@@ -15,7 +15,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import zarr
 from torch import nn
@@ -77,8 +76,7 @@ def fill_share(workflow: Workflow, layout: RunLayout, store_path: Path, chunks: 
         images = TolerantImages(analysed_images(workflow, layout, manifest), (3, size, size))
         marker = store_path.parent / f"{store_path.name}.key"
         with zarr_writes_settled():  # also on a dask worker, which lives on after the task
-            fill_chunks(model, images, manifest["label"].to_numpy(np.int32), store, store_path,
-                        plan, spec, device,
+            fill_chunks(model, images, store, store_path, plan, spec, device,
                         still_current=None if stage_key is None
                         else lambda: read_json(marker) == stage_key)
     computed = sum(min(chunk_size, n_images - chunk * chunk_size) for chunk in chunks)

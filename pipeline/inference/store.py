@@ -2,12 +2,17 @@
 
 Layout (one group per analysed layer, named by its label)::
 
-    <label>/max     float32 [N, C]   per image and unit, the largest activation
-    <label>/argmax  int32   [N, C]   where it is, flattened y * width + x
-    <label>/mean    float32 [N, C]   the mean activation
-    pred            int32   [N, k]   top-k predicted classes (k = min(5, classes))
-    prob            float32 [N, k]   their softmax probabilities
-    label           int32   [N]      true class, in the model's class order
+    <label>/max     float32 [image, unit]  per image and unit, the largest activation
+    <label>/argmax  int32   [image, unit]  where it is, flattened y * width + x
+    <label>/mean    float32 [image, unit]  the mean activation
+    pred            int32   [image, top]   top-k predicted classes (k = min(5, classes))
+    prob            float32 [image, top]   their softmax probabilities
+
+The brackets are the arrays' zarr ``dimension_names``. The root and every layer group also hold
+the coordinates (:mod:`pipeline.labelled`): ``image`` (ids 0..N-1), ``path``, ``label`` (true
+class, in the model's class order) and ``class_name`` per image, ``unit`` per layer (0..C-1)
+and ``top`` (0..k-1), written when the store is created; ``xarray.open_zarr(path,
+group=label)`` reads a layer as a labelled Dataset.
 
 A skipped (unreadable) image has NaN summaries, argmax and pred -1. A chunk is done when its
 marker ``done/NNNNNN.json`` exists; the marker is written after the chunk's arrays and lists the
@@ -31,6 +36,13 @@ import numpy as np
 import zarr
 
 from pipeline.atomic import read_json, remove, write_json
+from pipeline.labelled import (
+    IMAGE_COORDS,
+    ImageCoords,
+    labelled_array,
+    write_image_coordinates,
+    write_range,
+)
 from pipeline.locks import file_lock
 from pipeline.metadata import Metadata
 
@@ -84,10 +96,12 @@ def creation_lock(final: Path) -> Iterator[None]:
         yield
 
 
-def create_store(path: Path, n_images: int, chunk_size: int, layers: Sequence[LayerMeta],
+def create_store(path: Path, images: ImageCoords, chunk_size: int, layers: Sequence[LayerMeta],
                  top: int) -> zarr.Group:
-    """Create every array up front, or open the store a killed run or another shard created.
-    Call under :func:`creation_lock` when shards may run at once."""
+    """Create every array up front, with the coordinates of ``images`` (the whole manifest), or
+    open the store a killed run or another shard created. Call under :func:`creation_lock` when
+    shards may run at once."""
+    n_images = len(images.ids)
     meta = StoreMeta(tuple(layer.label for layer in layers), chunk_size, n_images)
     if (path / "zarr.json").exists():
         existing = zarr.open_group(path, mode="r+")
@@ -102,16 +116,18 @@ def create_store(path: Path, n_images: int, chunk_size: int, layers: Sequence[La
     for layer in layers:
         group = root.create_group(layer.label)
         group.attrs.update(layer.to_attrs())
+        write_image_coordinates(group, images)
+        write_range(group, "unit", layer.channels)
         for summary in SUMMARIES:
-            group.create_array(summary, shape=(n_images, layer.channels),
-                               chunks=(chunk_size, layer.channels),
-                               dtype=DTYPES[summary], fill_value=0)
-    root.create_array("pred", shape=(n_images, top), chunks=(chunk_size, top),
-                      dtype="int32", fill_value=-1)
-    root.create_array("prob", shape=(n_images, top), chunks=(chunk_size, top),
-                      dtype="float32", fill_value=0)
-    root.create_array("label", shape=(n_images,), chunks=(chunk_size,), dtype="int32",
-                      fill_value=-1)
+            labelled_array(group, summary, ("image", "unit"), (n_images, layer.channels),
+                           DTYPES[summary], IMAGE_COORDS, chunks=(chunk_size, layer.channels),
+                           fill_value=0)
+    write_image_coordinates(root, images)
+    write_range(root, "top", top)
+    labelled_array(root, "pred", ("image", "top"), (n_images, top), "int32", IMAGE_COORDS,
+                   chunks=(chunk_size, top), fill_value=-1)
+    labelled_array(root, "prob", ("image", "top"), (n_images, top), "float32", IMAGE_COORDS,
+                   chunks=(chunk_size, top), fill_value=0)
     root.attrs.update(meta.to_attrs())
     return root
 

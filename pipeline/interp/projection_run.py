@@ -27,17 +27,18 @@ if TYPE_CHECKING:
     from pipeline.data.images import ImageDataset
     from pipeline.interp.projection_meta import ProjectionPlan
     from pipeline.interp.projection_store import LayerPlan
+    from pipeline.labelled import ImageCoords
 
 
 def write_projections(staged: Path, model: nn.Module, layers: Sequence[LayerPlan],
                       plan: ProjectionPlan, topk: pd.DataFrame, pixels: ImageDataset,
-                      image_paths: Sequence[str],
+                      images: ImageCoords,
                       normalise: Callable[[torch.Tensor], torch.Tensor],
                       batch_size: int, num_workers: int, device: str) -> None:
     """Create (or continue) the store at ``staged`` and project every ``topk`` row of
     ``layers`` with each of the plan's methods, ``batch_size`` requests at a time; ``pixels``
     gives the images as the network's uint8 crops (decoded by ``num_workers`` processes) and
-    ``image_paths`` their files (for the messages about those that cannot be read now)."""
+    ``images`` who they are (the coordinates, and the files named when one cannot be read now)."""
     from pipeline.data.decoded import DecodedImages
     from pipeline.interp.projection_store import (
         DECODED,
@@ -46,7 +47,7 @@ def write_projections(staged: Path, model: nn.Module, layers: Sequence[LayerPlan
         finish_store,
     )
 
-    create_store(staged, layers, plan, device)
+    create_store(staged, layers, plan, device, topk, images)
     _say_resumed(staged, layers, batch_size)
     ids = np.unique(topk["image_id"].to_numpy())
     bar = progress_bar("decode top images", total=len(ids), unit="img")
@@ -55,7 +56,7 @@ def write_projections(staged: Path, model: nn.Module, layers: Sequence[LayerPlan
     bar.close()
     if decoded.reused:
         print(f"[deconv] reusing the {len(ids)} top images a killed run had decoded")
-    _check_readable(decoded, image_paths, len(ids))
+    _check_readable(decoded, images.paths, len(ids))
     job = BlockProjector(model, plan.methods, decoded, normalise, plan.top_k,
                          batch_size)
     bar = progress_bar("deconv", total=len(topk) * len(plan.methods), unit="proj")

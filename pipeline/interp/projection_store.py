@@ -3,15 +3,21 @@
 The store keeps the engine's exact output, not display images, so the atlas's contrast and
 encoding can change without projecting again. Per layer group:
 
-- ``projections`` float16 ``[method, unit, rank, h, w, 3]``: each projection divided by its own
-  largest absolute value (so float16 neither underflows nor overflows, whatever the network's
-  scale), and ``projection_scale`` float32 ``[method, unit, rank]``, that value: the projection
-  is ``projections * projection_scale``; zero outside the image;
-- ``patches`` uint8 ``[unit, rank, h, w, 3]``, the same box of the preprocessed image;
-- ``boxes`` int32 ``[unit, rank, 4]`` (top, left, bottom, right; -1: no image);
-- ``thumbs`` uint8 ``[unit, rank, 64, 64, 3]``, the whole network input, small;
-- ``maps`` float32 ``[unit, rank, H, W]``, the unit's whole activation map in that image, and
-  the attribute ``map_extent``, the input area the map covers (see ``pipeline.interp.maps``).
+- ``projections`` float16 ``[method, unit, rank, tile_y, tile_x, channel]``: each projection
+  divided by its own largest absolute value (so float16 neither underflows nor overflows,
+  whatever the network's scale), and ``projection_scale`` float32 ``[method, unit, rank]``,
+  that value: the projection is ``projections * projection_scale``; zero outside the image;
+- ``patches`` uint8 ``[unit, rank, tile_y, tile_x, channel]``, the same box of the input;
+- ``boxes`` int32 ``[unit, rank, side]`` (top, left, bottom, right; -1: no image);
+- ``thumbs`` uint8 ``[unit, rank, thumb_y, thumb_x, channel]``, the whole network input, 64 px;
+- ``maps`` float32 ``[unit, rank, map_y, map_x]``, the unit's whole activation map in that
+  image, and the attribute ``map_extent``, the input area the map covers (see
+  ``pipeline.interp.maps``).
+
+The brackets are the arrays' zarr ``dimension_names``; the group holds their coordinates
+(:mod:`pipeline.labelled`): ``method`` (names), ``unit``, ``rank``, ``side`` and ``channel``, and
+per unit and rank the top image's ``image_id``, ``path``, ``label`` and ``class_name`` (-1 and
+empty where a unit has fewer top images), written when the store is created from rank's table.
 
 Attributes, each written and read through a record of :mod:`pipeline.interp.projection_meta`:
 each layer group's ``ProjectedLayer``, the root's ``ProjectionsMeta`` (methods, image size,
@@ -53,7 +59,17 @@ from pipeline.interp.maps import feature_maps, map_extent
 from pipeline.interp.projection_meta import ProjectedLayer, ProjectionPlan, ProjectionsMeta
 from pipeline.interp.projector import Projector
 from pipeline.interp.receptive_field import ReceptiveField, crop_tile
+from pipeline.labelled import (
+    BOX_SIDES,
+    CHANNELS,
+    ImageCoords,
+    labelled_array,
+    write_coordinate,
+    write_range,
+)
 
+#: the coordinates that say, per unit and rank, which image a picture is of
+TOP_IMAGE_COORDS = ("image_id", "path", "label", "class_name")
 PAD_GREY = 128  # patches are padded with the grey that marks zero in a shown projection
 THUMB = 64  # side of the whole-image thumbnails the atlas draws receptive-field boxes on
 BLOCK_BATCHES = 4  # a block holds about this many engine batches of projections
@@ -87,9 +103,10 @@ def block_units(top_k: int, batch_size: int) -> int:
 
 
 def create_store(path: Path, layers: Sequence[LayerPlan], plan: ProjectionPlan,
-                 device: str) -> zarr.Group:
+                 device: str, topk: pd.DataFrame, images: ImageCoords) -> zarr.Group:
     """Create every layer's arrays up front (unwritten chunks read as the fill values: grey
-    patches, boxes -1, zero projections), or open what a killed run of the same plan made."""
+    patches, boxes -1, zero projections) with their coordinates (``topk``: rank's table;
+    ``images``: the run's), or open what a killed run of the same plan made."""
     meta = ProjectionsMeta(plan.methods, plan.image_size, device)
     if (path / "zarr.json").exists():
         existing = zarr.open_group(path, mode="r+")
@@ -109,15 +126,20 @@ def create_store(path: Path, layers: Sequence[LayerPlan], plan: ProjectionPlan,
                                           tuple(methods),
                                           tuple(map_extent(layer.field, layer.map_hw))
                                           ).to_attrs())
-        for name, shape, dtype, fill in (
-                ("projections", (n, units, k, *tile, 3), "float16", 0),
-                ("projection_scale", (n, units, k), "float32", 0),
-                ("patches", (units, k, *tile, 3), "uint8", PAD_GREY),
-                ("boxes", (units, k, 4), "int32", -1),
-                ("thumbs", (units, k, THUMB, THUMB, 3), "uint8", PAD_GREY),
-                ("maps", (units, k, *layer.map_hw), "float32", 0)):
-            group.create_array(name, shape=shape, dtype=dtype, fill_value=fill,
-                               chunks=_unit_chunks(name, shape))
+        _write_coordinates(group, topk[topk["layer"] == layer.label], images, methods, units, k)
+        for name, dims, shape, dtype, fill in (
+                ("projections", ("method", "unit", "rank", "tile_y", "tile_x", "channel"),
+                 (n, units, k, *tile, 3), "float16", 0),
+                ("projection_scale", ("method", "unit", "rank"), (n, units, k), "float32", 0),
+                ("patches", ("unit", "rank", "tile_y", "tile_x", "channel"), (units, k, *tile, 3),
+                 "uint8", PAD_GREY),
+                ("boxes", ("unit", "rank", "side"), (units, k, 4), "int32", -1),
+                ("thumbs", ("unit", "rank", "thumb_y", "thumb_x", "channel"),
+                 (units, k, THUMB, THUMB, 3), "uint8", PAD_GREY),
+                ("maps", ("unit", "rank", "map_y", "map_x"), (units, k, *layer.map_hw),
+                 "float32", 0)):
+            labelled_array(group, name, dims, shape, dtype, TOP_IMAGE_COORDS, fill_value=fill,
+                           chunks=_unit_chunks(name, shape))
     root.attrs.update(meta.to_attrs())
     root.attrs["plan"] = plan.to_attrs()
     return root
@@ -139,6 +161,32 @@ def return_freed_memory() -> None:
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
+
+
+def _write_coordinates(group: zarr.Group, rows: pd.DataFrame, images: ImageCoords,
+                       methods: Sequence[str], units: int, k: int) -> None:
+    """The layer group's coordinates: its dimensions', and who each unit's top images are."""
+    write_coordinate(group, "method", np.asarray(methods, dtype=str))
+    write_range(group, "unit", units)
+    write_range(group, "rank", k)
+    write_coordinate(group, "side", np.asarray(BOX_SIDES, dtype=str))
+    write_coordinate(group, "channel", np.asarray(CHANNELS, dtype=str))
+    rows = rows[rows["unit"] < units]
+    ids = np.full((units, k), -1, np.int64)
+    ids[rows["unit"].to_numpy(), rows["rank"].to_numpy()] = rows["image_id"].to_numpy()
+    found = ids >= 0
+    columns = {"image_id": ids, "path": np.full((units, k), "", dtype=object),
+               "label": np.full((units, k), -1, np.int32),
+               "class_name": np.full((units, k), "", dtype=object)}
+    for name, values in (("path", images.paths), ("label", images.labels),
+                         ("class_name", images.class_names)):
+        columns[name][found] = values[ids[found]]
+    for name, values in columns.items():
+        text = values.dtype == object
+        array = group.create_array(name, shape=(units, k), dtype=str if text else values.dtype,
+                                   dimension_names=("unit", "rank"),
+                                   fill_value="" if text else -1)
+        array[...] = values.astype(str) if text else values
 
 
 def _unit_chunks(name: str, shape: tuple[int, ...]) -> tuple[int, ...]:

@@ -10,7 +10,9 @@ from pipeline.stages.context import StageContext
 from pipeline.stages.registry import register_stage
 
 
-@register_stage("activations", inputs=("prepare", "train"),
+# revision 2: dimension names and coordinates (pipeline.labelled); images of more than 8 bits
+# per channel scaled to 8, not clipped (pipeline.data.images)
+@register_stage("activations", inputs=("prepare", "train"), revision=2,
                 keys=("data.source", "data.root", "model", "activations"),
                 outputs=("activations", "skipped"),
                 loads_weights=True, reads_images=True,
@@ -40,6 +42,7 @@ def _fill_store(ctx: StageContext) -> bool:
         creation_lock,
         shard_chunks,
     )
+    from pipeline.labelled import ImageCoords
     from pipeline.models.preprocessing import preprocessing
 
     workflow, layout, spec = ctx.workflow, ctx.layout, ctx.workflow.activations
@@ -52,8 +55,9 @@ def _fill_store(ctx: StageContext) -> bool:
     n_chunks = chunk_count(len(manifest), spec.chunk_size)
     with creation_lock(layout.activations):  # the client creates every array before any write
         staged = ctx.output(layout.activations, resumable=True)
-        create_store(staged, len(manifest), spec.chunk_size, meta,
-                     top=min(5, len(pd.read_parquet(layout.classes))))
+        classes = pd.read_parquet(layout.classes)
+        create_store(staged, ImageCoords.of_run(manifest, classes), spec.chunk_size, meta,
+                     top=min(5, len(classes)))
     done = completed_chunks(staged)
     if done:
         print(f"[activations] resuming: {len(done)} of {n_chunks} chunks already written")

@@ -12,9 +12,10 @@ from pipeline.stages.context import StageContext
 from pipeline.stages.registry import register_stage
 
 
-# revision 2: projections.zarr's root no longer copies top_k (rank's metadata holds it)
+# revision 2: projections.zarr's root no longer copies top_k (rank's metadata holds it);
+# 3: dimension names and coordinates (pipeline.labelled)
 @register_stage("deconv", inputs=("prepare", "train", "activations", "rank"),
-                keys=("data.source", "data.root", "model", "deconv"), revision=2,
+                keys=("data.source", "data.root", "model", "deconv"), revision=3,
                 outputs=("projections",), loads_weights=True,
                 reads_images=True,
                 # the model is the trained one when the workflow trains (its inputs say which)
@@ -28,6 +29,7 @@ def deconv(ctx: StageContext) -> None:
     from pipeline.interp.projection_meta import ProjectionPlan
     from pipeline.interp.projection_run import write_projections
     from pipeline.interp.projection_store import layer_plans
+    from pipeline.labelled import ImageCoords
     from pipeline.models.analysed import analysed_model, analysed_pixels
     from pipeline.models.preprocessing import preprocessing
     from pipeline.ranking import read_rank_meta
@@ -45,5 +47,6 @@ def deconv(ctx: StageContext) -> None:
     with zarr_writes_settled():
         write_projections(ctx.output(layout.projections, resumable=True), model, layers, plan,
                           pd.read_parquet(layout.topk), analysed_pixels(workflow, layout, manifest),
-                          manifest["path"].tolist(), prep.normalise(), spec.batch_size,
+                          ImageCoords.of_run(manifest, pd.read_parquet(layout.classes)),
+                          prep.normalise(), spec.batch_size,
                           spec.num_workers, str(device))

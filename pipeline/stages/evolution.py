@@ -14,7 +14,8 @@ from pipeline.stages.context import StageContext
 from pipeline.stages.registry import register_stage
 
 
-@register_stage("evolution", inputs=("prepare", "train", "activations"),
+# revision 2: dimension names and coordinates (pipeline.labelled)
+@register_stage("evolution", inputs=("prepare", "train", "activations"), revision=2,
                 keys=("data.source", "data.root", "model", "evolution", "train.snapshot_epochs",
                       "activations.layers"),
                 outputs=("evolution",), reads_images=True,

@@ -13,7 +13,8 @@ from pipeline.stages.context import StageContext
 from pipeline.stages.registry import register_stage
 
 
-@register_stage("occlusion", inputs=("prepare", "train", "activations"),
+# revision 2: dimension names and coordinates (pipeline.labelled)
+@register_stage("occlusion", inputs=("prepare", "train", "activations"), revision=2,
                 keys=("data.source", "data.root", "model", "occlusion", "activations.layers"),
                 outputs=("occlusion",), loads_weights=True,
                 reads_images=True,
@@ -34,6 +35,7 @@ def occlusion(ctx: StageContext) -> None:
     )
     from pipeline.experiments.sampling import experiment_images
     from pipeline.inference.store import store_layers
+    from pipeline.labelled import ImageCoords
     from pipeline.models.preprocessing import preprocessing
     from pipeline.progress import progress_bar
 
@@ -53,7 +55,8 @@ def occlusion(ctx: StageContext) -> None:
     arrays = occlude_images(model, analysed_images(workflow, layout, manifest), image_ids,
                             module, grid, spec.batch_size, prep.mean, prep.std, bar.update)
     bar.close()
-    write_occlusion_store(ctx.output(layout.occlusion), arrays, label, module, grid, image_ids,
+    write_occlusion_store(ctx.output(layout.occlusion), arrays, label, module, grid,
+                          ImageCoords.of_run(manifest, pd.read_parquet(layout.classes), image_ids),
                           str(device))
     print(f"[occlusion] {len(image_ids)} images, a {grid.size} px square every {grid.stride} px "
           f"({rows} x {columns} positions), tracking {label}")

@@ -21,6 +21,7 @@ from pipeline.experiments.occlusion_store import (
     write_occlusion_store,
 )
 from pipeline.interp import Projector
+from pipeline.labelled import ImageCoords
 
 SIDE = 12
 MEAN, STD = (0.5, 0.4, 0.3), (0.25, 0.2, 0.1)
@@ -81,10 +82,16 @@ def test_each_row_is_that_images_occlusion_and_the_store_reads_back(tmp_path):
         top, left, bottom, right = arrays["box"][row]
         assert 0 <= top < bottom <= SIDE and 0 <= left < right <= SIDE
 
-    write_occlusion_store(tmp_path / "occlusion.zarr", arrays, "conv1", "conv", grid, [9, 7],
+    labels = [int(images[i][1]) for i in (9, 7)]
+    coords = ImageCoords(np.array([9, 7]), np.array(["a/9.png", "b/7.png"]),
+                         np.array(labels, np.int32), np.array(["a", "b"]))
+    write_occlusion_store(tmp_path / "occlusion.zarr", arrays, "conv1", "conv", grid, coords,
                           "cpu")
     store = zarr.open_group(tmp_path / "occlusion.zarr", mode="r")
-    assert store.attrs["grid"] == [3, 3] and store.attrs["image_ids"] == [9, 7]
-    assert store.attrs["layer"] == "conv1" and store.attrs["clean_columns"] == list(CLEAN_COLUMNS)
+    assert store.attrs["grid"] == [3, 3] and store.attrs["layer"] == "conv1"
+    assert list(store["measure"][...]) == list(CLEAN_COLUMNS)
+    assert list(store["path"][...]) == ["a/9.png", "b/7.png"]
     for name, values in arrays.items():
-        np.testing.assert_array_equal(store[name][...], values)
+        stored = "image" if name == "image_id" else name  # the ids are the image coordinate
+        np.testing.assert_array_equal(store[stored][...], values)
+        assert store[stored].metadata.dimension_names[0] == "image"

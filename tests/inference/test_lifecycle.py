@@ -18,6 +18,7 @@ from pipeline.inference.store import (
     mark_completed,
     write_chunk,
 )
+from pipeline.labelled import ImageCoords
 
 
 def test_the_store_records_the_named_layers_or_every_analysable_one():
@@ -38,7 +39,7 @@ def test_the_store_records_the_named_layers_or_every_analysable_one():
 def test_finishing_records_accuracy_over_readable_images_and_lists_the_skipped(tmp_path):
     model = nn.Sequential(OrderedDict([("conv", nn.Conv2d(3, 2, 3)), ("relu", nn.ReLU())]))
     staged = tmp_path / "activations.zarr"
-    create_store(staged, 4, 2, store_layer_metas(model, 8, ()), top=2)
+    create_store(staged, ImageCoords.numbered(4), 2, store_layer_metas(model, 8, ()), top=2)
     root = zarr.open_group(staged, mode="r+")
     # image 2 unreadable (pred -1); of the readable ones, 0 right at top-1, 1 at top-2 only
     write_chunk(root, 0, {"pred": np.array([[1, 0], [0, 1]], np.int32),
@@ -65,7 +66,7 @@ def test_finishing_records_accuracy_over_readable_images_and_lists_the_skipped(t
 def test_a_finishing_that_computed_nothing_keeps_the_device_already_recorded(tmp_path):
     model = nn.Sequential(OrderedDict([("conv", nn.Conv2d(3, 2, 3)), ("relu", nn.ReLU())]))
     staged = tmp_path / "activations.zarr"
-    create_store(staged, 2, 2, store_layer_metas(model, 8, ()), top=1)
+    create_store(staged, ImageCoords.numbered(2), 2, store_layer_metas(model, 8, ()), top=1)
     zarr.open_group(staged, mode="r+").attrs["device"] = "cuda, mps"
     finished = finish_activations(staged, [], "cpu", np.array(["a", "b"], dtype=object),
                                   lambda: tmp_path / "skipped.parquet")

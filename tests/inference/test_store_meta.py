@@ -10,6 +10,7 @@ from pipeline.inference.store import (
     create_store,
     store_layers,
 )
+from pipeline.labelled import ImageCoords
 
 LAYERS = [LayerMeta("conv1", "features.relu1", 3, 5, 5, (7, 7)),
           LayerMeta("conv2", "features.relu2", 4, 2, 2, (19, 19))]
@@ -17,7 +18,7 @@ LAYERS = [LayerMeta("conv1", "features.relu1", 3, 5, 5, (7, 7)),
 
 def test_the_store_records_its_layers_and_shape(tmp_path):
     path = tmp_path / "store.zarr"
-    create_store(path, 10, 4, LAYERS, top=5)
+    create_store(path, ImageCoords.numbered(10), 4, LAYERS, top=5)
     store = zarr.open_group(path, mode="r")
     assert store_layers(store) == LAYERS
     assert StoreMeta.from_attrs(store.attrs) == StoreMeta(("conv1", "conv2"), 4, 10)

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from pipeline.inference.store import LayerMeta, create_store, write_chunk
+from pipeline.labelled import ImageCoords
 from pipeline.ranking import rank_store
 from pipeline.ranking.histogram import N_BINS, bin_edges, block_histogram, quantiles
 
@@ -31,7 +32,7 @@ def activations(seed: int = 0) -> np.ndarray:
 def write_store(path: Path, values: np.ndarray, chunk_size: int) -> Path:
     meta = [LayerMeta("conv1", "features.1", CHANNELS, height=4, width=4,
                       receptive_field=(3, 3))]
-    store = create_store(path, len(values), chunk_size, meta, top=1)
+    store = create_store(path, ImageCoords.numbered(len(values)), chunk_size, meta, top=1)
     labels = (np.arange(len(values)) % 7).astype(np.int32)
     for start in range(0, len(values), chunk_size):
         part = slice(start, start + chunk_size)

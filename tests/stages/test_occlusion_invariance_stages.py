@@ -36,7 +36,7 @@ def test_occlusion_store_holds_the_defaults_maps(run):
     manifest = pd.read_parquet(layout.manifest)
     readable = zarr.open_group(layout.activations, mode="r")["pred"][:, 0] >= 0
     ids = sample_images(manifest, 16, (), readable)
-    assert attrs["image_ids"] == ids == store["image_id"][:].tolist()
+    assert ids == store["image"][:].tolist()
     assert store["total"].shape == (16, 32, 32) and store["projection"].shape == (16, 64, 64, 3)
     scales = store["projection_scale"][:]
     peaks = np.abs(store["projection"][:].astype(np.float32)).max(axis=(1, 2, 3))
