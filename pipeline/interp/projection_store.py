@@ -39,8 +39,6 @@ rounding (not its result) in the last bits.
 
 from __future__ import annotations
 
-import ctypes
-import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,24 +143,6 @@ def create_store(path: Path, layers: Sequence[LayerPlan], plan: ProjectionPlan,
     return root
 
 
-@functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    try:
-        return ctypes.CDLL(None).malloc_trim  # glibc
-    except (AttributeError, OSError):
-        return None
-
-
-def return_freed_memory() -> None:
-    """Give the pages of the blocks freed so far back to the system (glibc's ``malloc_trim``;
-    elsewhere nothing). Without it glibc keeps them: its mmap threshold rises as large blocks
-    are freed, later blocks then come from the heap, and resident memory creeps up with the
-    number of blocks although no block is held (VGG16 conv5_3, 24 -> 72 units: +124 MB)."""
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
-
-
 def _write_coordinates(group: zarr.Group, rows: pd.DataFrame, images: ImageCoords,
                        methods: Sequence[str], units: int, k: int) -> None:
     """The layer group's coordinates: its dimensions', and who each unit's top images are."""
@@ -250,8 +230,6 @@ class BlockProjector:
                     group[name][start:stop] = values
             write_json(path / "progress" / f"{layer.label}.json",
                        {"units": stop, "batch_size": self.batch_size})
-            del arrays
-            return_freed_memory()
 
     def _block(self, rows: pd.DataFrame, layer: LayerPlan, tile: tuple[int, int], first: int,
                units: int, advance: Callable[[int], object]) -> dict[str, np.ndarray]:

@@ -83,10 +83,15 @@ def test_8_bit_modes_keep_their_conversion(tmp_path):
         "RGBA": Image.fromarray(np.dstack([rgb, np.full((6, 8), 7, np.uint8)]), "RGBA"),
         "LA": Image.fromarray(np.dstack([rgb[..., 0], rgb[..., 1]]), "LA"),
         "CMYK": Image.fromarray(rgb).convert("CMYK"),
+        "P with transparency": Image.fromarray(rgb).quantize(colors=16),
+        "1": Image.fromarray(rgb[..., 0] > 127),
+        "RGB": Image.fromarray(rgb),
     }
     for mode, image in cases.items():
         path = tmp_path / f"{mode}.{'jpg' if mode == 'CMYK' else 'png'}"
-        image.save(path, **({"quality": 100} if mode == "CMYK" else {}))
+        options = {"quality": 100} if mode == "CMYK" else \
+            {"transparency": 3} if "transparency" in mode else {}
+        image.save(path, **options)
         expected = np.asarray(Image.open(path).convert("RGB"))
         got = _decoded(path)
         assert np.array_equal(got, expected), mode
