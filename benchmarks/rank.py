@@ -43,8 +43,9 @@ def generate(path: Path, n_images: int, seed: int = 0) -> None:
 
     meta = [LayerMeta(label, label, channels, 13, 13, (99, 99))
             for label, channels in LAYERS.items()]
-    store = create_store(path, ImageCoords.numbered(n_images), CHUNK, meta, top=5)
     rng = np.random.default_rng(seed)
+    labels = rng.integers(0, CLASSES, n_images, dtype=np.int32)
+    store = create_store(path, ImageCoords.numbered(n_images, labels), CHUNK, meta, top=5)
     rows = 32 * CHUNK
     for start in range(0, n_images, rows):
         count = min(rows, n_images - start)
@@ -56,7 +57,6 @@ def generate(path: Path, n_images: int, seed: int = 0) -> None:
             values[:, 3] = np.round(values[:, 3])  # ties
             values[(np.arange(count) + start) % 9973 == 0] = np.nan  # unreadable images
             store[f"{label}/max"][start:start + count] = values
-        store["label"][start:start + count] = rng.integers(0, CLASSES, count, dtype=np.int32)
         print(f"\r  generating {min(start + rows, n_images):,} of {n_images:,} images",
               end="", flush=True)
     print()
@@ -69,13 +69,14 @@ def linked_store(big: Path, path: Path, n_images: int) -> None:
     from pipeline.inference.store import LayerMeta, create_store
     from pipeline.labelled import ImageCoords
 
-    meta = [LayerMeta.from_attrs(zarr.open_group(big, mode="r")[label].attrs)
-            for label in LAYERS]
-    create_store(path, ImageCoords.numbered(n_images), CHUNK, meta, top=5)
+    source_store = zarr.open_group(big, mode="r")
+    meta = [LayerMeta.from_attrs(source_store[label].attrs) for label in LAYERS]
+    create_store(path, ImageCoords.numbered(n_images, source_store["label"][:n_images]), CHUNK,
+                 meta, top=5)  # the labels are a coordinate, written whole
     chunks = -(-n_images // CHUNK)
-    for key in [f"{label}/max" for label in LAYERS] + ["label"]:
+    for key in [f"{label}/max" for label in LAYERS]:
         for chunk in range(chunks):
-            name = f"c/{chunk}/0" if key != "label" else f"c/{chunk}"
+            name = f"c/{chunk}/0"
             source, target = big / key / name, path / key / name
             if source.exists():
                 target.parent.mkdir(parents=True, exist_ok=True)

@@ -365,15 +365,14 @@ def generate(base: Path, n_images: int, seed: int = 0) -> Path:
 
     meta = [LayerMeta(label, module, channels, side, side, (rf[0], rf[0]))
             for label, module, channels, side, rf in LAYERS]
-    store = create_store(run / "activations.zarr", ImageCoords.numbered(n_images), CHUNK, meta,
-                         top=5)
+    store = create_store(run / "activations.zarr", ImageCoords.numbered(n_images, labels), CHUNK,
+                         meta, top=5)
     pred = rng.integers(0, CLASSES, (n_images, 5), dtype=np.int32)
     hit = rng.random(n_images)
     pred[hit < 0.57, 0] = labels[hit < 0.57]  # about AlexNet's top-1 and top-5
     pred[(hit >= 0.57) & (hit < 0.80), 1] = labels[(hit >= 0.57) & (hit < 0.80)]
     pred[~readable] = -1
     store["pred"][:] = pred
-    store["label"][:] = labels.astype(np.int32)
     top1 = float((pred[readable, 0] == labels[readable]).mean())
     top5 = float((pred[readable] == labels[readable, None]).any(axis=1).mean())
     store.attrs.update({"top1": top1, "top5": top5, "n_readable": int(readable.sum()),

@@ -29,7 +29,7 @@ def occluded_image() -> int:
     """The first occluded image whose most probable class changes under the square somewhere
     (the point of Figure 7), else the first."""
     store = zarr.open_group(RUN / "occlusion.zarr", mode="r")
-    ids = list(store.attrs["image_ids"])
+    ids = store["image"][:].tolist()
     labels, predicted = store["label"][:], store["predicted"][:]
     changing = [i for i in range(len(ids)) if (predicted[i] != labels[i]).any()]
     return int(ids[changing[0] if changing else 0])

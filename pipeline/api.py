@@ -151,6 +151,8 @@ class Run:
                             'install xarray)') from None
         import zarr
 
+        from pipeline.stages import stage_writing
+
         if store not in _ZARR_STORES:
             raise UserError(f"store {store!r}: choose one of {', '.join(_ZARR_STORES)}")
         path = self._written(store)
@@ -159,6 +161,12 @@ class Run:
             groups = sorted(name for name, _ in root.groups())
             raise UserError(f"{path}: no layer {layer!r}; layers: {', '.join(groups) or 'none'}"
                             " (no layer: the store's root)")
+        group = root if layer is None else root[layer]
+        if any(array.metadata.dimension_names is None for _, array in group.arrays()):
+            stage = stage_writing(store).name
+            raise UserError(f"{path}: written before release 0.7.0, without dimension names; "
+                            f"run `python -m pipeline run {stage} -w {self.workflow.source}` "
+                            "(or `run all`) to write it again")
         dataset = xr.open_zarr(path, group=layer, consolidated=False)
         return dataset.assign_coords({name: dataset[name].load()
                                       for name in dataset.coords})

@@ -1,12 +1,13 @@
 """Named dimensions and coordinates in the run's zarr stores, so the tools of the field read them.
 
 Every array a stage writes declares zarr v3 ``dimension_names`` (``image``, ``unit``, ``rank``,
-``y``, ``x``, ``channel``, ...), and each group that holds arrays along a dimension also holds
-that dimension's coordinate: an array named after it (``image``: the image ids, ``unit``: the
-unit numbers, ``rank``: 0..k-1, ``method``: the projection methods' names). Per image the
-groups carry ``path`` (relative to the data folder), ``label`` (the true class, in the model's
-class order; -1 when the folder is not one of the model's classes) and ``class_name``, listed in
-the data arrays' ``coordinates`` attribute, the CF convention xarray follows. So
+``tile_y``, ``tile_x``, ``channel``, ...), and each group that holds arrays along a dimension
+also holds that dimension's coordinate: an array named after it (``image``: the image ids,
+``unit``: the unit numbers, ``rank``: 0..k-1, ``method``: the projection methods' names). The
+groups along ``image`` (activations, occlusion) also carry per image ``path`` (relative to the
+data folder), ``label`` (the true class, in the model's class order; -1 when the folder is not
+one of the model's classes) and ``class_name``, listed in the data arrays' ``coordinates``
+attribute, the CF convention xarray follows (projections carry them per unit and rank). So
 ``xarray.open_zarr(store, group=layer)`` is a labelled Dataset with no code of ours: select by
 image id, group by class name.
 
@@ -53,7 +54,7 @@ class ImageCoords:
         return cls(np.arange(len(rows), dtype=np.int64) if ids is None
                    else np.asarray(ids, dtype=np.int64),
                    rows["path"].astype(str).to_numpy(),
-                   labels, names.reindex(labels).fillna("").to_numpy(dtype=str))
+                   labels, names.reindex(labels).fillna("").to_numpy(dtype=object))
 
     @classmethod
     def numbered(cls, n: int, labels: Sequence[int] | np.ndarray | None = None) -> ImageCoords:
@@ -61,10 +62,6 @@ class ImageCoords:
         labels = np.full(n, -1, np.int32) if labels is None else np.asarray(labels, np.int32)
         return cls(np.arange(n, dtype=np.int64), np.full(n, "", dtype=str), labels,
                    np.full(n, "", dtype=str))
-
-    def subset(self, positions: np.ndarray) -> ImageCoords:
-        return ImageCoords(self.ids[positions], self.paths[positions], self.labels[positions],
-                           self.class_names[positions])
 
 
 def labelled_array(group: zarr.Group, name: str, dims: Sequence[str], shape: Sequence[int],
@@ -85,7 +82,7 @@ def write_coordinate(group: zarr.Group, name: str, values: Sequence | np.ndarray
     """Write the 1-D coordinate ``name`` along ``dim`` (default: its own dimension), whole."""
     values = np.asarray(values)
     text = values.dtype.kind in "OUS"  # names and paths, however numpy or pandas hold them
-    if text:
+    if values.dtype.kind == "S":
         values = values.astype(str)
     array = group.create_array(name, shape=values.shape, dtype=str if text else values.dtype,
                                dimension_names=(dim or name,), fill_value="" if text else 0)
@@ -103,6 +100,6 @@ def write_image_coordinates(group: zarr.Group, images: ImageCoords, dim: str = "
 
 
 def write_range(group: zarr.Group, dim: str, size: int) -> None:
-    """The coordinate of a counted dimension (unit, rank, snapshot number): 0 .. size-1."""
+    """The coordinate of a counted dimension (unit, rank, top): 0 .. size-1."""
     write_coordinate(group, dim, np.arange(size, dtype=np.int32))
 

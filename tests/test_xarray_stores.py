@@ -160,3 +160,15 @@ def test_the_readme_xarray_example_runs_as_written(tiny_run, tmp_path, monkeypat
     listed = [line.split()[0] for line in printed if line.split() and line.split()[0] in means]
     assert listed == means.sort_values(ascending=False).index.tolist()  # most driving first
     assert printed[-1] == manifest["path"].iloc[int(np.nanargmax(values))]
+
+
+def test_a_store_written_before_dimension_names_says_what_to_rerun(tmp_path) -> None:
+    (tmp_path / "workflows").mkdir()
+    (tmp_path / "workflows" / "old.toml").write_text('[data]\nsource = "synthetic"\n'
+                                                       '[model]\nname = "zfnet_small"\n')
+    store = zarr.open_group(tmp_path / "runs" / "old" / "activations.zarr", mode="w")
+    store.create_group("conv1").create_array("max", shape=(2, 3), dtype="float32")
+    run = open_run(tmp_path / "workflows" / "old.toml", base=tmp_path)
+    with pytest.raises(UserError, match=r"activations.zarr: written before release 0.7.0, "
+                       r"without dimension names; run `python -m pipeline run activations"):
+        run.to_xarray("conv1")

@@ -100,7 +100,7 @@ def occlusion_pages(store_path: Path, context: AtlasContext, tables: RunTables,
     store = zarr.open_group(store_path, mode="r")
     attrs = dict(store.attrs)
     arrays = {name: np.asarray(store[name][...]) for name in
-              ("image", "label", "images", "unit", "position", "box", "clean", "total",
+              ("image", "label", "images", "tracked_unit", "position", "box", "clean", "total",
                "prob_true", "predicted", "predicted_prob", "projection")}
     entries = [_write_image(i, arrays, attrs, tables, Path(out_dir))
                for i in range(len(arrays["image"]))]
@@ -163,7 +163,7 @@ def _write_image(i: int, arrays: dict, attrs: dict, tables: RunTables,
         save_image(Image.fromarray(pixels, "RGB"), out_dir / paths[key])
 
     lowest = np.unravel_index(int(np.argmin(prob)), prob.shape)
-    unit = int(arrays["unit"][i])
+    unit = int(arrays["tracked_unit"][i])
     top, left, bottom, right = (int(v) for v in arrays["box"][i])
     panels = (
         MapPanel("b", "Total activation of the tracked feature map", paths["total"],

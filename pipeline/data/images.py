@@ -22,7 +22,8 @@ from torch.utils.data import Dataset
 from pipeline.atomic import read_json, write_json
 from pipeline.errors import UserError
 
-IMAGE_EXTENSIONS: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp"})
+IMAGE_EXTENSIONS: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif",
+                                               ".tiff"})
 
 
 @dataclass(frozen=True)
@@ -164,13 +165,15 @@ _FULL_SCALE = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "F
 
 def as_rgb(img: Image.Image) -> Image.Image:
     """``img`` as 8-bit RGB. More than 8 bits per channel is scaled to 8 (v * 255 / full scale,
-    rounded), not clipped; "I" images count as 16-bit unless a value exceeds 65535 (then
-    32-bit). Greyscale, palette, alpha (dropped, not composited) and CMYK keep Pillow's
+    rounded), not clipped. "I" images (signed 32-bit in Pillow: 16-bit files in older Pillow,
+    32-bit ones) count as 16-bit unless a value exceeds 65535, then as 32-bit (full scale
+    2**31 - 1): decided per image, so a 32-bit image whose values all fit in 16 bits is scaled
+    as 16-bit. Greyscale, palette, alpha (dropped, not composited) and CMYK keep Pillow's
     conversion."""
     if img.mode not in _FULL_SCALE and img.mode != "I":
         return img.convert("RGB")
     values = np.asarray(img, dtype=np.float64)
-    full = _FULL_SCALE.get(img.mode) or (65535 if values.max(initial=0) <= 65535 else 2**32 - 1)
+    full = _FULL_SCALE.get(img.mode) or (65535 if values.max(initial=0) <= 65535 else 2**31 - 1)
     grey = np.clip(np.rint(values * (255 / full)), 0, 255).astype(np.uint8)
     return Image.fromarray(grey, "L").convert("RGB")
 

@@ -8,9 +8,10 @@ their zarr ``dimension_names``, first the occluded image:
 
 - ``images`` uint8 ``[image, y, x, channel]``, the network's input as pixels (preprocessed,
   before normalisation);
-- ``unit`` int32 ``[image]`` (the tracked channel), ``position`` int32 ``[image, yx]`` (y, x
-  of its peak in the layer's map), ``box`` int32 ``[image, side]`` (that activation's receptive
-  field in input pixels: top, left, bottom, right, clipped to the image);
+- ``tracked_unit`` int32 ``[image]`` (the tracked channel; ``unit`` is a dimension
+  elsewhere), ``position`` int32 ``[image, yx]`` (y, x of its peak in the layer's map),
+  ``box`` int32 ``[image, side]`` (that activation's receptive field in input pixels: top,
+  left, bottom, right, clipped to the image);
 - ``clean`` float32 ``[image, measure]``, unoccluded: the peak activation, the tracked map's
   total, P(true class), the most probable class, its probability (``CLEAN_COLUMNS``);
 - ``total``, ``prob_true``, ``predicted_prob`` float32 and ``predicted`` int32
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
 
 CLEAN_COLUMNS = ("peak", "total", "prob_true", "predicted", "predicted_prob")
 # each data array's dimension names (the image's id and label are coordinates)
-_DIMS = {"images": ("image", "y", "x", "channel"), "unit": ("image",),
+_DIMS = {"images": ("image", "y", "x", "channel"), "tracked_unit": ("image",),
          "position": ("image", "yx"), "box": ("image", "side"), "clean": ("image", "measure"),
          "total": ("image", "row", "column"), "prob_true": ("image", "row", "column"),
          "predicted": ("image", "row", "column"), "predicted_prob": ("image", "row", "column"),
@@ -81,9 +82,11 @@ def occlude_images(model: nn.Module, images: Sequence, image_ids: Sequence[int],
                    grid: OccluderGrid, batch_size: int, mean: Sequence[float],
                    std: Sequence[float], on_batch: Callable[[int], object] | None = None
                    ) -> dict[str, np.ndarray]:
-    """The arrays of ``occlusion.zarr`` (see the module doc) for ``image_ids`` of ``images``
-    (normalised with ``mean`` and ``std``), tracking layer ``module``; ``on_batch(positions)``
-    after each batch of occluded copies."""
+    """The data arrays of ``occlusion.zarr`` (see the module doc) for ``image_ids`` of
+    ``images`` (normalised with ``mean`` and ``std``), tracking layer ``module``, with the
+    images' ``image_id`` and ``label`` (:func:`write_occlusion_store` stores those as the
+    coordinates ``image`` and ``label``); ``on_batch(positions)`` after each batch of occluded
+    copies."""
     from pipeline.experiments.occlusion import occlude
     from pipeline.interp import Projector, clip_box, receptive_fields
     from pipeline.models.preprocessing import shown_pixels
@@ -96,7 +99,7 @@ def occlude_images(model: nn.Module, images: Sequence, image_ids: Sequence[int],
         "image_id": np.asarray(image_ids, np.int32).reshape(n),
         "label": np.zeros(n, np.int32),
         "images": np.zeros((n, *grid.image_hw, 3), np.uint8),
-        "unit": np.zeros(n, np.int32), "position": np.zeros((n, 2), np.int32),
+        "tracked_unit": np.zeros(n, np.int32), "position": np.zeros((n, 2), np.int32),
         "box": np.zeros((n, 4), np.int32), "clean": np.zeros((n, len(CLEAN_COLUMNS)), np.float32),
         "total": np.zeros((n, rows, columns), np.float32),
         "prob_true": np.zeros((n, rows, columns), np.float32),
@@ -111,7 +114,7 @@ def occlude_images(model: nn.Module, images: Sequence, image_ids: Sequence[int],
                          projector, on_batch=on_batch)
         arrays["images"][i] = shown_pixels(image, mean, std)
         arrays["label"][i] = int(image_label)
-        arrays["unit"][i], arrays["position"][i] = result.unit, result.position
+        arrays["tracked_unit"][i], arrays["position"][i] = result.unit, result.position
         arrays["box"][i] = clip_box(field.box(*result.position), grid.image_hw)[0]
         arrays["clean"][i] = (result.clean_peak, result.clean_total, result.clean_prob,
                               result.clean_predicted, result.clean_predicted_prob)
@@ -134,7 +137,8 @@ def write_occlusion_store(path: Path, arrays: dict[str, np.ndarray], label: str,
 
     from pipeline.atomic import zarr_writes_settled
 
-    if not np.array_equal(arrays["image_id"], images.ids):
+    if not (np.array_equal(arrays["image_id"], images.ids)
+            and np.array_equal(arrays["label"], images.labels)):
         raise ValueError("occlusion arrays and image coordinates are of different images")
     rows, columns = grid.shape
     with zarr_writes_settled():

@@ -166,7 +166,7 @@ def _write_coordinates(group: zarr.Group, rows: pd.DataFrame, images: ImageCoord
         array = group.create_array(name, shape=(units, k), dtype=str if text else values.dtype,
                                    dimension_names=("unit", "rank"),
                                    fill_value="" if text else -1)
-        array[...] = values.astype(str) if text else values
+        array[...] = values
 
 
 def _unit_chunks(name: str, shape: tuple[int, ...]) -> tuple[int, ...]:

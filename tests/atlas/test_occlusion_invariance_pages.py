@@ -15,7 +15,7 @@ import zarr
 @pytest.fixture(scope="module")
 def occluded(tiny_run) -> dict:
     store = zarr.open_group(tiny_run / "runs" / "tiny" / "occlusion.zarr", mode="r")
-    return {"ids": [int(i) for i in store["image"][:]], "units": store["unit"][:].tolist(),
+    return {"ids": [int(i) for i in store["image"][:]], "units": store["tracked_unit"][:].tolist(),
             "labels": store["label"][:].tolist(), "predicted": store["predicted"][:],
             "layer": store.attrs["layer"]}
 

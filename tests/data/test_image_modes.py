@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.data.images import ImageDataset
+from pipeline.data.images import ImageDataset, scan_image_folder
 
 RAMP = np.tile(np.linspace(0, 65535, 256).round().astype(np.uint16), (4, 1))  # 4 x 256
 
@@ -65,7 +65,7 @@ def test_32_bit_and_float_images_use_their_range(tmp_path):
     path = tmp_path / "ints.tif"
     ints.save(path)
     got = _decoded(path)[0, :, 0]
-    assert got[0] == 0 and got[-1] == np.rint(65535 * 30000 * 255 / (2**32 - 1))
+    assert got[0] == 0 and got[-1] == np.rint(65535 * 30000 * 255 / (2**31 - 1))
     assert np.all(np.diff(got.astype(int)) >= 0)
     floats = Image.fromarray((RAMP / 65535).astype(np.float32), "F")
     path = tmp_path / "floats.tif"
@@ -98,3 +98,11 @@ def test_8_bit_modes_keep_their_conversion(tmp_path):
     # alpha is dropped, not composited: the colour stays what it was
     assert np.array_equal(_decoded(tmp_path / "RGBA.png"), rgb)
     assert np.array_equal(_decoded(tmp_path / "L.png")[..., 1], rgb[..., 0])
+
+
+def test_tiff_files_in_a_data_folder_are_listed(tmp_path):
+    (tmp_path / "ramps").mkdir()
+    for name in ("a.tif", "b.TIFF"):
+        Image.fromarray(RAMP).save(tmp_path / "ramps" / name, format="TIFF")
+    frame, _ = scan_image_folder(tmp_path)
+    assert sorted(frame["path"]) == ["ramps/a.tif", "ramps/b.TIFF"]

@@ -68,7 +68,7 @@ def test_each_row_is_that_images_occlusion_and_the_store_reads_back(tmp_path):
         expected = occlude(model, image, label, "conv", grid, 5,
                            Projector(model, method="deconvnet", batch_size=1))
         assert arrays["image_id"][row] == image_id and arrays["label"][row] == label
-        assert arrays["unit"][row] == expected.unit
+        assert arrays["tracked_unit"][row] == expected.unit
         assert tuple(arrays["position"][row]) == expected.position
         np.testing.assert_array_equal(arrays["total"][row], expected.total)
         np.testing.assert_array_equal(arrays["predicted"][row], expected.predicted)

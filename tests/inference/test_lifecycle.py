@@ -39,13 +39,12 @@ def test_the_store_records_the_named_layers_or_every_analysable_one():
 def test_finishing_records_accuracy_over_readable_images_and_lists_the_skipped(tmp_path):
     model = nn.Sequential(OrderedDict([("conv", nn.Conv2d(3, 2, 3)), ("relu", nn.ReLU())]))
     staged = tmp_path / "activations.zarr"
-    create_store(staged, ImageCoords.numbered(4), 2, store_layer_metas(model, 8, ()), top=2)
+    create_store(staged, ImageCoords.numbered(4, [1, 1, 0, 0]), 2,
+                 store_layer_metas(model, 8, ()), top=2)
     root = zarr.open_group(staged, mode="r+")
     # image 2 unreadable (pred -1); of the readable ones, 0 right at top-1, 1 at top-2 only
-    write_chunk(root, 0, {"pred": np.array([[1, 0], [0, 1]], np.int32),
-                          "label": np.array([1, 1], np.int32)})
-    write_chunk(root, 2, {"pred": np.array([[-1, -1], [2, 1]], np.int32),
-                          "label": np.array([0, 0], np.int32)})
+    write_chunk(root, 0, {"pred": np.array([[1, 0], [0, 1]], np.int32)})
+    write_chunk(root, 2, {"pred": np.array([[-1, -1], [2, 1]], np.int32)})
     mark_completed(staged, 0, [])
     mark_completed(staged, 1, [(2, "truncated file")])
 

@@ -32,14 +32,14 @@ def activations(seed: int = 0) -> np.ndarray:
 def write_store(path: Path, values: np.ndarray, chunk_size: int) -> Path:
     meta = [LayerMeta("conv1", "features.1", CHANNELS, height=4, width=4,
                       receptive_field=(3, 3))]
-    store = create_store(path, ImageCoords.numbered(len(values)), chunk_size, meta, top=1)
     labels = (np.arange(len(values)) % 7).astype(np.int32)
+    store = create_store(path, ImageCoords.numbered(len(values), labels), chunk_size, meta,
+                         top=1)
     for start in range(0, len(values), chunk_size):
         part = slice(start, start + chunk_size)
         argmax = np.broadcast_to(np.arange(start, min(start + chunk_size, len(values)))[:, None]
                                  % 16, values[part].shape).astype(np.int32)
-        write_chunk(store, start, {"conv1/max": values[part], "conv1/argmax": argmax,
-                                   "label": labels[part]})
+        write_chunk(store, start, {"conv1/max": values[part], "conv1/argmax": argmax})
     return path
 
 

@@ -47,7 +47,7 @@ def test_occlusion_store_holds_the_defaults_maps(run):
     images = analysed_images(workflow, layout, manifest)
     image, label = images[ids[3]][:2]
     assert store["label"][3] == label
-    unit = int(store["unit"][3])
+    unit = int(store["tracked_unit"][3])
     grid = occluder_grid((64, 64))
     captured = []
     hook = model.get_submodule(attrs["module"]).register_forward_hook(
