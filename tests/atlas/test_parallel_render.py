@@ -88,7 +88,8 @@ import os, sys, time
 from pipeline.atlas.parallel import Workers
 
 def wait(shared, task):
-    print(os.getpid(), flush=True)
+    # one write of the whole line: two workers' print()s could interleave on the pipe
+    os.write(sys.stdout.fileno(), f"{os.getpid()}\\n".encode())
     time.sleep(60)
 
 if __name__ == "__main__":
