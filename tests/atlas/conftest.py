@@ -69,6 +69,16 @@ class Watched:
             waited += 25
         assert not self.in_flight, f"still loading after {timeout_ms} ms: {self.in_flight}"
 
+    def until(self, condition: Callable[[], bool], timeout_ms: int = 5_000) -> None:
+        """Wait until ``condition()`` holds, as ``expect(locator)`` waits for a locator's state:
+        for a state read with evaluate() that the page may change only after the action returns
+        (the layer page sorts on the hashchange event). The caller asserts it then, for a
+        readable failure if it never held."""
+        waited = 0
+        while not condition() and waited < timeout_ms:
+            self.page.wait_for_timeout(25)
+            waited += 25
+
     def follow(self, link) -> None:
         """Click ``link`` (a locator that navigates) once the current page's requests are done."""
         self.settle()

@@ -3,11 +3,13 @@ prefix from a local HTTP server."""
 
 from __future__ import annotations
 
+import re
 from html.parser import HTMLParser
 from urllib.parse import urldefrag, urljoin
 from urllib.request import urlopen
 
 import pandas as pd
+from playwright.sync_api import expect
 
 
 def test_pages_from_file_urls_load_every_image_without_errors(watched, atlas, tiny_run):
@@ -67,7 +69,7 @@ def test_keyboard_moves_to_the_next_and_previous_unit(watched, atlas):
     press("ArrowRight", "**/units/conv2/0.html")
     # keys typed into the search box are text, not navigation
     page.locator("#search").press("ArrowRight")
-    assert page.url.endswith("/units/conv2/0.html")
+    expect(page).to_have_url(re.compile(r"/units/conv2/0\.html$"))
     assert watched.problems == []
 
 
@@ -78,13 +80,18 @@ def test_layer_page_sorts_and_hides_dead_units(watched, atlas, tiny_run):
     watched.open((atlas / "layers" / f"{layer}.html").as_uri())
     page = watched.page
     page.select_option("#sort", "peak")
-    order = page.locator("ol.units > li").evaluate_all("els => els.map(e => +e.dataset.unit)")
+
+    def order() -> list[int]:
+        return page.locator("ol.units > li").evaluate_all("els => els.map(e => +e.dataset.unit)")
+
     expected = rows.sort_values(["peak", "unit"], ascending=[False, True])["unit"].tolist()
-    assert order == expected
+    watched.until(lambda: order() == expected)  # the page sorts on the hashchange event
+    assert order() == expected
     dead = page.locator("ol.units > li.dead")
-    assert dead.count() == int(rows["dead"].sum()) and dead.first.is_visible()
+    expect(dead).to_have_count(int(rows["dead"].sum()))
+    expect(dead.first).to_be_visible()
     page.check("#hide-dead")
-    assert not dead.first.is_visible()
+    expect(dead.first).to_be_hidden()
     assert watched.problems == []
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from urllib.request import urlopen
 
 import pytest
+from playwright.sync_api import expect
 
 PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True}
 DESKTOP = {"viewport": {"width": 1440, "height": 900}}
@@ -33,6 +34,9 @@ def class_results(index: dict, names: set[str]) -> list[str]:
             found.append((-hits / n, index["layers"][row[0]], row[1]))
     mostly = [f for f in found if -f[0] >= 0.5]
     return [f"{layer}/{unit}" for _, layer, unit in sorted(mostly or found)]
+
+
+ANY = re.compile(".*")  # not_to_have_attribute(name, ANY): the page has no such attribute
 
 
 def type_query(page, query: str) -> list[str]:
@@ -97,22 +101,19 @@ def test_search_keyboard_moves_through_results_and_enter_opens_one(watched, atla
     ids = option_ids(page)
     assert box.get_attribute("aria-activedescendant") is None
 
-    def active() -> str | None:
-        return box.get_attribute("aria-activedescendant")
-
     box.press("ArrowDown")  # enters the results
-    assert active() == ids[0]
-    assert page.locator(f"#{ids[0]}").get_attribute("aria-selected") == "true"
+    expect(box).to_have_attribute("aria-activedescendant", ids[0])
+    expect(page.locator(f"#{ids[0]}")).to_have_attribute("aria-selected", "true")
     box.press("ArrowDown")
-    assert active() == ids[1]
-    assert page.locator(f"#{ids[0]}").get_attribute("aria-selected") == "false"
+    expect(box).to_have_attribute("aria-activedescendant", ids[1])
+    expect(page.locator(f"#{ids[0]}")).to_have_attribute("aria-selected", "false")
     box.press("ArrowUp")
     box.press("ArrowUp")  # wraps to the last
-    assert active() == ids[-1]
+    expect(box).to_have_attribute("aria-activedescendant", ids[-1])
     box.press("ArrowDown")  # and back to the first
-    assert active() == ids[0]
+    expect(box).to_have_attribute("aria-activedescendant", ids[0])
     box.press("ArrowDown")
-    assert page.evaluate("document.activeElement.id") == "search"  # the focus stays in the box
+    expect(box).to_be_focused()  # the focus stays in the box
     box.press("Enter")
     layer, unit = texts[1].split("/")
     page.wait_for_url(f"**/units/{layer}/{unit}.html")
@@ -134,22 +135,24 @@ def test_search_results_close_on_escape_and_outside_click_or_tap(watch, atlas):
         results = page.locator("#search-results")
         box = page.locator("#search")
         type_query(page, "cross")
-        assert results.is_visible()
+        expect(results).to_be_visible()
         box.press("Escape")
-        assert not results.is_visible() and box.get_attribute("aria-expanded") == "false"
-        assert box.input_value() == "cross"  # the first Escape only closes the list
+        expect(results).to_be_hidden()
+        expect(box).to_have_attribute("aria-expanded", "false")
+        expect(box).to_have_value("cross")  # the first Escape only closes the list
         box.press("ArrowDown")  # reopens it
         page.wait_for_function("!document.getElementById('search-results').hidden")
         # a click (or a tap on a phone) inside the search keeps it, anywhere else closes it
         inside = box.bounding_box()
         page.mouse.click(inside["x"] + 5, inside["y"] + 5)
-        assert results.is_visible()
+        expect(results).to_be_visible()
         if options is PHONE:
             page.tap("h1")
         else:
             page.locator("h1").click()
-        assert not results.is_visible() and box.get_attribute("aria-expanded") == "false"
-        assert box.get_attribute("aria-activedescendant") is None
+        expect(results).to_be_hidden()
+        expect(box).to_have_attribute("aria-expanded", "false")
+        expect(box).not_to_have_attribute("aria-activedescendant", ANY)
         assert watched.problems == [] and watched.blocked == []
 
 
@@ -252,14 +255,16 @@ def test_layer_controls_show_with_javascript_and_hide_dead_only_with_dead_units(
     page = watched.page
     watched.open((atlas / "layers" / "conv4.html").as_uri())
     dead = page.locator("ol.units > li.dead").count()
-    assert dead > 0 and page.locator(".controls").is_visible()
+    assert dead > 0
+    expect(page.locator(".controls")).to_be_visible()
     assert page.locator("label:has(#hide-dead)").inner_text().strip() == \
         f"hide dead units ({dead})"
     watched.open((atlas / "layers" / "conv3.html").as_uri())
     assert page.locator("ol.units > li.dead").count() == 0
-    assert page.locator(".controls").is_visible() and page.locator("#hide-dead").count() == 0
+    expect(page.locator(".controls")).to_be_visible()
+    assert page.locator("#hide-dead").count() == 0
     page.select_option("#sort", "peak")  # works without the checkbox
-    assert page.url.endswith("#sort=peak")
+    expect(page).to_have_url(re.compile(r"#sort=peak$"))
     assert watched.problems == []
 
 
@@ -286,32 +291,47 @@ def test_sort_and_hide_dead_live_in_the_hash_through_reload_and_history(watched,
     by_peak = [c["unit"] for c in sorted(state, key=lambda c: (-c["peak"], c["unit"]))]
     dead = page.locator("ol.units > li.dead").first
 
+    sort, hide = page.locator("#sort"), page.locator("#hide-dead")
+
+    def in_order(units: list[int]) -> None:
+        # the page applies the hash on the hashchange event, after the action that set it
+        watched.until(lambda: unit_order(page) == units)
+        assert unit_order(page) == units
+
     page.select_option("#sort", "sparsity")
-    assert page.url == url + "#sort=sparsity" and unit_order(page) == by_sparsity
+    expect(page).to_have_url(url + "#sort=sparsity")
+    in_order(by_sparsity)
     page.check("#hide-dead")
-    assert page.url == url + "#sort=sparsity&hide-dead=1" and not dead.is_visible()
+    expect(page).to_have_url(url + "#sort=sparsity&hide-dead=1")
+    expect(dead).to_be_hidden()
 
     page.reload()
     page.wait_for_load_state("load")
-    assert page.locator("#sort").input_value() == "sparsity"
-    assert page.locator("#hide-dead").is_checked() and not dead.is_visible()
-    assert unit_order(page) == by_sparsity
+    expect(sort).to_have_value("sparsity")
+    expect(hide).to_be_checked()
+    expect(dead).to_be_hidden()
+    in_order(by_sparsity)
 
     page.go_back()  # before hiding the dead units
     page.wait_for_function("location.hash === '#sort=sparsity'")
-    assert not page.locator("#hide-dead").is_checked() and dead.is_visible()
-    assert unit_order(page) == by_sparsity
+    expect(hide).not_to_be_checked()
+    expect(dead).to_be_visible()
+    in_order(by_sparsity)
     page.go_back()  # the page as opened
     page.wait_for_function("location.hash === ''")
-    assert page.locator("#sort").input_value() == "unit" and unit_order(page) == by_unit
+    expect(sort).to_have_value("unit")
+    in_order(by_unit)
     page.go_forward()
     page.wait_for_function("location.hash === '#sort=sparsity'")
-    assert page.locator("#sort").input_value() == "sparsity" and unit_order(page) == by_sparsity
+    expect(sort).to_have_value("sparsity")
+    in_order(by_sparsity)
 
-    # a link with the state opens the page in that state
+    # a link with the state opens the page in that state (the same document: a hashchange)
     watched.open(url + "#sort=peak&hide-dead=1")
-    assert page.locator("#sort").input_value() == "peak" and unit_order(page) == by_peak
-    assert page.locator("#hide-dead").is_checked() and not dead.is_visible()
+    expect(sort).to_have_value("peak")
+    in_order(by_peak)
+    expect(hide).to_be_checked()
+    expect(dead).to_be_hidden()
     assert watched.problems == []
 
 
@@ -331,11 +351,14 @@ def test_unit_anchor_from_a_unit_page_still_targets_its_card(watched, atlas):
     assert outline == "solid"
     # sorting leaves the anchor; Back returns to it, in unit order
     page.select_option("#sort", "peak")
+    # the page sorts on the hashchange event, after select_option returns
+    watched.until(lambda: unit_order(page) != sorted(unit_order(page)))
     assert unit_order(page) != sorted(unit_order(page))
     page.go_back()
     page.wait_for_function("location.hash === '#unit-17'")
+    watched.until(lambda: unit_order(page) == sorted(unit_order(page)))
     assert unit_order(page) == sorted(unit_order(page))
-    assert page.locator("#sort").input_value() == "unit"
+    expect(page.locator("#sort")).to_have_value("unit")
     assert watched.problems == []
 
 
@@ -349,17 +372,30 @@ def test_cards_show_the_value_they_are_sorted_by(watched, atlas):
         p = 100 * share
         return f"{p:.1f} %" if 0 < p < 1 else f"{js_round(p)} %"
 
+    def selectivity(c: dict) -> str:
+        return "no class" if c["dead"] else f"{percent(c['selectivity'])} one class"
+
+    def sparsity(c: dict) -> str:
+        return f"fires in {percent(c['sparsity'])}"
+
+    def texts(state: list[dict]) -> dict[int, str]:
+        return {c["unit"]: c["text"] for c in state}
+
+    # the page relabels the cards on the hashchange event, after select_option returns
     page.select_option("#sort", "selectivity")
+    watched.until(lambda: all(c["text"] == selectivity(c) for c in cards(page)))
     for c in cards(page):
-        want = "no class" if c["dead"] else f"{percent(c['selectivity'])} one class"
-        assert c["text"] == want
+        assert c["text"] == selectivity(c)
     page.select_option("#sort", "sparsity")
+    watched.until(lambda: all(c["text"] == sparsity(c) for c in cards(page)))
     for c in cards(page):
-        assert c["text"] == f"fires in {percent(c['sparsity'])}"
+        assert c["text"] == sparsity(c)
     assert any(c["text"] != "fires in 100 %" for c in cards(page))
     page.select_option("#sort", "peak")
-    assert {c["unit"]: c["text"] for c in cards(page)} == {c["unit"]: c["text"] for c in before}
+    watched.until(lambda: texts(cards(page)) == texts(before))
+    assert texts(cards(page)) == texts(before)
     page.select_option("#sort", "unit")
+    watched.until(lambda: cards(page) == before)
     assert cards(page) == before
     assert watched.problems == []
 
@@ -376,8 +412,8 @@ def test_phone_header_is_at_most_80px_and_usable(watch, atlas, name):
     search = page.locator("#search").bounding_box()
     assert search["width"] >= 150 and search["x"] + search["width"] <= 390
     for link in page.locator(".layer-nav a").all()[:3]:
-        assert link.is_visible()
-    assert page.locator(".brand").is_visible()
+        expect(link).to_be_visible()
+    expect(page.locator(".brand")).to_be_visible()
     assert page.locator(".brand").inner_text().strip() != "" or \
         page.locator(".brand-text").text_content().strip()
     page.evaluate("window.scrollTo(0, 2000)")
@@ -440,6 +476,7 @@ def test_text_contrast_is_at_least_4_5_in_both_themes(watch, atlas, scheme):
         if name.startswith("layers"):
             type_query(page, "ring")  # the dropdown, with a highlighted result
             page.locator("#search").press("ArrowDown")
+            expect(page.locator("#search-option-0")).to_have_attribute("aria-selected", "true")
         measured = page.evaluate(CONTRAST)
         assert len(measured) > 50
         rows += [(r["ratio"], name, r["what"], r["fg"], r["bg"]) for r in measured]

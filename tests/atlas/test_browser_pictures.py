@@ -4,8 +4,11 @@ where a unit fires, projection methods side by side."""
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import pytest
+from playwright.sync_api import expect
 
 from pipeline.atlas.gather import dominant_class
 
@@ -126,8 +129,12 @@ def test_methods_switch_on_unit_pages(watch, atlas, served):
         assert first.count() == 3
         assert first.evaluate_all(visible) == ["deconvnet"]
         page.locator("input[name=method][value=guided]").check()
+        check.until(lambda first=first, visible=visible:
+                    first.evaluate_all(visible) == ["guided"])
         assert first.evaluate_all(visible) == ["guided"]
         page.locator("input[name=method][value=gradient]").check()
+        check.until(lambda first=first, visible=visible:
+                    first.evaluate_all(visible) == ["gradient"])
         assert first.evaluate_all(visible) == ["gradient"]
         sources = first.locator("img").evaluate_all("els => els.map(e => e.src)")
         assert len(set(sources)) == 3  # three different pictures
@@ -155,15 +162,15 @@ def test_a_click_shows_a_picture_alone_at_full_resolution(watched, atlas):
             assert page.locator(".zoom .heat img").count() == 1
             assert page.locator(".zoom .rf-box").count() == 1
         page.keyboard.press("Escape")
-        assert page.locator(".zoom").count() == 0
+        expect(page.locator(".zoom")).to_have_count(0)
     # by keyboard too; arrows do not leave the page while a picture is open
     page.locator(".trio > .patch").nth(1).focus()
     page.keyboard.press("Enter")
     page.locator(".zoom").wait_for()
     page.keyboard.press("ArrowRight")
-    assert page.url.endswith("/units/conv3/4.html")
+    expect(page).to_have_url(re.compile(r"/units/conv3/4\.html$"))
     page.locator(".zoom").click()
-    assert page.locator(".zoom").count() == 0
+    expect(page.locator(".zoom")).to_have_count(0)
     assert watched.problems == [] and watched.blocked == []
 
 
@@ -172,21 +179,21 @@ def test_the_chosen_method_and_maps_toggle_follow_to_the_next_unit(watched, atla
     watched.open((atlas / "units" / "conv4" / "6.html").as_uri())
     page.locator("input[name=method][value=gradient]").check()
     page.locator("input[name=heat]").uncheck()
-    assert page.url.endswith("#method=gradient&maps=0")
+    expect(page).to_have_url(re.compile(r"#method=gradient&maps=0$"))
     watched.load_every_image()
     page.keyboard.press("ArrowRight")
     page.wait_for_url("**/units/conv4/7.html#method=gradient&maps=0")
-    assert page.locator("input[name=method][value=gradient]").is_checked()
-    assert not page.locator("input[name=heat]").is_checked()
-    assert page.locator(".heat").first.is_hidden()
+    expect(page.locator("input[name=method][value=gradient]")).to_be_checked()
+    expect(page.locator("input[name=heat]")).not_to_be_checked()
+    expect(page.locator(".heat").first).to_be_hidden()
     visible = page.locator(".trio").first.locator(".proj").evaluate_all(
         "els => els.filter(e => e.offsetParent !== null).map(e => e.dataset.method)")
     assert visible == ["gradient"]
     # the pager links carry the choice too; choosing the defaults again drops it
-    assert page.locator('a[rel="prev"]').first.get_attribute("href").endswith(
-        "6.html#method=gradient&maps=0")
+    expect(page.locator('a[rel="prev"]').first).to_have_attribute(
+        "href", re.compile(r"6\.html#method=gradient&maps=0$"))
     page.locator("input[name=method][value=deconvnet]").check()
     page.locator("input[name=heat]").check()
-    assert "#" not in page.url and page.locator('a[rel="prev"]').last.get_attribute(
-        "href").endswith("6.html")
+    expect(page).not_to_have_url(re.compile("#"))
+    expect(page.locator('a[rel="prev"]').last).to_have_attribute("href", re.compile(r"6\.html$"))
     assert watched.problems == []

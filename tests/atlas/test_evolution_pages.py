@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import zarr
 from PIL import Image
+from playwright.sync_api import expect
 
 from pipeline.atlas.gather import MAX_CELL
 from pipeline.atlas.render import format_number
@@ -49,7 +50,7 @@ def test_every_evolution_page_loads_with_a_row_per_unit_and_a_column_per_snapsho
         # the unit number leads to its page
         watched.follow(page.locator(".evolution-table tbody th a").first)
         page.wait_for_load_state("load")
-        assert page.url.endswith(f"/units/{label}/0.html")
+        expect(page).to_have_url(re.compile(rf"/units/{label}/0\.html$"))
 
 
 def test_a_unit_page_shows_its_strip_and_links_the_layers_page(watched, atlas, evolution):
@@ -67,7 +68,7 @@ def test_a_unit_page_shows_its_strip_and_links_the_layers_page(watched, atlas, e
         assert shown.nth(i).evaluate("img => img.complete && img.naturalWidth > 0")
     watched.follow(page.locator(".evolution-section a", has_text="All of conv3"))
     page.wait_for_load_state("load")
-    assert page.url.endswith("/evolution/conv3.html")
+    expect(page).to_have_url(re.compile(r"/evolution/conv3\.html$"))
 
 
 def test_the_index_and_layer_pages_link_to_the_evolution_pages(watched, atlas):
@@ -77,11 +78,11 @@ def test_the_index_and_layer_pages_link_to_the_evolution_pages(watched, atlas):
     assert card.locator("img").evaluate("img => img.complete && img.naturalWidth > 0")
     watched.follow(card.locator("a"))
     watched.page.wait_for_load_state("load")
-    assert watched.page.url.endswith("/evolution/conv1.html")
+    expect(watched.page).to_have_url(re.compile(r"/evolution/conv1\.html$"))
     _check_loads(watched, (atlas / "layers" / "conv4.html").as_uri())
     watched.follow(watched.page.locator(".see-also a"))
     watched.page.wait_for_load_state("load")
-    assert watched.page.url.endswith("/evolution/conv4.html")
+    expect(watched.page).to_have_url(re.compile(r"/evolution/conv4\.html$"))
 
 
 def test_each_cell_shows_that_units_projection_at_that_snapshot(atlas, evolution):
@@ -131,6 +132,6 @@ def test_the_evolution_pages_work_under_a_url_prefix(watch, served):
     _check_loads(page, served + "evolution/conv2.html")
     page.follow(page.page.locator(".evolution-layers a", has_text="conv3"))
     page.page.wait_for_load_state("load")
-    assert page.page.url == served + "evolution/conv3.html"
+    expect(page.page).to_have_url(served + "evolution/conv3.html")
     page.load_every_image()
     assert not page.problems and not page.blocked
