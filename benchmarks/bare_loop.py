@@ -92,8 +92,9 @@ def main() -> None:
     device = resolve_device(spec.device)
     manifest = pd.read_parquet(layout.manifest)
     model = analysed_model(workflow, layout, device)
-    size = preprocessing(workflow).crop
-    images = TolerantImages(analysed_images(workflow, layout, manifest), (3, size, size))
+    prep = preprocessing(workflow)
+    images = TolerantImages(analysed_images(workflow, layout, manifest),
+                            (len(prep.mean), prep.crop, prep.crop))
     seconds = decode_and_forward(model, images, spec.batch_size, spec.num_workers, spec.prefetch,
                                  device, spec.channels_last, spec.bf16)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -68,11 +68,11 @@ PROJECT = textwrap.dedent("""
     manifest = pd.read_parquet(layout.manifest)
     create_store(out, [layer], ProjectionPlan(tuple(workflow.deconv.methods), top_k, prep.crop,
                                               (label,)), str(device), rows,
-                 ImageCoords.of_run(manifest, pd.read_parquet(layout.classes)))
+                 ImageCoords.of_run(manifest, pd.read_parquet(layout.classes)), len(prep.mean))
     images = analysed_pixels(workflow, layout, manifest)
     start = time.perf_counter()
     decoded = DecodedImages.build(out / "decoded", rows["image_id"].to_numpy(), images,
-                                  prep.crop)
+                                  prep.crop, channels=len(prep.mean))
     job = BlockProjector(model, workflow.deconv.methods, decoded, prep.normalise(),
                          top_k, workflow.deconv.batch_size)
     job.layer(out, layer, rows)

@@ -22,6 +22,29 @@ from pipeline.errors import ConfigError
 REQUIRED: Any = dataclasses.MISSING
 
 
+class FrozenTable(dict):
+    """A TOML table of free keys (the factory's arguments), read-only and hashable like the
+    frozen config that holds it; it pickles (for dask workers) and serialises as a dict."""
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        import json
+
+        return hash(json.dumps(self, sort_keys=True, default=str))
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("workflow options are read-only")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _refuse  # type: ignore[assignment]
+    __ior__ = _refuse  # type: ignore[assignment]
+
+    def __reduce__(self) -> tuple:
+        return (FrozenTable, (dict(self),))
+
+
+#: The default of a table option: an empty one.
+FROZEN_EMPTY: Any = FrozenTable()
+
+
 def option(default: Any = REQUIRED, doc: str = "", choices: tuple[str, ...] = (),
            execution: bool = False, since: str = "") -> Any:
     """Declare a config option with its default, a one-line doc and optional allowed values.
@@ -33,11 +56,11 @@ def option(default: Any = REQUIRED, doc: str = "", choices: tuple[str, ...] = ()
     it does not make the work of earlier releases stale.
     """
     meta = {"doc": doc, "choices": choices, "execution": execution, "since": since}
-    if isinstance(default, (list, dict, set)):
+    if isinstance(default, (list, dict, set)) and not isinstance(default, FrozenTable):
         raise TypeError("use tuples for sequence defaults so configs stay frozen and hashable")
     if default is REQUIRED:
         return field(metadata=meta)
-    if dataclasses.is_dataclass(default):
+    if dataclasses.is_dataclass(default) or isinstance(default, FrozenTable):
         return field(default_factory=lambda: default, metadata=meta)
     return field(default=default, metadata=meta)
 
@@ -73,17 +96,41 @@ class DataConfig:
 class ModelConfig:
     """Which network is analysed and how its inputs are preprocessed."""
 
-    name: str = option(doc="model name: 'zfnet_small', 'zfnet' or any torchvision classifier")
-    weights: str = option("", "torchvision weights, e.g. 'DEFAULT' or 'IMAGENET1K_V1'; they also "
-                          "set preprocessing and class names")
-    download: bool = option(True, "fetch torchvision weights missing from the torch hub cache",
-                            execution=True)
-    checkpoint: str = option("", "state-dict file to load; empty uses the trained model.pt")
+    name: str = option("", "model name: 'zfnet_small', 'zfnet', any torchvision classifier "
+                       "('vgg16') or a timm architecture ('timm/resnet50'); empty with factory")
+    factory: str = option("", "your own model: 'file.py:function' (relative to the current "
+                          "folder) or 'package.module:function', returning an nn.Module; "
+                          "given num_classes when it takes it", since="0.8.0")
+    factory_args: dict = option(FROZEN_EMPTY, "keyword arguments of the factory function "
+                                "([model.factory_args] table)", since="0.8.0")
+    weights: str = option("", "published weights: torchvision's ('DEFAULT', 'IMAGENET1K_V1') "
+                          "or timm's ('DEFAULT' or a pretrained tag); they also set "
+                          "preprocessing and class names")
+    download: bool = option(True, "fetch published weights missing from the torch hub (or "
+                            "timm's) cache", execution=True)
+    checkpoint: str = option("", "weights file to load (state dict, Lightning, DDP, compiled or "
+                             ".safetensors); empty uses the trained model.pt")
+    checkpoint_key: str = option("", "entry of the checkpoint that holds the weights (e.g. "
+                                 "'model_ema'); empty tries state_dict, model, model_state_dict",
+                                 since="0.8.0")
+    trust_pickle: bool = option(False, "load a checkpoint that holds pickled Python objects (a "
+                                "whole torch.save(model)): runs code from the file, so only for "
+                                "a file you trust", since="0.8.0")
     image_size: int = option(224, "side of the square network input (the centre crop), in pixels")
     resize_size: int = option(0, "shorter side the image is resized to before the crop; "
                               "0 resizes straight to image_size")
-    mean: tuple[float, ...] = option((0.485, 0.456, 0.406), "per-channel mean for normalisation")
+    mean: tuple[float, ...] = option((0.485, 0.456, 0.406), "per-channel mean for normalisation "
+                                     "(one value per input channel of the model; ImageNet's "
+                                     "average for a one-channel model when left as it is)")
     std: tuple[float, ...] = option((0.229, 0.224, 0.225), "per-channel std for normalisation")
+    given: tuple[str, ...] = field(default=(), metadata={
+        "doc": "the options the workflow file sets (they win over published weights' "
+               "preprocessing)", "internal": True, "since": "0.8.0"})
+
+    @property
+    def label(self) -> str:
+        """How the atlas and the logs name the model: its name, or its factory."""
+        return self.name or self.factory
 
 
 @dataclass(frozen=True)
@@ -278,7 +325,13 @@ class Workflow:
         data = dataclasses.replace(self.data, root=absolute(self.data.root),
                                    devkit=absolute(self.data.devkit),
                                    train_root=absolute(self.data.train_root))
-        model = dataclasses.replace(self.model, checkpoint=absolute(self.model.checkpoint))
+        def absolute_factory(factory: str) -> str:  # "file.py:build": the file's path
+            where, _, function = factory.rpartition(":")
+            is_file = where.endswith(".py") or "/" in where or "\\" in where
+            return f"{absolute(where)}:{function}" if factory and is_file else factory
+
+        model = dataclasses.replace(self.model, checkpoint=absolute(self.model.checkpoint),
+                                    factory=absolute_factory(self.model.factory))
         evolution = dataclasses.replace(self.evolution, checkpoints=tuple(
             absolute(path) for path in self.evolution.checkpoints))
         return dataclasses.replace(self, data=data, model=model, evolution=evolution)
@@ -300,6 +353,9 @@ def load_workflow(path: Path, data_root: str | None = None) -> Workflow:
     if table.get("name", "") == "":  # documented: empty uses the file's stem
         table["name"] = path.stem
     workflow = _build(Workflow, table, path, prefix="")
+    if isinstance(table.get("model"), dict):
+        workflow = dataclasses.replace(workflow, model=dataclasses.replace(
+            workflow.model, given=tuple(sorted(table["model"]))))
     from pipeline.config_checks import validate
 
     return validate(_apply_recipe(workflow, table, path), path)
@@ -341,6 +397,10 @@ def _build(cls: type, table: Any, path: Path, prefix: str) -> Any:
 def _convert(hint: Any, value: Any, path: Path, key: str, meta: typing.Mapping) -> Any:
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, path, prefix=f"{key}.")
+    if hint is dict:  # a table of free keys (the factory's arguments), held read-only
+        if not isinstance(value, dict):
+            raise _type_error(path, key, "a table", value)
+        return FrozenTable(value)
     origin = typing.get_origin(hint)
     if origin is tuple:
         item_type = typing.get_args(hint)[0]
@@ -375,7 +435,12 @@ def describe(cls: type = Workflow, prefix: str = "") -> list[tuple[str, str, str
         if dataclasses.is_dataclass(hint):
             rows.extend(describe(hint, prefix=f"{key}."))
             continue
-        default = "required" if spec.default is REQUIRED else repr(spec.default)
+        if spec.default is not REQUIRED:
+            default = repr(spec.default)
+        elif spec.default_factory is not REQUIRED:  # a table: shown as TOML writes it empty
+            default = "{}"
+        else:
+            default = "required"
         type_name = getattr(hint, "__name__", str(hint)).replace("typing.", "")
         doc = spec.metadata["doc"] + (" (execution only: never makes a stage stale)"
                                       if spec.metadata.get("execution") else "")

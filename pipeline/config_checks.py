@@ -24,6 +24,15 @@ def validate(workflow: Workflow, path: Path) -> Workflow:
     """``workflow`` if its values make sense together; else the first problem, as a
     ConfigError (ranges and combinations a stage would otherwise trip over after hours of work)."""
     _validate_name(workflow.name, path)
+    model = workflow.model
+    if bool(model.name) == bool(model.factory):
+        raise ConfigError(f"{path}: [model] needs exactly one of name (a registered, torchvision "
+                          "or 'timm/...' model) and factory ('file.py:function'), got "
+                          + ("both" if model.name else "neither"))
+    if model.factory and model.weights:
+        raise ConfigError(f"{path}: [model] weights is for torchvision and timm models, and this "
+                          "one comes from [model] factory; give its weights as [model] "
+                          "checkpoint")
     if workflow.data.source != "synthetic" and not workflow.data.root:
         raise ConfigError(f"{path}: [data] root is required for source "
                           f"'{workflow.data.source}'; set it or pass --data PATH")
@@ -103,11 +112,13 @@ def _validate_name(name: str, path: Path) -> None:
 
 
 def _validate_normalisation(model: ModelConfig, path: Path) -> None:
-    if len(model.mean) != 3 or len(model.std) != 3:
-        raise ConfigError(f"{path}: model.mean and model.std need 3 values (R, G, B)")
+    if not model.mean or len(model.mean) != len(model.std):
+        raise ConfigError(f"{path}: model.mean and model.std need one value per input channel "
+                          f"of the model (R, G, B: 3), got {len(model.mean)} and "
+                          f"{len(model.std)}")
     if not all(math.isfinite(v) for v in model.mean) or not all(
             math.isfinite(v) and v > 0 for v in model.std):
-        raise ConfigError(f"{path}: model.std needs 3 values > 0 and model.mean 3 finite values "
+        raise ConfigError(f"{path}: model.std needs values > 0 and model.mean finite values "
                           f"(images are divided by std), got mean {list(model.mean)}, std "
                           f"{list(model.std)}")
 

@@ -29,6 +29,9 @@ import zarr
 IMAGE_COORDS = ("path", "label", "class_name")
 #: The colour channels of a picture array (the last dimension of patches and projections).
 CHANNELS = ("r", "g", "b")
+#: The channels of a picture array by the model's input channel count (see
+#: ``pipeline.data.images.CHANNEL_MODES``): grey, RGB, or RGB and alpha.
+CHANNEL_NAMES = {1: ("grey",), 3: CHANNELS, 4: (*CHANNELS, "a")}
 #: The sides of a box in input pixels (the last dimension of the boxes arrays).
 BOX_SIDES = ("top", "left", "bottom", "right")
 
@@ -97,6 +100,12 @@ def write_image_coordinates(group: zarr.Group, images: ImageCoords, dim: str = "
     for name, values in zip(IMAGE_COORDS, (images.paths, images.labels, images.class_names),
                             strict=True):
         write_coordinate(group, name, values, dim)
+
+
+def channel_names(count: int) -> tuple[str, ...]:
+    """The ``channel`` coordinate of pictures of ``count`` channels (:data:`CHANNEL_NAMES`;
+    ``c0``, ``c1``, ... for another count)."""
+    return CHANNEL_NAMES.get(count, tuple(f"c{i}" for i in range(count)))
 
 
 def write_range(group: zarr.Group, dim: str, size: int) -> None:

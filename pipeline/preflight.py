@@ -130,7 +130,8 @@ def check_model(workflow: Workflow, num_classes: int) -> nn.Module:
     from pipeline.models.loading import build_model
     from pipeline.models.preprocessing import preprocessing
 
-    what = f"{workflow.source}: [model] name '{workflow.model.name}'"
+    what = (f"{workflow.source}: [model] name '{workflow.model.name}'" if workflow.model.name
+            else f"{workflow.source}: [model] factory '{workflow.model.factory}'")
     try:
         model = checked_build(lambda: build_model(workflow, model_classes(workflow, num_classes)),
                               what)
@@ -148,9 +149,13 @@ def checked_build(build: Callable[[], nn.Module], what: str) -> nn.Module:
     builder's own refusal (e.g. an image size it cannot take) becomes one line naming ``what``."""
     import torch
 
+    from pipeline.models.factory import FactoryError
+
     try:
         with torch.device("meta"):
             return build()
+    except FactoryError:
+        pass  # the user's function may need real tensors: the CPU decides
     except UserError:
         raise
     except Exception:  # noqa: BLE001 - some builders need real tensors; the CPU decides
@@ -212,32 +217,29 @@ def _scan(workflow: Workflow, layout: RunLayout) -> int:
 def model_classes(workflow: Workflow, num_classes: int) -> int:
     """The model's number of classes: torchvision weights bring their own; otherwise the
     data's count ``num_classes``."""
-    if workflow.model.weights and not workflow.model.checkpoint:
-        from pipeline.models.torchvision_models import resolve_weights
+    from pipeline.models.pretrained import pretrained_weights
 
-        weights = resolve_weights(workflow.model.name, workflow.model.weights, workflow.source)
-        return len(weights.meta.get("categories") or ()) or num_classes
-    return num_classes
+    published = pretrained_weights(workflow)
+    return published.num_classes() if published is not None else num_classes
 
 
 def _check_weights(workflow: Workflow, layout: RunLayout, model: nn.Module, num_classes: int,
                    trains: bool) -> None:
     """The weights exist, are a weights file, and (for a checkpoint) fit the model."""
-    from pipeline.models.loading import checkpoint_path, fit_state_dict, read_state_dict
+    from pipeline.models.loading import checkpoint_path, fit_state_dict, read_weights
+    from pipeline.models.pretrained import pretrained_weights
 
     spec = workflow.model
-    if spec.weights and not spec.checkpoint:
-        from pipeline.models.torchvision_models import cached_or_refused, resolve_weights
-
-        path = cached_or_refused(resolve_weights(spec.name, spec.weights, workflow.source),
-                                 spec.download)
+    published = pretrained_weights(workflow)
+    if published is not None:
+        path = published.check(spec.download)
         if path is not None:
-            read_state_dict(path, workflow.source)
+            read_weights(workflow, path, "[model] weights")
         return
     if workflow.train.enabled and not spec.checkpoint and trains:
         return  # the train stage writes the weights
     path = checkpoint_path(workflow, layout)
-    fit_state_dict(model, read_state_dict(path, workflow.source), path, spec.name, num_classes,
+    fit_state_dict(model, read_weights(workflow, path).state, path, spec.label, num_classes,
                    assign=next(model.parameters()).is_meta)
 
 
@@ -253,8 +255,8 @@ def _check_snapshots(workflow: Workflow, layout: RunLayout, num_classes: int, tr
         return
     classes = model_classes(workflow, num_classes)
     # a model of its own: loading with assign=True swaps the weights of the one it is given
-    model = checked_build(lambda: build_model(workflow, classes), f"[model] name "
-                          f"'{workflow.model.name}'")
+    model = checked_build(lambda: build_model(workflow, classes), f"[model] "
+                          f"'{workflow.model.label}'")
     meta = next(model.parameters()).is_meta
     for snapshot in snapshot_files(workflow, layout):
         if snapshot.option == CHECKPOINTS and not snapshot.path.is_file():

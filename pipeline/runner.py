@@ -79,10 +79,14 @@ class Runner:
         A folder that is not there now (an unmounted disk) keeps the digest the stamp recorded:
         finished work is not stale because the data is away."""
         external: dict[str, str | None] = {}
+        # a stage that builds the model (its key has the whole [model] section) reads the
+        # user's model file too; only then, so that runs without one keep their keys
+        builds = "model" in stage.keys and bool(self.workflow.model.factory)
         wanted = [what for what, flag in (("weights", stage.loads_weights),
                                           ("listing", stage.lists_images),
                                           ("images", stage.reads_images),
-                                          ("checkpoints", stage.reads_checkpoints)) if flag]
+                                          ("checkpoints", stage.reads_checkpoints),
+                                          ("model_file", builds)) if flag]
         recorded = (self._stamps.get(stage.name) or {}).get("external", {})  # no recursion:
         # a stamp being migrated is not in the cache yet
         for what in wanted:

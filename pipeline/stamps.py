@@ -7,6 +7,8 @@ A stage's *key* is a hash of
 - the *content digests* of its input stages' outputs, not a per-run token: a stage rerun that
   writes byte-identical outputs leaves everything downstream done,
 - the content digest of the weights file it loads, when ``[model] checkpoint`` names one,
+- for the stages that build the model, the content digest of the file defining
+  ``[model] factory`` when one is named (editing it reruns them, touching it does not),
 - for the stage that lists the images (prepare), a digest of the image folders' listing (each
   sub-folder's name, each image file's name, size and modification time): adding an image or
   filling an empty class folder makes it rerun, and when the manifest it writes is the same,
@@ -28,7 +30,7 @@ import dataclasses
 import hashlib
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -57,12 +59,20 @@ def config_values(workflow: Workflow, keys: Iterable[str]) -> dict[str, Any]:
 
 
 def _results_only(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return dict(value)
     if not dataclasses.is_dataclass(value):
         return value
     return {spec.name: _results_only(getattr(value, spec.name))
             for spec in dataclasses.fields(value)
             if not spec.metadata.get("execution") and not spec.metadata.get("internal")
-            and not (spec.metadata.get("since") and getattr(value, spec.name) == spec.default)}
+            and not (spec.metadata.get("since") and getattr(value, spec.name) == _default(spec))}
+
+
+def _default(spec: dataclasses.Field) -> Any:
+    if spec.default_factory is not dataclasses.MISSING:
+        return spec.default_factory()
+    return spec.default
 
 
 def stage_key(config: dict[str, Any], inputs: dict[str, str], revision: int,
@@ -121,7 +131,8 @@ def files_digest(root: Path, names: Iterable[str], relative_to: Path | None = No
 def external_digest(what: str, stage: str, workflow: Workflow, layout: RunLayout
                     ) -> str | None:
     """The digest of what ``stage`` reads from outside the run folder: ``weights`` (the content
-    of ``[model] checkpoint``), ``checkpoints`` (those of ``[evolution] checkpoints``),
+    of ``[model] checkpoint``), ``model_file`` (the file defining ``[model] factory``),
+    ``checkpoints`` (those of ``[evolution] checkpoints``),
     ``listing`` (the image folders, as prepare scans them) or ``images`` (the files the stage's
     manifests list). None when a data folder or manifest is not there now; "" when there is
     nothing outside to read."""
@@ -129,6 +140,10 @@ def external_digest(what: str, stage: str, workflow: Workflow, layout: RunLayout
 
     from pipeline.data.roots import analysed_root, train_root
 
+    if what == "model_file":  # [model] factory: the content of the file defining it
+        from pipeline.models.factory import factory_digest
+
+        return factory_digest(workflow.model.factory)
     if what == "weights":
         checkpoint = workflow.model.checkpoint
         return file_digest(Path(checkpoint).expanduser()) if checkpoint else ""

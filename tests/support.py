@@ -139,3 +139,15 @@ def served_copy(folder: Path, www: Path, prefix: str) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def fill_hub_cache(cache, hf_hub_id: str, state: dict) -> None:
+    """Put the state dict ``state`` where huggingface_hub keeps ``hf_hub_id``'s weights."""
+    from safetensors.torch import save_file
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = cache / ("models--" + hf_hub_id.replace("/", "--"))
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    save_file(state, str(repo / "snapshots" / commit / "model.safetensors"))

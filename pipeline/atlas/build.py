@@ -61,6 +61,7 @@ class AtlasSettings:
     model_name: str
     dataset_name: str
     workflow_file: str
+    weights: str  # which weights were analysed: published ones, or a file, its entry and prefix
     stamps: dict[str, Path]  # stage -> its stamp file (for the stages' timings)
     experiments: tuple[tuple[ExperimentPages, Path], ...]  # the stages on, with their output
 
@@ -107,7 +108,7 @@ def write_site(layout: RunLayout, model: nn.Module, settings: AtlasSettings, sta
         layers = gather_layers(inputs, tables, layout.projections, staged, top_k,
                                projected.image_size, workers, bar.update)
     context = _atlas_context(settings, layout, tables, activations, projected, top_k, model,
-                             first, layers)
+                             first, layers, _input_channels(projections, analysed))
     # every page's footer names the figures, the experiments' own pages included
     context = dataclasses.replace(
         context, figures=(2, *sorted(pages.figure for pages, _ in settings.experiments)))
@@ -118,7 +119,8 @@ def write_site(layout: RunLayout, model: nn.Module, settings: AtlasSettings, sta
 
 
 def _atlas_context(settings: AtlasSettings, layout: RunLayout, tables: RunTables, activations,
-                   projected, top_k: int, model, first, layers) -> AtlasContext:
+                   projected, top_k: int, model, first, layers,
+                   input_channels: int = 3) -> AtlasContext:
     """Everything the atlas shows, but the experiments' pages."""
     from pipeline.atlas.context import AtlasContext
     from pipeline.atlas.gather import skipped_images
@@ -131,6 +133,7 @@ def _atlas_context(settings: AtlasSettings, layout: RunLayout, tables: RunTables
     inference = InferenceSummary.from_attrs(activations.attrs)
     return AtlasContext(
         title=settings.title, workflow=settings.workflow, model_name=settings.model_name,
+        weights=settings.weights,
         dataset_name=settings.dataset_name,
         n_images=StoreMeta.from_attrs(activations.attrs).n_images,
         n_classes=len(tables.classes), top1=inference.top1,
@@ -140,6 +143,7 @@ def _atlas_context(settings: AtlasSettings, layout: RunLayout, tables: RunTables
         method=projected.methods[0], top_k=top_k, methods=projected.methods,
         parameters=sum(p.numel() for p in model.parameters()),
         input_size=projected.image_size,
+        input_channels=input_channels,
         n_readable=inference.n_readable,
         skipped=skipped_images(tables.skipped), n_skipped=len(tables.skipped),
         data_warnings=tuple(warning.message
@@ -151,6 +155,11 @@ def _atlas_context(settings: AtlasSettings, layout: RunLayout, tables: RunTables
         class_groups=class_groups(pd.read_parquet(layout.classes)),
         class_names=tuple(tables.classes),
     )
+
+
+def _input_channels(projections, analysed) -> int:
+    """The channels of the network's input, as the projections store keeps its pictures."""
+    return int(projections[analysed[0].label]["patches"].shape[-1]) if analysed else 3
 
 
 @contextlib.contextmanager

@@ -178,6 +178,7 @@ class AtlasContext:
     top_k: int
     parameters: int | None = None  # trainable and frozen parameters of the model
     input_size: int | None = None  # side of the network input, px
+    input_channels: int = 3  # of the network input: 1 (grey), 3 (RGB) or 4
     n_readable: int | None = None
     skipped: tuple[SkippedImage, ...] = ()  # the first few unreadable images
     n_skipped: int = 0
@@ -192,10 +193,18 @@ class AtlasContext:
     warnings_shown: int = 10  # data warnings listed on the index (all are in data_warnings.json)
     experiments: tuple[PageLink, ...] = ()  # the pages beyond Figure 2, linked from the index
     figures: tuple[int, ...] = (2,)  # the paper's figures the atlas reproduces (the footer)
+    weights: str = ""  # which weights: published ones, or a file, its entry and prefix
 
     @property
     def all_methods(self) -> tuple[str, ...]:
         return self.methods or (self.method,)
+
+    @property
+    def channels_note(self) -> str:
+        """How the pictures draw the input's channels ("" for RGB)."""
+        from pipeline.atlas.channels import channels_note
+
+        return channels_note(self.input_channels)
 
 
 @dataclass(frozen=True)

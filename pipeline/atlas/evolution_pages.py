@@ -5,11 +5,12 @@ Pages: ``evolution/<layer>.html``, one per layer, a row per unit and a column pe
 strip (:class:`~pipeline.atlas.context.SnapshotCell`), each layer page a link.
 
 Images: the projections stored by the evolution stage, shown with the atlas's contrast
-(:func:`pipeline.interp.display.to_display`, zero at mid-grey), shrunk and enlarged like the
-Figure 2 tiles, packed ``STRIP_GROUP`` units to a sheet, ``evolution/<layer>/<group>.png``
+(:func:`pipeline.interp.display.to_display`, zero at mid-grey), shrunk and enlarged like the Figure
+2 tiles and drawn in the input's channels like them (:mod:`pipeline.atlas.channels`; the preview,
+channels 1-3 of 4), packed ``STRIP_GROUP`` units to a sheet, ``evolution/<layer>/<group>.png``
 (``.jpg`` when not enlarged): a row per unit and a column per snapshot, so a sheet is itself a
-piece of Figure 4 and a unit page loads one file. ``evolution/preview.png`` (the index card)
-shows the strongest unit of every layer.
+piece of Figure 4 and a unit page loads one file. ``evolution/preview.png`` (the index card) shows
+the strongest unit of every layer.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from urllib.parse import quote
 import numpy as np
 from PIL import Image
 
+from pipeline.atlas.channels import shown_rgb
 from pipeline.atlas.context import AtlasContext, Crop, PageExtras, PageLink, SnapshotCell
 from pipeline.atlas.gather import MAX_CELL, TILE_QUALITY, ImageWriter, RunTables
 from pipeline.atlas.render import unit_path, write_page
@@ -98,7 +100,9 @@ def _layer_strips(label: str, group, snapshots: list[str], tables: RunTables, ou
     projections = group["projections"]
     n_snapshots, units = values.shape
     tile = tuple(int(v) for v in group.attrs["tile"])
-    shown_hw = fit_cells(np.zeros((1, *tile, 3), np.uint8), MAX_CELL).shape[1:3]
+    channels = int(projections.shape[-1])
+    shown_hw = shown_rgb(fit_cells(np.zeros((1, *tile, channels), np.uint8), MAX_CELL)
+                         ).shape[1:3]
     scale = tile_scale(shown_hw[0])
     cell_hw = (shown_hw[0] * scale, shown_hw[1] * scale)
     suffix = image_format(scale)
@@ -126,14 +130,14 @@ def _layer_strips(label: str, group, snapshots: list[str], tables: RunTables, ou
 
 
 def _display_cells(projections, live: np.ndarray, scale: int) -> np.ndarray:
-    """``[S, n, h, w, 3]`` stored projections as display pixels ``[S, n, H, W, 3]``, shrunk
-    like the tiles, then enlarged by ``scale`` (silent cells left black)."""
+    """``[S, n, h, w, C]`` stored projections as display pixels ``[S, n, H, W, 3]``, shrunk
+    and drawn like the tiles, then enlarged by ``scale`` (silent cells left black)."""
     stored = np.asarray(projections, np.float32)
     s, n = stored.shape[:2]
     flat = np.stack([to_display(cell) if alive else np.zeros(cell.shape, np.uint8)
                      for cell, alive in zip(stored.reshape(s * n, *stored.shape[2:]),
                                             live.reshape(-1), strict=True)])
-    shown = fit_cells(flat, MAX_CELL)
+    shown = shown_rgb(fit_cells(flat, MAX_CELL))
     if scale > 1:
         shown = shown.repeat(scale, axis=1).repeat(scale, axis=2)
     return shown.reshape(s, n, *shown.shape[1:])
@@ -173,8 +177,9 @@ def _write_preview(store, labels: list[str], out_dir: Path, writer: ImageWriter)
         unit = int(np.argmax(last))
         stored = np.asarray(group["projections"][:, unit], np.float32)
         live = group["image_id"][:, unit] >= 0
-        cells = [np.asarray(Image.fromarray(to_display(cell)).resize(
-            (PREVIEW_CELL, PREVIEW_CELL), Image.Resampling.BOX)) if alive
+        cells = [np.asarray(Image.fromarray(shown_rgb(to_display(cell), fourth_beside=False)
+                                            ).resize((PREVIEW_CELL, PREVIEW_CELL),
+                                                     Image.Resampling.BOX)) if alive
             else np.full((PREVIEW_CELL, PREVIEW_CELL, 3), BACKGROUND, np.uint8)
             for cell, alive in zip(stored, live, strict=True)]
         strips.append(cells)

@@ -4,7 +4,8 @@ A first-layer unit's projection is its filter times a positive number (the activ
 nine projections of it say no more than the filter itself; the atlas shows the filter once
 beside the unit's patches, and all filters as the paper's Figure 6 grid. That holds only where
 nothing but rectifiers lies between the convolution and the analysed module:
-:func:`shows_filters` decides it from the model's modules.
+:func:`shows_filters` decides it from the model's modules. The filters are drawn in the input's
+channels (:mod:`pipeline.atlas.channels`): grey for a greyscale model, colour for RGB.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ class FirstLayer:
     """The first convolution's filters, for the layer whose projections they are."""
 
     module: str  # its dotted name
-    filters: np.ndarray  # uint8 [C, kh, kw, 3], each normalised on its own (normalise_filters)
+    filters: np.ndarray  # uint8 [C, kh, kw, K], K input channels, each filter normalised on its
+    # own (normalise_filters); shown_rgb draws them
     scales: np.ndarray  # [C] each filter's largest |weight|
     grid: str | None  # the Figure 6 image, relative to the atlas root
     grid_size: tuple[int, int]  # its (width, height)
@@ -34,13 +36,14 @@ class FirstLayer:
 
 
 def first_layer(model: nn.Module, out_dir: Path, writer: Any) -> FirstLayer | None:
-    """The first convolution's filters (if it reads the RGB image); writes their Figure 6
-    grid with ``writer`` (an :class:`pipeline.atlas.gather.ImageWriter`)."""
+    """The first convolution's filters (if it reads the image: 1, 3 or 4 channels, not in
+    groups); writes their Figure 6 grid with ``writer`` (an
+    :class:`pipeline.atlas.gather.ImageWriter`)."""
     from pipeline.atlas.tiles import filter_grid, filter_grid_cells, normalise_filters
     from pipeline.interp.layers import first_conv
 
     found = first_conv(model)
-    if found is None or found[1].in_channels != 3 or found[1].groups != 1:
+    if found is None or found[1].in_channels not in (1, 3, 4) or found[1].groups != 1:
         return None
     name, conv = found
     weights = conv.weight.detach().cpu().numpy()

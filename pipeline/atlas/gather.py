@@ -6,9 +6,11 @@ Figure 2 tile (projections with the first method, and the patches), which the un
 shows cell by cell, and for every further method a grid of its projections; thumbnails and
 activation maps of the top images are grouped ``THUMB_GROUP`` units to a sheet. Projections are
 turned into pixels here, from the exact values the deconv stage stored
-(:func:`pipeline.interp.display.to_display`). A layer is gathered in tasks of one sheet's
-units each, on the render stage's worker processes (:mod:`pipeline.atlas.parallel`); within a
-task, image encoding runs on a small thread pool (Pillow releases the GIL while it encodes).
+(:func:`pipeline.interp.display.to_display`); they and the patches are drawn in the input's
+channels (:func:`pipeline.atlas.channels.shown_rgb`: grey for a greyscale model). A layer is
+gathered in tasks of one sheet's units each, on the render stage's worker processes
+(:mod:`pipeline.atlas.parallel`); within a task, image encoding runs on a small thread pool
+(Pillow releases the GIL while it encodes).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline.atlas.channels import shown_rgb
 from pipeline.atlas.context import Crop, LayerEntry, SkippedImage, TopImage, UnitEntry
 from pipeline.atlas.first_layer import FirstLayer
 from pipeline.atlas.parallel import Workers
@@ -203,7 +206,7 @@ def _unit_entries(inputs: _LayerInputs, group: Any, task: UnitRange, writer: Ima
     methods = list(stored.methods)
     boxes = group["boxes"][task.start:task.stop]
     grid = grid_side(top_k)
-    cell_hw = fit_cells(patches[:1, 0], MAX_CELL).shape[1:3] if patches.shape[0] else (1, 1)
+    cell_hw = shown_cells(patches[:1, 0]).shape[1:3] if patches.shape[0] else (1, 1)
     scale = tile_scale(cell_hw[0])
     suffix = image_format(scale)
     geometry = tile_cells(top_k, cell_hw, scale, grid)
@@ -226,18 +229,18 @@ def _unit_entries(inputs: _LayerInputs, group: Any, task: UnitRange, writer: Ima
         tile, extra, top_images, filter_crop = None, [], (), None
         if not row["dead"] and shown > 0:
             tile = f"tiles/{label}/{unit:04d}{suffix}"
-            unit_patches = fit_cells(patches[unit, :shown], MAX_CELL)
+            unit_patches = shown_cells(patches[unit, :shown])
             if first is not None:
                 filter_crop = _write_filter_tile(first, unit, unit_patches, scale, grid, geometry,
                                                  out_dir / tile, writer, tile)
             else:
-                writer.save(compose_unit_tile(_shown(projections[0, unit, :shown]),
+                writer.save(compose_unit_tile(shown_projections(projections[0, unit, :shown]),
                                               unit_patches, scale=scale, grid=grid),
                             out_dir / tile, quality=TILE_QUALITY)
             for m, method in enumerate(methods[1:] if first is None else [], start=1):
                 path = f"tiles/{label}/{unit:04d}-{method}{suffix}"
-                writer.save(compose_grid(_shown(projections[m, unit, :shown]), scale, grid),
-                            out_dir / path, quality=TILE_QUALITY)
+                writer.save(compose_grid(shown_projections(projections[m, unit, :shown]), scale,
+                                         grid), out_dir / path, quality=TILE_QUALITY)
                 extra.append(path)
             top_images = tuple(
                 _top_image(r, tables, tile, extra, geometry, boxes[unit - task.start, r.rank],
@@ -270,19 +273,25 @@ def _field_covers_image(field: Any, image_size: int | None) -> bool:
     return bool(image_size) and min(int(v) for v in field) > image_size
 
 
-def _shown(cells: np.ndarray) -> np.ndarray:
-    """Stored projections (float, any scale) as display pixels, shrunk like the patches."""
-    return fit_cells(np.stack([to_display(cell) for cell in np.asarray(cells, np.float32)]),
-                     MAX_CELL)
+def shown_cells(pictures: np.ndarray) -> np.ndarray:
+    """uint8 pictures ``[n, h, w, C]`` in the input's channels (patches) as a tile's cells:
+    shrunk to at most MAX_CELL px (channel by channel), drawn in RGB (``shown_rgb``)."""
+    return shown_rgb(fit_cells(np.asarray(pictures), MAX_CELL))
+
+
+def shown_projections(cells: np.ndarray) -> np.ndarray:
+    """Stored projections ``[n, h, w, C]`` (float, any scale) as a tile's cells: the atlas's
+    contrast (``to_display``), then shrunk and drawn like the patches (:func:`shown_cells`)."""
+    return shown_cells(np.stack([to_display(cell) for cell in np.asarray(cells, np.float32)]))
 
 
 def _write_filter_tile(first: FirstLayer, unit: int, patches: np.ndarray, scale: int, grid: int,
                        geometry, path: Path, writer: ImageWriter, tile: str) -> Crop:
     """Write a layer-1 tile (the filter once, beside the patches); return the filter's crop."""
-    writer.save(compose_filter_tile(first.filters[unit], patches, scale, grid), path,
-                quality=TILE_QUALITY)
+    shown = shown_rgb(first.filters[unit])
+    writer.save(compose_filter_tile(shown, patches, scale, grid), path, quality=TILE_QUALITY)
     (tile_w, tile_h), _, _ = geometry
-    x, y, w, h, _ = filter_tile_cell(patches.shape[1:3], first.filters.shape[1:3], scale, grid)
+    x, y, w, h, _ = filter_tile_cell(patches.shape[1:3], shown.shape[:2], scale, grid)
     return Crop(tile, x, y, w, h, tile_w, tile_h)
 
 

@@ -10,6 +10,10 @@ Several images share an axis, so a distance chart divides every distance by one 
 mean, over the sampled images, of the original's feature-vector norm at that layer (the same
 number for every line and every transform, stated on the page). A distance of 1 is then "as far
 as a typical feature vector is long"; the curves keep the shapes the paper plots.
+
+The pictures are stored as PNG in the input's channels; grey and RGB ones are written as they
+are, RGBA ones drawn like every picture of the atlas (:mod:`pipeline.atlas.channels`: channel 4
+in grey beside channels 1-3, not as transparency).
 """
 
 from __future__ import annotations
@@ -74,7 +78,7 @@ def invariance_pages(store_path: Path, context: AtlasContext, tables: RunTables,
     samples = []
     for index, image_id in enumerate(order):
         picture = f"{PICTURES_DIR}/{image_id}.png"
-        write_bytes(out_dir / picture, base64.b64decode(about["images"][str(image_id)]))
+        write_bytes(out_dir / picture, _shown_png(about["images"][str(image_id)]))
         label = int(rows.loc[rows["image_id"] == image_id, "label"].iloc[0])
         samples.append(SampleImage(image_id, index, str(tables.manifest["path"].iloc[image_id]),
                                    _class_name(tables, label), picture))
@@ -90,20 +94,44 @@ def invariance_pages(store_path: Path, context: AtlasContext, tables: RunTables,
     return PageExtras(link=PageLink("Invariance (Figure 5)", PAGE, note, image=card))
 
 
-def _card(about: dict, out_dir: Path) -> str | None:
-    """The index card's picture: the example image at each rotation shown, side by side."""
+def _pixels(encoded: str, fourth_beside: bool = True) -> np.ndarray:
+    """A stored picture (base64 PNG, grey, RGB or RGBA) as display pixels ``[h, w, 3]``."""
     import io
 
     from PIL import Image
 
+    from pipeline.atlas.channels import shown_rgb
+
+    with Image.open(io.BytesIO(base64.b64decode(encoded))) as image:
+        pixels = np.asarray(image)
+    return shown_rgb(pixels[..., None] if pixels.ndim == 2 else pixels, fourth_beside)
+
+
+def _shown_png(encoded: str) -> bytes:
+    """The PNG file of a stored picture: as stored, or drawn in RGB if it has 4 channels (a
+    browser would take the fourth for transparency)."""
+    import io
+
+    from PIL import Image
+
+    data = base64.b64decode(encoded)
+    with Image.open(io.BytesIO(data)) as image:
+        if image.mode != "RGBA":
+            return data
+    buffer = io.BytesIO()
+    Image.fromarray(_pixels(encoded)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _card(about: dict, out_dir: Path) -> str | None:
+    """The index card's picture: the example image at each rotation shown, side by side."""
     from pipeline.atlas.occlusion_images import card_image
     from pipeline.atlas.tiles import save_image
 
     encoded = [picture for _, picture in about.get("examples", {}).get("rotation", [])]
     if not encoded:
         return None
-    pictures = [np.asarray(Image.open(io.BytesIO(base64.b64decode(picture))).convert("RGB"))
-                for picture in encoded]
+    pictures = [_pixels(picture, fourth_beside=False) for picture in encoded]
     path = f"{PICTURES_DIR}/card.png"
     save_image(card_image(pictures), out_dir / path)
     return path
@@ -121,7 +149,7 @@ def _section(key: str, rows: pd.DataFrame, samples: list[SampleImage], about: di
     examples = []
     for n, (amount, encoded) in enumerate(about.get("examples", {}).get(key, [])):
         picture = f"{PICTURES_DIR}/{key}-{n}.png"
-        write_bytes(out_dir / picture, base64.b64decode(encoded))
+        write_bytes(out_dir / picture, _shown_png(encoded))
         examples.append(Example(_amount(key, float(amount)), picture))
 
     def lines(column: str, column_text: str, scale: float):

@@ -4,8 +4,10 @@
 ``occlusion/index.html`` shows every occluded image, each linking to ``occlusion/<id>.html``:
 (a) the image, (b) the tracked feature map's total activation, (c) the deconvnet projection of
 its peak, (d) P(true class) and (e) the most probable class, each map drawn over the image with
-its colour bar or class legend, then the numbers. Pictures go to ``occlusion/<id>/``. Unit pages
-of the tracked units link here (``PageExtras.unit_links``).
+its colour bar or class legend, then the numbers. Pictures go to ``occlusion/<id>/``; the image
+and the projection are drawn in the input's channels, of 4 channels 1-3 only (the maps and the
+receptive field's box lie over them at the image's geometry; ``pipeline.atlas.channels``). Unit
+pages of the tracked units link here (``PageExtras.unit_links``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.atlas.channels import shown_rgb
 from pipeline.atlas.context import AtlasContext, PageExtras, PageLink
 from pipeline.atlas.gather import RunTables
 from pipeline.atlas.occlusion_images import (
@@ -153,8 +156,9 @@ def _write_image(i: int, arrays: dict, attrs: dict, tables: RunTables,
              for key in ("input", "projection", "total", "prob", "classes")}
     legend = class_colours(predicted, label)
     total_high = max(float(total.max()), clean_total)
-    pictures = {"input": arrays["images"][i],
-                "projection": to_display(arrays["projection"][i].astype(np.float32)),
+    pictures = {"input": shown_rgb(arrays["images"][i], fourth_beside=False),
+                "projection": shown_rgb(to_display(arrays["projection"][i].astype(np.float32)),
+                                        fourth_beside=False),
                 "total": ramp_rgb(total, 0.0, total_high), "prob": ramp_rgb(prob, 0.0, 1.0),
                 "classes": class_rgb(predicted, legend)}
     from PIL import Image
@@ -210,7 +214,7 @@ def format_probability(value: float) -> str:
 
 def _card(arrays: dict, attrs: dict, i: int):
     """The index card's picture of image ``i``: the image, then maps (b), (d), (e) over it."""
-    image, stride = arrays["images"][i], int(attrs["stride"])
+    image, stride = shown_rgb(arrays["images"][i], fourth_beside=False), int(attrs["stride"])
     total, clean_total = arrays["total"][i], float(arrays["clean"][i][1])
     legend = class_colours(arrays["predicted"][i], int(arrays["label"][i]))
     maps = (ramp_rgb(total, 0.0, max(float(total.max()), clean_total)),

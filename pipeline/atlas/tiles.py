@@ -1,6 +1,8 @@
 """Pixel work of the atlas: Figure 2 unit tiles, the Figure 6 filter grid, PNG output.
 
-Only numpy and PIL, so the images can be built (and tested) without torch.
+Only numpy and PIL, so the images can be built (and tested) without torch. The composing
+functions take display pixels, RGB ``[..., 3]``; pictures in the network's own channels become
+those in :func:`pipeline.atlas.channels.shown_rgb` (here for filters and thumbnails).
 
 Geometry of a unit tile (cells of ``h x w`` pixels, integer ``scale`` s, ``GUTTER`` g = 2,
 ``GAP`` G = 10)::
@@ -21,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from pipeline.atlas.channels import shown_rgb
 from pipeline.atomic import writing
 
 GUTTER = 2  # px between cells, not scaled, so cells stay visibly separate at any scale
@@ -136,8 +139,9 @@ def filter_tile_cell(cell_hw: tuple[int, int], kernel_hw: tuple[int, int], scale
 
 def compose_filter_tile(filter_hwc: np.ndarray, patches: np.ndarray, scale: int = 1,
                         grid: int = GRID) -> Image.Image:
-    """A layer-1 tile: the unit's filter once, enlarged (uint8 ``[kh, kw, 3]``, see
-    :func:`normalise_filters`), in place of the projection grid, beside its top patches.
+    """A layer-1 tile: the unit's filter once, enlarged (display pixels ``[kh, kw, 3]``:
+    :func:`normalise_filters`, then ``shown_rgb``), in place of the projection grid, beside
+    its top patches.
 
     A first-layer projection is the filter itself times a positive number, so nine copies of it
     say nothing more than one; the paper's layer-1 panel shows each filter once."""
@@ -152,16 +156,17 @@ def compose_filter_tile(filter_hwc: np.ndarray, patches: np.ndarray, scale: int 
 
 
 def normalise_filters(weights: np.ndarray) -> np.ndarray:
-    """Map each filter to uint8 ``[C, kh, kw, 3]``: zero -> 128, +max|w| -> 255, -max|w| -> 0.
+    """Map filters ``[C, K, kh, kw]`` (K = 1, 3 or 4 input channels) to uint8
+    ``[C, kh, kw, K]``: zero -> 128, +max|w| -> 255, -max|w| -> 0.
 
     Per-filter and symmetric, as in the paper's Figure 6: a filter's sign pattern stays
-    readable (grey is "no weight") whatever its norm; an all-zero filter is flat grey.
+    readable (grey is "no weight") whatever its norm; an all-zero filter is flat grey. One
+    scale for all of a filter's input channels, so their weights compare.
     """
     w = np.asarray(weights, dtype=np.float64)
-    if w.ndim != 4 or w.shape[1] not in (1, 3):
-        raise ValueError(f"weights must have shape [C, 3, kh, kw], got {w.shape}")
-    if w.shape[1] == 1:
-        w = w.repeat(3, axis=1)
+    if w.ndim != 4 or w.shape[1] not in (1, 3, 4):
+        raise ValueError(f"weights must have shape [C, K, kh, kw] with K = 1, 3 or 4 input "
+                         f"channels, got {w.shape}")
     peak = np.abs(w).max(axis=(1, 2, 3), keepdims=True)
     unit = np.divide(w, peak, out=np.zeros_like(w), where=peak > 0)
     scaled = np.clip(np.rint(127.5 + 127.5 * unit), 0, 255).astype(np.uint8)
@@ -169,10 +174,11 @@ def normalise_filters(weights: np.ndarray) -> np.ndarray:
 
 
 def filter_grid(weights: np.ndarray, scale: int) -> Image.Image:
-    """First-layer filters ``[C, 3, kh, kw]`` as a near-square grid (the paper's Figure 6)."""
+    """First-layer filters ``[C, K, kh, kw]`` as a near-square grid (the paper's Figure 6),
+    each drawn as its K input channels are (``shown_rgb``: grey for one)."""
     if scale < 1:
         raise ValueError(f"scale must be >= 1, got {scale}")
-    cells = _upscale(normalise_filters(weights), scale)
+    cells = _upscale(shown_rgb(normalise_filters(weights)), scale)
     n, ch, cw = cells.shape[:3]
     if n == 0:
         raise ValueError("filter_grid needs at least one filter")
@@ -198,14 +204,20 @@ def filter_grid_cells(n: int, cell_hw: tuple[int, int]
 
 
 def fit_cells(cells: np.ndarray, max_side: int) -> np.ndarray:
-    """Shrink ``[n, h, w, 3]`` cells (area-averaging) so the longer side is at most
-    ``max_side``: deep layers' 160-px fields would otherwise dominate the atlas's size."""
+    """Shrink uint8 ``[n, h, w, C]`` cells (area-averaging, each channel on its own) so the
+    longer side is at most ``max_side``: deep layers' 160-px fields would otherwise dominate
+    the atlas's size."""
     n, h, w = cells.shape[:3]
     if max(h, w) <= max_side or n == 0:
         return cells
     size = (max(1, round(w * max_side / max(h, w))), max(1, round(h * max_side / max(h, w))))
-    return np.stack([np.asarray(Image.fromarray(cell).resize(size, Image.Resampling.BOX))
-                     for cell in cells])
+    if cells.shape[-1] == 3:
+        return np.stack([np.asarray(Image.fromarray(cell).resize(size, Image.Resampling.BOX))
+                         for cell in cells])
+    # a band at a time: Pillow resizes RGBA with its colours premultiplied by alpha
+    return np.stack([np.stack([np.asarray(Image.fromarray(cell[..., c]).resize(
+        size, Image.Resampling.BOX)) for c in range(cell.shape[-1])], axis=-1)
+        for cell in cells])
 
 
 def sheet_cell(row: int, column: int, side: int) -> tuple[int, int]:
@@ -220,8 +232,11 @@ def sheet_size(rows: int, columns: int, side: int) -> tuple[int, int]:
 
 
 def thumb_sheet(thumbs: np.ndarray, side: int | None = None) -> Image.Image:
-    """Thumbnails ``[units, k, t, t, 3]`` as one image: a row per unit, a column per rank,
-    each cell resized to ``side`` pixels (default: as stored), with gutters between cells."""
+    """Thumbnails ``[units, k, t, t, C]`` as one image: a row per unit, a column per rank,
+    each cell resized to ``side`` pixels (default: as stored), with gutters between cells.
+    A thumbnail only places the receptive field's box, so of 4 channels it shows channels 1-3
+    (``shown_rgb(..., fourth_beside=False)``)."""
+    thumbs = shown_rgb(np.asarray(thumbs), fourth_beside=False)
     units, k, t = thumbs.shape[:3]
     side = side or t
     sheet = Image.new("RGB", sheet_size(units, k, side), BACKGROUND)

@@ -89,7 +89,7 @@ class RunSide:
 
     side: str
     facts: RunFacts
-    filters: FilterGrid | None  # None: the first convolution does not read the RGB image
+    filters: FilterGrid | None  # None: the first convolution does not read the image
     layers: tuple[LayerStats, ...]  # in the run's order
     second: ShownLayer | None  # the second analysed layer (None: fewer than two)
 

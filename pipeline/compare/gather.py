@@ -105,7 +105,7 @@ def run_facts(workflow: Workflow, layout: RunLayout, activations: Any, projectio
     attrs = activations.attrs
     return RunFacts(
         name=workflow.name, workflow_file=Path(workflow.source).name,
-        model_name=workflow.model.name,
+        model_name=workflow.model.label,
         parameters=sum(p.numel() for p in model.parameters()),
         input_size=int(projections.attrs.get("image_size", 0)) or None,
         weights=_weights(workflow),
@@ -120,9 +120,11 @@ def run_facts(workflow: Workflow, layout: RunLayout, activations: Any, projectio
 def _weights(workflow: Workflow) -> str:
     """Where the analysed weights came from, in the order ``load_model`` picks them; a file by
     its name only."""
+    from pipeline.models.timm_models import is_timm_name
+
     spec = workflow.model
     if spec.weights and not spec.checkpoint:
-        return f"torchvision {spec.weights}"
+        return f"{'timm' if is_timm_name(spec.name) else 'torchvision'} {spec.weights}"
     if spec.checkpoint:
         return f"checkpoint {Path(spec.checkpoint).name}"
     train = workflow.train
@@ -186,21 +188,19 @@ def shown_layer(label: str, activations: Any, group: Any, units: pd.DataFrame,
     """The layer's most selective live units, in the order of the atlas's index strips, each
     with its Figure 2 tile written to ``out_dir/tiles/<label>/``."""
     from pipeline.atlas.context import LayerEntry, UnitEntry
-    from pipeline.atlas.gather import MAX_CELL, TILE_QUALITY, dominant_class
-    from pipeline.atlas.tiles import (
-        compose_unit_tile,
-        fit_cells,
-        grid_side,
-        image_format,
-        tile_scale,
+    from pipeline.atlas.gather import (
+        TILE_QUALITY,
+        dominant_class,
+        shown_cells,
+        shown_projections,
     )
-    from pipeline.interp.display import to_display
+    from pipeline.atlas.tiles import compose_unit_tile, grid_side, image_format, tile_scale
 
     rows = units[units["layer"] == label].sort_values("unit")
     projections, patches = group["projections"], group["patches"]
     top_k = int(patches.shape[1])
     grid = grid_side(top_k)
-    cell_hw = fit_cells(patches[:1, 0], MAX_CELL).shape[1:3] if patches.shape[0] else (1, 1)
+    cell_hw = shown_cells(patches[:1, 0]).shape[1:3] if patches.shape[0] else (1, 1)
     scale = tile_scale(cell_hw[0])
     suffix = image_format(scale)
     priors = _class_priors(activations, len(classes))
@@ -226,10 +226,9 @@ def shown_layer(label: str, activations: Any, group: Any, units: pd.DataFrame,
     picked = layer.most_selective(units_shown if units_shown > 0 else len(entries))
     for unit in picked:
         shown = unit.n_images
-        cells = np.asarray(projections[0, unit.unit, :shown], np.float32)
-        # the atlas's contrast, cell by cell (pipeline.interp.display), and its cell size
-        pictures = fit_cells(np.stack([to_display(cell) for cell in cells]), MAX_CELL)
-        writer.save(compose_unit_tile(pictures, fit_cells(patches[unit.unit, :shown], MAX_CELL),
+        # the atlas's contrast, cell size and channels (pipeline.atlas.gather)
+        pictures = shown_projections(projections[0, unit.unit, :shown])
+        writer.save(compose_unit_tile(pictures, shown_cells(patches[unit.unit, :shown]),
                                       scale=scale, grid=grid),
                     out_dir / unit.tile, quality=TILE_QUALITY)
     n_live = sum(1 for unit in entries if unit.tile)

@@ -59,12 +59,10 @@ def class_table(workflow: Workflow, folders: list[str], root: Path) -> tuple[pd.
 
 
 def _weights_categories(workflow: Workflow) -> list[str] | None:
-    if not workflow.model.weights:
-        return None
-    from pipeline.models.torchvision_models import resolve_weights
+    from pipeline.models.pretrained import named_weights
 
-    weights = resolve_weights(workflow.model.name, workflow.model.weights, workflow.source)
-    return list(weights.meta.get("categories") or []) or None
+    published = named_weights(workflow)
+    return published.categories() if published is not None else None
 
 
 # Coarse groups of ImageNet-1k classes (inclusive index ranges, torchvision's class order), so

@@ -1,13 +1,13 @@
 """Images decoded once, in parallel, into one raw file of network-sized ``uint8`` crops.
 
-The deconv stage needs the top images of every unit, layer after layer; on ImageNet one image
-is often the top image of dozens of units in several layers. Decoding a JPEG costs more than
-projecting it on a GPU, so each distinct image is decoded once per stage (by DataLoader workers,
-as the activations stage does) into ``pixels.u8``: image ``j`` of ``ids`` at byte
-``j * 3 * side * side``, ``[3, side, side]`` row-major. The crop is the transform's output before
-scaling, so :meth:`pipeline.models.preprocessing.Preprocessing.normalise` of it is exactly the
-network input. Reading a few images back costs one ``pread`` each and no memory beyond them,
-whatever the number of images; the file lives in the stage's staging folder and goes with it.
+The deconv stage needs the top images of every unit, layer after layer; on ImageNet one image is
+often the top image of dozens of units in several layers. Decoding a JPEG costs more than
+projecting it on a GPU, so each distinct image is decoded once per stage (by DataLoader workers, as
+the activations stage does) into ``pixels.u8``: image ``j`` of ``ids`` at byte ``j * C * side *
+side``, ``[C, side, side]`` row-major, C the network's input channels. The crop is the transform's
+output before scaling, so :meth:`pipeline.models.preprocessing.Preprocessing.normalise` of it is
+exactly the network input. Reading a few images back costs one ``pread`` each and no memory beyond
+them, whatever the number of images; the file lives in the stage's staging folder and goes with it.
 
 ``index.json`` is written last (atomically): without it, or for other ids, the file is rebuilt,
 so a run killed while decoding decodes again and never reads a half-written file.
@@ -36,40 +36,43 @@ class DecodedImages:
     """The crops of ``ids`` (sorted, distinct image ids) in ``folder``; see the module doc."""
 
     def __init__(self, folder: Path, ids: np.ndarray, side: int, reasons: dict[int, str],
-                 reused: bool = False) -> None:
+                 reused: bool = False, channels: int = 3) -> None:
         self.folder, self.side, self.reused = Path(folder), side, reused
+        self.channels = channels
         self.ids = np.asarray(ids, dtype=np.int64)
         self.reasons = reasons  # image id -> why it could not be read (now)
-        self._bytes = 3 * side * side
+        self._bytes = channels * side * side
 
     @classmethod
     def build(cls, folder: Path, ids: np.ndarray, images: ImageDataset, side: int,
-              num_workers: int = 0, advance: Callable[[int], object] | None = None
-              ) -> DecodedImages:
-        """Decode ``images[i]`` (a dataset giving ``uint8 [3, side, side]``) for every id in
-        ``ids`` into ``folder``, or reuse what a killed run of the same ids finished there.
-        ``advance(n)`` is called after each batch (a progress bar's ``update``)."""
+              num_workers: int = 0, advance: Callable[[int], object] | None = None,
+              channels: int = 3) -> DecodedImages:
+        """Decode ``images[i]`` (a dataset giving ``uint8 [channels, side, side]``) for every
+        id in ``ids`` into ``folder``, or reuse what a killed run of the same ids finished
+        there. ``advance(n)`` is called after each batch (a progress bar's ``update``)."""
         folder = Path(folder)
         ids = np.unique(np.asarray(ids, dtype=np.int64))
+        shape = (channels, side, side)
         index = read_json(folder / INDEX)
+        # an index without "channels" is from before they were recorded: RGB
         if isinstance(index, dict) and index.get("ids") == ids.tolist() \
-                and index.get("side") == side:
+                and index.get("side") == side and index.get("channels", 3) == channels:
             return cls(folder, ids, side, {int(k): v for k, v in index["reasons"].items()},
-                       reused=True)
+                       reused=True, channels=channels)
         remove(folder / INDEX)
         folder.mkdir(parents=True, exist_ok=True)
-        subset = torch.utils.data.Subset(TolerantImages(images, (3, side, side), torch.uint8),
+        subset = torch.utils.data.Subset(TolerantImages(images, shape, torch.uint8),
                                          ids.tolist())
         loader = DataLoader(subset, batch_size=BATCH, num_workers=num_workers)
         reasons: dict[int, str] = {}
-        size = 3 * side * side
+        size = channels * side * side
         with open(folder / PIXELS, "wb") as out:
             out.truncate(len(ids) * size)
             position = 0
             for batch, image_ids, why in loader:
                 crops = batch.numpy()
-                if crops.dtype != np.uint8 or crops.shape[1:] != (3, side, side):
-                    raise ValueError(f"expected uint8 crops [3, {side}, {side}], got "
+                if crops.dtype != np.uint8 or crops.shape[1:] != shape:
+                    raise ValueError(f"expected uint8 crops {list(shape)}, got "
                                      f"{crops.dtype} {crops.shape[1:]}")
                 _write_at(out.fileno(), np.ascontiguousarray(crops).tobytes(), position * size)
                 position += len(crops)
@@ -78,27 +81,28 @@ class DecodedImages:
                     advance(len(crops))
             out.flush()
             os.fsync(out.fileno())
-        write_json(folder / INDEX, {"ids": ids.tolist(), "side": side,
+        write_json(folder / INDEX, {"ids": ids.tolist(), "side": side, "channels": channels,
                                     "reasons": {str(k): v for k, v in reasons.items()}})
-        return cls(folder, ids, side, reasons)
+        return cls(folder, ids, side, reasons, channels=channels)
 
     def unreadable(self) -> list[tuple[int, str]]:
         """(image id, reason) of every image that could not be read, by id."""
         return sorted(self.reasons.items())
 
     def read(self, image_ids: np.ndarray) -> np.ndarray:
-        """The crops of ``image_ids`` (each one of ``ids``), ``uint8 [n, 3, side, side]``; an
+        """The crops of ``image_ids`` (each one of ``ids``), ``uint8 [n, C, side, side]``; an
         image that could not be read is all zeros (see :attr:`reasons`)."""
         rows = np.searchsorted(self.ids, image_ids)
         if len(image_ids) and (rows.max() >= len(self.ids)
                                or (self.ids[rows] != np.asarray(image_ids)).any()):
             missing = sorted(set(np.asarray(image_ids).tolist()) - set(self.ids.tolist()))
             raise KeyError(f"images {missing[:5]} were not decoded")
-        out = np.empty((len(image_ids), 3, self.side, self.side), np.uint8)
+        shape = (self.channels, self.side, self.side)
+        out = np.empty((len(image_ids), *shape), np.uint8)
         with open(self.folder / PIXELS, "rb") as source:
             for j, row in enumerate(rows):
                 data = os.pread(source.fileno(), self._bytes, int(row) * self._bytes)
-                out[j] = np.frombuffer(data, np.uint8).reshape(3, self.side, self.side)
+                out[j] = np.frombuffer(data, np.uint8).reshape(shape)
         return out
 
     def readable(self, image_ids: np.ndarray) -> np.ndarray:

@@ -161,21 +161,70 @@ def scan_image_folder(root: Path, warnings: list[DataWarning] | None = None,
 # as "F" (taken to be 0..1). Pillow's own convert("RGB") clips these at 255, which shows a
 # 0..65535 ramp as almost all white. (16-bit RGB PNGs Pillow already scales to "RGB".)
 _FULL_SCALE = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "F": 1.0}
+#: The Pillow mode images are converted to for a network of that many input channels.
+CHANNEL_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
+# Modes Pillow converts to "L" and "RGBA" directly; others (CMYK, YCbCr, LAB, HSV) go through
+# "RGB" first, so that every colour image reaches grey or RGBA the way an RGB image does.
+_DIRECT = frozenset({"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBX", "RGBa"})
 
 
-def as_rgb(img: Image.Image) -> Image.Image:
-    """``img`` as 8-bit RGB. More than 8 bits per channel is scaled to 8 (v * 255 / full scale,
-    rounded), not clipped. "I" images (signed 32-bit in Pillow: 16-bit files in older Pillow,
-    32-bit ones) count as 16-bit unless a value exceeds 65535, then as 32-bit (full scale
-    2**31 - 1): decided per image, so a 32-bit image whose values all fit in 16 bits is scaled
-    as 16-bit. Greyscale, palette, alpha (dropped, not composited) and CMYK keep Pillow's
-    conversion."""
+def channel_mode(channels: int) -> str:
+    """The Pillow mode of ``channels``-channel network input (:data:`CHANNEL_MODES`); a
+    UserError for a count no image converts to."""
+    if channels not in CHANNEL_MODES:
+        raise UserError(f"the model's first convolution takes {channels} input channels; images "
+                        "can be read as 1 (grey), 3 (RGB) or 4 (RGBA) channels: use a model "
+                        "with one of those")
+    return CHANNEL_MODES[channels]
+
+
+def as_8bit(img: Image.Image) -> Image.Image:
+    """``img`` decoded, at 8 bits per channel: more than 8 bits of grey is scaled to 8-bit "L"
+    (v * 255 / full scale, rounded), not clipped. "I" images (signed 32-bit in Pillow: 16-bit
+    files in older Pillow, 32-bit ones) count as 16-bit unless a value exceeds 65535, then as
+    32-bit (full scale 2**31 - 1): decided per image, so a 32-bit image whose values all fit in
+    16 bits is scaled as 16-bit. Every other mode is kept as it is."""
     if img.mode not in _FULL_SCALE and img.mode != "I":
-        return img.convert("RGB")
+        img.load()
+        return img
     values = np.asarray(img, dtype=np.float64)
     full = _FULL_SCALE.get(img.mode) or (65535 if values.max(initial=0) <= 65535 else 2**31 - 1)
     grey = np.clip(np.rint(values * (255 / full)), 0, 255).astype(np.uint8)
-    return Image.fromarray(grey, "L").convert("RGB")
+    return Image.fromarray(grey, "L")
+
+
+def as_channels(img: Image.Image, channels: int) -> Image.Image:
+    """``img`` as the 8-bit input of a network with ``channels`` input channels (see
+    :func:`as_8bit` for more than 8 bits). 1: grey "L", the luminance Pillow computes from RGB
+    (alpha dropped); 3: "RGB" (greyscale, palette, alpha (dropped, not composited) and CMYK keep
+    Pillow's conversion); 4: "RGBA", an image without alpha getting alpha 255."""
+    mode = channel_mode(channels)
+    img = as_8bit(img)
+    if img.mode == mode:
+        return img
+    if channels != 3 and img.mode not in _DIRECT:
+        img = img.convert("RGB")
+    return img.convert(mode)
+
+
+def as_rgb(img: Image.Image) -> Image.Image:
+    """``img`` as 8-bit RGB: :func:`as_channels` with 3 channels."""
+    return as_channels(img, 3)
+
+
+class ToChannels:
+    """A transform step: a PIL image -> :func:`as_channels` of it. A class (not a lambda), so
+    that a transform holding it reaches DataLoader worker processes."""
+
+    def __init__(self, channels: int) -> None:
+        channel_mode(channels)  # refuse an impossible count when the transform is made
+        self.channels = channels
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        return as_channels(img, self.channels)
+
+    def __repr__(self) -> str:
+        return f"ToChannels({self.channels})"
 
 
 class ImageDataset(Dataset):
@@ -197,12 +246,15 @@ class ImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def load(self, i: int) -> Image.Image:
-        """The untransformed RGB image, e.g. for showing the original patch in the atlas."""
+    def read(self, i: int) -> Image.Image:
+        """Image ``i`` decoded at 8 bits per channel in its own mode (:func:`as_8bit`): what
+        the transform gets, whose first step converts it to the network's channels
+        (:class:`ToChannels`, as every transform of
+        :class:`~pipeline.models.preprocessing.Preprocessing` does)."""
         path = self.root / self.paths[i]
         try:
             with Image.open(path) as img:
-                return as_rgb(img)
+                return as_8bit(img)
         except (OSError, ValueError) as exc:
             if isinstance(exc, FileNotFoundError) and path.is_symlink():
                 # "No such file" about an entry that `ls` shows would mislead: name the link
@@ -210,8 +262,13 @@ class ImageDataset(Dataset):
                                         "not exist)", str(path))
             raise UserError(f"cannot read image {path}: {exc}; remove or replace the file") from exc
 
+    def load(self, i: int, channels: int = 3) -> Image.Image:
+        """The untransformed image as ``channels``-channel input (:func:`as_channels`), e.g.
+        for showing the original."""
+        return as_channels(self.read(i), channels)
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int]:
-        return self.transform(self.load(i)), self.labels[i], i
+        return self.transform(self.read(i)), self.labels[i], i
 
 
 class ReadableImages(Dataset):

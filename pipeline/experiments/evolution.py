@@ -15,11 +15,13 @@ how many images were searched) holds per layer group (attrs ``module``, ``tile``
   a unit whose largest activation is not above zero is *silent* at that snapshot;
 - ``image_id`` int64 ``[S, C]``: the manifest row of that image, ``y``, ``x`` int32 ``[S, C]``:
   the position in the layer's map (all -1 for a silent unit);
-- ``projections`` float16 ``[S, C, h, w, 3]``: the projection, cropped to the receptive field
+- ``projections`` float16 ``[S, C, h, w, K]``: the projection, cropped to the receptive field
   and divided by its own largest absolute value, ``projection_scale`` float32 ``[S, C]`` that
   value (the projection is ``projections * projection_scale``; zero for a silent unit);
-- ``patches`` uint8 ``[S, C, h, w, 3]``: the same box of the preprocessed image (mid-grey
+- ``patches`` uint8 ``[S, C, h, w, K]``: the same box of the preprocessed image (mid-grey
   outside the image and for a silent unit).
+
+K is the network's input channels (grey; r, g, b; or r, g, b, a).
 
 Their zarr ``dimension_names`` are ``snapshot``, ``unit``, ``tile_y``, ``tile_x``, ``channel``;
 each group holds the coordinates (:mod:`pipeline.labelled`): ``snapshot`` (the labels), ``unit`` and
@@ -75,7 +77,7 @@ def searched_images(readable: np.ndarray, count: int) -> np.ndarray:
 
 def image_batches(images: Callable[[int], Tensor], ids: np.ndarray, batch_size: int,
                   device: torch.device) -> Iterator[tuple[Tensor, Tensor]]:
-    """``(images [B, 3, H, W], ids [B])`` on ``device``, in the order of ``ids``;
+    """``(images [B, K, H, W], ids [B])`` on ``device``, in the order of ``ids``;
     ``images(i)`` is the preprocessed image ``i``."""
     for start in range(0, len(ids), batch_size):
         batch_ids = ids[start:start + batch_size]
@@ -146,9 +148,9 @@ def _maxima(found: list[Tensor] | None, layer: EvolutionLayer) -> Maxima:
 class Projected:
     """One snapshot's projections of one layer's maxima (see the module doc)."""
 
-    projections: np.ndarray  # float16 [C, h, w, 3]
+    projections: np.ndarray  # float16 [C, h, w, K]
     scale: np.ndarray  # float32 [C]
-    patches: np.ndarray  # uint8 [C, h, w, 3]
+    patches: np.ndarray  # uint8 [C, h, w, K]
 
 
 def project_maxima(projector, maxima: Maxima, module: str, field, tile: tuple[int, int],
@@ -157,15 +159,16 @@ def project_maxima(projector, maxima: Maxima, module: str, field, tile: tuple[in
     """Project every live unit's maximum with ``projector`` (a deconvnet
     :class:`~pipeline.interp.Projector` of the snapshot's model), crop it and the image patch
     to the unit's receptive field box (``field.box``) in a ``tile`` and normalise it by its
-    own peak. ``images(i)`` is the preprocessed image ``i``; ``on_done(n)`` counts progress."""
+    own peak. ``images(i)`` is the preprocessed image ``i`` (as many channels as ``mean``);
+    ``on_done(n)`` counts progress."""
     from pipeline.interp import crop_tile
 
-    channels = len(maxima.value)
-    out = Projected(np.zeros((channels, *tile, 3), np.float16), np.zeros(channels, np.float32),
-                    np.full((channels, *tile, 3), GREY, np.uint8))
+    channels, k = len(maxima.value), len(mean)
+    out = Projected(np.zeros((channels, *tile, k), np.float16), np.zeros(channels, np.float32),
+                    np.full((channels, *tile, k), GREY, np.uint8))
     units = np.flatnonzero(maxima.live)
     units = units[np.argsort(maxima.image_id[units], kind="stable")]  # decode each image once
-    mean_t, std_t = torch.tensor(mean).view(3, 1, 1), torch.tensor(std).view(3, 1, 1)
+    mean_t, std_t = torch.tensor(mean).view(k, 1, 1), torch.tensor(std).view(k, 1, 1)
     step = projector.batch_size
     for start in range(0, len(units), step):
         chunk = units[start:start + step]
@@ -221,7 +224,7 @@ def write_evolution(path: Path, snapshots: Sequence[tuple[str, Callable[[], nn.M
                         "n_images": len(ids)})
     for layer in layers:
         _create_layer(store, layer, [label for label, _ in snapshots], tiles[layer.label],
-                      fields[layer.module])
+                      fields[layer.module], len(prep.mean))
     live = sum(int(found[layer.label].live.sum()) for found in maxima for layer in layers)
     bar = progress_bar("evolution projections", total=live, unit="proj")
     for s, model in enumerate(models):
@@ -248,8 +251,9 @@ def _counted(batches: Iterator[tuple[Tensor, Tensor]], bar, models: int
 
 
 def _create_layer(store, layer: EvolutionLayer, snapshots: Sequence[str],
-                  tile: tuple[int, int], field) -> None:
-    from pipeline.labelled import CHANNELS, labelled_array, write_coordinate, write_range
+                  tile: tuple[int, int], field, k: int) -> None:
+    """``layer``'s group, its arrays (pictures of ``k`` channels) and coordinates."""
+    from pipeline.labelled import channel_names, labelled_array, write_coordinate, write_range
 
     group = store.create_group(layer.label)
     group.attrs.update({"module": layer.module, "tile": list(tile),
@@ -257,7 +261,7 @@ def _create_layer(store, layer: EvolutionLayer, snapshots: Sequence[str],
     s, c = len(snapshots), layer.channels
     write_coordinate(group, "snapshot", np.asarray(snapshots, dtype=str))
     write_range(group, "unit", c)
-    write_coordinate(group, "channel", np.asarray(CHANNELS, dtype=str))
+    write_coordinate(group, "channel", np.asarray(channel_names(k), dtype=str))
     # One chunk per snapshot (and up to 32 units) of the pictures: the atlas reads a layer's
     # snapshot at a time; the small arrays are one chunk each.
     pictures = ("snapshot", "unit", "tile_y", "tile_x", "channel")  # y, x: arrays here
@@ -265,8 +269,8 @@ def _create_layer(store, layer: EvolutionLayer, snapshots: Sequence[str],
                                      ("image_id", (s, c), np.int64, -1),
                                      ("y", (s, c), np.int32, -1), ("x", (s, c), np.int32, -1),
                                      ("projection_scale", (s, c), np.float32, 0),
-                                     ("projections", (s, c, *tile, 3), np.float16, 0),
-                                     ("patches", (s, c, *tile, 3), np.uint8, GREY)):
-        chunks = shape if len(shape) == 2 else (1, min(c, 32), *tile, 3)
+                                     ("projections", (s, c, *tile, k), np.float16, 0),
+                                     ("patches", (s, c, *tile, k), np.uint8, GREY)):
+        chunks = shape if len(shape) == 2 else (1, min(c, 32), *tile, k)
         labelled_array(group, name, pictures[:len(shape)], shape, dtype, chunks=chunks,
                        fill_value=fill)

@@ -61,7 +61,7 @@ def example_amounts(transform: str, side: int, count: int = 5) -> np.ndarray:
 
 
 def transform_image(image: Tensor, transform: str, amount: float) -> Tensor:
-    """``image`` ``[..., 3, H, W]`` (normalised) shifted down by ``amount`` px, scaled by it
+    """``image`` ``[..., C, H, W]`` (normalised) shifted down by ``amount`` px, scaled by it
     about the centre, or rotated by it in degrees; the original itself at the identity."""
     from torchvision.transforms.v2 import InterpolationMode
     from torchvision.transforms.v2 import functional as F
@@ -112,7 +112,7 @@ def _vectors(model: nn.Module, images: Tensor, layers: FeatureLayers
 
 def measure(model: nn.Module, image: Tensor, true_class: int, layers: FeatureLayers,
             batch_size: int = 64) -> pd.DataFrame:
-    """One row per transform and amount for the preprocessed ``image`` ``[3, H, W]`` of class
+    """One row per transform and amount for the preprocessed ``image`` ``[C, H, W]`` of class
     ``true_class`` (columns :data:`COLUMNS`), ``batch_size`` transformed copies per forward pass.
 
     The identity rows are the original's own values (distance 0): running the same image again

@@ -10,8 +10,9 @@ distance between the original's and the transformed copy's feature vectors), ``p
 the two layers: ``layer1`` and ``last`` (labels as the page shows them), ``last_is_input``,
 ``image_size``; and carries the pictures the atlas page shows, so rendering needs neither the
 model nor the images: ``images`` (image id -> the network's input as a base64 PNG, at most
-``PICTURE_SIDE`` px) and ``examples`` (transform -> [amount, base64 PNG] of the first image's
-transformed copies at ``example_amounts``), ``example_image`` (its id).
+``PICTURE_SIDE`` px, in its own channels: grey, RGB or RGBA) and ``examples`` (transform ->
+[amount, base64 PNG] of the first image's transformed copies at ``example_amounts``),
+``example_image`` (its id).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import pandas as pd
 
 if TYPE_CHECKING:
     import torch
+    from PIL import Image
     from torch import nn
 
     from pipeline.experiments.invariance import FeatureLayers
@@ -85,15 +87,27 @@ def write_invariance_table(path: Path, model: nn.Module, images: Sequence,
 
 
 def _png(image: torch.Tensor, pixels: Pixels) -> str:
-    """A normalised input tensor as the pixels the network saw: base64 PNG, at most
-    ``PICTURE_SIDE`` px."""
+    """A normalised input tensor as the pixels the network saw: base64 PNG (grey, RGB or
+    RGBA), at most ``PICTURE_SIDE`` px."""
     from PIL import Image
 
     from pipeline.models.preprocessing import shown_pixels
 
-    picture = Image.fromarray(shown_pixels(image, pixels.mean, pixels.std), "RGB")
-    if max(picture.size) > PICTURE_SIDE:
-        picture.thumbnail((PICTURE_SIDE, PICTURE_SIDE), Image.Resampling.BOX)
+    seen = shown_pixels(image, pixels.mean, pixels.std)  # [H, W, C]: grey, RGB or RGBA
+    if seen.shape[-1] == 4:
+        # a band at a time: Pillow resizes RGBA with its colours premultiplied by alpha
+        picture = Image.merge("RGBA", [_fitted(Image.fromarray(seen[..., c])) for c in range(4)])
+    else:
+        picture = _fitted(Image.fromarray(seen[..., 0] if seen.shape[-1] == 1 else seen))
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG")
     return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _fitted(picture: Image.Image) -> Image.Image:
+    """``picture`` shrunk (area-averaging) to at most ``PICTURE_SIDE`` px."""
+    from PIL import Image
+
+    if max(picture.size) > PICTURE_SIDE:
+        picture.thumbnail((PICTURE_SIDE, PICTURE_SIDE), Image.Resampling.BOX)
+    return picture

@@ -88,11 +88,11 @@ class Occlusion:
     prob_true: np.ndarray  # (d) float32: P(true class)
     predicted: np.ndarray  # (e) int32: the most probable class
     predicted_prob: np.ndarray  # float32: its probability
-    projection: np.ndarray  # (c) float32 [H, W, 3]: deconvnet projection of the peak
+    projection: np.ndarray  # (c) float32 [H, W, C]: deconvnet projection of the peak
 
 
 def occluded_batch(image: Tensor, boxes: Tensor, fill: float = FILL) -> Tensor:
-    """``[n, 3, H, W]``: ``image`` once per box, with the box set to ``fill``."""
+    """``[n, C, H, W]``: ``image`` once per box, with the box set to ``fill``."""
     h, w = image.shape[-2:]
     ys = torch.arange(h, device=image.device)
     xs = torch.arange(w, device=image.device)
@@ -116,7 +116,7 @@ def strongest_unit(feature_map: Tensor) -> tuple[int, tuple[int, int], float]:
 def occlude(model: nn.Module, image: Tensor, true_class: int, module: str, grid: OccluderGrid,
             batch_size: int = 64, projector=None,
             on_batch: Callable[[int], object] | None = None) -> Occlusion:
-    """Figure 7 for one preprocessed ``image`` ``[3, H, W]`` of class ``true_class``: the tracked
+    """Figure 7 for one preprocessed ``image`` ``[C, H, W]`` of class ``true_class``: the tracked
     map of the module named ``module`` (a dotted name, not a layer label) and the class
     probabilities with the square at every position of ``grid``, ``batch_size`` positions per
     forward pass, and the deconvnet projection of the tracked map's peak (``projector``: a

@@ -7,7 +7,7 @@ layer, ``size`` and ``stride`` of the square, ``image_size`` [H, W], ``grid`` [r
 their zarr ``dimension_names``, first the occluded image:
 
 - ``images`` uint8 ``[image, y, x, channel]``, the network's input as pixels (preprocessed,
-  before normalisation);
+  before normalisation), in its own channels (grey; r, g, b; or r, g, b, a);
 - ``tracked_unit`` int32 ``[image]`` (the tracked channel; ``unit`` is a dimension
   elsewhere), ``position`` int32 ``[image, yx]`` (y, x of its peak in the layer's map),
   ``box`` int32 ``[image, side]`` (that activation's receptive field in input pixels: top,
@@ -36,9 +36,9 @@ from pipeline.errors import UserError
 from pipeline.experiments.occlusion import OccluderGrid, occluder_grid
 from pipeline.labelled import (
     BOX_SIDES,
-    CHANNELS,
     IMAGE_COORDS,
     ImageCoords,
+    channel_names,
     labelled_array,
     write_coordinate,
     write_image_coordinates,
@@ -94,18 +94,18 @@ def occlude_images(model: nn.Module, images: Sequence, image_ids: Sequence[int],
     field = receptive_fields(model, grid.image_hw)[module]
     projector = Projector(model, method="deconvnet", batch_size=1)
 
-    n, (rows, columns) = len(image_ids), grid.shape
+    n, (rows, columns), channels = len(image_ids), grid.shape, len(mean)
     arrays = {
         "image_id": np.asarray(image_ids, np.int32).reshape(n),
         "label": np.zeros(n, np.int32),
-        "images": np.zeros((n, *grid.image_hw, 3), np.uint8),
+        "images": np.zeros((n, *grid.image_hw, channels), np.uint8),
         "tracked_unit": np.zeros(n, np.int32), "position": np.zeros((n, 2), np.int32),
         "box": np.zeros((n, 4), np.int32), "clean": np.zeros((n, len(CLEAN_COLUMNS)), np.float32),
         "total": np.zeros((n, rows, columns), np.float32),
         "prob_true": np.zeros((n, rows, columns), np.float32),
         "predicted": np.zeros((n, rows, columns), np.int32),
         "predicted_prob": np.zeros((n, rows, columns), np.float32),
-        "projection": np.zeros((n, *grid.image_hw, 3), np.float16),
+        "projection": np.zeros((n, *grid.image_hw, channels), np.float16),
         "projection_scale": np.zeros(n, np.float32),
     }
     for i, image_id in enumerate(image_ids):
@@ -148,7 +148,8 @@ def write_occlusion_store(path: Path, arrays: dict[str, np.ndarray], label: str,
                             "grid": [rows, columns], "device": device})
         write_image_coordinates(store, images)
         for name, values in (("yx", ("y", "x")), ("side", BOX_SIDES),
-                             ("measure", CLEAN_COLUMNS), ("channel", CHANNELS)):
+                             ("measure", CLEAN_COLUMNS),
+                             ("channel", channel_names(arrays["images"].shape[-1]))):
             write_coordinate(store, name, np.asarray(values, dtype=str))
         for name, dims in _DIMS.items():
             values = arrays[name]

@@ -70,10 +70,11 @@ def fill_share(workflow: Workflow, layout: RunLayout, store_path: Path, chunks: 
         manifest = pd.read_parquet(layout.manifest)
         if model is None:
             model = analysed_model(workflow, layout, device)
-        size = preprocessing(workflow).crop
+        prep = preprocessing(workflow)
+        size, channels = prep.crop, len(prep.mean)
         layers = {store[label].attrs["module"]: label for label in store.attrs["layers"]}
         plan = ChunkPlan(chunks, chunk_size, n_images, int(store["pred"].shape[1]), layers)
-        images = TolerantImages(analysed_images(workflow, layout, manifest), (3, size, size))
+        images = TolerantImages(analysed_images(workflow, layout, manifest), (channels, size, size))
         marker = store_path.parent / f"{store_path.name}.key"
         with zarr_writes_settled():  # also on a dask worker, which lives on after the task
             fill_chunks(model, images, store, store_path, plan, spec, device,

@@ -14,9 +14,10 @@ the few values above it saturate. A projection is sparse: its strongest values s
 unit looked, and the weaker structure around them (the rest of the edge, the stripes beside)
 falls within a few grey levels of mid-grey when shown linearly. GAMMA = 0.5 lifts that
 structure (on the demo, pixels within +-16 of grey: 65-73 % linear, 36-42 % with it) while
-keeping zero grey, the sign and the order of values; it scales each pixel's three channels by
-one factor (a square root of the pixel's strongest channel), so the pixel's hue, the ratio of
-its channels, is kept. When the
+keeping zero grey, the sign and the order of values; it scales each pixel's channels by one
+factor (a square root of the pixel's strongest channel), so the pixel's hue, the ratio of its
+channels, is kept. A projection has the network's input channels (1 for a greyscale model: the
+same formula, one channel; :mod:`pipeline.atlas.channels` draws it in grey). When the
 percentile is zero (a projection with very few non-zero values) the largest value is used
 instead. An all-zero projection (a dead unit) is uniform grey; non-finite values count as zero.
 The projection itself is never changed: this is only how it is shown, and ``projections.zarr``
@@ -44,7 +45,7 @@ def display_scale(projection: np.ndarray, percentile: float = CLIP_PERCENTILE) -
 
 def to_display(projection_hwc: np.ndarray, percentile: float = CLIP_PERCENTILE,
                gamma: float = GAMMA) -> np.ndarray:
-    """uint8 ``[h, w, 3]`` image: ``128 + 127 * v * m ** (gamma - 1)`` with
+    """uint8 ``[h, w, C]`` image: ``128 + 127 * v * m ** (gamma - 1)`` with
     ``v = clip(p / s, -1, 1)`` and ``m`` the pixel's largest ``|v|`` (module doc)."""
     p = np.nan_to_num(np.asarray(projection_hwc, dtype=np.float64), nan=0.0, posinf=0.0,
                       neginf=0.0)

@@ -34,11 +34,12 @@ def write_projections(staged: Path, model: nn.Module, layers: Sequence[LayerPlan
                       plan: ProjectionPlan, topk: pd.DataFrame, pixels: ImageDataset,
                       images: ImageCoords,
                       normalise: Callable[[torch.Tensor], torch.Tensor],
-                      batch_size: int, num_workers: int, device: str) -> None:
+                      batch_size: int, num_workers: int, device: str, channels: int = 3) -> None:
     """Create (or continue) the store at ``staged`` and project every ``topk`` row of
     ``layers`` with each of the plan's methods, ``batch_size`` requests at a time; ``pixels``
-    gives the images as the network's uint8 crops (decoded by ``num_workers`` processes) and
-    ``images`` who they are (the coordinates, and the files named when one cannot be read now)."""
+    gives the images as the network's uint8 crops of ``channels`` channels (decoded by
+    ``num_workers`` processes) and ``images`` who they are (the coordinates, and the files
+    named when one cannot be read now)."""
     from pipeline.data.decoded import DecodedImages
     from pipeline.interp.projection_store import (
         DECODED,
@@ -47,12 +48,12 @@ def write_projections(staged: Path, model: nn.Module, layers: Sequence[LayerPlan
         finish_store,
     )
 
-    create_store(staged, layers, plan, device, topk, images)
+    create_store(staged, layers, plan, device, topk, images, channels)
     _say_resumed(staged, layers, batch_size)
     ids = np.unique(topk["image_id"].to_numpy())
     bar = progress_bar("decode top images", total=len(ids), unit="img")
     decoded = DecodedImages.build(staged / DECODED, ids, pixels, plan.image_size,
-                                  num_workers, bar.update)
+                                  num_workers, bar.update, channels)
     bar.close()
     if decoded.reused:
         print(f"[deconv] reusing the {len(ids)} top images a killed run had decoded")

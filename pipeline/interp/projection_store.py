@@ -14,6 +14,10 @@ encoding can change without projecting again. Per layer group:
   image, and the attribute ``map_extent``, the input area the map covers (see
   ``pipeline.interp.maps``).
 
+``channel`` is the network's input channels as the images were converted for it
+(:func:`pipeline.data.images.as_channels`): ``grey`` alone, ``r g b``, or ``r g b a``; the
+atlas turns them into something to look at (:mod:`pipeline.atlas.channels`).
+
 The brackets are the arrays' zarr ``dimension_names``; the group holds their coordinates
 (:mod:`pipeline.labelled`): ``method`` (names), ``unit``, ``rank``, ``side`` and ``channel``, and
 per unit and rank the top image's ``image_id``, ``path``, ``label`` and ``class_name`` (-1 and
@@ -59,8 +63,8 @@ from pipeline.interp.projector import Projector
 from pipeline.interp.receptive_field import ReceptiveField, crop_tile
 from pipeline.labelled import (
     BOX_SIDES,
-    CHANNELS,
     ImageCoords,
+    channel_names,
     labelled_array,
     write_coordinate,
     write_range,
@@ -101,16 +105,19 @@ def block_units(top_k: int, batch_size: int) -> int:
 
 
 def create_store(path: Path, layers: Sequence[LayerPlan], plan: ProjectionPlan,
-                 device: str, topk: pd.DataFrame, images: ImageCoords) -> zarr.Group:
+                 device: str, topk: pd.DataFrame, images: ImageCoords,
+                 channels: int = 3) -> zarr.Group:
     """Create every layer's arrays up front (unwritten chunks read as the fill values: grey
     patches, boxes -1, zero projections) with their coordinates (``topk``: rank's table;
-    ``images``: the run's), or open what a killed run of the same plan made."""
+    ``images``: the run's), pictures of ``channels`` channels, or open what a killed run of
+    the same plan made."""
     meta = ProjectionsMeta(plan.methods, plan.image_size, device)
     if (path / "zarr.json").exists():
         existing = zarr.open_group(path, mode="r+")
         # the plan is set last: a store cut off while created has none and is redone
         if "plan" in existing.attrs and \
-                ProjectionPlan.from_attrs(existing.attrs["plan"]) == plan:
+                ProjectionPlan.from_attrs(existing.attrs["plan"]) == plan and \
+                _stored_channels(existing, plan.layers) in (None, channels):
             existing.attrs.update(meta.to_attrs())  # this run's device (a resumed run may
             return existing  # run on another one)
     remove(path)
@@ -124,16 +131,18 @@ def create_store(path: Path, layers: Sequence[LayerPlan], plan: ProjectionPlan,
                                           tuple(methods),
                                           tuple(map_extent(layer.field, layer.map_hw))
                                           ).to_attrs())
-        _write_coordinates(group, topk[topk["layer"] == layer.label], images, methods, units, k)
+        _write_coordinates(group, topk[topk["layer"] == layer.label], images, methods, units, k,
+                           channels)
+        c = channels
         for name, dims, shape, dtype, fill in (
                 ("projections", ("method", "unit", "rank", "tile_y", "tile_x", "channel"),
-                 (n, units, k, *tile, 3), "float16", 0),
+                 (n, units, k, *tile, c), "float16", 0),
                 ("projection_scale", ("method", "unit", "rank"), (n, units, k), "float32", 0),
-                ("patches", ("unit", "rank", "tile_y", "tile_x", "channel"), (units, k, *tile, 3),
+                ("patches", ("unit", "rank", "tile_y", "tile_x", "channel"), (units, k, *tile, c),
                  "uint8", PAD_GREY),
                 ("boxes", ("unit", "rank", "side"), (units, k, 4), "int32", -1),
                 ("thumbs", ("unit", "rank", "thumb_y", "thumb_x", "channel"),
-                 (units, k, THUMB, THUMB, 3), "uint8", PAD_GREY),
+                 (units, k, THUMB, THUMB, c), "uint8", PAD_GREY),
                 ("maps", ("unit", "rank", "map_y", "map_x"), (units, k, *layer.map_hw),
                  "float32", 0)):
             labelled_array(group, name, dims, shape, dtype, TOP_IMAGE_COORDS, fill_value=fill,
@@ -143,14 +152,20 @@ def create_store(path: Path, layers: Sequence[LayerPlan], plan: ProjectionPlan,
     return root
 
 
+def _stored_channels(store: zarr.Group, labels: Sequence[str]) -> int | None:
+    """The channels of the pictures a store holds (None: it holds no layer)."""
+    return int(store[labels[0]]["patches"].shape[-1]) if labels and labels[0] in store \
+        else None
+
+
 def _write_coordinates(group: zarr.Group, rows: pd.DataFrame, images: ImageCoords,
-                       methods: Sequence[str], units: int, k: int) -> None:
+                       methods: Sequence[str], units: int, k: int, channels: int) -> None:
     """The layer group's coordinates: its dimensions', and who each unit's top images are."""
     write_coordinate(group, "method", np.asarray(methods, dtype=str))
     write_range(group, "unit", units)
     write_range(group, "rank", k)
     write_coordinate(group, "side", np.asarray(BOX_SIDES, dtype=str))
-    write_coordinate(group, "channel", np.asarray(CHANNELS, dtype=str))
+    write_coordinate(group, "channel", np.asarray(channel_names(channels), dtype=str))
     rows = rows[rows["unit"] < units]
     ids = np.full((units, k), -1, np.int64)
     ids[rows["unit"].to_numpy(), rows["rank"].to_numpy()] = rows["image_id"].to_numpy()
@@ -233,13 +248,13 @@ class BlockProjector:
 
     def _block(self, rows: pd.DataFrame, layer: LayerPlan, tile: tuple[int, int], first: int,
                units: int, advance: Callable[[int], object]) -> dict[str, np.ndarray]:
-        k, n = self.top_k, len(self.projectors)
+        k, n, c = self.top_k, len(self.projectors), self.decoded.channels
         arrays = {
-            "projections": np.zeros((n, units, k, *tile, 3), np.float16),
+            "projections": np.zeros((n, units, k, *tile, c), np.float16),
             "projection_scale": np.zeros((n, units, k), np.float32),
-            "patches": np.full((units, k, *tile, 3), PAD_GREY, np.uint8),
+            "patches": np.full((units, k, *tile, c), PAD_GREY, np.uint8),
             "boxes": np.full((units, k, 4), -1, np.int32),
-            "thumbs": np.full((units, k, THUMB, THUMB, 3), PAD_GREY, np.uint8),
+            "thumbs": np.full((units, k, THUMB, THUMB, c), PAD_GREY, np.uint8),
             "maps": np.zeros((units, k, *layer.map_hw), np.float32),
         }
         rows = rows.sort_values(["image_id", "unit", "rank"], ignore_index=True)

@@ -53,18 +53,23 @@ def default_image_size(name: str) -> int:
 
 def get_model(name: str, **kwargs: object) -> nn.Module:
     """Build the registered model ``name`` with ``kwargs`` (e.g. ``num_classes``); other names
-    are looked up among torchvision's classification models (built without weights)."""
+    are timm architectures (``timm/resnet50``) or torchvision's classification models (built
+    without weights)."""
+    from pipeline.models.timm_models import build_timm_model, is_timm_name
     from pipeline.models.torchvision_models import build_torchvision_model, torchvision_names
 
     if name in BUILTIN_MODELS:
         return BUILTIN_MODELS[name](**kwargs)
+    if is_timm_name(name):
+        return build_timm_model(name, num_classes=int(kwargs.get("num_classes", 1000)))
     if name in torchvision_names():
         return build_torchvision_model(name, num_classes=int(kwargs.get("num_classes", 1000)))
     known = list_models() + torchvision_names()
     close = difflib.get_close_matches(name, known, n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
     raise UserError(f"unknown model {name!r}; {hint}valid names: {', '.join(list_models())} "
-                    "or any torchvision classification model (alexnet, vgg16, resnet18, ...)")
+                    "any torchvision classification model (alexnet, vgg16, resnet18, ...) or a "
+                    "timm model as 'timm/<architecture>'")
 
 
 from pipeline.models import zfnet  # noqa: E402,F401  (registers the builders)

@@ -28,6 +28,14 @@ def analysed_model(workflow: Workflow, layout: RunLayout, device: torch.device) 
     return load_model(workflow, layout, len(pd.read_parquet(layout.classes)), device)
 
 
+def analysed_described(workflow: Workflow, layout: RunLayout, device: torch.device
+                       ) -> tuple[nn.Module, str]:
+    """(:func:`analysed_model`, which weights it has, as the model card says it)."""
+    from pipeline.models.loading import load_described
+
+    return load_described(workflow, layout, len(pd.read_parquet(layout.classes)), device)
+
+
 def analysed_images(workflow: Workflow, layout: RunLayout, manifest: pd.DataFrame) -> ImageDataset:
     """The manifest's images, preprocessed exactly as the model sees them."""
     from pipeline.data.images import ImageDataset

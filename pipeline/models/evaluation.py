@@ -29,9 +29,14 @@ def evaluating(model: nn.Module, grad: bool = False) -> Iterator[nn.Module]:
 
 
 def blank_image(model: nn.Module, input_size: tuple[int, int]) -> torch.Tensor:
-    """One all-zero RGB image ``[1, 3, H, W]`` on the model's device, in its dtype: the input of
-    a pass that only looks at the shapes of what the modules output."""
+    """One all-zero image ``[1, C, H, W]`` on the model's device, in its dtype, with as many
+    channels as the first convolution reads (3 without one): the input of a pass that only
+    looks at the shapes of what the modules output."""
+    from torch import nn
+
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None else torch.float32
-    return torch.zeros(1, 3, *input_size, device=device, dtype=dtype)
+    first = next((m for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
+    channels = first.in_channels if first is not None else 3
+    return torch.zeros(1, channels, *input_size, device=device, dtype=dtype)

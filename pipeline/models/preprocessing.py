@@ -8,6 +8,7 @@ images only: the analysed images always get the one deterministic centre crop.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -30,6 +31,11 @@ class Preprocessing:
     std: tuple[float, ...]
     interpolation: str = "bilinear"
 
+    @property
+    def channels(self) -> int:
+        """The model's input channels: one mean (and std) each."""
+        return len(self.mean)
+
     def transform(self) -> v2.Compose:
         """PIL image -> normalised float tensor ``[3, crop, crop]``: :meth:`pixels`, then
         :meth:`normalise` (one definition, so a cached crop gives the very same input)."""
@@ -38,12 +44,16 @@ class Preprocessing:
         return v2.Compose([*self.pixels().transforms, *self.normalise().transforms])
 
     def pixels(self) -> v2.Compose:
-        """PIL image -> the resized, centre-cropped ``uint8`` tensor ``[3, crop, crop]``: what
-        the network sees before scaling, losslessly storable (the deconv stage decodes each
-        image once into such crops)."""
+        """PIL image -> the resized, centre-cropped ``uint8`` tensor ``[C, crop, crop]``, C =
+        ``len(mean)``, the image first converted to that many channels (grey, RGB or RGBA,
+        :class:`pipeline.data.images.ToChannels`): what the network sees before scaling,
+        losslessly storable (the deconv stage decodes each image once into such crops)."""
         from torchvision.transforms import InterpolationMode, v2
 
+        from pipeline.data.images import ToChannels
+
         return v2.Compose([
+            ToChannels(len(self.mean)),
             v2.PILToTensor(),
             v2.Resize(self.resize, interpolation=InterpolationMode(self.interpolation),
                       antialias=True),
@@ -71,8 +81,11 @@ class Preprocessing:
         import torch
         from torchvision.transforms import InterpolationMode, v2
 
+        from pipeline.data.images import ToChannels
+
         side = resize or round(self.crop * 256 / 224)
         return v2.Compose([
+            ToChannels(len(self.mean)),  # grey, RGB or RGBA, as for pixels()
             v2.PILToTensor(),
             v2.Resize(side, interpolation=InterpolationMode(self.interpolation), antialias=True),
             v2.CenterCrop(side),
@@ -84,17 +97,79 @@ class Preprocessing:
 
 
 def preprocessing(workflow: Workflow) -> Preprocessing:
-    """The preprocessing of the workflow's model (from its torchvision weights if it has them)."""
-    model = workflow.model
-    if model.weights:
-        from pipeline.models.torchvision_models import resolve_weights
+    """The preprocessing of the workflow's model: from its published weights (torchvision's
+    or timm's) if it names them, else ``[model]``'s, with one mean and std per input channel
+    of the model."""
+    from pipeline.models.pretrained import named_weights
 
-        preset = resolve_weights(model.name, model.weights, workflow.source).transforms()
-        return Preprocessing(crop=int(preset.crop_size[0]), resize=int(preset.resize_size[0]),
-                             mean=tuple(preset.mean), std=tuple(preset.std),
-                             interpolation=preset.interpolation.value)
+    published = named_weights(workflow)
+    model = workflow.model
+    if published is not None:  # an option the workflow file sets still wins
+        preset = published.preset()
+        given = {"image_size": "crop", "resize_size": "resize", "mean": "mean", "std": "std"}
+        preset.update({field: getattr(model, option) for option, field in given.items()
+                       if option in model.given and getattr(model, option)})
+        if "image_size" in model.given and "resize_size" not in model.given:
+            preset["resize"] = round(preset["resize"] * preset["crop"] / published.preset()[
+                "crop"])  # the published crop ratio, at the workflow's size
+        return Preprocessing(**preset)
+    mean, std = per_channel(workflow, input_channels(workflow))
     return Preprocessing(crop=model.image_size, resize=model.resize_size or model.image_size,
-                         mean=model.mean, std=model.std)
+                         mean=mean, std=std)
+
+
+def per_channel(workflow: Workflow, channels: int) -> tuple[tuple[float, ...], ...]:
+    """``[model] mean`` and ``std`` for a model of ``channels`` input channels. Left at
+    ImageNet's RGB values, a model of another channel count gets their average for every
+    channel past (or instead of) R, G, B; values set in the file must fit the model."""
+    from pipeline.config import ModelConfig
+    from pipeline.errors import UserError
+
+    model = workflow.model
+    if len(model.mean) == channels:
+        return model.mean, model.std
+    defaults = {spec.name: spec.default for spec in dataclasses.fields(ModelConfig)}
+    if model.mean != defaults["mean"] or model.std != defaults["std"]:
+        raise UserError(f"{workflow.source}: [model] mean and std have {len(model.mean)} "
+                        f"values, and the model's first convolution takes {channels} channels; "
+                        f"give {channels} of each")
+
+    def fitted(values: tuple[float, ...]) -> tuple[float, ...]:
+        average = round(sum(values) / len(values), 3)
+        return (values + (average,) * channels)[:channels] if channels > 3 else (
+            (average,) * channels)
+
+    return fitted(model.mean), fitted(model.std)
+
+
+def input_channels(workflow: Workflow) -> int:
+    """The number of channels the first convolution of the workflow's model reads (3 for a
+    model without one); built once per model settings, on the meta device."""
+    import json
+
+    import torch
+    from torch import nn
+
+    from pipeline.models.factory import FactoryError
+    from pipeline.models.loading import build_model
+
+    spec = workflow.model
+    key = json.dumps([spec.name, spec.factory, dict(spec.factory_args), spec.image_size],
+                     default=str)
+    if key not in _CHANNELS:  # the builds of one process agree: a user's file is read once
+        try:  # shapes only (preflight has said in one line why a model does not build)
+            with torch.device("meta"):
+                model = build_model(workflow, 10)
+        except FactoryError:
+            model = build_model(workflow, 10)  # a function that needs real tensors
+        first = next((module for module in model.modules()
+                      if isinstance(module, nn.modules.conv._ConvNd)), None)
+        _CHANNELS[key] = int(first.in_channels) if first is not None else 3
+    return _CHANNELS[key]
+
+
+#: Input channels of each model built in this process (by its settings, see input_channels).
+_CHANNELS: dict[str, int] = {}
 
 
 def shown_pixels(image: torch.Tensor, mean: Sequence[float], std: Sequence[float]

@@ -49,4 +49,4 @@ def deconv(ctx: StageContext) -> None:
                           pd.read_parquet(layout.topk), analysed_pixels(workflow, layout, manifest),
                           ImageCoords.of_run(manifest, pd.read_parquet(layout.classes)),
                           prep.normalise(), spec.batch_size,
-                          spec.num_workers, str(device))
+                          spec.num_workers, str(device), len(prep.mean))

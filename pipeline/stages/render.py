@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
-from pipeline.models.analysed import analysed_model
+from pipeline.models.analysed import analysed_described
 from pipeline.stages.context import StageContext
 from pipeline.stages.registry import get_stage, list_stages, register_stage
 
@@ -36,7 +37,7 @@ def render(ctx: StageContext) -> None:
     count = worker_count(workflow.render.workers)
     settings = AtlasSettings(
         title=workflow.render.title or f"Deconv Atlas: {workflow.name}",
-        workflow=workflow.name, model_name=workflow.model.name,
+        workflow=workflow.name, model_name=workflow.model.label, weights="",
         dataset_name=dataset_name(workflow.data.source, workflow.data.root),
         workflow_file=Path(workflow.source).name,
         stamps={stage.name: layout.stamp(stage.name) for stage in list_stages()},
@@ -48,5 +49,6 @@ def render(ctx: StageContext) -> None:
         workers.start(("pipeline.atlas.gather", "pipeline.atlas.render"))
         import torch
 
-        write_site(layout, analysed_model(workflow, layout, torch.device("cpu")), settings,
-                   staged, workers)
+        model, weights = analysed_described(workflow, layout, torch.device("cpu"))
+        write_site(layout, model, dataclasses.replace(settings, weights=weights), staged,
+                   workers)

@@ -77,9 +77,11 @@ def test_projection_methods_are_a_non_empty_list_without_repeats(write_workflow)
         load_workflow(write_workflow(MINIMAL + "[deconv]\nmethod = 'guided'\n"))
 
 
-def test_missing_required_model_name(write_workflow):
-    with pytest.raises(ConfigError, match="missing required key 'model.name'"):
+def test_model_needs_a_name_or_a_factory(write_workflow):
+    with pytest.raises(ConfigError, match=r"\[model\] needs exactly one of name .* got neither"):
         load_workflow(write_workflow("[model]\nimage_size = 64\n"))
+    with pytest.raises(ConfigError, match=r"\[model\] needs exactly one of name .* got both"):
+        load_workflow(write_workflow("[model]\nname = 'vgg16'\nfactory = 'm.py:build'\n"))
 
 
 def test_imagefolder_needs_a_root_and_data_flag_supplies_it(write_workflow):
@@ -123,7 +125,7 @@ def test_the_config_offers_exactly_the_projectors_methods():
     ("[train]\nepochs = 0\n", "train.epochs must be at least 1"),
     ("[train]\nlr = 0.0\n", "lr > 0"),
     ("[train]\nmomentum = 1.0\n", "momentum"),
-    ("[model]\nname = 'zfnet_small'\nstd = [0.2, 0.0, 0.2]\n", "model.std needs 3 values > 0"),
+    ("[model]\nname = 'zfnet_small'\nstd = [0.2, 0.0, 0.2]\n", "model.std needs values > 0"),
     ("[model]\nname = 'zfnet_small'\nimage_size = 224\nresize_size = 200\n",
      "resize_size (200) is smaller than model.image_size (224)"),
 ])

@@ -1,0 +1,145 @@
+"""The user's own model: ``[model] factory = "my_models.py:build"`` (or ``package.module:build``).
+
+The function is called with ``[model.factory_args]`` as keyword arguments, plus ``num_classes``
+(the data's class count) when it takes that argument and the workflow does not set it, and must
+return an ``nn.Module``. Nothing of the user's goes into this package: the file is imported
+from where it is, so every process that builds the model (a ``--shard`` process, a dask worker)
+builds the same one. Its content is part of the key of every stage that builds the model (see
+:func:`factory_digest`): editing it reruns them, touching it does not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from pipeline.errors import UserError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+
+def split_factory(factory: str) -> tuple[str, str]:
+    """(the file or module, the function) of ``"file.py:function"`` / ``"pkg.mod:function"``."""
+    where, colon, function = factory.rpartition(":")
+    if not colon or not where or not function.isidentifier():
+        raise UserError(f"[model] factory '{factory}': expected 'file.py:function' or "
+                        "'package.module:function', e.g. 'my_models.py:build'")
+    return where, function
+
+
+def is_file(where: str) -> bool:
+    """Whether the factory's first part is a file path rather than a dotted module name."""
+    return where.endswith(".py") or "/" in where or "\\" in where
+
+
+class FactoryError(UserError):
+    """The user's factory failed: the build is retried on the CPU before it is blamed (a
+    function may need real tensors, not the meta device preflight builds on)."""
+
+
+def factory_source(factory: str) -> Path | None:
+    """The source file that defines the factory (the named file, or the module's file), or
+    None when a module cannot be found."""
+    where, _ = split_factory(factory)
+    if is_file(where):
+        return Path(where).expanduser().absolute()
+    try:
+        spec = importlib.util.find_spec(where)
+    except (ImportError, ValueError):
+        return None
+    return Path(spec.origin) if spec is not None and spec.origin else None
+
+
+def factory_digest(factory: str) -> str | None:
+    """The sha256 of the factory's source file, or None when it cannot be read."""
+    path = factory_source(factory)
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest() if path else None
+    except OSError:
+        return None
+
+
+def _import(where: str, factory: str) -> ModuleType:
+    if not is_file(where):
+        try:
+            return importlib.import_module(where)
+        except Exception as error:  # noqa: BLE001 - any import failure is the user's module's
+            raise UserError(f"[model] factory '{factory}': cannot import module '{where}' "
+                            f"({_reason(error)}); check the name and that it is importable "
+                            "(on PYTHONPATH or installed)") from None
+    path = Path(where).expanduser().absolute()
+    if not path.is_file():
+        raise UserError(f"{path}: model file not found (from [model] factory '{factory}'); "
+                        "paths are relative to the current folder")
+    name = "deconv_atlas_factory_" + hashlib.sha256(str(path).encode()).hexdigest()[:12]
+    module = sys.modules.get(name)
+    if module is not None and getattr(module, "__file__", None) == str(path):
+        return module
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    if str(path.parent) not in sys.path:  # its own helper modules import as they would beside it
+        sys.path.insert(0, str(path.parent))
+    sys.modules[name] = module  # classes defined there pickle and unpickle by this name
+    try:
+        spec.loader.exec_module(module)
+    except Exception as error:  # noqa: BLE001 - anything the file raises is the user's
+        del sys.modules[name]
+        raise UserError(f"{path}: cannot import the model file ({_reason(error)}); fix the "
+                        f"file named by [model] factory '{factory}'") from None
+    return module
+
+
+def build_from_factory(factory: str, args: Mapping[str, Any], num_classes: int) -> nn.Module:
+    """The ``nn.Module`` the factory returns; every failure is one line naming the file (or
+    module), the function and the error."""
+    from torch import nn
+
+    where, function = split_factory(factory)
+    module = _import(where, factory)
+    shown = str(Path(where).expanduser().absolute()) if is_file(where) else where
+    build = getattr(module, function, None)
+    if not callable(build):
+        defined = sorted(name for name, value in vars(module).items()
+                         if inspect.isfunction(value) and value.__module__ == module.__name__)
+        raise UserError(f"{shown}: has no function '{function}' (from [model] factory); "
+                        f"functions defined there: {', '.join(defined) or 'none'}")
+    kwargs = dict(args)
+    parameters = _parameters(build)
+    if "num_classes" not in kwargs and ("num_classes" in parameters or any(
+            p.kind is p.VAR_KEYWORD for p in parameters.values())):
+        kwargs["num_classes"] = num_classes
+    try:
+        model = build(**kwargs)
+    except UserError:
+        raise
+    except Exception as error:  # noqa: BLE001 - the user's function may raise anything
+        raise FactoryError(f"{shown}: {function}({_shown_args(kwargs)}) raised "
+                        f"{_reason(error)}; fix the function or [model.factory_args]") from None
+    if not isinstance(model, nn.Module):
+        raise FactoryError(f"{shown}: {function}() returned a {type(model).__name__}, not a "
+                        "torch.nn.Module; return the network itself")
+    return model
+
+
+def _parameters(function: Any) -> Mapping[str, inspect.Parameter]:
+    try:
+        return inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return {}
+
+
+def _shown_args(kwargs: Mapping[str, Any]) -> str:
+    return ", ".join(f"{key}={value!r}" for key, value in kwargs.items())
+
+
+def _reason(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text[:160]}" if text else type(error).__name__

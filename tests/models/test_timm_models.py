@@ -1,0 +1,72 @@
+"""timm models by name: built without downloads, their published weights found in timm's own
+cache (a Hugging Face hub cache the test fills), their preprocessing and class names taken from
+the pretrained config, and their projections Captum's."""
+
+import subprocess
+import sys
+
+import pytest
+import timm
+import torch
+from captum_reference import compare_with_captum
+from support import REPO, fill_hub_cache
+
+from pipeline.errors import UserError
+from pipeline.interp import analysable_layers
+from pipeline.models import get_model
+from pipeline.models.timm_models import TimmWeights
+
+
+def test_a_timm_name_builds_the_architecture():
+    model = get_model("timm/resnet18", num_classes=7)
+    assert type(model).__module__.startswith("timm.") and model.fc.out_features == 7
+    with pytest.raises(UserError, match="unknown timm model 'resnet5'; did you mean "
+                                        "'timm/resnet50'"):
+        get_model("timm/resnet5")
+
+
+def test_without_timm_the_name_is_refused_with_how_to_install():
+    code = ("import sys; sys.modules['timm'] = None\n"
+            "from pipeline.models import get_model\n"
+            "get_model('timm/resnet18')\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                            text=True)
+    assert result.returncode != 0
+    assert 'timm is not installed, and the model is a timm model; install it with `pip ' \
+        'install -e ".[timm]"`' in result.stderr
+
+
+def test_weights_come_from_timms_cache_with_their_preprocessing(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    weights = TimmWeights("timm/resnet18", "DEFAULT", "w.toml")
+    assert weights.tagged == "resnet18.a1_in1k"
+    with pytest.raises(UserError, match="weights not in timm's cache and downloads are off"):
+        weights.check(download=False)
+    torch.manual_seed(0)
+    saved = timm.create_model("resnet18").state_dict()
+    fill_hub_cache(tmp_path / "hub", weights.cfg.hf_hub_id, saved)
+    assert weights.check(download=False).name == "model.safetensors"
+    loaded = weights.load(download=False)
+    assert all(torch.equal(loaded.state_dict()[name], value) for name, value in saved.items())
+    # timm's eval transform: 224 crop of the image resized to floor(224 / 0.95), bicubic
+    assert weights.preset() == {"crop": 224, "resize": 235, "mean": (0.485, 0.456, 0.406),
+                                "std": (0.229, 0.224, 0.225), "interpolation": "bicubic"}
+    assert len(weights.categories()) == 1000 and weights.categories()[207] == "golden retriever"
+    assert TimmWeights("timm/resnet18", "tv_in1k", "w.toml").tagged == "resnet18.tv_in1k"
+    with pytest.raises(UserError, match="'nope' is not a pretrained tag of timm/resnet18; "
+                                        "choose one of DEFAULT, a1_in1k"):
+        TimmWeights("timm/resnet18", "nope", "w.toml")
+
+
+@pytest.mark.slow  # two rules at seven layers
+def test_resnet18_projections_are_captums():
+    torch.manual_seed(0)
+    model = get_model("timm/resnet18", num_classes=10).eval()
+    layers = [layer.name for layer in analysable_layers(model, (64, 64))]
+    assert len(layers) == 17  # Captum's rules apply at every one (nn.ReLU modules): the stem,
+    # then the first and last of each stage's blocks
+    chosen = [*layers[::3], layers[-1]]
+    assert compare_with_captum(model, chosen, 64) <= 1e-5
