@@ -18,7 +18,9 @@ activation outputs as defaults, which only `method = "gradient"` projects (`defa
 so). Squeeze-and-excitation gates are skipped: their 1 x 1 maps are channel weights, not
 features. A conv that no activation follows is recorded itself. Every default is a 4-D
 channels-first feature map with a known receptive field; others are left out (`default_notes`
-counts them).
+counts them). After a squeeze-and-excitation gate, or a normalisation whose statistics span the
+feature map (GroupNorm, InstanceNorm, LayerNorm over H and W), every unit sees the whole image:
+the defaults stop there, and such a layer named explicitly is refused, naming the normalisation.
 
 Layers are addressed by module name, so a module called several times is one layer: torchvision
 ResNet blocks call `self.relu` twice, and `layerX.Y.relu` denotes its LAST call (after the
@@ -37,7 +39,7 @@ from torch import nn
 from torchvision.ops.misc import SqueezeExcitation
 
 from pipeline.errors import UserError
-from pipeline.interp.receptive_field import ReceptiveField, receptive_fields
+from pipeline.interp.receptive_field import ReceptiveField, receptive_fields, traced_fields
 from pipeline.interp.rules import ModuleStack, Nonlinearities, Nonlinearity
 from pipeline.models.evaluation import blank_image, evaluating
 
@@ -163,9 +165,15 @@ def analysable_layers(
     """Layers to analyse at `input_size` (H, W): the default conv1..convN set (see module doc),
     or the explicit dotted module `names` (labelled by their name), in the given order."""
     calls = _trace_calls(model, input_size)
-    fields = receptive_fields(model, input_size)
+    fields, after = traced_fields(model, input_size)
     shapes = {c.name: c.shape for c in calls if len(c.shape) == 4}  # last call wins
     valid = _feature_maps(calls, fields)
+    whole = next((n for n in names or () if n in shapes and n in after), None)
+    if whole is not None:
+        raise UserError(
+            f"layer {whole!r} has no receptive field: it comes after {after[whole]}, whose "
+            "statistics span the whole feature map, so each of its units depends on the whole "
+            "image; analyse layers before it")
     if names is None:
         chosen = [(n, f"conv{i + 1}") for i, n in enumerate(
             n for n in _default_names(calls, _gated(model), fields) if n in fields)]
@@ -195,7 +203,7 @@ def default_notes(model: nn.Module, input_size: tuple[int, int]) -> list[str]:
     without a deconvnet rule, or activation maps left out because their receptive field is
     unknown. Empty for a ReLU network like AlexNet or ResNet."""
     calls = _trace_calls(model, input_size)
-    fields = receptive_fields(model, input_size)
+    fields, after = traced_fields(model, input_size)
     gates = _gated(model)
     defaults = [n for n in _default_names(calls, gates, fields) if n in fields]
     kind = {c.name: c.activation for c in calls if c.activation}  # last call wins
@@ -223,8 +231,12 @@ def default_notes(model: nn.Module, input_size: tuple[int, int]) -> list[str]:
                      "rectified map")
     left_out = [n for n in maps if n not in fields and n not in inside]
     if left_out:
-        why = (f"after its first squeeze-excitation gate ({min(gates, key=_order(calls))}), "
-               "units see the whole image, so their receptive field is unknown" if gates else
+        gate = min(gates, key=_order(calls)) if gates else None
+        norm = after.get(left_out[0])  # in call order, so it comes before any later gate
+        why = (f"after {norm}, whose statistics span the whole feature map, units see the "
+               "whole image, so their receptive field is unknown" if norm else
+               f"after its first squeeze-excitation gate ({gate}), units see the whole image, "
+               "so their receptive field is unknown" if gate else
                "their receptive field is unknown (a reshape, permute or irregular "
                "pooling comes before them)")
         kinds = _kinds(kind[n] for n in left_out)

@@ -15,10 +15,13 @@ sequential model (true for AlexNet/VGG-like stacks, wrong for branchy models).
 
 Known geometry: Conv2d, MaxPool2d, AvgPool2d, adaptive pooling with regular bins, and the
 functional conv2d / max_pool2d / avg_pool2d. Any other module or function that keeps the spatial
-size is treated as elementwise (ReLU, BatchNorm, LRN, Dropout, add, cat, ...); one that changes
-it makes the geometry unknown, and such modules (and what follows) are left out. Permutes are
-followed (ConvNeXt works channels-last between two permutes), and only channels-first outputs
-are reported as feature maps.
+size is treated as elementwise (ReLU, BatchNorm in eval mode, LRN, Dropout, add, cat, ...); one
+that changes it makes the geometry unknown, and such modules (and what follows) are left out.
+So is whatever comes after a normalisation whose statistics span the feature map (GroupNorm,
+InstanceNorm, LayerNorm over H and W: see `pipeline.interp.spatial`) or is merged with a
+tensor computed from the whole map (a squeeze-and-excitation scale, ``x / x.sum()``): each of
+its units depends on the whole image. Permutes are followed (ConvNeXt works channels-last
+between two permutes), and only channels-first outputs are reported as feature maps.
 """
 
 from __future__ import annotations
@@ -32,6 +35,14 @@ import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from pipeline.interp.spatial import (
+    channel_split,
+    module_spans,
+    node_hw,
+    node_shape,
+    spanning_normalisation,
+    spatial_axes,
+)
 from pipeline.models.evaluation import blank_image, evaluating
 
 Box = tuple[int, int, int, int]
@@ -64,6 +75,9 @@ class ReceptiveField:
 
 
 _IDENTITY = ReceptiveField(size=(1, 1), jump=(1, 1), first=(0, 0))
+
+#: (field per feature-map module, the spanning normalisation per module left out after one)
+Traced = tuple[dict[str, ReceptiveField], dict[str, str]]
 
 
 def _pair(v: int | Sequence[int]) -> tuple[int, int]:
@@ -164,111 +178,43 @@ def _function_rf(gm: fx.GraphModule, node: fx.Node, rf: ReceptiveField) -> Recep
                    _pair(kw.get("dilation", 1)))
 
 
-def _shape(node: fx.Node) -> tuple[int, ...] | None:
-    shape = getattr(node.meta.get("tensor_meta"), "shape", None)
-    return tuple(int(n) for n in shape) if shape is not None else None
-
-
-def _hw(node: fx.Node, axes: tuple[int, int] = (2, 3)) -> tuple[int, int] | None:
-    """(H, W) of a node's output whose spatial dimensions are ``axes`` (a 4-D map, or the
-    5-D view of a channel shuffle); None otherwise."""
-    shape = _shape(node)
-    if shape is None or len(shape) < 3 or max(axes) >= len(shape):
-        return None
-    return shape[axes[0]], shape[axes[1]]
-
-
-def _permutation(gm: fx.GraphModule, node: fx.Node, ndim: int) -> tuple[int, ...] | None:
-    """The dimension order of a permute or transpose node (torchvision's ``Permute`` module,
-    ``x.permute``, ``torch.permute``, ``x.transpose``, ``torch.transpose``), else None."""
-    dims = None
-    if node.op == "call_module":
-        module = gm.get_submodule(str(node.target))
-        dims = getattr(module, "dims", None) if type(module).__name__ == "Permute" else None
-    elif node.op == "call_method" and node.target == "permute":
-        dims = node.args[1] if len(node.args) == 2 and isinstance(node.args[1], Sequence) \
-            else node.args[1:]
-    elif node.op == "call_function" and node.target is torch.permute:
-        dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dims")
-    elif node.target in ("transpose", torch.transpose) and len(node.args) == 3 \
-            and node.op in ("call_method", "call_function"):
-        first, second = (int(d) % ndim for d in node.args[1:])
-        dims = list(range(ndim))
-        dims[first], dims[second] = second, first
-    if dims is None or not all(isinstance(d, int) for d in dims):
-        return None
-    return tuple(int(d) % ndim for d in dims)
-
-
-def _channel_split(node: fx.Node, axes: dict[fx.Node, tuple[int, int] | None]) -> bool:
-    """Whether ``node`` splits a feature map into parts along a dimension other than H and W
-    (``chunk``/``split``, as ShuffleNet does into its two branches): each part keeps the
-    geometry."""
-    splits = ("chunk", "split", torch.chunk, torch.split)
-    if node.op not in ("call_method", "call_function") or node.target not in splits \
-            or not node.all_input_nodes or axes.get(node.all_input_nodes[0]) is None:
-        return False
-    shape = _shape(node.all_input_nodes[0])
-    dim = node.kwargs.get("dim", node.args[2] if len(node.args) > 2 else 0)
-    if shape is None or not isinstance(dim, int):
-        return False
-    return dim % len(shape) not in (0, *axes[node.all_input_nodes[0]])
-
-
-def _spatial_axes(gm: fx.GraphModule, node: fx.Node,
-                  axes: dict[fx.Node, tuple[int, int] | None]) -> tuple[int, int] | None:
-    """Where H and W are in the node's output: (2, 3) channels first; (1, 2) in ConvNeXt's
-    channels-last stretches (permute, LayerNorm and Linear over channels, GELU, permute back),
-    which act per position and so keep the geometry; the last two dimensions of the 5-D view
-    in which ShuffleNet shuffles its channels (view, transpose, view back)."""
-    if node.op == "placeholder":
-        return (2, 3)
-    source_node = next((a for a in node.all_input_nodes if axes.get(a) is not None), None)
-    shape = _shape(node)
-    if source_node is None or shape is None:
-        return None
-    source, before = axes[source_node], _shape(source_node)
-    if before is None:  # a part of a channel split (see _channel_split)
-        return source
-    order = _permutation(gm, node, len(shape))
-    if order is not None:
-        return order.index(source[0]), order.index(source[1])
-    if len(shape) == len(before):
-        return source
-    if source == (len(before) - 2, len(before) - 1) and len(shape) >= 3:
-        return len(shape) - 2, len(shape) - 1  # a reshape of the dimensions before H and W
-    return None
-
-
-def _fx_fields(model: nn.Module, input_size: tuple[int, int]) -> dict[str, ReceptiveField]:
+def _fx_fields(model: nn.Module, input_size: tuple[int, int]) -> Traced:
     with evaluating(model):  # traced in eval mode: a train-only branch (AuxLogits) is not run
         gm = fx.symbolic_trace(model)
         ShapeProp(gm).propagate(blank_image(model, input_size))
     geo: dict[fx.Node, ReceptiveField | None] = {}
     axes: dict[fx.Node, tuple[int, int] | None] = {}
+    image: set[fx.Node] = set()  # the nodes computed from the image
+    why: dict[fx.Node, str] = {}  # unknown nodes -> the spanning normalisation they come after
     out: dict[str, ReceptiveField] = {}
+    unknown: dict[str, str] = {}
 
     def size(node: fx.Node) -> tuple[int, int] | None:
         if axes.get(node) is not None:
-            return _hw(node, axes[node])
-        return _hw(node) if len(_shape(node) or ()) == 4 else None
+            return node_hw(node, axes[node])
+        return node_hw(node) if len(node_shape(node) or ()) == 4 else None
+
+    def whole(node: fx.Node) -> bool:
+        """A tensor computed from the image without a geometry (a squeeze-excitation scale
+        from global pooling, a sum or norm over the whole map): what it is merged with is no
+        local function of the input any more. (One computed from parameters alone, such as a
+        standardised convolution weight, is a constant.)"""
+        return geo.get(node) is None and node in image and node_shape(node) is not None
 
     for node in gm.graph.nodes:
-        if _channel_split(node, axes):
+        if node.op == "placeholder" or any(a in image for a in node.all_input_nodes):
+            image.add(node)
+        if channel_split(node, axes):
             axes[node] = axes[node.all_input_nodes[0]]
             geo[node] = geo.get(node.all_input_nodes[0])
             continue
-        axes[node] = _spatial_axes(gm, node, axes)
+        axes[node] = spatial_axes(gm, node, axes)
         hw = size(node)
         ins = [a for a in node.all_input_nodes if geo.get(a) is not None]
-        # A feature-map input of unknown geometry (e.g. a squeeze-excitation scale computed by
-        # global pooling) makes the result unknown too: it is not a local function of the input.
-        unknown_input = any(size(a) is not None and geo.get(a) is None
-                            for a in node.all_input_nodes)
         rf: ReceptiveField | None = None
         if node.op == "placeholder":
             rf = _IDENTITY if hw is not None else None
-        elif hw is not None and ins and not unknown_input:
+        elif hw is not None and ins and not any(whole(a) for a in node.all_input_nodes):
             if node.op == "call_module" and len(ins) == 1:
                 in_hw = size(ins[0])
                 rf = _module_rf(model.get_submodule(node.target), geo[ins[0]], in_hw, hw)
@@ -278,29 +224,40 @@ def _fx_fields(model: nn.Module, input_size: tuple[int, int]) -> dict[str, Recep
                 rf = _union([geo[a] for a in ins])  # type: ignore[misc]
                 if rf is not None and node.op == "call_function":
                     rf = _function_rf(gm, node, rf)
+            spans = spanning_normalisation(gm, node, axes.get(node.all_input_nodes[0]))
+            if rf is not None and spans is not None:
+                rf, why[node] = None, spans  # every unit after it sees the whole image
+        if rf is None and node not in why:
+            after = next((why[a] for a in node.all_input_nodes if a in why), None)
+            if after is not None:
+                why[node] = after
         geo[node] = rf
-        if rf is not None and (axes[node] != (2, 3) or len(_shape(node) or ()) != 4):
+        if rf is not None and (axes[node] != (2, 3) or len(node_shape(node) or ()) != 4):
             continue  # channels-last, or a 5-D view: not a feature map a layer can be
+        names = [_REUSE_SUFFIX.sub("", scope) for scope in node.meta.get("nn_module_stack", {})]
+        names += [str(node.target)] if node.op == "call_module" else []
         if rf is None:
             if hw is not None:  # a container whose last feature map is unknown is unknown
-                for scope in node.meta.get("nn_module_stack", {}):
-                    out.pop(_REUSE_SUFFIX.sub("", scope), None)
-                if node.op == "call_module":
-                    out.pop(str(node.target), None)
+                for name in names:
+                    out.pop(name, None)
+                    unknown.pop(name, None)
+                    if node in why:
+                        unknown[name] = why[node]
             continue
         # Later nodes overwrite earlier ones: a reused module, and a container, get the geometry
         # of the last node executed inside them (graph order is execution order).
-        for scope in node.meta.get("nn_module_stack", {}):
-            out[_REUSE_SUFFIX.sub("", scope)] = rf
-        if node.op == "call_module":
-            out[str(node.target)] = rf
-    return out
+        for name in names:
+            out[name] = rf
+            unknown.pop(name, None)
+    return out, unknown
 
 
-def _hook_fields(model: nn.Module, input_size: tuple[int, int]) -> dict[str, ReceptiveField]:
+def _hook_fields(model: nn.Module, input_size: tuple[int, int]) -> Traced:
     """Fallback: thread one geometry through leaf modules in call order (sequential model)."""
     state: dict[str, ReceptiveField | None] = {"rf": _IDENTITY}
     out: dict[str, ReceptiveField] = {}
+    unknown: dict[str, str] = {}
+    after: list[str] = []  # the first normalisation over the whole feature map, once met
     leaves = {m for m in model.modules() if not list(m.children())}
 
     def hook(name: str, module: nn.Module):
@@ -309,9 +266,16 @@ def _hook_fields(model: nn.Module, input_size: tuple[int, int]) -> dict[str, Rec
                 return
             if mod in leaves and state["rf"] is not None and args \
                     and isinstance(args[0], torch.Tensor) and args[0].dim() == 4:
-                state["rf"] = _module_rf(mod, state["rf"], args[0].shape[2:], output.shape[2:])
+                if module_spans(mod, 4):
+                    after.append(f"{type(mod).__name__} ({name})")
+                    state["rf"] = None
+                else:
+                    state["rf"] = _module_rf(mod, state["rf"], args[0].shape[2:],
+                                             output.shape[2:])
             if state["rf"] is not None:
                 out[name] = state["rf"]
+            elif after:
+                unknown[name] = after[0]
         return fn
 
     handles = [m.register_forward_hook(hook(n, m)) for n, m in model.named_modules() if n]
@@ -321,7 +285,18 @@ def _hook_fields(model: nn.Module, input_size: tuple[int, int]) -> dict[str, Rec
     finally:
         for h in handles:
             h.remove()
-    return out
+    return out, unknown
+
+
+def traced_fields(model: nn.Module, input_size: tuple[int, int]) -> Traced:
+    """`receptive_fields`, and for the feature-map modules left out because they come after a
+    normalisation whose statistics span the whole feature map (GroupNorm, InstanceNorm,
+    LayerNorm over H and W, ...: see `pipeline.interp.spatial`), that normalisation, as
+    "GroupNorm (gn1)" or "group_norm (in block)"."""
+    try:
+        return _fx_fields(model, input_size)
+    except Exception:  # fx cannot trace data-dependent control flow; geometry via hooks instead
+        return _hook_fields(model, input_size)
 
 
 def receptive_fields(
@@ -332,16 +307,15 @@ def receptive_fields(
     Traced with torch.fx (geometry united at merges; reused modules report their last call);
     falls back to forward hooks in call order when tracing fails (sequential assumption).
     Modules whose geometry is not a regular grid (e.g. adaptive pooling with irregular bins, and
-    everything after it) are omitted.
+    everything after it) are omitted, and so are the units after a squeeze-and-excitation gate
+    or a normalisation over the whole feature map: each of them sees the whole image.
     """
-    try:
-        return _fx_fields(model, input_size)
-    except Exception:  # fx cannot trace data-dependent control flow; geometry via hooks instead
-        return _hook_fields(model, input_size)
+    return traced_fields(model, input_size)[0]
 
 
 def module_call_counts(model: nn.Module) -> dict[str, int] | None:
-    """How often each leaf module is called in one forward pass (from fx); None if untraceable.
+    """How often each module is called in one forward pass (from fx); None if untraceable.
+    A container's calls are its scopes in the nodes' module stacks (``act``, ``act@1``, ...).
 
     Used by the projector to record a reused module's LAST call, consistent with
     `receptive_fields`.
@@ -352,9 +326,14 @@ def module_call_counts(model: nn.Module) -> dict[str, int] | None:
     except Exception:  # untraceable model: caller decides
         return None
     counts: dict[str, int] = {}
+    scopes: dict[str, set[str]] = {}
     for node in gm.graph.nodes:
         if node.op == "call_module":
             counts[str(node.target)] = counts.get(str(node.target), 0) + 1
+        for scope in node.meta.get("nn_module_stack", {}):
+            scopes.setdefault(_REUSE_SUFFIX.sub("", scope), set()).add(scope)
+    for name, calls in scopes.items():
+        counts[name] = max(counts.get(name, 0), len(calls))
     return counts
 
 

@@ -20,7 +20,11 @@ projection (the tests check this against Captum).
 Other nonlinearities have no deconvnet rule: SiLU, GELU, Hardswish, sigmoid gates (squeeze-and-
 excitation), tanh, ELU and kin. Their plain gradient is not the deconvnet, so ``Projector``
 refuses "deconvnet" and "guided" for a layer whose backward path crosses one (found by walking
-the autograd graph from the layer's output), and ``layers`` marks such layers.
+the autograd graph from the layer's output), and ``layers`` marks such layers. Arithmetic can be
+one too: a product or quotient of two signals of the image (a hand-written h-swish), or a mask
+computed from the image (``x * (x > 0)`` gets the rule, as the ReLU it is; any other mask is
+refused): see `pipeline.interp.signals`. Only what leads back to the image counts: a
+nonlinearity of parameters alone (``x * self.scale.exp()``) is a constant of the projection.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
+from pipeline.interp.signals import PRODUCT, QUOTIENT, ImagePaths, Signals
 from pipeline.models.evaluation import blank_image, evaluating
 
 RULES = ("deconvnet", "guided")  # the methods that need a rule; "gradient" is autograd's own
@@ -68,7 +73,8 @@ _NONLINEAR_NODES = {
     "Hardswish": "Hardswish", "Hardsigmoid": "Hardsigmoid", "Elu": "ELU", "LeakyRelu": "LeakyReLU",
     "RreluWithNoise": "RReLU", "Softplus": "Softplus", "Mish": "Mish", "Prelu": "PReLU",
     "Exp": "exp", "Log": "log", "Pow": "pow", "Sqrt": "sqrt", "Rsqrt": "rsqrt", "Erf": "erf",
-    "Softmax": "softmax", "LogSoftmax": "log_softmax", "Abs": "abs",
+    "Softmax": "softmax", "LogSoftmax": "log_softmax", "Abs": "abs", "Reciprocal": "reciprocal",
+    "Sign": "sign", "Sgn": "sign", "Round": "round", "Floor": "floor", "Ceil": "ceil",
 }
 # Normalisations are not gates: local response normalisation (AlexNet, ZFNet), BatchNorm,
 # GroupNorm, LayerNorm pass the signal back as their gradient, as in Captum's deconvnet. Their
@@ -118,6 +124,10 @@ class Nonlinearity:
     ruled: bool
     node: object = None  # the output's autograd node when it was made (later in-place ops
     #                     give the tensor a new one; this one stays on the graph's paths)
+    operands: tuple = ()  # arithmetic (see pipeline.interp.signals): a product's operands, a
+    #                       mask's sources (autograd nodes or leaves) ...
+    needed: int = 0  # ... of which this many must lead back to the image for it to count
+    reason: str = ""  # what the arithmetic is, for the refusal
 
 
 def _number(value: object) -> bool:
@@ -173,8 +183,10 @@ class Nonlinearities(TorchFunctionMode):
         self.rule = rule
         self.seen = seen
         self.modules = modules if modules is not None else []
-        #: a normalisation's output node -> its input's node: `first_unruled` steps over it
-        self.normalised: dict[object, object] = {}
+        self.signals = Signals()  # masks and zeros: rectifiers written as arithmetic
+        #: a normalisation's output node -> its input's node: `first_unruled` steps over it.
+        #: Clear it before each pass: that forgets the pass's masks too.
+        self.normalised: dict[object, object] = _PassRecord(self.signals)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -186,7 +198,7 @@ class Nonlinearities(TorchFunctionMode):
             return output
         found = _classify(func, args, kwargs)
         if found is None:
-            return func(*args, **kwargs)
+            return self._arithmetic(func, args, kwargs)
         kind, cap, inplace = found
         ruled = cap is None or cap == cap  # nan: no rule
         if ruled and self.rule is not None and isinstance(args[0], Tensor):
@@ -197,6 +209,42 @@ class Nonlinearities(TorchFunctionMode):
             self.seen(Nonlinearity(kind, self.modules[-1] if self.modules else "", output,
                                    ruled, output.grad_fn))
         return output
+
+    def _arithmetic(self, func, args: tuple, kwargs: dict):
+        """A ReLU written with a mask gets the rule; a product of two signals, or a mask of the
+        image applied otherwise, is reported (as an unruled call that counts only if its
+        operands lead back to the image); anything else runs as it is."""
+        module = self.modules[-1] if self.modules else ""
+        rectifier = self.signals.rectifier(func, args, kwargs)
+        if rectifier is None:
+            output, use = self.signals.run(func, args, kwargs)
+            if use is not None and self.seen is not None:
+                self.seen(Nonlinearity(use.kind, module, use.output, False, use.node,
+                                       use.operands, use.needed, use.reason))
+            return output
+        x, inplace = rectifier
+        if self.rule is not None:
+            output = _Rectify.apply(x, self.rule, None, inplace)
+            result = None if func is Tensor.__setitem__ else output
+        else:
+            result = func(*args, **kwargs)
+            output = x if func is Tensor.__setitem__ else result
+        if self.seen is not None:
+            self.seen(Nonlinearity("ReLU", module, output, True, output.grad_fn))
+        return result
+
+
+class _PassRecord(dict):
+    """`Nonlinearities.normalised`: clearing it, as the projector does before each pass, also
+    forgets the masks the pass made (they hold autograd nodes of its graph)."""
+
+    def __init__(self, signals: Signals) -> None:
+        super().__init__()
+        self._signals = signals
+
+    def clear(self) -> None:
+        super().clear()
+        self._signals.clear()
 
 
 class ModuleStack:
@@ -237,14 +285,20 @@ def _unseen(node: object) -> str | None:
 
 
 def first_unruled(output: Tensor | object, unruled: list[Nonlinearity],
-                  normalised: dict[object, object] | None = None) -> Nonlinearity | None:
-    """The earliest (in forward order) of the unruled nonlinearity calls recorded in this pass
-    that the backward path of ``output`` (a tensor, or its autograd node recorded when it was
-    made) crosses, walking the autograd graph back; failing that, any nonlinearity the rules
-    never saw (its node on the path: relu from C++, ``torch.exp``, ...); None if neither.
-    ``normalised`` (`Nonlinearities.normalised`) maps a normalisation's output node to its
-    input's: the walk goes straight there, past the operations the normalisation is made of."""
+                  normalised: dict[object, object] | None = None,
+                  paths: ImagePaths | None = None) -> Nonlinearity | None:
+    """The nonlinearity without a rule that the backward path of ``output`` (a tensor, or its
+    autograd node recorded when it was made) crosses, walking the autograd graph back; None if
+    there is none. In this order: the earliest (in forward order) of the unruled calls recorded
+    in this pass; any nonlinearity the rules never saw (its node on the path: relu from C++,
+    ``torch.exp``, ...); the earliest recorded product of two signals or mask of the image
+    (see `pipeline.interp.signals`: a gate's sigmoid is named before the product that applies
+    it); a product the rules never saw. Each counts only if it leads back to the image
+    (``paths``, shared between calls on one graph). ``normalised``
+    (`Nonlinearities.normalised`) maps a normalisation's output node to its input's: the walk
+    goes straight there, past the operations the normalisation is made of."""
     normalised = normalised or {}
+    paths = paths or ImagePaths()
     start = output.grad_fn if isinstance(output, Tensor) else output
     if start is None:
         return None
@@ -252,19 +306,29 @@ def first_unruled(output: Tensor | object, unruled: list[Nonlinearity],
     for i, call in enumerate(unruled):
         if call.node is not None:
             order.setdefault(call.node, i)
-    seen, frontier, crossed, unseen = {start}, [start], [], None
+    seen, frontier, crossed = {start}, [start], []
+    unseen: Nonlinearity | None = None
+    product: Nonlinearity | None = None
     while frontier:
         node = frontier.pop()
         if node in order:
             crossed.append(order[node])
-        elif unseen is None and node not in normalised and _unseen(node) is not None:
-            unseen = Nonlinearity(_unseen(node), "", None, False, node)
+        elif node not in normalised:
+            if unseen is None and _unseen(node) is not None and paths.reaches(node):
+                unseen = Nonlinearity(_unseen(node), "", None, False, node)
+            if product is None and (kind := paths.product(node)) is not None:
+                product = Nonlinearity(kind, "", None, False, node,
+                                       reason=QUOTIENT if kind == "div" else PRODUCT)
         parents = [(normalised[node], 0)] if node in normalised else node.next_functions
         for parent, _ in parents:
             if parent is not None and parent not in seen:
                 seen.add(parent)
                 frontier.append(parent)
-    return unruled[min(crossed)] if crossed else unseen
+    calls = [unruled[i] for i in sorted(crossed)]
+    plain = next((c for c in calls if not c.needed and paths.reaches(c.node)), None)
+    arithmetic = next((c for c in calls if c.needed and paths.count(c.operands) >= c.needed),
+                      None)
+    return plain or unseen or arithmetic or product
 
 
 def refusal(layer: str, method: str, call: Nonlinearity,
@@ -272,7 +336,8 @@ def refusal(layer: str, method: str, call: Nonlinearity,
     """The one-line message of a layer that ``method`` cannot project."""
     where = f" (in {call.module})" if call.module else \
         "" if call.output is not None else " (where the rules cannot see it)"
-    return (f"layer {layer!r}: its backward path crosses {call.kind}{where}, for which "
+    what = f", {call.reason}" if call.reason else ""
+    return (f"layer {layer!r}: its backward path crosses {call.kind}{where}{what}, for which "
             f"{method} has no rule; {fix} for this model, or analyse layers before it")
 
 
@@ -301,5 +366,6 @@ def unruled_layers(model: nn.Module, input_size: tuple[int, int],
         stack.remove()
         for handle in handles:
             handle.remove()
-    return {name: first_unruled(outputs[name], unruled, mode.normalised)
+    paths = ImagePaths()  # one graph: what leads back to the image is worked out once
+    return {name: first_unruled(outputs[name], unruled, mode.normalised, paths)
             if name in outputs else None for name in names}
