@@ -207,4 +207,5 @@ images = 0
 """)
     result = run_cli("run", "all", "-w", "gradient.toml", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert (tmp_path / "reports" / "convnext" / "layers" / "conv2.html").is_file()
+    assert sorted(p.name for p in (tmp_path / "reports" / "convnext" / "layers").glob("*.html")) \
+        == ["stages.0.blocks.1.html", "stages.1.blocks.1.html"]
