@@ -101,7 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("-w", "--workflow", type=Path, default=None,
                         help=f"the model of this workflow (default: {DEFAULT_WORKFLOW})")
     source.add_argument("--model", metavar="NAME", default=None,
-                        help="a registered or torchvision model name, e.g. alexnet, vgg16")
+                        help="a registered, torchvision or timm model name, e.g. alexnet, vgg16, "
+                        "timm/resnet50 (a model file of yours: -w a workflow naming its "
+                        "[model] factory)")
     layers.add_argument("--image-size", type=int, default=None, metavar="N",
                         help="input side in pixels (default: the workflow's; with --model the "
                         "size the model is made for: 64 for zfnet_small, else 224)")

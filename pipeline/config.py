@@ -123,9 +123,10 @@ class ModelConfig:
                                      "(one value per input channel of the model; ImageNet's "
                                      "average for a one-channel model when left as it is)")
     std: tuple[float, ...] = option((0.229, 0.224, 0.225), "per-channel std for normalisation")
-    given: tuple[str, ...] = field(default=(), metadata={
-        "doc": "the options the workflow file sets (they win over published weights' "
-               "preprocessing)", "internal": True, "since": "0.8.0"})
+    overrides: tuple[str, ...] = field(default=(), metadata={
+        "doc": "the preprocessing options the workflow file sets beside published weights "
+               "(they win over the weights' own)", "internal": True, "keyed": True,
+        "since": "0.8.0"})
 
     @property
     def label(self) -> str:
@@ -180,6 +181,10 @@ class TrainConfig:
                               "number", execution=True, since="0.4.0")
     device: str = option("auto", "'auto' (cuda, then mps, then cpu), or a torch device string",
                          execution=True)
+
+
+#: The [model] options that, set in the file, win over published weights' preprocessing.
+PREPROCESSING_OPTIONS = ("image_size", "resize_size", "mean", "std")
 
 
 #: Zeiler & Fergus (2013, sec. 3): what ``[train] recipe = "zf2013"`` sets unless the file does.
@@ -353,9 +358,10 @@ def load_workflow(path: Path, data_root: str | None = None) -> Workflow:
     if table.get("name", "") == "":  # documented: empty uses the file's stem
         table["name"] = path.stem
     workflow = _build(Workflow, table, path, prefix="")
-    if isinstance(table.get("model"), dict):
+    if isinstance(table.get("model"), dict) and workflow.model.weights:
+        overrides = tuple(key for key in PREPROCESSING_OPTIONS if key in table["model"])
         workflow = dataclasses.replace(workflow, model=dataclasses.replace(
-            workflow.model, given=tuple(sorted(table["model"]))))
+            workflow.model, overrides=overrides))
     from pipeline.config_checks import validate
 
     return validate(_apply_recipe(workflow, table, path), path)

@@ -65,7 +65,8 @@ def _results_only(value: Any) -> Any:
         return value
     return {spec.name: _results_only(getattr(value, spec.name))
             for spec in dataclasses.fields(value)
-            if not spec.metadata.get("execution") and not spec.metadata.get("internal")
+            if not spec.metadata.get("execution")
+            and (not spec.metadata.get("internal") or spec.metadata.get("keyed"))
             and not (spec.metadata.get("since") and getattr(value, spec.name) == _default(spec))}
 
 

@@ -147,7 +147,7 @@ def _globals(path: Path) -> str:
     try:
         from torch.serialization import get_unsafe_globals_in_checkpoint
 
-        found = get_unsafe_globals_in_checkpoint(str(path))
+        found = sorted(get_unsafe_globals_in_checkpoint(str(path)))  # a set's order varies
     except Exception:  # noqa: BLE001 - older torch, or a file it cannot list
         return "not tensors"
     shown = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")

@@ -106,10 +106,10 @@ def preprocessing(workflow: Workflow) -> Preprocessing:
     model = workflow.model
     if published is not None:  # an option the workflow file sets still wins
         preset = published.preset()
-        given = {"image_size": "crop", "resize_size": "resize", "mean": "mean", "std": "std"}
-        preset.update({field: getattr(model, option) for option, field in given.items()
-                       if option in model.given and getattr(model, option)})
-        if "image_size" in model.given and "resize_size" not in model.given:
+        fields = {"image_size": "crop", "resize_size": "resize", "mean": "mean", "std": "std"}
+        preset.update({fields[option]: getattr(model, option) for option in model.overrides
+                       if getattr(model, option)})
+        if "image_size" in model.overrides and "resize_size" not in model.overrides:
             preset["resize"] = round(preset["resize"] * preset["crop"] / published.preset()[
                 "crop"])  # the published crop ratio, at the workflow's size
         return Preprocessing(**preset)

@@ -61,12 +61,32 @@ def test_weights_come_from_timms_cache_with_their_preprocessing(tmp_path, monkey
         TimmWeights("timm/resnet18", "nope", "w.toml")
 
 
-@pytest.mark.slow  # two rules at seven layers
+@pytest.mark.slow  # two rules at 17 layers
 def test_resnet18_projections_are_captums():
     torch.manual_seed(0)
     model = get_model("timm/resnet18", num_classes=10).eval()
     layers = [layer.name for layer in analysable_layers(model, (64, 64))]
-    assert len(layers) == 17  # Captum's rules apply at every one (nn.ReLU modules): the stem,
-    # then the first and last of each stage's blocks
-    chosen = [*layers[::3], layers[-1]]
-    assert compare_with_captum(model, chosen, 64) <= 1e-5
+    assert len(layers) == 17  # Captum's rules apply at every one (timm's are nn.ReLU modules)
+    assert compare_with_captum(model, layers, 64) <= 1e-5
+
+
+def test_an_option_the_file_sets_wins_over_the_weights_and_keys_the_stages(write_workflow):
+    from pipeline.config import load_workflow
+    from pipeline.models.preprocessing import preprocessing
+    from pipeline.stamps import config_values
+
+    head = '[data]\nroot = "val"\n[model]\nname = "timm/resnet18"\nweights = "DEFAULT"\n'
+    published = load_workflow(write_workflow(head, "published"))
+    assert preprocessing(published).crop == 224 and preprocessing(published).resize == 235
+    smaller = load_workflow(write_workflow(head + "image_size = 64\n", "smaller"))
+    prep = preprocessing(smaller)  # the weights' crop ratio and interpolation, at 64 px
+    assert (prep.crop, prep.resize, prep.interpolation) == (64, 67, "bicubic")
+    # the default value, written out, is an option the file sets: it wins and is in the key
+    said = load_workflow(write_workflow(head + "mean = [0.485, 0.456, 0.406]\n"
+                                        "std = [0.5, 0.5, 0.5]\n", "said"))
+    assert preprocessing(said).std == (0.5, 0.5, 0.5)
+    assert config_values(said, ["model"]) != config_values(published, ["model"])
+    # without weights nothing is recorded, so runs made before 0.8.0 keep their keys
+    plain = load_workflow(write_workflow('[model]\nname = "zfnet_small"\nimage_size = 64\n'
+                                         '[data]\nsource = "synthetic"\n', "plain"))
+    assert "overrides" not in config_values(plain, ["model"])["model"]
