@@ -131,7 +131,7 @@ def layers(args: argparse.Namespace) -> int:
         if args.image_size:
             workflow = dataclasses.replace(workflow, model=dataclasses.replace(
                 workflow.model, image_size=args.image_size, weights=""))
-        model, title = check_model(workflow, num_classes=1000), workflow.model.name
+        model, title = check_model(workflow, num_classes=1000), workflow.model.label
         size, names = preprocessing(workflow).crop, workflow.activations.layers
     if args.all_modules:
         names = feature_map_names(model, (size, size))

@@ -111,8 +111,8 @@ class ModelConfig:
     checkpoint: str = option("", "weights file to load (state dict, Lightning, DDP, compiled or "
                              ".safetensors); empty uses the trained model.pt")
     checkpoint_key: str = option("", "entry of the checkpoint that holds the weights (e.g. "
-                                 "'model_ema'); empty tries state_dict, model, model_state_dict",
-                                 since="0.8.0")
+                                 "'model_ema'); empty tries state_dict, model, "
+                                 "model_state_dict, net, network", since="0.8.0")
     trust_pickle: bool = option(False, "load a checkpoint that holds pickled Python objects (a "
                                 "whole torch.save(model)): runs code from the file, so only for "
                                 "a file you trust", since="0.8.0")

@@ -29,6 +29,14 @@ def validate(workflow: Workflow, path: Path) -> Workflow:
         raise ConfigError(f"{path}: [model] needs exactly one of name (a registered, torchvision "
                           "or 'timm/...' model) and factory ('file.py:function'), got "
                           + ("both" if model.name else "neither"))
+    where, colon, function = model.factory.rpartition(":")
+    if model.factory and (not colon or not where or not function.isidentifier()):
+        raise ConfigError(f"{path}: [model] factory '{model.factory}': expected "
+                          "'file.py:function' or 'package.module:function', e.g. "
+                          "'my_models.py:build'")
+    if model.checkpoint_key and not model.checkpoint:
+        raise ConfigError(f"{path}: [model] checkpoint_key names an entry of [model] "
+                          "checkpoint, which is not set; set it, or remove checkpoint_key")
     if model.factory and model.weights:
         raise ConfigError(f"{path}: [model] weights is for torchvision and timm models, and this "
                           "one comes from [model] factory; give its weights as [model] "

@@ -60,3 +60,12 @@ def system_refusal(error: BaseException) -> OSError | None:
             return current
         current = current.__cause__ or current.__context__
     return None
+
+
+def one_line(error: BaseException, limit: int = 160) -> str:
+    """``error`` as "Type: message" on one line, cut at a word before ``limit`` characters
+    (torch's explanations run to paragraphs): the cause part of a one-line refusal."""
+    text = " ".join(str(error).split())
+    if len(text) > limit:
+        text = text[:limit].rsplit(" ", 1)[0] + " ..."
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

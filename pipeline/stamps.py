@@ -234,8 +234,8 @@ def _legacy_section(value: Any, name: str) -> dict | None:
     known = LEGACY_FIELDS[name]
     section = {}
     for spec in dataclasses.fields(value):
-        if spec.metadata.get("internal"):
-            continue
+        if spec.metadata.get("internal") and not spec.metadata.get("keyed"):
+            continue  # a keyed one (overrides) is an option 0.3.0 did not have: at its default
         item = getattr(value, spec.name)
         if spec.name not in known:
             default = spec.default_factory() if spec.default_factory is not dataclasses.MISSING \

@@ -54,16 +54,16 @@ def read_snapshot(workflow: Workflow, snapshot: Snapshot, model: nn.Module, num_
                   assign: bool = False) -> None:
     """Load ``snapshot``'s weights into ``model`` (built by ``build_model``), or refuse in one
     line naming the file and its setting."""
-    from pipeline.models.loading import fit_state_dict, read_state_dict
+    from pipeline.models.loading import fit_state_dict, read_weights
 
     if snapshot.option == SNAPSHOT_EPOCHS and not snapshot.path.is_file():
         raise UserError(f"{snapshot.path}: the weights of {snapshot.label} ({SNAPSHOT_EPOCHS}) "
                         "were not kept; retrain to keep them (`python -m pipeline run train "
                         f"--force -w {workflow.source}`) or list the files to compare in "
                         f"{CHECKPOINTS}")
-    state = read_state_dict(snapshot.path, workflow.source, snapshot.option)
-    fit_state_dict(model, state, snapshot.path, workflow.model.name, num_classes, assign=assign,
-                   option=snapshot.option)
+    state = read_weights(workflow, snapshot.path, snapshot.option).state
+    fit_state_dict(model, state, snapshot.path, workflow.model.label, num_classes,
+                   assign=assign, option=snapshot.option)
 
 
 def load_snapshot(workflow: Workflow, snapshot: Snapshot, num_classes: int,

@@ -12,18 +12,18 @@ archive is refused with how to get a state dict from it.
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import zipfile
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import UserError
+from pipeline.errors import UserError, one_line
 
 #: Entries that hold a training checkpoint's weights, in the order they are tried.
 WEIGHT_KEYS = ("state_dict", "model", "model_state_dict", "net", "network")
-#: Entries that hold an exponential moving average of them: used only when asked.
-EMA_KEYS = ("state_dict_ema", "model_ema", "ema", "ema_state_dict", "model_ema_state_dict")
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,10 @@ def read_checkpoint(path: Path, source: str, option: str = "[model] checkpoint",
     if not path.is_file():
         raise UserError(f"{path}: model weights not found; check {option} in {source}")
     content = _load(path, option, trust_pickle)
+    if not key and isinstance(content, Mapping):  # a training checkpoint's weights first: it
+        for name in WEIGHT_KEYS:  # may hold a tensor of its own beside them (best_acc1)
+            if _is_state_dict(content.get(name)):
+                return Checkpoint(dict(content[name]), path, name)
     if _is_state_dict(content) and not key:
         return Checkpoint(content, path)
     if not isinstance(content, Mapping):
@@ -58,9 +62,6 @@ def read_checkpoint(path: Path, source: str, option: str = "[model] checkpoint",
             raise UserError(f"{path}: has no state dict under '{key}' ([model] checkpoint_key); "
                             f"its state dicts are under: {', '.join(map(str, entries)) or 'none'}")
         return Checkpoint(dict(content[key]), path, key)
-    for name in WEIGHT_KEYS:
-        if _is_state_dict(content.get(name)):
-            return Checkpoint(dict(content[name]), path, name)
     entries = [str(name) for name, value in content.items() if _is_state_dict(value)]
     hint = (f"set [model] checkpoint_key to one of: {', '.join(entries)}" if entries else
             "save torch.save(model.state_dict(), path)")
@@ -86,13 +87,16 @@ def _load(path: Path, option: str, trust_pickle: bool) -> Any:
                         "(its rectifiers and pooling); save its weights with `torch.save("
                         "torch.jit.load(path).state_dict(), 'weights.pt')` and give that as "
                         f"{option}, with the model's [model] name or factory")
-    try:
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as error:  # the legacy (non-zip) format cannot be memory-mapped
-            if "mmap" not in str(error):
-                raise
-            return torch.load(path, map_location="cpu", weights_only=True)
+    try:  # the training scripts of torchvision and timm keep their arguments as a Namespace:
+        # plain attributes, safe to rebuild
+        allow = getattr(torch.serialization, "safe_globals", None)  # torch >= 2.5
+        with allow([argparse.Namespace]) if allow else contextlib.nullcontext():
+            try:
+                return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as error:  # the legacy (non-zip) format cannot be mmapped
+                if "mmap" not in str(error):
+                    raise
+                return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - the unpickler raises anything on a foreign file
         if "Weights only load failed" in str(error):
             if trust_pickle:
@@ -102,8 +106,8 @@ def _load(path: Path, option: str, trust_pickle: bool) -> Any:
                             "from the file, so it is refused; save torch.save(model.state_dict()"
                             ", path) instead, or set [model] trust_pickle = true for a file you "
                             "trust") from None
-        raise UserError(f"{path}: not a PyTorch weights file ({_reason(error)}); set {option} "
-                        "to a file saved with torch.save(model.state_dict(), path) or a "
+        raise UserError(f"{path}: not a PyTorch weights file ({one_line(error, 100)}); set "
+                        f"{option} to a file saved with torch.save(model.state_dict(), path) or a "
                         ".safetensors file") from None
 
 
@@ -115,7 +119,7 @@ def _load_pickle(path: Path, option: str) -> Any:
     try:
         content = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:  # noqa: BLE001 - missing classes, corrupt files, ...
-        raise UserError(f"{path}: cannot be unpickled ({_reason(error)}); the classes it "
+        raise UserError(f"{path}: cannot be unpickled ({one_line(error, 100)}); the classes it "
                         "holds must be importable here, or save a state dict instead") from None
     return content.state_dict() if isinstance(content, nn.Module) else content
 
@@ -129,8 +133,8 @@ def _load_safetensors(path: Path, option: str) -> dict[str, Any]:
     try:
         return load_file(str(path), device="cpu")
     except Exception as error:  # noqa: BLE001 - safetensors raises its own errors on bad files
-        raise UserError(f"{path}: not a readable .safetensors file ({_reason(error)}); check "
-                        f"{option}") from None
+        raise UserError(f"{path}: not a readable .safetensors file ({one_line(error, 100)}); "
+                        f"check {option}") from None
 
 
 def _is_torchscript(path: Path) -> bool:
@@ -154,18 +158,13 @@ def _globals(path: Path) -> str:
     return shown or "not tensors"
 
 
-def _reason(error: BaseException) -> str:
-    reason = " ".join(str(error).split()) or type(error).__name__
-    if len(reason) > 100:  # torch's explanations run to paragraphs: keep the first words
-        reason = reason[:100].rsplit(" ", 1)[0] + " ..."
-    return f"{type(error).__name__}: {reason}"
-
 
 def strip_prefix(state: Mapping[str, Any], wanted: Collection[str]) -> tuple[dict, str, int]:
     """(``state`` with the wrapper prefix taken off its names, the prefix, how many entries
     without it were left out). The prefix is the one of at most three leading name parts
     (``module.``, ``model._orig_mod.``, ...) under which most of the model's names ``wanted``
-    are found; "" when the names match as they are."""
+    are found; "" when the names match as they are. A ``ValueError`` when two prefixes hold
+    the model's names alike (a teacher and a student)."""
     wanted = set(wanted)
     counts: dict[str, int] = {}
     for name in state:
@@ -178,6 +177,9 @@ def strip_prefix(state: Mapping[str, Any], wanted: Collection[str]) -> tuple[dic
     best = max(counts, key=lambda p: (counts[p], -len(p)), default="")
     if not best or counts[best] <= plain:
         return dict(state), "", 0
+    tied = sorted(p for p in counts if counts[p] == counts[best] and len(p) == len(best))
+    if len(tied) > 1:  # two models in one file (teacher and student): the user must say
+        raise ValueError(f"the model's weights are found under {' and '.join(tied)} alike")
     kept = {name[len(best):]: value for name, value in state.items() if name.startswith(best)}
     return kept, best, len(state) - len(kept)
 

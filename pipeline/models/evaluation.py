@@ -30,13 +30,45 @@ def evaluating(model: nn.Module, grad: bool = False) -> Iterator[nn.Module]:
 
 def blank_image(model: nn.Module, input_size: tuple[int, int]) -> torch.Tensor:
     """One all-zero image ``[1, C, H, W]`` on the model's device, in its dtype, with as many
-    channels as the first convolution reads (3 without one): the input of a pass that only
-    looks at the shapes of what the modules output."""
+    channels as the model reads (:func:`input_channels`): the input of a pass that only looks
+    at the shapes of what the modules output."""
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    dtype = param.dtype if param is not None else torch.float32
+    return torch.zeros(1, input_channels(model, input_size), *input_size, device=device,
+                       dtype=dtype)
+
+
+class _Reached(Exception):
+    """Raised by a hook to stop a pass at the first convolution it reaches."""
+
+
+def input_channels(model: nn.Module, input_size: tuple[int, int] = (64, 64)) -> int:
+    """The channels of the image the model reads: those of the first convolution the forward
+    pass reaches (a model may register its stem after its head), found by stopping a pass
+    there; of the first registered one if that pass fails first; 3 without a
+    convolution."""
     from torch import nn
+
+    convs = [m for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd)]
+    if not convs:
+        return 3
+
+    def stop(module: nn.Module, args: tuple) -> None:
+        raise _Reached(module)
 
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None else torch.float32
-    first = next((m for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
-    channels = first.in_channels if first is not None else 3
-    return torch.zeros(1, channels, *input_size, device=device, dtype=dtype)
+    handles = [conv.register_forward_pre_hook(stop) for conv in convs]
+    try:
+        with torch.no_grad():  # nothing past the pre-hook of the first convolution runs
+            model(torch.zeros(1, convs[0].in_channels, *input_size, device=device, dtype=dtype))
+    except _Reached as reached:
+        return int(reached.args[0].in_channels)
+    except Exception:  # noqa: BLE001 - a model that cannot run on meta: the registered order
+        pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    return int(convs[0].in_channels)

@@ -20,7 +20,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from pipeline.errors import UserError
+from pipeline.errors import UserError, one_line
 
 if TYPE_CHECKING:
     from torch import nn
@@ -53,7 +53,7 @@ def factory_source(factory: str) -> Path | None:
         return Path(where).expanduser().absolute()
     try:
         spec = importlib.util.find_spec(where)
-    except (ImportError, ValueError):
+    except Exception:  # noqa: BLE001 - a package's __init__ may raise anything: no source
         return None
     return Path(spec.origin) if spec is not None and spec.origin else None
 
@@ -73,16 +73,18 @@ def _import(where: str, factory: str) -> ModuleType:
             return importlib.import_module(where)
         except Exception as error:  # noqa: BLE001 - any import failure is the user's module's
             raise UserError(f"[model] factory '{factory}': cannot import module '{where}' "
-                            f"({_reason(error)}); check the name and that it is importable "
+                            f"({one_line(error)}); check the name and that it is importable "
                             "(on PYTHONPATH or installed)") from None
     path = Path(where).expanduser().absolute()
     if not path.is_file():
         raise UserError(f"{path}: model file not found (from [model] factory '{factory}'); "
                         "paths are relative to the current folder")
-    name = "deconv_atlas_factory_" + hashlib.sha256(str(path).encode()).hexdigest()[:12]
-    module = sys.modules.get(name)
-    if module is not None and getattr(module, "__file__", None) == str(path):
-        return module
+    # named by place and content: a long-lived process (a dask worker) imports an edited file
+    # anew instead of building the old model
+    digest = hashlib.sha256(str(path).encode() + b"\0" + path.read_bytes()).hexdigest()[:16]
+    name = f"deconv_atlas_factory_{digest}"
+    if name in sys.modules:
+        return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     if str(path.parent) not in sys.path:  # its own helper modules import as they would beside it
@@ -92,7 +94,7 @@ def _import(where: str, factory: str) -> ModuleType:
         spec.loader.exec_module(module)
     except Exception as error:  # noqa: BLE001 - anything the file raises is the user's
         del sys.modules[name]
-        raise UserError(f"{path}: cannot import the model file ({_reason(error)}); fix the "
+        raise UserError(f"{path}: cannot import the model file ({one_line(error)}); fix the "
                         f"file named by [model] factory '{factory}'") from None
     return module
 
@@ -122,7 +124,7 @@ def build_from_factory(factory: str, args: Mapping[str, Any], num_classes: int) 
         raise
     except Exception as error:  # noqa: BLE001 - the user's function may raise anything
         raise FactoryError(f"{shown}: {function}({_shown_args(kwargs)}) raised "
-                        f"{_reason(error)}; fix the function or [model.factory_args]") from None
+                        f"{one_line(error)}; fix the function or [model.factory_args]") from None
     if not isinstance(model, nn.Module):
         raise FactoryError(f"{shown}: {function}() returned a {type(model).__name__}, not a "
                         "torch.nn.Module; return the network itself")
@@ -138,8 +140,3 @@ def _parameters(function: Any) -> Mapping[str, inspect.Parameter]:
 
 def _shown_args(kwargs: Mapping[str, Any]) -> str:
     return ", ".join(f"{key}={value!r}" for key, value in kwargs.items())
-
-
-def _reason(error: BaseException) -> str:
-    text = " ".join(str(error).split())
-    return f"{type(error).__name__}: {text[:160]}" if text else type(error).__name__

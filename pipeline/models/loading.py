@@ -75,7 +75,11 @@ def fit_state_dict(model: nn.Module, state: dict, path: Path, name: str, num_cla
     Returns what was done to the names, for the log ("prefix 'model.' removed")."""
     from pipeline.models.checkpoints import strip_prefix
 
-    fitted, prefix, dropped = strip_prefix(state, model.state_dict().keys())
+    try:
+        fitted, prefix, dropped = strip_prefix(state, model.state_dict().keys())
+    except ValueError as error:
+        raise UserError(f"{path}: {error}; save the one to analyse on its own "
+                        "(torch.save(module.state_dict(), path))") from None
     try:
         model.load_state_dict(fitted, assign=assign)
     except RuntimeError as error:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pipeline.config import Workflow
+from pipeline.errors import UserError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -31,13 +32,8 @@ class Preprocessing:
     std: tuple[float, ...]
     interpolation: str = "bilinear"
 
-    @property
-    def channels(self) -> int:
-        """The model's input channels: one mean (and std) each."""
-        return len(self.mean)
-
     def transform(self) -> v2.Compose:
-        """PIL image -> normalised float tensor ``[3, crop, crop]``: :meth:`pixels`, then
+        """PIL image -> normalised float tensor ``[C, crop, crop]``: :meth:`pixels`, then
         :meth:`normalise` (one definition, so a cached crop gives the very same input)."""
         from torchvision.transforms import v2
 
@@ -107,11 +103,15 @@ def preprocessing(workflow: Workflow) -> Preprocessing:
     if published is not None:  # an option the workflow file sets still wins
         preset = published.preset()
         fields = {"image_size": "crop", "resize_size": "resize", "mean": "mean", "std": "std"}
-        preset.update({fields[option]: getattr(model, option) for option in model.overrides
-                       if getattr(model, option)})
+        preset.update({fields[option]: getattr(model, option) for option in model.overrides})
         if "image_size" in model.overrides and "resize_size" not in model.overrides:
             preset["resize"] = round(preset["resize"] * preset["crop"] / published.preset()[
                 "crop"])  # the published crop ratio, at the workflow's size
+        preset["resize"] = preset["resize"] or preset["crop"]  # resize_size 0: to the crop
+        if len(preset["mean"]) != 3 and len(preset["mean"]) != input_channels(workflow):
+            raise UserError(f"{workflow.source}: [model] mean and std have "
+                            f"{len(preset['mean'])} values, and the model reads "
+                            f"{input_channels(workflow)} channels; give that many of each")
         return Preprocessing(**preset)
     mean, std = per_channel(workflow, input_channels(workflow))
     return Preprocessing(crop=model.image_size, resize=model.resize_size or model.image_size,
@@ -123,7 +123,6 @@ def per_channel(workflow: Workflow, channels: int) -> tuple[tuple[float, ...], .
     ImageNet's RGB values, a model of another channel count gets their average for every
     channel past (or instead of) R, G, B; values set in the file must fit the model."""
     from pipeline.config import ModelConfig
-    from pipeline.errors import UserError
 
     model = workflow.model
     if len(model.mean) == channels:
@@ -148,23 +147,21 @@ def input_channels(workflow: Workflow) -> int:
     import json
 
     import torch
-    from torch import nn
 
-    from pipeline.models.factory import FactoryError
+    from pipeline.models.evaluation import input_channels as model_channels
+    from pipeline.models.factory import FactoryError, factory_digest
     from pipeline.models.loading import build_model
 
     spec = workflow.model
-    key = json.dumps([spec.name, spec.factory, dict(spec.factory_args), spec.image_size],
-                     default=str)
-    if key not in _CHANNELS:  # the builds of one process agree: a user's file is read once
+    key = json.dumps([spec.name, spec.factory, dict(spec.factory_args), spec.image_size,
+                      factory_digest(spec.factory) if spec.factory else ""], default=str)
+    if key not in _CHANNELS:  # one build per model settings (and model file content)
         try:  # shapes only (preflight has said in one line why a model does not build)
             with torch.device("meta"):
                 model = build_model(workflow, 10)
         except FactoryError:
             model = build_model(workflow, 10)  # a function that needs real tensors
-        first = next((module for module in model.modules()
-                      if isinstance(module, nn.modules.conv._ConvNd)), None)
-        _CHANNELS[key] = int(first.in_channels) if first is not None else 3
+        _CHANNELS[key] = model_channels(model, (spec.image_size, spec.image_size))
     return _CHANNELS[key]
 
 
@@ -174,7 +171,7 @@ _CHANNELS: dict[str, int] = {}
 
 def shown_pixels(image: torch.Tensor, mean: Sequence[float], std: Sequence[float]
                  ) -> np.ndarray:
-    """A normalised input ``[3, H, W]`` as the pixels the network saw: uint8 ``[H, W, 3]``
+    """A normalised input ``[C, H, W]`` as the pixels the network saw: uint8 ``[H, W, C]``
     (the normalisation undone, clipped to 0..1, rounded), for pages that show the input."""
     import numpy as np
 

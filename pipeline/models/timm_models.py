@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.errors import UserError
+from pipeline.errors import UserError, one_line
 from pipeline.models.torchvision_models import OFFLINE_VARIABLE
 
 if TYPE_CHECKING:
@@ -167,6 +167,6 @@ class TimmWeights:
             return _timm().create_model(self.tagged, pretrained=True,
                                         pretrained_cfg_overlay=overlay)
         except (OSError, RuntimeError, ValueError) as error:
-            reason = " ".join(str(error).split())[:160] or type(error).__name__
-            raise UserError(f"timm {self.tagged}: could not load the weights ({reason}); put "
+            raise UserError(f"timm {self.tagged}: could not load the weights "
+                            f"({one_line(error)}); put "
                             f"them in {self.where()}, or set [model] checkpoint") from None

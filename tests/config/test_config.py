@@ -82,6 +82,11 @@ def test_model_needs_a_name_or_a_factory(write_workflow):
         load_workflow(write_workflow("[model]\nimage_size = 64\n"))
     with pytest.raises(ConfigError, match=r"\[model\] needs exactly one of name .* got both"):
         load_workflow(write_workflow("[model]\nname = 'vgg16'\nfactory = 'm.py:build'\n"))
+    with pytest.raises(ConfigError, match=r"factory 'my_models.py': expected 'file.py:function'"):
+        load_workflow(write_workflow("[model]\nfactory = 'my_models.py'\n"))
+    with pytest.raises(ConfigError, match=r"checkpoint_key names an entry of \[model\] "
+                                          r"checkpoint, which is not set"):
+        load_workflow(write_workflow("[model]\nname = 'vgg16'\ncheckpoint_key = 'ema'\n"))
 
 
 def test_imagefolder_needs_a_root_and_data_flag_supplies_it(write_workflow):

@@ -144,3 +144,26 @@ def test_strip_prefix_keeps_names_that_already_match():
     wanted = {"features.0.weight", "features.0.bias"}
     state = {name: torch.zeros(1) for name in wanted}
     assert strip_prefix(state, wanted) == (state, "", 0)
+
+
+def test_a_reference_training_script_checkpoint_loads_its_weights(tmp_path):
+    """torchvision's and timm's training scripts keep the arguments (a Namespace) and a tensor
+    or two (best_acc1) beside the weights: read as plain data, the weights entry first."""
+    import argparse
+
+    saved = model()
+    path = tmp_path / "checkpoint.pth"
+    torch.save({"model": saved.state_dict(), "best_acc1": torch.tensor(71.2), "epoch": 89,
+                "args": argparse.Namespace(lr=0.1, arch="small")}, path)
+    fresh, checkpoint, _ = loaded(path)
+    assert same(fresh, saved) and checkpoint.key == "model"
+
+
+def test_two_models_in_one_file_are_refused_naming_both(tmp_path):
+    teacher, student = model(), model()
+    path = tmp_path / "distilled.ckpt"
+    torch.save({"state_dict": {**prefixed("student.", student.state_dict()),
+                               **prefixed("teacher.", teacher.state_dict())}}, path)
+    with pytest.raises(UserError, match="found under student. and teacher. alike; save the "
+                                        "one to analyse on its own"):
+        loaded(path)

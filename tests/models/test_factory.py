@@ -89,3 +89,27 @@ def test_builds_on_the_meta_device_for_checking(model_file):
     with torch.device("meta"):
         model = build_from_factory("my_models.py:build", {}, num_classes=4)
     assert next(model.parameters()).is_meta
+
+
+def test_an_edited_file_is_imported_anew(model_file):
+    assert build_from_factory("my_models.py:build", {}, num_classes=4)[0].out_channels == 4
+    model_file.write_text(MODEL_FILE.replace("width=4", "width=5"))
+    assert build_from_factory("my_models.py:build", {}, num_classes=4)[0].out_channels == 5
+
+
+def test_the_input_channels_are_those_of_the_first_convolution_run():
+    from pipeline.models.evaluation import input_channels
+
+    class StemLast(nn.Module):  # the head is registered before the stem
+        def __init__(self):
+            super().__init__()
+            self.head = nn.Conv2d(16, 4, 1)
+            self.stem = nn.Conv2d(1, 16, 3)
+
+        def forward(self, x):
+            return self.head(self.stem(x))
+
+    assert input_channels(StemLast(), (8, 8)) == 1
+    with torch.device("meta"):
+        assert input_channels(StemLast(), (8, 8)) == 1
+    assert input_channels(nn.Sequential(nn.Flatten(), nn.Linear(3, 2)), (8, 8)) == 3

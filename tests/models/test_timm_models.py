@@ -86,6 +86,14 @@ def test_an_option_the_file_sets_wins_over_the_weights_and_keys_the_stages(write
                                         "std = [0.5, 0.5, 0.5]\n", "said"))
     assert preprocessing(said).std == (0.5, 0.5, 0.5)
     assert config_values(said, ["model"]) != config_values(published, ["model"])
+    from pipeline.stamps import legacy_key  # 0.3.0 ignored them: its results do not migrate
+
+    assert legacy_key(said, "activations", {"prepare": "t"}) is None
+    assert legacy_key(published, "activations", {"prepare": "t"}) is not None
+    grey = load_workflow(write_workflow(head + "mean = [0.5]\nstd = [0.25]\n", "grey"))
+    with pytest.raises(UserError, match="mean and std have 1 values, and the model reads 3 "
+                                        "channels"):
+        preprocessing(grey)
     # without weights nothing is recorded, so runs made before 0.8.0 keep their keys
     plain = load_workflow(write_workflow('[model]\nname = "zfnet_small"\nimage_size = 64\n'
                                          '[data]\nsource = "synthetic"\n', "plain"))
