@@ -151,3 +151,33 @@ def fill_hub_cache(cache, hf_hub_id: str, state: dict) -> None:
     (repo / "refs" / "main").write_text(commit)
     (repo / "snapshots" / commit).mkdir(parents=True)
     save_file(state, str(repo / "snapshots" / commit / "model.safetensors"))
+
+
+#: A small model file of a user: non-sequential, functional ReLUs (tests of [model] factory).
+OWN_MODEL_FILE = '''
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class TwoPaths(nn.Module):
+    """Non-sequential, with functional ReLUs: two branches added, then pooled."""
+
+    def __init__(self, num_classes, width=8):
+        super().__init__()
+        self.stem = nn.Conv2d(3, width, 5, stride=2, padding=2)
+        self.left = nn.Conv2d(width, width, 3, padding=1)
+        self.right = nn.Conv2d(width, width, 1)
+        self.top = nn.Conv2d(width, 2 * width, 3, padding=1)
+        self.head = nn.Linear(2 * width, num_classes)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.stem(x)), 2)
+        x = F.relu(self.left(x)) + F.relu(self.right(x))
+        x = F.relu(self.top(x))
+        return self.head(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+def build(num_classes, width=8):
+    return TwoPaths(num_classes, width)
+'''

@@ -99,3 +99,50 @@ def test_a_scheduler_without_workers_is_refused_not_waited_on(tiny_run, tmp_path
                          empty.scheduler_address, cwd=base, timeout=120)
     assert result.returncode == 2, result.stderr[-2000:]
     assert "has no workers" in result.stderr and result.stderr.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_a_model_file_of_the_users_is_built_the_same_by_shards_and_workers(tmp_path, cluster):
+    """``[model] factory`` names a file relative to the run's folder: the dask workers (started
+    elsewhere) and ``--shard`` processes import it and fill the store a local run fills."""
+    import torch
+    from support import OWN_MODEL_FILE as MODEL_FILE
+    from support import write_images
+
+    write_images(tmp_path / "images", ["cat", "dog"], per_class=4, size=40)
+    (tmp_path / "my_models.py").write_text(MODEL_FILE)
+    namespace: dict = {}
+    exec(MODEL_FILE, namespace)
+    torch.manual_seed(0)
+    torch.save(namespace["build"](2, width=6).state_dict(), tmp_path / "weights.pt")
+    (tmp_path / "own.toml").write_text('[data]\nroot = "images"\n[model]\nfactory = '
+                                       '"my_models.py:build"\ncheckpoint = "weights.pt"\n'
+                                       'image_size = 32\n[model.factory_args]\nwidth = 6\n'
+                                       '[activations]\nchunk_size = 4\nbatch_size = 4\n')
+    store = tmp_path / "runs" / "own" / "activations.zarr"
+    assert run_cli("run", "activations", "-w", "own.toml", cwd=tmp_path).returncode == 0
+    reference = store_arrays(store)
+    shutil.rmtree(store)
+    for shard in ("0/2", "1/2"):  # two processes, one share each
+        result = run_cli("run", "activations", "-w", "own.toml", "--shard", shard,
+                         cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+    sharded = store_arrays(store)
+    shutil.rmtree(store)
+    result = run_cli("run", "activations", "-w", "own.toml", "--scheduler",
+                     cluster.scheduler_address, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 shard tasks on" in result.stdout
+    assert sharded.keys() == reference.keys()
+    for key, expected in reference.items():
+        np.testing.assert_array_equal(sharded[key], expected, err_msg=key, strict=True)
+    # The workers run torch on one thread (distributed sets OMP_NUM_THREADS=1), whose
+    # convolutions sum in another order: values agree to float32 rounding, positions exactly.
+    on_cluster = store_arrays(store)
+    assert on_cluster.keys() == reference.keys()
+    for key, expected in reference.items():
+        if np.issubdtype(expected.dtype, np.floating):
+            np.testing.assert_allclose(on_cluster[key], expected, rtol=1e-6, atol=1e-7,
+                                       err_msg=key)
+        else:
+            np.testing.assert_array_equal(on_cluster[key], expected, err_msg=key, strict=True)

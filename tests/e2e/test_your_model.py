@@ -10,6 +10,7 @@ import os
 import pytest
 import torch
 from safetensors.torch import save_file
+from support import OWN_MODEL_FILE as MODEL_FILE
 from support import run_cli, write_images
 
 pytestmark = pytest.mark.slow  # each test runs the pipeline in a subprocess
@@ -20,33 +21,6 @@ images = 2
 [invariance]
 images = 1
 """
-MODEL_FILE = '''
-import torch
-import torch.nn.functional as F
-from torch import nn
-
-
-class TwoPaths(nn.Module):
-    """Non-sequential, with functional ReLUs: two branches added, then pooled."""
-
-    def __init__(self, num_classes, width=8):
-        super().__init__()
-        self.stem = nn.Conv2d(3, width, 5, stride=2, padding=2)
-        self.left = nn.Conv2d(width, width, 3, padding=1)
-        self.right = nn.Conv2d(width, width, 1)
-        self.top = nn.Conv2d(width, 2 * width, 3, padding=1)
-        self.head = nn.Linear(2 * width, num_classes)
-
-    def forward(self, x):
-        x = F.max_pool2d(F.relu(self.stem(x)), 2)
-        x = F.relu(self.left(x)) + F.relu(self.right(x))
-        x = F.relu(self.top(x))
-        return self.head(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
-
-
-def build(num_classes, width=8):
-    return TwoPaths(num_classes, width)
-'''
 OWN_WORKFLOW = """
 name = "own"
 [data]
