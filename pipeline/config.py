@@ -330,13 +330,14 @@ class Workflow:
         data = dataclasses.replace(self.data, root=absolute(self.data.root),
                                    devkit=absolute(self.data.devkit),
                                    train_root=absolute(self.data.train_root))
-        def absolute_factory(factory: str) -> str:  # "file.py:build": the file's path
-            where, _, function = factory.rpartition(":")
-            is_file = where.endswith(".py") or "/" in where or "\\" in where
-            return f"{absolute(where)}:{function}" if factory and is_file else factory
+        from pipeline.config_checks import factory_is_file, factory_parts
 
+        factory = self.model.factory
+        parts = factory_parts(factory)
+        if parts and factory_is_file(parts[0]):  # "file.py:build": the file's path
+            factory = f"{absolute(parts[0])}:{parts[1]}"
         model = dataclasses.replace(self.model, checkpoint=absolute(self.model.checkpoint),
-                                    factory=absolute_factory(self.model.factory))
+                                    factory=factory)
         evolution = dataclasses.replace(self.evolution, checkpoints=tuple(
             absolute(path) for path in self.evolution.checkpoints))
         return dataclasses.replace(self, data=data, model=model, evolution=evolution)

@@ -20,6 +20,25 @@ if TYPE_CHECKING:
 PROJECTION_METHODS = ("deconvnet", "guided", "gradient")
 
 
+#: How ``[model] factory`` is written, for the errors that refuse another form.
+FACTORY_FORMAT = ("expected 'file.py:function' or 'package.module:function', e.g. "
+                  "'my_models.py:build'")
+
+
+def factory_parts(factory: str) -> tuple[str, str] | None:
+    """(the file or module, the function) of ``"file.py:function"`` or
+    ``"package.module:function"``; None when ``factory`` is neither."""
+    where, colon, function = factory.rpartition(":")
+    if not colon or not where or not function.isidentifier():
+        return None
+    return where, function
+
+
+def factory_is_file(where: str) -> bool:
+    """Whether a factory's first part is a file path rather than a dotted module name."""
+    return where.endswith(".py") or "/" in where or "\\" in where
+
+
 def validate(workflow: Workflow, path: Path) -> Workflow:
     """``workflow`` if its values make sense together; else the first problem, as a
     ConfigError (ranges and combinations a stage would otherwise trip over after hours of work)."""
@@ -29,11 +48,8 @@ def validate(workflow: Workflow, path: Path) -> Workflow:
         raise ConfigError(f"{path}: [model] needs exactly one of name (a registered, torchvision "
                           "or 'timm/...' model) and factory ('file.py:function'), got "
                           + ("both" if model.name else "neither"))
-    where, colon, function = model.factory.rpartition(":")
-    if model.factory and (not colon or not where or not function.isidentifier()):
-        raise ConfigError(f"{path}: [model] factory '{model.factory}': expected "
-                          "'file.py:function' or 'package.module:function', e.g. "
-                          "'my_models.py:build'")
+    if model.factory and factory_parts(model.factory) is None:
+        raise ConfigError(f"{path}: [model] factory '{model.factory}': {FACTORY_FORMAT}")
     if model.checkpoint_key and not model.checkpoint:
         raise ConfigError(f"{path}: [model] checkpoint_key names an entry of [model] "
                           "checkpoint, which is not set; set it, or remove checkpoint_key")

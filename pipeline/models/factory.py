@@ -20,6 +20,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from pipeline.config_checks import FACTORY_FORMAT, factory_is_file, factory_parts
 from pipeline.errors import UserError, one_line
 
 if TYPE_CHECKING:
@@ -28,16 +29,10 @@ if TYPE_CHECKING:
 
 def split_factory(factory: str) -> tuple[str, str]:
     """(the file or module, the function) of ``"file.py:function"`` / ``"pkg.mod:function"``."""
-    where, colon, function = factory.rpartition(":")
-    if not colon or not where or not function.isidentifier():
-        raise UserError(f"[model] factory '{factory}': expected 'file.py:function' or "
-                        "'package.module:function', e.g. 'my_models.py:build'")
-    return where, function
-
-
-def is_file(where: str) -> bool:
-    """Whether the factory's first part is a file path rather than a dotted module name."""
-    return where.endswith(".py") or "/" in where or "\\" in where
+    parts = factory_parts(factory)
+    if parts is None:
+        raise UserError(f"[model] factory '{factory}': {FACTORY_FORMAT}")
+    return parts
 
 
 class FactoryError(UserError):
@@ -49,7 +44,7 @@ def factory_source(factory: str) -> Path | None:
     """The source file that defines the factory (the named file, or the module's file), or
     None when a module cannot be found."""
     where, _ = split_factory(factory)
-    if is_file(where):
+    if factory_is_file(where):
         return Path(where).expanduser().absolute()
     try:
         spec = importlib.util.find_spec(where)
@@ -68,7 +63,7 @@ def factory_digest(factory: str) -> str | None:
 
 
 def _import(where: str, factory: str) -> ModuleType:
-    if not is_file(where):
+    if not factory_is_file(where):
         try:
             return importlib.import_module(where)
         except Exception as error:  # noqa: BLE001 - any import failure is the user's module's
@@ -106,7 +101,7 @@ def build_from_factory(factory: str, args: Mapping[str, Any], num_classes: int) 
 
     where, function = split_factory(factory)
     module = _import(where, factory)
-    shown = str(Path(where).expanduser().absolute()) if is_file(where) else where
+    shown = str(Path(where).expanduser().absolute()) if factory_is_file(where) else where
     build = getattr(module, function, None)
     if not callable(build):
         defined = sorted(name for name, value in vars(module).items()

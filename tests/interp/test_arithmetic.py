@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from captum_reference import best_unit, compare_with_captum
+from small_models import Called
 from torch import nn
 
 from pipeline.errors import UserError
@@ -22,17 +23,6 @@ from pipeline.interp.layers import default_notes
 from pipeline.interp.rules import Nonlinearities, refusal, unruled_layers
 
 SIZE = 20
-
-
-class Act(nn.Module):
-    """An activation written as a function: the module whose forward contains it."""
-
-    def __init__(self, fn) -> None:
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fn(x)
 
 
 class Net(nn.Module):
@@ -50,7 +40,7 @@ class Net(nn.Module):
 
 def _net(fn, seed: int = 3) -> Net:
     torch.manual_seed(seed)
-    return Net(Act(fn)).eval()
+    return Net(Called(fn)).eval()
 
 
 def _project(model: nn.Module, method: str, layer: str = "out",
@@ -251,8 +241,8 @@ def test_a_rectifier_written_as_a_mask_gets_the_rule_exactly(written: str) -> No
 
 def test_a_module_returning_a_mask_rectifier_is_a_rectified_default_layer() -> None:
     torch.manual_seed(2)
-    model = nn.Sequential(nn.Conv2d(3, 6, 3), Act(lambda x: x * (x > 0)), nn.Conv2d(6, 6, 3),
-                          Act(lambda x: x.masked_fill(x < 0, 0)))
+    model = nn.Sequential(nn.Conv2d(3, 6, 3), Called(lambda x: x * (x > 0)), nn.Conv2d(6, 6, 3),
+                          Called(lambda x: x.masked_fill(x < 0, 0)))
     assert [layer.name for layer in analysable_layers(model, (SIZE, SIZE))] == ["1", "3"]
     assert default_notes(model, (SIZE, SIZE)) == []
 

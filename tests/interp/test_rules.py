@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from captum_reference import best_unit, compare_with_captum, layer_output
+from small_models import Called
 from torch import nn
 
 from pipeline.errors import UserError
@@ -270,19 +271,10 @@ def test_rectifiers_written_otherwise_get_the_rule(written) -> None:
 ])
 def test_a_nonlinearity_the_rules_do_not_list_is_refused_too(fn, kind) -> None:
     model = _Activation(fn).eval()
-    model.fn = _Wrapped(fn) if "sigmoid" in kind else fn
+    model.fn = Called(fn) if "sigmoid" in kind else fn
     with pytest.raises(UserError, match=rf"crosses {re.escape(kind)}, for which deconvnet"):
         Projector(model, "deconvnet").project(torch.rand(1, 3, 20, 20), "out",
                                               torch.tensor([0]), torch.tensor([[1, 1]]))
-
-
-class _Wrapped(nn.Module):
-    def __init__(self, fn) -> None:
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fn(x)
 
 
 class _LaterInPlace(nn.Module):

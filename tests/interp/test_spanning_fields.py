@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from captum_reference import best_unit
+from small_models import Called
 from torch import nn
 
 from pipeline.errors import UserError
@@ -35,15 +36,6 @@ class Normalised(nn.Module):
         return self.relu2(self.conv2(self.relu1(self.norm(self.conv1(x)))))
 
 
-class Functional(nn.Module):
-    def __init__(self, fn) -> None:
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fn(x)
-
-
 class ChannelsLast(nn.Module):
     """LayerNorm over channels, applied channels-last as ConvNeXt does."""
 
@@ -61,12 +53,12 @@ SPANNING = {  # norm -> how the refusal names it
     "nn.LayerNorm([8, 32, 32])": (lambda: nn.LayerNorm([8, SIZE, SIZE]), "LayerNorm (norm)"),
     "nn.BatchNorm2d without running statistics": (
         lambda: nn.BatchNorm2d(8, track_running_stats=False), "BatchNorm2d (norm)"),
-    "F.group_norm(x, 2)": (lambda: Functional(lambda x: F.group_norm(x, 2)),
+    "F.group_norm(x, 2)": (lambda: Called(lambda x: F.group_norm(x, 2)),
                            "group_norm (in norm)"),
-    "F.instance_norm(x)": (lambda: Functional(F.instance_norm), "instance_norm (in norm)"),
-    "F.layer_norm(x, x.shape[1:])": (lambda: Functional(lambda x: F.layer_norm(x, x.shape[1:])),
+    "F.instance_norm(x)": (lambda: Called(F.instance_norm), "instance_norm (in norm)"),
+    "F.layer_norm(x, x.shape[1:])": (lambda: Called(lambda x: F.layer_norm(x, x.shape[1:])),
                                      "layer_norm (in norm)"),
-    "F.normalize(x, dim=(2, 3))": (lambda: Functional(lambda x: F.normalize(x, dim=(2, 3))),
+    "F.normalize(x, dim=(2, 3))": (lambda: Called(lambda x: F.normalize(x, dim=(2, 3))),
                                    "normalize (in norm)"),
 }
 
@@ -115,8 +107,8 @@ LOCAL = {
         lambda: nn.InstanceNorm2d(8, track_running_stats=True),
     "nn.LocalResponseNorm(3)": lambda: nn.LocalResponseNorm(3),
     "LayerNorm over channels, channels-last": ChannelsLast,
-    "F.normalize(x, dim=1)": lambda: Functional(lambda x: F.normalize(x, dim=1)),
-    "F.layer_norm over channels": lambda: Functional(
+    "F.normalize(x, dim=1)": lambda: Called(lambda x: F.normalize(x, dim=1)),
+    "F.layer_norm over channels": lambda: Called(
         lambda x: F.layer_norm(x.permute(0, 2, 3, 1), (8,)).permute(0, 3, 1, 2)),
 }
 
@@ -147,7 +139,7 @@ def test_the_hook_fallback_stops_at_a_spanning_normalisation_too() -> None:
 
 def test_a_statistic_of_the_whole_map_merged_back_has_no_receptive_field() -> None:
     """``x / x.abs().sum()``: a scalar computed from the whole map, no normalisation call."""
-    model = Normalised(Functional(lambda x: x / (x.abs().sum() + 1))).eval()
+    model = Normalised(Called(lambda x: x / (x.abs().sum() + 1))).eval()
     fields, after = traced_fields(model, (SIZE, SIZE))
     assert fields == {"conv1": SEVEN} and after == {}
 
