@@ -17,7 +17,7 @@ from pipeline.commands import DEFAULT_WORKFLOW, dispatch
 from pipeline.errors import StageFailure, UserError
 
 STAGE_NAMES = ("prepare", "train", "activations", "rank", "deconv", "occlusion", "evolution",
-               "invariance", "render")  # = the registry
+               "invariance", "sanity", "render")  # = the registry
 
 
 def parse_shard(text: str) -> tuple[int, int]:

@@ -276,6 +276,34 @@ class InvarianceConfig:
     batch_size: int = option(64, "transformed images per forward pass", execution=True)
     device: str = option("auto", "'auto' (cuda, then mps, then cpu), or a torch device string",
                          execution=True)
+    # A class that *is* what a transform changes (stripes that are their orientation) would
+    # read as "not invariant" when the model is right; the synthetic demo declares its own.
+    exclude_translation: tuple[str, ...] = option((), "classes (names as in classes.parquet) "
+                                                  "left out of the translation curves",
+                                                  since="0.9.0")
+    exclude_scale: tuple[str, ...] = option((), "classes left out of the scaling curves",
+                                            since="0.9.0")
+    exclude_rotation: tuple[str, ...] = option((), "classes left out of the rotation curves "
+                                               "(e.g. classes defined by their orientation)",
+                                               since="0.9.0")
+
+
+@dataclass(frozen=True)
+class SanityConfig:
+    """Sanity checks (Adebayo et al. 2018): projections through randomised weights, and how
+    much they follow their images."""
+
+    enabled: bool = option(True, "run the sanity stage; false turns it off", since="0.9.0")
+    units: int = option(16, "units sampled per layer, evenly over its live units",
+                        since="0.9.0")
+    images: int = option(3, "top images (ranks) of each sampled unit that are projected again",
+                         since="0.9.0")
+    seed: int = option(0, "seed of the random weights (the same seed gives the same weights)",
+                       since="0.9.0")
+    batch_size: int = option(64, "projections computed together", execution=True,
+                             since="0.9.0")
+    device: str = option("auto", "'auto' (cuda, then mps, then cpu), or a torch device string",
+                         execution=True, since="0.9.0")
 
 
 @dataclass(frozen=True)
@@ -313,6 +341,8 @@ class Workflow:
     occlusion: OcclusionConfig = option(OcclusionConfig(), "occlusion stage (Figure 7)")
     evolution: EvolutionConfig = option(EvolutionConfig(), "feature evolution stage (Figure 4)")
     invariance: InvarianceConfig = option(InvarianceConfig(), "invariance stage (Figure 5)")
+    sanity: SanityConfig = option(SanityConfig(), "sanity checks of the projections",
+                                  since="0.9.0")
     render: RenderConfig = option(RenderConfig(), "atlas stage")
     dask: DaskConfig = option(DaskConfig(), "dask cluster for the activations and rank stages")
     source: str = field(default="", metadata={"doc": "file it was loaded from", "internal": True})

@@ -84,6 +84,9 @@ def validate(workflow: Workflow, path: Path) -> Workflow:
                             ("evolution.batch_size", workflow.evolution.batch_size, 1),
                             ("invariance.images", workflow.invariance.images, 0),
                             ("invariance.batch_size", workflow.invariance.batch_size, 1),
+                            ("sanity.units", workflow.sanity.units, 1),
+                            ("sanity.images", workflow.sanity.images, 1),
+                            ("sanity.batch_size", workflow.sanity.batch_size, 1),
                             ("dask.shards", workflow.dask.shards, 0),
                             ("render.workers", workflow.render.workers, 0)):
         if value < low:

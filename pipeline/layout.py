@@ -122,6 +122,22 @@ class RunLayout:
         return self.run_dir / "invariance.parquet"
 
     @property
+    def sanity(self) -> Path:
+        """Sanity checks: per layer, method and cascade step, trained against randomised
+        projections (see ``pipeline.sanity.store``)."""
+        return self.run_dir / "sanity.parquet"
+
+    @property
+    def input_dependence(self) -> Path:
+        """Sanity checks: per layer and method, how much the projections follow their images."""
+        return self.run_dir / "input_dependence.parquet"
+
+    @property
+    def randomised_projections(self) -> Path:
+        """Sanity checks: every live unit's top-1 projection under fully randomised weights."""
+        return self.run_dir / "sanity.zarr"
+
+    @property
     def stamps(self) -> Path:
         return self.run_dir / "stamps"
 

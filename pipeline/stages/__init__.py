@@ -13,7 +13,7 @@ from pipeline.stages.registry import (
 
 #: Dependency order: each module registers its stage on import, so this is the order of `run all`.
 STAGE_MODULES = ("prepare", "train", "activations", "rank", "deconv", "occlusion", "evolution",
-                 "invariance", "render")
+                 "invariance", "sanity", "render")
 
 for _module in STAGE_MODULES:
     importlib.import_module(f"pipeline.stages.{_module}")

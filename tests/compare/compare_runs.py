@@ -7,7 +7,7 @@ from pathlib import Path
 from support import TINY_DEMO, run_cli
 
 # The stages compare does not read are turned off: the experiment stages may still be stubs.
-OFF = "\n[occlusion]\nimages = 0\n[invariance]\nimages = 0\n"
+OFF = "\n[occlusion]\nimages = 0\n[invariance]\nimages = 0\n[sanity]\nenabled = false\n"
 EVIL = "<script>alert('x')</script>\"&"  # a class folder name ("/" cannot be in one)
 EVIL_RUN = "<b>run&'"  # a run's name: the site's title and captions
 

@@ -37,6 +37,7 @@ def _outputs(layout: RunLayout, stage: str) -> list[Path]:
         "occlusion": [layout.occlusion],
         "evolution": [layout.evolution],
         "invariance": [layout.invariance],
+        "sanity": [layout.sanity, layout.input_dependence, layout.randomised_projections],
         "render": [layout.report_dir],
     }[stage]
 
@@ -57,7 +58,7 @@ FULL = 8192  # bytes left free on a full disk: two pages of tmpfs
 # tiny run's store: 0.75 leaves room for about half of the chunks); the two slowest stages early
 # in their work (deconv inside its first layer), to keep the test short.
 ROOM = {"prepare": 0.5, "activations": 0.75, "rank": 0.5, "deconv": 0.02, "occlusion": 0.5,
-        "evolution": 0.5, "invariance": 0.5, "render": 0.1}
+        "evolution": 0.5, "invariance": 0.5, "sanity": 0.5, "render": 0.1}
 
 
 def _rooms(kind: str, reference: RunLayout, stage: str) -> list[int]:

@@ -32,7 +32,7 @@ RERUN_SINCE_0_3_0 = [name for name in RELEASE_0_3_0 if name in REVISED or name =
 KEPT_SINCE_0_3_0 = [name for name in RELEASE_0_3_0 if name not in RERUN_SINCE_0_3_0]
 # TINY_DEMO as release 0.3.0 ran it: without the options and stages added since.
 LEGACY_DEMO = TINY_DEMO.replace("snapshot_epochs = [1, 2]\n", "") + \
-    "[occlusion]\nimages = 0\n[invariance]\nimages = 0\n"
+    "[occlusion]\nimages = 0\n[invariance]\nimages = 0\n[sanity]\nenabled = false\n"
 
 
 @pytest.fixture
@@ -98,7 +98,7 @@ def test_bumping_a_revision_makes_exactly_that_stage_and_its_downstream_stale(
     monkeypatch.setitem(registry._STAGES, "rank",
                         dataclasses.replace(stage, revision=stage.revision + 1))
     assert _states(finished) == {**dict.fromkeys(STAGES[:3] + BESIDE_RANK, "done"),
-                                 **dict.fromkeys(["rank", "deconv", "render"], "stale")}
+                                 **dict.fromkeys(["rank", "deconv", "sanity", "render"], "stale")}
     # The new revision writes the same tables here, so its downstream is done again at once.
     runner = _runner(finished)
     assert runner.run("rank") == ["rank"]
@@ -152,11 +152,13 @@ def test_stamps_of_release_0_3_0_are_migrated_not_invalidated(finished):
         (stamps / f"{name}.json").unlink()
     states = _states(finished, text)
     assert states == {**dict.fromkeys(old, "done"), **dict.fromkeys(added, "missing"),
-                      **dict.fromkeys(revised, "stale"), "evolution": "off", "render": "stale"}
+                      **dict.fromkeys(revised, "stale"), "evolution": "off", "render": "stale",
+                      "sanity": "stale"}  # 0.9.0's, on rank and deconv
     result = run_cli("run", "all", "-w", "workflows/tiny.toml", cwd=finished)
     assert result.returncode == 0, result.stdout + result.stderr[-2000:]
     assert _ran(result.stdout) == [name for name in STAGES
-                                   if name in revised + added + ["render"]], result.stdout
+                                   if name in revised + added + ["sanity", "render"]], \
+        result.stdout
     for name in old:
         stamp = read_json(stamps / f"{name}.json")
         assert stamp["migrated_from"] == "0.3.0" and "digest" in stamp and "token" not in stamp
@@ -191,7 +193,8 @@ def test_the_image_files_are_part_of_the_keys_of_the_stages_that_read_them(tmp_p
     replaced = data / "cat" / "cat_0001.JPEG"
     replaced.write_bytes((data / "dog" / "dog_0002.JPEG").read_bytes())
     third = run_cli("run", "all", "-w", workflow, cwd=tmp_path)
-    reading = ["prepare", "activations", "rank", "deconv", "occlusion", "invariance", "render"]
+    reading = ["prepare", "activations", "rank", "deconv", "occlusion", "invariance", "sanity",
+               "render"]
     assert _ran(third.stdout) == reading
     write_images(data, ["dog"], per_class=4, seed=9)  # one more dog
     fourth = run_cli("run", "all", "-w", workflow, cwd=tmp_path)
@@ -237,7 +240,7 @@ def test_the_legacy_key_is_0_3_0s_and_ignores_options_added_since(tmp_path, monk
 def test_a_0_3_0_run_of_the_same_workflow_reruns_only_the_revised_stages(finished):
     """With the stages 0.4.0 added turned off, 0.3.0's stamps are the whole run: all done but
     the stages revised since (rank, deconv) and what reads them (render), which run again."""
-    off = {"occlusion": "off", "evolution": "off", "invariance": "off"}
+    off = {"occlusion": "off", "evolution": "off", "invariance": "off", "sanity": "off"}
     stamps = finished / "runs" / "tiny" / "stamps"
     for path in LEGACY.glob("*.json"):
         shutil.copy(path, stamps / path.name)
