@@ -64,6 +64,30 @@ class AtlasSettings:
     weights: str  # which weights were analysed: published ones, or a file, its entry and prefix
     stamps: dict[str, Path]  # stage -> its stamp file (for the stages' timings)
     experiments: tuple[tuple[ExperimentPages, Path], ...]  # the stages on, with their output
+    sanity: bool = False  # the sanity stage ran: its figures and pictures are shown
+
+
+def with_sanity(layers: list, table: Path, input_dependence: Path) -> list:
+    """The layers with the sanity stage's figures and its one-sentence reading per method."""
+    from pipeline.atlas.context import SanityRow
+    from pipeline.sanity import read_sanity, reading
+
+    figures = read_sanity(table, input_dependence)
+    out = []
+    for layer in layers:
+        rows = []
+        for method in figures.methods:
+            headline = figures.headline.get((layer.label, method))
+            inputs = figures.inputs.get((layer.label, method))
+            if headline is None:
+                continue
+            rows.append(SanityRow(
+                method, headline.spearman, headline.ssim,
+                inputs.between_projections if inputs else float("nan"),
+                inputs.with_patches if inputs else float("nan"), headline.n,
+                reading(layer.label, figures, method)))
+        out.append(dataclasses.replace(layer, sanity=tuple(rows)))
+    return out
 
 
 def dataset_name(source: str, root: str) -> str:
@@ -82,6 +106,7 @@ def write_site(layout: RunLayout, model: nn.Module, settings: AtlasSettings, sta
     from pipeline.atlas.context import with_extras
     from pipeline.atlas.first_layer import first_layer, shows_filters
     from pipeline.atlas.gather import ImageWriter, LayerInput, gather_layers
+    from pipeline.atlas.navigation import experiment_links
     from pipeline.atlas.render import write_atlas
     from pipeline.inference.store import store_layers
     from pipeline.interp.projection_meta import ProjectionsMeta
@@ -106,12 +131,17 @@ def write_site(layout: RunLayout, model: nn.Module, settings: AtlasSettings, sta
     units = sum(int(projections[meta.label]["patches"].shape[0]) for meta in analysed)
     with _bar("render images", units, "unit") as bar:
         layers = gather_layers(inputs, tables, layout.projections, staged, top_k,
-                               projected.image_size, workers, bar.update)
+                               projected.image_size, workers, bar.update,
+                               layout.randomised_projections if settings.sanity else None)
+    if settings.sanity:
+        layers = with_sanity(layers, layout.sanity, layout.input_dependence)
     context = _atlas_context(settings, layout, tables, activations, projected, top_k, model,
                              first, layers, _input_channels(projections, analysed))
-    # every page's footer names the figures, the experiments' own pages included
+    # every page's footer names the figures and its header links the experiments, the
+    # experiments' own pages included: both are known before any page is written
     context = dataclasses.replace(
-        context, figures=(2, *sorted(pages.figure for pages, _ in settings.experiments)))
+        context, figures=(2, *sorted(pages.figure for pages, _ in settings.experiments)),
+        experiment_nav=experiment_links(settings.experiments, context))
     extras = [_experiment_pages(pages, output, context, tables, staged)
               for pages, output in settings.experiments]
     with _bar("render pages", len(layers) + units, "page") as bar:

@@ -44,6 +44,24 @@ Fractions = tuple[float, float, float, float]  # (top, left, bottom, right) / im
 
 
 @dataclass(frozen=True)
+class ProjectionCell:
+    """One projection as the atlas draws it: the same rectangle of two lossless sheets, one
+    per display curve (:data:`pipeline.interp.display.CURVES`), and the value its own scale
+    shows at full contrast, from which a page draws it on the layer's common scale."""
+
+    linear: Crop
+    lifted: Crop
+    scale: float  # the projection's own display scale (99th percentile of |p|), binned as shown
+
+    def crop(self, curve: str) -> Crop:
+        return self.linear if curve == "linear" else self.lifted
+
+    @property
+    def image(self) -> str:  # the linear sheet, so code listing linked files finds one of them
+        return self.linear.image
+
+
+@dataclass(frozen=True)
 class PageLink:
     """A link to a page beyond Figure 2 (occlusion, evolution, invariance), with a caption."""
 
@@ -72,11 +90,11 @@ class TopImage:
     file: str  # image path relative to the data root (never absolute)
     true_class: str
     pred_class: str | None  # the model's top-1 prediction (None: unknown)
-    projection: Crop  # with the first method
+    projection: ProjectionCell  # with the first method
     patch: Crop
     thumb: Crop | None  # the whole image, small
     box: Fractions | None  # receptive field as fractions of the image side, clipped to [0, 1]
-    projections: tuple[Crop, ...] = ()  # one per method of AtlasContext.methods (all of them)
+    projections: tuple[ProjectionCell, ...] = ()  # one per method of AtlasContext.methods
     heat: Crop | None = None  # the unit's activation map in this image (RGBA)
     heat_box: Fractions | None = None  # where the map lies over the image (may exceed [0, 1])
 
@@ -107,11 +125,30 @@ class UnitEntry:
     filter: Crop | None = None  # layer 1: the filter in its tile
     evolution: tuple[SnapshotCell, ...] = ()  # Figure 4 strip, one cell per snapshot
     links: tuple[PageLink, ...] = ()  # other pages that show this unit (occlusion)
+    weak: bool = False  # barely fires: see pipeline.atlas.weak (never True for a dead unit)
+    grid: tuple[ProjectionCell, ...] = ()  # the tile's projections (first method), rank order
+    patches: tuple[Crop, ...] = ()  # the tile's patches, rank order (the grid file's cells)
+    randomised: tuple[ProjectionCell | None, ...] = ()  # per method: its top image projected
+    # through the network with every weight randomised (the sanity stage), None: not computed
 
     @property
     def shown_class(self) -> str:
         """What a card says about the unit's classes: the dominant class, or "mixed"."""
         return self.named_class if self.named_class is not None else "mixed"
+
+
+@dataclass(frozen=True)
+class SanityRow:
+    """One method's sanity figures on one layer (pipeline.sanity): how similar its projections
+    stay under randomised weights, how much they depend on the image, and what that means."""
+
+    method: str
+    spearman: float  # rank correlation of |projection|, trained against fully randomised
+    ssim: float
+    between_projections: float  # mean correlation of a unit's top projections with each other
+    with_patches: float  # ... with the local contrast of their own patches
+    n: int  # projections compared
+    reading: str  # one sentence
 
 
 @dataclass(frozen=True)
@@ -129,6 +166,14 @@ class LayerEntry:
     filter_grid: str | None = None  # layer 1: every filter in one image (Figure 6)
     filter_cells: tuple[Crop, ...] = ()  # layer 1: each unit's filter in that image
     evolution_page: str | None = None  # the layer's page of evolution strips, if any
+    common_scales: tuple[float, ...] = ()  # per method: the largest display scale of its cells
+    tile_factor: int = 1  # whole factor by which the layer's cells are enlarged in tiles
+    page_factor: int = 1  # ... and on unit pages
+    # the patches grid tiles/<label>/<unit:04d>-patches.jpg: its first cell (rank 1) is
+    # (0, 0, cell_w, cell_h) of a sheet_w x sheet_h file; (0, 0, 0, 0): unknown (search
+    # results then show no thumbnail)
+    sanity: tuple[SanityRow, ...] = ()  # per method: the sanity stage's figures, if it ran
+    patch_cell: tuple[int, int, int, int] = (0, 0, 0, 0)  # (cell_w, cell_h, sheet_w, sheet_h)
 
     @property
     def n_units(self) -> int:
@@ -149,6 +194,42 @@ class LayerEntry:
     def n_dead(self) -> int:
         """Units that never fired on the data set; a high count hints at a poor init or lr."""
         return sum(1 for u in self.units if u.dead)
+
+    @property
+    def median_peak(self) -> float:
+        """The median peak of the live units: what "weak" is measured against."""
+        import statistics
+
+        peaks = [u.peak for u in self.units if not u.dead and u.peak > 0]
+        return statistics.median(peaks) if peaks else 0.0
+
+    @property
+    def n_weak(self) -> int:
+        """Units that barely fire (pipeline.atlas.weak): shown, but marked."""
+        return sum(1 for u in self.units if u.weak)
+
+    @property
+    def filter_peak(self) -> float:
+        """Layer 1: the largest |weight| of all its filters (their common scale); 0 otherwise."""
+        return max((u.filter_scale or 0.0 for u in self.units), default=0.0)
+
+    def filter_opacity(self, unit: UnitEntry) -> float | None:
+        """Layer 1: how a unit's filter is drawn on the layer's common scale (its largest
+        weight over the layer's largest, as a linear projection); None for other layers."""
+        from pipeline.interp.display import common_ratio
+
+        if unit.filter_scale is None:
+            return None
+        return common_ratio(unit.filter_scale, self.filter_peak, "linear")
+
+    def opacity(self, cell: ProjectionCell, method: int, curve: str) -> float:
+        """How the page draws ``cell`` (of the ``method``-th method) on the layer's common
+        scale: its opacity over mid-grey (:func:`pipeline.interp.display.common_ratio`)."""
+        from pipeline.interp.display import common_ratio
+
+        if method >= len(self.common_scales):
+            return 1.0
+        return common_ratio(cell.scale, self.common_scales[method], curve)
 
 
 @dataclass(frozen=True)
@@ -194,6 +275,8 @@ class AtlasContext:
     experiments: tuple[PageLink, ...] = ()  # the pages beyond Figure 2, linked from the index
     figures: tuple[int, ...] = (2,)  # the paper's figures the atlas reproduces (the footer)
     weights: str = ""  # which weights: published ones, or a file, its entry and prefix
+    # the header's experiment links (pipeline.atlas.navigation), set before any page is written
+    experiment_nav: tuple[PageLink, ...] = ()
 
     @property
     def all_methods(self) -> tuple[str, ...]:

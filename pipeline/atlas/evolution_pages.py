@@ -24,11 +24,18 @@ import numpy as np
 from PIL import Image
 
 from pipeline.atlas.channels import shown_rgb
-from pipeline.atlas.context import AtlasContext, Crop, PageExtras, PageLink, SnapshotCell
-from pipeline.atlas.gather import MAX_CELL, TILE_QUALITY, ImageWriter, RunTables
+from pipeline.atlas.context import (
+    AtlasContext,
+    Crop,
+    PageExtras,
+    PageLink,
+    ProjectionCell,
+    SnapshotCell,
+)
+from pipeline.atlas.gather import MAX_CELL, ImageWriter, RunTables, shown_projections
 from pipeline.atlas.render import unit_path, write_page
-from pipeline.atlas.tiles import BACKGROUND, GUTTER, fit_cells, image_format, tile_scale
-from pipeline.interp.display import to_display
+from pipeline.atlas.tiles import BACKGROUND, GUTTER, bin_factor, binned, fit_cells, tile_scale
+from pipeline.interp.display import CURVES, curve_display
 
 PAGES_DIR = "evolution"
 STRIP_GROUP = 32  # units per sheet
@@ -54,6 +61,18 @@ class LayerStrips:
     rows: tuple[StripRow, ...]
     cell_hw: tuple[int, int]  # of a shown cell, in sheet pixels
     receptive_field: int
+    factor: int = 1  # whole factor the page enlarges the cells by
+
+
+def main_page(store_path: Path, context: AtlasContext) -> str:
+    """The page the header links (the first layer's strips), read from the store's attributes
+    before anything is written (``pipeline.atlas.navigation``)."""
+    import zarr
+
+    shown = {layer.label for layer in context.layers}
+    labels = [str(label) for label in zarr.open_group(store_path, mode="r").attrs["layers"]
+              if str(label) in shown]
+    return f"{PAGES_DIR}/{labels[0]}.html" if labels else "index.html"
 
 
 def evolution_pages(store_path: Path, context: AtlasContext, tables: RunTables,
@@ -101,19 +120,18 @@ def _layer_strips(label: str, group, snapshots: list[str], tables: RunTables, ou
     n_snapshots, units = values.shape
     tile = tuple(int(v) for v in group.attrs["tile"])
     channels = int(projections.shape[-1])
-    shown_hw = shown_rgb(fit_cells(np.zeros((1, *tile, channels), np.uint8), MAX_CELL)
-                         ).shape[1:3]
-    scale = tile_scale(shown_hw[0])
-    cell_hw = (shown_hw[0] * scale, shown_hw[1] * scale)
-    suffix = image_format(scale)
+    cell_hw = shown_rgb(fit_cells(np.zeros((1, *tile, channels), np.uint8), MAX_CELL)
+                        ).shape[1:3]
     paths = tables.manifest["path"]
     rows = []
     for start in range(0, units, STRIP_GROUP):
         count = min(STRIP_GROUP, units - start)
-        path = f"{PAGES_DIR}/{label}/{start // STRIP_GROUP:03d}{suffix}"
+        sheets = {curve: f"{PAGES_DIR}/{label}/{start // STRIP_GROUP:03d}-{curve}.webp"
+                  for curve in CURVES}
         live = image_ids[:, start:start + count] >= 0
-        cells = _display_cells(projections[:, start:start + count], live, scale)
-        writer.save(_sheet(cells, live, cell_hw), out_dir / path, quality=TILE_QUALITY)
+        for curve, path in sheets.items():
+            cells = _display_cells(projections[:, start:start + count], curve)
+            writer.save(_sheet(cells, live, cell_hw), out_dir / path)
         width, height = _sheet_size(count, n_snapshots, cell_hw)
         for j in range(count):
             unit = start + j
@@ -121,25 +139,22 @@ def _layer_strips(label: str, group, snapshots: list[str], tables: RunTables, ou
             for s, snapshot in enumerate(snapshots):
                 image_id = int(image_ids[s, unit])
                 x, y = _cell_xy(j, s, cell_hw)
-                crop = Crop(path, x, y, cell_hw[1], cell_hw[0], width, height) \
+                crop = ProjectionCell(*(Crop(sheets[curve], x, y, cell_hw[1], cell_hw[0],
+                                             width, height) for curve in CURVES), 1.0) \
                     if image_id >= 0 else None
                 row_cells.append(SnapshotCell(snapshot, float(values[s, unit]), crop))
                 files.append(str(paths.iat[image_id]) if image_id >= 0 else None)
             rows.append(StripRow(unit, unit_path(label, unit), tuple(row_cells), tuple(files)))
-    return LayerStrips(label, tuple(rows), cell_hw, int(group.attrs["receptive_field"][0]))
+    return LayerStrips(label, tuple(rows), cell_hw, int(group.attrs["receptive_field"][0]),
+                       tile_scale(cell_hw[0]))
 
 
-def _display_cells(projections, live: np.ndarray, scale: int) -> np.ndarray:
-    """``[S, n, h, w, C]`` stored projections as display pixels ``[S, n, H, W, 3]``, shrunk
-    and drawn like the tiles, then enlarged by ``scale`` (silent cells left black)."""
+def _display_cells(projections, curve: str) -> np.ndarray:
+    """``[S, n, h, w, C]`` stored projections as display pixels ``[S, n, H, W, 3]`` through
+    the display ``curve``, binned like the tiles (silent cells are never drawn)."""
     stored = np.asarray(projections, np.float32)
     s, n = stored.shape[:2]
-    flat = np.stack([to_display(cell) if alive else np.zeros(cell.shape, np.uint8)
-                     for cell, alive in zip(stored.reshape(s * n, *stored.shape[2:]),
-                                            live.reshape(-1), strict=True)])
-    shown = shown_rgb(fit_cells(flat, MAX_CELL))
-    if scale > 1:
-        shown = shown.repeat(scale, axis=1).repeat(scale, axis=2)
+    shown = shown_projections(stored.reshape(s * n, *stored.shape[2:]), curve)
     return shown.reshape(s, n, *shown.shape[1:])
 
 
@@ -177,31 +192,38 @@ def _write_preview(store, labels: list[str], out_dir: Path, writer: ImageWriter)
         unit = int(np.argmax(last))
         stored = np.asarray(group["projections"][:, unit], np.float32)
         live = group["image_id"][:, unit] >= 0
-        cells = [np.asarray(Image.fromarray(shown_rgb(to_display(cell), fourth_beside=False)
-                                            ).resize((PREVIEW_CELL, PREVIEW_CELL),
-                                                     Image.Resampling.BOX)) if alive
-            else np.full((PREVIEW_CELL, PREVIEW_CELL, 3), BACKGROUND, np.uint8)
-            for cell, alive in zip(stored, live, strict=True)]
+        # binned by a whole factor to at most PREVIEW_CELL px (linear, each on its own scale)
+        factor = bin_factor(max(stored.shape[1:3]), PREVIEW_CELL)
+        shown = shown_rgb(np.stack([curve_display(cell, "linear")
+                                    for cell in binned(stored, factor)]), fourth_beside=False)
+        up = max(1, PREVIEW_CELL // max(shown.shape[1:3]))  # small fields: a whole factor up
+        shown = shown.repeat(up, axis=1).repeat(up, axis=2)
+        box = np.full((len(shown), PREVIEW_CELL, PREVIEW_CELL, 3), BACKGROUND, np.uint8)
+        y, x = ((PREVIEW_CELL - n) // 2 for n in shown.shape[1:3])
+        box[:, y:y + shown.shape[1], x:x + shown.shape[2]] = shown
+        cells = [cell if alive else np.full(cell.shape, BACKGROUND, np.uint8)
+                 for cell, alive in zip(box, live, strict=True)]
         strips.append(cells)
     if not strips:
         return None
+    side_h = side_w = PREVIEW_CELL
     n_snapshots = len(strips[0])
     per_row = min(range(1, len(strips) + 1), key=lambda k: abs(
         k * n_snapshots / math.ceil(len(strips) / k) - PREVIEW_ASPECT))
     rows = math.ceil(len(strips) / per_row)
     gap = 3 * GUTTER  # between layers' strips, wider than between snapshots
-    strip_w = n_snapshots * (PREVIEW_CELL + GUTTER) - GUTTER
+    strip_w = n_snapshots * (side_w + GUTTER) - GUTTER
     width = per_row * (strip_w + gap) - gap
-    height = rows * (PREVIEW_CELL + gap) - gap
+    height = rows * (side_h + gap) - gap
     # transparent between the strips: the card shows through, also where a row is short
     canvas = np.zeros((height, width, 4), np.uint8)
     for i, cells in enumerate(strips):
-        top = (i // per_row) * (PREVIEW_CELL + gap)
+        top = (i // per_row) * (side_h + gap)
         left = (i % per_row) * (strip_w + gap)
         for s, cell in enumerate(cells):
-            x = left + s * (PREVIEW_CELL + GUTTER)
-            canvas[top:top + PREVIEW_CELL, x:x + PREVIEW_CELL, :3] = cell
-            canvas[top:top + PREVIEW_CELL, x:x + PREVIEW_CELL, 3] = 255
+            x = left + s * (side_w + GUTTER)
+            canvas[top:top + side_h, x:x + side_w, :3] = cell
+            canvas[top:top + side_h, x:x + side_w, 3] = 255
     path = f"{PAGES_DIR}/preview.png"
     writer.save(Image.fromarray(canvas, "RGBA"), out_dir / path)
     return path

@@ -15,6 +15,7 @@ gathered in tasks of one sheet's units each, on the render stage's worker proces
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -26,30 +27,38 @@ import numpy as np
 import pandas as pd
 
 from pipeline.atlas.channels import shown_rgb
-from pipeline.atlas.context import Crop, LayerEntry, SkippedImage, TopImage, UnitEntry
+from pipeline.atlas.context import (
+    Crop,
+    LayerEntry,
+    ProjectionCell,
+    SkippedImage,
+    TopImage,
+    UnitEntry,
+)
 from pipeline.atlas.first_layer import FirstLayer
 from pipeline.atlas.parallel import Workers
 from pipeline.atlas.sheets import THUMB_GROUP, heat_box, write_sheets
 from pipeline.atlas.tiles import (
-    compose_filter_tile,
+    bin_factor,
+    binned,
     compose_grid,
-    compose_unit_tile,
-    filter_tile_cell,
     fit_cells,
     grid_side,
-    image_format,
     projection_grid_width,
     save_image,
     tile_cells,
     tile_scale,
 )
+from pipeline.atlas.weak import weak_units
 from pipeline.inference.store import LayerMeta
-from pipeline.interp.display import to_display
+from pipeline.interp.display import CURVES, curve_display, display_scale
 from pipeline.interp.projection_meta import ProjectedLayer
 
-MAX_CELL = 64  # px: larger receptive fields are shrunk in the tiles (size of a shared atlas:
-# with full-colour JPEG, AlexNet's atlas is 58 MB at 64 px, 79 MB at 80 px)
-TILE_QUALITY = 65  # JPEG quality of tiles (PNG tiles are lossless)
+MAX_CELL = 64  # px: larger receptive fields are binned by a whole factor to at most this
+# (the size of a shared atlas: every projection is stored losslessly, once per display curve)
+PATCH_QUALITY = 95  # JPEG quality (4:4:4) of the patch grids: see README "Pictures"
+TILE_TARGET = 48  # px: a tile's cells are enlarged by the whole factor that comes closest
+PAGE_TARGET = 128  # px: ... and a unit page's pictures
 SKIPPED_SHOWN = 50  # unreadable images listed on the index (all are in skipped.parquet)
 # A card names a class only when the data support it: at least this share of the unit's top
 # images, at least CHANCE_FACTOR times the share the class has among all analysed images (what
@@ -141,11 +150,13 @@ class _LayerInputs:
     out_dir: Path
     top_k: int
     image_size: int | None
+    sanity: Path | None = None  # the sanity stage's randomised projections (sanity.zarr)
 
 
 def gather_layers(layers: Sequence[LayerInput], tables: RunTables, projections: Path,
                   out_dir: Path, top_k: int, image_size: int | None, workers: Workers,
-                  advance: Callable[[int], None] | None = None) -> list[LayerEntry]:
+                  advance: Callable[[int], None] | None = None,
+                  sanity: Path | None = None) -> list[LayerEntry]:
     """Write every layer's tiles and sheets and describe its units, on ``workers``, in tasks of
     one thumbnail sheet's units (a layer is too coarse: AlexNet has 5, VGG16 13 of very unequal
     sizes). ``advance(n)`` is called as n more units are written."""
@@ -172,7 +183,7 @@ def gather_layers(layers: Sequence[LayerInput], tables: RunTables, projections: 
 
     # the costliest first (deep layers' large fields), so that no long task starts last
     order = sorted(range(len(tasks)), key=lambda i: -costs[i])
-    inputs = _LayerInputs(tables, Path(projections), Path(out_dir), top_k, image_size)
+    inputs = _LayerInputs(tables, Path(projections), Path(out_dir), top_k, image_size, sanity)
     results = dict(zip(order, workers.map(_write_unit_range, [tasks[i] for i in order], inputs,
                                           done), strict=True))
     units: list[list[UnitEntry]] = [[] for _ in layers]
@@ -197,19 +208,20 @@ def _write_unit_range(inputs: _LayerInputs, task: UnitRange) -> tuple[UnitEntry,
 
 def _unit_entries(inputs: _LayerInputs, group: Any, task: UnitRange, writer: ImageWriter
                   ) -> list[UnitEntry]:
-    """Write the tiles and thumbnail sheet of the task's units; describe each of them."""
+    """Write the pictures and thumbnail sheet of the task's units; describe each of them."""
     label, first, tables, top_k = task.layer.label, task.layer.first, inputs.tables, inputs.top_k
     out_dir, image_size = inputs.out_dir, inputs.image_size
     # Read unit by unit (chunks are per unit): a VGG layer's projections are gigabytes.
     projections, patches = group["projections"], group["patches"]
+    scales = group["projection_scale"]
     stored = ProjectedLayer.from_attrs(group.attrs)
-    methods = list(stored.methods)
+    methods = list(stored.methods) if first is None else []
     boxes = group["boxes"][task.start:task.stop]
     grid = grid_side(top_k)
     cell_hw = shown_cells(patches[:1, 0]).shape[1:3] if patches.shape[0] else (1, 1)
-    scale = tile_scale(cell_hw[0])
-    suffix = image_format(scale)
-    geometry = tile_cells(top_k, cell_hw, scale, grid)
+    factor = bin_factor(max(patches.shape[2:4]), MAX_CELL) if patches.shape[0] else 1
+    (width, height), cells, _ = tile_cells(top_k, cell_hw, 1, grid)
+    sheet = (projection_grid_width(width), height)
 
     def rows(table: pd.DataFrame) -> pd.DataFrame:
         return table[(table["layer"] == label) & (table["unit"] >= task.start)
@@ -221,50 +233,125 @@ def _unit_entries(inputs: _LayerInputs, group: Any, task: UnitRange, writer: Ima
     histograms = dict(tuple(rows(tables.histograms).groupby("unit")))
     sheets = write_sheets(label, group, out_dir, writer, image_size, task.start, task.stop)
     heat = heat_box(stored.map_extent, image_size)
+    randomised = _randomised_store(inputs.sanity, label)
 
     entries = []
     for unit, row in units.iterrows():
         unit = int(unit)
         shown = min(int(row["n_top"]), top_k)
-        tile, extra, top_images, filter_crop = None, [], (), None
+        tile, grids, top_images, filter_crop, patch_crops = None, [], (), None, ()
         if not row["dead"] and shown > 0:
-            tile = f"tiles/{label}/{unit:04d}{suffix}"
-            unit_patches = shown_cells(patches[unit, :shown])
+            tile = patches_path(label, unit)
+            writer.save(compose_grid(shown_cells(patches[unit, :shown]), 1, grid),
+                        out_dir / tile, quality=PATCH_QUALITY)
+            patch_crops = tuple(Crop(tile, *cells[r], *sheet) for r in range(shown))
             if first is not None:
-                filter_crop = _write_filter_tile(first, unit, unit_patches, scale, grid, geometry,
-                                                 out_dir / tile, writer, tile)
-            else:
-                writer.save(compose_unit_tile(shown_projections(projections[0, unit, :shown]),
-                                              unit_patches, scale=scale, grid=grid),
-                            out_dir / tile, quality=TILE_QUALITY)
-            for m, method in enumerate(methods[1:] if first is None else [], start=1):
-                path = f"tiles/{label}/{unit:04d}-{method}{suffix}"
-                writer.save(compose_grid(shown_projections(projections[m, unit, :shown]), scale,
-                                         grid), out_dir / path, quality=TILE_QUALITY)
-                extra.append(path)
+                filter_crop = _filter_cell(first, unit)
+            for m, method in enumerate(methods):
+                grids.append(_write_projections(
+                    projections[m, unit, :shown], scales[m, unit, :shown], factor, grid,
+                    label, unit, method, out_dir, writer, cells, sheet))
             top_images = tuple(
-                _top_image(r, tables, tile, extra, geometry, boxes[unit - task.start, r.rank],
-                           image_size, sheets.thumb(unit, r.rank), sheets.heat(unit, r.rank), heat)
+                _top_image(r, tables, tuple(g[r.rank] for g in grids), patch_crops[r.rank],
+                           boxes[unit - task.start, r.rank], image_size,
+                           sheets.thumb(unit, r.rank), sheets.heat(unit, r.rank), heat)
                 for r in topk[unit].itertuples(index=False) if r.rank < shown)
-        entries.append(_unit_entry(unit, row, tables, tile, top_images,
-                                   selectivity.get(unit), histograms.get(unit), first,
-                                   filter_crop))
+        entry = _unit_entry(unit, row, tables, tile, top_images, selectivity.get(unit),
+                            histograms.get(unit), first, filter_crop,
+                            grids[0] if grids else (), patch_crops)
+        if randomised is not None and grids:
+            entry = dataclasses.replace(entry, randomised=tuple(
+                _write_randomised(randomised, label, unit, method, factor, out_dir, writer)
+                for method in methods))
+        entries.append(entry)
     return entries
+
+
+def _randomised_store(path: Path | None, label: str) -> Any:
+    """The sanity stage's randomised projections, when it ran and holds ``label``."""
+    if path is None or not Path(path).exists():
+        return None
+    from pipeline.sanity import RandomisedProjections
+
+    store = RandomisedProjections(path)
+    return store if label in store.layers else None
+
+
+def _write_randomised(store: Any, label: str, unit: int, method: str, factor: int,
+                      out_dir: Path, writer: ImageWriter) -> ProjectionCell | None:
+    """A unit's top image projected through the randomised network, as a one-cell picture per
+    display curve (the unit page shows it beside the trained one)."""
+    try:
+        values = store.projection(label, method, unit)
+    except KeyError:
+        return None
+    if values is None:
+        return None
+    h, w = binned(np.asarray(values, np.float32)[None], factor).shape[1:3]
+    cells, sheet = [(0, 0, w, h)], (w, h)
+    return _write_projections(np.asarray(values, np.float32)[None], np.ones(1), factor, 1,
+                              label, unit, f"{method}-randomised", out_dir, writer, cells,
+                              sheet)[0]
+
+
+def patches_path(label: str, unit: int) -> str:
+    """A unit's grid of top image patches, relative to the atlas root (its first cell, at the
+    top left, is the unit's thumbnail in search results)."""
+    return f"tiles/{label}/{unit:04d}-patches.jpg"
+
+
+def projections_path(label: str, unit: int, method: str, curve: str) -> str:
+    """A unit's grid of projections with ``method`` through display ``curve`` (lossless)."""
+    return f"tiles/{label}/{unit:04d}-{method}-{curve}.webp"
+
+
+def _write_projections(values: Any, scales: Any, factor: int, grid: int, label: str, unit: int,
+                       method: str, out_dir: Path, writer: ImageWriter,
+                       cells: list[tuple[int, int, int, int]], sheet: tuple[int, int]
+                       ) -> tuple[ProjectionCell, ...]:
+    """Write a unit's projections with one method as one lossless grid per display curve;
+    each projection's cell in both and its own display scale."""
+    pictures = binned(np.asarray(values, np.float32), factor)
+    own = [display_scale(cell) * float(scale) for cell, scale in
+           zip(pictures, np.asarray(scales, np.float64), strict=True)]
+    crops = {}
+    for curve in CURVES:
+        path = projections_path(label, unit, method, curve)
+        shown = shown_rgb(np.stack([curve_display(cell, curve) for cell in pictures]))
+        writer.save(compose_grid(shown, 1, grid), out_dir / path)
+        crops[curve] = [Crop(path, *cells[r], *sheet) for r in range(len(pictures))]
+    return tuple(ProjectionCell(crops["linear"][r], crops["lifted"][r], own[r])
+                 for r in range(len(pictures)))
 
 
 def _layer_entry(layer: LayerInput, stored: ProjectedLayer, units: tuple[UnitEntry, ...],
                  image_size: int | None) -> LayerEntry:
-    """One layer's entry from its units' entries, in unit order."""
+    """One layer's entry from its units' entries, in unit order: weak units marked, the
+    common scale of each method and the whole factors its pictures are enlarged by."""
     meta, first = layer.meta, layer.first
+    weak = weak_units(np.array([u.peak for u in units]), np.array([u.frac_active for u in units]),
+                      np.array([u.dead for u in units]))
+    units = tuple(dataclasses.replace(u, weak=bool(w)) for u, w in zip(units, weak, strict=True))
     live = [entry for entry in units if entry.tile]
     preview = max(live, key=lambda entry: entry.peak).tile if live else None
+    methods = max((len(image.projections) for u in live for image in u.top_images), default=0)
+    common = tuple(max((image.projections[m].scale for u in live for image in u.top_images),
+                       default=0.0) for m in range(methods))
+    cell_h = next((u.patches[0].h for u in live if u.patches), 0)
+    if first is not None and first.cells:
+        cell_h = max(cell_h, first.cells[0][3])
     return LayerEntry(label=layer.label, module=meta.module,
                       out_shape=(meta.channels, meta.height, meta.width),
                       receptive_field=meta.receptive_field[0], units=units,
                       preview=preview, first_layer=first is not None,
                       patch_is_image=_field_covers_image(stored.receptive_field, image_size),
                       filter_grid=first.grid if first else None,
-                      filter_cells=_filter_cells(first, len(units)))
+                      filter_cells=_filter_cells(first, len(units)),
+                      common_scales=common,
+                      patch_cell=next(((c.w, c.h, c.sheet_w, c.sheet_h) for u in live
+                                       for c in u.patches[:1]), (0, 0, 0, 0)),
+                      tile_factor=tile_scale(cell_h, TILE_TARGET) if cell_h else 1,
+                      page_factor=tile_scale(cell_h, PAGE_TARGET) if cell_h else 1)
 
 
 def _field_covers_image(field: Any, image_size: int | None) -> bool:
@@ -279,20 +366,21 @@ def shown_cells(pictures: np.ndarray) -> np.ndarray:
     return shown_rgb(fit_cells(np.asarray(pictures), MAX_CELL))
 
 
-def shown_projections(cells: np.ndarray) -> np.ndarray:
-    """Stored projections ``[n, h, w, C]`` (float, any scale) as a tile's cells: the atlas's
-    contrast (``to_display``), then shrunk and drawn like the patches (:func:`shown_cells`)."""
-    return shown_cells(np.stack([to_display(cell) for cell in np.asarray(cells, np.float32)]))
+def shown_projections(cells: np.ndarray, curve: str = "linear") -> np.ndarray:
+    """Stored projections ``[n, h, w, C]`` (float, any scale) as a tile's cells: binned by the
+    same whole factor as the patches (:func:`shown_cells`), then through the display ``curve``
+    on each one's own scale, drawn in RGB."""
+    pictures = np.asarray(cells, np.float32)
+    factor = bin_factor(max(pictures.shape[1:3]), MAX_CELL) if pictures.size else 1
+    return shown_rgb(np.stack([curve_display(cell, curve) for cell in binned(pictures, factor)]))
 
 
-def _write_filter_tile(first: FirstLayer, unit: int, patches: np.ndarray, scale: int, grid: int,
-                       geometry, path: Path, writer: ImageWriter, tile: str) -> Crop:
-    """Write a layer-1 tile (the filter once, beside the patches); return the filter's crop."""
-    shown = shown_rgb(first.filters[unit])
-    writer.save(compose_filter_tile(shown, patches, scale, grid), path, quality=TILE_QUALITY)
-    (tile_w, tile_h), _, _ = geometry
-    x, y, w, h, _ = filter_tile_cell(patches.shape[1:3], shown.shape[:2], scale, grid)
-    return Crop(tile, x, y, w, h, tile_w, tile_h)
+def _filter_cell(first: FirstLayer, unit: int) -> Crop | None:
+    """A first-layer unit's filter: its cell of the filter grid (Figure 6), drawn in place of
+    its projections (which are the filter, nine times)."""
+    if first.grid is None or unit >= len(first.cells):
+        return None
+    return Crop(first.grid, *first.cells[unit], *first.grid_size)
 
 
 def _filter_cells(first: FirstLayer | None, n_units: int) -> tuple[Crop, ...]:
@@ -301,15 +389,11 @@ def _filter_cells(first: FirstLayer | None, n_units: int) -> tuple[Crop, ...]:
     return tuple(Crop(first.grid, *cell, *first.grid_size) for cell in first.cells[:n_units])
 
 
-def _top_image(row: Any, tables: RunTables, tile: str, extra: list[str], geometry: Any,
-               box: np.ndarray, image_size: int | None, thumb: Crop | None, heat: Crop | None,
-               heat_box: tuple[float, ...] | None) -> TopImage:
+def _top_image(row: Any, tables: RunTables, projections: tuple[ProjectionCell, ...],
+               patch: Crop, box: np.ndarray, image_size: int | None, thumb: Crop | None,
+               heat: Crop | None, heat_box: tuple[float, ...] | None) -> TopImage:
     image_id, rank = int(row.image_id), int(row.rank)
     pred = int(tables.predictions[image_id])
-    (tile_w, tile_h), proj_cells, patch_cells = geometry
-    projection = Crop(tile, *proj_cells[rank], tile_w, tile_h)
-    sheets = tuple(Crop(path, *proj_cells[rank], projection_grid_width(tile_w), tile_h)
-                   for path in extra)
     fraction = None
     if image_size and box[2] > box[0]:  # missing boxes are stored as -1
         top, left, bottom, right = (float(np.clip(v / image_size, 0.0, 1.0)) for v in box)
@@ -319,15 +403,16 @@ def _top_image(row: Any, tables: RunTables, tile: str, extra: list[str], geometr
         file=str(tables.manifest["path"].iat[image_id]),
         true_class=tables.classes[int(tables.labels[image_id])],
         pred_class=tables.classes[pred] if 0 <= pred < len(tables.classes) else None,
-        projection=projection, patch=Crop(tile, *patch_cells[rank], tile_w, tile_h),
-        thumb=thumb, box=fraction, projections=(projection, *sheets), heat=heat,
+        projection=projections[0] if projections else None, patch=patch,
+        thumb=thumb, box=fraction, projections=projections, heat=heat,
         heat_box=heat_box)
 
 
 def _unit_entry(unit: int, row: pd.Series, tables: RunTables, tile: str | None,
                 top_images: tuple[TopImage, ...], selectivity: pd.DataFrame | None,
                 histogram: pd.DataFrame | None, first: FirstLayer | None = None,
-                filter_crop: Crop | None = None) -> UnitEntry:
+                filter_crop: Crop | None = None, grid: tuple[ProjectionCell, ...] = (),
+                patches: tuple[Crop, ...] = ()) -> UnitEntry:
     classes: tuple[tuple[int, str, int], ...] = ()
     if selectivity is not None:
         ordered = selectivity.sort_values(["count", "class"], ascending=[False, True])
@@ -358,7 +443,7 @@ def _unit_entry(unit: int, row: pd.Series, tables: RunTables, tile: str | None,
         classes=classes, histogram=bins,
         n_zero=n_zero, top_images=top_images, named_class=named,
         filter_scale=float(first.scales[unit]) if first is not None else None,
-        filter=filter_crop)
+        filter=filter_crop, grid=grid, patches=patches)
 
 
 def skipped_images(table: pd.DataFrame) -> tuple[SkippedImage, ...]:

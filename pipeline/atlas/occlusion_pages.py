@@ -32,7 +32,7 @@ from pipeline.atlas.occlusion_images import (
 )
 from pipeline.atlas.render import format_number, unit_path, write_page
 from pipeline.atlas.tiles import save_image
-from pipeline.interp.display import to_display
+from pipeline.interp.display import CURVES, curve_display
 
 OCCLUSION_DIR = "occlusion"
 INDEX = f"{OCCLUSION_DIR}/index.html"
@@ -83,7 +83,8 @@ class OcclusionImage:
     position: tuple[int, int]
     clean_total: float
     input: str
-    projection: str
+    projection: str  # the linear curve's picture (lossless)
+    projection_lifted: str  # the lifted curve's
     panels: tuple[MapPanel, ...]
     classes: tuple[ClassEntry, ...]
     rf_box: tuple[float, float, float, float]  # fractions of the image side
@@ -92,6 +93,11 @@ class OcclusionImage:
     @property
     def correct(self) -> bool:
         return self.predicted_class == self.true_class
+
+
+def main_page(store_path: Path, context: AtlasContext) -> str:
+    """The page the header links (``pipeline.atlas.navigation``): the list of the images."""
+    return INDEX
 
 
 def occlusion_pages(store_path: Path, context: AtlasContext, tables: RunTables,
@@ -152,13 +158,16 @@ def _write_image(i: int, arrays: dict, attrs: dict, tables: RunTables,
         return names[index] if 0 <= index < len(names) else f"class {index}"
 
     suffix = ".png" if max(height, width) <= 128 else ".jpg"
-    paths = {key: f"{folder}/{key}{suffix if key in ('input', 'projection') else '.png'}"
-             for key in ("input", "projection", "total", "prob", "classes")}
+    paths = {key: f"{folder}/{key}{suffix if key == 'input' else '.png'}"
+             for key in ("input", "total", "prob", "classes")}
+    # the projection losslessly, once per display curve (the page shows the reader's)
+    paths.update({f"projection-{curve}": f"{folder}/projection-{curve}.webp" for curve in CURVES})
     legend = class_colours(predicted, label)
     total_high = max(float(total.max()), clean_total)
     pictures = {"input": shown_rgb(arrays["images"][i], fourth_beside=False),
-                "projection": shown_rgb(to_display(arrays["projection"][i].astype(np.float32)),
-                                        fourth_beside=False),
+                **{f"projection-{curve}": shown_rgb(curve_display(
+                    arrays["projection"][i].astype(np.float32), curve), fourth_beside=False)
+                   for curve in CURVES},
                 "total": ramp_rgb(total, 0.0, total_high), "prob": ramp_rgb(prob, 0.0, 1.0),
                 "classes": class_rgb(predicted, legend)}
     from PIL import Image
@@ -194,7 +203,8 @@ def _write_image(i: int, arrays: dict, attrs: dict, tables: RunTables,
                    min(width, round((lowest[1] + 0.5) * stride))),
         layer=str(attrs["layer"]), unit=unit, unit_page=unit_path(str(attrs["layer"]), unit),
         peak=peak, position=tuple(int(v) for v in arrays["position"][i]),
-        clean_total=clean_total, input=paths["input"], projection=paths["projection"],
+        clean_total=clean_total, input=paths["input"], projection=paths["projection-linear"],
+        projection_lifted=paths["projection-lifted"],
         panels=panels,
         classes=tuple(ClassEntry(name(entry.label) if entry.label >= 0 else "other classes",
                                  entry.colour, entry.share, entry.label == label)

@@ -8,6 +8,7 @@ served from any sub-path; nothing is fetched from outside it, and no fetch/XHR a
     units/<label>/<unit>.html   one unit: its top images large, statistics, charts (permalink)
     assets/style.css, atlas.js  copied from the package (search, sorting, keyboard navigation)
     assets/search-index.js      the search index, as a script
+    data/<label>.csv, atlas.json  the unit tables and the whole atlas (pipeline.atlas.export)
 
 The caller writes the images first; this module only links them, and refuses to link a file
 that is missing, because a broken atlas is found by a reader, not by the pipeline. The layer and
@@ -31,12 +32,12 @@ from PIL import Image
 
 from pipeline.atlas.charts import class_chart, histogram_chart
 from pipeline.atlas.context import AtlasContext, LayerEntry, UnitEntry
+from pipeline.atlas.export import write_exports
+from pipeline.atlas.navigation import search_pages
 from pipeline.atlas.parallel import Workers
+from pipeline.atlas.site_paths import ASSETS_DIR, LAYERS_DIR, UNITS_DIR, unit_path
 from pipeline.atomic import write_bytes
 
-ASSETS_DIR = "assets"
-LAYERS_DIR = "layers"
-UNITS_DIR = "units"
 # A layer label becomes a file name: keep it to characters that need no quoting anywhere.
 _LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 # Cards are at least as wide as their tile, up to this many CSS px (then tiles are shrunk).
@@ -117,8 +118,10 @@ def _image_paths(context: AtlasContext) -> list[str]:
             if unit.filter:
                 paths.append(unit.filter.image)
             for image in unit.top_images:
-                crops = (*image.projections, image.patch, image.thumb, image.heat)
+                crops = (image.patch, image.thumb, image.heat)
                 paths.extend(crop.image for crop in crops if crop is not None)
+                paths.extend(crop.image for cell in image.projections
+                             for crop in (cell.linear, cell.lifted))
             paths.extend(cell.projection.image for cell in unit.evolution if cell.projection)
     return paths
 
@@ -186,11 +189,6 @@ def _write_text(path: Path, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
-def unit_path(label: str, unit: int) -> str:
-    """The unit page's permalink, relative to the atlas root: ``units/conv3/17.html``."""
-    return f"{UNITS_DIR}/{label}/{unit}.html"
-
-
 def _page_helpers(root: str, sizes: ImageSizes) -> dict[str, Callable]:
     """Link builders for a page ``root`` ("", "../" or "../../") away from the atlas root."""
 
@@ -218,8 +216,13 @@ def box_style(box: tuple[float, ...]) -> str:
 
 
 def _widest_tile(layer: LayerEntry, sizes: dict[str, tuple[int, int]]) -> int:
-    """Natural width of the layer's widest tile (0 if none): its cards are sized to fit it."""
-    return max((sizes[u.tile][0] for u in layer.units if u.tile and not u.dead), default=0)
+    """CSS width of the layer's tiles (0 if none): two grids (projections, patches) at the
+    layer's whole factor, GAP apart; its cards are sized to fit it."""
+    widest = max((sizes[u.tile][0] for u in layer.units if u.tile and not u.dead), default=0)
+    return 2 * widest * layer.tile_factor + TILE_GAP if widest else 0
+
+
+TILE_GAP = 10  # CSS px between a tile's projection grid and its patch grid (style.css .tile)
 
 
 def search_index(context: AtlasContext) -> str:
@@ -236,7 +239,10 @@ def search_index(context: AtlasContext) -> str:
                           int(unit.dead), unit.n_selectivity, counts])
     data = {"layers": labels, "sizes": [layer.n_units for layer in context.layers],
             "classes": list(context.class_names), "groups": context.class_groups,
-            "units": units}
+            "units": units, "pages": search_pages(context),
+            # per layer (cell_w, cell_h, sheet_w, sheet_h) of its patches grids: a unit's
+            # result shows the first cell of tiles/<label>/<unit:04d>-patches.jpg
+            "cells": [list(layer.patch_cell) for layer in context.layers]}
     text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
     text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     return f"window.ATLAS_INDEX = {text};\n"
@@ -250,10 +256,11 @@ def write_page(out_dir: Path, path: str, template: str, context: AtlasContext,
     None. The images it links must already be written."""
     depth = len(PurePosixPath(path).parts) - 1
     root = "../" * depth
-    values = {"current": None, "prev_link": None, "next_link": None, **values}
+    values = {"current": None, "prev_link": None, "next_link": None, "page_path": path,
+              **values}
     page = environment().get_template(template).render(
-        ctx=context, crisp_max_width=CRISP_MAX_WIDTH, card_max_min_width=CARD_MAX_MIN_WIDTH,
-        **_page_helpers(root, ImageSizes(Path(out_dir))), root=root, **values)
+        **_common(context), **_page_helpers(root, ImageSizes(Path(out_dir))), root=root,
+        **values)
     target = Path(out_dir) / PurePosixPath(path)
     _write_text(target, _compact(page))
     return target
@@ -273,6 +280,7 @@ def write_atlas(context: AtlasContext, out_dir: Path, workers: Workers | None = 
     sizes = _image_sizes(context, out_dir)
     _copy_assets(out_dir / ASSETS_DIR)
     _write_text(out_dir / ASSETS_DIR / "search-index.js", search_index(context))
+    write_exports(context, out_dir)  # data/<label>.csv and data/atlas.json (atlas.export)
     index = out_dir / "index.html"
     page = environment().get_template("index.html").render(
         **_common(context), **_page_helpers("", sizes), root="", current=None, prev_link=None,
@@ -314,8 +322,11 @@ class _Pages:
 
 
 def _common(context: AtlasContext) -> dict:
+    from pipeline.atlas.weak import RULE, WEAK_ACTIVE_SHARE
+
     return {"ctx": context, "crisp_max_width": CRISP_MAX_WIDTH,
-            "card_max_min_width": CARD_MAX_MIN_WIDTH}
+            "card_max_min_width": CARD_MAX_MIN_WIDTH, "weak_active_share": WEAK_ACTIVE_SHARE,
+            "weak_rule": RULE}
 
 
 def _write_pages(pages: _Pages, run: PageRun) -> None:

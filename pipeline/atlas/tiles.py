@@ -203,21 +203,41 @@ def filter_grid_cells(n: int, cell_hw: tuple[int, int]
     return size, cells
 
 
+def bin_factor(side: int, max_side: int) -> int:
+    """The smallest whole factor that bins ``side`` pixels to at most ``max_side`` (1: kept)."""
+    if side <= 0 or max_side <= 0:
+        raise ValueError(f"bin_factor needs positive sizes, got side={side}, max={max_side}")
+    return max(1, math.ceil(side / max_side))
+
+
+def binned(cells: np.ndarray, factor: int) -> np.ndarray:
+    """Mean of each ``factor x factor`` block of ``[n, h, w, C]`` cells, as float64 (a block
+    cut by the edge averages the pixels it has): a whole-factor reduction, so every shown pixel
+    stands for the same square of source pixels and nothing is resampled between them."""
+    cells = np.asarray(cells, dtype=np.float64)
+    if factor == 1:
+        return cells
+    n, h, w, c = cells.shape
+    bh, bw = math.ceil(h / factor), math.ceil(w / factor)
+    padded = np.zeros((n, bh * factor, bw * factor, c))
+    padded[:, :h, :w] = cells
+    weight = np.zeros((bh * factor, bw * factor))
+    weight[:h, :w] = 1.0
+    sums = padded.reshape(n, bh, factor, bw, factor, c).sum(axis=(2, 4))
+    counts = weight.reshape(bh, factor, bw, factor).sum(axis=(1, 3))
+    return sums / counts[None, :, :, None]
+
+
 def fit_cells(cells: np.ndarray, max_side: int) -> np.ndarray:
-    """Shrink uint8 ``[n, h, w, C]`` cells (area-averaging, each channel on its own) so the
-    longer side is at most ``max_side``: deep layers' 160-px fields would otherwise dominate
-    the atlas's size."""
+    """Bin uint8 ``[n, h, w, C]`` cells by the smallest whole factor that brings the longer
+    side to at most ``max_side`` (:func:`binned`, rounded): deep layers' 160-px fields would
+    otherwise dominate the atlas's size, and a whole factor keeps the pixel grid of the
+    projections beside them."""
     n, h, w = cells.shape[:3]
     if max(h, w) <= max_side or n == 0:
         return cells
-    size = (max(1, round(w * max_side / max(h, w))), max(1, round(h * max_side / max(h, w))))
-    if cells.shape[-1] == 3:
-        return np.stack([np.asarray(Image.fromarray(cell).resize(size, Image.Resampling.BOX))
-                         for cell in cells])
-    # a band at a time: Pillow resizes RGBA with its colours premultiplied by alpha
-    return np.stack([np.stack([np.asarray(Image.fromarray(cell[..., c]).resize(
-        size, Image.Resampling.BOX)) for c in range(cell.shape[-1])], axis=-1)
-        for cell in cells])
+    factor = bin_factor(max(h, w), max_side)
+    return np.clip(np.rint(binned(cells, factor)), 0, 255).astype(np.uint8)
 
 
 def sheet_cell(row: int, column: int, side: int) -> tuple[int, int]:
@@ -306,27 +326,37 @@ def map_sheet(maps: np.ndarray) -> Image.Image:
 
 
 def image_format(scale: int) -> str:
-    """File suffix for a tile: PNG when cells were enlarged pixel by pixel (JPEG would smear
-    their hard edges; PNG stores repeated pixels almost for free), JPEG otherwise."""
+    """File suffix for a picture that is not a projection (filters, the compare site's tiles):
+    PNG when cells were enlarged pixel by pixel (JPEG would smear their hard edges; PNG stores
+    repeated pixels almost for free), JPEG otherwise."""
     return ".png" if scale > 1 else ".jpg"
+
+
+#: Projections are stored losslessly: lossless WebP at this effort (measured on AlexNet-sized
+#: grids: 6 % smaller than PNG at the same encoding time; effort 100 gains 1 % at 500 times it).
+WEBP_EFFORT, WEBP_METHOD = 50, 2
 
 
 def save_image(image: Image.Image, path: Path, quality: int = 85,
                full_colour: bool = True) -> None:
-    """Write ``image`` as PNG or JPEG (by ``path``'s suffix, JPEG in full colour unless
-    ``full_colour`` is false), creating parent folders.
+    """Write ``image`` as lossless WebP, PNG or JPEG (by ``path``'s suffix, JPEG in full colour
+    unless ``full_colour`` is false), creating parent folders.
 
     Written through :func:`pipeline.atomic.writing`, so an interrupted run never leaves a
     truncated image that a later resume would take as done. PNG at zlib level 6: measured
     within 1-4 % of ``optimize=True`` on tiles, at 1/8 of its time, which adds up over
-    thousands of units.
+    thousands of units. WebP is always lossless here: it holds projections, whose every value
+    is the engine's.
     """
     path = Path(path)
     with writing(path) as f:
-        if path.suffix.lower() in (".jpg", ".jpeg"):
+        suffix = path.suffix.lower()
+        if suffix in (".jpg", ".jpeg"):
             # 4:4:4: JPEG's default 4:2:0 halves the colour resolution, and a projection's
             # colour lives in exactly the fine detail that would be thrown away. Photos
             # that only place a box (thumbnails) can keep 4:2:0 (``full_colour=False``).
             image.save(f, format="JPEG", quality=quality, subsampling=0 if full_colour else 2)
+        elif suffix == ".webp":
+            image.save(f, format="WEBP", lossless=True, quality=WEBP_EFFORT, method=WEBP_METHOD)
         else:
             image.save(f, format="PNG", compress_level=6)

@@ -35,6 +35,18 @@ CLASS_NAMES: tuple[str, ...] = (
     "antidiagonal_stripes",
 )
 
+#: The classes whose label a transform of the invariance experiment (Figure 5) can change: the
+#: four stripe classes *are* their orientation, so a stripe image rotated by 90 degrees rightly
+#: becomes another class, and measuring its "rotation invariance" would call a correct answer a
+#: failure. The invariance stage leaves these classes out of that transform's sample (see
+#: ``pipeline.experiments.invariance_sampling``). No class here is defined by its size or place.
+LABEL_CHANGED_BY: dict[str, tuple[str, ...]] = {
+    "horizontal_stripes": ("rotation",),
+    "vertical_stripes": ("rotation",),
+    "diagonal_stripes": ("rotation",),
+    "antidiagonal_stripes": ("rotation",),
+}
+
 SPLITS: tuple[str, ...] = ("train", "val")
 SUPERSAMPLE = 2  # masks are drawn at 2x and box-filtered down: cheap anti-aliasing
 MIN_IMAGE_SIZE = 32

@@ -111,9 +111,10 @@ def _vectors(model: nn.Module, images: Tensor, layers: FeatureLayers
 
 
 def measure(model: nn.Module, image: Tensor, true_class: int, layers: FeatureLayers,
-            batch_size: int = 64) -> pd.DataFrame:
-    """One row per transform and amount for the preprocessed ``image`` ``[C, H, W]`` of class
-    ``true_class`` (columns :data:`COLUMNS`), ``batch_size`` transformed copies per forward pass.
+            batch_size: int = 64, transforms: tuple[str, ...] = TRANSFORMS) -> pd.DataFrame:
+    """One row per transform (of ``transforms``) and amount for the preprocessed ``image``
+    ``[C, H, W]`` of class ``true_class`` (columns :data:`COLUMNS`), ``batch_size``
+    transformed copies per forward pass.
 
     The identity rows are the original's own values (distance 0): running the same image again
     inside a batch would only add the rounding of another batch size."""
@@ -122,7 +123,7 @@ def measure(model: nn.Module, image: Tensor, true_class: int, layers: FeatureLay
     probabilities, first, last = _vectors(model, image[None], layers)
     original = (0.0, 0.0, float(probabilities[0, true_class]), int(probabilities[0].argmax()),
                 float(probabilities[0].max()))
-    steps = [(transform, float(amount)) for transform in TRANSFORMS
+    steps = [(transform, float(amount)) for transform in TRANSFORMS if transform in transforms
              for amount in amounts(transform, image.shape[-2])]  # vertical: the height
     moved = [step for step in steps if step[1] != IDENTITY[step[0]]]
     values: dict[tuple[str, float], tuple] = {}

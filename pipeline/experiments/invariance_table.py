@@ -1,6 +1,8 @@
 """Figure 5 over the sampled images, kept in ``invariance.parquet`` for the atlas.
 
-``invariance.parquet`` has one row per sampled image, transform and amount: ``image_id``,
+``invariance.parquet`` has one row per sampled image, transform and amount (an image is
+measured only under the transforms whose sample it is in, see
+:mod:`pipeline.experiments.invariance_sampling`): ``image_id``,
 ``label`` (true class), ``transform`` ("translation", "scale", "rotation"), ``amount`` (px of
 vertical shift, factor, or degrees), ``distance_layer1`` and ``distance_last`` (Euclidean
 distance between the original's and the transformed copy's feature vectors), ``prob_true``,
@@ -12,7 +14,9 @@ the two layers: ``layer1`` and ``last`` (labels as the page shows them), ``last_
 model nor the images: ``images`` (image id -> the network's input as a base64 PNG, at most
 ``PICTURE_SIDE`` px, in its own channels: grey, RGB or RGBA) and ``examples`` (transform ->
 [amount, base64 PNG] of the first image's transformed copies at ``example_amounts``),
-``example_image`` (its id).
+``example_image`` (its id); ``excluded`` (transform -> the class names left out of its sample,
+because the transform can change their label), ``excluded_by`` (transform -> who excluded
+them: "the data set", "the workflow" or both, as a sentence fragment).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from __future__ import annotations
 import base64
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -48,10 +52,12 @@ class Pixels:
 
 
 def write_invariance_table(path: Path, model: nn.Module, images: Sequence,
-                           image_ids: Sequence[int], layers: FeatureLayers, batch_size: int,
-                           pixels: Pixels, device: str) -> None:
-    """Measure ``image_ids`` of ``images`` at ``layers`` and write ``invariance.parquet`` (see
-    the module doc) at ``path``."""
+                           plan: Mapping[str, Sequence[int]], layers: FeatureLayers,
+                           batch_size: int, pixels: Pixels, device: str,
+                           excluded: Mapping[str, Sequence[str]] | None = None,
+                           excluded_by: Mapping[str, str] | None = None) -> None:
+    """Measure each transform's image ids in ``plan`` (transform -> ids) of ``images`` at
+    ``layers`` and write ``invariance.parquet`` (see the module doc) at ``path``."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -61,17 +67,24 @@ def write_invariance_table(path: Path, model: nn.Module, images: Sequence,
         measure,
         transform_image,
     )
+    from pipeline.experiments.invariance_sampling import image_order
     from pipeline.progress import progress
 
+    image_ids = image_order(plan)
+    # the transforms' example copies are of an image measured under every transform it can be
+    everywhere = [i for i in image_ids if all(i in plan.get(t, ()) for t in TRANSFORMS
+                                              if plan.get(t))]
+    example_image = (everywhere or image_ids)[0]
     frames, pictures, examples = [], {}, {}
     for image_id in progress(image_ids, "invariance", unit="image"):
         image, label = images[image_id][:2]
-        frame = measure(model, image, int(label), layers, batch_size)
+        transforms = tuple(t for t in TRANSFORMS if image_id in plan.get(t, ()))
+        frame = measure(model, image, int(label), layers, batch_size, transforms)
         frame.insert(0, "label", int(label))
         frame.insert(0, "image_id", int(image_id))
         frames.append(frame)
         pictures[str(image_id)] = _png(image, pixels)
-        if not examples:
+        if image_id == example_image:
             examples = {transform: [[float(amount), _png(transform_image(image, transform,
                                                                            float(amount)), pixels)]
                                     for amount in example_amounts(transform, pixels.side)]
@@ -80,7 +93,9 @@ def write_invariance_table(path: Path, model: nn.Module, images: Sequence,
     about = {"layer1": layers.first_label, "last": layers.last_label,
              "last_is_input": layers.last_is_input, "image_size": pixels.side,
              "device": device, "images": pictures, "examples": examples,
-             "example_image": int(image_ids[0])}
+             "example_image": int(example_image),
+             "excluded": {t: list((excluded or {}).get(t, ())) for t in TRANSFORMS},
+             "excluded_by": {t: (excluded_by or {}).get(t, "") for t in TRANSFORMS}}
     table = table.replace_schema_metadata({**(table.schema.metadata or {}),
                                            b"invariance": json.dumps(about).encode()})
     pq.write_table(table, path)

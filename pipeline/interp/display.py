@@ -22,6 +22,12 @@ percentile is zero (a projection with very few non-zero values) the largest valu
 instead. An all-zero projection (a dead unit) is uniform grey; non-finite values count as zero.
 The projection itself is never changed: this is only how it is shown, and ``projections.zarr``
 keeps the exact values.
+
+The reader chooses the curve (:data:`CURVES`): *linear* is the formula with GAMMA 1 (the
+engine's output, zero at mid-grey, +-the 99th percentile at the ends), *lifted* the formula
+above with GAMMA 0.5. A layer's projections can also share one scale (:func:`common_ratio`): each
+is drawn as on its own scale and then brought towards mid-grey by its scale over the layer's
+largest, so that a weak unit looks weak.
 """
 
 from __future__ import annotations
@@ -31,6 +37,9 @@ import numpy as np
 GREY = 128
 CLIP_PERCENTILE = 99.0
 GAMMA = 0.5
+#: The display curves a reader can choose, with their GAMMA: the engine's output as it is, or
+#: the weak structure lifted (the signed square root of each pixel's strongest channel).
+CURVES = {"linear": 1.0, "lifted": GAMMA}
 
 
 def display_scale(projection: np.ndarray, percentile: float = CLIP_PERCENTILE) -> float:
@@ -58,3 +67,38 @@ def to_display(projection_hwc: np.ndarray, percentile: float = CLIP_PERCENTILE,
                      where=strongest > 0)
     shown = GREY + 127.0 * v * lift
     return np.clip(np.rint(shown), 0, 255).astype(np.uint8)
+
+
+def curve_display(projection_hwc: np.ndarray, curve: str,
+                  percentile: float = CLIP_PERCENTILE) -> np.ndarray:
+    """uint8 ``[h, w, C]`` image of a projection on its own scale through ``curve``, one of
+    :data:`CURVES` (the module doc)."""
+    if curve not in CURVES:
+        raise ValueError(f"unknown display curve {curve!r}; use one of {sorted(CURVES)}")
+    return to_display(projection_hwc, percentile, CURVES[curve])
+
+
+#: A browser's filter works in 8 bits: a ratio is rounded down to a multiple of 1/OPACITY_STEPS
+#: (so a picture is never drawn brighter than on its own scale).
+OPACITY_STEPS = 255
+
+
+def common_ratio(scale: float, layer_scale: float, curve: str) -> float:
+    """How far a projection drawn on its own ``scale`` is brought towards mid-grey to show it on
+    the layer's common scale ``layer_scale`` (the largest of the layer's scales): ideally
+    ``128 + ratio * (own - 128)``; the atlas draws it with CSS ``contrast(ratio)``, which
+    computes ``127.5 + ratio * (own - 127.5)`` (at most half a level apart) in the browser's
+    own 8-bit arithmetic (within about 1.4/255 of the float value, measured in Chromium).
+
+    Linear: ``ratio = scale / layer_scale``, so every value reads as ``p / layer_scale`` (values
+    beyond the projection's own percentile stay saturated, at the ratio). Lifted: the square
+    root of that, because ``v * max|v| ** (gamma - 1)`` scales by ``r ** gamma`` when ``v``
+    scales by ``r``. Both are rounded down to a multiple of 1/OPACITY_STEPS.
+    A layer without any non-zero projection gives 1."""
+    if curve not in CURVES:
+        raise ValueError(f"unknown display curve {curve!r}; use one of {sorted(CURVES)}")
+    if not layer_scale > 0 or not np.isfinite(layer_scale):
+        return 1.0
+    ratio = min(1.0, max(0.0, float(scale) / float(layer_scale)))
+    ratio = ratio ** CURVES[curve]  # v * m ** (gamma - 1) scales by r ** gamma
+    return float(np.floor(ratio * OPACITY_STEPS + 1e-9) / OPACITY_STEPS)

@@ -14,7 +14,9 @@ from pipeline.stages.context import StageContext
 from pipeline.stages.registry import register_stage
 
 
-@register_stage("invariance", inputs=("prepare", "train", "activations"),
+# revision 2: per-transform samples that leave out the classes a transform can change (the
+# demo's stripes under rotation; [invariance] exclude_*), and their names in the metadata
+@register_stage("invariance", inputs=("prepare", "train", "activations"), revision=2,
                 keys=("data.source", "data.root", "model", "invariance"),
                 outputs=("invariance",), loads_weights=True,
                 reads_images=True,
@@ -28,16 +30,28 @@ def invariance(ctx: StageContext) -> None:
 
     from pipeline.device import resolve_device
     from pipeline.experiments.invariance import feature_layers
+    from pipeline.experiments.invariance_sampling import (
+        excluded_classes,
+        image_order,
+        transform_images,
+    )
     from pipeline.experiments.invariance_table import Pixels, write_invariance_table
-    from pipeline.experiments.sampling import experiment_images
     from pipeline.inference.store import store_layers
     from pipeline.models.preprocessing import preprocessing
 
     workflow, layout, spec = ctx.workflow, ctx.layout, ctx.workflow.invariance
     manifest = pd.read_parquet(layout.manifest)
     activations = zarr.open_group(layout.activations, mode="r")
-    image_ids = experiment_images(manifest, np.asarray(activations["pred"][:, 0]) >= 0,
-                                  spec.images, spec.files, "invariance", "transform")
+    class_names = [str(name) for name in pd.read_parquet(layout.classes)["name"]]
+    options = {"translation": spec.exclude_translation, "scale": spec.exclude_scale,
+               "rotation": spec.exclude_rotation}
+    declared = _declared(workflow.data.source)
+    excluded = excluded_classes(class_names, options, declared)
+    labels = {name: label for label, name in enumerate(class_names)}
+    plan = transform_images(manifest, np.asarray(activations["pred"][:, 0]) >= 0, spec.images,
+                            spec.files, {t: {labels[n] for n in names}
+                                         for t, names in excluded.items()})
+    image_ids = image_order(plan)
     analysed = store_layers(activations)
     if not analysed:
         raise UserError("[invariance]: the activations store records no layer; set "
@@ -48,7 +62,34 @@ def invariance(ctx: StageContext) -> None:
                             analysed[-1].label)
     prep = preprocessing(workflow)
     write_invariance_table(ctx.output(layout.invariance), model,
-                           analysed_images(workflow, layout, manifest), image_ids, layers,
-                           spec.batch_size, Pixels(prep.crop, prep.mean, prep.std), str(device))
+                           analysed_images(workflow, layout, manifest), plan, layers,
+                           spec.batch_size, Pixels(prep.crop, prep.mean, prep.std), str(device),
+                           excluded, _excluded_by(excluded, options, declared))
     print(f"[invariance] {len(image_ids)} images, layer 1 = {layers.first_label}, last hidden "
           f"layer = {layers.last_label}")
+    for transform, names in excluded.items():
+        if names:
+            print(f"[invariance] {transform}: left out {', '.join(names)} (the transform can "
+                  "change their class)")
+
+
+def _declared(source: str) -> dict[str, tuple[str, ...]]:
+    """What the data set declares about its classes: which transforms change their label."""
+    if source != "synthetic":
+        return {}
+    from pipeline.data.synthetic import LABEL_CHANGED_BY
+
+    return LABEL_CHANGED_BY
+
+
+def _excluded_by(excluded: dict[str, tuple[str, ...]], options: dict[str, tuple[str, ...]],
+                 declared: dict[str, tuple[str, ...]]) -> dict[str, str]:
+    """Per transform, who left its classes out, as the page says it."""
+    said = {}
+    for transform, names in excluded.items():
+        by_data = any(transform in declared.get(name, ()) for name in names)
+        by_workflow = bool(options[transform])
+        said[transform] = " and ".join(
+            who for who, yes in (("the data set", by_data),
+                                 (f"[invariance] exclude_{transform}", by_workflow)) if yes)
+    return said

@@ -11,13 +11,14 @@ from pipeline.stages.registry import get_stage, list_stages, register_stage
 
 
 @register_stage("render", inputs=("prepare", "train", "activations", "rank", "deconv", "occlusion",
-                                  "evolution", "invariance"),
+                                  "evolution", "invariance", "sanity"),
                 keys=("data.source", "data.root", "model", "render"),
                 outputs=("report_dir",),
                 loads_weights=True,
                 # which model (train.enabled) and which experiments' pages (whether their
                 # stages are on) follow from its inputs
                 reads=("train.enabled", "train.snapshot_epochs", "evolution.checkpoints",
+                       "sanity.enabled",
                        "occlusion.images", "occlusion.files", "invariance.images",
                        "invariance.files"))
 def render(ctx: StageContext) -> None:
@@ -43,7 +44,8 @@ def render(ctx: StageContext) -> None:
         stamps={stage.name: layout.stamp(stage.name) for stage in list_stages()},
         experiments=tuple((pages, get_stage(pages.stage).output_paths(workflow, layout)[0])
                           for pages in EXPERIMENT_PAGES
-                          if get_stage(pages.stage).enabled(workflow)))
+                          if get_stage(pages.stage).enabled(workflow)),
+        sanity=get_stage("sanity").enabled(workflow))
     with Workers(count, scratch=staged) as workers, pool_failure_explained(workflow.source, count):
         # the workers start while this process imports torch and loads the model
         workers.start(("pipeline.atlas.gather", "pipeline.atlas.render"))

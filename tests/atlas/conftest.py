@@ -89,16 +89,20 @@ class Watched:
         self.page.goto(url)
         self.page.wait_for_load_state("load")
 
+    #: The images a page draws: a projection's picture for the other display curve is in the
+    #: page but not drawn (display: none), and a lazy image that is not drawn is not loaded.
+    SHOWN = "[...document.images].filter(i => i.getClientRects().length > 0)"
+
     def load_every_image(self) -> int:
-        """Scroll through the page so lazy images load; return how many images it has."""
+        """Scroll through the page so lazy images load; return how many images it draws."""
         page = self.page
         height = page.evaluate("document.body.scrollHeight")
         for y in range(0, height + 900, 700):
             page.evaluate(f"window.scrollTo(0, {y})")
             page.wait_for_timeout(30)
-        page.wait_for_function("[...document.images].every(i => i.complete && i.naturalWidth > 0)",
+        page.wait_for_function(f"{self.SHOWN}.every(i => i.complete && i.naturalWidth > 0)",
                                timeout=20_000)
-        return page.evaluate("document.images.length")
+        return page.evaluate(f"{self.SHOWN}.length")
 
     def close(self) -> None:
         self.context.close()

@@ -13,12 +13,12 @@ from pipeline.atlas import (
     AtlasContext,
     LayerEntry,
     UnitEntry,
-    compose_unit_tile,
     filter_grid,
     save_image,
     write_atlas,
 )
 from pipeline.atlas.render import environment
+from tests.atlas.pictures import unit_pictures
 
 EVIL = 'it\'s a "trap" <script>alert("x")</script>'
 
@@ -77,11 +77,8 @@ def _parse(path: Path) -> _Page:
     return page
 
 
-def _tile(out: Path, rel: str, n: int, size: int, scale: int) -> str:
-    rng = np.random.default_rng(n * 100 + size)
-    stack = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
-    save_image(compose_unit_tile(stack, stack[::-1].copy(), scale), out / rel)
-    return rel
+def _tile(out: Path, rel: str, n: int, size: int) -> dict:
+    return unit_pictures(out, rel, n, size, seed=n * 100 + size)
 
 
 def _context(out: Path) -> AtlasContext:
@@ -92,14 +89,14 @@ def _context(out: Path) -> AtlasContext:
         out_shape=(4, 55, 55),
         receptive_field=7,
         units=(
-            UnitEntry(0, False, 3.25, "tabby cat", 9, _tile(out, "tiles/conv1/u0.png", 9, 7, 7),
+            UnitEntry(0, False, 3.25, "tabby cat", 9, **_tile(out, "tiles/conv1/u0", 9, 7),
                       top_class_share=0.3),  # not dominant: "mixed"
             UnitEntry(1, True, 0.0, None, 0, None),
-            UnitEntry(2, False, 0.5, EVIL, 3, _tile(out, "tiles/conv1/u2.png", 3, 7, 7),
+            UnitEntry(2, False, 0.5, EVIL, 3, **_tile(out, "tiles/conv1/u2", 3, 7),
                       top_class_share=0.8, named_class=EVIL),
-            UnitEntry(3, False, 1250.0, None, 9, _tile(out, "tiles/conv1/u3.png", 9, 7, 7)),
+            UnitEntry(3, False, 1250.0, None, 9, **_tile(out, "tiles/conv1/u3", 9, 7)),
         ),
-        preview="tiles/conv1/u0.png",
+        preview="tiles/conv1/u0-patches.jpg",
     )
     conv2 = LayerEntry(
         label="conv2",
@@ -108,7 +105,7 @@ def _context(out: Path) -> AtlasContext:
         receptive_field=27,
         units=(
             UnitEntry(0, True, 0.0, None, 0, None),
-            UnitEntry(1, False, 7.0, "goldfish", 9, _tile(out, "tiles/conv2/u 1.png", 9, 27, 2),
+            UnitEntry(1, False, 7.0, "goldfish", 9, **_tile(out, "tiles/conv2/u 1", 9, 27),
                       top_class_share=0.6, named_class="goldfish"),
         ),
         preview=None,
@@ -118,9 +115,9 @@ def _context(out: Path) -> AtlasContext:
         module="features.29",
         out_shape=(1, 6, 6),
         receptive_field=163,
-        units=(UnitEntry(0, False, 12.0, "volcano", 9, _tile(out, "t/fc0.png", 9, 40, 1),
+        units=(UnitEntry(0, False, 12.0, "volcano", 9, **_tile(out, "t/fc0", 9, 40),
                          top_class_share=1.0, named_class="volcano"),),
-        preview="t/fc0.png",
+        preview="t/fc0-patches.jpg",
     )
     save_image(filter_grid(np.random.default_rng(0).normal(size=(8, 3, 7, 7)), 4), out / "f.png")
     return AtlasContext(
@@ -190,7 +187,10 @@ def test_scripts_are_the_atlas_own_and_nothing_is_remote(atlas) -> None:
     for path in _pages(out):
         html = path.read_text(encoding="utf-8")
         sources = re.findall(r"<script\b[^>]*\bsrc=\"([^\"]+)\"", html)
-        assert len(sources) == html.count("<script") == 1  # atlas.js (it adds the search index)
+        # the package's scripts (atlas.js adds the search index), and one inline script: the
+        # reader's display choices applied before the first paint
+        assert sources and len(sources) == html.count("<script") - 1
+        assert len(re.findall(r"<script>", html)) == 1
         for source in sources:
             assert (path.parent / source).resolve().parent == (out / "assets").resolve()
     script = (out / "assets" / "atlas.js").read_text()
@@ -231,16 +231,18 @@ def test_dead_unit_shows_no_image(atlas) -> None:
         assert "dead unit" in card["text"]
 
 
-def test_live_unit_shows_one_lazy_tile_with_size(atlas) -> None:
+def test_live_unit_shows_its_pictures_pixel_for_pixel(atlas) -> None:
     out, _, _ = atlas
     page = _parse(out / "layers" / "conv1.html")
     card = page.units["unit-0"]
     assert "dead" not in card["classes"]
-    (img,) = card["imgs"]
-    assert img["src"] == "../tiles/conv1/u0.png"
-    assert img["loading"] == "lazy"
-    assert (img["width"], img["height"]) == ("312", "151")
-    assert "crisp" in img["class"].split()  # upscaled conv1 tile: pixelated
+    # nine projections, each in both curves' sheets, then nine patches: all lazy, all files
+    # of the unit, drawn by whole factors (the sizes are CSS variables, no width attribute)
+    srcs = [img["src"] for img in card["imgs"]]
+    assert srcs == (["../tiles/conv1/u0-deconvnet-linear.webp",
+                     "../tiles/conv1/u0-deconvnet-lifted.webp"] * 9
+                    + ["../tiles/conv1/u0-patches.jpg"] * 9)
+    assert all(img["loading"] == "lazy" and img.get("width") is None for img in card["imgs"])
     # 30 % of its top images is no dominant class: the card says so instead of naming one
     assert "mixed" in card["text"] and "tabby cat" not in card["text"] and "3.25" in card["text"]
     assert "goldfish" in _parse(out / "layers" / "conv2.html").units["unit-1"]["text"]
@@ -276,8 +278,10 @@ def test_index_summarises_model_and_layers(atlas) -> None:
     srcs = [img["src"] for img in page.imgs if not img["src"].startswith("assets/")]
     # pictures first: a strip per layer of its live units, most selective first (units with
     # all their top images, then named classes, then by share); before the model card
-    assert srcs == ["tiles/conv1/u0.png", "tiles/conv1/u3.png", "tiles/conv1/u2.png",
-                    "tiles/conv2/u%201.png", "t/fc0.png"]
+    shown = list(dict.fromkeys(src for src in srcs if src.endswith("-patches.jpg")))
+    assert shown == ["tiles/conv1/u0-patches.jpg", "tiles/conv1/u3-patches.jpg",
+                     "tiles/conv1/u2-patches.jpg", "tiles/conv2/u%201-patches.jpg",
+                     "t/fc0-patches.jpg"]
     assert text.index("#2 · " + EVIL) < text.index("Architecture")
     assert "conv1 features.relu1 4 × 55 × 55 7 px 4 1" in text  # conv1: 1 of 4 units dead
 
@@ -297,8 +301,8 @@ def test_environment_is_strict_and_escaping() -> None:
 
 def test_missing_image_is_an_error(tmp_path) -> None:
     context = _context(tmp_path)
-    (tmp_path / "tiles" / "conv1" / "u3.png").unlink()
-    with pytest.raises(FileNotFoundError, match="u3.png"):
+    (tmp_path / "tiles" / "conv1" / "u3-patches.jpg").unlink()
+    with pytest.raises(FileNotFoundError, match="u3-patches.jpg"):
         write_atlas(context, tmp_path)
 
 

@@ -9,6 +9,7 @@
   var root = document.body.getAttribute("data-root") || "";
   var MOSTLY = 0.5; // a class search lists units whose top images are at least this share of it
   var LIMIT = 30;
+  var THUMB = 32; // px: a search result's patch thumbnail
 
   function unitHref(layer, unit) {
     return root + "units/" + encodeURIComponent(layer) + "/" + unit + ".html";
@@ -16,6 +17,104 @@
 
   function layerHref(layer) {
     return root + "layers/" + encodeURIComponent(layer) + ".html";
+  }
+
+  /* ---- the address: the reader's choices as key=value pairs in the hash ---------------- */
+
+  /* "#unit-17&curve=lifted&sort=peak": pairs, and at most one bare anchor (an element's id,
+   * linked from another page). Choices live here so that a link, a bookmark or Back shows the
+   * page as the reader left it. */
+  function parseHash(hash) {
+    var state = { pairs: {}, anchor: "" };
+    (hash || "").replace(/^#/, "").split("&").forEach(function (part) {
+      if (!part) return;
+      var eq = part.indexOf("=");
+      if (eq === -1) { state.anchor = decodeURIComponent(part); return; }
+      state.pairs[decodeURIComponent(part.slice(0, eq))] = decodeURIComponent(part.slice(eq + 1));
+    });
+    return state;
+  }
+
+  function formatHash(state) {
+    var parts = state.anchor ? [encodeURIComponent(state.anchor)] : [];
+    Object.keys(state.pairs).forEach(function (key) {
+      var value = state.pairs[key];
+      if (value !== null && value !== undefined && value !== "") {
+        parts.push(encodeURIComponent(key) + "=" + encodeURIComponent(value));
+      }
+    });
+    return parts.join("&");
+  }
+
+  /* Set (or, with null, drop) some pairs of the address; ``push`` makes a history entry. */
+  function updateHash(updates, push) {
+    var state = parseHash(window.location.hash);
+    Object.keys(updates).forEach(function (key) { state.pairs[key] = updates[key]; });
+    var hash = formatHash(state);
+    if (push) { window.location.hash = hash; return; }
+    window.history.replaceState(null, "", window.location.href.split("#")[0] + (hash ? "#" + hash : ""));
+  }
+
+  /* Pairs every link to another atlas page carries (the display choices), and those only the
+   * previous / next links carry (a unit page's method and maps). */
+  var carried = { all: {}, rel: {} };
+  var CARRIED_KEYS = ["curve", "scale", "method", "maps"];
+
+  function carry() {
+    var links = document.querySelectorAll('a[href], link[rel="prev"], link[rel="next"]');
+    Array.prototype.forEach.call(links, function (link) {
+      var href = link.getAttribute("href");
+      if (!href || href.charAt(0) === "#" || /^[a-z][a-z0-9+.-]*:/i.test(href)) return;
+      var at = href.indexOf("#");
+      var base = at === -1 ? href : href.slice(0, at);
+      if (!/\.html$/.test(base)) return;
+      var state = parseHash(at === -1 ? "" : href.slice(at));
+      CARRIED_KEYS.forEach(function (key) { delete state.pairs[key]; });
+      var rel = link.getAttribute("rel");
+      [carried.all, rel === "prev" || rel === "next" ? carried.rel : {}].forEach(function (pairs) {
+        Object.keys(pairs).forEach(function (key) { state.pairs[key] = pairs[key]; });
+      });
+      var hash = formatHash(state);
+      link.setAttribute("href", base + (hash ? "#" + hash : ""));
+    });
+  }
+
+  /* ---- how projections are drawn: curve and scale, on every page with projections ------- */
+
+  var DISPLAY = { curve: ["linear", "lifted"], scale: ["own", "common"] };  // default first
+
+  function setupDisplay() {
+    var html = document.documentElement;
+    var inputs = document.querySelectorAll('[data-display] input[type="radio"]');
+
+    function apply(pairs) {
+      carried.all = {};
+      Object.keys(DISPLAY).forEach(function (key) {
+        var value = DISPLAY[key].indexOf(pairs[key]) > 0 ? pairs[key] : DISPLAY[key][0];
+        if (value === DISPLAY[key][0]) html.removeAttribute("data-" + key);
+        else { html.setAttribute("data-" + key, value); carried.all[key] = value; }
+        Array.prototype.forEach.call(inputs, function (input) {
+          if (input.name === key) input.checked = input.value === value;
+        });
+      });
+      carry();
+    }
+
+    Array.prototype.forEach.call(inputs, function (input) {
+      input.addEventListener("change", function () {
+        var updates = {};
+        updates[input.name] = input.value === DISPLAY[input.name][0] ? null : input.value;
+        updateHash(updates, false);
+        apply(parseHash(window.location.hash).pairs);
+      });
+    });
+    window.addEventListener("hashchange", function () { apply(parseHash(window.location.hash).pairs); });
+    apply(parseHash(window.location.hash).pairs);
+    var anchor = parseHash(window.location.hash).anchor;  // "#unit-17&curve=lifted" scrolls too
+    if (anchor && window.location.hash.indexOf("&") !== -1) {
+      var target = document.getElementById(anchor);
+      if (target) target.scrollIntoView();
+    }
   }
 
   /* ---- search ---------------------------------------------------------------------- */
@@ -78,9 +177,42 @@
     return matched;
   }
 
+  /* The first cell (rank 1) of a live unit's patches grid, tiles/<layer>/<unit:04d>-patches.jpg:
+   * {src, cw, ch, sw, sh} from the index's per-layer cell and sheet sizes; null for a dead unit
+   * (it has no file) or a layer whose sizes are unknown. */
+  function thumbOf(index, at, unit, dead) {
+    var cell = (index.cells || [])[at];
+    if (dead || !cell || !cell[0] || !cell[1] || !cell[2] || !cell[3]) return null;
+    var digits = String(unit);
+    while (digits.length < 4) digits = "0" + digits;
+    return { src: root + "tiles/" + encodeURIComponent(index.layers[at]) + "/" + digits + "-patches.jpg",
+             cw: cell[0], ch: cell[1], sw: cell[2], sh: cell[3] };
+  }
+
+  function isDead(index, at, unit) {
+    var row = index.units.find(function (r) { return r[0] === at && r[1] === unit; });
+    return !row || !!row[4];
+  }
+
   function unitResult(index, at, unit) {
     var label = index.layers[at];
-    return { href: unitHref(label, unit), text: label + "/" + unit, note: "unit" };
+    return { href: unitHref(label, unit), text: label + "/" + unit, note: "unit",
+             thumb: thumbOf(index, at, unit, isDead(index, at, unit)) };
+  }
+
+  /* The experiments' pages whose title or words hold every query word (or its singular):
+   * "occlusion", "rotation", "training", "figure 7". */
+  function pageResults(index, queryWords) {
+    return (index.pages || []).filter(function (page) {
+      return queryWords.every(function (q) {
+        return forms(q).some(function (f) {
+          return words(page[2]).some(function (w) { return w.indexOf(f) === 0; });
+        });
+      });
+    }).map(function (page) {
+      return { href: root + page[1].split("/").map(encodeURIComponent).join("/"),
+               text: page[0], note: "experiment" };
+    });
   }
 
   /* Results for a query: a list of {href, text, note}, and `more` when it was cut at LIMIT,
@@ -121,6 +253,7 @@
       if (layer.indexOf(q) === 0) out.results.push({ href: layerHref(index.layers[at]), text: index.layers[at], note: "layer" });
     });
     var queryWords = words(q);
+    out.results = out.results.concat(pageResults(index, queryWords));
     var matched = classMatches(index, queryWords);
     var names = Object.keys(matched).map(function (label) { return index.classes[label]; });
     var found = [];
@@ -129,7 +262,8 @@
         var n = row[5], counts = row[6], hits = 0;
         if (!n) return;
         for (var i = 0; i < counts.length; i += 2) if (matched[counts[i]]) hits += counts[i + 1];
-        if (hits) found.push({ layer: index.layers[row[0]], unit: row[1], share: hits / n, top: row[2] });
+        if (hits) found.push({ layer: index.layers[row[0]], unit: row[1], share: hits / n, top: row[2],
+                               thumb: thumbOf(index, row[0], row[1], row[4]) });
       });
     }
     found.sort(function (a, b) { return b.share - a.share || a.layer.localeCompare(b.layer) || a.unit - b.unit; });
@@ -139,7 +273,7 @@
     out.more = Math.max(0, all.length - LIMIT);
     out.results = out.results.concat(all.slice(0, LIMIT).map(function (f) {
       var top = f.top >= 0 ? index.classes[f.top] : "";
-      return { href: unitHref(f.layer, f.unit), text: f.layer + "/" + f.unit,
+      return { href: unitHref(f.layer, f.unit), text: f.layer + "/" + f.unit, thumb: f.thumb,
                note: Math.round(100 * f.share) + " % " + what +
                      (top && top !== what ? " · top: " + top : "") };
     }));
@@ -180,6 +314,24 @@
       }
     }
 
+    /* THUMB px square at most: the unit's first patch, a CSS sprite (the box hides the rest
+     * of the grid file, the image is scaled so that one cell fills the box). */
+    function thumbBox(t) {
+      var scale = THUMB / Math.max(t.cw, t.ch);
+      var box = document.createElement("span");
+      box.className = "search-thumb";
+      box.style.width = Math.round(t.cw * scale) + "px";
+      box.style.height = Math.round(t.ch * scale) + "px";
+      var img = document.createElement("img");
+      img.src = t.src;
+      img.alt = "";
+      img.decoding = "async";
+      img.style.width = (t.sw * scale) + "px";
+      img.style.height = (t.sh * scale) + "px";
+      box.appendChild(img);
+      return box;
+    }
+
     function note(li, text, cls) {
       var span = document.createElement("span");
       span.className = cls;
@@ -199,7 +351,8 @@
         var a = document.createElement("a");
         a.href = r.href;
         a.tabIndex = -1;  // the focus stays in the box; the list is reached with the arrows
-        a.textContent = r.text;
+        if (r.thumb) a.appendChild(thumbBox(r.thumb));
+        a.appendChild(document.createTextNode(r.text));
         li.appendChild(a);
         if (r.note) note(li, " " + r.note, "muted");
         list.appendChild(li);
@@ -282,16 +435,8 @@
   /* The hash holds the controls' state ("#sort=peak&hide-dead=1"); any other hash is an
    * anchor ("#unit-17", linked from the unit pages) and means the default order. */
   function readHash() {
-    var hash = window.location.hash.replace(/^#/, "");
-    var state = { sort: "unit", hideDead: false };
-    if (hash.indexOf("=") === -1) return state;
-    hash.split("&").forEach(function (pair) {
-      var kv = pair.split("=");
-      var value = decodeURIComponent(kv[1] || "");
-      if (kv[0] === "sort") state.sort = value;
-      else if (kv[0] === "hide-dead") state.hideDead = value === "1";
-    });
-    return state;
+    var pairs = parseHash(window.location.hash).pairs;
+    return { sort: pairs.sort || "unit", hideDead: pairs["hide-dead"] === "1" };
   }
 
   function setupLayerControls() {
@@ -316,6 +461,10 @@
       sparsity: function (li) {
         var v = num(li, "sparsity");
         return li.classList.contains("dead") || v === null ? Infinity : v;
+      },
+      weak: function (li) {  // weak units first, weakest first; then the rest by number
+        var v = num(li, "peak");
+        return li.classList.contains("weak") && v !== null ? v : Infinity;
       }
     };
     // each card shows the value it is sorted by; the peak text is the page's own
@@ -354,11 +503,9 @@
     }
 
     function save() {
-      var parts = [];
-      if (sort.value !== "unit") parts.push("sort=" + encodeURIComponent(sort.value));
-      if (hide && hide.checked) parts.push("hide-dead=1");
       // a new history entry, so Back returns to the previous order (hashchange applies it)
-      window.location.hash = parts.join("&");
+      updateHash({ sort: sort.value !== "unit" ? sort.value : null,
+                   "hide-dead": hide && hide.checked ? "1" : null }, true);
     }
 
     sort.addEventListener("change", save);
@@ -375,52 +522,34 @@
     var methods = document.querySelectorAll('input[name="method"]');
     var maps = document.querySelector('input[name="heat"]');
     if (!methods.length && !maps) return;
-    var links = document.querySelectorAll('a[rel="prev"], a[rel="next"], link[rel="prev"], link[rel="next"]');
-
-    function read() {
-      var state = {};
-      window.location.hash.replace(/^#/, "").split("&").forEach(function (part) {
-        var pair = part.split("=");
-        if (pair.length === 2) state[decodeURIComponent(pair[0])] = decodeURIComponent(pair[1]);
-      });
-      return state;
-    }
-
     function apply(state) {
       Array.prototype.forEach.call(methods, function (input) {
         input.checked = state.method ? input.value === state.method : input.defaultChecked;
       });
       if (maps) maps.checked = state.maps !== "0";
+      carried.rel = current();
       carry();
     }
 
     function current() {
-      var parts = [];
+      var pairs = {};
       Array.prototype.forEach.call(methods, function (input) {
-        if (input.checked && !input.defaultChecked) parts.push("method=" + encodeURIComponent(input.value));
+        if (input.checked && !input.defaultChecked) pairs.method = input.value;
       });
-      if (maps && !maps.checked) parts.push("maps=0");
-      return parts.join("&");
-    }
-
-    function carry() {
-      var hash = current();
-      Array.prototype.forEach.call(links, function (link) {
-        var href = link.getAttribute("href").split("#")[0];
-        link.setAttribute("href", hash ? href + "#" + hash : href);
-      });
+      if (maps && !maps.checked) pairs.maps = "0";
+      return pairs;
     }
 
     function save() {
-      var hash = current();
-      var url = window.location.href.split("#")[0] + (hash ? "#" + hash : "");
-      window.history.replaceState(null, "", url);
+      var pairs = current();
+      updateHash({ method: pairs.method || null, maps: pairs.maps || null }, false);
+      carried.rel = pairs;
       carry();
     }
 
     Array.prototype.forEach.call(methods, function (input) { input.addEventListener("change", save); });
     if (maps) maps.addEventListener("change", save);
-    apply(read());
+    apply(parseHash(window.location.hash).pairs);
   }
 
   /* ---- unit page: click a picture for its full resolution -------------------------------- */
@@ -429,7 +558,7 @@
    * enlarged by the largest whole factor that fits the window (at least its stored size, each
    * stored pixel a sharp square), with the activation map and receptive field if it has them. */
   function setupZoom() {
-    var cells = document.querySelectorAll(".trio > .crop, .trio > .thumb-wrap, .unit-filter .crop");
+    var cells = document.querySelectorAll(".trio > .pcell, .trio > .pcrop, .trio > .thumb-wrap, .unit-filter .pcrop");
     if (!cells.length) return;
     var opener = null;
 
@@ -463,7 +592,11 @@
       copy.removeAttribute("tabindex");
       copy.removeAttribute("role");
       copy.classList.add("zoomed");
-      copy.style.width = (w * factor) + "px";
+      if (copy.classList.contains("pcell") || copy.classList.contains("pcrop")) {
+        copy.style.setProperty("--k", factor);  // the sheet is enlarged by the same factor
+      } else {
+        copy.style.width = (w * factor) + "px";
+      }
       var caption = document.createElement("p");
       caption.textContent = ((image && image.alt) || "") + " · " + w + " × " + h +
         " px stored, shown × " + factor + " · click or Esc to close";
@@ -521,6 +654,7 @@
   }
 
   setupSearch();
+  setupDisplay();
   setupLayerControls();
   setupUnitOptions();
   setupZoom();
