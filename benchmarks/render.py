@@ -32,6 +32,7 @@ type, and PASS/FAIL of the parallel render against the targets. Sizes are file b
     python benchmarks/render.py --keep scratch/render-bench  # keep (and reuse) the fake run
     python benchmarks/render.py --workers 8               # the parallel run with 8 processes
     python benchmarks/render.py --keep scratch/render-bench --profile   # cProfile, top 25
+    python benchmarks/render.py --picture-budget 8   # projections binned to 8 megapixels
 """
 
 from __future__ import annotations
@@ -102,11 +103,13 @@ def write_workflow(base: Path) -> Path:
         resize_size = 256
         [rank]
         top_k = {TOP_K}
-        # the fake run has no outputs of the experiment stages (Figures 4, 5, 7)
+        # the fake run has no outputs of the experiment stages (Figures 4, 5, 7) or the sanity check
         [occlusion]
         images = 0
         [invariance]
         images = 0
+        [sanity]
+        enabled = false
         [render]
         title = "Deconv Atlas: AlexNet (random weights, generated projections)"
         """), encoding="utf-8")
@@ -521,6 +524,15 @@ def file_type(path: str) -> str:
     return suffix or "(none)"
 
 
+def set_picture_budget(workflow: Path, budget: float | None) -> None:
+    """Set (or, with None, drop) ``[render] picture_budget`` in the workflow file."""
+    lines = [line for line in workflow.read_text(encoding="utf-8").splitlines()
+             if not line.startswith("picture_budget")]
+    if budget is not None:
+        lines.insert(lines.index("[render]") + 1, f"picture_budget = {budget}")
+    workflow.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
@@ -532,6 +544,9 @@ def main() -> None:
                         help="images in the fake data set (default 50,000)")
     parser.add_argument("--workers", type=int, default=0, metavar="N",
                         help="processes of the parallel run (default 0: one per CPU core)")
+    parser.add_argument("--picture-budget", type=float, default=None, metavar="MP",
+                        help="[render] picture_budget of the rendered atlas (megapixels of "
+                             "projection pictures); default: the pipeline's default")
     parser.add_argument("--profile", action="store_true",
                         help="also print a cProfile of the render stage (top 25, cumulative; "
                              "the timed figures then include the profiler's overhead)")
@@ -561,6 +576,7 @@ def main() -> None:
             clock = time.perf_counter()
             generate(base, args.images)
             print(f"  generated in {time.perf_counter() - clock:.0f} s (not timed)")
+        set_picture_budget(base / f"{NAME}.toml", args.picture_budget)
         report = base / "reports" / NAME
         results, atlases = {}, {}
         for count in (1, workers):

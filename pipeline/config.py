@@ -313,6 +313,11 @@ class RenderConfig:
     title: str = option("", "title of the atlas; empty uses the workflow name")
     workers: int = option(0, "processes writing the atlas's images and pages; 0 = one per CPU "
                           "core, 1 = all in the render process", execution=True, since="0.5.0")
+    picture_budget: float = option(
+        30.0, "megapixels of projection pictures in the atlas (every method, both display "
+        "curves; about 1.6 MB each, lossless): receptive fields are binned by whole factors, "
+        "the same for all layers, until they fit; 0 = bin only fields above 64 px",
+        since="0.9.0")
 
 
 @dataclass(frozen=True)

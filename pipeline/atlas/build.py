@@ -65,6 +65,7 @@ class AtlasSettings:
     stamps: dict[str, Path]  # stage -> its stamp file (for the stages' timings)
     experiments: tuple[tuple[ExperimentPages, Path], ...]  # the stages on, with their output
     sanity: bool = False  # the sanity stage ran: its figures and pictures are shown
+    picture_budget: float = 0.0  # pixels of projection pictures ([render] picture_budget)
 
 
 def with_sanity(layers: list, table: Path, input_dependence: Path) -> list:
@@ -81,11 +82,14 @@ def with_sanity(layers: list, table: Path, input_dependence: Path) -> list:
             inputs = figures.inputs.get((layer.label, method))
             if headline is None:
                 continue
+            steps = tuple((point.randomised_label or point.randomised_from,
+                           point.similarity.spearman, point.similarity.ssim)
+                          for point in figures.cascade.get((layer.label, method), ()))
             rows.append(SanityRow(
                 method, headline.spearman, headline.ssim,
                 inputs.between_projections if inputs else float("nan"),
                 inputs.with_patches if inputs else float("nan"), headline.n,
-                reading(layer.label, figures, method)))
+                reading(layer.label, figures, method), headline.empty, steps))
         out.append(dataclasses.replace(layer, sanity=tuple(rows)))
     return out
 
@@ -132,7 +136,8 @@ def write_site(layout: RunLayout, model: nn.Module, settings: AtlasSettings, sta
     with _bar("render images", units, "unit") as bar:
         layers = gather_layers(inputs, tables, layout.projections, staged, top_k,
                                projected.image_size, workers, bar.update,
-                               layout.randomised_projections if settings.sanity else None)
+                               layout.randomised_projections if settings.sanity else None,
+                               settings.picture_budget)
     if settings.sanity:
         layers = with_sanity(layers, layout.sanity, layout.input_dependence)
     context = _atlas_context(settings, layout, tables, activations, projected, top_k, model,

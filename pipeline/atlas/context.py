@@ -149,6 +149,8 @@ class SanityRow:
     with_patches: float  # ... with the local contrast of their own patches
     n: int  # projections compared
     reading: str  # one sentence
+    empty: int = 0  # randomised projections that came out all zero (left out of the means)
+    cascade: tuple[tuple[str, float, float], ...] = ()  # (randomised down to, Spearman, SSIM)
 
 
 @dataclass(frozen=True)
@@ -166,13 +168,14 @@ class LayerEntry:
     filter_grid: str | None = None  # layer 1: every filter in one image (Figure 6)
     filter_cells: tuple[Crop, ...] = ()  # layer 1: each unit's filter in that image
     evolution_page: str | None = None  # the layer's page of evolution strips, if any
-    common_scales: tuple[float, ...] = ()  # per method: the largest display scale of its cells
+    common_scales: tuple[float, ...] = ()  # per method: its cells' common scale (common_scale)
+    binning: int = 1  # each shown pixel is the mean of binning x binning projection pixels
     tile_factor: int = 1  # whole factor by which the layer's cells are enlarged in tiles
     page_factor: int = 1  # ... and on unit pages
+    sanity: tuple[SanityRow, ...] = ()  # per method: the sanity stage's figures, if it ran
     # the patches grid tiles/<label>/<unit:04d>-patches.jpg: its first cell (rank 1) is
     # (0, 0, cell_w, cell_h) of a sheet_w x sheet_h file; (0, 0, 0, 0): unknown (search
     # results then show no thumbnail)
-    sanity: tuple[SanityRow, ...] = ()  # per method: the sanity stage's figures, if it ran
     patch_cell: tuple[int, int, int, int] = (0, 0, 0, 0)  # (cell_w, cell_h, sheet_w, sheet_h)
 
     @property
@@ -198,10 +201,9 @@ class LayerEntry:
     @property
     def median_peak(self) -> float:
         """The median peak of the live units: what "weak" is measured against."""
-        import statistics
+        from pipeline.atlas.weak import median_live_peak
 
-        peaks = [u.peak for u in self.units if not u.dead and u.peak > 0]
-        return statistics.median(peaks) if peaks else 0.0
+        return median_live_peak([u.peak for u in self.units], [u.dead for u in self.units])
 
     @property
     def n_weak(self) -> int:
@@ -210,21 +212,24 @@ class LayerEntry:
 
     @property
     def filter_peak(self) -> float:
-        """Layer 1: the largest |weight| of all its filters (their common scale); 0 otherwise."""
-        return max((u.filter_scale or 0.0 for u in self.units), default=0.0)
+        """Layer 1: the common scale of its filters' largest |weight|s (as for projections:
+        pipeline.interp.display.common_scale); 0 otherwise."""
+        from pipeline.interp.display import common_scale
 
-    def filter_opacity(self, unit: UnitEntry) -> float | None:
-        """Layer 1: how a unit's filter is drawn on the layer's common scale (its largest
-        weight over the layer's largest, as a linear projection); None for other layers."""
+        return common_scale([u.filter_scale for u in self.units if u.filter_scale is not None])
+
+    def filter_contrast(self, unit: UnitEntry) -> float | None:
+        """Layer 1: the contrast at which a unit's filter is drawn on the layer's common scale
+        (as a linear projection); None for other layers."""
         from pipeline.interp.display import common_ratio
 
         if unit.filter_scale is None:
             return None
         return common_ratio(unit.filter_scale, self.filter_peak, "linear")
 
-    def opacity(self, cell: ProjectionCell, method: int, curve: str) -> float:
-        """How the page draws ``cell`` (of the ``method``-th method) on the layer's common
-        scale: its opacity over mid-grey (:func:`pipeline.interp.display.common_ratio`)."""
+    def contrast(self, cell: ProjectionCell, method: int, curve: str) -> float:
+        """The contrast at which the page draws ``cell`` (of the ``method``-th method) on the
+        layer's common scale (:func:`pipeline.interp.display.common_ratio`)."""
         from pipeline.interp.display import common_ratio
 
         if method >= len(self.common_scales):

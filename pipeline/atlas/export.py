@@ -82,7 +82,7 @@ def unit_values(layer: LayerEntry, unit: UnitEntry) -> dict[str, Any]:
     """The unit's row of the layer table (:data:`UNIT_COLUMNS`), as Python values."""
     return {
         "layer": layer.label, "unit": unit.unit, "dead": bool(unit.dead),
-        "weak": bool(getattr(unit, "weak", False)), "peak": _number(unit.peak),
+        "weak": unit.weak, "peak": _number(unit.peak),
         "mean_max": _number(unit.mean_max), "std_max": _number(unit.std_max),
         "frac_active": _number(unit.frac_active),
         "shown_class": None if unit.dead or unit.top_class is None else unit.shown_class,
@@ -141,7 +141,7 @@ def atlas_summary(context: AtlasContext) -> dict[str, Any]:
             {"label": layer.label, "module": layer.module, "out_shape": list(layer.out_shape),
              "receptive_field": layer.receptive_field, "n_units": layer.n_units,
              "n_dead": layer.n_dead,
-             "n_weak": sum(1 for unit in layer.units if getattr(unit, "weak", False)),
+             "n_weak": layer.n_weak,
              "page": f"{LAYERS_DIR}/{layer.label}.html", "csv": layer_csv_path(layer.label),
              "units": [_unit_summary(layer, unit) for unit in layer.units]}
             for layer in context.layers],

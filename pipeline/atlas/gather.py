@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -51,11 +52,12 @@ from pipeline.atlas.tiles import (
 )
 from pipeline.atlas.weak import weak_units
 from pipeline.inference.store import LayerMeta
-from pipeline.interp.display import CURVES, curve_display, display_scale
+from pipeline.interp.display import CURVES, common_scale, curve_display, display_scale
 from pipeline.interp.projection_meta import ProjectedLayer
 
 MAX_CELL = 64  # px: larger receptive fields are binned by a whole factor to at most this
 # (the size of a shared atlas: every projection is stored losslessly, once per display curve)
+MIN_CELL = 16  # px: the picture budget never bins a field below this (pipeline.atlas.gather)
 PATCH_QUALITY = 95  # JPEG quality (4:4:4) of the patch grids: see README "Pictures"
 TILE_TARGET = 48  # px: a tile's cells are enlarged by the whole factor that comes closest
 PAGE_TARGET = 128  # px: ... and a unit page's pictures
@@ -151,18 +153,28 @@ class _LayerInputs:
     top_k: int
     image_size: int | None
     sanity: Path | None = None  # the sanity stage's randomised projections (sanity.zarr)
+    max_cell: int = MAX_CELL  # px: fields are binned by whole factors to at most this
 
 
 def gather_layers(layers: Sequence[LayerInput], tables: RunTables, projections: Path,
                   out_dir: Path, top_k: int, image_size: int | None, workers: Workers,
                   advance: Callable[[int], None] | None = None,
-                  sanity: Path | None = None) -> list[LayerEntry]:
+                  sanity: Path | None = None, picture_budget: float = 0.0
+                  ) -> list[LayerEntry]:
     """Write every layer's tiles and sheets and describe its units, on ``workers``, in tasks of
     one thumbnail sheet's units (a layer is too coarse: AlexNet has 5, VGG16 13 of very unequal
-    sizes). ``advance(n)`` is called as n more units are written."""
+    sizes). ``advance(n)`` is called as n more units are written. Projections are binned to
+    fit ``picture_budget`` pixels (:func:`cell_limit`; 0: only fields above MAX_CELL)."""
     import zarr
 
     store = zarr.open_group(projections, mode="r")
+    fields = []
+    for layer in layers:
+        group = store[layer.label]
+        live = tables.units[(tables.units["layer"] == layer.label) & ~tables.units["dead"]]
+        methods = 0 if layer.first is not None else int(group["projections"].shape[0])
+        fields.append((int(max(group["projections"].shape[3:5])), len(live), methods))
+    max_cell = cell_limit(fields, top_k, picture_budget)
     tasks: list[UnitRange] = []
     owners: list[int] = []  # the index in ``layers`` of each task's layer
     costs: list[int] = []
@@ -183,15 +195,34 @@ def gather_layers(layers: Sequence[LayerInput], tables: RunTables, projections: 
 
     # the costliest first (deep layers' large fields), so that no long task starts last
     order = sorted(range(len(tasks)), key=lambda i: -costs[i])
-    inputs = _LayerInputs(tables, Path(projections), Path(out_dir), top_k, image_size, sanity)
+    inputs = _LayerInputs(tables, Path(projections), Path(out_dir), top_k, image_size, sanity,
+                          max_cell)
     results = dict(zip(order, workers.map(_write_unit_range, [tasks[i] for i in order], inputs,
                                           done), strict=True))
     units: list[list[UnitEntry]] = [[] for _ in layers]
     for i in range(len(tasks)):  # in unit order, whichever task finished first
         units[owners[i]].extend(results[i])
-    return [_layer_entry(layer, ProjectedLayer.from_attrs(store[layer.label].attrs),
-                         tuple(entries), image_size)
-            for layer, entries in zip(layers, units, strict=True)]
+    return [dataclasses.replace(
+        _layer_entry(layer, ProjectedLayer.from_attrs(store[layer.label].attrs), tuple(entries),
+                     image_size), binning=bin_factor(side, max_cell))
+        for layer, entries, (side, _, _) in zip(layers, units, fields, strict=True)]
+
+
+def cell_limit(fields: Sequence[tuple[int, int, int]], top_k: int, budget: float) -> int:
+    """The largest cell side (MIN_CELL to MAX_CELL px) at which the atlas's projection pictures
+    fit ``budget`` pixels: ``fields`` holds each layer's (receptive field side, live units,
+    methods); every projection is stored once per display curve, binned by the smallest whole
+    factor that brings its side to the limit. A budget of 0 or less: MAX_CELL."""
+    if budget <= 0:
+        return MAX_CELL
+
+    def pixels(limit: int) -> int:
+        return sum(units * top_k * methods * len(CURVES)
+                   * math.ceil(side / bin_factor(side, limit)) ** 2
+                   for side, units, methods in fields)
+
+    return next((limit for limit in range(MAX_CELL, MIN_CELL - 1, -1) if pixels(limit) <= budget),
+                MIN_CELL)
 
 
 def _write_unit_range(inputs: _LayerInputs, task: UnitRange) -> tuple[UnitEntry, ...]:
@@ -218,8 +249,9 @@ def _unit_entries(inputs: _LayerInputs, group: Any, task: UnitRange, writer: Ima
     methods = list(stored.methods) if first is None else []
     boxes = group["boxes"][task.start:task.stop]
     grid = grid_side(top_k)
-    cell_hw = shown_cells(patches[:1, 0]).shape[1:3] if patches.shape[0] else (1, 1)
-    factor = bin_factor(max(patches.shape[2:4]), MAX_CELL) if patches.shape[0] else 1
+    cell_hw = shown_cells(patches[:1, 0], inputs.max_cell).shape[1:3] if patches.shape[0] \
+        else (1, 1)
+    factor = bin_factor(max(patches.shape[2:4]), inputs.max_cell) if patches.shape[0] else 1
     (width, height), cells, _ = tile_cells(top_k, cell_hw, 1, grid)
     sheet = (projection_grid_width(width), height)
 
@@ -242,8 +274,8 @@ def _unit_entries(inputs: _LayerInputs, group: Any, task: UnitRange, writer: Ima
         tile, grids, top_images, filter_crop, patch_crops = None, [], (), None, ()
         if not row["dead"] and shown > 0:
             tile = patches_path(label, unit)
-            writer.save(compose_grid(shown_cells(patches[unit, :shown]), 1, grid),
-                        out_dir / tile, quality=PATCH_QUALITY)
+            writer.save(compose_grid(shown_cells(patches[unit, :shown], inputs.max_cell), 1,
+                                     grid), out_dir / tile, quality=PATCH_QUALITY)
             patch_crops = tuple(Crop(tile, *cells[r], *sheet) for r in range(shown))
             if first is not None:
                 filter_crop = _filter_cell(first, unit)
@@ -281,10 +313,7 @@ def _write_randomised(store: Any, label: str, unit: int, method: str, factor: in
                       out_dir: Path, writer: ImageWriter) -> ProjectionCell | None:
     """A unit's top image projected through the randomised network, as a one-cell picture per
     display curve (the unit page shows it beside the trained one)."""
-    try:
-        values = store.projection(label, method, unit)
-    except KeyError:
-        return None
+    values = store.projection(label, method, unit)
     if values is None:
         return None
     h, w = binned(np.asarray(values, np.float32)[None], factor).shape[1:3]
@@ -335,11 +364,9 @@ def _layer_entry(layer: LayerInput, stored: ProjectedLayer, units: tuple[UnitEnt
     live = [entry for entry in units if entry.tile]
     preview = max(live, key=lambda entry: entry.peak).tile if live else None
     methods = max((len(image.projections) for u in live for image in u.top_images), default=0)
-    common = tuple(max((image.projections[m].scale for u in live for image in u.top_images),
-                       default=0.0) for m in range(methods))
-    cell_h = next((u.patches[0].h for u in live if u.patches), 0)
-    if first is not None and first.cells:
-        cell_h = max(cell_h, first.cells[0][3])
+    common = tuple(common_scale([image.projections[m].scale for u in live
+                                 for image in u.top_images]) for m in range(methods))
+    cell_h = next((u.patches[0].h for u in live if u.patches), 0)  # (a filter fits the grid)
     return LayerEntry(label=layer.label, module=meta.module,
                       out_shape=(meta.channels, meta.height, meta.width),
                       receptive_field=meta.receptive_field[0], units=units,
@@ -360,10 +387,10 @@ def _field_covers_image(field: Any, image_size: int | None) -> bool:
     return bool(image_size) and min(int(v) for v in field) > image_size
 
 
-def shown_cells(pictures: np.ndarray) -> np.ndarray:
+def shown_cells(pictures: np.ndarray, max_cell: int = MAX_CELL) -> np.ndarray:
     """uint8 pictures ``[n, h, w, C]`` in the input's channels (patches) as a tile's cells:
-    shrunk to at most MAX_CELL px (channel by channel), drawn in RGB (``shown_rgb``)."""
-    return shown_rgb(fit_cells(np.asarray(pictures), MAX_CELL))
+    binned to at most ``max_cell`` px (channel by channel), drawn in RGB (``shown_rgb``)."""
+    return shown_rgb(fit_cells(np.asarray(pictures), max_cell))
 
 
 def shown_projections(cells: np.ndarray, curve: str = "linear") -> np.ndarray:

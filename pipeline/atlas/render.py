@@ -40,12 +40,10 @@ from pipeline.atomic import write_bytes
 
 # A layer label becomes a file name: keep it to characters that need no quoting anywhere.
 _LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-# Cards are at least as wide as their tile, up to this many CSS px (then tiles are shrunk).
-CARD_MAX_MIN_WIDTH = 416
-# Images at most this wide are shown with nearest-neighbour scaling: they fit a card, so the
-# browser only enlarges them (tiny conv1 cells stay sharp squares); wider ones get shrunk,
-# where nearest-neighbour would alias and smoothing looks better.
-CRISP_MAX_WIDTH = CARD_MAX_MIN_WIDTH - 16
+# Images (not projections, which are drawn by whole factors) at most this wide are shown with
+# nearest-neighbour scaling: a browser only enlarges them; wider ones get shrunk, where
+# nearest-neighbour would alias and smoothing looks better.
+CRISP_MAX_WIDTH = 400
 # Unit pages are written in runs of MIN_PAGE_RUN to MAX_PAGE_RUN pages, about four runs per
 # worker (so that no worker is left with the last long run); a run is one task of a worker, and
 # a run of one page would cost more in messages than in rendering.
@@ -322,10 +320,10 @@ class _Pages:
 
 
 def _common(context: AtlasContext) -> dict:
-    from pipeline.atlas.weak import RULE, WEAK_ACTIVE_SHARE
+    from pipeline.atlas.weak import RULE, WEAK_ACTIVE_SHARE, WEAK_PEAK_SHARE
 
     return {"ctx": context, "crisp_max_width": CRISP_MAX_WIDTH,
-            "card_max_min_width": CARD_MAX_MIN_WIDTH, "weak_active_share": WEAK_ACTIVE_SHARE,
+            "weak_active_share": WEAK_ACTIVE_SHARE, "weak_peak_share": WEAK_PEAK_SHARE,
             "weak_rule": RULE}
 
 

@@ -23,12 +23,17 @@ RULE = (f"a live unit whose peak is below {WEAK_PEAK_SHARE:.0%} of the layer's m
         f"that fires in fewer than {WEAK_ACTIVE_SHARE:.1%} of the images")
 
 
+def median_live_peak(peaks: np.ndarray, dead: np.ndarray) -> float:
+    """The median peak of a layer's live units (0 when none is): what "weak" is measured by."""
+    peaks = np.asarray(peaks, dtype=np.float64)
+    live = ~np.asarray(dead, dtype=bool) & (peaks > 0)
+    return float(np.median(peaks[live])) if live.any() else 0.0
+
+
 def weak_units(peaks: np.ndarray, frac_active: np.ndarray, dead: np.ndarray) -> np.ndarray:
     """Boolean per unit of one layer: whether it is weak (module doc)."""
     peaks = np.asarray(peaks, dtype=np.float64)
     frac_active = np.asarray(frac_active, dtype=np.float64)
     live = ~np.asarray(dead, dtype=bool) & (peaks > 0)
-    if not live.any():
-        return np.zeros(peaks.shape, dtype=bool)
-    median = float(np.median(peaks[live]))
+    median = median_live_peak(peaks, dead)
     return live & ((peaks < WEAK_PEAK_SHARE * median) | (frac_active < WEAK_ACTIVE_SHARE))

@@ -188,13 +188,8 @@ def shown_layer(label: str, activations: Any, group: Any, units: pd.DataFrame,
     """The layer's most selective live units, in the order of the atlas's index strips, each
     with its Figure 2 tile written to ``out_dir/tiles/<label>/``."""
     from pipeline.atlas.context import LayerEntry, UnitEntry
-    from pipeline.atlas.gather import (
-        TILE_QUALITY,
-        dominant_class,
-        shown_cells,
-        shown_projections,
-    )
-    from pipeline.atlas.tiles import compose_unit_tile, grid_side, image_format, tile_scale
+    from pipeline.atlas.gather import dominant_class, shown_cells, shown_projections
+    from pipeline.atlas.tiles import compose_unit_tile, grid_side, tile_scale
 
     rows = units[units["layer"] == label].sort_values("unit")
     projections, patches = group["projections"], group["patches"]
@@ -202,7 +197,7 @@ def shown_layer(label: str, activations: Any, group: Any, units: pd.DataFrame,
     grid = grid_side(top_k)
     cell_hw = shown_cells(patches[:1, 0]).shape[1:3] if patches.shape[0] else (1, 1)
     scale = tile_scale(cell_hw[0])
-    suffix = image_format(scale)
+    suffix = ".webp"  # lossless: the projections are the engine's, pixel for pixel
     priors = _class_priors(activations, len(classes))
     entries = []
     for row in rows.itertuples(index=False):
@@ -226,11 +221,10 @@ def shown_layer(label: str, activations: Any, group: Any, units: pd.DataFrame,
     picked = layer.most_selective(units_shown if units_shown > 0 else len(entries))
     for unit in picked:
         shown = unit.n_images
-        # the atlas's contrast, cell size and channels (pipeline.atlas.gather)
+        # the atlas's linear curve, cell size and channels (pipeline.atlas.gather)
         pictures = shown_projections(projections[0, unit.unit, :shown])
         writer.save(compose_unit_tile(pictures, shown_cells(patches[unit.unit, :shown]),
-                                      scale=scale, grid=grid),
-                    out_dir / unit.tile, quality=TILE_QUALITY)
+                                      scale=scale, grid=grid), out_dir / unit.tile)
     n_live = sum(1 for unit in entries if unit.tile)
     return ShownLayer(label=label, module=layer.module, receptive_field=layer.receptive_field,
                       n_units=len(entries), n_dead=layer.n_dead, n_live=n_live, units=picked)

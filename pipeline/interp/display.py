@@ -78,14 +78,26 @@ def curve_display(projection_hwc: np.ndarray, curve: str,
     return to_display(projection_hwc, percentile, CURVES[curve])
 
 
-#: A browser's filter works in 8 bits: a ratio is rounded down to a multiple of 1/OPACITY_STEPS
+#: A browser's filter works in 8 bits: a ratio is rounded down to a multiple of 1/RATIO_STEPS
 #: (so a picture is never drawn brighter than on its own scale).
-OPACITY_STEPS = 255
+RATIO_STEPS = 255
+#: The layer's common scale: this percentile of its projections' own scales. The largest would
+#: let one outlier grey out the whole layer; the few projections above it are drawn on their
+#: own scale, as saturated as the common scale would show them.
+COMMON_PERCENTILE = 99.0
+
+
+def common_scale(scales: list[float] | np.ndarray) -> float:
+    """A layer's common display scale from its projections' own (:data:`COMMON_PERCENTILE`;
+    0 when there are none)."""
+    values = np.asarray(scales, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    return float(np.percentile(values, COMMON_PERCENTILE)) if values.size else 0.0
 
 
 def common_ratio(scale: float, layer_scale: float, curve: str) -> float:
     """How far a projection drawn on its own ``scale`` is brought towards mid-grey to show it on
-    the layer's common scale ``layer_scale`` (the largest of the layer's scales): ideally
+    the layer's common scale ``layer_scale`` (:func:`common_scale`): ideally
     ``128 + ratio * (own - 128)``; the atlas draws it with CSS ``contrast(ratio)``, which
     computes ``127.5 + ratio * (own - 127.5)`` (at most half a level apart) in the browser's
     own 8-bit arithmetic (within about 1.4/255 of the float value, measured in Chromium).
@@ -93,7 +105,7 @@ def common_ratio(scale: float, layer_scale: float, curve: str) -> float:
     Linear: ``ratio = scale / layer_scale``, so every value reads as ``p / layer_scale`` (values
     beyond the projection's own percentile stay saturated, at the ratio). Lifted: the square
     root of that, because ``v * max|v| ** (gamma - 1)`` scales by ``r ** gamma`` when ``v``
-    scales by ``r``. Both are rounded down to a multiple of 1/OPACITY_STEPS.
+    scales by ``r``. Both are rounded down to a multiple of 1/RATIO_STEPS.
     A layer without any non-zero projection gives 1."""
     if curve not in CURVES:
         raise ValueError(f"unknown display curve {curve!r}; use one of {sorted(CURVES)}")
@@ -101,4 +113,4 @@ def common_ratio(scale: float, layer_scale: float, curve: str) -> float:
         return 1.0
     ratio = min(1.0, max(0.0, float(scale) / float(layer_scale)))
     ratio = ratio ** CURVES[curve]  # v * m ** (gamma - 1) scales by r ** gamma
-    return float(np.floor(ratio * OPACITY_STEPS + 1e-9) / OPACITY_STEPS)
+    return float(np.floor(ratio * RATIO_STEPS + 1e-9) / RATIO_STEPS)

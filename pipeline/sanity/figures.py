@@ -110,13 +110,20 @@ def reading(layer_label: str, figures: SanityFigures, method: str | None = None)
     if found.n == 0 or math.isnan(found.spearman):
         return (f"{layer_label}: with randomised weights, {method} projections of the "
                 f"sampled activations come out empty, so nothing of them can be compared.")
-    figures_text = f"(Spearman {found.spearman:.2f}, SSIM {found.ssim:.2f})"
+    figures_text = f"(Spearman {found.spearman:.2f}, SSIM {found.ssim:.2f}"
+    if found.empty:
+        # left out of the means: nothing comes back through the randomised network there,
+        # which is itself the largest possible change
+        figures_text += f"; {found.empty} of {found.n + found.empty} came out empty"
+    figures_text += ")"
     if min(found.spearman, found.ssim) >= ALIKE:
         return (f"{layer_label}: {method} projections barely change when the weights are "
                 f"randomised {figures_text}: they show the architecture more than what was "
                 f"learned.")
     if max(found.spearman, found.ssim) <= UNALIKE:
         return (f"{layer_label}: {method} projections change completely when the weights are "
-                f"randomised {figures_text}: they show what the network learned.")
+                f"randomised {figures_text}: they depend on the learned weights (necessary, "
+                f"not sufficient, for showing what the network learned).")
     return (f"{layer_label}: {method} projections change in part when the weights are "
-            f"randomised {figures_text}: they show both the architecture and what was learned.")
+            f"randomised {figures_text}: they show the architecture as well as the learned "
+            f"weights.")

@@ -45,7 +45,8 @@ def render(ctx: StageContext) -> None:
         experiments=tuple((pages, get_stage(pages.stage).output_paths(workflow, layout)[0])
                           for pages in EXPERIMENT_PAGES
                           if get_stage(pages.stage).enabled(workflow)),
-        sanity=get_stage("sanity").enabled(workflow))
+        sanity=get_stage("sanity").enabled(workflow),
+        picture_budget=workflow.render.picture_budget * 1e6)
     with Workers(count, scratch=staged) as workers, pool_failure_explained(workflow.source, count):
         # the workers start while this process imports torch and loads the model
         workers.start(("pipeline.atlas.gather", "pipeline.atlas.render"))

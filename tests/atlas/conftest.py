@@ -59,6 +59,12 @@ class Watched:
         # cancels that, which is no fault of the page
         if request.url.endswith("/favicon.svg") and request.failure == "net::ERR_ABORTED":
             return
+        # an image still loading when the page is left (Enter in the search box opens a result
+        # while its thumbnails load) is cancelled: no fault of the page; a missing image still
+        # fails here with ERR_FILE_NOT_FOUND (file://), and load_every_image checks that every
+        # drawn image decodes
+        if request.resource_type == "image" and request.failure == "net::ERR_ABORTED":
+            return
         self.problems.append(f"failed: {request.url} {request.failure}")
 
     def settle(self, timeout_ms: int = 20_000) -> None:

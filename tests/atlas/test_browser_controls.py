@@ -177,7 +177,7 @@ def test_class_search_ignores_case_separators_and_plurals(watched, atlas, index,
     assert texts == class_results(index, classes)[:30]
     note = page.locator("#search-results li .muted").first.inner_text()
     what = next(iter(classes)) if len(classes) == 1 else f"{len(classes)} classes"
-    assert re.fullmatch(rf" \d+ % {what}( · top: \w+)?", note), note
+    assert re.fullmatch(rf"\s?\d+ % {what}( · top: \w+)?", note), note
     assert watched.problems == []
 
 

@@ -17,12 +17,11 @@ import zarr
 from PIL import Image
 from playwright.sync_api import expect
 
-from pipeline.atlas.gather import MAX_CELL
 from pipeline.atlas.tiles import GUTTER, grid_side
 
 pytestmark = pytest.mark.slow
 
-CELL = ".tile .pcell"
+CELL = ".tile-grids .pcell"
 
 
 def _second_layer(atlas: Path) -> str:
@@ -37,12 +36,12 @@ def _drawn(locator) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(locator.screenshot())).convert("RGB"))
 
 
-def _exact(values: np.ndarray, gamma: float, ratio: float = 1.0) -> np.ndarray:
-    """The documented curve, written out here on its own: a projection binned by the whole
-    factor that brings it to at most MAX_CELL, v = clip(p / s, -1, 1) with s the 99th
-    percentile of |p| (its largest |p| when that is 0), m a pixel's largest |v|,
-    shown = 128 + ratio * 127 * v * m ** (gamma - 1). Float, before rounding."""
-    p = _binned(values.astype(np.float64))
+def _exact(values: np.ndarray, gamma: float, ratio: float = 1.0, factor: int = 1) -> np.ndarray:
+    """The documented curve, written out here on its own: a projection binned by ``factor``,
+    v = clip(p / s, -1, 1) with s the 99th percentile of |p| (its largest |p| when that is 0),
+    m a pixel's largest |v|, shown = 128 + ratio * 127 * v * m ** (gamma - 1). Float, before
+    rounding."""
+    p = _binned(values.astype(np.float64), factor)
     scale = np.percentile(np.abs(p), 99) or np.abs(p).max()
     v = np.clip(p / scale, -1, 1)
     m = np.abs(v).max(axis=-1, keepdims=True)
@@ -50,10 +49,9 @@ def _exact(values: np.ndarray, gamma: float, ratio: float = 1.0) -> np.ndarray:
     return 128 + ratio * 127 * v * lift
 
 
-def _binned(values: np.ndarray) -> np.ndarray:
-    """Each block of the whole factor that brings the longer side to at most MAX_CELL, averaged
-    (a block cut by the edge: over the pixels it has)."""
-    factor = math.ceil(max(values.shape[:2]) / MAX_CELL)
+def _binned(values: np.ndarray, factor: int) -> np.ndarray:
+    """Each ``factor`` x ``factor`` block averaged (a block cut by the edge: over the pixels it
+    has): the layer page says which factor (``data-binning``)."""
     if factor == 1:
         return values
     h, w = (math.ceil(n / factor) * factor for n in values.shape[:2])
@@ -64,6 +62,12 @@ def _binned(values: np.ndarray) -> np.ndarray:
     blocks = padded.reshape(h // factor, factor, w // factor, factor, -1).sum(axis=(1, 3))
     return blocks / count.reshape(h // factor, factor, w // factor, factor).sum(axis=(1, 3))[
         ..., None]
+
+
+def _binning(atlas: Path, label: str) -> int:
+    """The whole factor the layer's projections are binned by, as its page says."""
+    page = (atlas / "layers" / f"{label}.html").read_text(encoding="utf-8")
+    return int(re.search(r'data-binning="(\d+)"', page).group(1))
 
 
 def _stored(atlas: Path, label: str, unit: int, rank: int) -> np.ndarray:
@@ -85,7 +89,8 @@ def test_tile_files_hold_the_float16_projection_through_either_curve(atlas):
         path = atlas / "tiles" / label / f"{unit:04d}-deconvnet-{curve}.webp"
         sheet = np.asarray(Image.open(path).convert("RGB"), np.float64)
         for rank in range(9):
-            exact = _exact(_stored(atlas, label, unit, rank), gamma)
+            exact = _exact(_stored(atlas, label, unit, rank), gamma,
+                           factor=_binning(atlas, label))
             h, w = exact.shape[:2]
             r, c = divmod(rank, grid_side(9))
             y, x = r * (h + GUTTER), c * (w + GUTTER)
@@ -114,7 +119,7 @@ def test_curve_and_scale_change_the_drawn_pixels_persist_and_carry(watch, atlas,
     expect(page).to_have_url(re.compile(r"#.*curve=lifted"))
     expect(cell.locator("img.curve-lifted")).to_be_visible()
     page.wait_for_function(
-        "(() => { const i = document.querySelector('.tile .pcell img.curve-lifted');"
+        "(() => { const i = document.querySelector('.tile-grids .pcell img.curve-lifted');"
         " return i.complete && i.naturalWidth > 0; })()")
     lifted = _drawn(cell)
     assert lifted.shape == linear.shape and not np.array_equal(lifted, linear)
@@ -159,14 +164,16 @@ def test_drawn_projection_equals_the_stored_one_through_the_curve(watch, atlas, 
     units = pd.read_parquet(run / "units.parquet")
     live = units[(units["layer"] == label) & ~units["dead"] & (units["n_top"] > 0)]
     store = zarr.open_group(run / "projections.zarr", mode="r")[label]
-    # the layer's common scale: the largest own scale of its shown projections
+    factor = _binning(atlas, label)
+    # each shown projection's own scale (of its binned values, as drawn)
     own = {}
     for unit, shown in zip(live["unit"], live["n_top"], strict=True):
         for rank in range(min(int(shown), 9)):
-            p = _binned(np.asarray(store["projections"][0, unit, rank], np.float64))
+            p = _binned(np.asarray(store["projections"][0, unit, rank], np.float64), factor)
             s = np.percentile(np.abs(p), 99) or np.abs(p).max()
             own[(int(unit), rank)] = s * float(store["projection_scale"][0, unit, rank])
-    layer_scale = max(own.values())
+    # the layer's common scale: the 99th percentile of its projections' own scales
+    layer_scale = np.percentile(list(own.values()), 99)
     unit = int(live["unit"].iloc[0])
     watched = watch(atlas.as_uri())
     page = watched.page
@@ -185,9 +192,9 @@ def test_drawn_projection_equals_the_stored_one_through_the_curve(watch, atlas, 
             drawn = _drawn(cell)[:h * k:k, :w * k:k].astype(np.float64)
             ratio = 1.0
             if scale == "common":
-                ratio = (own[(unit, rank)] / layer_scale) ** gamma
+                ratio = min(1.0, own[(unit, rank)] / layer_scale) ** gamma
                 ratio = math.floor(ratio * 255 + 1e-9) / 255
-            exact = _exact(_stored(atlas, label, unit, rank), gamma, ratio)
+            exact = _exact(_stored(atlas, label, unit, rank), gamma, ratio, factor)
             if exact.shape[-1] == 1:
                 exact = exact.repeat(3, axis=-1)
             assert drawn.shape == exact.shape, (drawn.shape, exact.shape)

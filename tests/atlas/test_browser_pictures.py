@@ -147,7 +147,10 @@ def test_a_click_shows_a_picture_alone_at_full_resolution(watched, atlas):
     page = watched.page
     for selector in (".trio > .proj", ".trio > .patch", ".trio > .thumb-wrap"):
         cell = page.locator(selector).first
-        stored = cell.evaluate("e => +(e.dataset.w || e.querySelector('.crop').dataset.w)")
+        # a drawn picture's stored width is its --w (set on it or on its row); a thumbnail's
+        # is its data-w
+        stored = cell.evaluate("e => +(getComputedStyle(e).getPropertyValue('--w') || "
+                               "e.querySelector('.crop').dataset.w)")
         cell.click()
         zoomed = page.locator(".zoom .zoomed")
         zoomed.wait_for()

@@ -139,7 +139,7 @@ def test_second_layer_shows_each_runs_most_selective_units_first(seed_runs, site
         scale = tile_scale(top.shape[0])
         _, _, cells = tile_cells(9, top.shape[:2], scale)
         x, y, w, h = cells[0]
-        tile = np.asarray(Image.open(site / side / "tiles" / "conv2" / f"{shown[0]:04d}.png"))
+        tile = np.asarray(Image.open(site / side / "tiles" / "conv2" / f"{shown[0]:04d}.webp"))
         np.testing.assert_array_equal(tile[y:y + h, x:x + w],
                                       top.repeat(scale, axis=0).repeat(scale, axis=1))
 

@@ -56,7 +56,8 @@ def test_one_sentence_per_layer_and_method_by_documented_thresholds(figures):
         "(Spearman 0.91, SSIM 0.85): they show the architecture more than what was learned.")
     assert reading("conv1", figures, "gradient") == (
         "conv1: gradient projections change completely when the weights are randomised "
-        "(Spearman 0.05, SSIM 0.02): they show what the network learned.")
+        "(Spearman 0.05, SSIM 0.02): they depend on the learned weights (necessary, not "
+        "sufficient, for showing what the network learned).")
     assert "change in part" in reading("conv3", figures)
     assert "come out empty" in reading("conv4", figures)
     assert "no sanity check" in reading("conv9", figures)

@@ -60,22 +60,28 @@
   var carried = { all: {}, rel: {} };
   var CARRIED_KEYS = ["curve", "scale", "method", "maps"];
 
+  /* ``href`` with the carried pairs in its hash (and the previous / next ones for ``rel``);
+   * unchanged when it leads out of the atlas or to this page. */
+  function withCarried(href, rel) {
+    if (!href || href.charAt(0) === "#" || /^[a-z][a-z0-9+.-]*:/i.test(href)) return href;
+    var at = href.indexOf("#");
+    var base = at === -1 ? href : href.slice(0, at);
+    if (!/\.html$/.test(base)) return href;
+    var state = parseHash(at === -1 ? "" : href.slice(at));
+    CARRIED_KEYS.forEach(function (key) { delete state.pairs[key]; });
+    [carried.all, rel === "prev" || rel === "next" ? carried.rel : {}].forEach(function (pairs) {
+      Object.keys(pairs).forEach(function (key) { state.pairs[key] = pairs[key]; });
+    });
+    var hash = formatHash(state);
+    return base + (hash ? "#" + hash : "");
+  }
+
   function carry() {
     var links = document.querySelectorAll('a[href], link[rel="prev"], link[rel="next"]');
     Array.prototype.forEach.call(links, function (link) {
       var href = link.getAttribute("href");
-      if (!href || href.charAt(0) === "#" || /^[a-z][a-z0-9+.-]*:/i.test(href)) return;
-      var at = href.indexOf("#");
-      var base = at === -1 ? href : href.slice(0, at);
-      if (!/\.html$/.test(base)) return;
-      var state = parseHash(at === -1 ? "" : href.slice(at));
-      CARRIED_KEYS.forEach(function (key) { delete state.pairs[key]; });
-      var rel = link.getAttribute("rel");
-      [carried.all, rel === "prev" || rel === "next" ? carried.rel : {}].forEach(function (pairs) {
-        Object.keys(pairs).forEach(function (key) { state.pairs[key] = pairs[key]; });
-      });
-      var hash = formatHash(state);
-      link.setAttribute("href", base + (hash ? "#" + hash : ""));
+      var carriedHref = withCarried(href, link.getAttribute("rel"));
+      if (carriedHref !== href) link.setAttribute("href", carriedHref);
     });
   }
 
@@ -349,7 +355,7 @@
         li.setAttribute("role", "option");
         li.setAttribute("aria-selected", "false");
         var a = document.createElement("a");
-        a.href = r.href;
+        a.href = withCarried(r.href);  // the reader's display choices follow a result too
         a.tabIndex = -1;  // the focus stays in the box; the list is reached with the arrows
         if (r.thumb) a.appendChild(thumbBox(r.thumb));
         a.appendChild(document.createTextNode(r.text));
@@ -382,7 +388,7 @@
       });
     }
 
-    function open(result) { if (result) window.location.href = result.href; }
+    function open(result) { if (result) window.location.href = withCarried(result.href); }
 
     input.addEventListener("focus", function () {
       withIndex(function () {});
@@ -578,7 +584,12 @@
 
     function show(cell) {
       var source = cell.classList.contains("thumb-wrap") ? cell.querySelector(".crop") : cell;
-      var w = +source.dataset.w, h = +source.dataset.h;
+      var style = window.getComputedStyle(source);
+      var pixels = source.classList.contains("pcell") || source.classList.contains("pcrop");
+      // a drawn picture's size is its CSS variables (set on it or on its row); a thumbnail's
+      // is data-w / data-h
+      var w = pixels ? +style.getPropertyValue("--w") : +source.dataset.w;
+      var h = pixels ? +style.getPropertyValue("--h") : +source.dataset.h;
       if (!w || !h) return;
       var factor = Math.max(1, Math.floor(Math.min(0.92 * window.innerWidth / w,
                                                     0.8 * window.innerHeight / h)));
@@ -592,7 +603,11 @@
       copy.removeAttribute("tabindex");
       copy.removeAttribute("role");
       copy.classList.add("zoomed");
-      if (copy.classList.contains("pcell") || copy.classList.contains("pcrop")) {
+      if (pixels) {
+        // the copy leaves its row: it takes the geometry it inherited, at the new factor
+        ["--w", "--h", "--sw", "--sh", "--x", "--y", "--r-linear", "--r-lifted"].forEach(function (name) {
+          copy.style.setProperty(name, style.getPropertyValue(name));
+        });
         copy.style.setProperty("--k", factor);  // the sheet is enlarged by the same factor
       } else {
         copy.style.width = (w * factor) + "px";
