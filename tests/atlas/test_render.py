@@ -236,12 +236,12 @@ def test_live_unit_shows_its_pictures_pixel_for_pixel(atlas) -> None:
     page = _parse(out / "layers" / "conv1.html")
     card = page.units["unit-0"]
     assert "dead" not in card["classes"]
-    # nine projections, each in both curves' sheets, then nine patches: all lazy, all files
+    # nine projections, each in both curves' sheets, then the patch sheet: all lazy, all files
     # of the unit, drawn by whole factors (the sizes are CSS variables, no width attribute)
     srcs = [img["src"] for img in card["imgs"]]
     assert srcs == (["../tiles/conv1/u0-deconvnet-linear.webp",
                      "../tiles/conv1/u0-deconvnet-lifted.webp"] * 9
-                    + ["../tiles/conv1/u0-patches.jpg"] * 9)
+                    + ["../tiles/conv1/u0-patches.jpg"])
     assert all(img["loading"] == "lazy" and img.get("width") is None for img in card["imgs"])
     # 30 % of its top images is no dominant class: the card says so instead of naming one
     assert "mixed" in card["text"] and "tabby cat" not in card["text"] and "3.25" in card["text"]
