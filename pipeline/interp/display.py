@@ -99,8 +99,8 @@ def common_ratio(scale: float, layer_scale: float, curve: str) -> float:
     """How far a projection drawn on its own ``scale`` is brought towards mid-grey to show it on
     the layer's common scale ``layer_scale`` (:func:`common_scale`): ideally
     ``128 + ratio * (own - 128)``; the atlas draws it with CSS ``contrast(ratio)``, which
-    computes ``127.5 + ratio * (own - 127.5)`` (at most half a level apart) in the browser's
-    own 8-bit arithmetic (within about 1.4/255 of the float value, measured in Chromium).
+    computes ``127.5 + ratio * (own - 127.5)`` (at most half a level apart) and rounds once:
+    within 1/255 of the float value (measured in Chromium).
 
     Linear: ``ratio = scale / layer_scale``, so every value reads as ``p / layer_scale`` (values
     beyond the projection's own percentile stay saturated, at the ratio). Lifted: the square

@@ -71,7 +71,14 @@ def write_randomised(path: Path, result: CascadeResult, layers: Sequence[LayerPl
             chunks = (1, 1, *values.shape[2:]) if name == "projections" else values.shape
             array = labelled_array(group, name, dims, values.shape, values.dtype,
                                    chunks=chunks, fill_value=-1 if name == "image_id" else 0)
-            array[...] = values
+            if name == "projections":
+                # a chunk at a time: zarr writes the chunks of one assignment concurrently, and
+                # when the disk fills one of them fails while the others still run, which
+                # leaves a traceback on stderr after the stage's one-line error
+                for index in np.ndindex(*values.shape[:2]):
+                    array[index] = values[index]
+            else:
+                array[...] = values
     root.attrs.update(meta.to_attrs())
 
 

@@ -26,8 +26,10 @@ def test_index_opens_with_a_strip_of_pictures_per_layer(watch, atlas, served, wi
                         is_mobile=width < 600, color_scheme=scheme)
         page = watched.page
         watched.open(base + "index.html")
+        # every drawn picture (the other display curve's is in the page, not drawn)
         page.wait_for_function(
-            "[...document.images].every(i => i.complete && i.naturalWidth > 0)")
+            "[...document.images].filter(i => i.getClientRects().length)"
+            ".every(i => i.complete && i.naturalWidth > 0)")
         strips = page.locator(".strip")
         assert strips.count() == 5  # one per layer
         first = page.locator(".strip-tiles img").first.bounding_box()
@@ -81,7 +83,7 @@ def test_layer_one_shows_each_filter_once_and_a_linked_filter_grid(watched, atla
     page.wait_for_url("**/units/conv1/5.html")
     watched.load_every_image()
     # the filter once, no projections; the patches and the images remain
-    assert page.locator(".unit-filter .crop").count() == 1
+    assert page.locator(".unit-filter .pcrop").count() == 1
     assert page.locator(".trio .proj").count() == 0
     assert page.locator(".trio .patch").count() == page.locator(".top-image").count() > 0
     assert watched.problems == [] and watched.blocked == []
@@ -136,8 +138,8 @@ def test_methods_switch_on_unit_pages(watch, atlas, served):
         check.until(lambda first=first, visible=visible:
                     first.evaluate_all(visible) == ["gradient"])
         assert first.evaluate_all(visible) == ["gradient"]
-        sources = first.locator("img").evaluate_all("els => els.map(e => e.src)")
-        assert len(set(sources)) == 3  # three different pictures
+        sources = first.locator("img.curve-linear").evaluate_all("els => els.map(e => e.src)")
+        assert len(set(sources)) == 3  # three different pictures (each also in the other curve)
         assert check.problems == [] and check.blocked == []
 
 
@@ -149,8 +151,9 @@ def test_a_click_shows_a_picture_alone_at_full_resolution(watched, atlas):
         cell = page.locator(selector).first
         # a drawn picture's stored width is its --w (set on it or on its row); a thumbnail's
         # is its data-w
-        stored = cell.evaluate("e => +(getComputedStyle(e).getPropertyValue('--w') || "
-                               "e.querySelector('.crop').dataset.w)")
+        stored = cell.evaluate("e => e.classList.contains('thumb-wrap') ? "
+                               "+e.querySelector('.crop').dataset.w : "
+                               "+getComputedStyle(e).getPropertyValue('--w')")
         cell.click()
         zoomed = page.locator(".zoom .zoomed")
         zoomed.wait_for()

@@ -13,10 +13,8 @@ import zarr
 from PIL import Image
 from playwright.sync_api import expect
 
-from pipeline.atlas.gather import MAX_CELL
+from pipeline.atlas.gather import shown_projections
 from pipeline.atlas.render import format_number
-from pipeline.atlas.tiles import fit_cells, tile_scale
-from pipeline.interp.display import to_display
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +39,8 @@ def test_every_evolution_page_loads_with_a_row_per_unit_and_a_column_per_snapsho
         page = watched.page
         units = evolution[label]["value"].shape[1]
         live = int((evolution[label]["image_id"][:] >= 0).sum())
-        assert page.locator(".evolution-table img").count() == live > 0
+        # each live cell once (its other display curve's picture is not drawn)
+        assert page.locator(".evolution-table img.curve-linear").count() == live > 0
         headers = page.locator(".evolution-table thead th").all_inner_texts()
         assert headers == ["unit", *snapshots]
         assert page.locator(".evolution-table tbody tr").count() == units
@@ -61,7 +60,7 @@ def test_a_unit_page_shows_its_strip_and_links_the_layers_page(watched, atlas, e
     assert cells.count() == 2
     assert page.locator(".evolution-strip .snapshot-label").all_inner_texts() == [
         "epoch 1", "epoch 2"]
-    shown = page.locator(".evolution-strip .crop img")
+    shown = page.locator(".evolution-strip .pcell img.curve-linear")
     live = int((evolution["conv3"]["image_id"][:, 5] >= 0).sum())
     assert shown.count() == live
     for i in range(shown.count()):
@@ -90,10 +89,11 @@ def test_each_cell_shows_that_units_projection_at_that_snapshot(atlas, evolution
     projection shown as the atlas shows projections."""
     html = (atlas / "evolution" / "conv2.html").read_text(encoding="utf-8")
     crop = re.compile(r'<tr id="unit-(\d+)">(.*?)</tr>', re.S)
-    cell = re.compile(r'<td[^>]*><span class="crop[^"]*" style="aspect-ratio:(\d+)/(\d+)"[^>]*>'
-                      r'<img src="([^"]+)"[^>]* style="width:([-\d.]+)%;left:([-\d.]+)%;'
-                      r'top:([-\d.]+)%"></span><span class="muted evolution-value">([^<]+)</span>'
-                      r'</td>|<td><span class="evolution-silent"')
+    cell = re.compile(r'<td[^>]*><span class="pcell[^"]*" style="--w:(\d+);--h:(\d+);--sw:\d+;'
+                      r'--sh:\d+;--k:\d+;--x:(\d+);--y:(\d+)"><img class="curve-linear" '
+                      r'src="([^"]+)"[^>]*><img class="curve-lifted"[^>]*></span>'
+                      r'<span class="muted evolution-value">([^<]+)</span></td>'
+                      r'|<td[^>]*><span class="evolution-silent"')
     group = evolution["conv2"]
     checked = 0
     for unit_text, row in crop.findall(html):
@@ -102,17 +102,14 @@ def test_each_cell_shows_that_units_projection_at_that_snapshot(atlas, evolution
             if found.group(1) is None:
                 assert group["image_id"][s, unit] == -1
                 continue
-            w, h, src = int(found.group(1)), int(found.group(2)), found.group(3)
-            x, y = round(-float(found.group(5)) * w / 100), round(-float(found.group(6)) * h / 100)
+            w, h, x, y = (int(found.group(i)) for i in range(1, 5))
+            src = found.group(5)
             sheet = np.asarray(Image.open((atlas / "evolution" / src).resolve()).convert("RGB"))
             shown = sheet[y:y + h, x:x + w].astype(int)
             stored = group["projections"][s, unit].astype(np.float32)
-            expected = fit_cells(to_display(stored)[None], MAX_CELL)[0]
-            scale = tile_scale(expected.shape[0])
-            expected = expected.repeat(scale, axis=0).repeat(scale, axis=1).astype(int)
-            assert found.group(7) == format_number(float(group["value"][s, unit]))
-            lossy = src.endswith(".jpg")
-            assert np.abs(shown - expected).mean() < (12 if lossy else 0.5), (unit, s)
+            expected = shown_projections(stored[None], "linear")[0].astype(int)  # lossless
+            assert found.group(6) == format_number(float(group["value"][s, unit]))
+            assert np.array_equal(shown, expected), (unit, s)
             checked += 1
     assert checked >= 32
 

@@ -62,7 +62,7 @@ def test_atlas_has_every_layer_and_unit(tiny_run):
         page = (report / "layers" / f"{layer}.html").read_text(encoding="utf-8")
         live = group[~group["dead"]]
         for unit in live["unit"]:
-            assert re.search(rf'src="\.\./tiles/{layer}/{unit:04d}\.(png|jpg)"', page), unit
+            assert re.search(rf'src="\.\./tiles/{layer}/{unit:04d}-patches\.jpg"', page), unit
         assert page.count("<img") >= len(live)
         for unit in group["unit"]:  # every unit, dead or alive, has its permalink page
             assert f'href="../units/{layer}/{unit}.html"' in page
