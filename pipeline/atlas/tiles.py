@@ -325,13 +325,6 @@ def map_sheet(maps: np.ndarray) -> Image.Image:
     return sheet
 
 
-def image_format(scale: int) -> str:
-    """File suffix for a picture that is not a projection (filters, the compare site's tiles):
-    PNG when cells were enlarged pixel by pixel (JPEG would smear their hard edges; PNG stores
-    repeated pixels almost for free), JPEG otherwise."""
-    return ".png" if scale > 1 else ".jpg"
-
-
 #: Projections are stored losslessly: lossless WebP at this effort (measured on AlexNet-sized
 #: grids: 6 % smaller than PNG at the same encoding time; effort 100 gains 1 % at 500 times it).
 WEBP_EFFORT, WEBP_METHOD = 50, 2
