@@ -14,7 +14,7 @@ from typing import Any
 from pipeline.config import DaskConfig
 from pipeline.errors import UserError
 
-CONNECT_TIMEOUT = "10s"
+CONNECT_TIMEOUT = 10  # seconds
 
 
 def connect(address: str) -> Any:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -65,6 +65,18 @@ class ImageCoords:
         labels = np.full(n, -1, np.int32) if labels is None else np.asarray(labels, np.int32)
         return cls(np.arange(n, dtype=np.int64), np.full(n, "", dtype=str), labels,
                    np.full(n, "", dtype=str))
+
+
+def array_in(group: zarr.Group, path: str) -> zarr.Array:
+    """The array ``group/path`` (zarr types a member as an array or a group; the stores'
+    layouts say which it is)."""
+    return cast(zarr.Array, group[path])
+
+
+def group_in(group: zarr.Group, path: str) -> zarr.Group:
+    """The group ``group/path`` (zarr types a member as an array or a group; the stores'
+    layouts say which it is)."""
+    return cast(zarr.Group, group[path])
 
 
 def labelled_array(group: zarr.Group, name: str, dims: Sequence[str], shape: Sequence[int],

@@ -32,7 +32,8 @@ CLASS_OPACITY = 0.85
 
 
 def _rgb(colour: str) -> tuple[int, int, int]:
-    return tuple(int(colour[i:i + 2], 16) for i in (1, 3, 5))
+    red, green, blue = (int(colour[i:i + 2], 16) for i in (1, 3, 5))
+    return red, green, blue
 
 
 def ramp_rgb(values: np.ndarray, low: float, high: float) -> np.ndarray:

@@ -154,9 +154,10 @@ def _collect(futures: list[Future], tasks: Sequence[Any], done: Callable[[Any], 
         for future in pending:
             future.cancel()
         wait(futures)  # the running tasks end before the caller cleans up after an error
-    failed = [future for future in futures if not future.cancelled() and future.exception()]
+    raised = [future.exception() for future in futures if not future.cancelled()]
+    failed = [error for error in raised if error is not None]
     if failed:
-        raise failed[0].exception()
+        raise failed[0]
 
 
 def _write_shared(shared: Any, folder: Path | None) -> str:

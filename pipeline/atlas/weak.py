@@ -15,6 +15,7 @@ of the rank stage's ``units.parquet``.
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 
 WEAK_PEAK_SHARE = 0.1  # of the layer's median live peak
 WEAK_ACTIVE_SHARE = 0.005  # of the images: 250 of ImageNet's 50,000, 5 of the demo's 1,000
@@ -23,7 +24,7 @@ RULE = (f"a live unit whose peak is below {WEAK_PEAK_SHARE:.0%} of the layer's m
         f"that fires in fewer than {WEAK_ACTIVE_SHARE:.1%} of the images")
 
 
-def median_live_peak(peaks: np.ndarray, dead: np.ndarray) -> float:
+def median_live_peak(peaks: npt.ArrayLike, dead: npt.ArrayLike) -> float:
     """The median peak of a layer's live units (0 when none is): what "weak" is measured by."""
     peaks = np.asarray(peaks, dtype=np.float64)
     live = ~np.asarray(dead, dtype=bool) & (peaks > 0)

@@ -12,6 +12,7 @@ import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -225,6 +226,13 @@ class ToChannels:
 
     def __repr__(self) -> str:
         return f"ToChannels({self.channels})"
+
+
+class IndexedImages(Protocol):
+    """Images by id: ``images[i]`` starts with image ``i``'s network input and its true label
+    (an :class:`ImageDataset`; a list of such tuples in tests)."""
+
+    def __getitem__(self, i: int, /) -> tuple[Any, ...]: ...
 
 
 class ImageDataset(Dataset):

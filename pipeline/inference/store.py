@@ -39,6 +39,7 @@ from pipeline.atomic import read_json, remove, write_json
 from pipeline.labelled import (
     IMAGE_COORDS,
     ImageCoords,
+    array_in,
     labelled_array,
     write_image_coordinates,
     write_range,
@@ -155,7 +156,7 @@ def mark_completed(path: Path, chunk: int, skipped: list[tuple[int, str]]) -> No
 
 def skipped_images(path: Path) -> list[tuple[int, str]]:
     """(image_id, reason) of every skipped image, from all chunk markers."""
-    rows = []
+    rows: list[tuple[int, str]] = []
     for marker in sorted((path / "done").glob("*.json")):
         rows.extend((int(i), str(reason)) for i, reason in read_json(marker)["skipped"])
     return rows
@@ -170,4 +171,4 @@ def drop_progress(path: Path) -> None:
 def write_chunk(root: zarr.Group, start: int, arrays: dict[str, np.ndarray]) -> None:
     """Write one whole chunk of every array (keys like ``conv1/max`` or ``pred``)."""
     for key, values in arrays.items():
-        root[key][start:start + len(values)] = values
+        array_in(root, key)[start:start + len(values)] = values

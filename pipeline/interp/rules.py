@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeGuard
 
 import torch
 import torch.nn.functional as F
@@ -47,7 +48,8 @@ _RELUS = {F.relu: False, torch.relu: False, Tensor.relu: False,
           torch.relu_: True, Tensor.relu_: True, F.relu_: True}
 _CAPPED = {F.relu6: 6.0}
 _HARDTANH = {F.hardtanh: False, F.hardtanh_: True}
-_THRESHOLD = {F.threshold: False, F.threshold_: True}
+# F.threshold_ exists at run time; torch's functional.pyi leaves it out
+_THRESHOLD = {F.threshold: False, F.threshold_: True}  # type: ignore[attr-defined]
 # clamp(x, min=0[, max=m]) is a rectifier written as a clamp (ReLU6 often is, in ports)
 _CLAMPS = {torch.clamp: False, Tensor.clamp: False, torch.clip: False, Tensor.clip: False,
            torch.clamp_: True, Tensor.clamp_: True, torch.clip_: True, Tensor.clip_: True,
@@ -88,7 +90,7 @@ class _Rectify(torch.autograd.Function):
     """``clamp(x, 0, cap)`` forward (cap None: a ReLU); the method's rule backward."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, rule: str, cap: float | None,  # type: ignore[override]
+    def forward(ctx, x: Tensor, rule: str, cap: float | None,
                 inplace: bool) -> Tensor:
         ctx.rule = rule
         # masks, not x: immune to later in-place edits of x (and x itself may be edited here);
@@ -101,7 +103,7 @@ class _Rectify(torch.autograd.Function):
         return x.clamp(0, cap)
 
     @staticmethod
-    def backward(ctx, grad: Tensor):  # type: ignore[override]
+    def backward(ctx, grad: Tensor):
         positive, below_cap = ctx.saved_tensors
         if ctx.rule in RULES:
             grad = grad.clamp(min=0)
@@ -130,7 +132,7 @@ class Nonlinearity:
     reason: str = ""  # what the arithmetic is, for the refusal
 
 
-def _number(value: object) -> bool:
+def _number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
@@ -302,11 +304,13 @@ def first_unruled(output: Tensor | object, unruled: list[Nonlinearity],
     start = output.grad_fn if isinstance(output, Tensor) else output
     if start is None:
         return None
-    order = {}
+    order: dict[object, int] = {}
     for i, call in enumerate(unruled):
         if call.node is not None:
             order.setdefault(call.node, i)
-    seen, frontier, crossed = {start}, [start], []
+    seen: set[object] = {start}
+    frontier: list[Any] = [start]  # autograd nodes (each has next_functions)
+    crossed: list[int] = []
     unseen: Nonlinearity | None = None
     product: Nonlinearity | None = None
     while frontier:
@@ -314,8 +318,8 @@ def first_unruled(output: Tensor | object, unruled: list[Nonlinearity],
         if node in order:
             crossed.append(order[node])
         elif node not in normalised:
-            if unseen is None and _unseen(node) is not None and paths.reaches(node):
-                unseen = Nonlinearity(_unseen(node), "", None, False, node)
+            if unseen is None and (name := _unseen(node)) is not None and paths.reaches(node):
+                unseen = Nonlinearity(name, "", None, False, node)
             if product is None and (kind := paths.product(node)) is not None:
                 product = Nonlinearity(kind, "", None, False, node,
                                        reason=QUOTIENT if kind == "div" else PRODUCT)
@@ -357,8 +361,11 @@ def unruled_layers(model: nn.Module, input_size: tuple[int, int],
 
     stack = ModuleStack(model)
     handles = [m.register_forward_hook(keep(n)) for n, m in model.named_modules() if n in wanted]
-    mode = Nonlinearities("deconvnet", lambda call: call.ruled or unruled.append(call),
-                          stack.names)
+    def note(call: Nonlinearity) -> None:
+        if not call.ruled:
+            unruled.append(call)
+
+    mode = Nonlinearities("deconvnet", note, stack.names)
     try:
         with evaluating(model, grad=True), torch.enable_grad(), mode:
             model(blank_image(model, input_size).requires_grad_(True))

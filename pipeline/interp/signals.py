@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -173,7 +174,7 @@ class Signals:
 
     def __init__(self) -> None:
         self._masks: dict[int, _Mask] = {}
-        self._zeros: dict[int, tuple[weakref.ref, int]] = {}
+        self._zeros: dict[int, tuple[weakref.ref[Tensor], int]] = {}
         self._limit = 64
 
     def clear(self) -> None:
@@ -189,7 +190,9 @@ class Signals:
     def _zero(self, value: object) -> bool:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return value == 0
-        entry = self._zeros.get(id(value)) if isinstance(value, Tensor) else None
+        if not isinstance(value, Tensor):
+            return False
+        entry = self._zeros.get(id(value))
         return entry is not None and entry[0]() is value and value._version == entry[1]
 
     def _keeps(self, mask: object, signal: object, keeps: bool) -> bool:
@@ -205,7 +208,8 @@ class Signals:
         if func not in _WRITTEN_RELU or not self._masks and not self._zeros:
             return None
         if func in _MUL or func in _MUL_INPLACE:
-            a, b = args[0], args[1] if len(args) > 1 else kwargs.get("other")
+            a = args[0]
+            b: Any = args[1] if len(args) > 1 else kwargs.get("other")  # a tensor if found
             if self._keeps(b, a, True):
                 found = (a, func in _MUL_INPLACE)
             elif self._keeps(a, b, True) and func in _MUL:
@@ -281,7 +285,7 @@ class Signals:
         if sources:  # (a mask of buffers alone has none: a constant)
             return output, Use(op_name(func), graded, graded.grad_fn, sources, 1, MASKED)
         if len(operands) >= 2:
-            kind = product[0]  # type: ignore[index]
+            kind = product[0]
             return output, Use(kind, graded, graded.grad_fn, operands, 2,
                                QUOTIENT if kind in _QUOTIENTS else PRODUCT)
         return output, None
@@ -295,7 +299,8 @@ class Signals:
             entry.of, entry.version = weakref.ref(first), first._version
             entry.keeps = func in _ABOVE
         elif masks and masks[0] is self.mask(first) and masks[0].of is not None and (
-                func in _KEEPS_MASK or (func in _NEGATIONS and first.dtype == torch.bool)
+                func in _KEEPS_MASK
+                or (func in _NEGATIONS and isinstance(first, Tensor) and first.dtype == torch.bool)
                 or (func in _ONE_MINUS and len(args) > 1 and _is_one(args[1]))):
             entry.of, entry.version = masks[0].of, masks[0].version
             entry.keeps = masks[0].keeps == (func in _KEEPS_MASK)
@@ -341,7 +346,7 @@ class ImagePaths:
         if isinstance(start, Tensor):  # a leaf
             return start.requires_grad and not isinstance(start, nn.Parameter)
         memo = self._memo
-        stack = [start]
+        stack: list[Any] = [start]  # autograd nodes (each has next_functions)
         while stack:
             node = stack[-1]
             if node in memo:
@@ -362,7 +367,7 @@ class ImagePaths:
         """How many of ``operands`` lead back to the image."""
         return sum(1 for operand in operands if self.reaches(operand))
 
-    def product(self, node: object) -> str | None:
+    def product(self, node: Any) -> str | None:
         """The kind of product an autograd node computes when the rules did not see it made
         ("mul", "matmul", ...) if two of its operands lead back to the image, else None."""
         name = type(node).__name__

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Any, TypeGuard
 
 import torch
 import torch.nn.functional as F
@@ -50,7 +51,8 @@ def permutation(gm: fx.GraphModule, node: fx.Node, ndim: int) -> tuple[int, ...]
         dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dims")
     elif node.target in ("transpose", torch.transpose) and len(node.args) == 3 \
             and node.op in ("call_method", "call_function"):
-        first, second = (int(d) % ndim for d in node.args[1:])
+        swapped: tuple[Any, ...] = node.args[1:]  # fx types them as any argument: ints here
+        first, second = (int(d) % ndim for d in swapped)
         dims = list(range(ndim))
         dims[first], dims[second] = second, first
     if dims is None or not all(isinstance(d, int) for d in dims):
@@ -64,13 +66,16 @@ def channel_split(node: fx.Node, axes: dict[fx.Node, tuple[int, int] | None]) ->
     geometry."""
     splits = ("chunk", "split", torch.chunk, torch.split)
     if node.op not in ("call_method", "call_function") or node.target not in splits \
-            or not node.all_input_nodes or axes.get(node.all_input_nodes[0]) is None:
+            or not node.all_input_nodes:
+        return False
+    source = axes.get(node.all_input_nodes[0])
+    if source is None:
         return False
     shape = node_shape(node.all_input_nodes[0])
     dim = node.kwargs.get("dim", node.args[2] if len(node.args) > 2 else 0)
     if shape is None or not isinstance(dim, int):
         return False
-    return dim % len(shape) not in (0, *axes[node.all_input_nodes[0]])
+    return dim % len(shape) not in (0, *source)
 
 
 def spatial_axes(gm: fx.GraphModule, node: fx.Node,
@@ -86,6 +91,7 @@ def spatial_axes(gm: fx.GraphModule, node: fx.Node,
     if source_node is None or shape is None:
         return None
     source, before = axes[source_node], node_shape(source_node)
+    assert source is not None  # source_node was chosen for its known axes
     if before is None:  # a part of a channel split (see channel_split)
         return source
     order = permutation(gm, node, len(shape))
@@ -125,7 +131,7 @@ def _covers(first: int, ndim: int, axes: tuple[int, int]) -> bool:
     return any(first <= axis < ndim for axis in axes)
 
 
-def _ints(values: object) -> bool:
+def _ints(values: object) -> TypeGuard[Sequence[int]]:
     return isinstance(values, Sequence) and all(isinstance(v, int) for v in values)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import inspect
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from torch import nn
 
@@ -51,7 +51,7 @@ def default_image_size(name: str) -> int:
     return int(inspect.signature(BUILTIN_MODELS[name]).parameters["image_size"].default)
 
 
-def get_model(name: str, **kwargs: object) -> nn.Module:
+def get_model(name: str, **kwargs: Any) -> nn.Module:
     """Build the registered model ``name`` with ``kwargs`` (e.g. ``num_classes``); other names
     are timm architectures (``timm/resnet50``) or torchvision's classification models (built
     without weights)."""

@@ -81,6 +81,9 @@ def _import(where: str, factory: str) -> ModuleType:
     if name in sys.modules:
         return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:  # a suffix Python does not import (not .py)
+        raise UserError(f"{path}: not a Python file (from [model] factory '{factory}'); "
+                        "name a .py file")
     module = importlib.util.module_from_spec(spec)
     if str(path.parent) not in sys.path:  # its own helper modules import as they would beside it
         sys.path.insert(0, str(path.parent))

@@ -81,8 +81,8 @@ def top_candidates(ranked: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
     equal = columns == threshold
     need = m - np.count_nonzero(above, axis=1)[:, None]
     chosen = above | (equal & (np.cumsum(equal, axis=1, dtype=np.int32) <= need))
-    unit_index, row_index = np.nonzero(chosen)  # row-major: m rows per unit, rows ascending
-    row_index = row_index.reshape(channels, m)
+    _, chosen_rows = np.nonzero(chosen)  # row-major: m rows per unit, rows ascending
+    row_index = chosen_rows.reshape(channels, m)
     picked = np.take_along_axis(columns, row_index, axis=1)
     order = np.argsort(-picked, axis=1, kind="stable")  # stable: equal values keep row order
     values = np.take_along_axis(picked, order, axis=1).T

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -94,7 +95,7 @@ def read_sanity(table: Path, input_dependence: Path) -> SanityFigures:
     return SanityFigures(layers, methods, headline, cascade, inputs)
 
 
-def _similarity(row: object) -> Similarity:
+def _similarity(row: Any) -> Similarity:  # an ``itertuples`` row of ``sanity.parquet``
     return Similarity(float(row.spearman_mean), float(row.spearman_std), float(row.ssim_mean),
                       float(row.ssim_std), int(row.n), int(row.empty))
 

@@ -69,6 +69,16 @@ def test_each_failure_is_one_line(model_file, factory, args, expected):
     assert "\n" not in str(refused.value)
 
 
+def test_a_model_file_without_the_py_suffix_is_refused_in_one_line(model_file):
+    """A path with a folder is a file, whatever its suffix; Python imports only .py files."""
+    (model_file.parent / "sub").mkdir()
+    (model_file.parent / "sub" / "net.txt").write_text(MODEL_FILE)
+    with pytest.raises(UserError, match=r"net.txt: not a Python file \(from \[model\] factory "
+                                        r"'sub/net.txt:build'\); name a .py file") as refused:
+        build_from_factory("sub/net.txt:build", {}, num_classes=4)
+    assert "\n" not in str(refused.value)
+
+
 def test_a_file_that_does_not_import_names_itself(model_file):
     model_file.write_text("import torch\nraise RuntimeError('no GPU here')\n")
     with pytest.raises(UserError, match=r"my_models.py: cannot import the model file "
