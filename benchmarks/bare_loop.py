@@ -77,24 +77,24 @@ def main() -> None:
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
 
-    import pandas as pd
 
+    from pipeline import catalog
     from pipeline.config import load_workflow
+    from pipeline.data.tolerant import TolerantImages
     from pipeline.device import resolve_device
-    from pipeline.inference.tolerant import TolerantImages
     from pipeline.layout import RunLayout
-    from pipeline.models.analysed import analysed_images, analysed_model
-    from pipeline.models.preprocessing import preprocessing
+    from pipeline.run_inputs import analysed_images, analysed_model, preprocessing
 
     workflow = load_workflow(args.workflow, data_root=args.data)
     layout = RunLayout(base=Path.cwd(), workflow=workflow.name)
     spec = workflow.activations
     device = resolve_device(spec.device)
-    manifest = pd.read_parquet(layout.manifest)
-    model = analysed_model(workflow, layout, device)
+    manifest = catalog.MANIFEST.read(catalog.MANIFEST.path(layout))
+    classes = catalog.CLASSES.read(catalog.CLASSES.path(layout))
+    model = analysed_model(workflow, layout, classes, device)
     prep = preprocessing(workflow)
     images = TolerantImages(analysed_images(workflow, layout, manifest),
-                            (len(prep.mean), prep.crop, prep.crop))
+                            (len(prep.mean), prep.input_size, prep.input_size))
     seconds = decode_and_forward(model, images, spec.batch_size, spec.num_workers, spec.prefetch,
                                  device, spec.channels_last, spec.bf16)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -48,31 +48,34 @@ PROJECT = textwrap.dedent("""
     )
     from pipeline.ranking import read_rank_meta
     from pipeline.labelled import ImageCoords
+    from pipeline import catalog
     from pipeline.layout import RunLayout
-    from pipeline.models.preprocessing import preprocessing
-    from pipeline.models.analysed import analysed_model, analysed_pixels
+    from pipeline.run_inputs import analysed_model, analysed_pixels, preprocessing
+    from pipeline.schemas import Topk
     workflow_file, units, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     workflow = load_workflow(Path(workflow_file))
     layout = RunLayout(Path("."), workflow.name)
     device = resolve_device(workflow.deconv.device)
-    model = analysed_model(workflow, layout, device)
+    classes = catalog.CLASSES.read(catalog.CLASSES.path(layout))
+    model = analysed_model(workflow, layout, classes, device)
     prep = preprocessing(workflow)
-    activations = zarr.open_group(layout.activations, mode="r")
-    fields = receptive_fields(model, (prep.crop, prep.crop))
+    activations = catalog.ACTIVATIONS.read(catalog.ACTIVATIONS.path(layout))
+    fields = receptive_fields(model, (prep.input_size, prep.input_size))
     layer = layer_plans(activations, fields, units)[0]
     label, meta = layer.label, activations[layer.label].attrs
-    topk = pd.read_parquet(layout.topk)
-    rows = topk[(topk["layer"] == label) & (topk["unit"] < units)]
+    topk = catalog.TOPK.read(catalog.TOPK.path(layout))
+    rows = topk[(topk[Topk.layer] == label) & (topk[Topk.unit] < units)]
     out = Path(out)
     top_k = read_rank_meta(layout.topk).top_k
-    manifest = pd.read_parquet(layout.manifest)
-    create_store(out, [layer], ProjectionPlan(tuple(workflow.deconv.methods), top_k, prep.crop,
+    manifest = catalog.MANIFEST.read(catalog.MANIFEST.path(layout))
+    create_store(out, [layer], ProjectionPlan(tuple(workflow.deconv.methods), top_k,
+                                              prep.input_size,
                                               (label,)), str(device), rows,
-                 ImageCoords.of_run(manifest, pd.read_parquet(layout.classes)), len(prep.mean))
+                 ImageCoords.of_run(manifest, classes), len(prep.mean))
     images = analysed_pixels(workflow, layout, manifest)
     start = time.perf_counter()
     decoded = DecodedImages.build(out / "decoded", rows["image_id"].to_numpy(), images,
-                                  prep.crop, channels=len(prep.mean))
+                                  prep.input_size, channels=len(prep.mean))
     job = BlockProjector(model, workflow.deconv.methods, decoded, prep.normalise(),
                          top_k, workflow.deconv.batch_size)
     job.layer(out, layer, rows)

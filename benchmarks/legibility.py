@@ -85,7 +85,7 @@ def stored_projections(group) -> np.ndarray:
 
 
 def first_filters(model) -> np.ndarray | None:
-    from pipeline.interp.layers import first_conv
+    from pipeline.models.evaluation import first_conv
 
     first = first_conv(model)
     if first is None:
@@ -98,15 +98,17 @@ def measure(workflow_path: Path, base: Path) -> dict:
     import zarr
     from PIL import Image
 
+    from pipeline import catalog
     from pipeline.config import load_workflow
     from pipeline.layout import RunLayout
-    from pipeline.models.analysed import analysed_model
+    from pipeline.run_inputs import analysed_model
 
     workflow = load_workflow(workflow_path)
     layout = RunLayout(base, workflow.name)
     store = zarr.open_group(layout.projections, mode="r")
     result: dict = {"layers": {}}
-    filters = first_filters(analysed_model(workflow, layout, torch.device("cpu")))
+    classes = catalog.CLASSES.read(catalog.CLASSES.path(layout))
+    filters = first_filters(analysed_model(workflow, layout, classes, torch.device("cpu")))
     if filters is not None:
         result["filters"] = high_frequency_share(filters)
     order = zarr.open_group(layout.activations, mode="r").attrs["layers"]

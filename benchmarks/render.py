@@ -245,6 +245,7 @@ def write_tables(run: Path, n_images: int, labels: np.ndarray, readable: np.ndar
 
     from pipeline.ranking import RankMeta, write_topk
     from pipeline.ranking.histogram import ZERO_BIN, bin_edges, bin_index
+    from pipeline.schemas import Histograms, Selectivity, Topk, Units
 
     edges = bin_edges()
     n_readable = int(readable.sum())
@@ -271,10 +272,11 @@ def write_tables(run: Path, n_images: int, labels: np.ndarray, readable: np.ndar
             values = peak[unit] * np.sort(rng.uniform(0.75, 1.0, TOP_K))[::-1]
             values[0] = peak[unit]
             topk_rows.append(pd.DataFrame({
-                "layer": label, "unit": np.int32(unit), "rank": np.arange(TOP_K, dtype=np.int32),
-                "image_id": ids.astype(np.int64), "value": values.astype(np.float32),
-                "y": positions[label][unit, :, 0].astype(np.int32),
-                "x": positions[label][unit, :, 1].astype(np.int32)}))
+                Topk.layer: label, Topk.unit: np.int32(unit),
+                Topk.rank: np.arange(TOP_K, dtype=np.int32),
+                Topk.image_id: ids.astype(np.int64), Topk.value: values.astype(np.float32),
+                Topk.y: positions[label][unit, :, 0].astype(np.int32),
+                Topk.x: positions[label][unit, :, 1].astype(np.int32)}))
             # class selectivity: 100 top images over 5..40 classes, a few of them dominant
             m = int(rng.integers(5, 41))
             classes = np.sort(rng.choice(CLASSES, m, replace=False)).astype(np.int32)
@@ -283,8 +285,10 @@ def write_tables(run: Path, n_images: int, labels: np.ndarray, readable: np.ndar
             p = counts / counts.sum()
             top_class[unit], share[unit] = classes[best], p[best]
             entropy[unit] = float(-(p * np.log2(p)).sum())
-            sel_rows.append(pd.DataFrame({"layer": label, "unit": np.int32(unit),
-                                          "class": classes, "count": counts.astype(np.int32)}))
+            sel_rows.append(pd.DataFrame({Selectivity.layer: label,
+                                          Selectivity.unit: np.int32(unit),
+                                          Selectivity.class_index: classes,
+                                          Selectivity.count: counts.astype(np.int32)}))
             # histogram: 50..200 adjacent log-spaced bins up to the peak's bin, plus the zeros
             top_bin = int(bin_index(np.float32([peak[unit]]))[0])
             length = int(rng.integers(50, 201))
@@ -299,30 +303,32 @@ def write_tables(run: Path, n_images: int, labels: np.ndarray, readable: np.ndar
             index, counts = np.r_[ZERO_BIN, bins], np.r_[n_readable - counts.sum(), counts]
             keep = counts > 0  # the rank stage stores non-empty bins only
             hist_rows.append(pd.DataFrame({
-                "layer": label, "unit": np.int32(unit),
-                "low": edges[index[keep]].astype(np.float32),
-                "high": edges[index[keep] + 1].astype(np.float32),
-                "count": counts[keep].astype(np.int64)}))
+                Histograms.layer: label, Histograms.unit: np.int32(unit),
+                Histograms.low: edges[index[keep]].astype(np.float32),
+                Histograms.high: edges[index[keep] + 1].astype(np.float32),
+                Histograms.count: counts[keep].astype(np.int64)}))
         for unit in np.flatnonzero(dead):
             hist_rows.append(pd.DataFrame({
-                "layer": label, "unit": np.int32(unit),
-                "low": edges[[ZERO_BIN]].astype(np.float32),
-                "high": edges[[ZERO_BIN + 1]].astype(np.float32),
-                "count": np.int64([n_readable])}))
+                Histograms.layer: label, Histograms.unit: np.int32(unit),
+                Histograms.low: edges[[ZERO_BIN]].astype(np.float32),
+                Histograms.high: edges[[ZERO_BIN + 1]].astype(np.float32),
+                Histograms.count: np.int64([n_readable])}))
         frames["topk"].extend(topk_rows)
         frames["selectivity"].extend(sel_rows)
-        frames["histograms"].append(pd.concat(hist_rows).sort_values(["unit", "low"]))
+        frames["histograms"].append(pd.concat(hist_rows).sort_values(
+            [Histograms.unit, Histograms.low]))
         frames["units"].append(pd.DataFrame({
-            "layer": label, "unit": np.arange(channels, dtype=np.int32),
-            "peak": peak.astype(np.float32), "mean_max": mean_max.astype(np.float32),
-            "std_max": std_max.astype(np.float32), "frac_active": frac_active.astype(np.float32),
-            "q5": (mean_max * 0.9).astype(np.float32),
-            "q9": (mean_max + 1.3 * std_max).astype(np.float32),
-            "q99": np.minimum(peak, mean_max + 2.5 * std_max).astype(np.float32),
-            "q999": np.minimum(peak, mean_max + 3.3 * std_max).astype(np.float32),
-            "dead": dead, "n_top": np.where(live, TOP_K, 0).astype(np.int32),
-            "top_class": top_class, "top_class_share": share, "class_entropy": entropy,
-            "n_selectivity": n_selectivity}))
+            Units.layer: label, Units.unit: np.arange(channels, dtype=np.int32),
+            Units.peak: peak.astype(np.float32), Units.mean_max: mean_max.astype(np.float32),
+            Units.std_max: std_max.astype(np.float32),
+            Units.frac_active: frac_active.astype(np.float32),
+            Units.q50: (mean_max * 0.9).astype(np.float32),
+            Units.q90: (mean_max + 1.3 * std_max).astype(np.float32),
+            Units.q99: np.minimum(peak, mean_max + 2.5 * std_max).astype(np.float32),
+            Units.q999: np.minimum(peak, mean_max + 3.3 * std_max).astype(np.float32),
+            Units.dead: dead, Units.n_top: np.where(live, TOP_K, 0).astype(np.int32),
+            Units.top_class: top_class, Units.top_class_share: share,
+            Units.class_entropy: entropy, Units.n_selectivity: n_selectivity}))
     for name, parts in frames.items():
         frame = pd.concat(parts, ignore_index=True)
         if name == "topk":  # top_k is recorded in the table's metadata, as rank writes it
@@ -409,7 +415,7 @@ def child(base: Path, profile: bool, workers: int) -> None:
     workflow = dataclasses.replace(workflow, render=dataclasses.replace(workflow.render,
                                                                         workers=workers))
     layout = RunLayout(base=base, workflow=workflow.name)
-    ctx = StageContext(workflow, layout, "render", key="bench")
+    ctx = StageContext(workflow, layout, get_stage("render"), key="bench")
     stage = get_stage("render").func
     profiler = None
     if profile:

@@ -7,8 +7,9 @@
     >>> run.activations("conv5").mean(axis=0).compute()    # a dask array [N, C]
     >>> run.to_xarray("conv5")["max"].groupby("class_name").mean()   # labelled (xarray)
 
-Tables are pandas DataFrames read from the run's parquet files (read once, then cached);
-activations are dask arrays over the zarr store, so nothing is loaded until computed.
+Tables are pandas DataFrames read from the run's parquet files by the catalog's readers
+(:mod:`pipeline.catalog`; read once, then cached), their columns as :mod:`pipeline.schemas`
+names them; activations are dask arrays over the zarr store, so nothing is loaded until computed.
 """
 
 from __future__ import annotations
@@ -19,16 +20,20 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from pipeline import catalog
+from pipeline.catalog import Artifact
 from pipeline.config import Workflow, load_workflow
 from pipeline.errors import UserError
 from pipeline.layout import RunLayout
+from pipeline.schemas import Classes, Manifest, Topk
 
 if TYPE_CHECKING:
     import dask.array as da
     import xarray as xr
 
-#: The run's zarr stores (RunLayout properties) that `Run.to_xarray` opens.
-_ZARR_STORES = ("activations", "projections", "evolution", "occlusion")
+#: The run's zarr stores that `Run.to_xarray` opens, by name.
+_ZARR_STORES = {item.name: item for item in (catalog.ACTIVATIONS, catalog.PROJECTIONS,
+                                             catalog.EVOLUTION, catalog.OCCLUSION)}
 
 
 def open_run(workflow: str | Path = "workflows/demo.toml", base: str | Path | None = None) -> Run:
@@ -53,55 +58,59 @@ class Run:
 
         return pd.DataFrame([row.__dict__ for row in Runner(self.workflow, self.layout).status()])
 
-    def _written(self, output: str) -> Path:
-        """The path of ``output`` (a ``RunLayout`` property name); an error naming the stage
-        that writes it (from the registry) when it is not there yet."""
+    def path(self, item: Artifact | str) -> Path:
+        """Where the run keeps ``item`` (a catalog artifact, or its name: 'topk')."""
+        return (catalog.artifact(item) if isinstance(item, str) else item).path(self.layout)
+
+    def _written(self, item: Artifact) -> Path:
+        """The path of ``item``; an error naming the stage that writes it (from the registry)
+        when it is not there yet."""
         from pipeline.stages import stage_writing
 
-        path = getattr(self.layout, output)
+        path = item.path(self.layout)
         if not path.exists():
             raise UserError(f"{path}: not written yet; run `python -m pipeline run "
-                            f"{stage_writing(output).name} -w {self.workflow.source}` first")
+                            f"{stage_writing(item).name} -w {self.workflow.source}` first")
         return path
 
-    def _table(self, output: str) -> pd.DataFrame:
-        return pd.read_parquet(self._written(output))
+    def _table(self, item: Artifact) -> pd.DataFrame:
+        return item.read(self._written(item))
 
     @cached_property
     def manifest(self) -> pd.DataFrame:
-        """image_id, path (relative to the data root), label."""
-        return self._table("manifest")
+        """image_id, path (relative to the data root), label (``pipeline.schemas.Manifest``)."""
+        return self._table(catalog.MANIFEST)
 
     @cached_property
     def classes(self) -> pd.DataFrame:
         """The class table: label and name, in the model's class order."""
-        return self._table("classes")
+        return self._table(catalog.CLASSES)
 
     @cached_property
     def skipped(self) -> pd.DataFrame:
         """Unreadable images: image_id, path, reason."""
-        return self._table("skipped")
+        return self._table(catalog.SKIPPED)
 
     @cached_property
     def topk(self) -> pd.DataFrame:
         """layer, unit, rank, image_id, value, y, x: each unit's top images."""
-        return self._table("topk")
+        return self._table(catalog.TOPK)
 
     @cached_property
     def units(self) -> pd.DataFrame:
         """Per-unit statistics: peak, mean/std of the per-image max, fraction active, quantiles
         (q50 ... q999), dead, top class with its share and the entropy of the top-100 classes."""
-        return self._table("units")
+        return self._table(catalog.UNITS)
 
     @cached_property
     def selectivity(self) -> pd.DataFrame:
         """layer, unit, class, count: the true classes of each unit's top-100 images."""
-        return self._table("selectivity")
+        return self._table(catalog.SELECTIVITY)
 
     @cached_property
     def histograms(self) -> pd.DataFrame:
         """layer, unit, low, high, count: non-empty bins of each unit's per-image maxima."""
-        return self._table("histograms")
+        return self._table(catalog.HISTOGRAMS)
 
     @cached_property
     def top_k(self) -> int:
@@ -109,7 +118,7 @@ class Run:
         changed since)."""
         from pipeline.ranking import read_rank_meta
 
-        return read_rank_meta(self._written("topk")).top_k
+        return read_rank_meta(self._written(catalog.TOPK)).top_k
 
     @property
     def layers(self) -> list[str]:
@@ -125,18 +134,19 @@ class Run:
         from pipeline.inference.store import SUMMARIES
 
         if layer not in self.layers:
-            raise UserError(f"{self.layout.activations}: no layer {layer!r}; layers: "
+            raise UserError(f"{self.path(catalog.ACTIVATIONS)}: no layer {layer!r}; layers: "
                             f"{', '.join(self.layers)}")
         if summary not in SUMMARIES:
             raise UserError(f"summary {summary!r}: choose one of {', '.join(SUMMARIES)}")
-        return da.from_zarr(str(self.layout.activations), component=f"{layer}/{summary}")
+        return da.from_zarr(str(self.path(catalog.ACTIVATIONS)), component=f"{layer}/{summary}")
 
     def top_images(self, layer: str, unit: int) -> pd.DataFrame:
         """Unit ``layer/unit``'s top images with their paths and class names."""
-        rows = self.topk[(self.topk["layer"] == layer) & (self.topk["unit"] == unit)]
-        names = self.classes.set_index("label")["name"]
-        rows = rows.merge(self.manifest[["image_id", "path", "label"]], on="image_id")
-        return rows.assign(class_name=rows["label"].map(names)).reset_index(drop=True)
+        rows = self.topk[(self.topk[Topk.layer] == layer) & (self.topk[Topk.unit] == unit)]
+        names = self.classes.set_index(Classes.class_index)[Classes.name]
+        rows = rows.merge(self.manifest[Manifest.names()], on=Topk.image_id)
+        return rows.assign(class_name=rows[Manifest.class_index].map(names)).reset_index(
+            drop=True)
 
     def to_xarray(self, layer: str | None = None, store: str = "activations") -> xr.Dataset:
         """``layer``'s group of a zarr store (default the activations; also "projections",
@@ -151,19 +161,23 @@ class Run:
                             'install xarray)') from None
         import zarr
 
+        from pipeline.labelled import group_in
         from pipeline.stages import stage_writing
 
         if store not in _ZARR_STORES:
             raise UserError(f"store {store!r}: choose one of {', '.join(_ZARR_STORES)}")
-        path = self._written(store)
+        item = _ZARR_STORES[store]
+        path = self._written(item)
         root = zarr.open_group(str(path), mode="r")
         if layer is not None and not isinstance(root.get(layer), zarr.Group):
             groups = sorted(name for name, _ in root.groups())
             raise UserError(f"{path}: no layer {layer!r}; layers: {', '.join(groups) or 'none'}"
                             " (no layer: the store's root)")
-        group = root if layer is None else root[layer]
-        if any(array.metadata.dimension_names is None for _, array in group.arrays()):
-            stage = stage_writing(store).name
+        group = root if layer is None else group_in(root, layer)
+        # (a zarr v2 array, which no stage writes, has no dimension names at all)
+        if any(getattr(array.metadata, "dimension_names", None) is None
+               for _, array in group.arrays()):
+            stage = stage_writing(item).name
             raise UserError(f"{path}: written before release 0.7.0, without dimension names; "
                             f"run `python -m pipeline run {stage} -w {self.workflow.source}` "
                             "(or `run all`) to write it again")
@@ -174,4 +188,4 @@ class Run:
     def _store(self):
         import zarr
 
-        return zarr.open_group(str(self._written("activations")), mode="r")
+        return zarr.open_group(str(self._written(catalog.ACTIVATIONS)), mode="r")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -19,6 +20,27 @@ def remove(path: Path) -> None:
         shutil.rmtree(path)
     elif path.exists() or path.is_symlink():
         path.unlink()
+
+
+#: The temporary name zarr's local store writes a chunk under before renaming it into place
+#: (``0.<32 hex digits>.partial``): a write killed in between leaves it behind.
+_ZARR_PARTIAL = re.compile(r"\.[0-9a-f]{32}\.partial$")
+
+
+def remove_partials(folder: Path) -> int:
+    """Delete what killed zarr writes left inside the store at ``folder`` (their temporary
+    files); return how many. A resumed store rewrites those chunks, so nothing is lost, and a
+    finished store then holds its arrays' files and nothing else."""
+    removed = 0
+    if not folder.is_dir():
+        return removed
+    for root, _, files in os.walk(folder):
+        for name in files:
+            if _ZARR_PARTIAL.search(name):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(root, name))
+                removed += 1
+    return removed
 
 
 def replace(staged: Path, final: Path) -> None:

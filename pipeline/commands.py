@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline.atomic import read_json
@@ -67,6 +68,7 @@ def status(workflow: Workflow, layout: RunLayout) -> int:
     check_run(workflow, layout, runner.plan("all"))  # what `run all` would refuse, said now
     rows = runner.status()
     print(f"workflow {workflow.name} ({workflow.source}), run folder {layout.run_dir}")
+    runner.say_outdated()
     print(f"{'stage':<12} {'state':<8} {'finished (UTC)':<26} {'seconds':>8}")
     for row in rows:
         seconds = f"{row.seconds:.1f}" if row.seconds is not None else "-"
@@ -117,9 +119,10 @@ def layers(args: argparse.Namespace) -> int:
     from pipeline.interp.layers import default_notes, feature_map_names
     from pipeline.interp.rules import unruled_layers
     from pipeline.models import default_image_size, get_model, takes_image_size
-    from pipeline.models.preprocessing import preprocessing
     from pipeline.preflight import check_model, checked_build, checked_layers
+    from pipeline.run_inputs import preprocessing
 
+    names: Sequence[str]
     if args.model:
         size = args.image_size or default_image_size(args.model)
         options = {"image_size": size} if takes_image_size(args.model) else {}
@@ -132,7 +135,7 @@ def layers(args: argparse.Namespace) -> int:
             workflow = dataclasses.replace(workflow, model=dataclasses.replace(
                 workflow.model, image_size=args.image_size, weights=""))
         model, title = check_model(workflow, num_classes=1000), workflow.model.label
-        size, names = preprocessing(workflow).crop, workflow.activations.layers
+        size, names = preprocessing(workflow).input_size, workflow.activations.modules
     if args.all_modules:
         names = feature_map_names(model, (size, size))
     found = checked_layers(model, size, names, f"model '{title}'", "--image-size",
@@ -161,7 +164,7 @@ def layers(args: argparse.Namespace) -> int:
         for note in default_notes(model, (size, size)):
             print(f"{title}: {note}")
         if not found:
-            print(f"{title}: no default layers; name layers in [activations] layers "
+            print(f"{title}: no default layers; name modules in [activations] modules "
                   "(`layers --all` lists those with a known receptive field)")
     if any(blocked.values()):
         print(f"{title}: deconvnet and guided refuse the layers marked \"no\" (that "
@@ -174,8 +177,9 @@ def compare(workflow_files: list[Path], data_root: str | None, out: Path | None,
             units: int) -> int:
     """Write the comparison site of two finished runs; print where it is."""
     from pipeline.atomic import remove, replace
-    from pipeline.compare.gather import check_finished, gather
+    from pipeline.compare.gather import gather
     from pipeline.compare.site import is_comparison_site, write_site
+    from pipeline.run_inputs import compare_inputs
 
     runs = []
     for path in workflow_files:
@@ -186,7 +190,7 @@ def compare(workflow_files: list[Path], data_root: str | None, out: Path | None,
         raise UserError(f"{first.source} and {second.source} are the same run (runs/"
                         f"{first.name}); compare two workflows with different names")
     for workflow, layout in runs:
-        check_finished(workflow, layout)
+        _check_finished(workflow, layout)
     out = out or RunLayout.comparison(Path.cwd(), first.name, second.name)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not is_comparison_site(out):
         raise UserError(f"{out}: exists and is not a comparison site; pick another folder with "
@@ -195,9 +199,28 @@ def compare(workflow_files: list[Path], data_root: str | None, out: Path | None,
     remove(staged)
     try:
         staged.mkdir(parents=True)
-        write_site(gather(runs[0], runs[1], staged, units), staged)
+        write_site(gather(compare_inputs(*runs[0]), compare_inputs(*runs[1]), staged, units),
+                   staged)
         replace(staged, out)
     finally:
         remove(staged)
     print(f"comparison: {out / 'index.html'}")
     return 0
+
+
+#: What compare reads: the ranked units and their projections (and the weights, for layer 1).
+COMPARED_STAGES = ("rank", "deconv")
+
+
+def _check_finished(workflow: Workflow, layout: RunLayout) -> None:
+    """Refuse (one line naming the workflow file) a run whose ranking or projections are not
+    done, or stale against its workflow file: its pages would show another run's state."""
+    from pipeline.runner import Runner
+
+    runner = Runner(workflow, layout)
+    for stage in COMPARED_STAGES:
+        state = runner.state(stage)
+        if state != "done":
+            raise UserError(f"{workflow.source}: this run is not finished (stage {stage} is "
+                            f"{state}); run `python -m pipeline run all -w {workflow.source}` "
+                            "first, then compare")

@@ -34,8 +34,8 @@ class FrozenTable(dict):
     def _refuse(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError("workflow options are read-only")
 
-    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _refuse  # type: ignore[assignment]
-    __ior__ = _refuse  # type: ignore[assignment]
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _refuse
+    __ior__ = _refuse
 
     def __reduce__(self) -> tuple:
         return (FrozenTable, (dict(self),))
@@ -46,16 +46,19 @@ FROZEN_EMPTY: Any = FrozenTable()
 
 
 def option(default: Any = REQUIRED, doc: str = "", choices: tuple[str, ...] = (),
-           execution: bool = False, since: str = "") -> Any:
+           execution: bool = False, since: str = "", formerly: str = "") -> Any:
     """Declare a config option with its default, a one-line doc and optional allowed values.
 
     ``execution=True`` marks an option that changes how a stage runs, never what it computes
     (workers, devices, batch sizes of inference): it is left out of every stage's stamp, so
     changing it never makes finished work stale. ``since`` names the release that added an
     option to an existing section: at its default it is left out of the stamp too, so adding
-    it does not make the work of earlier releases stale.
+    it does not make the work of earlier releases stale. ``formerly`` is the option's old
+    spelling: a file that uses it still loads, with a one-line note, and the stamps keep the
+    old name, so a renamed option leaves finished work done.
     """
-    meta = {"doc": doc, "choices": choices, "execution": execution, "since": since}
+    meta = {"doc": doc, "choices": choices, "execution": execution, "since": since,
+            "formerly": formerly}
     if isinstance(default, (list, dict, set)) and not isinstance(default, FrozenTable):
         raise TypeError("use tuples for sequence defaults so configs stay frozen and hashable")
     if default is REQUIRED:
@@ -198,8 +201,10 @@ RECIPES: dict[str, dict[str, Any]] = {
 class ActivationsConfig:
     """Inference over the analysed images, storing per-unit summaries in zarr."""
 
-    layers: tuple[str, ...] = option((), "dotted module names to record; empty = each conv "
-                                     "block's activation output (`layers` lists them)")
+    modules: tuple[str, ...] = option((), "dotted module names to record (each becomes a layer, "
+                                      "labelled conv1, conv2, ...); empty = each conv block's "
+                                      "activation output (`layers` lists them)",
+                                      formerly="layers")
     batch_size: int = option(64, "images per forward pass", execution=True)
     chunk_size: int = option(512, "images per zarr chunk (the unit of resumption)",
                              execution=True)
@@ -419,6 +424,7 @@ def _build(cls: type, table: Any, path: Path, prefix: str) -> Any:
         raise ConfigError(f"{path}: [{where}] must be a table, got {type(table).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
+    table = _renamed(table, fields, path, prefix)
     for key in table:
         if key not in fields or (fields[key].metadata.get("internal") and key != "source"):
             near = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.5)
@@ -436,8 +442,27 @@ def _build(cls: type, table: Any, path: Path, prefix: str) -> Any:
     return cls(**values)
 
 
+def _renamed(table: dict, fields: dict[str, dataclasses.Field], path: Path, prefix: str
+             ) -> dict:
+    """``table`` with old spellings of options (``formerly``) under their new names, each
+    noted in one line on stderr."""
+    import sys
+
+    for name, spec in fields.items():
+        old = spec.metadata.get("formerly")
+        if not old or old not in table:
+            continue
+        if name in table:
+            raise ConfigError(f"{path}: '{prefix}{old}' and '{prefix}{name}' are the same option "
+                              f"(its old and new name); keep '{prefix}{name}'")
+        table = {(name if key == old else key): value for key, value in table.items()}
+        print(f"{path}: '{prefix}{old}' is now called '{prefix}{name}'; the old name still "
+              "works", file=sys.stderr)
+    return table
+
+
 def _convert(hint: Any, value: Any, path: Path, key: str, meta: typing.Mapping) -> Any:
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return _build(hint, value, path, prefix=f"{key}.")
     if hint is dict:  # a table of free keys (the factory's arguments), held read-only
         if not isinstance(value, dict):
@@ -474,7 +499,7 @@ def describe(cls: type = Workflow, prefix: str = "") -> list[tuple[str, str, str
             continue
         hint = hints[spec.name]
         key = f"{prefix}{spec.name}"
-        if dataclasses.is_dataclass(hint):
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
             rows.extend(describe(hint, prefix=f"{key}."))
             continue
         if spec.default is not REQUIRED:

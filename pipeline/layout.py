@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pipeline.models.train_run import TrainingFiles
 
 
 @dataclass(frozen=True)
@@ -59,7 +63,14 @@ class RunLayout:
         return self.run_dir / "checkpoints"
 
     def checkpoint(self, epoch: int) -> Path:
-        return self.checkpoints / f"epoch_{epoch:03d}.pt"
+        return self.training_files.checkpoint(epoch)
+
+    @property
+    def training_files(self) -> TrainingFiles:
+        """The train stage's checkpoints and snapshots (their naming rule)."""
+        from pipeline.models.train_run import TrainingFiles
+
+        return TrainingFiles(self.checkpoints, self.snapshots)
 
     @property
     def snapshots(self) -> Path:
@@ -67,7 +78,7 @@ class RunLayout:
         return self.run_dir / "snapshots"
 
     def snapshot(self, epoch: int) -> Path:
-        return self.snapshots / f"epoch_{epoch:03d}.pt"
+        return self.training_files.snapshot(epoch)
 
     @property
     def model(self) -> Path:

@@ -19,6 +19,7 @@ from typing import Any
 
 from pipeline import __version__
 from pipeline.atomic import read_json, remove, write_json
+from pipeline.catalog import MODEL_FILE
 from pipeline.config import Workflow
 from pipeline.errors import StageFailure, UserError, describe_os_error, system_refusal
 from pipeline.layout import RunLayout
@@ -26,12 +27,10 @@ from pipeline.locks import LockHeld, file_lock
 from pipeline.stages import Stage, get_stage, list_stages
 from pipeline.stages.context import StageContext
 from pipeline.stamps import (
-    LEGACY_REVISION,
     config_values,
     content_digest,
     external_digest,
     is_legacy,
-    legacy_key,
     stage_key,
 )
 
@@ -55,7 +54,7 @@ class Runner:
         self.client = client
         self.stages = [stage for stage in list_stages() if stage.enabled(workflow)]
         self._names = [stage.name for stage in self.stages]
-        self._stamps: dict[str, dict | None] = {}  # read once; 0.3.0 stamps migrated in memory
+        self._stamps: dict[str, dict | None] = {}  # read once
         self._digests: dict[tuple[str, str], str | None] = {}
 
     # -- state -----------------------------------------------------------------------------
@@ -71,7 +70,7 @@ class Runner:
             if stamp is None or "digest" not in stamp:
                 return None
             digests[name] = stamp["digest"]
-        return stage_key(config_values(self.workflow, stage.keys), digests, stage.revision,
+        return stage_key(config_values(self.workflow, stage.config), digests, stage.revision,
                          self._external(stage))
 
     def _external(self, stage: Stage) -> dict[str, str | None]:
@@ -79,16 +78,11 @@ class Runner:
         A folder that is not there now (an unmounted disk) keeps the digest the stamp recorded:
         finished work is not stale because the data is away."""
         external: dict[str, str | None] = {}
-        # a stage that builds the model (its key has the whole [model] section) reads the
-        # user's model file too; only then, so that runs without one keep their keys
-        builds = "model" in stage.keys and bool(self.workflow.model.factory)
-        wanted = [what for what, flag in (("weights", stage.loads_weights),
-                                          ("listing", stage.lists_images),
-                                          ("images", stage.reads_images),
-                                          ("checkpoints", stage.reads_checkpoints),
-                                          ("model_file", builds)) if flag]
-        recorded = (self._stamps.get(stage.name) or {}).get("external", {})  # no recursion:
-        # a stamp being migrated is not in the cache yet
+        # the user's model file only when the workflow names one, so that runs without one
+        # keep their keys
+        wanted = [item.name for item in stage.external
+                  if item is not MODEL_FILE or self.workflow.model.factory]
+        recorded = (self._stamps.get(stage.name) or {}).get("external", {})
         for what in wanted:
             key = (what, stage.name if what == "images" else "")
             if key not in self._digests:
@@ -99,30 +93,15 @@ class Runner:
         return external
 
     def _stamp(self, name: str) -> dict | None:
-        """The stage's stamp; one written by release 0.3.0 is migrated (in memory until the
-        next ``run`` writes it) when 0.3.0 would have called the stage done."""
+        """The stage's stamp (read once per run)."""
         if name not in self._stamps:
-            stamp = read_json(self.layout.stamp(name))
-            self._stamps[name] = self._migrated(get_stage(name), stamp) if is_legacy(stamp) \
-                else stamp
+            self._stamps[name] = read_json(self.layout.stamp(name))
         return self._stamps[name]
 
-    def _migrated(self, stage: Stage, stamp: dict) -> dict:
-        if stage.revision != LEGACY_REVISION:
-            return stamp  # it writes other bytes since: 0.3.0's outputs are not its outputs
-        tokens = {}
-        for name in self._inputs(stage):
-            upstream = self._stamp(name)
-            if not upstream or "token" not in upstream or "digest" not in upstream:
-                return stamp  # an input was not done under 0.3.0: neither is this stage
-            tokens[name] = upstream["token"]
-        if stamp.get("key") != legacy_key(self.workflow, stage.name, tokens):
-            return stamp
-        digest, outputs = self._digest(stage)
-        if not outputs:
-            return stamp
-        return {**stamp, "key": self._key(stage), "digest": digest, "outputs": outputs,
-                "revision": stage.revision, "migrated_from": stamp["version"]}
+    def outdated_stamps(self) -> list[str]:
+        """The stages whose stamp release 0.3.0 wrote (keyed by tokens): they are stale, and
+        ``run`` and ``status`` say so once."""
+        return [name for name in self._names if is_legacy(self._stamp(name))]
 
     def _digest(self, stage: Stage) -> tuple[str, list[str]]:
         return content_digest(stage.output_paths(self.workflow, self.layout), self.layout.base)
@@ -195,7 +174,7 @@ class Runner:
         with self._lock():
             self._stamps.clear()  # another run may have finished while we checked
             self._digests.clear()
-            self._write_migrated()
+            self.say_outdated()
             plan = self.plan(target, force)
             self._log(f"run {target}{' --force' if force else ''}: {plan or 'nothing to do'}")
             ran = []
@@ -211,20 +190,21 @@ class Runner:
                 print(f"now stale: {', '.join(stale)} (`run all` updates them)")
             return ran
 
-    def _write_migrated(self) -> None:
-        """Write the stamps of release 0.3.0 that were migrated in memory."""
-        for name in self._names:
-            stamp = self._stamp(name)
-            if stamp and stamp.get("migrated_from") and "token" in stamp:
-                stamp = {key: value for key, value in stamp.items() if key != "token"}
-                write_json(self.layout.stamp(name), stamp)
-                self._log(f"{name}: stamp of release {stamp['migrated_from']} migrated")
+    def say_outdated(self) -> None:
+        """One line when stamps of release 0.3.0 are found: their stages run again."""
+        outdated = self.outdated_stamps()
+        if outdated:
+            print(f"{self.layout.stamps}: stamps of release 0.3.0 ({', '.join(outdated)}) are "
+                  "no longer read; `run all` runs those stages again")
 
     def _check_shard(self, target: str, shard: tuple[int, int]) -> None:
-        """A shard splits the activations stage, whose inputs must be done."""
-        if target != "activations":
-            raise UserError(f"--shard splits the activations stage only; run `run activations "
-                            f"--shard {shard[0]}/{shard[1]}`, not `run {target}`")
+        """A shard splits a stage that writes a sharded artifact (activations), whose inputs
+        must be done."""
+        sharded = [stage.name for stage in self.stages if stage.sharded]
+        if target not in sharded:
+            names = " or ".join(f"`run {name} --shard {shard[0]}/{shard[1]}`" for name in sharded)
+            raise UserError(f"--shard splits the {' and '.join(sharded)} stage only; run "
+                            f"{names}, not `run {target}`")
         waiting = [name for name in self._names
                    if name in self._upstream(target) and self.state(name) != "done"]
         if waiting:
@@ -246,7 +226,7 @@ class Runner:
         self._log(f"{stage.name}: start")
         started = dt.datetime.now(dt.UTC)
         clock = time.perf_counter()
-        context = StageContext(self.workflow, self.layout, stage.name, key, self.client, shard)
+        context = StageContext(self.workflow, self.layout, stage, key, self.client, shard)
         try:
             if stage.func(context) is False:  # a shard whose siblings still have chunks to do
                 self._log(f"{stage.name}: shard {shard} done, stage incomplete")

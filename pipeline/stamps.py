@@ -18,10 +18,10 @@ A stage's *key* is a hash of
   makes them rerun;
 - the stage's revision, bumped only by a release that changes what the stage writes.
 
-Its stamp records the key and the digest of its outputs, written after they are in place.
-Stamps of release 0.3.0 (keyed by per-run tokens and the package version) are recognised and
-migrated: a stage that 0.3.0 would call done keeps being done, unless its revision was bumped
-since.
+Which of these a stage's key holds follows from what it declares it reads
+(``register_stage(reads=...)``, :mod:`pipeline.catalog`). Its stamp records the key and the
+digest of its outputs, written after they are in place. Stamps of release 0.3.0 (keyed by
+per-run tokens) are no longer read: their stages are stale, and the runner says so once.
 """
 
 from __future__ import annotations
@@ -37,25 +37,28 @@ from typing import Any
 from pipeline.config import Workflow
 from pipeline.layout import RunLayout
 
-#: The last release whose stamps are keyed by tokens; its stamps are migrated, not discarded.
+#: The last release whose stamps are keyed by tokens (no longer read).
 LEGACY_VERSION = "0.3.0"
-#: Every stage's revision in that release: a stage whose revision was bumped since writes other
-#: bytes now, so its 0.3.0 outputs are not migrated (the stage is stale).
-LEGACY_REVISION = 1
-#: The sections 0.3.0 hashed into each stage's key (its registry's ``sections``).
-LEGACY_SECTIONS = {"prepare": ("data", "model", "train"), "train": ("model", "train"),
-                   "activations": ("model", "activations"), "rank": ("rank",),
-                   "deconv": ("deconv",), "render": ("render",)}
 
 
 def config_values(workflow: Workflow, keys: Iterable[str]) -> dict[str, Any]:
-    """The values of ``keys`` ('section' or 'section.option'), execution-only options left out."""
+    """The values of ``keys`` ('section' or 'section.option'), execution-only options left out;
+    an option renamed since (``formerly``) under its old name, so its stages keep their keys."""
     values = {}
     for key in keys:
         section, _, name = key.partition(".")
         value = workflow.section(section)
-        values[key] = _results_only(getattr(value, name) if name else value)
+        if name:
+            formerly = _field(value, name).metadata.get("formerly")
+            values[f"{section}.{formerly}" if formerly else key] = _results_only(
+                getattr(value, name))
+        else:
+            values[key] = _results_only(value)
     return values
+
+
+def _field(section: Any, name: str) -> dataclasses.Field:
+    return next(spec for spec in dataclasses.fields(section) if spec.name == name)
 
 
 def _results_only(value: Any) -> Any:
@@ -63,7 +66,7 @@ def _results_only(value: Any) -> Any:
         return dict(value)
     if not dataclasses.is_dataclass(value):
         return value
-    return {spec.name: _results_only(getattr(value, spec.name))
+    return {spec.metadata.get("formerly") or spec.name: _results_only(getattr(value, spec.name))
             for spec in dataclasses.fields(value)
             if not spec.metadata.get("execution")
             and (not spec.metadata.get("internal") or spec.metadata.get("keyed"))
@@ -139,7 +142,7 @@ def external_digest(what: str, stage: str, workflow: Workflow, layout: RunLayout
     nothing outside to read."""
     import pandas as pd
 
-    from pipeline.data.roots import analysed_root, train_root
+    from pipeline.run_inputs import analysed_root, train_root
 
     if what == "model_file":  # [model] factory: the content of the file defining it
         from pipeline.models.factory import factory_digest
@@ -195,65 +198,18 @@ def file_digest(path: Path) -> str | None:
 def _files(path: Path) -> list[Path]:
     if not path.is_dir():
         return [path]
-    found = []
+    found: list[Path] = []
     for folder, dirs, files in os.walk(path):
         dirs.sort()
         found.extend(Path(folder) / name for name in sorted(files))
     return found
 
 
-#: The options each section had in release 0.3.0: the sections it hashed, as it hashed them.
-LEGACY_FIELDS = {
-    "data": ("source", "root", "devkit", "train_root", "synthetic"),
-    "synthetic": ("image_size", "train_per_class", "val_per_class", "seed"),
-    "model": ("name", "weights", "download", "checkpoint", "image_size", "resize_size", "mean",
-              "std"),
-    "train": ("enabled", "epochs", "batch_size", "optimizer", "momentum", "lr", "weight_decay",
-              "filter_radius", "first_init_scale", "seed", "device"),
-    "activations": ("layers", "batch_size", "chunk_size", "device", "num_workers", "prefetch",
-                    "bf16", "channels_last"),
-    "rank": ("top_k",), "deconv": ("methods", "batch_size", "device"), "render": ("title",),
-}
-
-
-def legacy_key(workflow: Workflow, stage: str, tokens: dict[str, str]) -> str | None:
-    """The key release 0.3.0 computed for ``stage`` from its inputs' tokens; None when the
-    workflow sets an option that release did not have (to anything but its default), so that
-    0.3.0 cannot have computed these results."""
-    sections = {}
-    for name in LEGACY_SECTIONS[stage]:
-        section = _legacy_section(workflow.section(name), name)
-        if section is None:
-            return None
-        sections[name] = section
-    payload = {"sections": sections, "inputs": tokens, "version": LEGACY_VERSION}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _legacy_section(value: Any, name: str) -> dict | None:
-    known = LEGACY_FIELDS[name]
-    section = {}
-    for spec in dataclasses.fields(value):
-        if spec.metadata.get("internal") and not spec.metadata.get("keyed"):
-            continue  # a keyed one (overrides) is an option 0.3.0 did not have: at its default
-        item = getattr(value, spec.name)
-        if spec.name not in known:
-            default = spec.default_factory() if spec.default_factory is not dataclasses.MISSING \
-                else spec.default
-            if item != default:
-                return None
-            continue
-        if dataclasses.is_dataclass(item):
-            item = _legacy_section(item, spec.name)
-            if item is None:
-                return None
-        section[spec.name] = item
-    return section
-
-
 def is_legacy(stamp: dict | None) -> bool:
     """A stamp written by release 0.3.0 (a token, no digest)."""
-    return bool(stamp) and "digest" not in stamp and stamp.get("version") == LEGACY_VERSION
+    if not stamp:
+        return False
+    return "digest" not in stamp and stamp.get("version") == LEGACY_VERSION
 
 
 def _hash(payload: Any) -> str:

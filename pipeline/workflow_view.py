@@ -1,7 +1,7 @@
 """The workflow as one stage sees it: only the config sections and options it declared.
 
-A stage is a function of its declared config (DESIGN.md): its ``keys`` go into its stamp, its
-``reads`` (execution-only options, and options whose effect reaches it through its inputs) do
+A stage is a function of its declared config (DESIGN.md): its ``config`` goes into its stamp, its
+``unkeyed`` (execution-only options, and options whose effect reaches it through its inputs) do
 not. A read of anything else would be a result that its stamp does not follow (a stage that
 read ``rank.top_k`` without declaring it would stay done when ``top_k`` changed), so the view
 refuses it at once, naming the stage and the option, however deep in a helper the read is.
@@ -55,8 +55,8 @@ class WorkflowView:
         if not options:
             raise UndeclaredConfig(
                 f"stage '{self._stage}' reads config section [{name}], which it does not "
-                f"declare; add it to register_stage(keys=...) if it changes the stage's "
-                f"results, else to reads=...")
+                f"declare; add it to register_stage(config=...) if it changes the stage's "
+                f"results, else to unkeyed=...")
         return SectionView(value, name, self._stage, options)
 
     def with_absolute_paths(self) -> WorkflowView:
@@ -79,6 +79,6 @@ class SectionView:
         if option not in self._options:
             raise UndeclaredConfig(
                 f"stage '{self._stage}' reads {self._name}.{option}, which it does not "
-                f"declare; add '{self._name}.{option}' to register_stage(keys=...) if it "
-                f"changes the stage's results, else to reads=...")
+                f"declare; add '{self._name}.{option}' to register_stage(config=...) if it "
+                f"changes the stage's results, else to unkeyed=...")
         return getattr(self._section, option)

@@ -29,6 +29,10 @@ def test_open_run_gives_tables_and_lazy_activations(tiny_run):
             .to_numpy()).all()
     counts = run.selectivity.query("layer == @live.layer and unit == @live.unit")["count"]
     assert counts.sum() == live["n_selectivity"]
+    from pipeline import catalog
+
+    assert run.path("topk") == run.path(catalog.TOPK) == tiny_run / "runs" / "tiny" / \
+        "topk.parquet"
 
 
 def test_missing_outputs_name_the_file_and_the_command(tmp_path, write_workflow):

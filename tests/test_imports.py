@@ -1,4 +1,4 @@
-"""The package's import graph: no cycle, and lower layers never import the layers above them.
+"""The package's import graph: no cycle, and the work never imports the stages.
 
 Read with ``ast`` rather than by importing, so every import counts, also one inside a function
 (it runs the moment that function is called, e.g. in a dask worker unpickling a task). Imports
@@ -15,26 +15,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import import_cycles
 
 import pipeline
 
 PACKAGE = Path(pipeline.__file__).parent
 
-# The layers, lowest first: a module imports only from its own layer or the ones below. The
-# work itself (what a notebook or a dask worker loads) never reaches up into the orchestration
-# that calls it, and nothing but the entry points imports the command line.
-LAYERS = (
-    ("pipeline", "pipeline.errors", "pipeline.atomic", "pipeline.locks", "pipeline.config",
-     "pipeline.config_checks", "pipeline.layout", "pipeline.device", "pipeline.progress",
-     "pipeline.metadata", "pipeline.workflow_view", "pipeline.labelled"),
-    ("pipeline.data", "pipeline.models", "pipeline.interp", "pipeline.inference",
-     "pipeline.ranking", "pipeline.experiments", "pipeline.sanity", "pipeline.atlas",
-     "pipeline.cluster"),
-    ("pipeline.stages", "pipeline.preflight", "pipeline.stamps"),
-    ("pipeline.runner",),
-    ("pipeline.compare", "pipeline.api", "pipeline.commands"),
-    ("pipeline.cli", "pipeline.__main__"),
-)
+# Which package may import which is tests/test_import_tiers.py's TIERS; here: no cycle at all
+# (function-level imports included), and the work a dask worker loads never loads the stages.
+
 
 def _module_name(path: Path) -> str:
     parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
@@ -93,82 +82,13 @@ def import_graph() -> dict[str, set[str]]:
     return graph
 
 
-def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
-    """One cycle (as a path that returns to its start) per strongly connected component."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on_stack: set[str] = set()
-    components: list[set[str]] = []
-
-    def connect(node: str) -> None:  # Tarjan's algorithm
-        index[node] = low[node] = len(index)
-        stack.append(node)
-        on_stack.add(node)
-        for nxt in sorted(graph[node]):
-            if nxt not in index:
-                connect(nxt)
-                low[node] = min(low[node], low[nxt])
-            elif nxt in on_stack:
-                low[node] = min(low[node], index[nxt])
-        if low[node] == index[node]:
-            component = set()
-            while True:
-                member = stack.pop()
-                on_stack.discard(member)
-                component.add(member)
-                if member == node:
-                    break
-            if len(component) > 1:
-                components.append(component)
-
-    for node in sorted(graph):
-        if node not in index:
-            connect(node)
-    return [_path_through(graph, component) for component in components]
-
-
-def _path_through(graph: dict[str, set[str]], component: set[str]) -> list[str]:
-    """A shortest cycle from the component's first module back to itself."""
-    start = min(component)
-    paths = {start: [start]}
-    frontier = [start]
-    while frontier:
-        following = []
-        for node in frontier:
-            for nxt in sorted(graph[node] & component):
-                if nxt == start:
-                    return paths[node] + [start]
-                if nxt not in paths:
-                    paths[nxt] = paths[node] + [nxt]
-                    following.append(nxt)
-        frontier = following
-    raise AssertionError(f"no cycle through {start}")  # a component always has one
-
-
 def _under(module: str, prefixes: tuple[str, ...]) -> bool:
     return any(module == prefix or module.startswith(prefix + ".") for prefix in prefixes)
 
 
-def _layer(module: str) -> int:
-    """Index in LAYERS of the longest name ``module`` is (in), e.g. pipeline.interp.maps -> 1."""
-    matches = [(len(name), index) for index, names in enumerate(LAYERS) for name in names
-               if module == name or (name != "pipeline" and module.startswith(name + "."))]
-    assert matches, f"{module} is in no layer: add it to LAYERS in {__file__}"
-    return max(matches)[1]
-
-
 def test_the_package_has_no_import_cycle():
-    cycles = _cycles(import_graph())
-    assert not cycles, "import cycles: " + "; ".join(" -> ".join(cycle) for cycle in cycles)
-
-
-def test_no_module_imports_from_a_layer_above_its_own():
-    """E.g. a dask worker unpickling an inference task imports its module: were that to reach
-    ``pipeline.stages``, every worker would register the whole pipeline."""
-    upward = sorted(f"{module} -> {target}" for module, targets in import_graph().items()
-                    for target in targets if _layer(target) > _layer(module))
-    assert not upward, "imports from a higher layer: " + "; ".join(upward)
+    found = import_cycles(import_graph())
+    assert not found, "import cycles: " + "; ".join(" -> ".join(cycle) for cycle in found)
 
 
 def test_inference_never_imports_stages():
@@ -205,4 +125,4 @@ def test_the_graph_sees_imports_inside_functions_and_skips_type_checking_ones():
 
 def test_a_cycle_is_named():
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
-    assert _cycles(graph) == [["a", "b", "c", "a"]]
+    assert import_cycles(graph) == [["a", "b", "c", "a"]]

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
-class Crop:
+class SheetCell:
     """A rectangle of a sheet image, shown alone by CSS (one file serves many cells)."""
 
     image: str  # sheet path relative to the atlas root
@@ -49,11 +49,11 @@ class ProjectionCell:
     per display curve (:data:`pipeline.interp.display.CURVES`), and the value its own scale
     shows at full contrast, from which a page draws it on the layer's common scale."""
 
-    linear: Crop
-    lifted: Crop
+    linear: SheetCell
+    lifted: SheetCell
     scale: float  # the projection's own display scale (99th percentile of |p|), binned as shown
 
-    def crop(self, curve: str) -> Crop:
+    def cell(self, curve: str) -> SheetCell:
         return self.linear if curve == "linear" else self.lifted
 
     @property
@@ -78,7 +78,7 @@ class SnapshotCell:
 
     label: str  # "epoch 5", or a checkpoint's file name
     value: float  # that activation (0: the unit did not fire at this snapshot)
-    projection: Crop | None  # None when it did not fire
+    projection: ProjectionCell | None  # None when it did not fire
 
 
 @dataclass(frozen=True)
@@ -90,12 +90,12 @@ class TopImage:
     file: str  # image path relative to the data root (never absolute)
     true_class: str
     pred_class: str | None  # the model's top-1 prediction (None: unknown)
-    projection: ProjectionCell  # with the first method
-    patch: Crop
-    thumb: Crop | None  # the whole image, small
+    projection: ProjectionCell | None  # with the first method (None: no method's)
+    patch: SheetCell
+    thumb: SheetCell | None  # the whole image, small
     box: Fractions | None  # receptive field as fractions of the image side, clipped to [0, 1]
     projections: tuple[ProjectionCell, ...] = ()  # one per method of AtlasContext.methods
-    heat: Crop | None = None  # the unit's activation map in this image (RGBA)
+    heat: SheetCell | None = None  # the unit's activation map in this image (RGBA)
     heat_box: Fractions | None = None  # where the map lies over the image (may exceed [0, 1])
 
 
@@ -122,12 +122,12 @@ class UnitEntry:
     top_images: tuple[TopImage, ...] = ()
     named_class: str | None = None  # top_class if it clearly dominates (gather.dominant_class)
     filter_scale: float | None = None  # layer 1: the filter's largest |weight|
-    filter: Crop | None = None  # layer 1: the filter in its tile
+    filter: SheetCell | None = None  # layer 1: the filter in its tile
     evolution: tuple[SnapshotCell, ...] = ()  # Figure 4 strip, one cell per snapshot
     links: tuple[PageLink, ...] = ()  # other pages that show this unit (occlusion)
     weak: bool = False  # barely fires: see pipeline.atlas.weak (never True for a dead unit)
     grid: tuple[ProjectionCell, ...] = ()  # the tile's projections (first method), rank order
-    patches: tuple[Crop, ...] = ()  # the tile's patches, rank order (the grid file's cells)
+    patches: tuple[SheetCell, ...] = ()  # the tile's patches, rank order (the grid file's cells)
     randomised: tuple[ProjectionCell | None, ...] = ()  # per method: its top image projected
     # through the network with every weight randomised (the sanity stage), None: not computed
 
@@ -166,7 +166,7 @@ class LayerEntry:
     first_layer: bool = False  # its projections are its filters (shown once, as in the paper)
     patch_is_image: bool = False  # the receptive field covers the whole input: no patch shown
     filter_grid: str | None = None  # layer 1: every filter in one image (Figure 6)
-    filter_cells: tuple[Crop, ...] = ()  # layer 1: each unit's filter in that image
+    filter_cells: tuple[SheetCell, ...] = ()  # layer 1: each unit's filter in that image
     evolution_page: str | None = None  # the layer's page of evolution strips, if any
     common_scales: tuple[float, ...] = ()  # per method: its cells' common scale (common_scale)
     binning: int = 1  # each shown pixel is the mean of binning x binning projection pixels

@@ -26,15 +26,17 @@ from PIL import Image
 from pipeline.atlas.channels import shown_rgb
 from pipeline.atlas.context import (
     AtlasContext,
-    Crop,
     PageExtras,
     PageLink,
     ProjectionCell,
+    SheetCell,
     SnapshotCell,
 )
-from pipeline.atlas.gather import MAX_CELL, ImageWriter, RunTables, shown_projections
+from pipeline.atlas.gather import MAX_CELL, RunTables, shown_projections
 from pipeline.atlas.render import unit_path, write_page
 from pipeline.atlas.tiles import BACKGROUND, GUTTER, bin_factor, binned, fit_cells, tile_scale
+from pipeline.atlas.writer import ImageWriter
+from pipeline.experiments.evolution_run import EvolutionLayerMeta, EvolutionMeta
 from pipeline.interp.display import CURVES, curve_display
 
 PAGES_DIR = "evolution"
@@ -70,8 +72,8 @@ def main_page(store_path: Path, context: AtlasContext) -> str:
     import zarr
 
     shown = {layer.label for layer in context.layers}
-    labels = [str(label) for label in zarr.open_group(store_path, mode="r").attrs["layers"]
-              if str(label) in shown]
+    meta = EvolutionMeta.from_attrs(zarr.open_group(store_path, mode="r").attrs)
+    labels = [label for label in meta.layers if label in shown]
     return f"{PAGES_DIR}/{labels[0]}.html" if labels else "index.html"
 
 
@@ -82,9 +84,10 @@ def evolution_pages(store_path: Path, context: AtlasContext, tables: RunTables,
     import zarr
 
     store = zarr.open_group(store_path, mode="r")
-    snapshots = [str(label) for label in store.attrs["snapshots"]]
+    meta = EvolutionMeta.from_attrs(store.attrs)
+    snapshots = list(meta.snapshots)
     entries = {layer.label: layer for layer in context.layers}
-    labels = [str(label) for label in store.attrs["layers"] if label in entries]
+    labels = [label for label in meta.layers if label in entries]
     writer = ImageWriter()
     try:
         layers = [_layer_strips(label, store[label], snapshots, tables, out_dir, writer)
@@ -99,7 +102,7 @@ def evolution_pages(store_path: Path, context: AtlasContext, tables: RunTables,
         write_page(out_dir, pages[strips.label], "evolution.html", context,
                    current=entries[strips.label], strips=strips, snapshots=snapshots,
                    pages=[(label, pages[label]) for label in labels],
-                   n_searched=int(store.attrs["n_images"]), prev_layer=before,
+                   n_searched=meta.n_images, prev_layer=before,
                    next_layer=after,
                    prev_link=f"../{quote(pages[before])}" if before else None,
                    next_link=f"../{quote(pages[after])}" if after else None)
@@ -108,8 +111,8 @@ def evolution_pages(store_path: Path, context: AtlasContext, tables: RunTables,
             f"snapshot{'s' if len(snapshots) != 1 else ''}{first}, projected.")
     link = PageLink("Feature evolution (Figure 4)", pages[labels[0]] if labels else "index.html",
                     note, image=preview)
-    strips = {(layer.label, row.unit): row.cells for layer in layers for row in layer.rows}
-    return PageExtras(link=link, unit_evolution=strips, layer_pages=pages)
+    unit_strips = {(layer.label, row.unit): row.cells for layer in layers for row in layer.rows}
+    return PageExtras(link=link, unit_evolution=unit_strips, layer_pages=pages)
 
 
 def _layer_strips(label: str, group, snapshots: list[str], tables: RunTables, out_dir: Path,
@@ -118,7 +121,8 @@ def _layer_strips(label: str, group, snapshots: list[str], tables: RunTables, ou
     values, image_ids = group["value"][:], group["image_id"][:]
     projections = group["projections"]
     n_snapshots, units = values.shape
-    tile = tuple(int(v) for v in group.attrs["tile"])
+    layer_meta = EvolutionLayerMeta.from_attrs(group.attrs)
+    tile = layer_meta.tile
     channels = int(projections.shape[-1])
     cell_hw = shown_rgb(fit_cells(np.zeros((1, *tile, channels), np.uint8), MAX_CELL)
                         ).shape[1:3]
@@ -139,13 +143,15 @@ def _layer_strips(label: str, group, snapshots: list[str], tables: RunTables, ou
             for s, snapshot in enumerate(snapshots):
                 image_id = int(image_ids[s, unit])
                 x, y = _cell_xy(j, s, cell_hw)
-                crop = ProjectionCell(*(Crop(sheets[curve], x, y, cell_hw[1], cell_hw[0],
-                                             width, height) for curve in CURVES), 1.0) \
-                    if image_id >= 0 else None
+                crop: ProjectionCell | None = None
+                if image_id >= 0:
+                    linear, lifted = (SheetCell(sheets[curve], x, y, cell_hw[1], cell_hw[0],
+                                                width, height) for curve in CURVES)
+                    crop = ProjectionCell(linear, lifted, 1.0)
                 row_cells.append(SnapshotCell(snapshot, float(values[s, unit]), crop))
                 files.append(str(paths.iat[image_id]) if image_id >= 0 else None)
             rows.append(StripRow(unit, unit_path(label, unit), tuple(row_cells), tuple(files)))
-    return LayerStrips(label, tuple(rows), cell_hw, int(group.attrs["receptive_field"][0]),
+    return LayerStrips(label, tuple(rows), cell_hw, layer_meta.receptive_field[0],
                        tile_scale(cell_hw[0]))
 
 

@@ -40,7 +40,7 @@ def first_layer(model: nn.Module, out_dir: Path, writer: Any) -> FirstLayer | No
     groups); writes their Figure 6 grid with ``writer`` (an
     :class:`pipeline.atlas.gather.ImageWriter`)."""
     from pipeline.atlas.tiles import filter_grid, filter_grid_cells, normalise_filters
-    from pipeline.interp.layers import first_conv
+    from pipeline.models.evaluation import first_conv
 
     found = first_conv(model)
     if found is None or found[1].in_channels not in (1, 3, 4) or found[1].groups != 1:

@@ -19,7 +19,6 @@ import dataclasses
 import functools
 import math
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,9 +28,10 @@ import pandas as pd
 
 from pipeline.atlas.channels import shown_rgb
 from pipeline.atlas.context import (
-    Crop,
+    Fractions,
     LayerEntry,
     ProjectionCell,
+    SheetCell,
     SkippedImage,
     TopImage,
     UnitEntry,
@@ -46,14 +46,15 @@ from pipeline.atlas.tiles import (
     fit_cells,
     grid_side,
     projection_grid_width,
-    save_image,
     tile_cells,
     tile_scale,
 )
 from pipeline.atlas.weak import weak_units
+from pipeline.atlas.writer import ImageWriter
 from pipeline.inference.store import LayerMeta
 from pipeline.interp.display import CURVES, common_scale, curve_display, display_scale
 from pipeline.interp.projection_meta import ProjectedLayer
+from pipeline.schemas import Histograms, Manifest, Selectivity, Skipped, UnitKey, Units
 
 MAX_CELL = 64  # px: larger receptive fields are binned by a whole factor to at most this
 # (the size of a shared atlas: every projection is stored losslessly, once per display curve)
@@ -102,26 +103,6 @@ class RunTables:
         return counts / max(1, counts.sum())
 
 
-class ImageWriter:
-    """Saves images on a thread pool; ``close`` waits for all and re-raises the first error."""
-
-    def __init__(self, workers: int = 2) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=workers)
-        self._pending: list[Future] = []
-
-    def save(self, image: Any, path: Path, quality: int = 85, full_colour: bool = True) -> None:
-        self._pending.append(self._pool.submit(save_image, image, path, quality, full_colour))
-        if len(self._pending) > 64:  # bound the images waiting in memory
-            self._pending.pop(0).result()
-
-    def close(self) -> None:
-        try:
-            for future in self._pending:
-                future.result()
-        finally:
-            self._pool.shutdown()
-
-
 @dataclass(frozen=True)
 class LayerInput:
     """One analysed layer to gather: its label, the activations store's attributes of it, and
@@ -167,21 +148,23 @@ def gather_layers(layers: Sequence[LayerInput], tables: RunTables, projections: 
     fit ``picture_budget`` pixels (:func:`cell_limit`; 0: only fields above MAX_CELL)."""
     import zarr
 
+    from pipeline.labelled import array_in, group_in
+
     store = zarr.open_group(projections, mode="r")
     fields = []
     for layer in layers:
-        group = store[layer.label]
-        live = tables.units[(tables.units["layer"] == layer.label) & ~tables.units["dead"]]
-        methods = 0 if layer.first is not None else int(group["projections"].shape[0])
-        fields.append((int(max(group["projections"].shape[3:5])), len(live), methods))
+        pictures = array_in(group_in(store, layer.label), "projections")
+        live = tables.units[(tables.units[Units.layer] == layer.label) & ~tables.units[Units.dead]]
+        methods = 0 if layer.first is not None else int(pictures.shape[0])
+        fields.append((int(max(pictures.shape[3:5])), len(live), methods))
     max_cell = cell_limit(fields, top_k, picture_budget)
     tasks: list[UnitRange] = []
     owners: list[int] = []  # the index in ``layers`` of each task's layer
     costs: list[int] = []
     for number, layer in enumerate(layers):
-        group = store[layer.label]
-        methods, stored, _, height, width = group["projections"].shape[:5]
-        listed = tables.units.loc[tables.units["layer"] == layer.label, "unit"]
+        pictures = array_in(group_in(store, layer.label), "projections")
+        methods, stored, _, height, width = pictures.shape[:5]
+        listed = tables.units.loc[tables.units[Units.layer] == layer.label, Units.unit]
         count = max(stored, int(listed.max()) + 1 if len(listed) else 0)
         for start in range(0, count, THUMB_GROUP):
             tasks.append(UnitRange(layer, start, min(start + THUMB_GROUP, count)))
@@ -256,8 +239,8 @@ def _unit_entries(inputs: _LayerInputs, group: Any, task: UnitRange, writer: Ima
     sheet = (projection_grid_width(width), height)
 
     def rows(table: pd.DataFrame) -> pd.DataFrame:
-        return table[(table["layer"] == label) & (table["unit"] >= task.start)
-                     & (table["unit"] < task.stop)]
+        return table[(table[UnitKey.layer] == label) & (table[UnitKey.unit] >= task.start)
+                     & (table[UnitKey.unit] < task.stop)]
 
     units = rows(tables.units).set_index("unit").sort_index()
     topk = dict(tuple(rows(tables.topk).groupby("unit")))
@@ -270,27 +253,31 @@ def _unit_entries(inputs: _LayerInputs, group: Any, task: UnitRange, writer: Ima
     entries = []
     for unit, row in units.iterrows():
         unit = int(unit)
-        shown = min(int(row["n_top"]), top_k)
-        tile, grids, top_images, filter_crop, patch_crops = None, [], (), None, ()
-        if not row["dead"] and shown > 0:
+        shown = min(int(row[Units.n_top]), top_k)
+        tile: str | None = None
+        grids: list[tuple[ProjectionCell, ...]] = []
+        top_images: tuple[TopImage, ...] = ()
+        filter_cell: SheetCell | None = None
+        patch_cells: tuple[SheetCell, ...] = ()
+        if not row[Units.dead] and shown > 0:
             tile = patches_path(label, unit)
             writer.save(compose_grid(shown_cells(patches[unit, :shown], inputs.max_cell), 1,
                                      grid), out_dir / tile, quality=PATCH_QUALITY)
-            patch_crops = tuple(Crop(tile, *cells[r], *sheet) for r in range(shown))
+            patch_cells = tuple(SheetCell(tile, *cells[r], *sheet) for r in range(shown))
             if first is not None:
-                filter_crop = _filter_cell(first, unit)
+                filter_cell = _filter_cell(first, unit)
             for m, method in enumerate(methods):
                 grids.append(_write_projections(
                     projections[m, unit, :shown], scales[m, unit, :shown], factor, grid,
                     label, unit, method, out_dir, writer, cells, sheet))
             top_images = tuple(
-                _top_image(r, tables, tuple(g[r.rank] for g in grids), patch_crops[r.rank],
+                _top_image(r, tables, tuple(g[r.rank] for g in grids), patch_cells[r.rank],
                            boxes[unit - task.start, r.rank], image_size,
                            sheets.thumb(unit, r.rank), sheets.heat(unit, r.rank), heat)
                 for r in topk[unit].itertuples(index=False) if r.rank < shown)
         entry = _unit_entry(unit, row, tables, tile, top_images, selectivity.get(unit),
-                            histograms.get(unit), first, filter_crop,
-                            grids[0] if grids else (), patch_crops)
+                            histograms.get(unit), first, filter_cell,
+                            grids[0] if grids else (), patch_cells)
         if randomised is not None and grids:
             entry = dataclasses.replace(entry, randomised=tuple(
                 _write_randomised(randomised, label, unit, method, factor, out_dir, writer)
@@ -343,13 +330,13 @@ def _write_projections(values: Any, scales: Any, factor: int, grid: int, label: 
     pictures = binned(np.asarray(values, np.float32), factor)
     own = [display_scale(cell) * float(scale) for cell, scale in
            zip(pictures, np.asarray(scales, np.float64), strict=True)]
-    crops = {}
+    cells_by_curve = {}
     for curve in CURVES:
         path = projections_path(label, unit, method, curve)
         shown = shown_rgb(np.stack([curve_display(cell, curve) for cell in pictures]))
         writer.save(compose_grid(shown, 1, grid), out_dir / path)
-        crops[curve] = [Crop(path, *cells[r], *sheet) for r in range(len(pictures))]
-    return tuple(ProjectionCell(crops["linear"][r], crops["lifted"][r], own[r])
+        cells_by_curve[curve] = [SheetCell(path, *cells[r], *sheet) for r in range(len(pictures))]
+    return tuple(ProjectionCell(cells_by_curve["linear"][r], cells_by_curve["lifted"][r], own[r])
                  for r in range(len(pictures)))
 
 
@@ -383,8 +370,10 @@ def _layer_entry(layer: LayerInput, stored: ProjectedLayer, units: tuple[UnitEnt
 
 def _field_covers_image(field: Any, image_size: int | None) -> bool:
     """Whether the patch is the whole input: only a field larger than the image along both
-    sides is cropped to the whole image (``crop_tile``); an equal one is cropped and padded."""
-    return bool(image_size) and min(int(v) for v in field) > image_size
+    sides is cropped to the whole image (``field_tile``); an equal one is cropped and padded."""
+    if not image_size:
+        return False
+    return min(int(v) for v in field) > image_size
 
 
 def shown_cells(pictures: np.ndarray, max_cell: int = MAX_CELL) -> np.ndarray:
@@ -402,23 +391,23 @@ def shown_projections(cells: np.ndarray, curve: str = "linear") -> np.ndarray:
     return shown_rgb(np.stack([curve_display(cell, curve) for cell in binned(pictures, factor)]))
 
 
-def _filter_cell(first: FirstLayer, unit: int) -> Crop | None:
+def _filter_cell(first: FirstLayer, unit: int) -> SheetCell | None:
     """A first-layer unit's filter: its cell of the filter grid (Figure 6), drawn in place of
     its projections (which are the filter, nine times)."""
     if first.grid is None or unit >= len(first.cells):
         return None
-    return Crop(first.grid, *first.cells[unit], *first.grid_size)
+    return SheetCell(first.grid, *first.cells[unit], *first.grid_size)
 
 
-def _filter_cells(first: FirstLayer | None, n_units: int) -> tuple[Crop, ...]:
+def _filter_cells(first: FirstLayer | None, n_units: int) -> tuple[SheetCell, ...]:
     if first is None or first.grid is None:
         return ()
-    return tuple(Crop(first.grid, *cell, *first.grid_size) for cell in first.cells[:n_units])
+    return tuple(SheetCell(first.grid, *cell, *first.grid_size) for cell in first.cells[:n_units])
 
 
 def _top_image(row: Any, tables: RunTables, projections: tuple[ProjectionCell, ...],
-               patch: Crop, box: np.ndarray, image_size: int | None, thumb: Crop | None,
-               heat: Crop | None, heat_box: tuple[float, ...] | None) -> TopImage:
+               patch: SheetCell, box: np.ndarray, image_size: int | None, thumb: SheetCell | None,
+               heat: SheetCell | None, heat_box: Fractions | None) -> TopImage:
     image_id, rank = int(row.image_id), int(row.rank)
     pred = int(tables.predictions[image_id])
     fraction = None
@@ -427,7 +416,7 @@ def _top_image(row: Any, tables: RunTables, projections: tuple[ProjectionCell, .
         fraction = (top, left, bottom, right)
     return TopImage(
         rank=rank, value=float(row.value),
-        file=str(tables.manifest["path"].iat[image_id]),
+        file=str(tables.manifest[Manifest.path].iat[image_id]),
         true_class=tables.classes[int(tables.labels[image_id])],
         pred_class=tables.classes[pred] if 0 <= pred < len(tables.classes) else None,
         projection=projections[0] if projections else None, patch=patch,
@@ -438,42 +427,45 @@ def _top_image(row: Any, tables: RunTables, projections: tuple[ProjectionCell, .
 def _unit_entry(unit: int, row: pd.Series, tables: RunTables, tile: str | None,
                 top_images: tuple[TopImage, ...], selectivity: pd.DataFrame | None,
                 histogram: pd.DataFrame | None, first: FirstLayer | None = None,
-                filter_crop: Crop | None = None, grid: tuple[ProjectionCell, ...] = (),
-                patches: tuple[Crop, ...] = ()) -> UnitEntry:
+                filter_cell: SheetCell | None = None, grid: tuple[ProjectionCell, ...] = (),
+                patches: tuple[SheetCell, ...] = ()) -> UnitEntry:
     classes: tuple[tuple[int, str, int], ...] = ()
     if selectivity is not None:
-        ordered = selectivity.sort_values(["count", "class"], ascending=[False, True])
+        ordered = selectivity.sort_values([Selectivity.count, Selectivity.class_index],
+                                          ascending=[False, True])
         classes = tuple((int(c), tables.classes[int(c)], int(n)) for c, n in
-                        zip(ordered["class"], ordered["count"], strict=True))
+                        zip(ordered[Selectivity.class_index], ordered[Selectivity.count],
+                            strict=True))
     bins: tuple[tuple[float, float, int], ...] = ()
     n_zero = 0
     if histogram is not None:
-        zero = (histogram["low"] < 0) & (histogram["high"] > 0)
+        zero = (histogram[Histograms.low] < 0) & (histogram[Histograms.high] > 0)
         n_zero = int(histogram.loc[zero, "count"].sum())
         bins = tuple((float(lo), float(hi), int(n)) for lo, hi, n in
                      zip(histogram.loc[~zero, "low"], histogram.loc[~zero, "high"],
                          histogram.loc[~zero, "count"], strict=True))
     quantiles = tuple((name, float(row[name])) for name in row.index
                       if name.startswith("q") and name[1:].isdigit())
-    top_class = int(row["top_class"])
+    top_class = int(row[Units.top_class])
     top_name = tables.classes[top_class] if top_class >= 0 else None
-    share, counted = float(row["top_class_share"]), int(row["n_selectivity"])
+    share, counted = float(row[Units.top_class_share]), int(row[Units.n_selectivity])
     prior = float(tables.priors[top_class]) if top_class >= 0 else 1.0
     named = top_name if dominant_class(share, counted, prior) else None
     return UnitEntry(
-        unit=unit, dead=bool(row["dead"]), peak=float(row["peak"]),
+        unit=unit, dead=bool(row[Units.dead]), peak=float(row[Units.peak]),
         top_class=top_name,
         n_images=len(top_images) if tile else 0, tile=tile,
-        top_class_share=share, class_entropy=float(row["class_entropy"]),
-        frac_active=float(row["frac_active"]), mean_max=float(row["mean_max"]),
-        std_max=float(row["std_max"]), quantiles=quantiles, n_selectivity=counted,
+        top_class_share=share, class_entropy=float(row[Units.class_entropy]),
+        frac_active=float(row[Units.frac_active]), mean_max=float(row[Units.mean_max]),
+        std_max=float(row[Units.std_max]), quantiles=quantiles, n_selectivity=counted,
         classes=classes, histogram=bins,
         n_zero=n_zero, top_images=top_images, named_class=named,
         filter_scale=float(first.scales[unit]) if first is not None else None,
-        filter=filter_crop, grid=grid, patches=patches)
+        filter=filter_cell, grid=grid, patches=patches)
 
 
 def skipped_images(table: pd.DataFrame) -> tuple[SkippedImage, ...]:
     """The first unreadable images, with paths relative to the data root."""
     return tuple(SkippedImage(str(path), str(reason)) for path, reason in
-                 zip(table["path"][:SKIPPED_SHOWN], table["reason"][:SKIPPED_SHOWN], strict=True))
+                 zip(table[Skipped.path][:SKIPPED_SHOWN], table[Skipped.reason][:SKIPPED_SHOWN],
+                     strict=True))

@@ -1,5 +1,5 @@
 """The atlas's invariance page (Figure 5), from ``invariance.parquet`` (see
-``pipeline.experiments.invariance_table``).
+``pipeline.experiments.invariance_run``).
 
 ``invariance.html`` shows the sampled images small, what each transform does to one of them,
 then per transform (vertical translation, scaling, rotation) three line charts as inline SVG:

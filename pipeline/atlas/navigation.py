@@ -1,14 +1,13 @@
 """The experiments' entries in every page's header, known before any page is written.
 
-Each experiment module (``pipeline.atlas.<module>``, see ``build.EXPERIMENT_PAGES``) names its
-main page with ``main_page(store_path, context)``, a fixed name (``invariance.html``,
+Each experiment (``render_run.ExperimentPages``) names its main page with its module's
+``main_page(store_path, context)``, a fixed name (``invariance.html``,
 ``occlusion/index.html``) or one read from its stage's output without writing anything
 (``evolution/<first layer>.html``). Its other pages are reached from there.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,8 +15,8 @@ from typing import TYPE_CHECKING
 from pipeline.atlas.context import PageLink
 
 if TYPE_CHECKING:
-    from pipeline.atlas.build import ExperimentPages
     from pipeline.atlas.context import AtlasContext
+    from pipeline.atlas.render_run import ExperimentPages
 
 #: what the header calls each experiment (short: the header must fit a phone)
 NAV_TITLES = {"evolution": "Evolution", "invariance": "Invariance", "occlusion": "Occlusion"}
@@ -29,9 +28,9 @@ def experiment_links(experiments: Sequence[tuple[ExperimentPages, Path]],
     names the figure."""
     links = []
     for pages, output in experiments:
-        module = importlib.import_module(f"pipeline.atlas.{pages.module}")
-        title = NAV_TITLES.get(pages.stage, pages.stage.capitalize())
-        links.append(PageLink(title, module.main_page(Path(output), context),
+        main_page, _ = pages.functions()
+        title = NAV_TITLES.get(pages.name, pages.name.capitalize())
+        links.append(PageLink(title, main_page(Path(output), context),
                               f"Figure {pages.figure}"))
     return tuple(links)
 
@@ -46,9 +45,15 @@ SEARCH_WORDS = {
 }
 
 
+#: The fields of each page's row in the search index, in order (atlas.js: ``PAGE``).
+SEARCH_PAGE_FIELDS = ("title", "path", "words")
+
+
 def search_pages(context: AtlasContext) -> list[list[str]]:
-    """The experiments' main pages for the search index: ``[title, path, words]`` each, in the
-    header's order (the search lists them before units)."""
-    return [[f"{link.title} ({link.note})", link.path,
-             f"{link.title.lower()} {SEARCH_WORDS.get(link.title, '')}".strip()]
+    """The experiments' main pages for the search index, one row of
+    :data:`SEARCH_PAGE_FIELDS` each, in the header's order (the search lists them before
+    units)."""
+    rows = [{"title": f"{link.title} ({link.note})", "path": link.path,
+             "words": f"{link.title.lower()} {SEARCH_WORDS.get(link.title, '')}".strip()}
             for link in context.experiment_nav]
+    return [[row[field] for field in SEARCH_PAGE_FIELDS] for row in rows]

@@ -1,5 +1,5 @@
 """The atlas's occlusion pages (Figure 7), from ``occlusion.zarr`` (see
-``pipeline.experiments.occlusion_store``).
+``pipeline.experiments.occlusion_run``).
 
 ``occlusion/index.html`` shows every occluded image, each linking to ``occlusion/<id>.html``:
 (a) the image, (b) the tracked feature map's total activation, (c) the deconvnet projection of
@@ -32,6 +32,7 @@ from pipeline.atlas.occlusion_images import (
 )
 from pipeline.atlas.render import format_number, unit_path, write_page
 from pipeline.atlas.tiles import save_image
+from pipeline.experiments.occlusion_run import OcclusionMeta
 from pipeline.interp.display import CURVES, curve_display
 
 OCCLUSION_DIR = "occlusion"
@@ -106,15 +107,17 @@ def occlusion_pages(store_path: Path, context: AtlasContext, tables: RunTables,
     index card and the tracked units' links."""
     import zarr
 
+    from pipeline.labelled import array_in
+
     store = zarr.open_group(store_path, mode="r")
-    attrs = dict(store.attrs)
-    arrays = {name: np.asarray(store[name][...]) for name in
+    meta = OcclusionMeta.from_attrs(store.attrs)
+    arrays = {name: np.asarray(array_in(store, name)[...]) for name in
               ("image", "label", "images", "tracked_unit", "position", "box", "clean", "total",
                "prob_true", "predicted", "predicted_prob", "projection")}
-    entries = [_write_image(i, arrays, attrs, tables, Path(out_dir))
+    entries = [_write_image(i, arrays, meta, tables, Path(out_dir))
                for i in range(len(arrays["image"]))]
-    geometry = {"size": int(attrs["size"]), "stride": int(attrs["stride"]),
-                "grid": tuple(attrs["grid"]), "layer": str(attrs["layer"])}
+    geometry = {"size": meta.size, "stride": meta.stride, "grid": meta.grid,
+                "layer": meta.layer}
     for i, entry in enumerate(entries):
         before = entries[i - 1] if i > 0 else None
         after = entries[i + 1] if i + 1 < len(entries) else None
@@ -128,7 +131,7 @@ def occlusion_pages(store_path: Path, context: AtlasContext, tables: RunTables,
     card = None
     if entries:
         card = f"{OCCLUSION_DIR}/card.png"
-        save_image(_card(arrays, attrs, 0), Path(out_dir) / card)
+        save_image(_card(arrays, meta, 0), Path(out_dir) / card)
     note = (f"{len(entries)} images; a {geometry['size']} px grey square every "
             f"{geometry['stride']} px; the strongest {geometry['layer']} feature map tracked")
     links: dict[tuple[str, int], tuple[PageLink, ...]] = {}
@@ -140,14 +143,14 @@ def occlusion_pages(store_path: Path, context: AtlasContext, tables: RunTables,
                       unit_links=links)
 
 
-def _write_image(i: int, arrays: dict, attrs: dict, tables: RunTables,
+def _write_image(i: int, arrays: dict, meta: OcclusionMeta, tables: RunTables,
                  out_dir: Path) -> OcclusionImage:
     """Write the pictures of occluded image ``i``; describe its page."""
     image_id, label = int(arrays["image"][i]), int(arrays["label"][i])
     folder = f"{OCCLUSION_DIR}/{image_id}"
-    height, width = (int(v) for v in attrs["image_size"])
-    rows, columns = (int(v) for v in attrs["grid"])
-    stride = int(attrs["stride"])
+    height, width = meta.image_size
+    rows, columns = meta.grid
+    stride = meta.stride
     peak, clean_total, clean_prob, clean_pred, clean_pred_prob = (float(v) for v in
                                                                   arrays["clean"][i])
     total, prob = arrays["total"][i], arrays["prob_true"][i]
@@ -201,8 +204,8 @@ def _write_image(i: int, arrays: dict, attrs: dict, tables: RunTables,
         clean_prob=clean_prob, lowest_prob=float(prob.min()),
         lowest_at=(min(height, round((lowest[0] + 0.5) * stride)),
                    min(width, round((lowest[1] + 0.5) * stride))),
-        layer=str(attrs["layer"]), unit=unit, unit_page=unit_path(str(attrs["layer"]), unit),
-        peak=peak, position=tuple(int(v) for v in arrays["position"][i]),
+        layer=meta.layer, unit=unit, unit_page=unit_path(meta.layer, unit),
+        peak=peak, position=(int(arrays["position"][i][0]), int(arrays["position"][i][1])),
         clean_total=clean_total, input=paths["input"], projection=paths["projection-linear"],
         projection_lifted=paths["projection-lifted"],
         panels=panels,
@@ -222,9 +225,9 @@ def format_probability(value: float) -> str:
     return f"{value:.3f}"
 
 
-def _card(arrays: dict, attrs: dict, i: int):
+def _card(arrays: dict, meta: OcclusionMeta, i: int):
     """The index card's picture of image ``i``: the image, then maps (b), (d), (e) over it."""
-    image, stride = shown_rgb(arrays["images"][i], fourth_beside=False), int(attrs["stride"])
+    image, stride = shown_rgb(arrays["images"][i], fourth_beside=False), meta.stride
     total, clean_total = arrays["total"][i], float(arrays["clean"][i][1])
     legend = class_colours(arrays["predicted"][i], int(arrays["label"][i]))
     maps = (ramp_rgb(total, 0.0, max(float(total.max()), clean_total)),

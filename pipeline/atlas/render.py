@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path, PurePosixPath
+from typing import Any
 from urllib.parse import quote
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
@@ -33,7 +34,7 @@ from PIL import Image
 from pipeline.atlas.charts import class_chart, histogram_chart
 from pipeline.atlas.context import AtlasContext, LayerEntry, UnitEntry
 from pipeline.atlas.export import write_exports
-from pipeline.atlas.navigation import search_pages
+from pipeline.atlas.navigation import SEARCH_PAGE_FIELDS, search_pages
 from pipeline.atlas.parallel import Workers
 from pipeline.atlas.site_paths import ASSETS_DIR, LAYERS_DIR, UNITS_DIR, unit_path
 from pipeline.atomic import write_bytes
@@ -223,6 +224,13 @@ def _widest_tile(layer: LayerEntry, sizes: dict[str, tuple[int, int]]) -> int:
 TILE_GAP = 10  # CSS px between a tile's projection grid and its patch grid (style.css .tile)
 
 
+#: The fields of each unit's row in the search index, in order (a row is a list, so that the
+#: index of a large network stays small). atlas.js names them the same (its ``UNIT``), which
+#: ``tests/atlas/test_search_index.py`` holds equal.
+SEARCH_UNIT_FIELDS = ("layer", "unit", "top_class", "top_share", "dead", "n_selectivity",
+                      "class_counts")
+
+
 def search_index(context: AtlasContext) -> str:
     """The search index as a JS file that sets ``window.ATLAS_INDEX`` (a script, not fetched
     JSON, so it loads from ``file://``). ``<``, ``>`` and ``&`` are written as JSON escapes, so
@@ -231,10 +239,12 @@ def search_index(context: AtlasContext) -> str:
     units = []
     for number, layer in enumerate(context.layers):
         for unit in layer.units:
-            counts = [value for label, _, count in unit.classes for value in (label, count)]
-            top = unit.classes[0][0] if unit.classes else -1  # most frequent first
-            units.append([number, unit.unit, top, round(unit.top_class_share, 3),
-                          int(unit.dead), unit.n_selectivity, counts])
+            counts = [value for index, _, count in unit.classes for value in (index, count)]
+            row = {"layer": number, "unit": unit.unit,
+                   "top_class": unit.classes[0][0] if unit.classes else -1,  # most frequent
+                   "top_share": round(unit.top_class_share, 3), "dead": int(unit.dead),
+                   "n_selectivity": unit.n_selectivity, "class_counts": counts}
+            units.append([row[field] for field in SEARCH_UNIT_FIELDS])
     data = {"layers": labels, "sizes": [layer.n_units for layer in context.layers],
             "classes": list(context.class_names), "groups": context.class_groups,
             "units": units, "pages": search_pages(context),
@@ -244,6 +254,16 @@ def search_index(context: AtlasContext) -> str:
     text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
     text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     return f"window.ATLAS_INDEX = {text};\n"
+
+
+def read_search_index(path: Path) -> dict[str, Any]:
+    """The search index an atlas holds (``assets/search-index.js``), its unit rows as dicts
+    keyed by :data:`SEARCH_UNIT_FIELDS`."""
+    text = path.read_text(encoding="utf-8")
+    data = json.loads(text[text.index("=") + 1:].strip().rstrip(";"))
+    data["units"] = [dict(zip(SEARCH_UNIT_FIELDS, row, strict=True)) for row in data["units"]]
+    data["pages"] = [dict(zip(SEARCH_PAGE_FIELDS, row, strict=True)) for row in data["pages"]]
+    return data
 
 
 def write_page(out_dir: Path, path: str, template: str, context: AtlasContext,

@@ -2,21 +2,20 @@
 
 One file per unit and kind would be thousands of small files in a shared atlas; a sheet holds
 THUMB_GROUP units (rows) by top-k images (columns), and a page shows one cell of it by CSS
-(:class:`pipeline.atlas.context.Crop`). A sheet is written whole by one task of the render stage.
+(:class:`pipeline.atlas.context.SheetCell`). A sheet is written whole by one task of the render
+stage.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from pipeline.atlas.context import Crop
+from pipeline.atlas.context import SheetCell
 from pipeline.atlas.tiles import map_sheet, pooled_maps, sheet_cell, sheet_size, thumb_sheet
-
-if TYPE_CHECKING:
-    from pipeline.atlas.gather import ImageWriter
+from pipeline.atlas.writer import ImageWriter
 
 THUMB_GROUP = 32  # units per thumbnail sheet
 THUMB_QUALITY = 70  # the thumbnails only place the receptive field in the image
@@ -32,22 +31,22 @@ class Sheets:
         self.label, self.units, self.top_k = label, units, top_k
         self.thumb_side, self.map_side = thumb_side, map_side
 
-    def _crop(self, path: str, unit: int, rank: int, side: int) -> Crop:
+    def _cell(self, path: str, unit: int, rank: int, side: int) -> SheetCell:
         rows = min(THUMB_GROUP, self.units - unit // THUMB_GROUP * THUMB_GROUP)
         x, y = sheet_cell(unit % THUMB_GROUP, rank, side)
-        return Crop(path, x, y, side, side, *sheet_size(rows, self.top_k, side))
+        return SheetCell(path, x, y, side, side, *sheet_size(rows, self.top_k, side))
 
-    def thumb(self, unit: int, rank: int) -> Crop | None:
+    def thumb(self, unit: int, rank: int) -> SheetCell | None:
         if self.thumb_side is None:
             return None
         path = sheet_path("thumbs", self.label, unit // THUMB_GROUP, ".jpg")
-        return self._crop(path, unit, rank, self.thumb_side)
+        return self._cell(path, unit, rank, self.thumb_side)
 
-    def heat(self, unit: int, rank: int) -> Crop | None:
+    def heat(self, unit: int, rank: int) -> SheetCell | None:
         if self.map_side is None:
             return None
         path = sheet_path("maps", self.label, unit // THUMB_GROUP, ".png")
-        return self._crop(path, unit, rank, self.map_side)
+        return self._cell(path, unit, rank, self.map_side)
 
 
 def _thumb_side(stored: int, image_size: int | None) -> int:
@@ -60,7 +59,7 @@ def _thumb_side(stored: int, image_size: int | None) -> int:
 def write_sheets(label: str, group: Any, out_dir: Path, writer: ImageWriter,
                  image_size: int | None, start: int, stop: int) -> Sheets:
     """Write the layer's thumbnail and activation-map sheets of units ``start`` to ``stop``
-    (``start`` a multiple of THUMB_GROUP); the crops of the layer's sheets."""
+    (``start`` a multiple of THUMB_GROUP); the cells of the layer's sheets."""
     thumbs = group["thumbs"] if "thumbs" in group else None
     maps = group["maps"] if "maps" in group else None
     units, top_k = group["patches"].shape[:2]
@@ -80,11 +79,13 @@ def write_sheets(label: str, group: Any, out_dir: Path, writer: ImageWriter,
     return Sheets(label, units, top_k, thumb_side, map_side)
 
 
-def heat_box(extent: Any, image_size: int | None) -> tuple[float, ...] | None:
-    """Where the activation map lies over the image, as fractions of its side."""
+def heat_box(extent: Any, image_size: int | None) -> tuple[float, float, float, float] | None:
+    """Where the activation map lies over the image (``extent``: top, left, bottom, right in
+    input px), as fractions of its side."""
     if not extent or not image_size:
         return None
-    return tuple(float(v) / image_size for v in extent)
+    top, left, bottom, right = (float(v) / image_size for v in extent)
+    return top, left, bottom, right
 
 
 def sheet_path(kind: str, label: str, group: int, suffix: str) -> str:

@@ -126,35 +126,6 @@ def compose_grid(cells: np.ndarray, scale: int = 1, grid: int = GRID) -> Image.I
     return Image.fromarray(canvas, "RGB")
 
 
-def filter_tile_cell(cell_hw: tuple[int, int], kernel_hw: tuple[int, int], scale: int,
-                     grid: int = GRID) -> tuple[int, int, int, int, int]:
-    """Where a layer-1 tile puts its filter: (x, y, w, h, factor). The filter is enlarged by the
-    largest integer factor that fits the space of the projection grid, and centred in it."""
-    (width, height), _, _ = tile_cells(0, cell_hw, scale, grid)
-    space_w, space_h = projection_grid_width(width), height
-    factor = max(1, min(space_w // kernel_hw[1], space_h // kernel_hw[0]))
-    w, h = kernel_hw[1] * factor, kernel_hw[0] * factor
-    return (space_w - w) // 2, (space_h - h) // 2, w, h, factor
-
-
-def compose_filter_tile(filter_hwc: np.ndarray, patches: np.ndarray, scale: int = 1,
-                        grid: int = GRID) -> Image.Image:
-    """A layer-1 tile: the unit's filter once, enlarged (display pixels ``[kh, kw, 3]``:
-    :func:`normalise_filters`, then ``shown_rgb``), in place of the projection grid, beside
-    its top patches.
-
-    A first-layer projection is the filter itself times a positive number, so nine copies of it
-    say nothing more than one; the paper's layer-1 panel shows each filter once."""
-    _check_stack("patches", patches, grid)
-    x, y, w, h, factor = filter_tile_cell(patches.shape[1:3], filter_hwc.shape[:2], scale, grid)
-    (width, height), _, _ = tile_cells(0, patches.shape[1:3], scale, grid)
-    canvas = np.empty((height, width, 3), np.uint8)
-    canvas[:] = BACKGROUND
-    canvas[y:y + h, x:x + w] = _upscale(filter_hwc[None], factor)[0]
-    _grid_into(canvas, _upscale(patches, scale), projection_grid_width(width) + GAP, grid)
-    return Image.fromarray(canvas, "RGB")
-
-
 def normalise_filters(weights: np.ndarray) -> np.ndarray:
     """Map filters ``[C, K, kh, kw]`` (K = 1, 3 or 4 input channels) to uint8
     ``[C, kh, kw, K]``: zero -> 128, +max|w| -> 255, -max|w| -> 0.

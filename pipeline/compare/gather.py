@@ -9,14 +9,14 @@ the runs' stores rather than copied from the atlases, which may not exist or be 
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
 
 from pipeline import __version__
-from pipeline.atlas.build import dataset_name
 from pipeline.atomic import read_json
 from pipeline.compare.context import (
     Comparison,
@@ -26,108 +26,105 @@ from pipeline.compare.context import (
     RunSide,
     ShownLayer,
 )
-from pipeline.config import Workflow
-from pipeline.errors import UserError
-from pipeline.layout import RunLayout
+from pipeline.models.loading import ModelSource
 from pipeline.ranking.meta import read_rank_meta
+from pipeline.schemas import Classes, Units
 
 if TYPE_CHECKING:
     from pipeline.atlas.first_layer import FirstLayer
-    from pipeline.atlas.gather import ImageWriter
+    from pipeline.atlas.writer import ImageWriter
+    from pipeline.config import ModelConfig, TrainConfig
 
-#: What compare reads: the ranked units and their projections (and the weights, for layer 1).
-NEEDED_STAGES = ("rank", "deconv")
 SHOWN_UNITS = 24  # units of the second layer shown per run (the most selective)
 
 
-def check_finished(workflow: Workflow, layout: RunLayout) -> None:
-    """Refuse (one line naming the workflow file) a run whose ranking or projections are not
-    done, or stale against its workflow file: its pages would show another run's state."""
-    from pipeline.runner import Runner
+@dataclass(frozen=True)
+class RunInputs:
+    """One finished run as compare reads it: what it is called, its files, its model."""
 
-    runner = Runner(workflow, layout)
-    for stage in NEEDED_STAGES:
-        state = runner.state(stage)
-        if state != "done":
-            raise UserError(f"{workflow.source}: this run is not finished (stage {stage} is "
-                            f"{state}); run `python -m pipeline run all -w {workflow.source}` "
-                            "first, then compare")
+    name: str
+    workflow_file: str
+    model_name: str
+    weights: str  # where the analysed weights came from (see weights_origin)
+    dataset_name: str
+    activations: Path
+    projections: Path
+    classes: Path
+    units: Path
+    topk: Path
+    metrics: Path
+    model: ModelSource
 
 
-def gather(first: tuple[Workflow, RunLayout], second: tuple[Workflow, RunLayout],
-           out_dir: Path, units_shown: int = SHOWN_UNITS) -> Comparison:
+def gather(first: RunInputs, second: RunInputs, out_dir: Path,
+           units_shown: int = SHOWN_UNITS) -> Comparison:
     """Read both runs, write their pictures under ``out_dir`` and describe the site."""
-    from pipeline.atlas.gather import ImageWriter
+    from pipeline.atlas.writer import ImageWriter
 
     writer = ImageWriter()
     try:
-        a = run_side("A", *first, out_dir, writer, units_shown)
-        b = run_side("B", *second, out_dir, writer, units_shown)
+        a = run_side("A", first, out_dir, writer, units_shown)
+        b = run_side("B", second, out_dir, writer, units_shown)
     finally:
         writer.close()
     return Comparison(title=f"{a.facts.name} vs {b.facts.name}", a=a, b=b,
                       generated=dt.date.today().isoformat(), version=__version__)
 
 
-def run_side(side: str, workflow: Workflow, layout: RunLayout, out_dir: Path,
-             writer: ImageWriter, units_shown: int) -> RunSide:
+def run_side(side: str, run: RunInputs, out_dir: Path, writer: ImageWriter,
+             units_shown: int) -> RunSide:
     """One run's facts, filter grid, layer statistics and second-layer tiles; its pictures go
     to ``out_dir/<side in lower case>/``."""
     import torch
     import zarr
 
     from pipeline.atlas.first_layer import first_layer
-    from pipeline.models.analysed import analysed_model
 
     folder = side.lower()
-    activations = zarr.open_group(layout.activations, mode="r")
-    projections = zarr.open_group(layout.projections, mode="r")
-    classes = [str(name) for name in pd.read_parquet(layout.classes)["name"]]
-    units = pd.read_parquet(layout.units)
-    model = analysed_model(workflow, layout, torch.device("cpu"))
-    labels = [str(label) for label in activations.attrs["layers"]]
+    activations = zarr.open_group(run.activations, mode="r")
+    projections = zarr.open_group(run.projections, mode="r")
+    classes = [str(name) for name in Classes.read(run.classes)[Classes.name]]
+    units = Units.read(run.units)
+    model = run.model.load(torch.device("cpu"))
+    labels = [str(label) for label in cast(list, activations.attrs["layers"])]
     first = first_layer(model, out_dir / folder, writer)
     layers = tuple(layer_stats(label, activations, units) for label in labels)
     second = None
     if len(labels) > 1:
         second = shown_layer(labels[1], activations, projections[labels[1]], units, classes,
                              out_dir, f"{folder}/tiles", writer, units_shown)
-    return RunSide(side=side, facts=run_facts(workflow, layout, activations, projections, model,
+    return RunSide(side=side, facts=run_facts(run, activations, projections, model,
                                               len(classes)),
                    filters=_filter_grid(first, folder, model, activations, labels, units),
                    layers=layers, second=second)
 
 
-def run_facts(workflow: Workflow, layout: RunLayout, activations: Any, projections: Any,
-              model: Any, n_classes: int) -> RunFacts:
+def run_facts(run: RunInputs, activations: Any, projections: Any, model: Any,
+              n_classes: int) -> RunFacts:
     """What the index shows of a run, side by side with the other."""
-    metrics = read_json(layout.metrics) or {}
+    metrics = read_json(run.metrics) or {}
     attrs = activations.attrs
     return RunFacts(
-        name=workflow.name, workflow_file=Path(workflow.source).name,
-        model_name=workflow.model.label,
+        name=run.name, workflow_file=run.workflow_file, model_name=run.model_name,
         parameters=sum(p.numel() for p in model.parameters()),
         input_size=int(projections.attrs.get("image_size", 0)) or None,
-        weights=_weights(workflow),
-        dataset_name=dataset_name(workflow.data.source, workflow.data.root),
+        weights=run.weights, dataset_name=run.dataset_name,
         n_images=int(attrs["n_images"]), n_readable=attrs.get("n_readable"),
         n_classes=n_classes, top1=attrs.get("top1"), top5=attrs.get("top5"),
         val_accuracy=metrics.get("val_accuracy"),
         method=str(projections.attrs["methods"][0]),
-        top_k=read_rank_meta(layout.topk).top_k)  # rank's record, the one after rank
+        top_k=read_rank_meta(run.topk).top_k)  # rank's record, the one after rank
 
 
-def _weights(workflow: Workflow) -> str:
-    """Where the analysed weights came from, in the order ``load_model`` picks them; a file by
-    its name only."""
+def weights_origin(spec: ModelConfig, train: TrainConfig) -> str:
+    """Where the analysed weights came from, in the order the model's loading picks them; a
+    file by its name only."""
     from pipeline.models.timm_models import is_timm_name
 
-    spec = workflow.model
     if spec.weights and not spec.checkpoint:
         return f"{'timm' if is_timm_name(spec.name) else 'torchvision'} {spec.weights}"
     if spec.checkpoint:
         return f"checkpoint {Path(spec.checkpoint).name}"
-    train = workflow.train
     return f"trained in this run (seed {train.seed}, {train.epochs} epochs)"
 
 
@@ -220,6 +217,7 @@ def shown_layer(label: str, activations: Any, group: Any, units: pd.DataFrame,
                        preview=None)
     picked = layer.most_selective(units_shown if units_shown > 0 else len(entries))
     for unit in picked:
+        assert unit.tile is not None  # most_selective picks live units, which have a tile
         shown = unit.n_images
         # the atlas's linear curve, cell size and channels (pipeline.atlas.gather)
         pictures = shown_projections(projections[0, unit.unit, :shown])

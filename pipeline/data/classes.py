@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.config import Workflow
 from pipeline.errors import UserError
 
 
@@ -33,18 +32,21 @@ def imagenet_names() -> tuple[str, ...]:
     return tuple(_IMAGENET_CATEGORIES)
 
 
-def class_table(workflow: Workflow, folders: list[str], root: Path) -> tuple[pd.DataFrame,
-                                                                             list[int]]:
-    """(the model's classes as ``label, name, wnid`` rows, model label of each folder)."""
-    names = _weights_categories(workflow)
+def class_table(folders: list[str], root: Path, categories: list[str] | None, trains: bool,
+                workflow_file: str) -> tuple[pd.DataFrame, list[int]]:
+    """(the model's classes as ``label, name, wnid`` rows, model label of each folder).
+
+    ``categories``: the class names of the published weights analysed (None without);
+    ``trains``: the workflow trains its own model, whose classes are the folders."""
+    names = categories
     wnids = imagenet_wnids()
-    if workflow.train.enabled or (names is None and not set(folders) <= set(wnids)):
+    if trains or (names is None and not set(folders) <= set(wnids)):
         return pd.DataFrame({"label": range(len(folders)), "name": folders,
                              "wnid": [f if f in wnids else "" for f in folders]}), \
             list(range(len(folders)))
     names = names or list(imagenet_names())
     if len(names) != len(wnids):
-        raise UserError(f"{workflow.source}: the weights' {len(names)} classes are not "
+        raise UserError(f"{workflow_file}: the weights' {len(names)} classes are not "
                         "ImageNet-1k's; use an ImageNet-1k model or [model] checkpoint")
     table = pd.DataFrame({"label": range(len(wnids)), "name": names, "wnid": wnids})
     if set(folders) <= set(wnids):
@@ -56,13 +58,6 @@ def class_table(workflow: Workflow, folders: list[str], root: Path) -> tuple[pd.
         raise UserError(f"{root}: class folders {odd} are neither ImageNet wnids (like "
                         "n01440764) nor the model's class names; rename them by wnid")
     return table, [index[folder] for folder in folders]
-
-
-def _weights_categories(workflow: Workflow) -> list[str] | None:
-    from pipeline.models.pretrained import named_weights
-
-    published = named_weights(workflow)
-    return published.categories() if published is not None else None
 
 
 # Coarse groups of ImageNet-1k classes (inclusive index ranges, torchvision's class order), so

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 
 from pipeline.atomic import read_json, remove, write_json
 from pipeline.data.images import ImageDataset
-from pipeline.inference.tolerant import TolerantImages
+from pipeline.data.tolerant import TolerantImages
 
 PIXELS = "pixels.u8"
 INDEX = "index.json"

@@ -9,13 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline.config import Workflow
 from pipeline.errors import UserError
-from pipeline.layout import RunLayout
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
+
+    from pipeline.config import ModelConfig
 
 CHECKPOINTS = "[evolution] checkpoints"
 SNAPSHOT_EPOCHS = "[train] snapshot_epochs"
@@ -30,14 +30,14 @@ class Snapshot:
     option: str
 
 
-def snapshot_files(workflow: Workflow, layout: RunLayout) -> list[Snapshot]:
-    """The weights the evolution stage compares, in order."""
-    if workflow.evolution.checkpoints:
-        paths = [Path(path).expanduser() for path in workflow.evolution.checkpoints]
+def snapshot_files(checkpoints: tuple[str, ...], kept: dict[int, Path]) -> list[Snapshot]:
+    """The weights the evolution stage compares, in order: the files of ``[evolution]
+    checkpoints`` when set, else ``kept`` (the train stage's snapshot file of each epoch)."""
+    if checkpoints:
+        paths = [Path(path).expanduser() for path in checkpoints]
         return [Snapshot(label, path, CHECKPOINTS)
                 for label, path in zip(file_labels(paths), paths, strict=True)]
-    return [Snapshot(f"epoch {epoch}", layout.snapshot(epoch), SNAPSHOT_EPOCHS)
-            for epoch in workflow.train.snapshot_epochs]
+    return [Snapshot(f"epoch {epoch}", path, SNAPSHOT_EPOCHS) for epoch, path in kept.items()]
 
 
 def file_labels(paths: list[Path]) -> list[str]:
@@ -50,8 +50,8 @@ def file_labels(paths: list[Path]) -> list[str]:
     return [f"{i}. {name}" for i, name in enumerate(names, start=1)]
 
 
-def read_snapshot(workflow: Workflow, snapshot: Snapshot, model: nn.Module, num_classes: int,
-                  assign: bool = False) -> None:
+def read_snapshot(spec: ModelConfig, source: str, snapshot: Snapshot, model: nn.Module,
+                  num_classes: int, assign: bool = False) -> None:
     """Load ``snapshot``'s weights into ``model`` (built by ``build_model``), or refuse in one
     line naming the file and its setting."""
     from pipeline.models.loading import fit_state_dict, read_weights
@@ -59,18 +59,18 @@ def read_snapshot(workflow: Workflow, snapshot: Snapshot, model: nn.Module, num_
     if snapshot.option == SNAPSHOT_EPOCHS and not snapshot.path.is_file():
         raise UserError(f"{snapshot.path}: the weights of {snapshot.label} ({SNAPSHOT_EPOCHS}) "
                         "were not kept; retrain to keep them (`python -m pipeline run train "
-                        f"--force -w {workflow.source}`) or list the files to compare in "
+                        f"--force -w {source}`) or list the files to compare in "
                         f"{CHECKPOINTS}")
-    state = read_weights(workflow, snapshot.path, snapshot.option).state
-    fit_state_dict(model, state, snapshot.path, workflow.model.label, num_classes,
+    state = read_weights(spec, snapshot.path, source, snapshot.option).state
+    fit_state_dict(model, state, snapshot.path, spec.label, num_classes,
                    assign=assign, option=snapshot.option)
 
 
-def load_snapshot(workflow: Workflow, snapshot: Snapshot, num_classes: int,
+def load_snapshot(spec: ModelConfig, source: str, snapshot: Snapshot, num_classes: int,
                   device: torch.device) -> nn.Module:
-    """The workflow's model with ``snapshot``'s weights, in eval mode on ``device``."""
+    """``[model]``'s model with ``snapshot``'s weights, in eval mode on ``device``."""
     from pipeline.models.loading import build_model
 
-    model = build_model(workflow, num_classes)
-    read_snapshot(workflow, snapshot, model, num_classes)
+    model = build_model(spec, num_classes)
+    read_snapshot(spec, source, snapshot, model, num_classes)
     return model.eval().to(device)

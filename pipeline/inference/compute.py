@@ -23,9 +23,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from pipeline.config import ActivationsConfig
+from pipeline.data.tolerant import TolerantImages
 from pipeline.inference.recorder import SummaryRecorder
 from pipeline.inference.store import mark_completed, write_chunk
-from pipeline.inference.tolerant import TolerantImages
 from pipeline.progress import progress
 
 MAX_PENDING_WRITES = 2
@@ -44,7 +44,7 @@ class ChunkPlan:
 
 def chunk_batches(plan: ChunkPlan, batch_size: int) -> list[list[int]]:
     """Batches of image indices that never straddle a chunk, so chunks are written whole."""
-    batches = []
+    batches: list[list[int]] = []
     for chunk in plan.chunks:
         start = chunk * plan.chunk_size
         end = min(start + plan.chunk_size, plan.n_images)

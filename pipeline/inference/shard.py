@@ -1,8 +1,9 @@
 """One share of the activations stage's chunks, filled in this process or in a dask worker.
 
-Everything the share needs is read from the run folder (manifest, model weights, the store the
-stage created), so the same function serves ``run activations``, ``--shard I/N`` processes and
-shard tasks on a dask cluster; the store's own layer list says which modules to record.
+Everything the share needs is named by a picklable :class:`ShareSource` (the model's source,
+the images and their manifest, ``[activations]``) and read from disk where it runs, so the same
+function serves ``run activations``, ``--shard I/N`` processes and shard tasks on a dask
+cluster; the store's own layer list says which modules to record.
 """
 
 from __future__ import annotations
@@ -12,22 +13,43 @@ import multiprocessing
 import socket
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import pandas as pd
 import zarr
 from torch import nn
 
 from pipeline.atomic import read_json, zarr_writes_settled
-from pipeline.config import Workflow
+from pipeline.config import ActivationsConfig
+from pipeline.data.images import ImageDataset
+from pipeline.data.tolerant import TolerantImages
 from pipeline.device import resolve_device
 from pipeline.inference.compute import ChunkPlan, fill_chunks
 from pipeline.inference.store import completed_chunks
-from pipeline.inference.tolerant import TolerantImages
-from pipeline.layout import RunLayout
-from pipeline.models.analysed import analysed_images, analysed_model
-from pipeline.models.preprocessing import preprocessing
+from pipeline.labelled import array_in, group_in
+from pipeline.models.loading import ModelSource
+from pipeline.models.preprocessing import Preprocessing
+
+
+@dataclass(frozen=True)
+class ShareSource:
+    """What a share reads, by absolute path where it travels to a dask worker: the model,
+    the analysed images' folder and manifest, their preprocessing and ``[activations]``."""
+
+    model: ModelSource
+    images_root: Path
+    manifest: Path
+    preprocessing: Preprocessing
+    spec: ActivationsConfig
+
+    def images(self) -> ImageDataset:
+        """The manifest's images, preprocessed exactly as the model sees them."""
+        manifest = pd.read_parquet(self.manifest)
+        return ImageDataset(self.images_root, manifest["path"].tolist(),
+                            manifest["label"].tolist(), self.preprocessing.transform())
 
 
 @dataclass(frozen=True)
@@ -45,7 +67,7 @@ class ShareReport:
                 f"{self.device}, {self.host})")
 
 
-def fill_share(workflow: Workflow, layout: RunLayout, store_path: Path, chunks: list[int],
+def fill_share(source: ShareSource, store_path: Path, chunks: list[int],
                model: nn.Module | None = None, stage_key: str | None = None) -> ShareReport:
     """Compute and write ``chunks`` of the created store at ``store_path`` (each marked done).
 
@@ -54,7 +76,7 @@ def fill_share(workflow: Workflow, layout: RunLayout, store_path: Path, chunks: 
     store still belongs to that stage key: a task left running by a client that was stopped
     never writes into a store that a rerun with another configuration has created since.
     """
-    spec = workflow.activations
+    spec = source.spec
     if spec.num_workers and multiprocessing.current_process().daemon:
         print(f"[activations] this dask worker runs as a daemon process, which cannot start "
               f"DataLoader workers: decoding in the task instead of {spec.num_workers} workers "
@@ -62,19 +84,21 @@ def fill_share(workflow: Workflow, layout: RunLayout, store_path: Path, chunks: 
         spec = dataclasses.replace(spec, num_workers=0)
     device = resolve_device(spec.device)
     store = zarr.open_group(store_path, mode="r+")
-    n_images, chunk_size = int(store.attrs["n_images"]), int(store.attrs["chunk_size"])
+    attrs: Mapping[str, Any] = store.attrs  # JSON values, as the store's creation wrote them
+    n_images, chunk_size = int(attrs["n_images"]), int(attrs["chunk_size"])
     done = completed_chunks(store_path)
     chunks = [chunk for chunk in chunks if chunk not in done]
     clock = time.perf_counter()
     if chunks:
-        manifest = pd.read_parquet(layout.manifest)
         if model is None:
-            model = analysed_model(workflow, layout, device)
-        prep = preprocessing(workflow)
-        size, channels = prep.crop, len(prep.mean)
-        layers = {store[label].attrs["module"]: label for label in store.attrs["layers"]}
-        plan = ChunkPlan(chunks, chunk_size, n_images, int(store["pred"].shape[1]), layers)
-        images = TolerantImages(analysed_images(workflow, layout, manifest), (channels, size, size))
+            model = source.model.load(device)
+        prep = source.preprocessing
+        size, channels = prep.input_size, len(prep.mean)
+        layers = {cast(str, group_in(store, label).attrs["module"]): label
+                  for label in attrs["layers"]}
+        plan = ChunkPlan(chunks, chunk_size, n_images, int(array_in(store, "pred").shape[1]),
+                         layers)
+        images = TolerantImages(source.images(), (channels, size, size))
         marker = store_path.parent / f"{store_path.name}.key"
         with zarr_writes_settled():  # also on a dask worker, which lives on after the task
             fill_chunks(model, images, store, store_path, plan, spec, device,

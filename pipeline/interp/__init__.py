@@ -6,7 +6,7 @@ from pipeline.interp.projector import Projector
 from pipeline.interp.receptive_field import (
     ReceptiveField,
     clip_box,
-    crop_tile,
+    field_tile,
     receptive_fields,
 )
 
@@ -16,7 +16,7 @@ __all__ = [
     "ReceptiveField",
     "analysable_layers",
     "clip_box",
-    "crop_tile",
+    "field_tile",
     "receptive_fields",
     "to_display",
 ]

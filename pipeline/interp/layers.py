@@ -39,6 +39,7 @@ from torch import nn
 from torchvision.ops.misc import SqueezeExcitation
 
 from pipeline.errors import UserError
+from pipeline.inference.store import LayerMeta
 from pipeline.interp.receptive_field import ReceptiveField, receptive_fields, traced_fields
 from pipeline.interp.rules import ModuleStack, Nonlinearities, Nonlinearity
 from pipeline.models.evaluation import blank_image, evaluating
@@ -251,8 +252,10 @@ def _order(calls: list[_Call]):
     return lambda name: first.get(name, len(calls))
 
 
-def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d] | None:
-    """The first ``nn.Conv2d`` in the model's order, with its dotted name (None if it has
-    none): the layer whose filters look at pixels, shown as the paper's Figure 6."""
-    return next(((name, module) for name, module in model.named_modules()
-                 if isinstance(module, nn.Conv2d)), None)
+def store_layer_metas(model: nn.Module, size: int, names: Sequence[str] | None
+                      ) -> list[LayerMeta]:
+    """The layers the store records: ``names`` (all analysable ones when None), for a
+    ``size`` px square input."""
+    layers = analysable_layers(model, (size, size), names=list(names) if names else None)
+    return [LayerMeta(layer.label, layer.name, layer.channels, layer.out_shape[1],
+                      layer.out_shape[2], layer.receptive_field.size) for layer in layers]

@@ -43,9 +43,10 @@ rounding (not its result) in the last bits.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -60,11 +61,13 @@ from pipeline.inference.store import store_layers
 from pipeline.interp.maps import feature_maps, map_extent
 from pipeline.interp.projection_meta import ProjectedLayer, ProjectionPlan, ProjectionsMeta
 from pipeline.interp.projector import Projector
-from pipeline.interp.receptive_field import ReceptiveField, crop_tile
+from pipeline.interp.receptive_field import ReceptiveField, field_tile
 from pipeline.labelled import (
     BOX_SIDES,
     ImageCoords,
+    array_in,
     channel_names,
+    group_in,
     labelled_array,
     write_coordinate,
     write_range,
@@ -115,8 +118,8 @@ def create_store(path: Path, layers: Sequence[LayerPlan], plan: ProjectionPlan,
     if (path / "zarr.json").exists():
         existing = zarr.open_group(path, mode="r+")
         # the plan is set last: a store cut off while created has none and is redone
-        if "plan" in existing.attrs and \
-                ProjectionPlan.from_attrs(existing.attrs["plan"]) == plan and \
+        attrs: Mapping[str, Any] = existing.attrs  # JSON values
+        if "plan" in attrs and ProjectionPlan.from_attrs(attrs["plan"]) == plan and \
                 _stored_channels(existing, plan.layers) in (None, channels):
             existing.attrs.update(meta.to_attrs())  # this run's device (a resumed run may
             return existing  # run on another one)
@@ -127,7 +130,7 @@ def create_store(path: Path, layers: Sequence[LayerPlan], plan: ProjectionPlan,
         tile = layer.field.tile_hw((image_size, image_size))
         units, k, n = layer.channels, plan.top_k, len(methods)
         group = root.create_group(layer.label)
-        group.attrs.update(ProjectedLayer(layer.module, tuple(tile), tuple(layer.field.size),
+        group.attrs.update(ProjectedLayer(layer.module, tile, layer.field.size,
                                           tuple(methods),
                                           tuple(map_extent(layer.field, layer.map_hw))
                                           ).to_attrs())
@@ -154,8 +157,9 @@ def create_store(path: Path, layers: Sequence[LayerPlan], plan: ProjectionPlan,
 
 def _stored_channels(store: zarr.Group, labels: Sequence[str]) -> int | None:
     """The channels of the pictures a store holds (None: it holds no layer)."""
-    return int(store[labels[0]]["patches"].shape[-1]) if labels and labels[0] in store \
-        else None
+    if not labels or labels[0] not in store:
+        return None
+    return int(array_in(group_in(store, labels[0]), "patches").shape[-1])
 
 
 def _write_coordinates(group: zarr.Group, rows: pd.DataFrame, images: ImageCoords,
@@ -229,7 +233,7 @@ class BlockProjector:
               advance: Callable[[int], object] = lambda n: None) -> None:
         """Write layer ``layer``'s arrays from its top-k ``rows`` (unit, rank, image_id, y, x),
         continuing after the units a killed run finished."""
-        group = zarr.open_group(path, mode="r+")[layer.label]
+        group = group_in(zarr.open_group(path, mode="r+"), layer.label)
         tile = ProjectedLayer.from_attrs(group.attrs).tile
         step = block_units(self.top_k, self.batch_size)
         done = units_written(path, layer.label)
@@ -240,16 +244,16 @@ class BlockProjector:
             arrays = self._block(block, layer, tile, start, stop - start, advance)
             for name, values in arrays.items():
                 if name == "projections" or name == "projection_scale":
-                    group[name][:, start:stop] = values
+                    array_in(group, name)[:, start:stop] = values
                 else:
-                    group[name][start:stop] = values
+                    array_in(group, name)[start:stop] = values
             write_json(path / "progress" / f"{layer.label}.json",
                        {"units": stop, "batch_size": self.batch_size})
 
     def _block(self, rows: pd.DataFrame, layer: LayerPlan, tile: tuple[int, int], first: int,
                units: int, advance: Callable[[int], object]) -> dict[str, np.ndarray]:
         k, n, c = self.top_k, len(self.projectors), self.decoded.channels
-        arrays = {
+        arrays: dict[str, np.ndarray] = {
             "projections": np.zeros((n, units, k, *tile, c), np.float16),
             "projection_scale": np.zeros((n, units, k), np.float32),
             "patches": np.full((units, k, *tile, c), PAD_GREY, np.uint8),
@@ -278,9 +282,9 @@ class BlockProjector:
         projected = [p.project(decoded[which], layer.module, units.to(self.device),
                                positions.to(self.device)).cpu().numpy()
                      for p in self.projectors]
-        small = F.interpolate(pixels.float() / 255, size=(THUMB, THUMB), mode="bilinear",
-                              antialias=True, align_corners=False)
-        small = (small.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        small = (F.interpolate(pixels.float() / 255, size=(THUMB, THUMB), mode="bilinear",
+                               antialias=True, align_corners=False).clamp(0, 1) * 255) \
+            .round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
         hwc = pixels.permute(0, 2, 3, 1).numpy()
         readable = self.decoded.readable(distinct)
         for j, row in enumerate(batch.itertuples(index=False)):
@@ -290,13 +294,13 @@ class BlockProjector:
             unit, rank = int(row.unit) - first, int(row.rank)
             box = layer.field.box(int(row.y), int(row.x))
             for m, values in enumerate(projected):
-                crop = np.nan_to_num(crop_tile(values[j].transpose(1, 2, 0), box, tile, 0.0),
+                crop = np.nan_to_num(field_tile(values[j].transpose(1, 2, 0), box, tile, 0.0),
                                      nan=0.0, posinf=0.0, neginf=0.0)
                 peak = float(np.abs(crop).max())
                 if peak > 0:
                     arrays["projections"][m, unit, rank] = crop / peak
                     arrays["projection_scale"][m, unit, rank] = peak
-            arrays["patches"][unit, rank] = crop_tile(hwc[image], box, tile, PAD_GREY)
+            arrays["patches"][unit, rank] = field_tile(hwc[image], box, tile, PAD_GREY)
             arrays["boxes"][unit, rank] = box
             arrays["thumbs"][unit, rank] = small[image]
             arrays["maps"][unit, rank] = maps[j]

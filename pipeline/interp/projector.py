@@ -25,8 +25,7 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from pipeline.errors import UserError
-from pipeline.interp import cropping
-from pipeline.interp.cropping import CropPlan
+from pipeline.interp import windows
 from pipeline.interp.receptive_field import ReceptiveField, module_call_counts, receptive_fields
 from pipeline.interp.rules import (
     RULES,
@@ -37,6 +36,7 @@ from pipeline.interp.rules import (
 )
 from pipeline.interp.sharing import identical
 from pipeline.interp.sharing import share as _share
+from pipeline.interp.windows import WindowPlan
 from pipeline.models.evaluation import evaluating
 
 METHODS = ("deconvnet", "guided", "gradient")
@@ -63,14 +63,15 @@ class Projector:
     projection depends only on its own image and seed, so this equals the unshared result
     (bitwise in our CPU measurements; ~1.5-1.9x faster with 8 requests per image).
 
-    With `crop` (default), requests are projected on crops around their receptive fields when
+    With `windowed` (default), requests are projected on windows (crops of the input) around
+    their receptive fields when
     that pays and a one-time self-check per (layer, input size) passed: exact, see
-    `pipeline.interp.cropping`. Otherwise, the full-image path above is used.
+    `pipeline.interp.windows`. Otherwise, the full-image path above is used.
     """
 
     def __init__(
         self, model: nn.Module, method: str = "deconvnet", batch_size: int = 64,
-        crop: bool = True,
+        windowed: bool = True,
     ) -> None:
         if method not in METHODS:
             raise ValueError(f"unknown projection method {method!r}; use one of {METHODS}")
@@ -79,7 +80,7 @@ class Projector:
         self.model = model
         self.method = method
         self.batch_size = batch_size
-        self.crop = crop
+        self.windowed = windowed
         # (layer, H, W) -> layer output shape once crops passed the self-check, None if failed
         self._verified: dict[tuple[str, int, int], tuple[int, ...] | None] = {}
         self._fields: dict[tuple[int, int], dict[str, ReceptiveField]] = {}
@@ -107,11 +108,11 @@ class Projector:
         if b == 0:
             return out
         calls = self._calls(layer, images[:1])
-        field = self._field(layer, (images.shape[2], images.shape[3])) if self.crop else None
+        field = self._field(layer, (images.shape[2], images.shape[3])) if self.windowed else None
         with self._hooked(module, calls) as state:
-            plan, boxes = self._crops(state, images, units, positions, layer, field)
+            plan, boxes = self._windows(state, images, units, positions, layer, field)
             if plan is not None:
-                cropping.project_crops(self._batch_projector(state, layer), images, units,
+                windows.project_windows(self._batch_projector(state, layer), images, units,
                                        positions, plan, boxes, out, self.batch_size)
             else:
                 for start in range(0, b, self.batch_size):
@@ -168,22 +169,22 @@ class Projector:
                 self._fields[hw] = {}
         return self._fields[hw].get(layer)
 
-    def _crops(
+    def _windows(
         self, state: dict, images: Tensor, units: Tensor, positions: Tensor, layer: str,
         field: ReceptiveField | None,
-    ) -> tuple[CropPlan | None, list[cropping.Box]]:
-        """(plan, crop boxes) when cropping pays and passed its self-check (run the first time
+    ) -> tuple[WindowPlan | None, list[windows.Box]]:
+        """(plan, window boxes) when windows pay and passed its self-check (run the first time
         it would pay for this layer and size); (None, []) for the full-image path."""
         if field is None:
             return None, []
-        plan = CropPlan(field, (int(images.shape[2]), int(images.shape[3])))
+        plan = WindowPlan(field, (int(images.shape[2]), int(images.shape[3])))
         boxes = plan.boxes(positions)
         if not plan.pays(identical(images)[0], boxes, self.batch_size):
             return None, []
         key = (layer, *plan.image_hw)
         if key not in self._verified:
             dtype = next(self.model.parameters(), torch.empty(0)).dtype
-            self._verified[key] = cropping.verify(
+            self._verified[key] = windows.verify(
                 self._batch_projector(state, layer), lambda x: self._forward(state, x, layer),
                 images[0].detach().to(self._device(), dtype), plan)
         shape = self._verified[key]
@@ -192,7 +193,7 @@ class Projector:
         _check(shape, units, positions, layer, 0)
         return plan, boxes
 
-    def _batch_projector(self, state: dict, layer: str) -> cropping.ProjectBatch:
+    def _batch_projector(self, state: dict, layer: str) -> windows.ProjectBatch:
         return lambda x, units, positions: self._project_batch(state, x, units, positions, layer, 0)
 
     def _device(self) -> torch.device:
@@ -219,7 +220,8 @@ class Projector:
                 state["unruled"].append(call)
 
         state["stack"] = stack
-        state["mode"] = Nonlinearities(self.method, seen, stack.names) if ruled else None
+        state["mode"] = Nonlinearities(self.method, seen, stack.names) \
+            if stack is not None else None  # (a stack only when ruled)
         try:
             handles.append(target.register_forward_hook(stop_hook))
             with evaluating(self.model, grad=True), state["mode"] or nullcontext():

@@ -70,7 +70,7 @@ class ReceptiveField:
         return (top, left, top + self.size[0], left + self.size[1])
 
     def tile_hw(self, image_hw: tuple[int, int]) -> tuple[int, int]:
-        """The one tile size shared by every unit of this layer (see `crop_tile`)."""
+        """The one tile size shared by every unit of this layer (see `field_tile`)."""
         return (min(self.size[0], image_hw[0]), min(self.size[1], image_hw[1]))
 
 
@@ -190,8 +190,9 @@ def _fx_fields(model: nn.Module, input_size: tuple[int, int]) -> Traced:
     unknown: dict[str, str] = {}
 
     def size(node: fx.Node) -> tuple[int, int] | None:
-        if axes.get(node) is not None:
-            return node_hw(node, axes[node])
+        known = axes.get(node)
+        if known is not None:
+            return node_hw(node, known)
         return node_hw(node) if len(node_shape(node) or ()) == 4 else None
 
     def whole(node: fx.Node) -> bool:
@@ -216,8 +217,11 @@ def _fx_fields(model: nn.Module, input_size: tuple[int, int]) -> Traced:
             rf = _IDENTITY if hw is not None else None
         elif hw is not None and ins and not any(whole(a) for a in node.all_input_nodes):
             if node.op == "call_module" and len(ins) == 1:
-                in_hw = size(ins[0])
-                rf = _module_rf(model.get_submodule(node.target), geo[ins[0]], in_hw, hw)
+                in_rf, in_hw = geo[ins[0]], size(ins[0])
+                # ins: the inputs with a geometry, which have a size (all but a channel split's
+                # tuple of parts, which no module computing a field is given)
+                assert in_rf is not None and in_hw is not None
+                rf = _module_rf(model.get_submodule(node.target), in_rf, in_hw, hw)
             elif node.op == "call_function" and len(ins) == 1 and size(ins[0]) != hw:
                 rf = _function_rf(gm, node, geo[ins[0]])  # type: ignore[arg-type]
             elif all(size(a) == hw for a in ins):  # elementwise op or merge
@@ -347,10 +351,10 @@ def clip_box(box: Box, image_hw: tuple[int, int]) -> tuple[Box, Box]:
     return clipped, cut
 
 
-def crop_tile(
+def field_tile(
     array_hwc: np.ndarray, box: Box, tile_hw: tuple[int, int], pad_value: float | Sequence[float]
 ) -> np.ndarray:
-    """Crop `box` from an (H, W[, C]) array into a tile of exactly `tile_hw`.
+    """SheetCell `box` from an (H, W[, C]) array into a tile of exactly `tile_hw`.
 
     Rule, per dimension, with tile = min(box size, image size) (`ReceptiveField.tile_hw`):
     - box no larger than the image: crop box ∩ image and fill the part of the box outside the

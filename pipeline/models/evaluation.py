@@ -72,3 +72,10 @@ def input_channels(model: nn.Module, input_size: tuple[int, int] = (64, 64)) -> 
         for handle in handles:
             handle.remove()
     return int(convs[0].in_channels)
+
+
+def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d] | None:
+    """The first ``nn.Conv2d`` in the model's order, with its dotted name (None if it has
+    none): the layer whose filters look at pixels, shown as the paper's Figure 6."""
+    return next(((name, module) for name, module in model.named_modules()
+                 if isinstance(module, nn.Conv2d)), None)

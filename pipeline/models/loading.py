@@ -8,24 +8,23 @@ the run's own training. Each load says which weights, entry and prefix it used.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline.config import Workflow
 from pipeline.errors import UserError
-from pipeline.layout import RunLayout
 from pipeline.models import get_model, takes_image_size
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from pipeline.config import ModelConfig
     from pipeline.models.checkpoints import Checkpoint
 
 
-def build_model(workflow: Workflow, num_classes: int) -> nn.Module:
-    """A freshly initialised instance of the workflow's model (``name`` or ``factory``)."""
-    spec = workflow.model
+def build_model(spec: ModelConfig, num_classes: int) -> nn.Module:
+    """A freshly initialised instance of ``[model]``'s model (``name`` or ``factory``)."""
     if spec.factory:
         from pipeline.models.factory import build_from_factory
 
@@ -36,26 +35,26 @@ def build_model(workflow: Workflow, num_classes: int) -> nn.Module:
     return get_model(spec.name, **kwargs)
 
 
-def checkpoint_path(workflow: Workflow, layout: RunLayout) -> Path:
-    """The weights file: ``[model] checkpoint`` if set, else the trained ``model.pt``."""
-    if workflow.model.checkpoint:
-        return Path(workflow.model.checkpoint).expanduser()
-    if workflow.train.enabled:
-        return layout.model
-    raise UserError(f"{workflow.source}: the model has no weights: set [model] weights (for a "
+def weights_file(spec: ModelConfig, trained: Path | None, source: str) -> Path:
+    """The weights file: ``[model] checkpoint`` if set, else ``trained`` (the run's own
+    ``model.pt``, None when the workflow does not train)."""
+    if spec.checkpoint:
+        return Path(spec.checkpoint).expanduser()
+    if trained is not None:
+        return trained
+    raise UserError(f"{source}: the model has no weights: set [model] weights (for a "
                     "torchvision or timm model) or [model] checkpoint, or enable [train]")
 
 
-def read_weights(workflow: Workflow, path: Path, option: str = "[model] checkpoint"
-                 ) -> Checkpoint:
+def read_weights(spec: ModelConfig, path: Path, source: str,
+                 option: str = "[model] checkpoint") -> Checkpoint:
     """The weights in ``path``, read as ``[model] checkpoint_key`` and ``trust_pickle`` say
     (the run's own files are plain state dicts or training checkpoints)."""
     from pipeline.models.checkpoints import read_checkpoint
 
-    own = option == "[model] checkpoint" and bool(workflow.model.checkpoint)
-    return read_checkpoint(path, workflow.source, option,
-                           key=workflow.model.checkpoint_key if own else "",
-                           trust_pickle=workflow.model.trust_pickle)
+    own = option == "[model] checkpoint" and bool(spec.checkpoint)
+    return read_checkpoint(path, source, option, key=spec.checkpoint_key if own else "",
+                           trust_pickle=spec.trust_pickle)
 
 
 def read_state_dict(path: Path, source: str, option: str = "[model] checkpoint") -> dict:
@@ -93,26 +92,48 @@ def fit_state_dict(model: nn.Module, state: dict, path: Path, name: str, num_cla
                      if part)
 
 
-def load_model(workflow: Workflow, layout: RunLayout, num_classes: int,
-               device: torch.device) -> nn.Module:
-    """The workflow's model with its weights loaded, in eval mode on ``device``."""
-    return load_described(workflow, layout, num_classes, device)[0]
+@dataclass(frozen=True)
+class ModelSource:
+    """Where the analysed model comes from: ``[model]``, the run's own trained weights file
+    (None when the workflow does not train), the classes it is sized to, and the workflow file
+    that errors name. It pickles, so a dask worker loads the same model."""
+
+    spec: ModelConfig
+    trained: Path | None
+    num_classes: int
+    source: str
+
+    def load(self, device: torch.device) -> nn.Module:
+        """The model with its weights loaded, in eval mode on ``device``."""
+        return self.load_described(device)[0]
+
+    def load_described(self, device: torch.device) -> tuple[nn.Module, str]:
+        """(:meth:`load`, which weights they are, as the run's log and the model card say
+        it). The description is printed once per load."""
+        return load_described(self.spec, self.trained, self.num_classes, device, self.source)
+
+    def weights_file(self) -> Path | None:
+        """The file the weights are read from; None for published weights."""
+        from pipeline.models.pretrained import pretrained_weights
+
+        if pretrained_weights(self.spec, self.source) is not None:
+            return None
+        return weights_file(self.spec, self.trained, self.source)
 
 
-def load_described(workflow: Workflow, layout: RunLayout, num_classes: int,
-                   device: torch.device) -> tuple[nn.Module, str]:
+def load_described(spec: ModelConfig, trained: Path | None, num_classes: int,
+                   device: torch.device, source: str) -> tuple[nn.Module, str]:
     """(the model with its weights, in eval mode on ``device``; which weights they are, as the
     run's log and the model card say it). The description is printed once per load."""
     from pipeline.models.pretrained import pretrained_weights
 
-    spec = workflow.model
-    published = pretrained_weights(workflow)
+    published = pretrained_weights(spec, source)
     if published is not None:
         model, described = published.load(spec.download), published.description
     else:
-        model = build_model(workflow, num_classes)
-        path = checkpoint_path(workflow, layout)
-        checkpoint = read_weights(workflow, path)
+        model = build_model(spec, num_classes)
+        path = weights_file(spec, trained, source)
+        checkpoint = read_weights(spec, path, source)
         fitted = fit_state_dict(model, checkpoint.state, path, spec.label, num_classes)
         described = checkpoint.where() + (f", {fitted}" if fitted else "")
         if not spec.checkpoint:

@@ -10,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from pipeline.config import Workflow
-
 if TYPE_CHECKING:
     from torch import nn
+
+    from pipeline.config import ModelConfig
 
 
 class PretrainedWeights(Protocol):
@@ -54,7 +54,7 @@ class TorchvisionWeights:
 
     def preset(self) -> dict[str, Any]:
         preset = self.weights.transforms()
-        return {"crop": int(preset.crop_size[0]), "resize": int(preset.resize_size[0]),
+        return {"input_size": int(preset.crop_size[0]), "resize": int(preset.resize_size[0]),
                 "mean": tuple(preset.mean), "std": tuple(preset.std),
                 "interpolation": preset.interpolation.value}
 
@@ -75,20 +75,19 @@ class TorchvisionWeights:
         return load_torchvision_model(self.name, self.weights, download)
 
 
-def pretrained_weights(workflow: Workflow) -> PretrainedWeights | None:
-    """The published weights the workflow analyses: None when it names none, or when
-    ``[model] checkpoint`` (which wins) names a file."""
-    return None if workflow.model.checkpoint else named_weights(workflow)
+def pretrained_weights(spec: ModelConfig, source: str) -> PretrainedWeights | None:
+    """The published weights ``[model]`` analyses: None when it names none, or when
+    ``[model] checkpoint`` (which wins) names a file. ``source``: the workflow file."""
+    return None if spec.checkpoint else named_weights(spec, source)
 
 
-def named_weights(workflow: Workflow) -> PretrainedWeights | None:
+def named_weights(spec: ModelConfig, source: str) -> PretrainedWeights | None:
     """The published weights ``[model] weights`` names, also beside a checkpoint (whose model
     then takes their preprocessing and class names); None when it names none."""
-    spec = workflow.model
     if not spec.weights:
         return None
     from pipeline.models.timm_models import TimmWeights, is_timm_name
 
     if is_timm_name(spec.name):
-        return TimmWeights(spec.name, spec.weights, workflow.source)
-    return TorchvisionWeights(spec.name, spec.weights, workflow.source)
+        return TimmWeights(spec.name, spec.weights, source)
+    return TorchvisionWeights(spec.name, spec.weights, source)

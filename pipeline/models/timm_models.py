@@ -56,6 +56,12 @@ def build_timm_model(name: str, num_classes: int = 1000, **kwargs: Any) -> nn.Mo
                                 **kwargs)
 
 
+def _file_name(url: str | tuple[str, str]) -> str:
+    """The name of the file timm caches a weights URL under (timm's configurations may give
+    a (URL, file name) pair instead of a URL)."""
+    return url[1] if isinstance(url, tuple) else Path(url).name
+
+
 class TimmWeights:
     """A timm architecture's pretrained weights: ``weights`` is "DEFAULT" (timm's default tag)
     or a pretrained tag ("a1_in1k", or "resnet18.a1_in1k")."""
@@ -76,7 +82,9 @@ class TimmWeights:
                             "weights empty and give [model] checkpoint, or train it")
         from timm.models import get_pretrained_cfg
 
-        self.cfg = get_pretrained_cfg(f"{arch}.{tag}" if tag else arch)
+        cfg = get_pretrained_cfg(f"{arch}.{tag}" if tag else arch)
+        assert cfg is not None  # the architecture's default or one of its listed tags
+        self.cfg = cfg
         self.tagged = f"{arch}.{self.cfg.tag}" if self.cfg.tag else arch
 
     @property
@@ -95,7 +103,7 @@ class TimmWeights:
         config = resolve_data_config(pretrained_cfg=self.cfg.to_dict())
         crop = int(config["input_size"][-1])
         interpolation = config.get("interpolation", "bilinear")
-        return {"crop": crop, "resize": math.floor(crop / float(config.get("crop_pct", 1.0))),
+        return {"input_size": crop, "resize": math.floor(crop / float(config.get("crop_pct", 1.0))),
                 "mean": tuple(float(v) for v in config["mean"]),
                 "std": tuple(float(v) for v in config["std"]),
                 "interpolation": interpolation if interpolation in
@@ -131,7 +139,7 @@ class TimmWeights:
         if self.cfg.url:
             import torch
 
-            path = Path(torch.hub.get_dir()) / "checkpoints" / Path(self.cfg.url).name
+            path = Path(torch.hub.get_dir()) / "checkpoints" / _file_name(self.cfg.url)
             if path.is_file():
                 return path
         return None
@@ -145,7 +153,9 @@ class TimmWeights:
                     f"repository {self.cfg.hf_hub_id}")
         import torch
 
-        return f"{Path(torch.hub.get_dir()) / 'checkpoints'} as {Path(self.cfg.url).name}"
+        # (every pretrained configuration timm registers names a hub repository or a URL)
+        assert self.cfg.url is not None
+        return f"{Path(torch.hub.get_dir()) / 'checkpoints'} as {_file_name(self.cfg.url)}"
 
     def check(self, download: bool) -> Path | None:
         """The cached weights file; None if it is not cached but timm may download it; a

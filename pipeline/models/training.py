@@ -65,7 +65,7 @@ def scale_first_conv(model: nn.Module, factor: float) -> None:
     Its random init is white noise, and whatever of it survives training shows as speckle in
     the filters and in every deconvnet projection; a small init leaves only learned structure.
     """
-    from pipeline.interp.layers import first_conv
+    from pipeline.models.evaluation import first_conv
 
     first = first_conv(model)
     if first is not None:
@@ -121,7 +121,7 @@ def _epoch_seed(base_seed: int, epoch: int) -> int:
     return (base_seed * 1_000_003 + epoch) % (2**63 - 1)
 
 
-def evaluate(model: nn.Module, loader: Iterable[Batch], device: torch.device) -> float:
+def evaluate(model: nn.Module, loader: Iterable[Batch | None], device: torch.device) -> float:
     """Top-1 accuracy in [0, 1] of ``model`` over ``loader`` (batches of image, label, index)."""
     correct = total = 0
     with evaluating(model):
@@ -137,8 +137,8 @@ def evaluate(model: nn.Module, loader: Iterable[Batch], device: torch.device) ->
 
 def train_classifier(
     model: nn.Module,
-    train_loader: Iterable[Batch],
-    val_loader: Iterable[Batch],
+    train_loader: Iterable[Batch | None],
+    val_loader: Iterable[Batch | None],
     *,
     epochs: int,
     lr: float,

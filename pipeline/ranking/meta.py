@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.metadata import Metadata
+from pipeline.schemas import Topk
 
 META_KEY = b"rank"
 
@@ -31,7 +32,7 @@ def write_topk(frame: pd.DataFrame, path: Path, meta: RankMeta) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pa.Table.from_pandas(frame, preserve_index=False)
+    table = pa.Table.from_pandas(Topk.conform(frame), preserve_index=False)
     table = table.replace_schema_metadata({**(table.schema.metadata or {}),
                                            META_KEY: json.dumps(meta.to_attrs()).encode()})
     pq.write_table(table, path)

@@ -1,6 +1,6 @@
 """Sanity checks of the projections, after Adebayo et al., "Sanity Checks for Saliency Maps"
 (NeurIPS 2018): how much a picture changes when the network's weights are randomised (the
-cascade, :mod:`pipeline.sanity.cascade`), and how much it follows its own image
+cascade, :mod:`pipeline.sanity.sanity_run`), and how much it follows its own image
 (:mod:`pipeline.sanity.inputs`). The atlas reads the results through
 :func:`read_sanity`, :func:`reading` and :class:`RandomisedProjections`.
 """

@@ -25,11 +25,12 @@ from itertools import combinations
 import numpy as np
 import zarr
 
+from pipeline.labelled import array_in
 from pipeline.sanity.similarity import local_contrast, magnitude, spearman, valid_region
+from pipeline.schemas import InputDependence
 
-#: The columns of ``input_dependence.parquet``, one row per layer and method.
-INPUT_COLUMNS = ("layer", "method", "between_projections", "between_projections_std",
-                 "with_patches", "with_patches_std", "n")
+#: The columns of ``input_dependence.parquet``, one row per layer and method (its schema's).
+INPUT_COLUMNS = tuple(InputDependence.names())
 
 Region = tuple[slice, slice]
 
@@ -64,23 +65,24 @@ def layer_dependence(group: zarr.Group, methods: Sequence[str], units: Sequence[
                      images: int, image_size: int) -> list[dict]:
     """One row per method (:data:`INPUT_COLUMNS` less the layer) for ``units`` of a layer
     group of ``projections.zarr``, over their top ``images`` ranks."""
-    stored = [str(m) for m in group["method"][:]]
-    tile = tuple(group["patches"].shape[2:4])
+    stored = [str(m) for m in np.asarray(array_in(group, "method")[:])]
+    tile_y, tile_x = array_in(group, "patches").shape[2:4]
     units = sorted(int(u) for u in units)
-    ranks = slice(0, images)
+    # (zarr turns the lists of an orthogonal selection into arrays itself)
+    unit_ids, ranks = np.asarray(units), slice(0, images)
     # one read per array (zarr fetches its chunks together), not one per unit
-    ids = np.asarray(group["image_id"].get_orthogonal_selection((units, ranks)))
-    boxes = np.asarray(group["boxes"].get_orthogonal_selection((units, ranks)))
-    patches = np.asarray(group["patches"].get_orthogonal_selection((units, ranks)))
-    chosen = [stored.index(method) for method in methods]
-    projections = np.asarray(group["projections"].get_orthogonal_selection(
-        (chosen, units, ranks)), dtype=np.float32)
-    figures = {method: [] for method in methods}
+    ids = np.asarray(array_in(group, "image_id").get_orthogonal_selection((unit_ids, ranks)))
+    boxes = np.asarray(array_in(group, "boxes").get_orthogonal_selection((unit_ids, ranks)))
+    patches = np.asarray(array_in(group, "patches").get_orthogonal_selection((unit_ids, ranks)))
+    chosen = np.asarray([stored.index(method) for method in methods])
+    projections = np.asarray(array_in(group, "projections").get_orthogonal_selection(
+        (chosen, unit_ids, ranks)), dtype=np.float32)
+    figures: dict[str, list[tuple[float, float]]] = {method: [] for method in methods}
     for i in range(len(units)):
         shown = int((ids[i] >= 0).sum())  # the ranks a unit has come first
         if shown == 0:
             continue
-        regions = [valid_region(tuple(int(v) for v in box), (image_size, image_size), tile)
+        regions = [valid_region(_box(box), (image_size, image_size), (tile_y, tile_x))
                    for box in boxes[i, :shown]]
         for m, method in enumerate(methods):
             figures[method].append(unit_dependence(projections[m, i, :shown],
@@ -94,6 +96,11 @@ def layer_dependence(group: zarr.Group, methods: Sequence[str], units: Sequence[
                      "with_patches": _mean(pairs[:, 1]), "with_patches_std": _std(pairs[:, 1]),
                      "n": int((~np.isnan(pairs).any(axis=1)).sum())})
     return rows
+
+
+def _box(values: np.ndarray) -> tuple[int, int, int, int]:
+    top, left, bottom, right = (int(v) for v in values)
+    return top, left, bottom, right
 
 
 def _mean(values: np.ndarray) -> float:

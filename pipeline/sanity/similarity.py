@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from pipeline.interp.receptive_field import crop_tile
+from pipeline.interp.receptive_field import field_tile
 
 WINDOW = 11
 SIGMA = 1.5
@@ -41,9 +41,9 @@ def magnitude(projection_hwc: np.ndarray) -> np.ndarray:
 
 def valid_region(box: tuple[int, int, int, int], image_hw: tuple[int, int],
                  tile_hw: tuple[int, int]) -> tuple[slice, slice]:
-    """The rows and columns of a unit's tile (``crop_tile`` of ``box``) that lie inside the
+    """The rows and columns of a unit's tile (``field_tile`` of ``box``) that lie inside the
     image: the same rule as the crop itself, applied to a mask of the image."""
-    inside = crop_tile(np.ones(image_hw, dtype=bool), box, tile_hw, False)
+    inside = field_tile(np.ones(image_hw, dtype=bool), box, tile_hw, False)
     rows, cols = np.flatnonzero(inside.any(axis=1)), np.flatnonzero(inside.any(axis=0))
     if not len(rows) or not len(cols):
         return slice(0, 0), slice(0, 0)

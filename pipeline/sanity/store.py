@@ -1,7 +1,7 @@
 """What the sanity stage writes, and the reader of ``sanity.zarr``.
 
 - ``sanity.parquet``: the cascade, one row per layer, method and step
-  (:data:`pipeline.sanity.cascade.CASCADE_COLUMNS`): ``step`` 1 randomises the top of the
+  (:data:`pipeline.sanity.sanity_run.CASCADE_COLUMNS`): ``step`` 1 randomises the top of the
   network down to ``randomised_from`` (a module name; ``randomised_label`` the analysed layer
   it computes, '' below them all), each next step one analysed layer further down, and the
   row with ``full`` true is every weighted module randomised, the headline figure. Spearman's
@@ -27,14 +27,22 @@ from typing import TYPE_CHECKING
 import numpy as np
 import zarr
 
-from pipeline.labelled import channel_names, labelled_array, write_coordinate, write_range
+from pipeline.labelled import (
+    array_in,
+    channel_names,
+    group_in,
+    labelled_array,
+    write_coordinate,
+    write_range,
+)
 from pipeline.metadata import Metadata
+from pipeline.schemas import InputDependence, Sanity
 
 if TYPE_CHECKING:  # the atlas reads this module's reader without importing torch
     import pandas as pd
 
     from pipeline.interp.projection_store import LayerPlan
-    from pipeline.sanity.cascade import CascadeResult
+    from pipeline.sanity.sanity_run import CascadeResult
 
 
 @dataclass(frozen=True)
@@ -85,8 +93,8 @@ def write_randomised(path: Path, result: CascadeResult, layers: Sequence[LayerPl
 def write_tables(cascade: pd.DataFrame, cascade_path: Path, inputs: pd.DataFrame,
                  inputs_path: Path) -> None:
     """Write the two tables (module doc)."""
-    cascade.to_parquet(cascade_path, index=False)
-    inputs.to_parquet(inputs_path, index=False)
+    Sanity.write(cascade, cascade_path)
+    InputDependence.write(inputs, inputs_path)
 
 
 class RandomisedProjections:
@@ -105,13 +113,13 @@ class RandomisedProjections:
         method or layer the store does not hold)."""
         if layer not in self.root or method not in self.meta.methods:
             return None
-        group = self.root[layer]
-        if int(group["image_id"][unit]) < 0:
+        group = group_in(self.root, layer)
+        if int(np.asarray(array_in(group, "image_id")[unit])) < 0:
             return None
         m = self.meta.methods.index(method)
-        scale = float(group["projection_scale"][m, unit])
-        return np.asarray(group["projections"][m, unit], dtype=np.float32) * scale
+        scale = float(np.asarray(array_in(group, "projection_scale")[m, unit]))
+        return np.asarray(array_in(group, "projections")[m, unit], dtype=np.float32) * scale
 
     def image_id(self, layer: str, unit: int) -> int:
         """The image the unit's projection is of (its top-1), -1 for a dead unit."""
-        return int(self.root[layer]["image_id"][unit])
+        return int(np.asarray(array_in(group_in(self.root, layer), "image_id")[unit]))

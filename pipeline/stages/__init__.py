@@ -3,10 +3,10 @@
 import importlib
 
 from pipeline.stages.registry import (
-    Output,
     Stage,
     get_stage,
     list_stages,
+    readers_of,
     register_stage,
     stage_writing,
 )
@@ -18,5 +18,5 @@ STAGE_MODULES = ("prepare", "train", "activations", "rank", "deconv", "occlusion
 for _module in STAGE_MODULES:
     importlib.import_module(f"pipeline.stages.{_module}")
 
-__all__ = ["STAGE_MODULES", "Output", "Stage", "get_stage", "list_stages", "register_stage",
+__all__ = ["STAGE_MODULES", "Stage", "get_stage", "list_stages", "readers_of", "register_stage",
            "stage_writing"]

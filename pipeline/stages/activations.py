@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
-import pandas as pd
-
 from pipeline.atomic import zarr_writes_settled
-from pipeline.models.analysed import analysed_model
+from pipeline.catalog import (
+    ACTIVATIONS,
+    CLASSES,
+    IMAGES,
+    MANIFEST,
+    MODEL,
+    MODEL_FILE,
+    SKIPPED,
+    SYNTHETIC_DATA,
+    WEIGHTS_FILE,
+)
 from pipeline.stages.context import StageContext
 from pipeline.stages.registry import register_stage
 
 
 # revision 2: dimension names and coordinates (pipeline.labelled); images of more than 8 bits
 # per channel scaled to 8, not clipped (pipeline.data.images)
-@register_stage("activations", inputs=("prepare", "train"), revision=2,
-                keys=("data.source", "data.root", "model", "activations"),
-                outputs=("activations", "skipped"),
-                loads_weights=True, reads_images=True,
+@register_stage("activations", revision=2,
+                reads=(MANIFEST, CLASSES, MODEL, WEIGHTS_FILE, MODEL_FILE, IMAGES, SYNTHETIC_DATA),
+                writes=(ACTIVATIONS, SKIPPED),
+                config=("data.source", "data.root", "model", "activations"),
                 # which model is loaded follows train.enabled, and so do its inputs; the dask
                 # section says how shard tasks are spread over a cluster
-                reads=("train.enabled", "dask"))
+                unkeyed=("train.enabled", "dask"))
 def activations(ctx: StageContext) -> bool:
     """record each unit's max, argmax and mean over every image"""
     with zarr_writes_settled():
@@ -29,12 +37,7 @@ def _fill_store(ctx: StageContext) -> bool:
     """Create or resume the staged store, fill the chunks of this run (or shard), finish it
     when none are left; False: other shards still have chunks to do."""
     from pipeline.device import resolve_device
-    from pipeline.inference.lifecycle import (
-        claim_finishing,
-        fill_shares,
-        finish_activations,
-        store_layer_metas,
-    )
+    from pipeline.inference.activations_run import claim_finishing, finish_activations
     from pipeline.inference.store import (
         chunk_count,
         completed_chunks,
@@ -42,20 +45,21 @@ def _fill_store(ctx: StageContext) -> bool:
         creation_lock,
         shard_chunks,
     )
+    from pipeline.interp.layers import store_layer_metas
     from pipeline.labelled import ImageCoords
-    from pipeline.models.preprocessing import preprocessing
 
-    workflow, layout, spec = ctx.workflow, ctx.layout, ctx.workflow.activations
+    spec = ctx.workflow.activations
     on_cluster = ctx.client is not None and ctx.shard is None
     # On a cluster the workers load the model on their own devices; here it only gives the layers.
     device = resolve_device("cpu" if on_cluster else spec.device)
-    manifest = pd.read_parquet(layout.manifest)
-    model = analysed_model(workflow, layout, device)
-    meta = store_layer_metas(model, preprocessing(workflow).crop, spec.layers)
+    manifest, classes = ctx.read(MANIFEST), ctx.read(CLASSES)
+    source = _share_source(ctx, len(classes), absolute=on_cluster)
+    model = source.model.load(device)
+    meta = store_layer_metas(model, source.preprocessing.input_size, spec.modules)
     n_chunks = chunk_count(len(manifest), spec.chunk_size)
-    with creation_lock(layout.activations):  # the client creates every array before any write
-        staged = ctx.output(layout.activations, resumable=True)
-        classes = pd.read_parquet(layout.classes)
+    final = ctx.path(ACTIVATIONS)
+    with creation_lock(final):  # the client creates every array before any write
+        staged = ctx.output(ACTIVATIONS)
         create_store(staged, ImageCoords.of_run(manifest, classes), spec.chunk_size, meta,
                      top=min(5, len(classes)))
     done = completed_chunks(staged)
@@ -63,22 +67,55 @@ def _fill_store(ctx: StageContext) -> bool:
         print(f"[activations] resuming: {len(done)} of {n_chunks} chunks already written")
     mine = range(n_chunks) if on_cluster else shard_chunks(n_chunks, ctx.shard)
     todo = [chunk for chunk in mine if chunk not in done]
-    reports = fill_shares(workflow, layout, staged, todo, model,
-                          ctx.client if on_cluster else None, ctx.key)
+    reports = _fill(ctx, source, staged, todo, None if on_cluster else model)
     for report in reports:
         if report.images:
             print(f"[activations] {report.describe()}")
-    left = claim_finishing(layout.activations, staged, n_chunks, ctx.shard)
+    left = claim_finishing(final, staged, n_chunks, ctx.shard)
     if left is not None:
-        print(f"[activations] shard {ctx.shard[0]}/{ctx.shard[1]} finished; "
+        index, count = ctx.shard or (0, 1)
+        print(f"[activations] shard {index}/{count} finished; "
               f"{left} chunks are left to the other shards")
         return False
     finished = finish_activations(staged, sorted({report.device for report in reports
                                                   if report.images}),
                                   str(device), manifest["path"].to_numpy(),
-                                  lambda: ctx.output(layout.skipped))
-    summary, skipped = finished.summary, layout.skipped.name
+                                  lambda: ctx.output(SKIPPED))
+    summary, skipped = finished.summary, ctx.path(SKIPPED).name
     print(f"[activations] top-1 {summary.top1:.3f}, top-{finished.top} {summary.top5:.3f} on "
           f"{summary.n_readable} images; {finished.n_skipped} unreadable images skipped"
           + (f" (listed in {skipped})" if finished.n_skipped else ""))
     return True
+
+
+def _share_source(ctx: StageContext, num_classes: int, absolute: bool):
+    """What each share reads; by absolute paths for dask workers, which start elsewhere."""
+    from pipeline.inference.shard import ShareSource
+    from pipeline.run_inputs import analysed_root, model_source, preprocessing
+
+    workflow = ctx.workflow.with_absolute_paths() if absolute else ctx.workflow
+    manifest = ctx.path(MANIFEST)
+    root = analysed_root(workflow, ctx.layout)
+    source = model_source(workflow, ctx.layout, num_classes)
+    if absolute:
+        from dataclasses import replace
+
+        manifest, root = manifest.absolute(), root.absolute()
+        source = replace(source, trained=source.trained.absolute() if source.trained else None)
+    return ShareSource(source, root, manifest, preprocessing(workflow), workflow.activations)
+
+
+def _fill(ctx: StageContext, source, staged, chunks: list[int], model) -> list:
+    """Fill ``chunks`` of the store at ``staged``: on the dask client's workers (which load
+    the model on their own devices, each chunk written only while the store still belongs to
+    this stage key), else in this process with ``model``."""
+    from pipeline.inference.shard import fill_share
+
+    if model is not None:
+        return [fill_share(source, staged, chunks, model)]
+    if not chunks:
+        return []
+    from pipeline.cluster import run_shards
+
+    return run_shards(ctx.client, ctx.workflow.dask, fill_share, (source, staged.absolute()),
+                      chunks, "activations", model=None, stage_key=ctx.key)

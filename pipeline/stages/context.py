@@ -1,4 +1,9 @@
-"""What a stage receives from the runner: its workflow, the run's paths, and output staging."""
+"""What a stage receives from the runner: its workflow, what it reads, and output staging.
+
+A stage reaches the run's files only through here, and only those it declared: ``read`` and
+``path`` for what it reads (``register_stage(reads=...)``), ``output`` for what it writes
+(``writes=...``). An undeclared one would escape its key or its digest, so it is refused.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.atomic import read_json, remove, replace, write_json
+from pipeline.atomic import read_json, remove, remove_partials, replace, write_json
+from pipeline.catalog import Artifact
 from pipeline.config import Workflow
 from pipeline.layout import RunLayout
-from pipeline.stages.registry import get_stage
+from pipeline.stages.registry import Stage
 from pipeline.workflow_view import WorkflowView
 
 
@@ -20,44 +26,76 @@ class StageContext:
 
     workflow: Workflow | WorkflowView
     layout: RunLayout
-    stage: str
+    stage: Stage
     key: str
     client: Any = None
     shard: tuple[int, int] | None = None  # (index, count): fill only this share of the chunks
-    _outputs: list[tuple[Path, Path]] = field(default_factory=list)
+    _outputs: list[tuple[Path, Path, bool]] = field(default_factory=list)  # staged, final, store
     _discarded: list[Path] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        # The stage sees only the config it declared (see pipeline.stages.view).
+        # The stage sees only the config it declared (see pipeline.workflow_view).
         if not isinstance(self.workflow, WorkflowView):
-            self.workflow = WorkflowView(self.workflow, self.stage, get_stage(self.stage).config)
+            self.workflow = WorkflowView(self.workflow, self.stage.name,
+                                         self.stage.declared_config)
 
-    def output(self, final: Path, resumable: bool = False) -> Path:
-        """Return the staging path to write ``final`` under; the runner moves it into place.
+    @property
+    def name(self) -> str:
+        return self.stage.name
 
-        A resumable output keeps its staging path across killed runs as long as the stage's key is
-        unchanged (recorded in a ``.key`` file beside it), so the stage can continue where it was.
-        Only the outputs the stage declared (``register_stage(outputs=...)``) can be staged: an
+    def path(self, item: Artifact) -> Path:
+        """Where ``item`` is: one the stage reads or writes (a writer's final path, which
+        its messages name; it writes under :meth:`output`)."""
+        if item not in self.stage.reads and item not in self.stage.writes:
+            raise RuntimeError(f"stage '{self.name}' opens {item.name}, which it does not "
+                               "declare in register_stage(reads=...)")
+        return item.path(self.layout)
+
+    def read(self, item: Artifact) -> Any:
+        """What ``item`` holds (see :meth:`pipeline.catalog.Artifact.read`), for an artifact
+        the stage declared it reads."""
+        if item not in self.stage.reads:
+            raise RuntimeError(f"stage '{self.name}' reads {item.name}, which it does not "
+                               "declare in register_stage(reads=...)")
+        return item.read(item.path(self.layout))
+
+    def output(self, item: Artifact) -> Path:
+        """Return the staging path to write ``item`` under; the runner moves it into place.
+
+        A resumable artifact keeps its staging path across killed runs as long as the stage's
+        key is unchanged (recorded in a ``.key`` file beside it), so the stage can continue
+        where it was; what a killed write left half-done inside it is removed first. Only the
+        artifacts the stage declared (``register_stage(writes=...)``) can be staged: an
         undeclared one would escape its stamp's digest and the status of its downstream stages.
         """
-        declared = {output.resolve(self.layout) for output in get_stage(self.stage).outputs}
-        if final not in declared:
-            raise RuntimeError(f"stage '{self.stage}' writes {final}, which it does not declare "
-                               "in register_stage(outputs=...)")
-        staged = self.layout.staging(final, resumable)
+        if item not in self.stage.writes:
+            raise RuntimeError(f"stage '{self.name}' writes {item.name}, which it does not "
+                               "declare in register_stage(writes=...)")
+        final = item.path(self.layout)
+        staged = self.layout.staging(final, item.resumable)
         marker = staged.parent / f"{staged.name}.key"
-        if not resumable or read_json(marker) != self.key:
+        if not item.resumable or read_json(marker) != self.key:
             remove(staged)
             remove(marker)
-        if resumable:
+        if item.resumable:
+            if not item.sharded:  # a sibling shard may be writing into it right now
+                remove_partials(staged)
             write_json(marker, self.key)
-        self._outputs.append((staged, final))
+        self._outputs.append((staged, final, item.kind == "store"))
         return staged
 
-    def discard(self, final: Path) -> None:
-        """Remove ``final`` when the outputs are moved into place: an optional output that this
+    def write(self, item: Artifact, value: Any) -> None:
+        """Write the table ``item`` (a DataFrame, checked against its schema) to its staging
+        path."""
+        item.write(value, self.output(item))
+
+    def discard(self, item: Artifact) -> None:
+        """Remove ``item`` when the outputs are moved into place: an optional output that this
         run does not produce (e.g. the data warnings of a folder that has none left)."""
-        self._discarded.append(final)
+        if item not in self.stage.writes:
+            raise RuntimeError(f"stage '{self.name}' discards {item.name}, which it does not "
+                               "declare in register_stage(writes=...)")
+        self._discarded.append(item.path(self.layout))
 
     @property
     def current_output(self) -> Path:
@@ -68,19 +106,21 @@ class StageContext:
     def abandon(self) -> None:
         """Remove what a failed stage staged, except resumable outputs (a rerun continues them):
         a half-written folder must not keep the disk full that stopped it."""
-        for staged, _ in self._outputs:
+        for staged, _, _ in self._outputs:
             if not staged.name.endswith(".partial"):
                 remove(staged)
 
     def staged_outputs_exist(self) -> bool:
         """Whether every staged output is still there (not yet moved by another shard)."""
-        return all(staged.exists() for staged, _ in self._outputs)
+        return all(staged.exists() for staged, _, _ in self._outputs)
 
     def commit(self) -> None:
         """Move every staged output into place (called by the runner only)."""
-        for staged, final in self._outputs:
+        for staged, final, store in self._outputs:
             if not staged.exists():
-                raise RuntimeError(f"stage '{self.stage}' did not write {final.name}")
+                raise RuntimeError(f"stage '{self.name}' did not write {final.name}")
+            if store:  # a finished store holds its arrays' files and nothing else
+                remove_partials(staged)
             replace(staged, final)
             remove(staged.parent / f"{staged.name}.key")
         for final in self._discarded:

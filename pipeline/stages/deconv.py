@@ -1,52 +1,60 @@
 """Stage ``deconv``: projects every unit's top activations to pixel space, cropped to its field.
 
-How, and how a killed run continues: :mod:`pipeline.interp.projection_run`.
+How, and how a killed run continues: :mod:`pipeline.interp.deconv_run`.
 """
 
 from __future__ import annotations
 
-import pandas as pd
-
 from pipeline.atomic import zarr_writes_settled
+from pipeline.catalog import (
+    ACTIVATIONS,
+    CLASSES,
+    IMAGES,
+    MANIFEST,
+    MODEL,
+    MODEL_FILE,
+    PROJECTIONS,
+    SYNTHETIC_DATA,
+    TOPK,
+    WEIGHTS_FILE,
+)
 from pipeline.stages.context import StageContext
 from pipeline.stages.registry import register_stage
 
 
 # revision 2: projections.zarr's root no longer copies top_k (rank's metadata holds it);
 # 3: dimension names and coordinates (pipeline.labelled)
-@register_stage("deconv", inputs=("prepare", "train", "activations", "rank"),
-                keys=("data.source", "data.root", "model", "deconv"), revision=3,
-                outputs=("projections",), loads_weights=True,
-                reads_images=True,
+@register_stage("deconv", revision=3,
+                reads=(MANIFEST, CLASSES, MODEL, WEIGHTS_FILE, MODEL_FILE, ACTIVATIONS, TOPK,
+                       IMAGES, SYNTHETIC_DATA),
+                writes=(PROJECTIONS,),
+                config=("data.source", "data.root", "model", "deconv"),
                 # the model is the trained one when the workflow trains (its inputs say which)
-                reads=("train.enabled",),)
+                unkeyed=("train.enabled",))
 def deconv(ctx: StageContext) -> None:
     """project each top activation back to pixel space"""
-    import zarr
-
     from pipeline.device import resolve_device
     from pipeline.interp import receptive_fields
+    from pipeline.interp.deconv_run import write_projections
     from pipeline.interp.projection_meta import ProjectionPlan
-    from pipeline.interp.projection_run import write_projections
     from pipeline.interp.projection_store import layer_plans
     from pipeline.labelled import ImageCoords
-    from pipeline.models.analysed import analysed_model, analysed_pixels
-    from pipeline.models.preprocessing import preprocessing
     from pipeline.ranking import read_rank_meta
+    from pipeline.run_inputs import analysed_model, analysed_pixels, preprocessing
 
     workflow, layout, spec = ctx.workflow, ctx.layout, ctx.workflow.deconv
     device = resolve_device(spec.device)
-    manifest = pd.read_parquet(layout.manifest)
-    model = analysed_model(workflow, layout, device)
+    manifest, classes = ctx.read(MANIFEST), ctx.read(CLASSES)
+    model = analysed_model(workflow, layout, classes, device)
     prep = preprocessing(workflow)
-    activations = zarr.open_group(layout.activations, mode="r")
-    top_k = read_rank_meta(layout.topk).top_k
-    layers = layer_plans(activations, receptive_fields(model, (prep.crop, prep.crop)))
-    plan = ProjectionPlan(tuple(spec.methods), top_k, prep.crop,
+    activations = ctx.read(ACTIVATIONS)
+    top_k = read_rank_meta(ctx.path(TOPK)).top_k
+    layers = layer_plans(activations, receptive_fields(model, (prep.input_size, prep.input_size)))
+    plan = ProjectionPlan(tuple(spec.methods), top_k, prep.input_size,
                           tuple(layer.label for layer in layers))
     with zarr_writes_settled():
-        write_projections(ctx.output(layout.projections, resumable=True), model, layers, plan,
-                          pd.read_parquet(layout.topk), analysed_pixels(workflow, layout, manifest),
-                          ImageCoords.of_run(manifest, pd.read_parquet(layout.classes)),
+        write_projections(ctx.output(PROJECTIONS), model, layers, plan,
+                          ctx.read(TOPK), analysed_pixels(workflow, layout, manifest),
+                          ImageCoords.of_run(manifest, classes),
                           prep.normalise(), spec.batch_size,
                           spec.num_workers, str(device), len(prep.mean))

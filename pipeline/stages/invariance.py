@@ -1,48 +1,56 @@
 """Stage ``invariance`` (Figure 5): feature distances under translation, scaling and rotation.
 
-What ``invariance.parquet`` holds: :mod:`pipeline.experiments.invariance_table`.
+What ``invariance.parquet`` holds: :mod:`pipeline.experiments.invariance_run`.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
+from pipeline.catalog import (
+    ACTIVATIONS,
+    CLASSES,
+    IMAGES,
+    INVARIANCE,
+    MANIFEST,
+    MODEL,
+    MODEL_FILE,
+    SYNTHETIC_DATA,
+    WEIGHTS_FILE,
+)
 from pipeline.errors import UserError
-from pipeline.models.analysed import analysed_images, analysed_model
+from pipeline.run_inputs import analysed_images, analysed_model, preprocessing
 from pipeline.stages.context import StageContext
 from pipeline.stages.registry import register_stage
 
 
 # revision 2: per-transform samples that leave out the classes a transform can change (the
 # demo's stripes under rotation; [invariance] exclude_*), and their names in the metadata
-@register_stage("invariance", inputs=("prepare", "train", "activations"), revision=2,
-                keys=("data.source", "data.root", "model", "invariance"),
-                outputs=("invariance",), loads_weights=True,
-                reads_images=True,
+@register_stage("invariance", revision=2,
+                reads=(MANIFEST, CLASSES, MODEL, WEIGHTS_FILE, MODEL_FILE, ACTIVATIONS, IMAGES,
+                       SYNTHETIC_DATA),
+                writes=(INVARIANCE,),
+                config=("data.source", "data.root", "model", "invariance"),
                 # the model is the trained one when the workflow trains (its inputs say which)
-                reads=("train.enabled",),
+                unkeyed=("train.enabled",),
                 enabled=lambda workflow: workflow.invariance.images > 0
                 or bool(workflow.invariance.files))
 def invariance(ctx: StageContext) -> None:
     """measure feature and class invariance to translation, scale and rotation (Figure 5)"""
-    import zarr
-
     from pipeline.device import resolve_device
     from pipeline.experiments.invariance import feature_layers
+    from pipeline.experiments.invariance_run import Pixels, write_invariance_table
     from pipeline.experiments.invariance_sampling import (
         excluded_classes,
         image_order,
         transform_images,
     )
-    from pipeline.experiments.invariance_table import Pixels, write_invariance_table
     from pipeline.inference.store import store_layers
-    from pipeline.models.preprocessing import preprocessing
 
     workflow, layout, spec = ctx.workflow, ctx.layout, ctx.workflow.invariance
-    manifest = pd.read_parquet(layout.manifest)
-    activations = zarr.open_group(layout.activations, mode="r")
-    class_names = [str(name) for name in pd.read_parquet(layout.classes)["name"]]
+    manifest, classes = ctx.read(MANIFEST), ctx.read(CLASSES)
+    activations = ctx.read(ACTIVATIONS)
+    class_names = [str(name) for name in classes["name"]]
     options = {"translation": spec.exclude_translation, "scale": spec.exclude_scale,
                "rotation": spec.exclude_rotation}
     declared = _declared(workflow.data.source)
@@ -55,15 +63,16 @@ def invariance(ctx: StageContext) -> None:
     analysed = store_layers(activations)
     if not analysed:
         raise UserError("[invariance]: the activations store records no layer; set "
-                        "[activations] layers or leave it empty for every conv layer")
+                        "[activations] modules or leave it empty for every conv layer")
     device = resolve_device(spec.device)
-    model = analysed_model(workflow, layout, device)
+    model = analysed_model(workflow, layout, classes, device)
     layers = feature_layers(model, analysed[0].module, analysed[-1].module, analysed[0].label,
                             analysed[-1].label)
     prep = preprocessing(workflow)
-    write_invariance_table(ctx.output(layout.invariance), model,
+    write_invariance_table(ctx.output(INVARIANCE), model,
                            analysed_images(workflow, layout, manifest), plan, layers,
-                           spec.batch_size, Pixels(prep.crop, prep.mean, prep.std), str(device),
+                           spec.batch_size, Pixels(prep.input_size, prep.mean, prep.std),
+                           str(device),
                            excluded, _excluded_by(excluded, options, declared))
     print(f"[invariance] {len(image_ids)} images, layer 1 = {layers.first_label}, last hidden "
           f"layer = {layers.last_label}")

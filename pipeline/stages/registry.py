@@ -1,12 +1,13 @@
 """The stage registry: ``@register_stage`` in torchvision's ``register_model`` style.
 
 The order of registration is the dependency order, so ``run all`` is the registry in order.
-Each stage declares its contract as data the runner can inspect, in kedro's ``node(func, inputs,
-outputs)`` manner: its input stages, the config it reads (``keys``, which change its results,
-and ``reads``, which do not), the ``RunLayout`` paths it writes, whether it loads the model's
-weights, and its revision (see ``pipeline.stamps``). The runner holds a stage to it: a stage can
-only stage the outputs it declared and only read the config it declared
-(``pipeline.stages.context``).
+Each stage declares its contract as data the runner can inspect, in kedro's ``node(func,
+inputs, outputs)`` manner: the catalog's artifacts it reads and writes
+(:mod:`pipeline.catalog`), the config it reads (``config``, which changes its results, and
+``unkeyed``, which does not), and its revision (see ``pipeline.stamps``). Its input stages are
+those that write what it reads; what it reads from outside the run (weights, model file,
+images) goes into its key. The runner holds a stage to its declarations: it can open only the
+artifacts it declared and read only the config it declared (``pipeline.stages.context``).
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from pipeline.catalog import Artifact, External
 from pipeline.layout import RunLayout
 
 if TYPE_CHECKING:
@@ -26,71 +28,42 @@ StageFunction = Callable[["StageContext"], "bool | None"]  # False: incomplete s
 
 
 @dataclass(frozen=True)
-class Output:
-    """One path a stage writes: a ``RunLayout`` property, by name.
-
-    ``digested``: part of the stage's content digest, so its downstream stages depend on its
-    bytes (a folder written only as a cache, like the demo's generated images, is not: its
-    settings file stands for it). ``when``: a config option ('section.option') whose value being
-    empty means the stage does not write this path.
-    """
-
-    path: str
-    digested: bool = True
-    when: str = ""
-
-    def resolve(self, layout: RunLayout) -> Path:
-        return getattr(layout, self.path)
-
-    def written(self, workflow: Workflow) -> bool:
-        if not self.when:
-            return True
-        section, _, name = self.when.partition(".")
-        return bool(getattr(workflow.section(section), name))
-
-
-def _outputs(declared: tuple[Output | str, ...]) -> tuple[Output, ...]:
-    outputs = tuple(Output(item) if isinstance(item, str) else item for item in declared)
-    for output in outputs:
-        if not isinstance(getattr(RunLayout, output.path, None), property):
-            raise ValueError(f"output '{output.path}' is not a path of RunLayout")
-    return outputs
-
-
-@dataclass(frozen=True)
 class Stage:
-    """A stage: a function of its config keys, the run's paths and its inputs' outputs."""
+    """A stage: a function of its config, of what it reads, writing what it declares."""
 
     name: str
     func: StageFunction
-    inputs: tuple[str, ...]
-    keys: tuple[str, ...]
-    outputs: tuple[Output, ...]
-    enabled: Callable[[Workflow], bool]
+    reads: tuple[Artifact | External, ...]
+    writes: tuple[Artifact, ...]
+    config: tuple[str, ...]
+    unkeyed: tuple[str, ...]
+    enabled: Callable[[Any], bool]
     doc: str
+    inputs: tuple[str, ...]  # the stages that write what it reads, in registry order
     revision: int = 1
-    loads_weights: bool = False
-    lists_images: bool = False
-    reads_images: bool = False
-    reads_checkpoints: bool = False
-    reads: tuple[str, ...] = ()
+
+    @property
+    def external(self) -> tuple[External, ...]:
+        """What it reads from outside the run folder (digested into its key)."""
+        return tuple(item for item in self.reads if isinstance(item, External))
+
+    @property
+    def sharded(self) -> bool:
+        """It fills an artifact in shares (``--shard``, dask tasks)."""
+        return any(item.sharded for item in self.writes)
 
     def output_paths(self, workflow: Workflow, layout: RunLayout,
                      digested_only: bool = True) -> tuple[Path, ...]:
         """The paths this stage writes for ``workflow``: by default those whose content its
         downstream stages depend on (its stamp's digest), with ``digested_only=False`` every
         path it may stage."""
-        return tuple(output.resolve(layout) for output in self.outputs
-                     if output.written(workflow) and (output.digested or not digested_only))
-
-    def writes(self, path: str) -> bool:
-        """Whether ``path`` (a ``RunLayout`` property name) is among this stage's outputs."""
-        return any(output.path == path for output in self.outputs)
+        return tuple(item.path(layout) for item in self.writes
+                     if item.written(workflow) and (item.digested or not digested_only))
 
     @property
-    def config(self) -> tuple[str, ...]:
-        """Every config section or option the stage may read: ``keys`` and ``reads``."""
-        return self.keys + self.reads
+    def declared_config(self) -> tuple[str, ...]:
+        """Every config section or option the stage may read: ``config`` and ``unkeyed``."""
+        return self.config + self.unkeyed
 
 
 _STAGES: dict[str, Stage] = {}
@@ -98,41 +71,41 @@ _STAGES: dict[str, Stage] = {}
 
 def register_stage(
     name: str,
-    inputs: tuple[str, ...] = (),
-    keys: tuple[str, ...] = (),
-    outputs: tuple[Output | str, ...] = (),
-    enabled: Callable[[Workflow], bool] = lambda workflow: True,
+    reads: tuple[Artifact | External, ...] = (),
+    writes: tuple[Artifact, ...] = (),
+    config: tuple[str, ...] = (),
+    unkeyed: tuple[str, ...] = (),
+    enabled: Callable[[Any], bool] = lambda workflow: True,
     revision: int = 1,
-    loads_weights: bool = False,
-    lists_images: bool = False,
-    reads_images: bool = False,
-    reads_checkpoints: bool = False,
-    reads: tuple[str, ...] = (),
 ) -> Callable[[StageFunction], StageFunction]:
     """Register ``func`` as stage ``name``.
 
-    It reads the outputs of ``inputs`` (earlier stages); ``keys`` are the config sections or
-    single options ('model.name') that change its results; ``reads`` the options it also reads
-    that do not (execution-only options, and those whose effect reaches it through its inputs'
-    outputs); ``outputs`` names the ``RunLayout`` paths it writes (a name, or an
-    :class:`Output`), the only ones it may stage; ``revision`` is bumped by a release that
-    changes what the stage writes; ``loads_weights``: it loads ``[model] checkpoint``, so that
-    file's content is part of its key; ``lists_images``: it lists the image folders, so their
-    listing is part of its key; ``reads_images``: it reads the manifest's image files, so their
-    sizes and times are; ``reads_checkpoints``: it loads ``[evolution] checkpoints``, so
-    their content is part of its key.
+    ``reads``: the artifacts it opens (each written by a stage registered before it) and what
+    it reads from outside the run; ``writes``: the artifacts it writes, the only ones it may
+    stage; ``config``: the config sections or single options ('model.name') that change its
+    results; ``unkeyed``: the options it also reads that do not (execution-only options, and
+    those whose effect reaches it through what it reads); ``revision`` is bumped by a release
+    that changes what the stage writes.
     """
 
     def wrap(func: StageFunction) -> StageFunction:
         if name in _STAGES:
             raise ValueError(f"a stage named '{name}' is already registered")
-        unknown = [stage for stage in inputs if stage not in _STAGES]
-        if unknown:
-            raise ValueError(f"stage '{name}' reads {unknown}, which are not registered before it")
+        inputs = []
+        for item in reads:
+            if isinstance(item, Artifact):
+                try:
+                    writer = stage_writing(item).name
+                except KeyError:
+                    raise ValueError(f"stage '{name}' reads {item.name}, which no stage "
+                                     "registered before it writes") from None
+                if writer not in inputs:
+                    inputs.append(writer)
+        order = list(_STAGES)
         doc = (func.__doc__ or "").strip().splitlines()[0] if func.__doc__ else ""
-        _STAGES[name] = Stage(name, func, inputs, keys, _outputs(outputs), enabled, doc,
-                              revision, loads_weights, lists_images, reads_images,
-                              reads_checkpoints, reads)
+        _STAGES[name] = Stage(name, func, tuple(reads), tuple(writes), tuple(config),
+                              tuple(unkeyed), enabled, doc,
+                              tuple(sorted(inputs, key=order.index)), revision)
         return func
 
     return wrap
@@ -148,9 +121,14 @@ def get_stage(name: str) -> Stage:
     return _STAGES[name]
 
 
-def stage_writing(path: str) -> Stage:
-    """The stage that writes ``path`` (a ``RunLayout`` property name, e.g. 'topk')."""
+def stage_writing(item: Artifact) -> Stage:
+    """The stage that writes ``item``."""
     for stage in _STAGES.values():
-        if stage.writes(path):
+        if item in stage.writes:
             return stage
-    raise KeyError(f"no stage declares the output '{path}'")
+    raise KeyError(f"no stage writes {item.name}")
+
+
+def readers_of(item: Artifact) -> list[Stage]:
+    """The stages that read ``item``."""
+    return [stage for stage in _STAGES.values() if item in stage.reads]

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.atlas.channels import shown_rgb
-from pipeline.atlas.context import Crop, ProjectionCell
+from pipeline.atlas.context import ProjectionCell, SheetCell
 from pipeline.atlas.tiles import compose_grid, projection_grid_width, save_image, tile_cells
 from pipeline.interp.display import CURVES, curve_display, display_scale
 
@@ -31,8 +31,8 @@ def unit_pictures(out: Path, rel: str, n: int, size: int, seed: int = 0,
         path = f"{rel}-deconvnet-{curve}.webp"
         shown = shown_rgb(np.stack([curve_display(p, curve) for p in projections]))
         save_image(compose_grid(shown, 1, 3), out / path)
-        crops[curve] = [Crop(path, *cells[r], *sheet) for r in range(n)]
+        crops[curve] = [SheetCell(path, *cells[r], *sheet) for r in range(n)]
     grid = tuple(ProjectionCell(crops["linear"][r], crops["lifted"][r],
                                 display_scale(projections[r])) for r in range(n))
     return {"tile": tile, "grid": grid,
-            "patches": tuple(Crop(tile, *cells[r], *sheet) for r in range(n))}
+            "patches": tuple(SheetCell(tile, *cells[r], *sheet) for r in range(n))}

@@ -3,7 +3,6 @@ the network blocked, the key ones also under a URL prefix (fixtures in conftest.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
@@ -12,15 +11,16 @@ from urllib.request import urlopen
 import pytest
 from playwright.sync_api import expect
 
+from pipeline.atlas.render import read_search_index
+
 PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True}
 DESKTOP = {"viewport": {"width": 1440, "height": 900}}
 
 
 @pytest.fixture
 def index(atlas) -> dict:
-    """The search index the pages load (assets/search-index.js)."""
-    text = (atlas / "assets" / "search-index.js").read_text(encoding="utf-8")
-    return json.loads(text[text.index("=") + 1:].strip().rstrip(";"))
+    """The search index the pages load (assets/search-index.js), read as the atlas writes it."""
+    return read_search_index(atlas / "assets" / "search-index.js")
 
 
 def class_results(index: dict, names: set[str]) -> list[str]:
@@ -28,10 +28,10 @@ def class_results(index: dict, names: set[str]) -> list[str]:
     labels = {index["classes"].index(name) for name in names}
     found = []
     for row in index["units"]:
-        n, counts = row[5], row[6]
+        n, counts = row["n_selectivity"], row["class_counts"]
         hits = sum(counts[i + 1] for i in range(0, len(counts), 2) if counts[i] in labels)
         if n and hits:
-            found.append((-hits / n, index["layers"][row[0]], row[1]))
+            found.append((-hits / n, index["layers"][row["layer"]], row["unit"]))
     mostly = [f for f in found if -f[0] >= 0.5]
     return [f"{layer}/{unit}" for _, layer, unit in sorted(mostly or found)]
 
@@ -243,7 +243,7 @@ def test_layer_controls_are_hidden_without_javascript(browser, atlas):
         page = context.new_page()
         page.goto((atlas / "layers" / "conv4.html").as_uri())
         assert page.locator(".controls").count() == 1
-        assert not page.locator(".controls").is_visible()
+        expect(page.locator(".controls")).to_be_hidden()
         assert page.evaluate("getComputedStyle(document.querySelector('.controls')).display") \
             == "none"
         assert page.locator(".unit-head .peak").first.inner_text().startswith("peak ")

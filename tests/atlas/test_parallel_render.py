@@ -42,7 +42,8 @@ def _render(base: Path, workers: int, target: Path) -> dict[str, bytes]:
     workflow = dataclasses.replace(workflow, render=dataclasses.replace(workflow.render,
                                                                         workers=workers))
     layout = RunLayout(base, workflow.name)
-    get_stage("render").func(StageContext(workflow, layout, "render", key=f"workers-{workers}"))
+    get_stage("render").func(StageContext(workflow, layout, get_stage("render"),
+                                          key=f"workers-{workers}"))
     shutil.move(layout.staging(layout.report_dir), target)
     return {path.relative_to(target).as_posix(): path.read_bytes()
             for path in sorted(target.rglob("*")) if path.is_file()}
@@ -61,13 +62,14 @@ def test_workers_write_the_same_atlas_as_one_process(run_copy, tmp_path):
 def _layers(base: Path) -> tuple[list[LayerInput], object, Path]:
     import zarr
 
-    from pipeline.atlas.build import read_run_tables
+    from pipeline.atlas.render_run import RunFiles, read_run_tables
     from pipeline.inference.store import store_layers
 
     layout = RunLayout(base, "tiny")
     activations = zarr.open_group(layout.activations, mode="r")
     inputs = [LayerInput(meta.label, meta) for meta in store_layers(activations)]
-    return inputs, read_run_tables(layout, activations), layout.projections
+    files = RunFiles(**{field: getattr(layout, field) for field in RunFiles.__dataclass_fields__})
+    return inputs, read_run_tables(files, activations), layout.projections
 
 
 @pytest.mark.parametrize("workers", [1, 3])

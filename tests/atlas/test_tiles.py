@@ -161,26 +161,6 @@ def test_save_image_writes_png_and_parents(tmp_path) -> None:
     assert path.is_file()
 
 
-def test_layer1_tile_shows_the_filter_once_enlarged_beside_the_patches() -> None:
-    from pipeline.atlas.tiles import compose_filter_tile, filter_tile_cell
-
-    h = w = 7
-    scale = tile_scale(h)  # 7: 49 px cells
-    filt = _stack(1, 7, 7, 5)[0]
-    patches = _stack(9, h, w, 2)
-    tile = np.asarray(compose_filter_tile(filt, patches, scale))
-    assert tile.shape[:2] == (151, 312)  # the same size as a Figure 2 tile
-    x, y, cw, ch, factor = filter_tile_cell((h, w), (7, 7), scale)
-    assert factor == 21 and (cw, ch) == (147, 147)  # the largest integer enlargement that fits
-    np.testing.assert_array_equal(tile[y:y + ch, x:x + cw],
-                                  filt.repeat(factor, axis=0).repeat(factor, axis=1))
-    # around the filter: background; the patches where a tile has them
-    assert (tile[:, :x] == BACKGROUND).all() and (tile[:y, :(312 - GAP) // 2] == BACKGROUND).all()
-    for i in range(9):
-        np.testing.assert_array_equal(_cell(tile, 1, i, h * scale, w * scale),
-                                      patches[i].repeat(scale, axis=0).repeat(scale, axis=1))
-
-
 def test_method_grid_is_the_left_half_of_a_tile() -> None:
     from pipeline.atlas.tiles import compose_grid
 

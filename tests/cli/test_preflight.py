@@ -79,7 +79,7 @@ REFUSED = {
                                    "deconv.batch_size must be at least 1, got -4"),
     "negative num_workers": ({"chunk_size = 32": "chunk_size = 32\nnum_workers = -1"},
                              "activations.num_workers must be at least 0, got -1"),
-    "unknown layer": ({"chunk_size = 32": 'chunk_size = 32\nlayers = ["features.relu9"]'},
+    "unknown layer": ({"chunk_size = 32": 'chunk_size = 32\nmodules = ["features.relu9"]'},
                       "unknown or non-feature-map layer(s) 'features.relu9'"),
     "occlusion of an unknown layer": ({"[rank]": '[occlusion]\nlayer = "conv9"\n[rank]'},
                                       "[occlusion] layer 'conv9' is not an analysed layer"),
@@ -90,7 +90,7 @@ REFUSED = {
                                "crosses SiLU (in features.0.2), for which deconvnet has no rule; "
                                'set [deconv] methods = ["gradient"]'),
     "deconvnet through GELU": ({'name = "zfnet_small"': 'name = "convnext_tiny"',
-                                "chunk_size = 32": 'chunk_size = 32\nlayers = ["features.0", '
+                                "chunk_size = 32": 'chunk_size = 32\nmodules = ["features.0", '
                                                    '"features.1.1"]'},
                                "layer 'features.1.1': its backward path crosses GELU (in "
                                "features.1.0.block.4), for which deconvnet"),

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 import zarr
 
-from pipeline.atlas.build import dataset_name
-from pipeline.compare.gather import _weights, layer_stats, mean_activations
+from pipeline.atlas.render_run import dataset_name
+from pipeline.compare.gather import layer_stats, mean_activations, weights_origin
 from pipeline.config import load_workflow
 
 
@@ -62,12 +62,12 @@ def test_weights_and_data_are_named_without_their_folders(tmp_path):
     data = f'[data]\nsource = "imagefolder"\nroot = "{tmp_path / "my images"}"\n'
     checkpoint = workflow(data + f'[model]\nname = "zfnet_small"\ncheckpoint = '
                           f'"{tmp_path / "weights" / "best.pt"}"\n')
-    assert _weights(checkpoint) == "checkpoint best.pt"
+    assert weights_origin(checkpoint.model, checkpoint.train) == "checkpoint best.pt"
     assert dataset_name(checkpoint.data.source, checkpoint.data.root) == "my images"
     hub = workflow(data + '[model]\nname = "alexnet"\nweights = "IMAGENET1K_V1"\n')
-    assert _weights(hub) == "torchvision IMAGENET1K_V1"
+    assert weights_origin(hub.model, hub.train) == "torchvision IMAGENET1K_V1"
     trained = workflow('[data]\nsource = "synthetic"\n[model]\nname = "zfnet_small"\n'
                        '[train]\nenabled = true\nseed = 7\nepochs = 3\n')
-    assert _weights(trained) == "trained in this run (seed 7, 3 epochs)"
+    assert weights_origin(trained.model, trained.train) == "trained in this run (seed 7, 3 epochs)"
     assert dataset_name(trained.data.source, trained.data.root) == \
         "synthetic shapes (generated)"

@@ -30,7 +30,7 @@ def test_demo_workflow_loads_with_its_values():
 def test_defaults_fill_missing_sections(write_workflow):
     workflow = load_workflow(write_workflow(MINIMAL))
     assert workflow.deconv.methods == ("deconvnet",)
-    assert workflow.activations.layers == ()
+    assert workflow.activations.modules == ()
     assert isinstance(workflow, Workflow)
 
 
@@ -187,3 +187,29 @@ def test_an_option_added_later_is_left_out_of_keys_at_its_default(write_workflow
     assert "epochs" in config_values(plain, ["train"])["train"]
     recipe = load_workflow(write_workflow(MINIMAL + '[train]\nenabled = true\nrecipe = "zf2013"'))
     assert config_values(recipe, ["train"])["train"]["recipe"] == "zf2013"
+
+
+def test_a_renamed_option_loads_under_its_old_name_with_one_note_and_the_same_key(
+        write_workflow, capsys):
+    """``[activations] layers`` is ``modules`` now (the dotted module names; a *layer* is
+    what the atlas labels conv1, conv2, ...): the old spelling still works, says so in one
+    line, and the stamps hash it under its old name, so finished runs stay done."""
+    from pipeline.stamps import config_values
+
+    new = load_workflow(write_workflow(MINIMAL + '[activations]\nmodules = ["features.relu1"]\n',
+                                       "new"))
+    assert capsys.readouterr().err == ""
+    old = load_workflow(write_workflow(MINIMAL + '[activations]\nlayers = ["features.relu1"]\n',
+                                       "old"))
+    note = capsys.readouterr().err.strip().splitlines()
+    assert len(note) == 1 and "'activations.layers' is now called 'activations.modules'" in \
+        note[0]
+    assert old.activations.modules == new.activations.modules == ("features.relu1",)
+    for keys in (["activations"], ["activations.modules"]):
+        assert config_values(old, keys) == config_values(new, keys)
+    assert config_values(new, ["activations"])["activations"]["layers"] == ("features.relu1",)
+    assert config_values(new, ["activations.modules"]) == {
+        "activations.layers": ("features.relu1",)}
+    both = MINIMAL + '[activations]\nmodules = ["a"]\nlayers = ["b"]\n'
+    with pytest.raises(ConfigError, match="are the same option"):
+        load_workflow(write_workflow(both, "both"))

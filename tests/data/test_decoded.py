@@ -13,7 +13,8 @@ from pipeline.data.decoded import DecodedImages
 from pipeline.data.images import ImageDataset, scan_image_folder
 from pipeline.models.preprocessing import Preprocessing
 
-PREP = Preprocessing(crop=40, resize=46, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+PREP = Preprocessing(input_size=40, resize=46, mean=(0.485, 0.456, 0.406),
+                     std=(0.229, 0.224, 0.225))
 
 
 @pytest.fixture()
@@ -38,7 +39,7 @@ def test_decoded_crops_normalise_to_the_exact_network_input(folder, tmp_path, wo
     seen = []
     decoded = DecodedImages.build(tmp_path / "decoded", ids, _dataset(root, manifest,
                                                                       PREP.pixels()),
-                                  PREP.crop, num_workers=workers, advance=seen.append)
+                                  PREP.input_size, num_workers=workers, advance=seen.append)
     assert decoded.ids.tolist() == [0, 1, 2, 4, 7, 11] and sum(seen) == 6
     assert (tmp_path / "decoded" / "pixels.u8").stat().st_size == 6 * 3 * 40 * 40
     assert set(decoded.reasons) == {4} and "Truncated" in decoded.reasons[4]
@@ -58,15 +59,15 @@ def test_decoded_crops_normalise_to_the_exact_network_input(folder, tmp_path, wo
 def test_a_finished_decode_is_reused_and_other_ids_rebuild(folder, tmp_path):
     root, manifest = folder
     dataset = _dataset(root, manifest, PREP.pixels())
-    first = DecodedImages.build(tmp_path / "d", np.array([0, 5, 9]), dataset, PREP.crop)
+    first = DecodedImages.build(tmp_path / "d", np.array([0, 5, 9]), dataset, PREP.input_size)
     assert not first.reused
     stamp = (tmp_path / "d" / "pixels.u8").stat().st_mtime_ns
-    again = DecodedImages.build(tmp_path / "d", np.array([9, 0, 5]), dataset, PREP.crop)
+    again = DecodedImages.build(tmp_path / "d", np.array([9, 0, 5]), dataset, PREP.input_size)
     assert again.reused and (tmp_path / "d" / "pixels.u8").stat().st_mtime_ns == stamp
     np.testing.assert_array_equal(again.read(np.array([5])), first.read(np.array([5])))
-    other = DecodedImages.build(tmp_path / "d", np.array([0, 6]), dataset, PREP.crop)
+    other = DecodedImages.build(tmp_path / "d", np.array([0, 6]), dataset, PREP.input_size)
     assert not other.reused and other.ids.tolist() == [0, 6]
     # a decode cut off before its index was written is never read: it is done again
     (tmp_path / "d" / "index.json").unlink()
     assert not DecodedImages.build(tmp_path / "d", np.array([0, 6]), dataset,
-                                   PREP.crop).reused
+                                   PREP.input_size).reused

@@ -10,8 +10,9 @@ from test_imagenet import EXPECTED, LEAVES, val_name, write_devkit
 from test_imagenet import write_images as write_val_images
 
 from pipeline.config import load_workflow
-from pipeline.data.manifest import scan_workflow_data
+from pipeline.data.prepare_run import scan_workflow_data
 from pipeline.errors import ConfigError
+from pipeline.run_inputs import scan_settings
 
 WORKFLOW = """
 [data]
@@ -42,7 +43,7 @@ def test_train_root_of_wnid_folders_beside_flat_val_files(tmp_path: Path, write_
     _write_train(train, {"n01484850": 1, "n01440764": 2, "n01443537": 3})
     (train / "n01440764.tar").write_bytes(b"a per-class archive left beside its folder")
     workflow = load_workflow(write_workflow(WORKFLOW.format(root=root, train=train)))
-    scanned = scan_workflow_data(workflow, root, train)
+    scanned = scan_workflow_data(scan_settings(workflow), root, train)
     wnids = sorted(LEAVES.values())
     assert scanned.classes["name"].tolist() == wnids
     assert scanned.manifest["path"].tolist() == [val_name(i) for i in range(1, 7)]

@@ -21,8 +21,8 @@ from pipeline.data.images import (
     scan_image_folder,
     write_data_warnings,
 )
+from pipeline.data.tolerant import unreadable_reason
 from pipeline.errors import UserError
-from pipeline.inference.tolerant import unreadable_reason
 from pipeline.models.preprocessing import Preprocessing
 
 

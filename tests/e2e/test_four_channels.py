@@ -15,10 +15,10 @@ from pipeline.atlas.channels import FOURTH_GAP, GAP_COLOUR, shown_width
 from pipeline.atlas.gather import shown_cells, shown_projections
 from pipeline.atlas.tiles import compose_unit_tile
 from pipeline.data.images import ImageDataset
-from pipeline.interp import crop_tile, receptive_fields
+from pipeline.interp import field_tile, receptive_fields
+from pipeline.interp.deconv_run import write_projections
 from pipeline.interp.maps import feature_maps
 from pipeline.interp.projection_meta import ProjectionPlan
-from pipeline.interp.projection_run import write_projections
 from pipeline.interp.projection_store import LayerPlan
 from pipeline.labelled import ImageCoords
 from pipeline.models.preprocessing import Preprocessing
@@ -86,7 +86,7 @@ def test_four_channels_from_the_images_to_the_atlas_cells(tmp_path):
     tile = tuple(group.attrs["tile"])
     row = topk.iloc[3]
     image = np.asarray(Image.open(tmp_path / "data" / paths[int(row.image_id)]))
-    expected = crop_tile(image, field.box(int(row.y), int(row.x)), tile, 128)
+    expected = field_tile(image, field.box(int(row.y), int(row.x)), tile, 128)
     assert np.array_equal(patches[row.unit, row["rank"]], expected)  # alpha kept, not composited
 
     # the atlas's cells: channels 1-3, then the fourth in grey, FOURTH_GAP px to the right

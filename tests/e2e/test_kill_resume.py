@@ -74,3 +74,63 @@ def test_killed_run_resumes_to_completion(tmp_path, stage, delay):
     assert result.returncode == 0, result.stderr[-2000:]
     assert _states(tmp_path) == dict.fromkeys(STAGES, "done")
     assert (tmp_path / "reports" / "tiny" / "index.html").is_file()
+
+
+#: Run the pipeline with zarr's chunk writer killing the whole process (SIGKILL) once its
+#: temporary file is written but not yet renamed, at the Nth chunk written into ``store``.
+_KILL_INSIDE_A_CHUNK_WRITE = """
+import contextlib, os, signal, sys
+import zarr.storage._local as local
+store, after = sys.argv[1], int(sys.argv[2])
+original, seen = local._atomic_write, [0]
+
+@contextlib.contextmanager
+def killing_write(path, mode, exclusive=False):
+    with original(path, mode, exclusive) as handle:
+        yield handle
+        parts = str(path).split(os.sep)
+        if store in str(path) and "c" in parts:
+            seen[0] += 1
+            if seen[0] == after:
+                handle.flush()
+                os.kill(os.getpid(), signal.SIGKILL)
+
+local._atomic_write = killing_write
+sys.argv = ["pipeline", "run", "all", "-w", "workflows/tiny.toml"]
+from pipeline.cli import main
+sys.exit(main())
+"""
+
+
+def _store_files(store: Path) -> dict[str, bytes]:
+    return {path.relative_to(store).as_posix(): path.read_bytes()
+            for path in sorted(store.rglob("*")) if path.is_file()}
+
+
+def test_a_kill_inside_a_chunk_write_leaves_nothing_in_the_finished_stores(tmp_path, tiny_run):
+    """zarr writes each chunk under a temporary ``<chunk>.<hex>.partial`` name and renames it:
+    SIGKILL in between leaves that file in the staged store. The resumed run removes it, and
+    the finished stores hold exactly their arrays' files, the same bytes as an uninterrupted
+    run's."""
+    (tmp_path / "workflows").mkdir()
+    (tmp_path / "workflows" / "tiny.toml").write_text(TINY_DEMO, encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    run = tmp_path / "runs" / "tiny"
+    for staged in (".activations.zarr.partial", ".projections.zarr.partial"):
+        killed = subprocess.run([sys.executable, "-c", _KILL_INSIDE_A_CHUNK_WRITE, staged, "5"],
+                                cwd=tmp_path, env=env, capture_output=True, text=True,
+                                timeout=900)
+        assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+        left = list((run / staged).rglob("*.partial"))
+        assert left, f"the kill left no temporary chunk file in {staged}"
+    result = run_cli("run", "deconv", "-w", "workflows/tiny.toml", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    states = _states(tmp_path)
+    assert [states[name] for name in ("prepare", "train", "activations", "rank", "deconv")] == \
+        ["done"] * 5
+    for name in ("activations.zarr", "projections.zarr"):
+        ours, reference = _store_files(run / name), _store_files(tiny_run / "runs" / "tiny" / name)
+        assert not [path for path in ours if path.endswith(".partial")], name
+        assert sorted(ours) == sorted(reference), name
+        differing = [path for path in ours if ours[path] != reference[path]]
+        assert not differing, (name, differing[:5])

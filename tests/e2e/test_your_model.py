@@ -165,7 +165,7 @@ name = "timm/convnext_atto"
 checkpoint = "w.pt"
 image_size = 32
 [activations]
-layers = ["stages.0.blocks.1", "stages.1.blocks.1"]
+modules = ["stages.0.blocks.1", "stages.1.blocks.1"]
 [invariance]
 images = 1
 """

@@ -14,18 +14,19 @@ from torch import nn
 
 from pipeline.config import load_workflow
 from pipeline.errors import UserError
-from pipeline.experiments.evolution import (
+from pipeline.experiments.evolution_run import (
     EvolutionLayer,
     image_batches,
     searched_images,
     strongest_activations,
     write_evolution,
 )
-from pipeline.experiments.snapshots import file_labels, load_snapshot, snapshot_files
-from pipeline.interp import Projector, analysable_layers, crop_tile, receptive_fields
+from pipeline.experiments.snapshots import file_labels, load_snapshot
+from pipeline.interp import Projector, analysable_layers, field_tile, receptive_fields
 from pipeline.layout import RunLayout
 from pipeline.models import get_model
-from pipeline.models.preprocessing import preprocessing
+from pipeline.run_inputs import preprocessing
+from pipeline.run_inputs import snapshots as snapshot_files
 
 SIZE = 32
 CLASSES = 4
@@ -94,7 +95,8 @@ def store(checkpoints, tmp_path_factory) -> tuple[zarr.Group, dict, list[Evoluti
     model = get_model("zfnet_small", num_classes=CLASSES, image_size=SIZE)
     layers = [EvolutionLayer(info.label, info.name, info.channels, info.out_shape[2])
               for info in analysable_layers(model, (SIZE, SIZE))]
-    snapshots = [(s.label, lambda s=s: load_snapshot(workflow, s, CLASSES, torch.device("cpu")))
+    snapshots = [(s.label, lambda s=s: load_snapshot(workflow.model, workflow.source, s, CLASSES,
+                                                     torch.device("cpu")))
                  for s in snapshot_files(workflow, layout)]
     path = tmp_path_factory.mktemp("store") / "evolution.zarr"
     write_evolution(path, snapshots, layers, images.__getitem__, IDS,
@@ -145,7 +147,7 @@ def test_stored_projection_is_the_deconvnet_at_the_maximum(store, checkpoints):
         image_id, y, x = (int(stored[name][2, unit]) for name in ("image_id", "y", "x"))
         exact = projector.project(images[image_id][None], layer.module, torch.tensor([unit]),
                                   torch.tensor([[y, x]]))[0].permute(1, 2, 0).numpy()
-        expected = crop_tile(exact, field.box(y, x), tile, 0.0)
+        expected = field_tile(exact, field.box(y, x), tile, 0.0)
         scale = stored["projection_scale"][2, unit]
         peak = np.abs(expected).max()
         assert peak > 0 and np.isclose(scale, peak, rtol=1e-5)
@@ -155,7 +157,7 @@ def test_stored_projection_is_the_deconvnet_at_the_maximum(store, checkpoints):
                   + torch.tensor(prep.mean).view(3, 1, 1)).clamp(0, 1)
         pixels = (pixels * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
         np.testing.assert_array_equal(stored["patches"][2, unit],
-                                      crop_tile(pixels, field.box(y, x), tile, 128))
+                                      field_tile(pixels, field.box(y, x), tile, 128))
 
 
 def test_ties_go_to_the_lowest_image_then_the_first_position():
@@ -200,6 +202,7 @@ def test_a_checkpoint_for_another_model_is_refused_naming_its_setting(checkpoint
     workflow = load_workflow(workflow_path)
     (snapshot, *_) = snapshot_files(workflow, RunLayout(tmp_path, workflow.name))
     with pytest.raises(UserError) as refused:
-        load_snapshot(workflow, snapshot, CLASSES + 1, torch.device("cpu"))
+        load_snapshot(workflow.model, workflow.source, snapshot, CLASSES + 1,
+                      torch.device("cpu"))
     assert "(from [evolution] checkpoints)" in str(refused.value)
     assert "weights.pt" in str(refused.value) and "\n" not in str(refused.value)

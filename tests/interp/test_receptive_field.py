@@ -11,7 +11,13 @@ from captum_reference import layer_output
 from torch import nn
 
 from pipeline.errors import UserError
-from pipeline.interp import ReceptiveField, analysable_layers, clip_box, crop_tile, receptive_fields
+from pipeline.interp import (
+    ReceptiveField,
+    analysable_layers,
+    clip_box,
+    field_tile,
+    receptive_fields,
+)
 
 
 def _support(model: nn.Module, layer: str, x: torch.Tensor, c: int, y: int, xx: int) -> np.ndarray:
@@ -198,36 +204,36 @@ def test_clip_box_reports_cut_per_side() -> None:
     assert clip_box((1, 1, 4, 4), (10, 12)) == ((1, 1, 4, 4), (0, 0, 0, 0))
 
 
-def test_crop_tile_inside() -> None:
-    tile = crop_tile(IMAGE, (2, 3, 7, 8), (5, 5), -1.0)
+def test_field_tile_inside() -> None:
+    tile = field_tile(IMAGE, (2, 3, 7, 8), (5, 5), -1.0)
     np.testing.assert_array_equal(tile, IMAGE[2:7, 3:8])
 
 
-def test_crop_tile_pads_clipped_top_left() -> None:
-    tile = crop_tile(IMAGE, (-2, -3, 3, 2), (5, 5), -1.0)
+def test_field_tile_pads_clipped_top_left() -> None:
+    tile = field_tile(IMAGE, (-2, -3, 3, 2), (5, 5), -1.0)
     assert tile.shape == (5, 5, 1)
     assert (tile[:2] == -1).all() and (tile[:, :3] == -1).all()
     np.testing.assert_array_equal(tile[2:, 3:], IMAGE[0:3, 0:2])
 
 
-def test_crop_tile_pads_clipped_bottom_right() -> None:
-    tile = crop_tile(IMAGE, (7, 9, 12, 14), (5, 5), -1.0)
+def test_field_tile_pads_clipped_bottom_right() -> None:
+    tile = field_tile(IMAGE, (7, 9, 12, 14), (5, 5), -1.0)
     assert (tile[3:] == -1).all() and (tile[:, 3:] == -1).all()
     np.testing.assert_array_equal(tile[:3, :3], IMAGE[7:10, 9:12])
 
 
-def test_crop_tile_box_larger_than_image_is_whole_image() -> None:
+def test_field_tile_box_larger_than_image_is_whole_image() -> None:
     rf = ReceptiveField(size=(15, 8), jump=(4, 4), first=(-6, -2))
     tile_hw = rf.tile_hw((10, 12))
     assert tile_hw == (10, 8)
-    tile = crop_tile(IMAGE, rf.box(0, 0), tile_hw, -1.0)  # rows: whole image; cols: pad left 2
+    tile = field_tile(IMAGE, rf.box(0, 0), tile_hw, -1.0)  # rows: whole image; cols: pad left 2
     assert tile.shape == (10, 8, 1)
     assert (tile[:, :2] == -1).all()
     np.testing.assert_array_equal(tile[:, 2:], IMAGE[:, 0:6])
     rgb = np.zeros((10, 12, 3), dtype=np.uint8)
-    assert (crop_tile(rgb, rf.box(0, 0), tile_hw, (1, 2, 3))[0, 0] == [1, 2, 3]).all()
+    assert (field_tile(rgb, rf.box(0, 0), tile_hw, (1, 2, 3))[0, 0] == [1, 2, 3]).all()
     with pytest.raises(ValueError, match="tile_hw"):
-        crop_tile(IMAGE, (0, 0, 5, 5), (4, 4), 0.0)
+        field_tile(IMAGE, (0, 0, 5, 5), (4, 4), 0.0)
 
 
 def test_projection_and_image_tiles_align() -> None:
@@ -243,8 +249,8 @@ def test_projection_and_image_tiles_align() -> None:
     for y, xx in [(0, 0), (15, 15), (0, 9)]:
         support = _support(model, "4", x, 1, y, xx)[..., None].astype(np.float32)
         coords = np.stack(np.meshgrid(np.arange(64), np.arange(64), indexing="ij"), -1)
-        proj_tile = crop_tile(support, rf.box(y, xx), rf.tile_hw((64, 64)), 0.0)
-        coord_tile = crop_tile(coords, rf.box(y, xx), rf.tile_hw((64, 64)), -1)
+        proj_tile = field_tile(support, rf.box(y, xx), rf.tile_hw((64, 64)), 0.0)
+        coord_tile = field_tile(coords, rf.box(y, xx), rf.tile_hw((64, 64)), -1)
         assert proj_tile.sum() == support.sum() > 0  # nothing of the projection is cut off
         r, c = coord_tile[proj_tile[..., 0] > 0].T  # image coordinates under the support
         assert support[r, c, 0].all()

@@ -93,7 +93,7 @@ def test_every_recipe_step_leaves_each_conv_filter_within_rms_0_1(write_workflow
         for conv in convs:
             conv.weight[0].mul_(40.0)  # RMS ~0.4
     assert all(rms[0] > 0.3 for rms in _filter_rms(model))
-    transform = Preprocessing(crop=224, resize=224, mean=workflow.model.mean,
+    transform = Preprocessing(input_size=224, resize=224, mean=workflow.model.mean,
                               std=workflow.model.std).training_transform(resize=256)
     images = torch.stack([transform(image) for image in _smooth_images(8, (300, 260))])
     labels = torch.arange(8) % 2
@@ -116,7 +116,7 @@ def test_training_crops_are_random_squares_of_the_centre_flipped_at_random() -> 
     pixels[:, :128] = pixels[:, 384:] = (255, 0, 0)
     pixels[:, 128:384, 1] = np.linspace(0, 255, 256).astype(np.uint8)  # a left-right ramp
     image = Image.fromarray(pixels)
-    prep = Preprocessing(crop=224, resize=224, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    prep = Preprocessing(input_size=224, resize=224, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
     transform = prep.training_transform()  # 0: 224 * 256 / 224 = 256
     crops = []
     for seed in range(12):

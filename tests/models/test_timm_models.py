@@ -52,7 +52,7 @@ def test_weights_come_from_timms_cache_with_their_preprocessing(tmp_path, monkey
     loaded = weights.load(download=False)
     assert all(torch.equal(loaded.state_dict()[name], value) for name, value in saved.items())
     # timm's eval transform: 224 crop of the image resized to floor(224 / 0.95), bicubic
-    assert weights.preset() == {"crop": 224, "resize": 235, "mean": (0.485, 0.456, 0.406),
+    assert weights.preset() == {"input_size": 224, "resize": 235, "mean": (0.485, 0.456, 0.406),
                                 "std": (0.229, 0.224, 0.225), "interpolation": "bicubic"}
     assert len(weights.categories()) == 1000 and weights.categories()[207] == "golden retriever"
     assert TimmWeights("timm/resnet18", "tv_in1k", "w.toml").tagged == "resnet18.tv_in1k"
@@ -72,24 +72,20 @@ def test_resnet18_projections_are_captums():
 
 def test_an_option_the_file_sets_wins_over_the_weights_and_keys_the_stages(write_workflow):
     from pipeline.config import load_workflow
-    from pipeline.models.preprocessing import preprocessing
+    from pipeline.run_inputs import preprocessing
     from pipeline.stamps import config_values
 
     head = '[data]\nroot = "val"\n[model]\nname = "timm/resnet18"\nweights = "DEFAULT"\n'
     published = load_workflow(write_workflow(head, "published"))
-    assert preprocessing(published).crop == 224 and preprocessing(published).resize == 235
+    assert preprocessing(published).input_size == 224 and preprocessing(published).resize == 235
     smaller = load_workflow(write_workflow(head + "image_size = 64\n", "smaller"))
     prep = preprocessing(smaller)  # the weights' crop ratio and interpolation, at 64 px
-    assert (prep.crop, prep.resize, prep.interpolation) == (64, 67, "bicubic")
+    assert (prep.input_size, prep.resize, prep.interpolation) == (64, 67, "bicubic")
     # the default value, written out, is an option the file sets: it wins and is in the key
     said = load_workflow(write_workflow(head + "mean = [0.485, 0.456, 0.406]\n"
                                         "std = [0.5, 0.5, 0.5]\n", "said"))
     assert preprocessing(said).std == (0.5, 0.5, 0.5)
     assert config_values(said, ["model"]) != config_values(published, ["model"])
-    from pipeline.stamps import legacy_key  # 0.3.0 ignored them: its results do not migrate
-
-    assert legacy_key(said, "activations", {"prepare": "t"}) is None
-    assert legacy_key(published, "activations", {"prepare": "t"}) is not None
     grey = load_workflow(write_workflow(head + "mean = [0.5]\nstd = [0.25]\n", "grey"))
     with pytest.raises(UserError, match="mean and std have 1 values, and the model reads 3 "
                                         "channels"):

@@ -5,15 +5,17 @@ import os
 
 import pytest
 
+from pipeline import catalog
 from pipeline.atomic import read_json, replace, write_bytes, write_json, writing
 from pipeline.config import ModelConfig, Workflow
 from pipeline.layout import RunLayout
+from pipeline.stages import get_stage
 from pipeline.stages.context import StageContext
 
 
 def _context(tmp_path, key="k1", stage="rank"):
     workflow = Workflow(name="w", model=ModelConfig(name="zfnet_small"))
-    return StageContext(workflow, RunLayout(tmp_path, "w"), stage, key)
+    return StageContext(workflow, RunLayout(tmp_path, "w"), get_stage(stage), key)
 
 
 def test_folder_replaces_folder_without_leftovers(tmp_path):
@@ -30,7 +32,7 @@ def test_folder_replaces_folder_without_leftovers(tmp_path):
 def test_output_is_invisible_until_commit(tmp_path):
     context = _context(tmp_path)
     final = context.layout.topk
-    staged = context.output(final)
+    staged = context.output(catalog.TOPK)
     staged.parent.mkdir(parents=True, exist_ok=True)
     staged.write_text("table")
     assert not final.exists()
@@ -40,18 +42,38 @@ def test_output_is_invisible_until_commit(tmp_path):
 
 def test_resumable_output_survives_only_with_the_same_key(tmp_path):
     first = _context(tmp_path, key="same", stage="activations")
-    staged = first.output(first.layout.activations, resumable=True)
+    staged = first.output(catalog.ACTIVATIONS)
     staged.mkdir(parents=True)
     (staged / "chunk").write_text("done")
     again = _context(tmp_path, key="same", stage="activations")
-    assert (again.output(again.layout.activations, resumable=True) / "chunk").exists()
+    assert (again.output(catalog.ACTIVATIONS) / "chunk").exists()
     changed = _context(tmp_path, key="other", stage="activations")
-    assert not changed.output(changed.layout.activations, resumable=True).exists()
+    assert not changed.output(catalog.ACTIVATIONS).exists()
+
+
+def test_a_resumed_store_loses_what_killed_chunk_writes_left_and_commits_only_its_files(
+        tmp_path):
+    """zarr writes a chunk under ``<name>.<hex>.partial`` and renames it: a kill in between
+    leaves the temporary file, which neither the resumed store nor the finished one keeps."""
+    first = _context(tmp_path, key="same", stage="deconv")
+    staged = first.output(catalog.PROJECTIONS)
+    (staged / "conv1" / "maps" / "c").mkdir(parents=True)
+    (staged / "conv1" / "maps" / "c" / "0").write_bytes(b"chunk")
+    left = staged / "conv1" / "maps" / "c" / f"1.{'ab12' * 8}.partial"
+    left.write_bytes(b"half a chunk")
+    again = _context(tmp_path, key="same", stage="deconv")
+    assert again.output(catalog.PROJECTIONS) == staged
+    assert (staged / "conv1" / "maps" / "c" / "0").exists() and not left.exists()
+    late = staged / f"zarr.{'cd34' * 8}.partial"
+    late.write_bytes(b"{")
+    again.commit()
+    final = tmp_path / "runs" / "w" / "projections.zarr"
+    assert sorted(path.name for path in final.rglob("*") if path.is_file()) == ["0"]
 
 
 def test_commit_refuses_a_missing_output(tmp_path):
     context = _context(tmp_path)
-    context.output(context.layout.units)
+    context.output(catalog.UNITS)
     try:
         context.commit()
     except RuntimeError as error:

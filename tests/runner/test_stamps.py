@@ -18,21 +18,12 @@ from pipeline.config import load_workflow
 from pipeline.layout import RunLayout
 from pipeline.runner import Runner
 from pipeline.stages import list_stages, registry
-from pipeline.stamps import LEGACY_REVISION
 
 STAGES = [stage.name for stage in list_stages()]  # the reduced demo runs every stage
 #: The stages that read neither rank nor deconv (the experiments read activations).
 BESIDE_RANK = ["occlusion", "evolution", "invariance"]
 LEGACY = Path(__file__).parent / "legacy_0_3_0"
 RELEASE_0_3_0 = ["prepare", "train", "activations", "rank", "deconv", "render"]  # legacy_0_3_0/
-#: The stages whose revision was bumped since 0.3.0 (their outputs are other bytes now), and
-#: render, which reads them: their 0.3.0 stamps are not migrated.
-REVISED = [stage.name for stage in list_stages() if stage.revision != LEGACY_REVISION]
-RERUN_SINCE_0_3_0 = [name for name in RELEASE_0_3_0 if name in REVISED or name == "render"]
-KEPT_SINCE_0_3_0 = [name for name in RELEASE_0_3_0 if name not in RERUN_SINCE_0_3_0]
-# TINY_DEMO as release 0.3.0 ran it: without the options and stages added since.
-LEGACY_DEMO = TINY_DEMO.replace("snapshot_epochs = [1, 2]\n", "") + \
-    "[occlusion]\nimages = 0\n[invariance]\nimages = 0\n[sanity]\nenabled = false\n"
 
 
 @pytest.fixture
@@ -134,43 +125,25 @@ def test_a_new_checkpoint_under_the_same_name_is_new_work(finished):
 
 
 @pytest.mark.slow
-def test_stamps_of_release_0_3_0_are_migrated_not_invalidated(finished):
-    """The stamps in legacy_0_3_0/ were written by release 0.3.0 running TINY_DEMO (without
-    snapshots, which 0.3.0 did not have); its keys hash the config and per-run tokens. Put in
-    place of a finished run's, what 0.3.0 did is done, but for the stages whose revision was
-    bumped since (rank, deconv: their outputs are other bytes now). The stages 0.4.0 added
-    (occlusion, evolution, invariance) are missing, so render, which now shows them too, runs
-    again."""
-    text = TINY_DEMO.replace("snapshot_epochs = [1, 2]\n", "")
-    old = KEPT_SINCE_0_3_0
-    revised = [name for name in RERUN_SINCE_0_3_0 if name != "render"]
-    added = ["occlusion", "invariance"]  # evolution is off without snapshots
+def test_stamps_of_release_0_3_0_are_stale_and_said_once(finished):
+    """The stamps in legacy_0_3_0/ were written by release 0.3.0 (keyed by per-run tokens).
+    They are no longer migrated: their stages are stale, ``status`` and ``run`` say so in one
+    line, and the run computes them again."""
     stamps = finished / "runs" / "tiny" / "stamps"
     for path in LEGACY.glob("*.json"):
         shutil.copy(path, stamps / path.name)
-    for name in added:
-        (stamps / f"{name}.json").unlink()
-    states = _states(finished, text)
-    assert states == {**dict.fromkeys(old, "done"), **dict.fromkeys(added, "missing"),
-                      **dict.fromkeys(revised, "stale"), "evolution": "off", "render": "stale",
-                      "sanity": "stale"}  # 0.9.0's, on rank and deconv
+    states = _states(finished)
+    assert {name: states[name] for name in RELEASE_0_3_0} == dict.fromkeys(RELEASE_0_3_0,
+                                                                          "stale")
+    status = run_cli("status", "-w", "workflows/tiny.toml", cwd=finished)
+    said = [line for line in status.stdout.splitlines() if "0.3.0" in line]
+    assert len(said) == 1 and "no longer read" in said[0], status.stdout
     result = run_cli("run", "all", "-w", "workflows/tiny.toml", cwd=finished)
     assert result.returncode == 0, result.stdout + result.stderr[-2000:]
-    assert _ran(result.stdout) == [name for name in STAGES
-                                   if name in revised + added + ["sanity", "render"]], \
-        result.stdout
-    for name in old:
-        stamp = read_json(stamps / f"{name}.json")
-        assert stamp["migrated_from"] == "0.3.0" and "digest" in stamp and "token" not in stamp
-    assert _states(finished, text) == {**dict.fromkeys(STAGES, "done"), "evolution": "off"}
-    # A legacy stamp whose config changed since is stale, as 0.3.0 would have said.
-    for path in LEGACY.glob("*.json"):
-        shutil.copy(path, stamps / path.name)
-    states = _states(finished, text.replace("top_k = 9", "top_k = 8"))
-    fresh = [name for name in ("prepare", "train", "activations") if name not in REVISED]
-    fresh += added if "activations" in fresh else []  # they read the activations store
-    assert states == {**{name: "done" if name in fresh else "stale" for name in STAGES},
-                      "evolution": "off"}
+    assert len([line for line in result.stdout.splitlines() if "0.3.0" in line]) == 1
+    assert set(RELEASE_0_3_0) <= set(_ran(result.stdout)), result.stdout
+    assert _states(finished) == dict.fromkeys(STAGES, "done")
+    assert "0.3.0" not in run_cli("status", "-w", "workflows/tiny.toml", cwd=finished).stdout
 
 
 @pytest.mark.slow
@@ -183,7 +156,7 @@ def test_the_image_files_are_part_of_the_keys_of_the_stages_that_read_them(tmp_p
     write_images(data, ["cat", "dog"], per_class=3)
     checkpoint = save_random_checkpoint(tmp_path / "model.pt", num_classes=2)
     text = folder_workflow(data, checkpoint).replace(
-        "[activations]\n", '[activations]\nlayers = ["features.relu1"]\n') + "[rank]\ntop_k = 2\n"
+        "[activations]\n", '[activations]\nmodules = ["features.relu1"]\n') + "[rank]\ntop_k = 2\n"
     workflow = str(write_workflow(text))
     assert run_cli("run", "all", "-w", workflow, cwd=tmp_path).returncode == 0
     (data / "cat" / "notes.txt").write_text("not an image")
@@ -203,53 +176,3 @@ def test_the_image_files_are_part_of_the_keys_of_the_stages_that_read_them(tmp_p
     data.rename(away)  # the data disk is unmounted: finished work is not stale
     assert _states(tmp_path, text) == {"prepare": "done", "train": "off", "evolution": "off",
                                        **dict.fromkeys(reading[1:], "done")}
-
-
-def test_the_legacy_key_is_0_3_0s_and_ignores_options_added_since(tmp_path, monkeypatch):
-    """0.3.0 hashed ``asdict`` of its sections; an option added since is left out while it has
-    its default, and a non-default value of one means 0.3.0 cannot have made the results."""
-    import hashlib
-    import json
-
-    from pipeline import stamps
-
-    (tmp_path / "tiny.toml").write_text(LEGACY_DEMO, encoding="utf-8")
-    workflow = load_workflow(tmp_path / "tiny.toml")
-
-    def asdict_0_3_0(value):
-        """``dataclasses.asdict`` as 0.3.0 saw the section: without the options added since."""
-        return {spec.name: asdict_0_3_0(getattr(value, spec.name))
-                if dataclasses.is_dataclass(getattr(value, spec.name))
-                else getattr(value, spec.name)
-                for spec in dataclasses.fields(value) if not spec.metadata.get("since")}
-
-    for stage, sections in stamps.LEGACY_SECTIONS.items():
-        payload = {"sections": {name: asdict_0_3_0(workflow.section(name))
-                                for name in sections},
-                   "inputs": {"prepare": "t"}, "version": "0.3.0"}
-        expected = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode())
-        assert stamps.legacy_key(workflow, stage, {"prepare": "t"}) == expected.hexdigest()
-    # As if [rank] top_k were new: at its default it is left out, otherwise nothing migrates.
-    monkeypatch.setitem(stamps.LEGACY_FIELDS, "rank", ())
-    assert stamps.legacy_key(workflow, "rank", {}) is not None  # TINY_DEMO's top_k is 9
-    changed = dataclasses.replace(workflow, rank=dataclasses.replace(workflow.rank, top_k=4))
-    assert stamps.legacy_key(changed, "rank", {}) is None
-
-
-@pytest.mark.slow
-def test_a_0_3_0_run_of_the_same_workflow_reruns_only_the_revised_stages(finished):
-    """With the stages 0.4.0 added turned off, 0.3.0's stamps are the whole run: all done but
-    the stages revised since (rank, deconv) and what reads them (render), which run again."""
-    off = {"occlusion": "off", "evolution": "off", "invariance": "off", "sanity": "off"}
-    stamps = finished / "runs" / "tiny" / "stamps"
-    for path in LEGACY.glob("*.json"):
-        shutil.copy(path, stamps / path.name)
-    assert _states(finished, LEGACY_DEMO) == {**dict.fromkeys(KEPT_SINCE_0_3_0, "done"),
-                                              **dict.fromkeys(RERUN_SINCE_0_3_0, "stale"), **off}
-    result = run_cli("run", "all", "-w", "workflows/tiny.toml", cwd=finished)
-    assert result.returncode == 0, result.stdout + result.stderr[-2000:]
-    assert _ran(result.stdout) == RERUN_SINCE_0_3_0, result.stdout
-    assert _states(finished, LEGACY_DEMO) == {**dict.fromkeys(RELEASE_0_3_0, "done"), **off}
-    for name in KEPT_SINCE_0_3_0:
-        stamp = read_json(stamps / f"{name}.json")
-        assert stamp["migrated_from"] == "0.3.0" and "digest" in stamp and "token" not in stamp

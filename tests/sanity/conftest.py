@@ -13,7 +13,7 @@ from torch import nn
 
 from pipeline.interp.projection_store import LayerPlan
 from pipeline.interp.receptive_field import receptive_fields
-from pipeline.sanity.cascade import Pictures
+from pipeline.sanity.sanity_run import Pictures
 
 SIZE = 24  # side of the test images
 

@@ -9,8 +9,8 @@ import pytest
 from pipeline.interp.projection_store import LayerPlan
 from pipeline.interp.receptive_field import ReceptiveField
 from pipeline.sanity import RandomisedProjections, read_sanity, reading
-from pipeline.sanity.cascade import CASCADE_COLUMNS, CascadeResult
 from pipeline.sanity.inputs import INPUT_COLUMNS
+from pipeline.sanity.sanity_run import CASCADE_COLUMNS, CascadeResult
 from pipeline.sanity.store import SanityMeta, write_randomised, write_tables
 
 

@@ -31,7 +31,7 @@ def test_broken_link_is_skipped_and_empty_folder_warned_until_fixed(tmp_path, wr
     text = folder_workflow(data, checkpoint)
     assert "[activations]\n" in text
     # two layers and top 4 keep the deconv stage short: this test is about the data
-    text = text.replace("[activations]\n", '[activations]\nlayers = ["features.relu1", '
+    text = text.replace("[activations]\n", '[activations]\nmodules = ["features.relu1", '
                         '"features.relu2"]\n') + "[rank]\ntop_k = 4\n"
     workflow = str(write_workflow(text))
     run, report = tmp_path / "runs" / "tiny", tmp_path / "reports" / "tiny"
@@ -90,7 +90,7 @@ enabled = true
 epochs = 1
 batch_size = 4
 [activations]
-layers = ["features.relu1"]
+modules = ["features.relu1"]
 [rank]
 top_k = 2
 """)

@@ -10,10 +10,10 @@ import torch
 import zarr
 
 from pipeline.config import load_workflow
-from pipeline.interp import Projector, crop_tile, receptive_fields
+from pipeline.interp import Projector, field_tile, receptive_fields
 from pipeline.interp.maps import feature_maps
 from pipeline.layout import RunLayout
-from pipeline.models.analysed import analysed_images, analysed_model
+from pipeline.run_inputs import analysed_images, analysed_model
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def test_stored_projections_are_the_engines_output_for_every_method(run, label):
     assert methods == list(workflow.deconv.methods) == ["deconvnet", "guided", "gradient"]
     projections, scales = group["projections"], group["projection_scale"][:]
     assert projections.dtype == np.float16 and projections.shape[0] == len(methods)
-    model = analysed_model(workflow, layout, torch.device("cpu"))
+    model = analysed_model(workflow, layout, pd.read_parquet(layout.classes), torch.device("cpu"))
     manifest = pd.read_parquet(layout.manifest)
     images = analysed_images(workflow, layout, manifest)
     module = group.attrs["module"]
@@ -47,7 +47,7 @@ def test_stored_projections_are_the_engines_output_for_every_method(run, label):
             image = images[int(row.image_id)][0][None]
             exact = projector.project(image, module, torch.tensor([row.unit]),
                                       torch.tensor([[row.y, row.x]]))[0]
-            expected = crop_tile(exact.permute(1, 2, 0).numpy(), field.box(row.y, row.x), tile,
+            expected = field_tile(exact.permute(1, 2, 0).numpy(), field.box(row.y, row.x), tile,
                                  0.0)
             stored = projections[m, row.unit, row.rank].astype(np.float32) * scales[m, row.unit,
                                                                                    row.rank]
@@ -65,7 +65,7 @@ def test_activation_maps_are_the_units_whole_map(run):
     group = zarr.open_group(layout.projections, mode="r")["conv3"]
     maps = group["maps"][:]
     topk = pd.read_parquet(layout.topk).query("layer == 'conv3'")
-    model = analysed_model(workflow, layout, torch.device("cpu"))
+    model = analysed_model(workflow, layout, pd.read_parquet(layout.classes), torch.device("cpu"))
     images = analysed_images(workflow, layout, pd.read_parquet(layout.manifest))
     row = topk.iloc[len(topk) // 2]
     fmap = feature_maps(model, images[int(row.image_id)][0][None], group.attrs["module"])

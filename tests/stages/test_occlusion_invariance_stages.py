@@ -19,7 +19,7 @@ from pipeline.data.synthetic import LABEL_CHANGED_BY
 from pipeline.experiments.occlusion import occluder_grid
 from pipeline.experiments.sampling import sample_images
 from pipeline.layout import RunLayout
-from pipeline.models.analysed import analysed_images, analysed_model
+from pipeline.run_inputs import analysed_images, analysed_model
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def test_occlusion_store_holds_the_defaults_maps(run):
     np.testing.assert_allclose(peaks[scales > 0], 1.0)
 
     # one image's maps at two positions (a clipped corner, the middle), recomputed by hand
-    model = analysed_model(workflow, layout, torch.device("cpu"))
+    model = analysed_model(workflow, layout, pd.read_parquet(layout.classes), torch.device("cpu"))
     images = analysed_images(workflow, layout, manifest)
     image, label = images[ids[3]][:2]
     assert store["label"][3] == label

@@ -10,6 +10,11 @@
   var MOSTLY = 0.5; // a class search lists units whose top images are at least this share of it
   var LIMIT = 30;
   var THUMB = 32; // px: a search result's patch thumbnail
+  /* The fields of a unit's row in the search index, by name (the order of
+   * pipeline.atlas.render.SEARCH_UNIT_FIELDS, which a test holds equal to this). */
+  var UNIT = { layer: 0, unit: 1, top_class: 2, top_share: 3, dead: 4, n_selectivity: 5,
+               class_counts: 6 };
+  var PAGE = { title: 0, path: 1, words: 2 };  // pipeline.atlas.navigation.SEARCH_PAGE_FIELDS
 
   function unitHref(layer, unit) {
     return root + "units/" + encodeURIComponent(layer) + "/" + unit + ".html";
@@ -196,8 +201,8 @@
   }
 
   function isDead(index, at, unit) {
-    var row = index.units.find(function (r) { return r[0] === at && r[1] === unit; });
-    return !row || !!row[4];
+    var row = index.units.find(function (r) { return r[UNIT.layer] === at && r[UNIT.unit] === unit; });
+    return !row || !!row[UNIT.dead];
   }
 
   function unitResult(index, at, unit) {
@@ -212,12 +217,12 @@
     return (index.pages || []).filter(function (page) {
       return queryWords.every(function (q) {
         return forms(q).some(function (f) {
-          return words(page[2]).some(function (w) { return w.indexOf(f) === 0; });
+          return words(page[PAGE.words]).some(function (w) { return w.indexOf(f) === 0; });
         });
       });
     }).map(function (page) {
-      return { href: root + page[1].split("/").map(encodeURIComponent).join("/"),
-               text: page[0], note: "experiment" };
+      return { href: root + page[PAGE.path].split("/").map(encodeURIComponent).join("/"),
+               text: page[PAGE.title], note: "experiment" };
     });
   }
 
@@ -265,11 +270,12 @@
     var found = [];
     if (names.length) {
       index.units.forEach(function (row) {
-        var n = row[5], counts = row[6], hits = 0;
+        var n = row[UNIT.n_selectivity], counts = row[UNIT.class_counts], hits = 0;
         if (!n) return;
         for (var i = 0; i < counts.length; i += 2) if (matched[counts[i]]) hits += counts[i + 1];
-        if (hits) found.push({ layer: index.layers[row[0]], unit: row[1], share: hits / n, top: row[2],
-                               thumb: thumbOf(index, row[0], row[1], row[4]) });
+        if (hits) found.push({ layer: index.layers[row[UNIT.layer]], unit: row[UNIT.unit], share: hits / n,
+                               top: row[UNIT.top_class],
+                               thumb: thumbOf(index, row[UNIT.layer], row[UNIT.unit], row[UNIT.dead]) });
       });
     }
     found.sort(function (a, b) { return b.share - a.share || a.layer.localeCompare(b.layer) || a.unit - b.unit; });

@@ -82,7 +82,8 @@ def _say_resumed(staged: Path, layers: Sequence[LayerPlan], batch_size: int) -> 
               f"with {batch_size}: equal up to rounding in the last bits, not bitwise")
 
 
-def _check_readable(decoded: DecodedImages, image_paths: Sequence[str], n_images: int) -> None:
+def _check_readable(decoded: DecodedImages, image_paths: Sequence[str] | np.ndarray,
+                    n_images: int) -> None:
     """Top images that cannot be read now were read by the activations stage: the data changed
     under the run. A few are shown as missing (and said here); none at all is an error."""
     unreadable = decoded.unreadable()

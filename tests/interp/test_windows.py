@@ -1,9 +1,10 @@
-"""Projection on crops around the receptive field equals the full-image projection.
+"""Projection on windows (crops around the receptive field) equals the full-image projection.
 
-Every test compares `Projector(crop=True)` with `Projector(crop=False)` (the full-image path that
-test_projector.py checks against captum) on real models with random weights. The cost rule is
-switched off (`_always_crop`) where a test is about exactness, so that layers whose crops would
-not pay (e.g. AlexNet conv5) are still projected on crops; `_spy` proves the crop path ran.
+Every test compares `Projector(windowed=True)` with `Projector(windowed=False)` (the full-image
+path that test_projector.py checks against captum) on real models with random weights. The cost
+rule is switched off (`_always_crop`) where a test is about exactness, so that layers whose
+windows would not pay (e.g. AlexNet conv5) are still projected on windows; `_spy` proves the
+window path ran.
 """
 
 from __future__ import annotations
@@ -15,29 +16,29 @@ import torch
 import torchvision
 from torch import nn
 
-from pipeline.interp import Projector, cropping, receptive_fields
-from pipeline.interp.cropping import CropPlan, crop_span
+from pipeline.interp import Projector, receptive_fields, windows
 from pipeline.interp.receptive_field import ReceptiveField, clip_box
+from pipeline.interp.windows import WindowPlan, window_span
 
 ALEXNET_LAYERS = ["features.1", "features.4", "features.7", "features.9", "features.11"]
 
 
 @pytest.fixture()
 def _always_crop(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cropping, "MAX_COST_FRACTION", float("inf"))
+    monkeypatch.setattr(windows, "MAX_COST_FRACTION", float("inf"))
 
 
 @pytest.fixture()
 def _spy(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
     """Number of requests projected on crops (the self-check's probes included)."""
     calls: list[int] = []
-    real = cropping.project_crops
+    real = windows.project_windows
 
     def spy(project_batch, images, *args, **kwargs):  # type: ignore[no-untyped-def]
         calls.append(images.shape[0])
         return real(project_batch, images, *args, **kwargs)
 
-    monkeypatch.setattr(cropping, "project_crops", spy)
+    monkeypatch.setattr(windows, "project_windows", spy)
     yield calls
 
 
@@ -78,7 +79,7 @@ def _assert_same(model: nn.Module, layer: str, requests: tuple[torch.Tensor, ...
                  method: str = "deconvnet", batch_size: int = 4) -> torch.Tensor:
     """Cropped (in batches of batch_size) equals full, per projection; returns the cropped."""
     images = requests[0]
-    full = Projector(model, method, crop=False).project(images, layer, *requests[1:])
+    full = Projector(model, method, windowed=False).project(images, layer, *requests[1:])
     projector = Projector(model, method, batch_size=batch_size)
     cropped = projector.project(images, layer, *requests[1:])
     assert projector._verified[(layer, images.shape[2], images.shape[3])] is not None
@@ -98,7 +99,7 @@ def _assert_zero_outside(proj: torch.Tensor, field: ReceptiveField,
         assert not p.abs().sum(0)[outside].any()
 
 
-def test_crop_span_contains_the_box_and_is_aligned() -> None:
+def test_window_span_contains_the_box_and_is_aligned() -> None:
     for size, jump, first, n in [(11, 4, -2, 224), (163, 16, -66, 224), (51, 8, -18, 98),
                                  (99, 8, -45, 160), (19, 8, -2, 50)]:
         window = size + jump - 1
@@ -106,7 +107,7 @@ def test_crop_span_contains_the_box_and_is_aligned() -> None:
             start = first + y * jump
             if start >= n:
                 break
-            o, e = crop_span(start, size, jump, n)
+            o, e = window_span(start, size, jump, n)
             assert o % jump == 0 and 0 <= o < e <= n
             assert o <= max(start, 0) and e >= min(start + size, n)  # the box, clipped
             assert e - o == window or e == n  # one interior extent; else ends at the image edge
@@ -116,21 +117,21 @@ def test_crop_span_contains_the_box_and_is_aligned() -> None:
 
 def test_probes_are_active_units_nearest_centre_and_corners() -> None:
     strength = torch.rand(9, 7) + 0.1
-    assert cropping.probe_positions(strength) == [(4, 3), (8, 6), (0, 0)]
+    assert windows.probe_positions(strength) == [(4, 3), (8, 6), (0, 0)]
     strength[8, 6] = strength[0, :2] = 0  # inactive corners: their nearest active neighbours
-    assert cropping.probe_positions(strength) == [(4, 3), (7, 5), (1, 0)]
-    assert cropping.probe_positions(torch.zeros(3, 3)) == []
+    assert windows.probe_positions(strength) == [(4, 3), (7, 5), (1, 0)]
+    assert windows.probe_positions(torch.zeros(3, 3)) == []
 
 
 def test_cost_rule_is_the_area_rule_without_shared_images() -> None:
-    plan = CropPlan(ReceptiveField((99, 99), (16, 16), (-34, -34)), (224, 224))
+    plan = WindowPlan(ReceptiveField((99, 99), (16, 16), (-34, -34)), (224, 224))
     keys = list(range(4))  # four different images: nothing is shared
     boxes = [plan.box(6, 6)] * 4
     area = (boxes[0][2] - boxes[0][0]) * (boxes[0][3] - boxes[0][1])
     assert (area < 0.9 * 224 * 224) and plan.pays(keys, boxes, 64)
-    big = CropPlan(ReceptiveField((199, 199), (16, 16), (-82, -82)), (224, 224))
+    big = WindowPlan(ReceptiveField((199, 199), (16, 16), (-82, -82)), (224, 224))
     assert not big.pays(keys, [big.box(6, 6)] * 4, 64)  # 214 x 214 crops: 91% of the image
-    conv5 = CropPlan(ReceptiveField((163, 163), (16, 16), (-66, -66)), (224, 224))
+    conv5 = WindowPlan(ReceptiveField((163, 163), (16, 16), (-66, -66)), (224, 224))
     boxes = [conv5.box(6, 6), conv5.box(6, 7), conv5.box(7, 6), conv5.box(7, 7)]  # 178 x 178
     assert conv5.pays(keys, boxes, 64)  # 4 images: 8 passes of 224^2 against 8 of 178^2
     assert not conv5.pays([0] * 4, boxes, 64)  # one image: the full path needs only 1 + 4
@@ -233,7 +234,7 @@ def test_squeeze_excitation_falls_back_and_stays_exact() -> None:
     projector = Projector(model, "gradient")
     got = projector.project(*requests[:1], "relu2", *requests[1:])
     assert projector._verified.get(("relu2", 48, 48)) is None
-    assert torch.equal(got, Projector(model, "gradient", crop=False).project(
+    assert torch.equal(got, Projector(model, "gradient", windowed=False).project(
         x, "relu2", *requests[1:]))
     projector.project(x, "relu1", *requests[1:])  # before the broadcast: crops are fine
     assert projector._verified[("relu1", 48, 48)] is not None
@@ -252,7 +253,7 @@ def test_mobilenet_v3_squeeze_excitation_stays_exact() -> None:
     projector = Projector(model, "gradient")
     for layer, positions in (("features.1", [[3, 20], [23, 0]]), ("features.2", [[3, 11], [0, 0]])):
         got = projector.project(x, layer, units, torch.tensor(positions))
-        ref = Projector(model, "gradient", crop=False).project(x, layer, units,
+        ref = Projector(model, "gradient", windowed=False).project(x, layer, units,
                                                             torch.tensor(positions))
         assert torch.equal(got, ref) and ref.abs().max() > 0
     assert projector._verified.get(("features.2", 96, 96)) is None
@@ -279,7 +280,7 @@ def test_model_rejecting_crops_falls_back() -> None:
     projector = Projector(model)
     got = projector.project(x, *args)
     assert projector._verified[("relu", 40, 40)] is None
-    assert torch.equal(got, Projector(model, crop=False).project(x, *args))
+    assert torch.equal(got, Projector(model, windowed=False).project(x, *args))
 
 
 def test_crops_used_by_default_where_they_pay(_spy: list[int]) -> None:
@@ -289,7 +290,7 @@ def test_crops_used_by_default_where_they_pay(_spy: list[int]) -> None:
     projector = Projector(model)
     got = projector.project(x, "features.4", units, positions)
     assert _spy == [3, 4]  # the self-check's probes, then the four requests
-    ref = Projector(model, crop=False).project(x, "features.4", units, positions)
+    ref = Projector(model, windowed=False).project(x, "features.4", units, positions)
     assert torch.allclose(got, ref, rtol=0, atol=1e-5 * float(ref.abs().max()))
     with pytest.raises(ValueError, match="request 0.*outside layer 'features.4'"):
         projector.project(x[:1], "features.4", units[:1], torch.tensor([[40, 0]]))

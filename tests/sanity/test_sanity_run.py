@@ -10,8 +10,8 @@ from conftest import pictures, pixels, plans, tiny_net, top_table
 from torch import nn
 
 from pipeline.errors import UserError
-from pipeline.sanity.cascade import SanityPlan, run_cascade
 from pipeline.sanity.randomise import keep_weights
+from pipeline.sanity.sanity_run import SanityPlan, run_cascade
 
 METHODS = ("deconvnet", "guided", "gradient")
 

@@ -39,6 +39,27 @@ import torch
 from torch import Tensor, nn
 
 from pipeline.interp.display import GREY
+from pipeline.metadata import Metadata
+
+
+@dataclass(frozen=True)
+class EvolutionMeta(Metadata):
+    """``evolution.zarr``'s root attributes: the snapshots' labels, the layers' labels, the
+    side of the network's input and how many images were searched."""
+
+    snapshots: tuple[str, ...]
+    layers: tuple[str, ...]
+    image_size: int
+    n_images: int
+
+
+@dataclass(frozen=True)
+class EvolutionLayerMeta(Metadata):
+    """A layer group's attributes: its module, the projections' tile and receptive field."""
+
+    module: str
+    tile: tuple[int, int]
+    receptive_field: tuple[int, int]
 
 
 @dataclass(frozen=True)
@@ -136,7 +157,7 @@ def _maxima(found: list[Tensor] | None, layer: EvolutionLayer) -> Maxima:
         value, image, flat = (t.cpu().numpy() for t in found)
         value = value.astype(np.float32)
     silent = ~(value > 0)  # also NaN: a diverged snapshot's unit shows nothing
-    value = np.nan_to_num(value, nan=0.0, posinf=np.finfo(np.float32).max,
+    value = np.nan_to_num(value, nan=0.0, posinf=float(np.finfo(np.float32).max),
                           neginf=0.0).astype(np.float32)
     image = np.where(silent, -1, image).astype(np.int64)
     y = np.where(silent, -1, flat // layer.width).astype(np.int32)
@@ -161,7 +182,7 @@ def project_maxima(projector, maxima: Maxima, module: str, field, tile: tuple[in
     to the unit's receptive field box (``field.box``) in a ``tile`` and normalise it by its
     own peak. ``images(i)`` is the preprocessed image ``i`` (as many channels as ``mean``);
     ``on_done(n)`` counts progress."""
-    from pipeline.interp import crop_tile
+    from pipeline.interp import field_tile
 
     channels, k = len(maxima.value), len(mean)
     out = Projected(np.zeros((channels, *tile, k), np.float16), np.zeros(channels, np.float32),
@@ -179,17 +200,17 @@ def project_maxima(projector, maxima: Maxima, module: str, field, tile: tuple[in
             decoded[torch.from_numpy(inverse)].to(device), module, torch.from_numpy(chunk),
             torch.from_numpy(np.stack([maxima.y[chunk], maxima.x[chunk]], axis=1)).long(),
         ).cpu().numpy()
-        pixels = ((decoded * std_t + mean_t).clamp(0, 1) * 255).round().to(torch.uint8)
-        pixels = pixels.permute(0, 2, 3, 1).numpy()
+        pixels = ((decoded * std_t + mean_t).clamp(0, 1) * 255).round().to(torch.uint8) \
+            .permute(0, 2, 3, 1).numpy()
         for j, unit in enumerate(chunk):
             box = field.box(int(maxima.y[unit]), int(maxima.x[unit]))
-            crop = np.nan_to_num(crop_tile(projected[j].transpose(1, 2, 0), box, tile, 0.0),
+            crop = np.nan_to_num(field_tile(projected[j].transpose(1, 2, 0), box, tile, 0.0),
                                  nan=0.0, posinf=0.0, neginf=0.0)
             peak = float(np.abs(crop).max())
             if peak > 0:
                 out.projections[unit] = crop / peak
                 out.scale[unit] = peak
-            out.patches[unit] = crop_tile(pixels[inverse[j]], box, tile, GREY)
+            out.patches[unit] = field_tile(pixels[inverse[j]], box, tile, GREY)
         on_done(len(chunk))
     return out
 
@@ -207,10 +228,11 @@ def write_evolution(path: Path, snapshots: Sequence[tuple[str, Callable[[], nn.M
     import zarr
 
     from pipeline.interp import Projector, receptive_fields
+    from pipeline.labelled import array_in, group_in
     from pipeline.progress import progress_bar
 
     models = [load() for _, load in snapshots]  # every file loads before the long work starts
-    size = prep.crop
+    size = prep.input_size
     bar = progress_bar("evolution search", total=len(ids) * len(models), unit="image")
     maxima = strongest_activations(models, _counted(image_batches(images, ids, batch_size,
                                                                   device), bar, len(models)),
@@ -219,9 +241,9 @@ def write_evolution(path: Path, snapshots: Sequence[tuple[str, Callable[[], nn.M
     fields = receptive_fields(models[0], (size, size))
     tiles = {layer.label: fields[layer.module].tile_hw((size, size)) for layer in layers}
     store = zarr.open_group(path, mode="w")
-    store.attrs.update({"snapshots": [label for label, _ in snapshots],
-                        "layers": [layer.label for layer in layers], "image_size": size,
-                        "n_images": len(ids)})
+    store.attrs.update(EvolutionMeta(tuple(label for label, _ in snapshots),
+                                     tuple(layer.label for layer in layers), size,
+                                     len(ids)).to_attrs())
     for layer in layers:
         _create_layer(store, layer, [label for label, _ in snapshots], tiles[layer.label],
                       fields[layer.module], len(prep.mean))
@@ -233,13 +255,13 @@ def write_evolution(path: Path, snapshots: Sequence[tuple[str, Callable[[], nn.M
             found = maxima[s][layer.label]
             result = project_maxima(projector, found, layer.module, fields[layer.module],
                                     tiles[layer.label], images, prep.mean, prep.std, bar.update)
-            group = store[layer.label]
+            group = group_in(store, layer.label)
             for name, values in (("value", found.value), ("image_id", found.image_id),
                                  ("y", found.y), ("x", found.x),
                                  ("projections", result.projections),
                                  ("projection_scale", result.scale),
                                  ("patches", result.patches)):
-                group[name][s] = values
+                array_in(group, name)[s] = values
     bar.close()
 
 
@@ -256,8 +278,8 @@ def _create_layer(store, layer: EvolutionLayer, snapshots: Sequence[str],
     from pipeline.labelled import channel_names, labelled_array, write_coordinate, write_range
 
     group = store.create_group(layer.label)
-    group.attrs.update({"module": layer.module, "tile": list(tile),
-                        "receptive_field": list(field.size)})
+    group.attrs.update(EvolutionLayerMeta(layer.module, (tile[0], tile[1]),
+                                          (field.size[0], field.size[1])).to_attrs())
     s, c = len(snapshots), layer.channels
     write_coordinate(group, "snapshot", np.asarray(snapshots, dtype=str))
     write_range(group, "unit", c)

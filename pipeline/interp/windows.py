@@ -1,4 +1,5 @@
-"""Exact back-projection on a crop of the input around the unit's receptive field.
+"""Exact back-projection on a *window*: the part of the input around the unit's receptive
+field that a backward pass is limited to (below, "crop" is the verb of cutting a window out).
 
 Why: a full-image backward per projection costs the same for a unit that sees 11 pixels as for
 one that sees the whole image. A unit's projection is zero outside its receptive-field box, and
@@ -25,7 +26,7 @@ branches). It fails for anything that mixes information across the whole map (gl
 adaptive pooling feeding a broadcast as in squeeze-excitation, attention, interpolation,
 normalisation over space, position-dependent terms, circular padding). Rather than trusting an
 op list, the projector checks each (layer, input size) once, the first time crops would pay
-(`CropPlan.pays`), on the first image of that call: three probe units (`probe_positions`:
+(`WindowPlan.pays`), on the first image of that call: three probe units (`probe_positions`:
 centre, bottom-right and top-left) projected on crops must equal their full-image projections
 (`agree`: max abs difference <= 1e-5 of max |p|). When the check fails, when no probe is
 active, when the model rejects a crop, or when the receptive field is unknown, every request
@@ -62,7 +63,7 @@ TOLERANCE = 1e-5
 ProjectBatch = Callable[[Tensor, Tensor, Tensor], Tensor]
 
 
-def crop_span(start: int, size: int, jump: int, n: int) -> tuple[int, int]:
+def window_span(start: int, size: int, jump: int, n: int) -> tuple[int, int]:
     """[o, e) of the input along one dimension of length n for a unit box [start, start+size)."""
     window = size + jump - 1
     if window >= n:
@@ -74,7 +75,7 @@ def crop_span(start: int, size: int, jump: int, n: int) -> tuple[int, int]:
 
 
 @dataclass(frozen=True)
-class CropPlan:
+class WindowPlan:
     """Crops of one layer at one input size: the layer's field and the image's (H, W)."""
 
     field: ReceptiveField
@@ -83,8 +84,8 @@ class CropPlan:
     def box(self, y: int, x: int) -> Box:
         """(top, left, bottom_excl, right_excl) of the crop that projects unit (y, x) exactly."""
         unit = self.field.box(y, x)
-        top, bottom = crop_span(unit[0], self.field.size[0], self.field.jump[0], self.image_hw[0])
-        left, right = crop_span(unit[1], self.field.size[1], self.field.jump[1], self.image_hw[1])
+        top, bottom = window_span(unit[0], self.field.size[0], self.field.jump[0], self.image_hw[0])
+        left, right = window_span(unit[1], self.field.size[1], self.field.jump[1], self.image_hw[1])
         return top, left, bottom, right
 
     def boxes(self, positions: Tensor) -> list[Box]:
@@ -166,8 +167,8 @@ def agree(full: Tensor, cropped: Tensor) -> bool:
     return True
 
 
-def project_crops(
-    project_batch: ProjectBatch, images: Tensor, units: Tensor, positions: Tensor, plan: CropPlan,
+def project_windows(
+    project_batch: ProjectBatch, images: Tensor, units: Tensor, positions: Tensor, plan: WindowPlan,
     boxes: Sequence[Box], out: Tensor, batch_size: int,
 ) -> None:
     """Project every request on its crop, batched per crop shape, and paste into `out`."""
@@ -182,7 +183,8 @@ def project_crops(
 
 
 def verify(
-    project_batch: ProjectBatch, forward: Callable[[Tensor], Tensor], image: Tensor, plan: CropPlan
+    project_batch: ProjectBatch, forward: Callable[[Tensor], Tensor], image: Tensor,
+    plan: WindowPlan
 ) -> tuple[int, ...] | None:
     """One-time self-check of a layer at one input size on `image` [3, H, W]: the layer's output
     shape (C, h, w) if it passes, else None.
@@ -202,8 +204,8 @@ def verify(
     full = project_batch(batch, units, positions)
     cropped = torch.zeros_like(full)
     try:
-        project_crops(project_batch, batch, units, positions, plan, plan.boxes(positions), cropped,
-                      len(probes))
+        project_windows(project_batch, batch, units, positions, plan, plan.boxes(positions),
+                        cropped, len(probes))
     except Exception:  # not croppable: the caller uses the full-image path
         return None
     return tuple(fmap.shape) if agree(full, cropped) else None

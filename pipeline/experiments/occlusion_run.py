@@ -27,6 +27,7 @@ and the coordinates (:mod:`pipeline.labelled`): ``image`` (the ids, in the array
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,9 +44,12 @@ from pipeline.labelled import (
     write_coordinate,
     write_image_coordinates,
 )
+from pipeline.metadata import Metadata
 
 if TYPE_CHECKING:
     from torch import nn
+
+    from pipeline.data.images import IndexedImages
 
 CLEAN_COLUMNS = ("peak", "total", "prob_true", "predicted", "predicted_prob")
 # each data array's dimension names (the image's id and label are coordinates)
@@ -60,11 +64,11 @@ def tracked_layer(labels: list[str], wanted: str, module_of) -> tuple[str, str]:
     """(label, module) of ``[occlusion] layer``: ``wanted``, or the last analysed layer."""
     if not labels:
         raise UserError("[occlusion] layer: the activations store records no layer; set "
-                        "[activations] layers or leave it empty for every conv layer")
+                        "[activations] modules or leave it empty for every conv layer")
     label = wanted or labels[-1]
     if label not in labels:
         raise UserError(f"[occlusion] layer '{wanted}' is not an analysed layer; use one of "
-                        f"{', '.join(labels)} (set by [activations] layers), or leave it empty "
+                        f"{', '.join(labels)} (set by [activations] modules), or leave it empty "
                         "for the last")
     return label, str(module_of(label))
 
@@ -78,7 +82,7 @@ def square_grid(crop: int, size: int, stride: int) -> OccluderGrid:
     return occluder_grid((crop, crop), size, stride)
 
 
-def occlude_images(model: nn.Module, images: Sequence, image_ids: Sequence[int], module: str,
+def occlude_images(model: nn.Module, images: IndexedImages, image_ids: Sequence[int], module: str,
                    grid: OccluderGrid, batch_size: int, mean: Sequence[float],
                    std: Sequence[float], on_batch: Callable[[int], object] | None = None
                    ) -> dict[str, np.ndarray]:
@@ -95,7 +99,7 @@ def occlude_images(model: nn.Module, images: Sequence, image_ids: Sequence[int],
     projector = Projector(model, method="deconvnet", batch_size=1)
 
     n, (rows, columns), channels = len(image_ids), grid.shape, len(mean)
-    arrays = {
+    arrays: dict[str, np.ndarray] = {
         "image_id": np.asarray(image_ids, np.int32).reshape(n),
         "label": np.zeros(n, np.int32),
         "images": np.zeros((n, *grid.image_hw, channels), np.uint8),
@@ -128,6 +132,21 @@ def occlude_images(model: nn.Module, images: Sequence, image_ids: Sequence[int],
     return arrays
 
 
+@dataclass(frozen=True)
+class OcclusionMeta(Metadata):
+    """``occlusion.zarr``'s root attributes: the tracked layer (its label and module), the
+    occluder's size and stride, the input's size, the positions' grid (rows, columns) and the
+    device it ran on."""
+
+    layer: str
+    module: str
+    size: int
+    stride: int
+    image_size: tuple[int, int]
+    grid: tuple[int, int]
+    device: str
+
+
 def write_occlusion_store(path: Path, arrays: dict[str, np.ndarray], label: str, module: str,
                           grid: OccluderGrid, images: ImageCoords, device: str) -> None:
     """Write ``occlusion.zarr`` at ``path``: ``arrays`` (from :func:`occlude_images`) of the
@@ -143,14 +162,14 @@ def write_occlusion_store(path: Path, arrays: dict[str, np.ndarray], label: str,
     rows, columns = grid.shape
     with zarr_writes_settled():
         store = zarr.open_group(path, mode="w")
-        store.attrs.update({"layer": label, "module": module, "size": grid.size,
-                            "stride": grid.stride, "image_size": list(grid.image_hw),
-                            "grid": [rows, columns], "device": device})
+        store.attrs.update(OcclusionMeta(label, module, grid.size, grid.stride,
+                                         (grid.image_hw[0], grid.image_hw[1]), (rows, columns),
+                                         device).to_attrs())
         write_image_coordinates(store, images)
-        for name, values in (("yx", ("y", "x")), ("side", BOX_SIDES),
-                             ("measure", CLEAN_COLUMNS),
-                             ("channel", channel_names(arrays["images"].shape[-1]))):
-            write_coordinate(store, name, np.asarray(values, dtype=str))
+        for name, coordinate in (("yx", ("y", "x")), ("side", BOX_SIDES),
+                                 ("measure", CLEAN_COLUMNS),
+                                 ("channel", channel_names(arrays["images"].shape[-1]))):
+            write_coordinate(store, name, np.asarray(coordinate, dtype=str))
         for name, dims in _DIMS.items():
             values = arrays[name]
             labelled_array(store, name, dims, values.shape, values.dtype,

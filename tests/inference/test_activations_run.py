@@ -11,13 +11,14 @@ import pytest
 import zarr
 from torch import nn
 
-from pipeline.inference.lifecycle import finish_activations, store_layer_metas
+from pipeline.inference.activations_run import finish_activations
 from pipeline.inference.store import (
     InferenceSummary,
     create_store,
     mark_completed,
     write_chunk,
 )
+from pipeline.interp.layers import store_layer_metas
 from pipeline.labelled import ImageCoords
 
 
@@ -30,7 +31,7 @@ def test_the_store_records_the_named_layers_or_every_analysable_one():
     assert [meta.module for meta in every] == ["relu1", "relu2"]
     assert [(meta.channels, meta.height, meta.width) for meta in every] == [(4, 9, 9), (6, 4, 4)]
     assert every[1].receptive_field == (5, 5)
-    # [activations] layers names modules, and a named layer is labelled by its name
+    # [activations] modules names modules, and a named layer is labelled by its name
     named = store_layer_metas(model, 11, ["relu2"])
     assert [(meta.label, meta.module, meta.channels, meta.receptive_field) for meta in named] \
         == [("relu2", "relu2", 6, (5, 5))]

@@ -16,9 +16,11 @@ import numpy as np
 import pandas as pd
 
 from pipeline.inference.store import LayerMeta, StoreMeta
+from pipeline.labelled import array_in
 from pipeline.ranking.histogram import bin_edges, quantiles
 from pipeline.ranking.partials import Partial
 from pipeline.ranking.reduce import reduce_layers
+from pipeline.schemas import Histograms, Selectivity, Topk, Units
 
 SELECTIVITY_TOP = 100  # class selectivity is measured over each unit's top images
 QUANTILES = (0.5, 0.9, 0.99, 0.999)
@@ -43,22 +45,22 @@ def rank_store(store_path: Path, k: int, scheduler: Any = None,
     import zarr
 
     store = zarr.open_group(str(store_path), mode="r")
-    labels = list(StoreMeta.from_attrs(store.attrs).layers)
+    layers = list(StoreMeta.from_attrs(store.attrs).layers)
     m = max(k, SELECTIVITY_TOP)
-    partials = reduce_layers(store_path, labels, m, scheduler, rows)
-    true_labels = np.asarray(store["label"][:])
+    partials = reduce_layers(store_path, layers, m, scheduler, rows)
+    true_classes = np.asarray(array_in(store, "label")[:])  # each image's class index
     tables: dict[str, list[pd.DataFrame]] = {"topk": [], "units": [], "sel": [], "hist": []}
-    for label in labels:
-        group, part = store[label], partials[label]
-        tables["topk"].append(topk_table(label, part, k, group))
-        units, sel = unit_table(label, part, true_labels, k)
+    for layer in layers:
+        group, part = store[layer], partials[layer]
+        tables["topk"].append(topk_table(layer, part, k, group))
+        units, sel = unit_table(layer, part, true_classes, k)
         tables["units"].append(units)
         tables["sel"].append(sel)
-        tables["hist"].append(histogram_table(label, part))
+        tables["hist"].append(histogram_table(layer, part))
     return RankTables(*(pd.concat(frames, ignore_index=True) for frames in tables.values()))
 
 
-def topk_table(label: str, part: Partial, k: int, group: Any) -> pd.DataFrame:
+def topk_table(layer: str, part: Partial, k: int, group: Any) -> pd.DataFrame:
     """One row per (unit, rank) whose activation is positive: a unit that fired in fewer than k
     images gets fewer rows, and a dead unit none, never arbitrary zero-valued images."""
     values, ids = part.values[:k], part.ids[:k]
@@ -69,14 +71,15 @@ def topk_table(label: str, part: Partial, k: int, group: Any) -> pd.DataFrame:
         else np.zeros(0, dtype=np.int64)
     width = LayerMeta.from_attrs(group.attrs).width
     frame = pd.DataFrame({
-        "layer": label, "unit": unit_ids.astype(np.int32), "rank": ranks[keep].astype(np.int32),
-        "image_id": ids.astype(np.int64), "value": values[keep].astype(np.float32),
-        "y": (where // width).astype(np.int32), "x": (where % width).astype(np.int32),
+        Topk.layer: layer, Topk.unit: unit_ids.astype(np.int32),
+        Topk.rank: ranks[keep].astype(np.int32), Topk.image_id: ids.astype(np.int64),
+        Topk.value: values[keep].astype(np.float32), Topk.y: (where // width).astype(np.int32),
+        Topk.x: (where % width).astype(np.int32),
     })
-    return frame.sort_values(["unit", "rank"], ignore_index=True)
+    return frame.sort_values([Topk.unit, Topk.rank], ignore_index=True)
 
 
-def unit_table(label: str, part: Partial, true_labels: np.ndarray, k: int
+def unit_table(layer: str, part: Partial, true_classes: np.ndarray, k: int
                ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-unit statistics, and the class histogram of each unit's top images (positive only);
     ``n_top`` counts the unit's rows in the top-k table."""
@@ -92,40 +95,42 @@ def unit_table(label: str, part: Partial, true_labels: np.ndarray, k: int
         ids = part.ids[part.values[:, unit] > 0, unit][:SELECTIVITY_TOP]
         if not len(ids):
             continue
-        classes, counts = np.unique(true_labels[ids], return_counts=True)
+        classes, counts = np.unique(true_classes[ids], return_counts=True)
         p = counts / counts.sum()
         best = int(np.argmax(counts))  # np.unique sorts classes: ties go to the lower class
         top_class[unit], share[unit] = classes[best], p[best]
         entropy[unit], n_selective[unit] = max(0.0, float(-(p * np.log2(p)).sum())), len(ids)
-        rows.append(pd.DataFrame({"layer": label, "unit": np.int32(unit),
-                                  "class": classes.astype(np.int32),
-                                  "count": counts.astype(np.int32)}))
+        rows.append(pd.DataFrame({Selectivity.layer: layer, Selectivity.unit: np.int32(unit),
+                                  Selectivity.class_index: classes.astype(np.int32),
+                                  Selectivity.count: counts.astype(np.int32)}))
     peak = part.values[0] if len(part.values) else np.full(channels, -np.inf, np.float32)
     # Interpolating inside the top bin can overshoot the exact maximum: never report more.
     levels = np.minimum(quantiles(part.histogram, QUANTILES), np.where(peak > -np.inf, peak, 0))
     units = pd.DataFrame({
-        "layer": label, "unit": np.arange(channels, dtype=np.int32),
-        "peak": peak.astype(np.float32), "mean_max": mean.astype(np.float32),
-        "std_max": np.sqrt(np.maximum(part.total_sq / count - mean * mean, 0.0)).astype(
+        Units.layer: layer, Units.unit: np.arange(channels, dtype=np.int32),
+        Units.peak: peak.astype(np.float32), Units.mean_max: mean.astype(np.float32),
+        Units.std_max: np.sqrt(np.maximum(part.total_sq / count - mean * mean, 0.0)).astype(
             np.float32),
-        "frac_active": (part.active / count).astype(np.float32),
+        Units.frac_active: (part.active / count).astype(np.float32),
         **{quantile_column(q): levels[i].astype(np.float32) for i, q in enumerate(QUANTILES)},
-        "dead": ~(peak > 0), "n_top": (part.values[:k] > 0).sum(axis=0).astype(np.int32),
-        "top_class": top_class, "top_class_share": share, "class_entropy": entropy,
-        "n_selectivity": n_selective,
+        Units.dead: ~(peak > 0), Units.n_top: (part.values[:k] > 0).sum(axis=0).astype(np.int32),
+        Units.top_class: top_class, Units.top_class_share: share, Units.class_entropy: entropy,
+        Units.n_selectivity: n_selective,
     })
     selectivity = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(
-        {"layer": pd.Series(dtype=str), "unit": pd.Series(dtype=np.int32),
-         "class": pd.Series(dtype=np.int32), "count": pd.Series(dtype=np.int32)})
+        {Selectivity.layer: pd.Series(dtype=str), Selectivity.unit: pd.Series(dtype=np.int32),
+         Selectivity.class_index: pd.Series(dtype=np.int32),
+         Selectivity.count: pd.Series(dtype=np.int32)})
     return units, selectivity
 
 
-def histogram_table(label: str, part: Partial) -> pd.DataFrame:
+def histogram_table(layer: str, part: Partial) -> pd.DataFrame:
     """The non-empty histogram bins: (layer, unit, low, high, count)."""
     edges = bin_edges()
     units, bins = np.nonzero(part.histogram)
     return pd.DataFrame({
-        "layer": label, "unit": units.astype(np.int32), "low": edges[bins].astype(np.float32),
-        "high": edges[bins + 1].astype(np.float32),
-        "count": part.histogram[units, bins].astype(np.int64),
+        Histograms.layer: layer, Histograms.unit: units.astype(np.int32),
+        Histograms.low: edges[bins].astype(np.float32),
+        Histograms.high: edges[bins + 1].astype(np.float32),
+        Histograms.count: part.histogram[units, bins].astype(np.int64),
     })

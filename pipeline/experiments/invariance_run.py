@@ -31,11 +31,14 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from pipeline.schemas import Invariance
+
 if TYPE_CHECKING:
     import torch
     from PIL import Image
     from torch import nn
 
+    from pipeline.data.images import IndexedImages
     from pipeline.experiments.invariance import FeatureLayers
 
 PICTURE_SIDE = 128  # px: the page shows the pictures small
@@ -51,7 +54,7 @@ class Pixels:
     std: Sequence[float]
 
 
-def write_invariance_table(path: Path, model: nn.Module, images: Sequence,
+def write_invariance_table(path: Path, model: nn.Module, images: IndexedImages,
                            plan: Mapping[str, Sequence[int]], layers: FeatureLayers,
                            batch_size: int, pixels: Pixels, device: str,
                            excluded: Mapping[str, Sequence[str]] | None = None,
@@ -89,7 +92,8 @@ def write_invariance_table(path: Path, model: nn.Module, images: Sequence,
                                                                            float(amount)), pixels)]
                                     for amount in example_amounts(transform, pixels.side)]
                         for transform in TRANSFORMS}
-    table = pa.Table.from_pandas(pd.concat(frames, ignore_index=True), preserve_index=False)
+    table = pa.Table.from_pandas(Invariance.conform(pd.concat(frames, ignore_index=True)),
+                                 preserve_index=False)
     about = {"layer1": layers.first_label, "last": layers.last_label,
              "last_is_input": layers.last_is_input, "image_size": pixels.side,
              "device": device, "images": pictures, "examples": examples,

@@ -1,7 +1,8 @@
 """The whole atlas of one run: gather every table and projection, then write the pages.
 
-The render stage hands over what only it can know (the model, which experiment stages are on
-and where they wrote, the stamps' paths); everything else is read here from the run folder.
+The render stage hands over the files of the run it reads (:class:`RunFiles`), the model, and
+what only it can know (which experiment stages are on and where they wrote, the stamps'
+paths); the tables and stores are read here.
 Worker processes write the images and the layer and unit pages; the experiments' pages are
 few and stay in this process.
 """
@@ -11,8 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import importlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,8 +22,8 @@ import pandas as pd
 from pipeline import __version__
 from pipeline.atomic import read_json
 from pipeline.errors import UserError
-from pipeline.layout import RunLayout
 from pipeline.progress import progress_bar
+from pipeline.schemas import Classes, Histograms, Manifest, Selectivity, Skipped, Topk, Units
 
 if TYPE_CHECKING:
     from torch import nn
@@ -33,23 +33,66 @@ if TYPE_CHECKING:
     from pipeline.atlas.parallel import Workers
 
 
+#: (main_page, write): how an experiment names its main page from its stage's output without
+#: writing anything, and the function that writes its pages (its module imported when used).
+PageFunctions = tuple[Callable[..., str], Callable[..., "PageExtras"]]
+
+
 @dataclass(frozen=True)
 class ExperimentPages:
-    """The pages of one experiment beyond Figure 2: its stage, the function of
-    ``pipeline.atlas.<module>`` that writes them from the stage's output, the paper's figure."""
+    """The pages of one experiment beyond Figure 2: its name (its stage's), the paper's
+    figure, and its page functions. ``write(output, context, tables, atlas folder)`` writes
+    the pages from the stage's output and returns a PageExtras (index card, unit links and
+    strips)."""
 
-    stage: str
-    module: str
-    function: str
+    name: str
     figure: int
+    functions: Callable[[], PageFunctions]
 
 
-#: Each function takes (its stage's output, the atlas context, the run's tables, the atlas
-#: folder), writes its pages and returns a PageExtras (index card, unit links and strips).
-#: In the paper's order, which is also the order of their cards on the index.
-EXPERIMENT_PAGES = (ExperimentPages("evolution", "evolution_pages", "evolution_pages", 4),
-                    ExperimentPages("invariance", "invariance_pages", "invariance_pages", 5),
-                    ExperimentPages("occlusion", "occlusion_pages", "occlusion_pages", 7))
+def _evolution() -> PageFunctions:
+    from pipeline.atlas.evolution_pages import evolution_pages, main_page
+
+    return main_page, evolution_pages
+
+
+def _invariance() -> PageFunctions:
+    from pipeline.atlas.invariance_pages import invariance_pages, main_page
+
+    return main_page, invariance_pages
+
+
+def _occlusion() -> PageFunctions:
+    from pipeline.atlas.occlusion_pages import main_page, occlusion_pages
+
+    return main_page, occlusion_pages
+
+
+#: The render stage passes those of its run in the paper's order, which is also the order of
+#: their cards on the index.
+EVOLUTION_PAGES = ExperimentPages("evolution", 4, _evolution)
+INVARIANCE_PAGES = ExperimentPages("invariance", 5, _invariance)
+OCCLUSION_PAGES = ExperimentPages("occlusion", 7, _occlusion)
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """The run's files the atlas reads (the sanity ones only when that stage ran)."""
+
+    manifest: Path
+    classes: Path
+    data_warnings: Path
+    metrics: Path
+    activations: Path
+    skipped: Path
+    topk: Path
+    units: Path
+    selectivity: Path
+    histograms: Path
+    projections: Path
+    sanity: Path
+    input_dependence: Path
+    randomised_projections: Path
 
 
 @dataclass(frozen=True)
@@ -101,26 +144,28 @@ def dataset_name(source: str, root: str) -> str:
     return Path(root).name or "images"
 
 
-def write_site(layout: RunLayout, model: nn.Module, settings: AtlasSettings, staged: Path,
+def write_site(files: RunFiles, model: nn.Module, settings: AtlasSettings, staged: Path,
                workers: Workers) -> None:
-    """Write the atlas of the run in ``layout`` into ``staged``, the images and pages on
-    ``workers``."""
+    """Write the atlas of the run whose ``files`` these are into ``staged``, the images and
+    pages on ``workers``."""
     import zarr
 
     from pipeline.atlas.context import with_extras
     from pipeline.atlas.first_layer import first_layer, shows_filters
-    from pipeline.atlas.gather import ImageWriter, LayerInput, gather_layers
+    from pipeline.atlas.gather import LayerInput, gather_layers
     from pipeline.atlas.navigation import experiment_links
     from pipeline.atlas.render import write_atlas
+    from pipeline.atlas.writer import ImageWriter
     from pipeline.inference.store import store_layers
     from pipeline.interp.projection_meta import ProjectionsMeta
+    from pipeline.labelled import array_in, group_in
     from pipeline.ranking import read_rank_meta
 
-    activations = zarr.open_group(layout.activations, mode="r")
-    projections = zarr.open_group(layout.projections, mode="r")
+    activations = zarr.open_group(files.activations, mode="r")
+    projections = zarr.open_group(files.projections, mode="r")
     projected = ProjectionsMeta.from_attrs(projections.attrs)
-    tables = read_run_tables(layout, activations)
-    top_k = read_rank_meta(layout.topk).top_k
+    tables = read_run_tables(files, activations)
+    top_k = read_rank_meta(files.topk).top_k
 
     writer = ImageWriter()
     try:
@@ -132,15 +177,16 @@ def write_site(layout: RunLayout, model: nn.Module, settings: AtlasSettings, sta
                         if first and shows_filters(model, meta.module, first)), None)
     inputs = [LayerInput(meta.label, meta, first if meta.label == first_label else None)
               for meta in analysed]
-    units = sum(int(projections[meta.label]["patches"].shape[0]) for meta in analysed)
+    units = sum(int(array_in(group_in(projections, meta.label), "patches").shape[0])
+                for meta in analysed)
     with _bar("render images", units, "unit") as bar:
-        layers = gather_layers(inputs, tables, layout.projections, staged, top_k,
+        layers = gather_layers(inputs, tables, files.projections, staged, top_k,
                                projected.image_size, workers, bar.update,
-                               layout.randomised_projections if settings.sanity else None,
+                               files.randomised_projections if settings.sanity else None,
                                settings.picture_budget)
     if settings.sanity:
-        layers = with_sanity(layers, layout.sanity, layout.input_dependence)
-    context = _atlas_context(settings, layout, tables, activations, projected, top_k, model,
+        layers = with_sanity(layers, files.sanity, files.input_dependence)
+    context = _atlas_context(settings, files, tables, activations, projected, top_k, model,
                              first, layers, _input_channels(projections, analysed))
     # every page's footer names the figures and its header links the experiments, the
     # experiments' own pages included: both are known before any page is written
@@ -153,7 +199,7 @@ def write_site(layout: RunLayout, model: nn.Module, settings: AtlasSettings, sta
         write_atlas(with_extras(context, extras), staged, workers, bar.update)
 
 
-def _atlas_context(settings: AtlasSettings, layout: RunLayout, tables: RunTables, activations,
+def _atlas_context(settings: AtlasSettings, files: RunFiles, tables: RunTables, activations,
                    projected, top_k: int, model, first, layers,
                    input_channels: int = 3) -> AtlasContext:
     """Everything the atlas shows, but the experiments' pages."""
@@ -163,7 +209,7 @@ def _atlas_context(settings: AtlasSettings, layout: RunLayout, tables: RunTables
     from pipeline.data.images import read_data_warnings
     from pipeline.inference.store import InferenceSummary, StoreMeta
 
-    metrics = read_json(layout.metrics) or {}  # none when the workflow does not train
+    metrics = read_json(files.metrics) or {}  # none when the workflow does not train
     stamps = {stage: read_json(path) for stage, path in settings.stamps.items()}
     inference = InferenceSummary.from_attrs(activations.attrs)
     return AtlasContext(
@@ -182,12 +228,12 @@ def _atlas_context(settings: AtlasSettings, layout: RunLayout, tables: RunTables
         n_readable=inference.n_readable,
         skipped=skipped_images(tables.skipped), n_skipped=len(tables.skipped),
         data_warnings=tuple(warning.message
-                            for warning in read_data_warnings(layout.data_warnings)),
+                            for warning in read_data_warnings(files.data_warnings)),
         workflow_file=settings.workflow_file,
         devices=(("activations", inference.device), ("deconv", projected.device)),
         stage_seconds=tuple((name, float(stamp["seconds"])) for name, stamp in stamps.items()
                             if stamp and "seconds" in stamp and name != "render"),
-        class_groups=class_groups(pd.read_parquet(layout.classes)),
+        class_groups=class_groups(Classes.read(files.classes)),
         class_names=tuple(tables.classes),
     )
 
@@ -224,22 +270,22 @@ def pool_failure_explained(workflow_source: str, count: int) -> Iterator[None]:
 def _experiment_pages(pages: ExperimentPages, output: Path, context: AtlasContext,
                       tables: RunTables, staged: Path) -> PageExtras:
     """Write the pages of one experiment from its stage's ``output``; their PageExtras."""
-    write = getattr(importlib.import_module(f"pipeline.atlas.{pages.module}"), pages.function)
+    _, write = pages.functions()
     return write(output, context, tables, staged)
 
 
-def read_run_tables(layout: RunLayout, activations) -> RunTables:
+def read_run_tables(files: RunFiles, activations) -> RunTables:
     """The run's tables the atlas draws from, read once into memory."""
     import numpy as np
 
     from pipeline.atlas.gather import RunTables
 
     return RunTables(
-        classes=[str(name) for name in pd.read_parquet(layout.classes)["name"]],
-        manifest=pd.read_parquet(layout.manifest), units=pd.read_parquet(layout.units),
-        topk=pd.read_parquet(layout.topk), selectivity=pd.read_parquet(layout.selectivity),
-        histograms=pd.read_parquet(layout.histograms),
-        skipped=pd.read_parquet(layout.skipped) if layout.skipped.exists() else pd.DataFrame(
+        classes=[str(name) for name in Classes.read(files.classes)[Classes.name]],
+        manifest=Manifest.read(files.manifest), units=Units.read(files.units),
+        topk=Topk.read(files.topk), selectivity=Selectivity.read(files.selectivity),
+        histograms=Histograms.read(files.histograms),
+        skipped=Skipped.read(files.skipped) if files.skipped.exists() else pd.DataFrame(
             {"image_id": [], "path": [], "reason": []}),
         labels=np.asarray(activations["label"][:]),
         predictions=np.asarray(activations["pred"][:, 0]),

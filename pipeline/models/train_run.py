@@ -14,14 +14,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from pipeline.atomic import remove
 from pipeline.config import TrainConfig
 from pipeline.errors import UserError
-from pipeline.layout import RunLayout
 
 if TYPE_CHECKING:
     import torch
@@ -44,6 +43,20 @@ class TrainingImages:
 
 
 @dataclass(frozen=True)
+class TrainingFiles:
+    """Where a training run keeps its newest checkpoint and its snapshots."""
+
+    checkpoints: Path
+    snapshots: Path
+
+    def checkpoint(self, epoch: int) -> Path:
+        return self.checkpoints / f"epoch_{epoch:03d}.pt"
+
+    def snapshot(self, epoch: int) -> Path:
+        return self.snapshots / f"epoch_{epoch:03d}.pt"
+
+
+@dataclass(frozen=True)
 class TrainingOutcome:
     """The run's metrics (as metrics.json holds them) and the unreadable images left out."""
 
@@ -62,9 +75,9 @@ def initialise_weights(model: torch.nn.Module, init_std: float, first_init_scale
 
 
 def train_run(model: torch.nn.Module, images: TrainingImages, spec: TrainConfig,
-              layout: RunLayout, key: str, device: torch.device) -> TrainingOutcome:
+              files: TrainingFiles, key: str, device: torch.device) -> TrainingOutcome:
     """Train ``model`` (already on ``device``) as ``spec`` says, resuming from the newest
-    checkpoint written under the stage key ``key``, keeping ``layout``'s checkpoints and
+    checkpoint written under the stage key ``key``, keeping ``files``'s checkpoints and
     snapshots up to date at each epoch's end."""
     from torch.utils.data import DataLoader
 
@@ -83,17 +96,17 @@ def train_run(model: torch.nn.Module, images: TrainingImages, spec: TrainConfig,
     val_set = ReadableImages(ImageDataset(
         images.val_root, images.val_manifest["path"].tolist(),
         images.val_manifest["label"].tolist(), images.val_transform))
-    resumed = _resume(model, layout, key, spec.snapshot_epochs)
+    resumed = _resume(model, files, key, spec.snapshot_epochs)
     start_epoch = int(resumed["epoch"]) if resumed else 0
     if start_epoch:
-        print(f"[train] resuming after epoch {start_epoch} from {layout.checkpoint(start_epoch)}")
-    _keep_snapshots(model, spec, layout, start_epoch)
+        print(f"[train] resuming after epoch {start_epoch} from {files.checkpoint(start_epoch)}")
+    _keep_snapshots(model, spec, files, start_epoch)
     # Loader workers draw their random crops and flips from torch's generator seeded by the
     # loader's base seed, which comes from this process's generator, reseeded each epoch by
     # train_classifier, and batch i always goes to worker i mod n: with the same number of
     # workers, a resumed epoch draws what it drew before.
     sampler = EpochShuffle(len(train_set), seed=spec.seed, first_epoch=start_epoch)
-    workers = {"num_workers": spec.num_workers, "persistent_workers": False,
+    workers: dict[str, Any] = {"num_workers": spec.num_workers, "persistent_workers": False,
                **({"prefetch_factor": 2} if spec.num_workers else {})}
     train_loader = LeftOutCounted(DataLoader(train_set, batch_size=spec.batch_size,
                                              sampler=sampler, collate_fn=collate_readable,
@@ -107,10 +120,10 @@ def train_run(model: torch.nn.Module, images: TrainingImages, spec: TrainConfig,
         save_state({"key": key, "epoch": epoch, "model": model.state_dict(),
                     "optimizer": metrics["optimizer_state"],
                     "schedule": metrics["schedule_state"],
-                    "metrics": _summary(metrics)}, layout.checkpoint(epoch))
+                    "metrics": _summary(metrics)}, files.checkpoint(epoch))
         if epoch in spec.snapshot_epochs:
-            save_state(model.state_dict(), layout.snapshot(epoch))
-        _remove_other_checkpoints(layout, epoch)
+            save_state(model.state_dict(), files.snapshot(epoch))
+        _remove_other_checkpoints(files, epoch)
 
     metrics = train_classifier(
         model, train_loader, val_loader, epochs=spec.epochs, lr=spec.lr,
@@ -120,7 +133,7 @@ def train_run(model: torch.nn.Module, images: TrainingImages, spec: TrainConfig,
         optimizer_state=resumed["optimizer"] if resumed else None,
         schedule_state=resumed.get("schedule") if resumed else None,
         resumed_metrics=resumed.get("metrics") if resumed else None, on_epoch_end=end_of_epoch)
-    _check_snapshots(spec, layout)
+    _check_snapshots(spec, files)
     return TrainingOutcome(_summary(metrics),
                            sorted(train_loader.unreadable | val_loader.unreadable))
 
@@ -130,7 +143,7 @@ def _summary(metrics: dict) -> dict:
     return {key: value for key, value in metrics.items() if key not in RESUME_STATES}
 
 
-def _resume(model: torch.nn.Module, layout: RunLayout, key: str,
+def _resume(model: torch.nn.Module, files: TrainingFiles, key: str,
             snapshot_epochs: tuple[int, ...]) -> dict | None:
     """Load the newest usable checkpoint written under the same stage key into ``model``.
 
@@ -142,9 +155,9 @@ def _resume(model: torch.nn.Module, layout: RunLayout, key: str,
     """
     import torch
 
-    if not layout.checkpoints.is_dir():
+    if not files.checkpoints.is_dir():
         return None
-    for path in sorted(layout.checkpoints.glob("epoch_*.pt"), reverse=True):
+    for path in sorted(files.checkpoints.glob("epoch_*.pt"), reverse=True):
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception:  # a checkpoint cut off by a kill is not worth keeping
@@ -154,47 +167,47 @@ def _resume(model: torch.nn.Module, layout: RunLayout, key: str,
             remove(path)
             continue
         epoch = int(state["epoch"])
-        missing = [e for e in snapshot_epochs if e < epoch and not layout.snapshot(e).is_file()]
+        missing = [e for e in snapshot_epochs if e < epoch and not files.snapshot(e).is_file()]
         if missing:
-            print(f"[train] {layout.snapshot(missing[0])} is missing: not resuming from "
+            print(f"[train] {files.snapshot(missing[0])} is missing: not resuming from "
                   f"{path.name}")
             remove(path)
             continue
         model.load_state_dict(state["model"])
-        _remove_other_checkpoints(layout, epoch)
+        _remove_other_checkpoints(files, epoch)
         return state
     return None
 
 
-def _keep_snapshots(model: torch.nn.Module, spec: TrainConfig, layout: RunLayout,
+def _keep_snapshots(model: torch.nn.Module, spec: TrainConfig, files: TrainingFiles,
                     start_epoch: int) -> None:
     """Leave in ``snapshots/`` exactly the snapshots of the epochs done: none on a fresh start
     (an earlier run's are stale), those up to ``start_epoch`` on a resume, the resumed epoch's
     written again from the checkpoint's weights if a kill came before it was."""
     from pipeline.models.training import save_state
 
-    kept = {layout.snapshot(epoch) for epoch in spec.snapshot_epochs if epoch <= start_epoch}
+    kept = {files.snapshot(epoch) for epoch in spec.snapshot_epochs if epoch <= start_epoch}
     if not kept:
-        remove(layout.snapshots)
+        remove(files.snapshots)
         return
-    for path in layout.snapshots.iterdir() if layout.snapshots.is_dir() else ():
+    for path in files.snapshots.iterdir() if files.snapshots.is_dir() else ():
         if path not in kept:  # later epochs, and files cut off by a kill
             remove(path)
-    if start_epoch in spec.snapshot_epochs and not layout.snapshot(start_epoch).is_file():
-        save_state(model.state_dict(), layout.snapshot(start_epoch))
+    if start_epoch in spec.snapshot_epochs and not files.snapshot(start_epoch).is_file():
+        save_state(model.state_dict(), files.snapshot(start_epoch))
 
 
-def _remove_other_checkpoints(layout: RunLayout, epoch: int) -> None:
+def _remove_other_checkpoints(files: TrainingFiles, epoch: int) -> None:
     """Keep only epoch ``epoch``'s checkpoint (and nothing a kill cut off beside it)."""
-    keep = layout.checkpoint(epoch)
-    for path in layout.checkpoints.iterdir():
+    keep = files.checkpoint(epoch)
+    for path in files.checkpoints.iterdir():
         if path != keep:
             remove(path)
 
 
-def _check_snapshots(spec: TrainConfig, layout: RunLayout) -> None:
+def _check_snapshots(spec: TrainConfig, files: TrainingFiles) -> None:
     """Every snapshot asked for is there (each was written when its epoch ended)."""
-    missing = [path for path in map(layout.snapshot, spec.snapshot_epochs)
+    missing = [path for path in map(files.snapshot, spec.snapshot_epochs)
                if not path.is_file()]
     if missing:
         raise UserError(f"{missing[0]}: training snapshot missing after the last epoch (removed "

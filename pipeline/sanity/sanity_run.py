@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from pipeline.interp.projection_store import LayerPlan
 from pipeline.interp.projector import Projector
-from pipeline.interp.receptive_field import crop_tile
+from pipeline.interp.receptive_field import field_tile
 from pipeline.models.evaluation import evaluating
 from pipeline.sanity.randomise import (
     Cascade,
@@ -48,10 +48,10 @@ from pipeline.sanity.randomise import (
     reset_weights,
 )
 from pipeline.sanity.similarity import magnitude, spearman, ssim, valid_region
+from pipeline.schemas import Sanity
 
-#: The columns of ``sanity.parquet``, one row per layer, method and step.
-CASCADE_COLUMNS = ("layer", "method", "step", "randomised_from", "randomised_label", "full",
-                   "spearman_mean", "spearman_std", "ssim_mean", "ssim_std", "n", "empty")
+#: The columns of ``sanity.parquet``, one row per layer, method and step (its schema's).
+CASCADE_COLUMNS = tuple(Sanity.names())
 
 
 @dataclass(frozen=True)
@@ -191,10 +191,10 @@ class _LayerJob:
                 units = torch.tensor(batch["unit"].to_numpy(), dtype=torch.long, device=device)
                 positions = torch.tensor(batch[["y", "x"]].to_numpy(), dtype=torch.long,
                                          device=device)
-                projected = projector.project(x, self.layer.module, units, positions)
-                projected = projected.cpu().numpy().transpose(0, 2, 3, 1)
+                projected = projector.project(x, self.layer.module, units, positions) \
+                    .cpu().numpy().transpose(0, 2, 3, 1)
                 for j in range(len(batch)):
-                    tiles.append(crop_tile(projected[j], self.boxes[start + j], self.tile, 0.0))
+                    tiles.append(field_tile(projected[j], self.boxes[start + j], self.tile, 0.0))
                 self.advance(len(batch))
         return np.stack(tiles) if tiles else np.zeros((0, *self.tile, 1), np.float32)
 

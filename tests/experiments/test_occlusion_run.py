@@ -13,7 +13,7 @@ from torch import nn
 
 from pipeline.errors import UserError
 from pipeline.experiments.occlusion import occlude
-from pipeline.experiments.occlusion_store import (
+from pipeline.experiments.occlusion_run import (
     CLEAN_COLUMNS,
     occlude_images,
     square_grid,
