@@ -95,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
         "and receptive field (size, jump between units, and the input position of unit (0, 0)'s "
         "field), computed from the modules' geometry, and whether the deconvnet and guided "
         "backprop apply to each (or which nonlinearity without a rule blocks them). No weights "
-        "or data are needed; a workflow's model and layers are checked as `run` checks them.",
+        "or data are needed; a workflow's model and [activations] modules are checked as `run` "
+        "checks them.",
     )
     source = layers.add_mutually_exclusive_group()
     source.add_argument("-w", "--workflow", type=Path, default=None,
@@ -108,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="input side in pixels (default: the workflow's; with --model the "
                         "size the model is made for: 64 for zfnet_small, else 224)")
     layers.add_argument("--all", action="store_true", dest="all_modules",
-                        help="list every module with a feature-map output, not just the default")
+                        help="list every module with a feature-map output, not just the default "
+                        "(any of them can go in [activations] modules)")
     layers.set_defaults(data=None)
 
     compare = commands.add_parser(
