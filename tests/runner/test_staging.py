@@ -71,6 +71,19 @@ def test_a_resumed_store_loses_what_killed_chunk_writes_left_and_commits_only_it
     assert sorted(path.name for path in final.rglob("*") if path.is_file()) == ["0"]
 
 
+def test_a_shard_opening_the_sharded_store_leaves_a_siblings_chunk_write_alone(tmp_path):
+    """Shards fill the activations store side by side: one that opens it while another is
+    between writing a chunk's temporary file and renaming it must not delete that file (the
+    store is cleaned when the last shard commits it)."""
+    first = _context(tmp_path, key="same", stage="activations")
+    staged = first.output(catalog.ACTIVATIONS)
+    (staged / "conv1" / "max" / "c").mkdir(parents=True)
+    writing_now = staged / "conv1" / "max" / "c" / f"0.{'ef56' * 8}.partial"
+    writing_now.write_bytes(b"a sibling's chunk, half written")
+    sibling = _context(tmp_path, key="same", stage="activations")
+    assert sibling.output(catalog.ACTIVATIONS) == staged and writing_now.exists()
+
+
 def test_commit_refuses_a_missing_output(tmp_path):
     context = _context(tmp_path)
     context.output(catalog.UNITS)
