@@ -189,6 +189,12 @@ IMAGE_LISTING = External("listing", "the image folders' listing: names, sizes, t
 IMAGES = External("images", "the files the stage's manifests list: names, sizes, times")
 EVOLUTION_CHECKPOINTS = External("checkpoints", "the content of [evolution] checkpoints")
 
+#: What every stage that runs the analysed model over the analysed images reads: the model's
+#: weights (the run's own, or [model] checkpoint's) and the file defining it, and the images
+#: (their manifest, the classes they are labelled in, their files; the demo's generated folder).
+ANALYSED_MODEL = (MODEL, WEIGHTS_FILE, MODEL_FILE)
+ANALYSED_IMAGES = (MANIFEST, CLASSES, IMAGES, SYNTHETIC_DATA)
+
 ARTIFACTS: tuple[Artifact, ...] = tuple(
     value for value in globals().values() if isinstance(value, Artifact))
 EXTERNALS: tuple[External, ...] = tuple(

@@ -5,14 +5,11 @@ from __future__ import annotations
 from pipeline.atomic import zarr_writes_settled
 from pipeline.catalog import (
     ACTIVATIONS,
+    ANALYSED_IMAGES,
+    ANALYSED_MODEL,
     CLASSES,
-    IMAGES,
     MANIFEST,
-    MODEL,
-    MODEL_FILE,
     SKIPPED,
-    SYNTHETIC_DATA,
-    WEIGHTS_FILE,
 )
 from pipeline.stages.context import StageContext
 from pipeline.stages.registry import register_stage
@@ -21,7 +18,7 @@ from pipeline.stages.registry import register_stage
 # revision 2: dimension names and coordinates (pipeline.labelled); images of more than 8 bits
 # per channel scaled to 8, not clipped (pipeline.data.images)
 @register_stage("activations", revision=2,
-                reads=(MANIFEST, CLASSES, MODEL, WEIGHTS_FILE, MODEL_FILE, IMAGES, SYNTHETIC_DATA),
+                reads=(*ANALYSED_MODEL, *ANALYSED_IMAGES),
                 writes=(ACTIVATIONS, SKIPPED),
                 config=("data.source", "data.root", "model", "activations"),
                 # which model is loaded follows train.enabled, and so do its inputs; the dask

@@ -8,15 +8,12 @@ from __future__ import annotations
 from pipeline.atomic import zarr_writes_settled
 from pipeline.catalog import (
     ACTIVATIONS,
+    ANALYSED_IMAGES,
+    ANALYSED_MODEL,
     CLASSES,
-    IMAGES,
     MANIFEST,
-    MODEL,
-    MODEL_FILE,
     PROJECTIONS,
-    SYNTHETIC_DATA,
     TOPK,
-    WEIGHTS_FILE,
 )
 from pipeline.stages.context import StageContext
 from pipeline.stages.registry import register_stage
@@ -25,8 +22,7 @@ from pipeline.stages.registry import register_stage
 # revision 2: projections.zarr's root no longer copies top_k (rank's metadata holds it);
 # 3: dimension names and coordinates (pipeline.labelled)
 @register_stage("deconv", revision=3,
-                reads=(MANIFEST, CLASSES, MODEL, WEIGHTS_FILE, MODEL_FILE, ACTIVATIONS, TOPK,
-                       IMAGES, SYNTHETIC_DATA),
+                reads=(*ANALYSED_MODEL, *ANALYSED_IMAGES, ACTIVATIONS, TOPK),
                 writes=(PROJECTIONS,),
                 config=("data.source", "data.root", "model", "deconv"),
                 # the model is the trained one when the workflow trains (its inputs say which)

@@ -9,14 +9,11 @@ import numpy as np
 
 from pipeline.catalog import (
     ACTIVATIONS,
+    ANALYSED_IMAGES,
+    ANALYSED_MODEL,
     CLASSES,
-    IMAGES,
     INVARIANCE,
     MANIFEST,
-    MODEL,
-    MODEL_FILE,
-    SYNTHETIC_DATA,
-    WEIGHTS_FILE,
 )
 from pipeline.errors import UserError
 from pipeline.run_inputs import analysed_images, analysed_model, preprocessing
@@ -27,8 +24,7 @@ from pipeline.stages.registry import register_stage
 # revision 2: per-transform samples that leave out the classes a transform can change (the
 # demo's stripes under rotation; [invariance] exclude_*), and their names in the metadata
 @register_stage("invariance", revision=2,
-                reads=(MANIFEST, CLASSES, MODEL, WEIGHTS_FILE, MODEL_FILE, ACTIVATIONS, IMAGES,
-                       SYNTHETIC_DATA),
+                reads=(*ANALYSED_MODEL, *ANALYSED_IMAGES, ACTIVATIONS),
                 writes=(INVARIANCE,),
                 config=("data.source", "data.root", "model", "invariance"),
                 # the model is the trained one when the workflow trains (its inputs say which)

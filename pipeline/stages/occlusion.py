@@ -9,14 +9,11 @@ import numpy as np
 
 from pipeline.catalog import (
     ACTIVATIONS,
+    ANALYSED_IMAGES,
+    ANALYSED_MODEL,
     CLASSES,
-    IMAGES,
     MANIFEST,
-    MODEL,
-    MODEL_FILE,
     OCCLUSION,
-    SYNTHETIC_DATA,
-    WEIGHTS_FILE,
 )
 from pipeline.run_inputs import analysed_images, analysed_model, preprocessing
 from pipeline.stages.context import StageContext
@@ -25,8 +22,7 @@ from pipeline.stages.registry import register_stage
 
 # revision 2: dimension names and coordinates (pipeline.labelled)
 @register_stage("occlusion", revision=2,
-                reads=(MANIFEST, CLASSES, MODEL, WEIGHTS_FILE, MODEL_FILE, ACTIVATIONS, IMAGES,
-                       SYNTHETIC_DATA),
+                reads=(*ANALYSED_MODEL, *ANALYSED_IMAGES, ACTIVATIONS),
                 writes=(OCCLUSION,),
                 config=("data.source", "data.root", "model", "occlusion", "activations.modules"),
                 # the model is the trained one when the workflow trains (its inputs say which)

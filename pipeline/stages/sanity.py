@@ -12,26 +12,22 @@ import pandas as pd
 
 from pipeline.catalog import (
     ACTIVATIONS,
+    ANALYSED_IMAGES,
+    ANALYSED_MODEL,
     CLASSES,
-    IMAGES,
     INPUT_DEPENDENCE,
     MANIFEST,
-    MODEL,
-    MODEL_FILE,
     PROJECTIONS,
     RANDOMISED_PROJECTIONS,
     SANITY,
-    SYNTHETIC_DATA,
     TOPK,
-    WEIGHTS_FILE,
 )
 from pipeline.stages.context import StageContext
 from pipeline.stages.registry import register_stage
 
 
 @register_stage("sanity",
-                reads=(MANIFEST, CLASSES, MODEL, WEIGHTS_FILE, MODEL_FILE, ACTIVATIONS, TOPK,
-                       PROJECTIONS, IMAGES, SYNTHETIC_DATA),
+                reads=(*ANALYSED_MODEL, *ANALYSED_IMAGES, ACTIVATIONS, TOPK, PROJECTIONS),
                 writes=(SANITY, INPUT_DEPENDENCE, RANDOMISED_PROJECTIONS),
                 config=("data.source", "data.root", "model", "sanity"),
                 # the model is the trained one when the workflow trains (its inputs say which)
