@@ -297,6 +297,36 @@ class ReadableImages(Dataset):
             return self.images.paths[i]
 
 
+class MemoryCached(Dataset):
+    """``items`` with each item kept in memory once read, up to ``budget`` bytes of tensors.
+
+    For a training loop over a data set small enough to hold, whose transform draws nothing at
+    random (no augmentation) and whose loader has no workers (a worker's cache would end with
+    it at each epoch's end): every epoch after the first reads the very tensors the first one
+    decoded, so the results are those of decoding each time. The demo's 4,000 training and
+    1,280 validation images of 64 px spent about 40 % of its training decoding them again.
+    """
+
+    def __init__(self, items: Dataset, budget: int = 1 << 30) -> None:
+        self.items, self.budget = items, budget
+        self.cache: dict[int, object] = {}
+        self.held = 0
+
+    def __len__(self) -> int:
+        return len(self.items)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> object:
+        if i in self.cache:
+            return self.cache[i]
+        item = self.items[i]
+        size = sum(part.nbytes for part in (item if isinstance(item, tuple) else ())
+                   if isinstance(part, torch.Tensor))
+        if self.held + size <= self.budget:
+            self.cache[i] = item
+            self.held += size
+        return item
+
+
 def collate_readable(items: list) -> tuple[tuple | None, list[str]]:
     """(the default collation of the readable items, or None when a batch has none; the paths
     of the unreadable ones). The paths travel with the batch, so they reach the training

@@ -79,23 +79,28 @@ def train_run(model: torch.nn.Module, images: TrainingImages, spec: TrainConfig,
     """Train ``model`` (already on ``device``) as ``spec`` says, resuming from the newest
     checkpoint written under the stage key ``key``, keeping ``files``'s checkpoints and
     snapshots up to date at each epoch's end."""
-    from torch.utils.data import DataLoader
+    from torch.utils.data import DataLoader, Dataset
 
     from pipeline.data.images import (
         ImageDataset,
         LeftOutCounted,
+        MemoryCached,
         ReadableImages,
         collate_readable,
     )
     from pipeline.data.sampling import EpochShuffle
     from pipeline.models.training import save_state, train_classifier
 
-    train_set = ReadableImages(ImageDataset(
+    train_set: Dataset = ReadableImages(ImageDataset(
         images.train_root, images.train_manifest["path"].tolist(),
         images.train_manifest["label"].tolist(), images.train_transform))
-    val_set = ReadableImages(ImageDataset(
+    val_set: Dataset = ReadableImages(ImageDataset(
         images.val_root, images.val_manifest["path"].tolist(),
         images.val_manifest["label"].tolist(), images.val_transform))
+    if not spec.num_workers:  # decoded once, held for the next epochs (see MemoryCached)
+        val_set = MemoryCached(val_set)
+        if not spec.augment:
+            train_set = MemoryCached(train_set)
     resumed = _resume(model, files, key, spec.snapshot_epochs)
     start_epoch = int(resumed["epoch"]) if resumed else 0
     if start_epoch:
@@ -105,7 +110,7 @@ def train_run(model: torch.nn.Module, images: TrainingImages, spec: TrainConfig,
     # loader's base seed, which comes from this process's generator, reseeded each epoch by
     # train_classifier, and batch i always goes to worker i mod n: with the same number of
     # workers, a resumed epoch draws what it drew before.
-    sampler = EpochShuffle(len(train_set), seed=spec.seed, first_epoch=start_epoch)
+    sampler = EpochShuffle(len(images.train_manifest), seed=spec.seed, first_epoch=start_epoch)
     workers: dict[str, Any] = {"num_workers": spec.num_workers, "persistent_workers": False,
                **({"prefetch_factor": 2} if spec.num_workers else {})}
     train_loader = LeftOutCounted(DataLoader(train_set, batch_size=spec.batch_size,
