@@ -11,12 +11,13 @@ decode-and-forward loop over the same files with the workflow's [activations] ba
 workers (``bare_loop.py``) gives the baseline of the activations stage.
 
 It prints, per stage: seconds (from the stage's stamp), its throughput in its own unit (images/s
-for activations, projections/s for deconv, occluded images/s for occlusion, units/s for render,
-...), and the peak resident memory of the main process and of the whole tree (the tree's figure
-sums RSS over processes, so pages a forked worker shares with its parent count twice: an upper
-bound); then the wall time of `run all` and the activations stage against the bare loop. The
-loop runs after `run all`, so on a machine with the memory to hold the set both read the files
-from the page cache (the generator has just written them); a cold first read is not measured.
+for activations, projections/s for deconv, units/s for featurevis and render, occluded images/s
+for occlusion, ...), and the peak resident memory of the main process and of the whole tree
+(the tree's figure sums RSS over processes, so pages a forked worker shares with its parent
+count twice: an upper bound); then the wall time of `run all` and the activations stage
+against the bare loop. The loop runs after `run all`, so on a machine with the memory to hold
+the set both read the files from the page cache (the generator has just written them); a cold
+first read is not measured.
 
     python benchmarks/end_to_end.py                      # N = 5,000 on a CPU, 50,000 on a GPU
     python benchmarks/end_to_end.py --images 300 --workers 2 --data imagenet-like-300
@@ -42,7 +43,8 @@ import bare_loop  # the benchmarks folder is on sys.path: this is a script
 import imagenet_like
 
 REPO = Path(__file__).resolve().parents[1]
-DEVICE_SECTIONS = ("activations", "deconv", "occlusion", "evolution", "invariance")
+DEVICE_SECTIONS = ("activations", "deconv", "featurevis", "occlusion", "evolution", "invariance",
+                   "sanity")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 LOG_LINE = re.compile(r"^\S+ (\w+): (start|done in|failed)")
 
@@ -60,6 +62,10 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=None, help="folder of the generated images, "
                         "kept and reused by the next run with the same --images (default: a "
                         "temporary folder)")
+    parser.add_argument("--featurevis-steps", type=int, default=None, metavar="N",
+                        help="[featurevis] steps (default: the workflow's 512 on a GPU; on a "
+                        "CPU the stage is off unless N is given: 1,152 units at 512 steps take "
+                        "hours there, whatever the number of images)")
     parser.add_argument("--keep", action="store_true", help="keep the run folder and say where")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))  # this checkout's package, whatever else is installed
@@ -69,7 +75,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
     try:
         data = generate_images(args.data or work / "data", images)
-        workflow = write_workflow(work, args.model, args.device, args.workers)
+        steps = args.featurevis_steps if args.featurevis_steps is not None or on_gpu else 0
+        workflow = write_workflow(work, args.model, args.device, args.workers, steps)
         env = {**os.environ, "TORCH_HOME": str(work / "torch"), "DECONV_ATLAS_OFFLINE": "1",
                "PYTHONPATH": os.pathsep.join(p for p in (str(REPO),
                                                          os.environ.get("PYTHONPATH")) if p)}
@@ -106,11 +113,12 @@ def generate_images(root: Path, images: int) -> Path:
     return root.resolve()
 
 
-def write_workflow(work: Path, model: str, device: str | None, workers: int | None) -> Path:
+def write_workflow(work: Path, model: str, device: str | None, workers: int | None,
+                   featurevis_steps: int | None = None) -> Path:
     """A copy of ``workflows/<model>-imagenet.toml`` in ``work`` (same file name, so the same
-    run folder name), with ``device`` set in every section that has one and ``workers`` as
+    run folder name), with ``device`` set in every section that has one, ``workers`` as
     the decoding processes of activations and deconv (``num_workers``) and render's
-    (``workers``)."""
+    (``workers``), and ``featurevis_steps`` as [featurevis] steps (0: the stage off)."""
     source = REPO / "workflows" / f"{model}-imagenet.toml"
     table = tomllib.loads(source.read_text(encoding="utf-8"))
     if device:
@@ -120,6 +128,11 @@ def write_workflow(work: Path, model: str, device: str | None, workers: int | No
         for section, key in (("activations", "num_workers"), ("deconv", "num_workers"),
                              ("render", "workers")):
             table.setdefault(section, {})[key] = workers
+    if featurevis_steps == 0:
+        print("[featurevis] off (a fixed cost of hours on a CPU; --featurevis-steps N runs it)")
+        table.setdefault("featurevis", {})["enabled"] = False
+    elif featurevis_steps is not None:
+        table.setdefault("featurevis", {})["steps"] = featurevis_steps
     target = work / "workflows" / source.name
     target.parent.mkdir(parents=True)
     target.write_text(to_toml(table), encoding="utf-8")
@@ -251,6 +264,9 @@ def stage_work(stage: str, run: Path, images: int) -> tuple[float, str] | None:
         return store["image"].shape[0] * rows * columns, "occluded images"
     if stage == "invariance":
         return len(pd.read_parquet(run / "invariance.parquet")), "transformed images"
+    if stage == "featurevis":
+        store = zarr.open_group(run / "featurevis.zarr", mode="r")
+        return sum(group["unit"].shape[0] for _, group in store.groups()), "units"
     if stage == "render":
         return len(pd.read_parquet(run / "units.parquet")), "units"
     return None

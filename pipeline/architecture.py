@@ -60,6 +60,7 @@ TIERS = (("base", "errors, atomic, locks, progress, labelled, device, metadata, 
          ("config", "config, config_checks, workflow_view"),
          ("data", "data/"), ("models", "models/"), ("inference", "inference/"),
          ("ranking", "ranking/"), ("interp", "interp/"), ("experiments", "experiments/"),
+         ("featurevis", "featurevis/"),
          ("sanity", "sanity/"), ("atlas", "atlas/"), ("compare", "compare/"),
          ("orchestration", "layout, catalog, architecture, run_inputs, stamps, cluster, stages/, "
                            "preflight, runner, commands, api, cli"))

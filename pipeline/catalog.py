@@ -149,12 +149,16 @@ SELECTIVITY = Artifact("selectivity", lambda layout: layout.selectivity, "table"
 HISTOGRAMS = Artifact("histograms", lambda layout: layout.histograms, "table",
                       "each unit's histogram of per-image maxima", table=schemas.Histograms)
 
-# -- deconv and the experiments --------------------------------------------------------------
+# -- deconv, featurevis and the experiments ---------------------------------------------------
 
 PROJECTIONS = Artifact("projections", lambda layout: layout.projections, "store",
                        "the top activations projected to pixel space, with their patches",
                        store=schemas.PROJECTIONS_STORE,
                        meta="pipeline.interp.projection_meta:ProjectionsMeta", resumable=True)
+FEATUREVIS = Artifact("featurevis", lambda layout: layout.featurevis, "store",
+                      "each unit's optimised images: the input it wants, and what it reaches",
+                      store=schemas.FEATUREVIS_STORE,
+                      meta="pipeline.featurevis.meta:FeatureVisMeta", resumable=True)
 OCCLUSION = Artifact("occlusion", lambda layout: layout.occlusion, "store",
                      "Figure 7: occlusion maps and projections", store=schemas.OCCLUSION_STORE,
                      meta="pipeline.experiments.occlusion_run:OcclusionMeta")

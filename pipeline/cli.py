@@ -16,8 +16,8 @@ from pipeline import __version__
 from pipeline.commands import DEFAULT_WORKFLOW, dispatch
 from pipeline.errors import StageFailure, UserError
 
-STAGE_NAMES = ("prepare", "train", "activations", "rank", "deconv", "occlusion", "evolution",
-               "invariance", "sanity", "render")  # = the registry
+STAGE_NAMES = ("prepare", "train", "activations", "rank", "deconv", "featurevis", "occlusion",
+               "evolution", "invariance", "sanity", "render")  # = the registry
 
 
 def parse_shard(text: str) -> tuple[int, int]:

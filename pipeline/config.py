@@ -239,6 +239,27 @@ class DeconvConfig:
 
 
 @dataclass(frozen=True)
+class FeatureVisConfig:
+    """Feature visualization by optimization: for each unit, the input it wants (Lucid's
+    recipe: decorrelated Fourier image, random jitter, scale and rotation, Adam)."""
+
+    enabled: bool = option(True, "run the featurevis stage; false turns it off",
+                           since="0.10.0")
+    units: int = option(0, "units optimised per layer, the most class-selective first (as the "
+                        "index's strips pick them); 0 = all", since="0.10.0")
+    steps: int = option(512, "Adam steps per image (Lucid's 512); fewer is faster and less "
+                        "finished", since="0.10.0")
+    lr: float = option(0.05, "Adam's step size (Lucid's)", since="0.10.0")
+    seed: int = option(0, "draws the initial images and the transforms: the same seed gives "
+                       "the same images", since="0.10.0")
+    batch_size: int = option(64, "units optimised together, one image each (a block: a killed "
+                             "run continues after the last one written)", execution=True,
+                             since="0.10.0")
+    device: str = option("auto", "'auto' (cuda, then mps, then cpu), or a torch device string",
+                         execution=True, since="0.10.0")
+
+
+@dataclass(frozen=True)
 class OcclusionConfig:
     """Figure 7: a grey square slid over sample images, and what it does to the network."""
 
@@ -348,6 +369,8 @@ class Workflow:
     activations: ActivationsConfig = option(ActivationsConfig(), "inference stage")
     rank: RankConfig = option(RankConfig(), "ranking stage")
     deconv: DeconvConfig = option(DeconvConfig(), "projection stage")
+    featurevis: FeatureVisConfig = option(FeatureVisConfig(), "feature visualization stage",
+                                          since="0.10.0")
     occlusion: OcclusionConfig = option(OcclusionConfig(), "occlusion stage (Figure 7)")
     evolution: EvolutionConfig = option(EvolutionConfig(), "feature evolution stage (Figure 4)")
     invariance: InvarianceConfig = option(InvarianceConfig(), "invariance stage (Figure 5)")

@@ -117,6 +117,11 @@ class RunLayout:
         return self.run_dir / "projections.zarr"
 
     @property
+    def featurevis(self) -> Path:
+        """Each unit's optimised images (see ``pipeline.featurevis.store``)."""
+        return self.run_dir / "featurevis.zarr"
+
+    @property
     def occlusion(self) -> Path:
         """Figure 7: occlusion maps and projections of the sampled images."""
         return self.run_dir / "occlusion.zarr"

@@ -291,6 +291,20 @@ PROJECTIONS_STORE = StoreSchema(
      ArraySpec("thumbs", ("unit", "rank", "thumb_y", "thumb_x", "channel"), "uint8")),
     "per layer: each unit's top-k projections, patches and images")
 
+FEATUREVIS_STORE = StoreSchema(
+    "featurevis", (),
+    (_CHANNEL, _UNIT, ArraySpec("objective", ("objective",), "str", "'mean', 'centre'"),
+     ArraySpec("images", ("unit", "y", "x", "channel"), "uint8",
+               "the input that maximises the unit's mean over its map"),
+     ArraySpec("centre", ("unit", "centre_y", "centre_x", "channel"), "uint8",
+               "the receptive-field-sized input that maximises its centre cell"),
+     ArraySpec("value", ("objective", "unit"), "float32", "the objective on the image"),
+     ArraySpec("peak", ("objective", "unit"), "float32", "the map's largest activation on it"),
+     ArraySpec("start", ("objective", "unit"), "float32", "the objective on the initial image"),
+     ArraySpec("data_peak", ("unit",), "float32", "the largest activation on the data set"),
+     ArraySpec("driven", ("objective", "unit"), "bool", "the optimisation raised the unit")),
+    "per layer: each unit's optimised images (Lucid's recipe) and what they reach")
+
 OCCLUSION_STORE = StoreSchema(
     "occlusion",
     (*_IMAGE_COORDS, _CHANNEL, ArraySpec("yx", ("yx",), "str"),

@@ -14,6 +14,14 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+#: Appended to a workflow a test runs whole that has no [featurevis] section: the stage still
+#: runs (every model the pipeline takes must work with it), in seconds rather than hours.
+QUICK_FEATUREVIS = """
+[featurevis]
+steps = 4
+units = 2
+"""
+
 TINY_DEMO = """
 [data]
 source = "synthetic"
@@ -41,6 +49,8 @@ top_k = 9
 [deconv]
 batch_size = 64
 methods = ["deconvnet", "guided", "gradient"]
+[featurevis]
+steps = 8
 """
 
 
@@ -97,6 +107,8 @@ image_size = 64
 [activations]
 batch_size = {batch_size}
 chunk_size = {chunk_size}
+[featurevis]
+steps = 8
 """
 
 

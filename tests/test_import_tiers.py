@@ -35,6 +35,7 @@ TIERS = [
     ("ranking", ["pipeline.ranking"]),
     ("interp", ["pipeline.interp"]),
     ("experiments", ["pipeline.experiments"]),
+    ("featurevis", ["pipeline.featurevis"]),
     ("sanity", ["pipeline.sanity"]),
     ("atlas", ["pipeline.atlas"]),
     ("compare", ["pipeline.compare"]),

@@ -100,6 +100,35 @@ class TopImage:
 
 
 @dataclass(frozen=True)
+class OptimisedImage:
+    """An input optimised to drive a unit (the featurevis stage), for one objective: ``mean``
+    (the unit's mean over its whole map, on an input of the network's size) or ``centre``
+    (the map cell centred on an input the size of its receptive field)."""
+
+    objective: str
+    driven: bool  # False: the optimisation could not raise the unit; its image is noise
+    picture: SheetCell | None  # None when not driven: never drawn
+    side: int  # input pixels the picture spans (a binned picture has fewer pixels)
+    peak: float  # the unit's largest activation on the image
+    data_peak: float  # ... and on the data set, what ``peak`` is read against
+    value: float  # the objective on the image
+    start: float  # the objective on the random image the optimisation started from
+
+    @property
+    def reach(self) -> float | None:
+        """``peak`` as a multiple of ``data_peak`` (None: the unit never fires on the data)."""
+        return self.peak / self.data_peak if self.data_peak > 0 else None
+
+
+@dataclass(frozen=True)
+class OptimisationRecipe:
+    """How the featurevis stage optimised its images: Adam ``steps`` of size ``lr``."""
+
+    steps: int
+    lr: float
+
+
+@dataclass(frozen=True)
 class UnitEntry:
     """One channel of a layer: a Figure 2 tile on the layer page, and a page of its own."""
 
@@ -130,6 +159,13 @@ class UnitEntry:
     patches: tuple[SheetCell, ...] = ()  # the tile's patches, rank order (the grid file's cells)
     randomised: tuple[ProjectionCell | None, ...] = ()  # per method: its top image projected
     # through the network with every weight randomised (the sanity stage), None: not computed
+    # the inputs optimised to drive it (the featurevis stage), one per objective in the store's
+    # order; () when that stage did not optimise this unit or did not run
+    optimised: tuple[OptimisedImage, ...] = ()
+
+    def optimised_for(self, objective: str) -> OptimisedImage | None:
+        """Its optimised input for ``objective`` ("mean" or "centre"), if there is one."""
+        return next((image for image in self.optimised if image.objective == objective), None)
 
     @property
     def shown_class(self) -> str:
@@ -177,6 +213,7 @@ class LayerEntry:
     # (0, 0, cell_w, cell_h) of a sheet_w x sheet_h file; (0, 0, 0, 0): unknown (search
     # results then show no thumbnail)
     patch_cell: tuple[int, int, int, int] = (0, 0, 0, 0)  # (cell_w, cell_h, sheet_w, sheet_h)
+    optimised_factor: int = 1  # whole factor by which a unit page enlarges its ``mean`` input
 
     @property
     def n_units(self) -> int:
@@ -186,12 +223,18 @@ class LayerEntry:
     def most_selective(self, n: int) -> tuple[UnitEntry, ...]:
         """The ``n`` live units whose top images are most of one class (then the strongest):
         the index's strip of this layer."""
+        from pipeline.ranking.picks import selectivity_order
+
         live = [u for u in self.units if u.tile and not u.dead]
-        # units with all their top images first: a unit that fired in two images is "selective"
-        # only by accident
         most = max((u.n_images for u in live), default=0)
-        return tuple(sorted(live, key=lambda u: (u.n_images < most, u.named_class is None,
-                                                 -u.top_class_share, -u.peak, u.unit))[:n])
+        return tuple(sorted(live, key=lambda u: selectivity_order(
+            u.n_images, most, u.named_class is not None, u.top_class_share, u.peak,
+            u.unit))[:n])
+
+    @property
+    def n_optimised(self) -> int:
+        """Units with inputs optimised by the featurevis stage (0: it did not run)."""
+        return sum(1 for u in self.units if u.optimised)
 
     @property
     def n_dead(self) -> int:
@@ -282,6 +325,7 @@ class AtlasContext:
     weights: str = ""  # which weights: published ones, or a file, its entry and prefix
     # the header's experiment links (pipeline.atlas.navigation), set before any page is written
     experiment_nav: tuple[PageLink, ...] = ()
+    optimisation: OptimisationRecipe | None = None  # the featurevis stage's, when it ran
 
     @property
     def all_methods(self) -> tuple[str, ...]:

@@ -21,7 +21,9 @@ relative to the atlas root). Booleans are ``true``/``false``; missing values are
 ``atlas.json`` has ``format`` (:data:`FORMAT`, bumped when a key changes meaning), ``model``,
 ``data``, ``run``, ``layers`` (each with its facts and ``units``: the CSV's values, plus
 ``quantiles`` as an object, ``classes`` as ``[name, count]`` pairs, most frequent first, and
-``top_images`` as ``{rank (1-based), file, true_class, predicted_class, value}``), and
+``top_images`` as ``{rank (1-based), file, true_class, predicted_class, value}``; with the
+featurevis stage's inputs, ``optimised`` as ``{objective, driven, peak, data_peak, value,
+start, picture}``, one per objective, and the run's ``optimisation`` as ``{steps, lr}``), and
 ``experiments`` (``{title, page, note}``: what the index's cards say). Only relative paths and
 the data's own file names: no local folder appears in either file.
 """
@@ -118,6 +120,13 @@ def _unit_summary(layer: LayerEntry, unit: UnitEntry) -> dict[str, Any]:
         {"rank": image.rank + 1, "file": image.file, "true_class": image.true_class,
          "predicted_class": image.pred_class, "value": _number(image.value)}
         for image in unit.top_images]
+    if unit.optimised:  # the featurevis stage's inputs (the key is absent without them)
+        summary["optimised"] = [
+            {"objective": image.objective, "driven": image.driven, "peak": _number(image.peak),
+             "data_peak": _number(image.data_peak), "value": _number(image.value),
+             "start": _number(image.start),
+             "picture": image.picture.image if image.picture else None}
+            for image in unit.optimised]
     return summary
 
 
@@ -136,7 +145,10 @@ def atlas_summary(context: AtlasContext) -> dict[str, Any]:
                 "top1": _number(context.top1), "top5": _number(context.top5),
                 "val_accuracy": _number(context.val_accuracy), "top_k": context.top_k,
                 "methods": list(context.all_methods), "devices": dict(context.devices),
-                "stage_seconds": {stage: _number(s) for stage, s in context.stage_seconds}},
+                "stage_seconds": {stage: _number(s) for stage, s in context.stage_seconds},
+                **({"optimisation": {"steps": context.optimisation.steps,
+                                     "lr": context.optimisation.lr}}
+                   if context.optimisation else {})},
         "layers": [
             {"label": layer.label, "module": layer.module, "out_shape": list(layer.out_shape),
              "receptive_field": layer.receptive_field, "n_units": layer.n_units,

@@ -54,6 +54,7 @@ from pipeline.atlas.writer import ImageWriter
 from pipeline.inference.store import LayerMeta
 from pipeline.interp.display import CURVES, common_scale, curve_display, display_scale
 from pipeline.interp.projection_meta import ProjectedLayer
+from pipeline.ranking.picks import class_priors, dominant_class
 from pipeline.schemas import Histograms, Manifest, Selectivity, Skipped, UnitKey, Units
 
 MAX_CELL = 64  # px: larger receptive fields are binned by a whole factor to at most this
@@ -63,24 +64,6 @@ PATCH_QUALITY = 95  # JPEG quality (4:4:4) of the patch grids: see README "Pictu
 TILE_TARGET = 48  # px: a tile's cells are enlarged by the whole factor that comes closest
 PAGE_TARGET = 128  # px: ... and a unit page's pictures
 SKIPPED_SHOWN = 50  # unreadable images listed on the index (all are in skipped.parquet)
-# A card names a class only when the data support it: at least this share of the unit's top
-# images, at least CHANCE_FACTOR times the share the class has among all analysed images (what
-# a unit blind to classes would see; capped at MAX_CHANCE_SHARE so that a data set of two
-# classes can name one), and at least MIN_NAMED images counted.
-DOMINANT_SHARE = 0.5
-CHANCE_FACTOR = 3.0
-MAX_CHANCE_SHARE = 0.9
-MIN_NAMED = 5
-
-
-def dominant_class(share: float, n_counted: int, prior: float) -> bool:
-    """Whether a unit's most frequent class (``share`` of its ``n_counted`` top images, and
-    ``prior`` of all analysed images) clearly dominates its top images."""
-    if n_counted < MIN_NAMED:
-        return False
-    return share >= DOMINANT_SHARE and share >= min(CHANCE_FACTOR * prior, MAX_CHANCE_SHARE)
-
-
 @dataclass
 class RunTables:
     """What the render stage reads from the run folder, in memory."""
@@ -98,9 +81,7 @@ class RunTables:
     @functools.cached_property
     def priors(self) -> np.ndarray:
         """Each class's share of the analysed images (its chance of being a top image)."""
-        labels = self.labels[(self.predictions >= 0) & (self.labels >= 0)]
-        counts = np.bincount(labels, minlength=len(self.classes))[:len(self.classes)]
-        return counts / max(1, counts.sum())
+        return class_priors(self.labels, self.predictions, len(self.classes))
 
 
 @dataclass(frozen=True)

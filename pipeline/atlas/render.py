@@ -122,6 +122,7 @@ def _image_paths(context: AtlasContext) -> list[str]:
                 paths.extend(crop.image for cell in image.projections
                              for crop in (cell.linear, cell.lifted))
             paths.extend(cell.projection.image for cell in unit.evolution if cell.projection)
+            paths.extend(image.picture.image for image in unit.optimised if image.picture)
     return paths
 
 

@@ -77,7 +77,8 @@ OCCLUSION_PAGES = ExperimentPages("occlusion", 7, _occlusion)
 
 @dataclass(frozen=True)
 class RunFiles:
-    """The run's files the atlas reads (the sanity ones only when that stage ran)."""
+    """The run's files the atlas reads (the sanity ones only when that stage ran; the
+    featurevis store, None when that stage is off)."""
 
     manifest: Path
     classes: Path
@@ -93,6 +94,7 @@ class RunFiles:
     sanity: Path
     input_dependence: Path
     randomised_projections: Path
+    featurevis: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -186,13 +188,20 @@ def write_site(files: RunFiles, model: nn.Module, settings: AtlasSettings, stage
                                settings.picture_budget)
     if settings.sanity:
         layers = with_sanity(layers, files.sanity, files.input_dependence)
+    recipe = None
+    if files.featurevis is not None:
+        from pipeline.atlas.featurevis_pictures import with_optimised
+
+        with _bar("render optimised images", _stored_units(files.featurevis), "unit") as bar:
+            layers, recipe = with_optimised(layers, files.featurevis, staged, workers,
+                                            bar.update)
     context = _atlas_context(settings, files, tables, activations, projected, top_k, model,
                              first, layers, _input_channels(projections, analysed))
     # every page's footer names the figures and its header links the experiments, the
     # experiments' own pages included: both are known before any page is written
     context = dataclasses.replace(
         context, figures=(2, *sorted(pages.figure for pages, _ in settings.experiments)),
-        experiment_nav=experiment_links(settings.experiments, context))
+        experiment_nav=experiment_links(settings.experiments, context), optimisation=recipe)
     extras = [_experiment_pages(pages, output, context, tables, staged)
               for pages, output in settings.experiments]
     with _bar("render pages", len(layers) + units, "page") as bar:
@@ -236,6 +245,16 @@ def _atlas_context(settings: AtlasSettings, files: RunFiles, tables: RunTables, 
         class_groups=class_groups(Classes.read(files.classes)),
         class_names=tuple(tables.classes),
     )
+
+
+def _stored_units(featurevis: Path) -> int:
+    """The units the featurevis store holds, over all its layers."""
+    import zarr
+
+    from pipeline.labelled import array_in
+
+    root = zarr.open_group(featurevis, mode="r")
+    return sum(int(array_in(group, "unit").shape[0]) for _, group in root.groups())
 
 
 def _input_channels(projections, analysed) -> int:

@@ -69,7 +69,7 @@ def write_projections(staged: Path, model: nn.Module, layers: Sequence[LayerPlan
 
 def _say_resumed(staged: Path, layers: Sequence[LayerPlan], batch_size: int) -> None:
     """Say how much a killed run had projected, and whether it batched differently."""
-    from pipeline.interp.projection_store import batch_sizes_written, units_written
+    from pipeline.progress import batch_sizes_written, units_written
 
     resumed = sum(units_written(staged, layer.label) for layer in layers)
     if not resumed:

@@ -55,7 +55,7 @@ import torch.nn.functional as F
 import zarr
 from torch import nn
 
-from pipeline.atomic import read_json, remove, write_json
+from pipeline.atomic import remove
 from pipeline.data.decoded import DecodedImages
 from pipeline.inference.store import store_layers
 from pipeline.interp.maps import feature_maps, map_extent
@@ -72,6 +72,7 @@ from pipeline.labelled import (
     write_coordinate,
     write_range,
 )
+from pipeline.progress import record_units, units_written
 
 #: the coordinates that say, per unit and rank, which image a picture is of
 TOP_IMAGE_COORDS = ("image_id", "path", "label", "class_name")
@@ -198,18 +199,6 @@ def _unit_chunks(name: str, shape: tuple[int, ...]) -> tuple[int, ...]:
     return (1, *shape[1:])
 
 
-def units_written(path: Path, label: str) -> int:
-    """How many units of layer ``label`` (from unit 0) a previous run finished."""
-    return int((read_json(path / "progress" / f"{label}.json") or {}).get("units", 0))
-
-
-def batch_sizes_written(path: Path) -> set[int]:
-    """The ``[deconv] batch_size`` of the blocks already written (empty: none yet)."""
-    folder = path / "progress"
-    return {int(read_json(record)["batch_size"]) for record in folder.glob("*.json")} \
-        if folder.is_dir() else set()
-
-
 def finish_store(path: Path) -> None:
     """Drop the progress records and the decoded images (they are not part of the zarr tree)."""
     remove(path / "progress")
@@ -247,8 +236,7 @@ class BlockProjector:
                     array_in(group, name)[:, start:stop] = values
                 else:
                     array_in(group, name)[start:stop] = values
-            write_json(path / "progress" / f"{layer.label}.json",
-                       {"units": stop, "batch_size": self.batch_size})
+            record_units(path, layer.label, stop, self.batch_size)
 
     def _block(self, rows: pd.DataFrame, layer: LayerPlan, tile: tuple[int, int], first: int,
                units: int, advance: Callable[[int], object]) -> dict[str, np.ndarray]:

@@ -12,8 +12,8 @@ from pipeline.stages.registry import (
 )
 
 #: Dependency order: each module registers its stage on import, so this is the order of `run all`.
-STAGE_MODULES = ("prepare", "train", "activations", "rank", "deconv", "occlusion", "evolution",
-                 "invariance", "sanity", "render")
+STAGE_MODULES = ("prepare", "train", "activations", "rank", "deconv", "featurevis", "occlusion",
+                 "evolution", "invariance", "sanity", "render")
 
 for _module in STAGE_MODULES:
     importlib.import_module(f"pipeline.stages.{_module}")

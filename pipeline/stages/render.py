@@ -11,6 +11,7 @@ from pipeline.catalog import (
     CLASSES,
     DATA_WARNINGS,
     EVOLUTION,
+    FEATUREVIS,
     HISTOGRAMS,
     INPUT_DEPENDENCE,
     INVARIANCE,
@@ -36,14 +37,14 @@ from pipeline.stages.registry import list_stages, register_stage, stage_writing
 @register_stage("render",
                 reads=(MANIFEST, CLASSES, DATA_WARNINGS, MODEL, WEIGHTS_FILE, MODEL_FILE, METRICS,
                        ACTIVATIONS, SKIPPED, TOPK, UNITS, SELECTIVITY, HISTOGRAMS, PROJECTIONS,
-                       OCCLUSION, EVOLUTION, INVARIANCE, SANITY, INPUT_DEPENDENCE,
+                       FEATUREVIS, OCCLUSION, EVOLUTION, INVARIANCE, SANITY, INPUT_DEPENDENCE,
                        RANDOMISED_PROJECTIONS),
                 writes=(ATLAS,),
                 config=("data.source", "data.root", "model", "render"),
                 # which model (train.enabled) and which experiments' pages (whether their
                 # stages are on) follow from its inputs
                 unkeyed=("train.enabled", "train.snapshot_epochs", "evolution.checkpoints",
-                         "sanity.enabled",
+                         "sanity.enabled", "featurevis.enabled",
                          "occlusion.images", "occlusion.files", "invariance.images",
                          "invariance.files"))
 def render(ctx: StageContext) -> None:
@@ -79,7 +80,9 @@ def render(ctx: StageContext) -> None:
         picture_budget=workflow.render.picture_budget * 1e6)
     files = RunFiles(**{item.name: ctx.path(item) for item in (
         MANIFEST, CLASSES, DATA_WARNINGS, METRICS, ACTIVATIONS, SKIPPED, TOPK, UNITS, SELECTIVITY,
-        HISTOGRAMS, PROJECTIONS, SANITY, INPUT_DEPENDENCE, RANDOMISED_PROJECTIONS)})
+        HISTOGRAMS, PROJECTIONS, SANITY, INPUT_DEPENDENCE, RANDOMISED_PROJECTIONS)},
+        # an old run's store is not shown once the stage is off
+        featurevis=ctx.path(FEATUREVIS) if _ran(FEATUREVIS, workflow) else None)
     source = model_source(workflow, layout, len(ctx.read(CLASSES)))
     with Workers(count, scratch=staged) as workers, pool_failure_explained(workflow.source, count):
         # the workers start while this process imports torch and loads the model

@@ -47,6 +47,8 @@ images = 3
 stride = 4
 [invariance]
 images = 2
+[featurevis]
+steps = 16
 """
 
 

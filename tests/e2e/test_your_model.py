@@ -16,6 +16,8 @@ from support import run_cli, write_images
 pytestmark = pytest.mark.slow  # each test runs the pipeline in a subprocess
 
 SMALL_RUN = """
+[featurevis]
+steps = 16
 [occlusion]
 images = 2
 [invariance]

@@ -48,12 +48,13 @@ def test_the_input_stages_are_those_writing_what_a_stage_reads():
     assert inputs == {
         "prepare": (), "train": ("prepare",), "activations": ("prepare", "train"),
         "rank": ("activations",), "deconv": ("prepare", "train", "activations", "rank"),
+        "featurevis": ("prepare", "train", "activations", "rank"),
         "occlusion": ("prepare", "train", "activations"),
         "evolution": ("prepare", "train", "activations"),
         "invariance": ("prepare", "train", "activations"),
         "sanity": ("prepare", "train", "activations", "rank", "deconv"),
-        "render": ("prepare", "train", "activations", "rank", "deconv", "occlusion",
-                   "evolution", "invariance", "sanity")}
+        "render": ("prepare", "train", "activations", "rank", "deconv", "featurevis",
+                   "occlusion", "evolution", "invariance", "sanity")}
 
 
 def test_what_a_stage_reads_from_outside_the_run_is_declared():
@@ -64,6 +65,7 @@ def test_what_a_stage_reads_from_outside_the_run_is_declared():
     for name in ("activations", "deconv", "occlusion", "invariance", "sanity"):
         assert external[name] == {"weights", "model_file", "images"}, name
     assert external["render"] == {"weights", "model_file"}
+    assert external["featurevis"] == {"weights", "model_file"}  # no images: it makes its own
     assert [stage.name for stage in list_stages() if stage.sharded] == ["activations"]
 
 

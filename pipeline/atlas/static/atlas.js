@@ -63,7 +63,7 @@
   /* Pairs every link to another atlas page carries (the display choices), and those only the
    * previous / next links carry (a unit page's method and maps). */
   var carried = { all: {}, rel: {} };
-  var CARRIED_KEYS = ["curve", "scale", "method", "maps"];
+  var CARRIED_KEYS = ["curve", "scale", "tiles", "method", "maps"];
 
   /* ``href`` with the carried pairs in its hash (and the previous / next ones for ``rel``);
    * unchanged when it leads out of the atlas or to this page. */
@@ -90,13 +90,19 @@
     });
   }
 
-  /* ---- how projections are drawn: curve and scale, on every page with projections ------- */
+  /* ---- how pictures are drawn: curve and scale of projections, on every page with them;
+   * what a tile shows first (its projections, or the unit's optimised input) ------------- */
 
-  var DISPLAY = { curve: ["linear", "lifted"], scale: ["own", "common"] };  // default first
+  var DISPLAY = { curve: ["linear", "lifted"], scale: ["own", "common"],  // default first
+                  tiles: ["projections", "optimised"] };
 
   function setupDisplay() {
     var html = document.documentElement;
-    var inputs = document.querySelectorAll('[data-display] input[type="radio"]');
+    // radio groups, and switches: a checkbox that, checked, sets its name to its value
+    var inputs = document.querySelectorAll('[data-display] input[type="radio"], input[type="checkbox"][data-display]');
+    Array.prototype.forEach.call(document.querySelectorAll(".optimised-switch"), function (label) {
+      label.hidden = false;  // without the script it would do nothing
+    });
 
     function apply(pairs) {
       carried.all = {};
@@ -114,7 +120,8 @@
     Array.prototype.forEach.call(inputs, function (input) {
       input.addEventListener("change", function () {
         var updates = {};
-        updates[input.name] = input.value === DISPLAY[input.name][0] ? null : input.value;
+        var value = input.type === "checkbox" && !input.checked ? DISPLAY[input.name][0] : input.value;
+        updates[input.name] = value === DISPLAY[input.name][0] ? null : value;
         updateHash(updates, false);
         apply(parseHash(window.location.hash).pairs);
       });
@@ -570,7 +577,7 @@
    * enlarged by the largest whole factor that fits the window (at least its stored size, each
    * stored pixel a sharp square), with the activation map and receptive field if it has them. */
   function setupZoom() {
-    var cells = document.querySelectorAll(".trio > .pcell, .trio > .pcrop, .trio > .thumb-wrap, .unit-filter .pcrop");
+    var cells = document.querySelectorAll(".trio > .pcell, .trio > .pcrop, .trio > .thumb-wrap, .unit-filter .pcrop, .optimised-pictures .pcrop");
     if (!cells.length) return;
     var opener = null;
 
