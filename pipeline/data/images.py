@@ -298,19 +298,23 @@ class ReadableImages(Dataset):
 
 
 class MemoryCached(Dataset):
-    """``items`` with each item kept in memory once read, up to ``budget`` bytes of tensors.
+    """``items`` with each item kept in memory once read, when all of them fit in ``budget``
+    bytes of tensors (judged by the first item read; otherwise nothing is kept).
 
     For a training loop over a data set small enough to hold, whose transform draws nothing at
     random (no augmentation) and whose loader has no workers (a worker's cache would end with
     it at each epoch's end): every epoch after the first reads the very tensors the first one
-    decoded, so the results are those of decoding each time. The demo's 4,000 training and
-    1,280 validation images of 64 px spent about 40 % of its training decoding them again.
+    decoded (``default_collate`` copies them into each batch, so nothing downstream edits the
+    kept ones), and the results are those of decoding each time. An image that could not be
+    read (an item that is its path) is not kept: the next epoch tries it again. The demo's
+    4,000 training and 1,280 validation images of 64 px spent about 40 % of its training
+    decoding them again.
     """
 
     def __init__(self, items: Dataset, budget: int = 1 << 30) -> None:
         self.items, self.budget = items, budget
         self.cache: dict[int, object] = {}
-        self.held = 0
+        self.keep: bool | None = None  # decided by the first item read
 
     def __len__(self) -> int:
         return len(self.items)  # type: ignore[arg-type]
@@ -319,11 +323,13 @@ class MemoryCached(Dataset):
         if i in self.cache:
             return self.cache[i]
         item = self.items[i]
-        size = sum(part.nbytes for part in (item if isinstance(item, tuple) else ())
-                   if isinstance(part, torch.Tensor))
-        if self.held + size <= self.budget:
+        if not isinstance(item, tuple):  # unreadable now: try again next time
+            return item
+        if self.keep is None:
+            size = sum(part.nbytes for part in item if isinstance(part, torch.Tensor))
+            self.keep = size * len(self) <= self.budget
+        if self.keep:
             self.cache[i] = item
-            self.held += size
         return item
 
 

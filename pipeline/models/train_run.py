@@ -97,7 +97,8 @@ def train_run(model: torch.nn.Module, images: TrainingImages, spec: TrainConfig,
     val_set: Dataset = ReadableImages(ImageDataset(
         images.val_root, images.val_manifest["path"].tolist(),
         images.val_manifest["label"].tolist(), images.val_transform))
-    if not spec.num_workers:  # decoded once, held for the next epochs (see MemoryCached)
+    if not spec.num_workers:  # decoded once, held for the next epochs when they fit (1 GiB
+        # each; see MemoryCached)
         val_set = MemoryCached(val_set)
         if not spec.augment:
             train_set = MemoryCached(train_set)
