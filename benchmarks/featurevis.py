@@ -59,6 +59,9 @@ def sync(device: torch.device) -> None:
 def time_stage(model, layers, size, recipe, device) -> dict[str, float]:
     """Seconds per layer of the stage's work over ``layers`` (their chosen units)."""
     planned = plan_layers(model, layers, size, 3, device)
+    with frozen(model):  # warm-up, not timed
+        optimise(Truncated(model, planned[0].module), [0], size, 3, normaliser(device), "mean",
+                 [torch.Generator().manual_seed(0)], 2, device=device)
     seconds = {}
     with tempfile.TemporaryDirectory() as folder:
         for layer in planned:  # one layer at a time, to time each
@@ -84,6 +87,8 @@ def time_loop(model, layers, size, steps, lr, device) -> dict[str, float]:
             with torch.no_grad():
                 map_hw = tuple(whole(torch.zeros(1, 3, size, size, device=device)).shape[-2:])
             position = centre_position(layer.field, (int(map_hw[0]), int(map_hw[1])), size)
+            optimise(whole, [0], size, 3, normalise, "mean",  # warm-up, not timed
+                     [torch.Generator().manual_seed(0)], 2, lr, device=device)
             sync(device)
             start = time.perf_counter()
             for unit in layer.units:

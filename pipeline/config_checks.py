@@ -76,6 +76,9 @@ def validate(workflow: Workflow, path: Path) -> Workflow:
                             ("train.batch_size", train.batch_size, 1),
                             ("train.plateau_patience", train.plateau_patience, 1),
                             ("train.num_workers", train.num_workers, 0),
+                            ("featurevis.units", workflow.featurevis.units, 0),
+                            ("featurevis.steps", workflow.featurevis.steps, 1),
+                            ("featurevis.batch_size", workflow.featurevis.batch_size, 1),
                             ("occlusion.images", workflow.occlusion.images, 0),
                             ("occlusion.size", workflow.occlusion.size, 0),
                             ("occlusion.stride", workflow.occlusion.stride, 0),
@@ -96,6 +99,8 @@ def validate(workflow: Workflow, path: Path) -> Workflow:
                           f"model.image_size ({model.image_size}), so the crop would be padding; "
                           "use 0 or a size of at least image_size")
     _validate_methods(workflow.deconv.methods, path)
+    if not workflow.featurevis.lr > 0:
+        raise ConfigError(f"{path}: featurevis.lr must be above 0, got {workflow.featurevis.lr}")
     if not train.lr > 0 or train.weight_decay < 0 or not 0 <= train.momentum < 1:
         raise ConfigError(f"{path}: [train] needs lr > 0, weight_decay >= 0 and 0 <= momentum "
                           f"< 1, got lr {train.lr}, weight_decay {train.weight_decay}, momentum "

@@ -9,10 +9,11 @@ the optimisation drove, written once and linked from the unit page and the layer
   it at the scale of the patches and projections beside it.
 
 Lossless (PNG) and in the input's channels (:func:`pipeline.atlas.channels.shown_rgb`), as the
-projections are. An objective the optimisation could not raise (``driven`` false: it stayed at
-zero for every step, as a dead ReLU's always does) gets no picture: its image is the initial
-noise, and the pages say so instead. The pictures are written on the render stage's worker
-processes, a run of a layer's units per task (:mod:`pipeline.atlas.parallel`).
+projections are. An objective the optimisation did not raise (``driven`` false: the unit is
+where it started after the last step, as a dead ReLU always is) gets no picture: its image
+shows nothing that drives the unit, and the pages say so instead. The pictures are written on
+the render stage's worker processes, a run of a layer's units per task
+(:mod:`pipeline.atlas.parallel`).
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from pipeline.featurevis.optimise import (
 )
 from pipeline.featurevis.store import VisLayer, create_store, finish_store, write_block
 from pipeline.interp.receptive_field import ReceptiveField, module_call_counts
-from pipeline.progress import progress_bar, record_units, units_written
+from pipeline.progress import batch_sizes_written, progress_bar, record_units, units_written
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,9 @@ def plan_layers(model: nn.Module, layers: Sequence[LayerUnits], input_size: int,
             with frozen(model), torch.no_grad():
                 map_hw = tuple(forward(torch.full((1, channels, side, side), 0.5,
                                                   device=device)).shape[-2:])
-        except RuntimeError:  # too small for some layer on the way: use the whole input
+        except RuntimeError as error:  # too small for some layer on the way: the whole input
+            if isinstance(error, torch.cuda.OutOfMemoryError):
+                raise
             side = input_size
             with frozen(model), torch.no_grad():
                 map_hw = tuple(forward(torch.full((1, channels, side, side), 0.5,
@@ -95,14 +97,24 @@ def write_featurevis(staged: Path, model: nn.Module, layers: Sequence[VisLayer],
     ``normalise`` maps images in [0, 1] to the network's input."""
     plan = FeatureVisPlan(recipe.steps, recipe.lr, recipe.seed, input_size, channels,
                           tuple(layer.label for layer in layers),
-                          tuple(len(layer.units) for layer in layers), recipe.batch_size)
+                          tuple(len(layer.units) for layer in layers))
     meta = FeatureVisMeta(recipe.steps, recipe.lr, recipe.seed, input_size, OBJECTIVES,
                           str(device))
     create_store(staged, layers, plan, meta, data_peaks)
     done = [min(units_written(staged, layer.label), len(layer.units)) for layer in layers]
     total = sum(len(layer.units) for layer in layers)
+    print(f"[featurevis] {total} units x {len(OBJECTIVES)} objectives x {recipe.steps} steps "
+          f"on {device}" + (" (a network at 224 px takes hours on a CPU: lower [featurevis] "
+                            "steps or units, or run it on a GPU)"
+                            if device.type == "cpu" and input_size >= 160 and
+                            total * recipe.steps > 50_000 else ""))
     if sum(done):
         print(f"[featurevis] resuming: {sum(done)} of {total} units already optimised")
+        earlier = batch_sizes_written(staged) - {recipe.batch_size}
+        if earlier:
+            print(f"[featurevis] those were optimised in blocks of {sorted(earlier)[0]}, the "
+                  f"rest in blocks of {recipe.batch_size}: equal up to rounding in the last "
+                  "bits, not bitwise")
     counts = module_call_counts(model) or {}
     steps = len(OBJECTIVES) * recipe.steps
     bar = progress_bar("featurevis", total=total * steps, unit="step")
@@ -127,12 +139,12 @@ def write_featurevis(staged: Path, model: nn.Module, layers: Sequence[VisLayer],
                 write_block(staged, layer.label, start, _block(mean, centre))
                 record_units(staged, layer.label, start + len(units), recipe.batch_size)
     bar.close()
-    for line in summaries(staged, layers):
+    for line in summaries(staged, layers, recipe.steps):
         print(line)
     finish_store(staged)
 
 
-def summaries(staged: Path, layers: Sequence[VisLayer]) -> list[str]:
+def summaries(staged: Path, layers: Sequence[VisLayer], steps: int) -> list[str]:
     """:func:`summary` of every layer of the store at ``staged``."""
     import zarr
 
@@ -144,7 +156,8 @@ def summaries(staged: Path, layers: Sequence[VisLayer]) -> list[str]:
         group = group_in(root, layer.label)
         lines.append(summary(layer.label, layer.units, np.asarray(array_in(group, "peak")[0]),
                              np.asarray(array_in(group, "data_peak")[...]),
-                             np.asarray(np.asarray(array_in(group, "driven")[...]).any(axis=0))))
+                             np.asarray(np.asarray(array_in(group, "driven")[...]).any(axis=0)),
+                             steps))
     return lines
 
 
@@ -159,19 +172,22 @@ def _block(mean: Optimised, centre: Optimised) -> dict[str, np.ndarray]:
 
 
 def driven(result: Optimised) -> np.ndarray:
-    """Whether the optimisation raised each unit: its objective ended above zero and above
-    where it started. A dead ReLU stays at zero whatever the input."""
-    return (result.value > 0) & (result.value > result.start)
+    """Whether the optimisation raised each unit: its objective ended above where it started
+    (by more than rounding). A dead ReLU never is (zero whatever the input); nor is a unit
+    still at zero after the last step (its image then shows nothing that drives it). A unit
+    that rose but stayed below zero (a SiLU's) is: its image shows what raises it."""
+    return result.value > result.start + 1e-4 * np.maximum(1.0, np.abs(result.start))
 
 
 def summary(label: str, units: Sequence[int], peak: np.ndarray, data_peak: np.ndarray,
-            driven_any: np.ndarray) -> str:
+            driven_any: np.ndarray, steps: int) -> str:
     """One line per layer: how many optimised images drive their unit past its strongest
-    activation on the data, and the units that could not be driven."""
+    activation on the data, and the units neither objective raised."""
     line = (f"[featurevis] {label}: {int((peak > data_peak).sum())} of {len(units)} images "
             "drive their unit past its strongest activation on the data")
     dead = [units[int(i)] for i in np.flatnonzero(~driven_any)]
     if dead:
         shown = ", ".join(str(u) for u in dead[:8]) + (" ..." if len(dead) > 8 else "")
-        line += f"; {len(dead)} could not be driven at all (unit {shown})"
+        line += (f"; {len(dead)} not raised by either objective in {steps} steps (unit "
+                 f"{shown}): dead, or slow to start")
     return line

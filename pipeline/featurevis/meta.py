@@ -38,7 +38,6 @@ class FeatureVisPlan(Metadata):
     channels: int
     layers: tuple[str, ...]
     units: tuple[int, ...]  # units optimised per layer, in the order of ``layers``
-    batch_size: int
 
 
 @dataclass(frozen=True)

@@ -35,43 +35,13 @@ from torch import nn
 from pipeline.featurevis.parameterisation import FourierImage
 from pipeline.featurevis.transforms import jitter_shift, random_similarity
 from pipeline.interp.receptive_field import ReceptiveField
+from pipeline.interp.rules import Redirected
 from pipeline.models.evaluation import evaluating
 
 Objective = Literal["mean", "centre"]
 OBJECTIVES: tuple[Objective, ...] = ("mean", "centre")
 STEPS = 512  # Lucid's default number of optimisation steps (render_vis thresholds=(512,))
 LEARNING_RATE = 0.05  # Lucid's Adam step size
-
-
-class _RedirectedReLU(torch.autograd.Function):
-    """ReLU whose gradient is not lost on an image where the ReLU blocks all of it (Lucid's
-    ``redirected_relu_grad``, on by default in its ``render_vis``): starting from a nearly grey
-    image, most units are below zero everywhere and a plain ReLU gives their image no gradient
-    at all. Where the ordinary gradient of an image is zero everywhere, the incoming gradient
-    passes, except where it would push an input that is already negative further down. An
-    image decides for itself: nothing mixes the batch."""
-
-    @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(x)
-        return x.clamp(min=0)
-
-    @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> torch.Tensor:
-        (x,) = ctx.saved_tensors  # type: ignore[attr-defined]
-        plain = grad * (x > 0)
-        blocked = ~plain.flatten(1).ne(0).any(dim=1)
-        if not bool(blocked.any()):  # most steps: every image gets a gradient
-            return plain
-        # the loss is minimised: a positive gradient lowers the input
-        redirected = grad * ~((x < 0) & (grad > 0))
-        shape = (-1,) + (1,) * (grad.dim() - 1)
-        return torch.where(blocked.view(shape), redirected, plain)
-
-
-def _redirect(_module: nn.Module, args: tuple[torch.Tensor, ...],
-              _output: torch.Tensor) -> torch.Tensor:
-    return _RedirectedReLU.apply(args[0])
 
 
 class _Reached(Exception):
@@ -103,25 +73,27 @@ class Truncated(nn.Module):
             pass
         finally:
             handle.remove()
+        if not captured:
+            raise RuntimeError(f"module {self.module!r} was not called in the forward pass")
         return captured[-1]
 
 
 @contextlib.contextmanager
 def frozen(model: nn.Module) -> Iterator[nn.Module]:
     """``model`` in eval mode with its parameters' gradients off (only the input is
-    optimised) and its ``nn.ReLU`` modules' gradients redirected (:class:`_RedirectedReLU`),
-    everything given back afterwards, also after an error."""
+    optimised), and every rectifier's gradient redirected while inside (Lucid's
+    ``redirected_relu_grad``, on by default in its ``render_vis``: starting from a nearly grey
+    image, most units are below zero everywhere, and a plain ReLU would give their image no
+    gradient at all; :class:`pipeline.interp.rules.Redirected`, which sees functional, method
+    and module calls, in place or not). Everything is given back afterwards, also after an
+    error."""
     wanted = {p: p.requires_grad for p in model.parameters()}
-    handles = [m.register_forward_hook(_redirect) for m in model.modules()
-               if isinstance(m, nn.ReLU)]
     try:
         for p in wanted:
             p.requires_grad_(False)
-        with evaluating(model, grad=True):
+        with evaluating(model, grad=True), Redirected():
             yield model
     finally:
-        for handle in handles:
-            handle.remove()
         for p, flag in wanted.items():
             p.requires_grad_(flag)
 

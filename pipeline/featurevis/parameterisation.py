@@ -23,8 +23,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-#: Lucid's square root of ImageNet's colour correlation matrix (its columns scaled to unit
-#: norm below): mixes the three decorrelated channels into RGB.
+#: Lucid's square root of ImageNet's colour correlation matrix (divided below by its largest
+#: column norm, as Lucid does): mixes the three decorrelated channels into RGB.
 COLOR_CORRELATION_SVD_SQRT = np.asarray([[0.26, 0.09, 0.02],
                                          [0.27, 0.00, -0.05],
                                          [0.27, -0.09, 0.03]], dtype=np.float32)

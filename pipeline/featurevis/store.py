@@ -13,10 +13,10 @@ units`` of them picked as the atlas's index strips pick them):
 - ``data_peak`` float32 ``[unit]``: the unit's largest activation over the data set (the rank
   stage's ``units.parquet``), what ``peak`` is read against;
 - ``driven`` bool ``[objective, unit]``: whether the optimisation raised the unit at all (its
-  objective ended above zero and above where it started). Not driven: the objective stayed at
-  zero for all the steps, so the image is still the noise it started from and is not drawn. A
-  dead ReLU (zero whatever the input) is never driven; a unit slow to start can be not driven
-  by one objective within ``steps`` and driven by the other.
+  objective ended above where it started). Not driven: the unit is where it started after the
+  last step (zero, for a ReLU), so its image shows nothing that drives it and is not drawn. A
+  dead ReLU (zero whatever the input) is never driven; a unit slow to start may not be yet by
+  one objective within ``steps`` and be by the other.
 
 The images are what the atlas shows, 8 bits per channel, exactly (it writes them losslessly);
 ``value`` and ``peak`` are measured on those 8-bit images, with no transform. Attributes: the

@@ -42,6 +42,7 @@ from pipeline.interp.signals import PRODUCT, QUOTIENT, ImagePaths, Signals
 from pipeline.models.evaluation import blank_image, evaluating
 
 RULES = ("deconvnet", "guided")  # the methods that need a rule; "gradient" is autograd's own
+REDIRECT = "redirect"  # not a projection method: feature visualization's gradient (Redirected)
 
 # function -> in place; F.relu and F.hardtanh take inplace=... themselves
 _RELUS = {F.relu: False, torch.relu: False, Tensor.relu: False,
@@ -105,6 +106,8 @@ class _Rectify(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         positive, below_cap = ctx.saved_tensors
+        if ctx.rule == REDIRECT:
+            return _redirected(grad, positive, below_cap), None, None, None
         if ctx.rule in RULES:
             grad = grad.clamp(min=0)
         if ctx.rule != "deconvnet":
@@ -112,6 +115,47 @@ class _Rectify(torch.autograd.Function):
         if below_cap is not None:
             grad = grad.masked_fill(~below_cap, 0)
         return grad, None, None, None
+
+
+def _redirected(grad: Tensor, positive: Tensor, below_cap: Tensor | None) -> Tensor:
+    """Lucid's ``redirected_relu_grad`` (feature visualization, :mod:`pipeline.featurevis`):
+    the rectifier's own gradient, except for a batch element through which it passes nothing at
+    all; there the incoming gradient passes, but not where it would push an input that is
+    below zero (or above the cap) further out. The loss is minimised, so a positive gradient
+    lowers the input. Each element of the batch decides for itself."""
+    plain = grad.masked_fill(~positive, 0)
+    if below_cap is not None:
+        plain = plain.masked_fill(~below_cap, 0)
+    blocked = ~plain.flatten(1).ne(0).any(dim=1) if grad.dim() > 1 else plain.ne(0).any()[None]
+    if not bool(blocked.any()):  # most steps: every element gets a gradient
+        return plain
+    redirected = grad.masked_fill(~positive & (grad > 0), 0)
+    if below_cap is not None:
+        redirected = redirected.masked_fill(~below_cap & (grad < 0), 0)
+    shape = (-1,) + (1,) * (grad.dim() - 1)
+    return torch.where(blocked.reshape(shape), redirected, plain)
+
+
+def rectifier(func: Callable, args: tuple, kwargs: dict) -> tuple[float | None, bool] | None:
+    """(cap, in place) of a call of a rectifier that has rules (ReLU: cap None; ReLU6 and its
+    hardtanh and clamp spellings: the cap), None for any other call."""
+    found = _classify(func, args, kwargs)
+    if found is None or found[1] != found[1]:  # nan: a nonlinearity without a rule
+        return None
+    return found[1], found[2]
+
+
+class Redirected(TorchFunctionMode):
+    """While active, every rectifier call (functional, method or module, in place or not) runs
+    as itself forward and with :func:`_redirected`'s gradient backward."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        found = rectifier(func, args, kwargs)
+        if found is not None and args and isinstance(args[0], Tensor):
+            cap, inplace = found
+            return _Rectify.apply(args[0], REDIRECT, cap, inplace)
+        return func(*args, **kwargs)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ stopping at the unit's layer); the store and how a killed run continues:
 
 from __future__ import annotations
 
+from pipeline.atomic import zarr_writes_settled
 from pipeline.catalog import ACTIVATIONS, ANALYSED_MODEL, CLASSES, FEATUREVIS, UNITS
 from pipeline.stages.context import StageContext
 from pipeline.stages.registry import register_stage
@@ -60,6 +61,7 @@ def featurevis(ctx: StageContext) -> None:
     mean = torch.tensor(prep.mean, device=device).view(-1, 1, 1)
     std = torch.tensor(prep.std, device=device).view(-1, 1, 1)
     layers = plan_layers(model, chosen, size, channels, device)
-    write_featurevis(ctx.output(FEATUREVIS), model, layers,
-                     Recipe(spec.steps, spec.lr, spec.seed, spec.batch_size), size, channels,
-                     lambda images: (images - mean) / std, peaks, device)
+    with zarr_writes_settled():  # a full disk is one error, not a trail of zarr's tasks
+        write_featurevis(ctx.output(FEATUREVIS), model, layers,
+                         Recipe(spec.steps, spec.lr, spec.seed, spec.batch_size), size,
+                         channels, lambda images: (images - mean) / std, peaks, device)

@@ -40,7 +40,7 @@ def write_store(path: Path, seed: int = 0) -> dict[str, np.ndarray]:
     }
     layer = VisLayer("conv2", "features.relu2", UNITS, SIDE, (2, 2), (SIDE, SIDE))
     meta = FeatureVisMeta(STEPS, LR, 0, INPUT, ("mean", "centre"), "cpu")
-    plan = FeatureVisPlan(STEPS, LR, 0, INPUT, 3, ("conv2",), (len(UNITS),), 8)
+    plan = FeatureVisPlan(STEPS, LR, 0, INPUT, 3, ("conv2",), (len(UNITS),))
     create_store(path, [layer], plan, meta, {"conv2": DATA_PEAK})
     write_block(path, "conv2", 0, block)
     finish_store(path)

@@ -66,12 +66,14 @@ def test_a_unit_not_driven_is_reported_and_not_drawn(optimised):
     assert not mean.driven and mean.picture is None
     assert not (out / "tiles/conv2/0001-optimised-mean.png").exists()
     section = _section((out / "units/conv2/1.html").read_text(encoding="utf-8"))
-    assert "Could not be driven: its mean over the map stayed at 0" in section
+    assert "Not driven: its mean over the map did not rise above where it started (0.01) in " \
+           f"{STEPS} steps" in section
     assert "optimised-mean.png" not in section  # no picture of it, only the centre's
     assert section.count("<img") == 1 and "0001-optimised-centre.png" in section
     layer = (out / "layers/conv2.html").read_text(encoding="utf-8")
     card = re.search(r'<li class="card unit[^"]*" id="unit-1".*?</li>', layer, re.S).group(0)
-    assert "could not be driven" in card and "optimised-mean.png" not in card
+    # its tile shows the receptive field's input, which was driven
+    assert "0001-optimised-centre.png" in card and "optimised-mean.png" not in card
 
 
 def test_the_unit_page_shows_what_it_wants_before_what_it_found(optimised):
@@ -118,9 +120,10 @@ def test_tiles_hold_the_optimised_input_behind_a_switch_kept_in_the_address(opti
     assert layer.count('class="tile-grids with-optimised"') == 3
     picture = re.search(r'<span class="cellgrid optimised-space"[^>]*>(.*?)</span></span>',
                         layer, re.S).group(1)
-    assert 'src="../tiles/conv2/0000-optimised-mean.png"' in picture and 'loading="lazy"' in picture
+    assert 'src="../tiles/conv2/0000-optimised-centre.png"' in picture
+    assert 'loading="lazy"' in picture
     index = (out / "index.html").read_text(encoding="utf-8")
-    assert "optimised-switch" in index and "0000-optimised-mean.png" in index
+    assert "optimised-switch" in index and "0000-optimised-centre.png" in index
     script = (out / "assets/atlas.js").read_text(encoding="utf-8")
     assert 'tiles: ["projections", "optimised"]' in script
 

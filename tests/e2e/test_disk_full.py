@@ -35,6 +35,7 @@ def _outputs(layout: RunLayout, stage: str) -> list[Path]:
         "activations": [layout.activations, layout.skipped],
         "rank": [layout.topk, layout.units, layout.selectivity, layout.histograms],
         "deconv": [layout.projections],
+        "featurevis": [layout.featurevis],
         "occlusion": [layout.occlusion],
         "evolution": [layout.evolution],
         "invariance": [layout.invariance],
@@ -58,7 +59,8 @@ FULL = 8192  # bytes left free on a full disk: two pages of tmpfs
 # resumes (creating the store, every array's metadata and the coordinates, is about half of the
 # tiny run's store: 0.75 leaves room for about half of the chunks); the two slowest stages early
 # in their work (deconv inside its first layer), to keep the test short.
-ROOM = {"prepare": 0.5, "activations": 0.75, "rank": 0.5, "deconv": 0.02, "occlusion": 0.5,
+ROOM = {"prepare": 0.5, "activations": 0.75, "rank": 0.5, "deconv": 0.02, "featurevis": 0.5,
+        "occlusion": 0.5,
         "evolution": 0.5, "invariance": 0.5, "sanity": 0.5, "render": 0.1}
 
 

@@ -32,7 +32,6 @@ def network() -> nn.Sequential:
 
 
 def write(store: Path, steps: int = 16, seed: int = 0) -> None:
-    torch.set_num_threads(1)
     net = network()
     fields = receptive_fields(net, (SIZE, SIZE))
     chosen = [LayerUnits(label, module, fields[module], tuple(range(n)))
@@ -44,4 +43,5 @@ def write(store: Path, steps: int = 16, seed: int = 0) -> None:
 
 
 if __name__ == "__main__":
+    torch.set_num_threads(1)  # the test's process keeps its threads (and its timing)
     write(Path(sys.argv[1]), int(sys.argv[2]))

@@ -88,8 +88,9 @@ def test_bumping_a_revision_makes_exactly_that_stage_and_its_downstream_stale(
     stage = registry.get_stage("rank")
     monkeypatch.setitem(registry._STAGES, "rank",
                         dataclasses.replace(stage, revision=stage.revision + 1))
+    downstream = ["rank", "deconv", "featurevis", "sanity", "render"]
     assert _states(finished) == {**dict.fromkeys(STAGES[:3] + BESIDE_RANK, "done"),
-                                 **dict.fromkeys(["rank", "deconv", "sanity", "render"], "stale")}
+                                 **dict.fromkeys(downstream, "stale")}
     # The new revision writes the same tables here, so its downstream is done again at once.
     runner = _runner(finished)
     assert runner.run("rank") == ["rank"]
@@ -166,8 +167,9 @@ def test_the_image_files_are_part_of_the_keys_of_the_stages_that_read_them(tmp_p
     replaced = data / "cat" / "cat_0001.JPEG"
     replaced.write_bytes((data / "dog" / "dog_0002.JPEG").read_bytes())
     third = run_cli("run", "all", "-w", workflow, cwd=tmp_path)
-    reading = ["prepare", "activations", "rank", "deconv", "occlusion", "invariance", "sanity",
-               "render"]
+    # featurevis reads no image, but what rank made of them (each unit's largest activation)
+    reading = ["prepare", "activations", "rank", "deconv", "featurevis", "occlusion", "invariance",
+               "sanity", "render"]
     assert _ran(third.stdout) == reading
     write_images(data, ["dog"], per_class=4, seed=9)  # one more dog
     fourth = run_cli("run", "all", "-w", workflow, cwd=tmp_path)
