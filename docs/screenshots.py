@@ -1,6 +1,6 @@
 """Take the README's screenshots from the demo's atlas (run `python -m pipeline run all` first).
 
-    python docs/screenshots.py    # writes docs/atlas-{index,layer,unit}.png and the pages
+    python docs/screenshots.py    # docs/atlas-{index,layer,unit,featurevis}.png and the pages
                                   # beyond Figure 2: atlas-{occlusion,evolution,invariance}.png
 
 The unit shown is conv3's most class-selective unit with a full set of top images (the demo's
@@ -39,6 +39,8 @@ SHOTS = {
     "atlas-index.png": "index.html",
     "atlas-layer.png": "layers/conv3.html",
     "atlas-unit.png": f"units/conv3/{selective_unit('conv3')}.html",
+    # the layer's tiles with each unit's optimised input in place of its projections
+    "atlas-featurevis.png": f"layers/conv5.html#unit-{selective_unit('conv5')}&tiles=optimised",
     "atlas-occlusion.png": f"occlusion/{occluded_image()}.html",
     "atlas-evolution.png": "evolution/conv3.html",
     "atlas-invariance.png": "invariance.html",
@@ -48,7 +50,11 @@ with sync_playwright() as playwright:
     browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     for name, page_path in SHOTS.items():
-        page.goto((ATLAS / page_path).resolve().as_uri())
+        # a unit page opens with what it wants: tall enough to show its top images below
+        page.set_viewport_size({"width": 1280, "height": 1500 if name == "atlas-unit.png"
+                                else 900})
+        path, _, anchor = page_path.partition("#")
+        page.goto((ATLAS / path).resolve().as_uri() + (f"#{anchor}" if anchor else ""))
         page.wait_for_load_state("networkidle")
         page.wait_for_timeout(500)  # lazy images in view decode after the network is idle
         page.screenshot(path=Path(__file__).parent / name)
