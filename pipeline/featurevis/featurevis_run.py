@@ -56,25 +56,28 @@ def plan_layers(model: nn.Module, layers: Sequence[LayerUnits], input_size: int,
     """Each layer's centre objective: an input the size of its receptive field and a margin
     (:func:`~pipeline.featurevis.optimise.centre_side`, at most the network's input), and the
     map cell whose field is centred on it."""
-    counts = module_call_counts(model) or {}
+    counts = module_call_counts(model)
     planned = []
     for layer in layers:
-        side = centre_side(layer.field, input_size)
-        forward = Truncated(model, layer.module, counts.get(layer.module, 1) if counts else 0)
-        try:
+        calls = counts.get(layer.module, 1) if counts else 0
+        forward = Truncated(model, layer.module, calls)
+
+        def map_hw(side: int, forward: Truncated = forward) -> tuple[int, int]:
             with frozen(model), torch.no_grad():
-                map_hw = tuple(forward(torch.full((1, channels, side, side), 0.5,
-                                                  device=device)).shape[-2:])
+                shape = forward(torch.full((1, channels, side, side), 0.5, device=device)).shape
+            return int(shape[-2]), int(shape[-1])
+
+        side = centre_side(layer.field, input_size)
+        try:
+            cells = map_hw(side)
         except RuntimeError as error:  # too small for some layer on the way: the whole input
             if isinstance(error, torch.cuda.OutOfMemoryError):
                 raise
             side = input_size
-            with frozen(model), torch.no_grad():
-                map_hw = tuple(forward(torch.full((1, channels, side, side), 0.5,
-                                                  device=device)).shape[-2:])
-        position = centre_position(layer.field, (int(map_hw[0]), int(map_hw[1])), side)
-        planned.append(VisLayer(layer.label, layer.module, layer.units, side, position,
-                                layer.field.size))
+            cells = map_hw(side)
+        planned.append(VisLayer(layer.label, layer.module, layer.units, side,
+                                centre_position(layer.field, cells, side), layer.field.size,
+                                calls))
     return planned
 
 
@@ -115,14 +118,12 @@ def write_featurevis(staged: Path, model: nn.Module, layers: Sequence[VisLayer],
             print(f"[featurevis] those were optimised in blocks of {sorted(earlier)[0]}, the "
                   f"rest in blocks of {recipe.batch_size}: equal up to rounding in the last "
                   "bits, not bitwise")
-    counts = module_call_counts(model) or {}
     steps = len(OBJECTIVES) * recipe.steps
     bar = progress_bar("featurevis", total=total * steps, unit="step")
     bar.update(sum(done) * steps)
     with frozen(model):
         for index, layer in enumerate(layers):
-            forward = Truncated(model, layer.module,
-                                counts.get(layer.module, 1) if counts else 0)
+            forward = Truncated(model, layer.module, layer.calls)
             for start in range(done[index], len(layer.units), recipe.batch_size):
                 units = layer.units[start:start + recipe.batch_size]
 

@@ -54,7 +54,8 @@ UNIT_FIRST = ("images", "centre")  # the arrays along ``unit`` first; the others
 @dataclass(frozen=True)
 class VisLayer:
     """One layer to optimise: its label and module, the units (numbers), the centre
-    objective's input side, map cell and the receptive field."""
+    objective's input side, map cell and the receptive field; how often the model calls the
+    module per forward pass (0: unknown, run it whole; see ``Truncated``)."""
 
     label: str
     module: str
@@ -62,6 +63,7 @@ class VisLayer:
     side: int
     position: tuple[int, int]
     receptive_field: tuple[int, int]
+    calls: int = 1
 
 
 def create_store(path: Path, layers: Sequence[VisLayer], plan: FeatureVisPlan,
