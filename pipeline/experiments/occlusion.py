@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from pipeline.experiments.capture import forward_capturing
+from pipeline.experiments.incremental import IncrementalGraph, agrees, batch_order
 
 FILL = 0.0  # the occluder in normalised input space: the data set's mean grey
 
@@ -115,13 +116,17 @@ def strongest_unit(feature_map: Tensor) -> tuple[int, tuple[int, int], float]:
 
 def occlude(model: nn.Module, image: Tensor, true_class: int, module: str, grid: OccluderGrid,
             batch_size: int = 64, projector=None,
-            on_batch: Callable[[int], object] | None = None) -> Occlusion:
+            on_batch: Callable[[int], object] | None = None,
+            incremental: IncrementalGraph | None = None) -> Occlusion:
     """Figure 7 for one preprocessed ``image`` ``[C, H, W]`` of class ``true_class``: the tracked
     map of the module named ``module`` (a dotted name, not a layer label) and the class
     probabilities with the square at every position of ``grid``, ``batch_size`` positions per
     forward pass, and the deconvnet projection of the tracked map's peak (``projector``: a
     :class:`~pipeline.interp.Projector`, default a new deconvnet one). ``on_batch(n)`` is called
-    after each forward pass of ``n`` positions (a progress bar's ``update``)."""
+    after each forward pass of ``n`` positions (a progress bar's ``update``). With
+    ``incremental`` (see :func:`incremental_graph`) each position recomputes only what its
+    square changes (:mod:`pipeline.experiments.incremental`); without, it runs the whole
+    network."""
     from pipeline.interp import Projector
 
     device = next(model.parameters()).device
@@ -131,25 +136,31 @@ def occlude(model: nn.Module, image: Tensor, true_class: int, module: str, grid:
     clean, clean_total = probabilities[0], float(maps[module][0, unit].float().sum())
     clean_predicted = int(torch.argmax(clean))
 
-    boxes = torch.from_numpy(grid.boxes()).to(device)
-    totals, true_probs, predicted, predicted_probs = [], [], [], []
-    for start in range(0, len(boxes), batch_size):
-        batch = occluded_batch(image, boxes[start:start + batch_size])
-        probabilities, maps, _ = forward_capturing(model, batch, outputs=(module,))
-        totals.append(maps[module][:, unit].float().sum(dim=(1, 2)))
-        true_probs.append(probabilities[:, true_class])
+    boxes = grid.boxes()
+    positions = len(boxes)
+    totals = torch.zeros(positions, device=device)
+    true_probs = torch.zeros(positions, device=device)
+    predicted = torch.zeros(positions, dtype=torch.long, device=device)
+    predicted_probs = torch.zeros(positions, device=device)
+    sweep = _incremental_sweep(incremental, image, unit) if incremental is not None \
+        else _full_sweep(model, image, module, unit)
+    order = batch_order(boxes) if incremental is not None else np.arange(positions)
+    for start in range(0, positions, batch_size):
+        which = order[start:start + batch_size]
+        total, probabilities = sweep(boxes[which])
+        index = torch.from_numpy(which).to(device)
+        totals[index], true_probs[index] = total, probabilities[:, true_class]
         best = probabilities.max(dim=1)
-        predicted.append(best.indices)
-        predicted_probs.append(best.values)
+        predicted[index], predicted_probs[index] = best.indices, best.values
         if on_batch is not None:
-            on_batch(len(batch))
+            on_batch(len(which))
 
     projector = projector or Projector(model, method="deconvnet", batch_size=1)
     projection = projector.project(image[None], module, torch.tensor([unit], device=device),
                                    torch.tensor([position], device=device))[0]
 
-    def as_map(parts: list[Tensor], dtype) -> np.ndarray:
-        return torch.cat(parts).cpu().numpy().astype(dtype).reshape(grid.shape)
+    def as_map(values: Tensor, dtype) -> np.ndarray:
+        return values.cpu().numpy().astype(dtype).reshape(grid.shape)
 
     return Occlusion(
         unit=unit, position=(int(position[0]), int(position[1])), clean_peak=peak,
@@ -159,3 +170,51 @@ def occlude(model: nn.Module, image: Tensor, true_class: int, module: str, grid:
         total=as_map(totals, np.float32), prob_true=as_map(true_probs, np.float32),
         predicted=as_map(predicted, np.int32), predicted_prob=as_map(predicted_probs, np.float32),
         projection=projection.permute(1, 2, 0).float().cpu().numpy())
+
+
+# boxes [n, 4] (top, left, bottom, right) -> (the tracked channel's totals [n], P(class) [n, K])
+Sweep = Callable[[np.ndarray], tuple[Tensor, Tensor]]
+
+
+def _full_sweep(model: nn.Module, image: Tensor, module: str, unit: int) -> Sweep:
+    """Each occluded copy through the whole network."""
+    def sweep(boxes: np.ndarray) -> tuple[Tensor, Tensor]:
+        batch = occluded_batch(image, torch.from_numpy(boxes).to(image.device))
+        probabilities, maps, _ = forward_capturing(model, batch, outputs=(module,))
+        return maps[module][:, unit].float().sum(dim=(1, 2)), probabilities
+    return sweep
+
+
+def _incremental_sweep(graph: IncrementalGraph, image: Tensor, unit: int) -> Sweep:
+    """Only what each square changes, from the unoccluded image's maps (computed here once)."""
+    clean = graph.clean(image[None])
+
+    def sweep(boxes: np.ndarray) -> tuple[Tensor, Tensor]:
+        total, logits = graph.occluded(clean, boxes, unit, FILL)
+        return total, logits.float().softmax(dim=1)
+    return sweep
+
+
+def incremental_graph(model: nn.Module, image: Tensor, module: str, grid: OccluderGrid
+                      ) -> tuple[IncrementalGraph | None, str]:
+    """The model ready for incremental occlusion of layer ``module``, checked on ``image``
+    against the full forward at the first, middle and last positions of ``grid``; or None
+    and why not (the caller occludes with the full forward and says so). The string says
+    where incremental inference stops before the tracked layer, if it does."""
+    device = next(model.parameters()).device
+    image = image.to(device)
+    _, maps, _ = forward_capturing(model, image[None], outputs=(module,))
+    unit = strongest_unit(maps[module][0])[0]
+    try:
+        graph = IncrementalGraph.trace(model, module, image[None], maps[module])
+    except ValueError as error:
+        return None, str(error)
+    boxes = grid.boxes()
+    probe = boxes[[0, len(boxes) // 2, len(boxes) - 1]]
+    try:
+        ours = _incremental_sweep(graph, image, unit)(probe)
+    except Exception as error:  # noqa: BLE001 - an op that cannot run on a patch: full forward
+        return None, f"{type(error).__name__}: {error}"
+    if not agrees(ours, _full_sweep(model, image, module, unit)(probe)):
+        return None, "it does not reproduce the full forward on this model"
+    return graph, graph.stops_at or ""

@@ -84,14 +84,18 @@ def square_grid(crop: int, size: int, stride: int) -> OccluderGrid:
 
 def occlude_images(model: nn.Module, images: IndexedImages, image_ids: Sequence[int], module: str,
                    grid: OccluderGrid, batch_size: int, mean: Sequence[float],
-                   std: Sequence[float], on_batch: Callable[[int], object] | None = None
+                   std: Sequence[float], on_batch: Callable[[int], object] | None = None,
+                   incremental: bool = True, say: Callable[[str], object] = print
                    ) -> dict[str, np.ndarray]:
     """The data arrays of ``occlusion.zarr`` (see the module doc) for ``image_ids`` of
     ``images`` (normalised with ``mean`` and ``std``), tracking layer ``module``, with the
     images' ``image_id`` and ``label`` (:func:`write_occlusion_store` stores those as the
     coordinates ``image`` and ``label``); ``on_batch(positions)`` after each batch of occluded
-    copies."""
-    from pipeline.experiments.occlusion import occlude
+    copies. With ``incremental`` each position recomputes only what its square changes
+    (:mod:`pipeline.experiments.incremental`) where the model allows it, checked on the first
+    image; where it does not, ``say`` tells why, once, and every position runs the whole
+    network."""
+    from pipeline.experiments.occlusion import incremental_graph, occlude
     from pipeline.interp import Projector, clip_box, receptive_fields
     from pipeline.models.preprocessing import shown_pixels
 
@@ -112,10 +116,19 @@ def occlude_images(model: nn.Module, images: IndexedImages, image_ids: Sequence[
         "projection": np.zeros((n, *grid.image_hw, channels), np.float16),
         "projection_scale": np.zeros(n, np.float32),
     }
+    graph = None
     for i, image_id in enumerate(image_ids):
         image, image_label = images[image_id][:2]
+        if incremental and i == 0:
+            graph, why = incremental_graph(model, image, module, grid)
+            if graph is None:
+                say(f"[occlusion] every position runs the whole network: incremental inference "
+                    f"cannot be used on this model ({why})")
+            elif why:
+                say(f"[occlusion] incremental inference stops before {module}: {why}; from "
+                    "there every position runs in full")
         result = occlude(model, image, int(image_label), module, grid, batch_size,
-                         projector, on_batch=on_batch)
+                         projector, on_batch=on_batch, incremental=graph)
         arrays["images"][i] = shown_pixels(image, mean, std)
         arrays["label"][i] = int(image_label)
         arrays["tracked_unit"][i], arrays["position"][i] = result.unit, result.position

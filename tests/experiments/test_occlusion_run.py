@@ -70,7 +70,8 @@ def test_each_row_is_that_images_occlusion_and_the_store_reads_back(tmp_path):
         assert arrays["image_id"][row] == image_id and arrays["label"][row] == label
         assert arrays["tracked_unit"][row] == expected.unit
         assert tuple(arrays["position"][row]) == expected.position
-        np.testing.assert_array_equal(arrays["total"][row], expected.total)
+        # the stage occludes incrementally, this full forward: equal within float32 rounding
+        np.testing.assert_allclose(arrays["total"][row], expected.total, rtol=1e-5, atol=1e-6)
         np.testing.assert_array_equal(arrays["predicted"][row], expected.predicted)
         assert arrays["clean"][row][CLEAN_COLUMNS.index("predicted")] == expected.clean_predicted
         pixels = image.numpy() * np.asarray(STD)[:, None, None] + np.asarray(MEAN)[:, None, None]
