@@ -26,6 +26,7 @@ from torch.utils.hooks import RemovableHandle
 
 from pipeline.errors import UserError
 from pipeline.interp import windows
+from pipeline.interp.cones import Cones, Traced, cone_graph, trace
 from pipeline.interp.receptive_field import ReceptiveField, module_call_counts, receptive_fields
 from pipeline.interp.rules import (
     RULES,
@@ -63,15 +64,18 @@ class Projector:
     projection depends only on its own image and seed, so this equals the unshared result
     (bitwise in our CPU measurements; ~1.5-1.9x faster with 8 requests per image).
 
-    With `windowed` (default), requests are projected on windows (crops of the input) around
-    their receptive fields when
-    that pays and a one-time self-check per (layer, input size) passed: exact, see
-    `pipeline.interp.windows`. Otherwise, the full-image path above is used.
+    With `cones` (default), every request is projected on its cone, each layer computed only
+    where the unit reads it (`pipeline.interp.cones`), once the layer's cones passed a one-time
+    self-check per (layer, input size). Where a model has no cones (untraceable, or a path that
+    reads the whole map) and with `windowed` (default), requests are projected on windows
+    (crops of the input) around their receptive fields when that pays and their own one-time
+    self-check passed: exact, see `pipeline.interp.windows`. Otherwise, the full-image path
+    above is used. `windowed=False` turns both off (the reference the tests compare with).
     """
 
     def __init__(
         self, model: nn.Module, method: str = "deconvnet", batch_size: int = 64,
-        windowed: bool = True,
+        windowed: bool = True, cones: bool = True,
     ) -> None:
         if method not in METHODS:
             raise ValueError(f"unknown projection method {method!r}; use one of {METHODS}")
@@ -81,6 +85,7 @@ class Projector:
         self.method = method
         self.batch_size = batch_size
         self.windowed = windowed
+        self.cones = cones and windowed
         # (layer, H, W) -> layer output shape once crops passed the self-check, None if failed
         self._verified: dict[tuple[str, int, int], tuple[int, ...] | None] = {}
         self._fields: dict[tuple[int, int], dict[str, ReceptiveField]] = {}
@@ -88,6 +93,10 @@ class Projector:
         self._fx_counts: dict[str, int] | None = None
         self._traced = False
         self._ruled: set[str] = set()  # layers whose backward path has a rule everywhere
+        # (layer, H, W) -> cones once checked (None: none, or they failed the check)
+        self._cone_checked: dict[tuple[str, int, int], Cones | None] = {}
+        self._cone_shapes: dict[tuple[str, int, int], tuple[int, ...]] = {}
+        self._cone_traces: dict[tuple[int, int], Traced | None] = {}  # input size -> fx graph
 
     # ----------------------------------------------------------------------------------------
     def project(self, images: Tensor, layer: str, units: Tensor, positions: Tensor) -> Tensor:
@@ -108,6 +117,10 @@ class Projector:
         if b == 0:
             return out
         calls = self._calls(layer, images[:1])
+        cones = self._cones(layer, module, calls, images) if self.cones else None
+        if cones is not None:
+            self._project_cones(cones, images, units, positions, layer, out)
+            return out
         field = self._field(layer, (images.shape[2], images.shape[3])) if self.windowed else None
         with self._hooked(module, calls) as state:
             plan, boxes = self._windows(state, images, units, positions, layer, field)
@@ -123,6 +136,65 @@ class Projector:
         return out
 
     # ----------------------------------------------------------------------------------------
+    def _cones(self, layer: str, module: nn.Module, calls: int, images: Tensor
+               ) -> Cones | None:
+        """The layer's cones at this input size when the model has them and they passed their
+        one-time check on the first image: the probe units' cone projections equal their
+        full-image ones (the checks and probes of :mod:`pipeline.interp.windows`)."""
+        key = (layer, int(images.shape[2]), int(images.shape[3]))
+        if key in self._cone_checked:
+            return self._cone_checked[key]
+        self._cone_checked[key] = None
+        if key[1:] not in self._cone_traces:
+            self._cone_traces[key[1:]] = trace(self.model, key[1:])
+        cones = cone_graph(self._cone_traces[key[1:]], layer)
+        if cones is None:
+            return None
+        device = self._device()
+        dtype = next(self.model.parameters(), torch.empty(0)).dtype
+        image = images[0].detach().to(device, dtype)
+        with self._hooked(module, calls) as state:
+            with torch.no_grad():
+                fmap = self._forward(state, image[None], layer)[0]
+            probes = windows.probe_positions(fmap.abs().amax(dim=0))
+            if not probes:
+                return None
+            positions = torch.tensor(probes, dtype=torch.long)
+            units = torch.stack([fmap[:, y, x].abs().argmax() for y, x in probes]).cpu()
+            batch = image[None].expand(len(probes), -1, -1, -1)
+            full = self._project_batch(state, batch, units, positions, layer, 0)
+        try:
+            with evaluating(self.model, grad=True):
+                cone = cones.project(batch, units, positions, self._rule())
+        except Exception:  # noqa: BLE001 - an op that will not run on a box: the other paths
+            return None
+        if windows.agree(full, cone):
+            self._cone_checked[key] = cones
+            self._cone_shapes[key] = tuple(fmap.shape)
+        return self._cone_checked[key]
+
+    def _project_cones(self, cones: Cones, images: Tensor, units: Tensor, positions: Tensor,
+                       layer: str, out: Tensor) -> None:
+        """Every request on its cone, ``batch_size`` at a time, into ``out``."""
+        shape = self._cone_shapes[(layer, int(images.shape[2]), int(images.shape[3]))]
+        units, positions = units.cpu().long(), positions.cpu().long()
+        _check(shape, units, positions, layer, 0)
+        device = self._device()
+        dtype = next(self.model.parameters(), torch.empty(0)).dtype
+        with evaluating(self.model, grad=True):
+            for start in range(0, images.shape[0], self.batch_size):
+                sl = slice(start, start + self.batch_size)
+                if out.device == device:
+                    cones.project(images[sl].detach().to(device, dtype), units[sl],
+                                  positions[sl], self._rule(), out[sl])
+                else:
+                    out[sl] = cones.project(images[sl].detach().to(device, dtype), units[sl],
+                                            positions[sl], self._rule()).to(out.device)
+
+    def _rule(self) -> str | None:
+        """The rule the cones apply at rectifiers (None: autograd's own gradient)."""
+        return self.method if self.method in RULES else None
+
     def _module(self, layer: str) -> nn.Module:
         try:
             module = self.model.get_submodule(layer) if layer else None

@@ -145,17 +145,30 @@ def rectifier(func: Callable, args: tuple, kwargs: dict) -> tuple[float | None, 
     return found[1], found[2]
 
 
-class Redirected(TorchFunctionMode):
+class Ruled(TorchFunctionMode):
     """While active, every rectifier call (functional, method or module, in place or not) runs
-    as itself forward and with :func:`_redirected`'s gradient backward."""
+    as itself forward and with ``rule``'s gradient backward (a method of ``RULES``, or
+    ``REDIRECT``); nothing else is looked at (the projector's :class:`Nonlinearities` also
+    reports every call, to refuse a layer whose path has no rule)."""
+
+    def __init__(self, rule: str) -> None:
+        super().__init__()
+        self.rule = rule
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         found = rectifier(func, args, kwargs)
         if found is not None and args and isinstance(args[0], Tensor):
             cap, inplace = found
-            return _Rectify.apply(args[0], REDIRECT, cap, inplace)
+            return _Rectify.apply(args[0], self.rule, cap, inplace)
         return func(*args, **kwargs)
+
+
+class Redirected(Ruled):
+    """Every rectifier with :func:`_redirected`'s gradient backward (feature visualization)."""
+
+    def __init__(self) -> None:
+        super().__init__(REDIRECT)
 
 
 @dataclass(frozen=True)

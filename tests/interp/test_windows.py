@@ -1,7 +1,8 @@
 """Projection on windows (crops around the receptive field) equals the full-image projection.
 
-Every test compares `Projector(windowed=True)` with `Projector(windowed=False)` (the full-image
-path that test_projector.py checks against captum) on real models with random weights. The cost
+Every test compares `Projector(windowed=True, cones=False)` with `Projector(windowed=False)`
+(the full-image path that test_projector.py checks against captum) on real models with random
+weights; the cones, which take precedence where a model has them, are test_cones.py's. The cost
 rule is switched off (`_always_crop`) where a test is about exactness, so that layers whose
 windows would not pay (e.g. AlexNet conv5) are still projected on windows; `_spy` proves the
 window path ran.
@@ -80,7 +81,7 @@ def _assert_same(model: nn.Module, layer: str, requests: tuple[torch.Tensor, ...
     """Cropped (in batches of batch_size) equals full, per projection; returns the cropped."""
     images = requests[0]
     full = Projector(model, method, windowed=False).project(images, layer, *requests[1:])
-    projector = Projector(model, method, batch_size=batch_size)
+    projector = Projector(model, method, batch_size=batch_size, cones=False)
     cropped = projector.project(images, layer, *requests[1:])
     assert projector._verified[(layer, images.shape[2], images.shape[3])] is not None
     for a, b in zip(full, cropped, strict=True):
@@ -231,7 +232,7 @@ def test_squeeze_excitation_falls_back_and_stays_exact() -> None:
     assert "relu2" not in receptive_fields(model, (48, 48))
     requests = (x, torch.tensor([0, 3, 5]), torch.tensor([[0, 0], [12, 12], [23, 5]]))
     # a sigmoid gate has no deconvnet rule: the geometry is what is tested, with the gradient
-    projector = Projector(model, "gradient")
+    projector = Projector(model, "gradient", cones=False)
     got = projector.project(*requests[:1], "relu2", *requests[1:])
     assert projector._verified.get(("relu2", 48, 48)) is None
     assert torch.equal(got, Projector(model, "gradient", windowed=False).project(
@@ -250,7 +251,7 @@ def test_mobilenet_v3_squeeze_excitation_stays_exact() -> None:
     torch.manual_seed(7)
     x = torch.rand(2, 3, 96, 96)
     units = torch.tensor([1, 4])
-    projector = Projector(model, "gradient")
+    projector = Projector(model, "gradient", cones=False)
     for layer, positions in (("features.1", [[3, 20], [23, 0]]), ("features.2", [[3, 11], [0, 0]])):
         got = projector.project(x, layer, units, torch.tensor(positions))
         ref = Projector(model, "gradient", windowed=False).project(x, layer, units,
@@ -277,7 +278,7 @@ def test_model_rejecting_crops_falls_back() -> None:
     model = _SizeChecking().eval()
     x = torch.rand(2, 3, 40, 40)
     args = ("relu", torch.tensor([0, 1]), torch.tensor([[20, 20], [0, 39]]))
-    projector = Projector(model)
+    projector = Projector(model, cones=False)
     got = projector.project(x, *args)
     assert projector._verified[("relu", 40, 40)] is None
     assert torch.equal(got, Projector(model, windowed=False).project(x, *args))
@@ -287,7 +288,7 @@ def test_crops_used_by_default_where_they_pay(_spy: list[int]) -> None:
     model = _model("alexnet")
     x = torch.rand(4, 3, 160, 160, generator=torch.Generator().manual_seed(9))
     units, positions = torch.tensor([3, 8, 20, 40]), torch.tensor([[0, 0], [5, 9], [12, 3], [3, 3]])
-    projector = Projector(model)
+    projector = Projector(model, cones=False)
     got = projector.project(x, "features.4", units, positions)
     assert _spy == [3, 4]  # the self-check's probes, then the four requests
     ref = Projector(model, windowed=False).project(x, "features.4", units, positions)
