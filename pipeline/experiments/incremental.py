@@ -35,6 +35,7 @@ cannot be traced) is occluded with the full forward.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -62,12 +63,24 @@ from pipeline.interp.regions import (
 _METADATA_METHODS = {"size", "dim"}
 
 
+@dataclass
+class Tail:
+    """What a pass left for the head: the graph index it stopped after, the values later
+    nodes read (dense for the batch, or the unoccluded ones), and the batch's positions."""
+
+    stop: int
+    live: dict[fx.Node, Any]
+    n: int
+
+
 class IncrementalGraph:
     """The model's fx graph, ready to occlude one image at a time; build with :meth:`trace`."""
 
     def __init__(self, gm: fx.GraphModule, tracked: fx.Node) -> None:
         self.gm, self.tracked = gm, tracked
         self.order = {node: i for i, node in enumerate(gm.graph.nodes)}
+        self.last_use = {node: max((self.order[u] for u in node.users), default=-1)
+                         for node in gm.graph.nodes}  # graph index of its last reader
         self.varying: set[fx.Node] = set()  # the nodes computed from the image
         for node in gm.graph.nodes:
             if node.op == "placeholder" or any(a in self.varying for a in node.all_input_nodes):
@@ -111,27 +124,69 @@ class IncrementalGraph:
         return values
 
     def occluded(self, clean: dict[fx.Node, Any], boxes: np.ndarray, unit: int,
-                 fill: float) -> tuple[Tensor, Tensor]:
-        """(the tracked channel's total ``[n]``, the model's output ``[n, ...]``) with the
-        square at each of ``boxes`` (``[n, 4]`` top, left, bottom, right in input pixels)
-        filled with ``fill``."""
+                 fill: float) -> tuple[Tensor, Tail]:
+        """(the tracked channel's total ``[n]``, what is left of the pass) with the square at
+        each of ``boxes`` (``[n, 4]`` top, left, bottom, right in input pixels) filled with
+        ``fill``. The pass stops where no region is left and the tracked layer is behind it:
+        the rest (the classifier head) is dense for every position, and :meth:`finish` runs
+        it on several batches' tails at once."""
         values: dict[fx.Node, Any] = {}
         total: Tensor | None = None
         n = len(boxes)
+        open_regions: set[fx.Node] = set()
+        tracked = self.order[self.tracked]
         with torch.no_grad(), out_of_place(self.gm):
             for node in self.gm.graph.nodes:
                 if node.op == "placeholder":
                     values[node] = _occluded_input(clean[node], boxes, fill)
                 elif node.op == "output":
-                    out = fx.node.map_arg(node.args[0], lambda a: self._batch(a, clean, values,
-                                                                               n))
-                    assert total is not None
-                    return total, out
+                    break
                 else:
                     values[node] = self._step(node, clean, values, n)
                 if node is self.tracked:
                     total = _channel_total(values[node], unit, n)
+                index = self.order[node]
+                if isinstance(values[node], Region):
+                    open_regions.add(node)
+                open_regions = {a for a in open_regions if self.last_use[a] > index}
+                if index >= tracked and not open_regions:
+                    break
+        assert total is not None
+        live = {a: v for a, v in values.items() if self.last_use[a] > index}
+        return total, Tail(index, live, n)
+
+    def finish(self, clean: dict[fx.Node, Any], tails: list[Tail]) -> Tensor:
+        """The model's output for the positions of ``tails`` (all stopped at the same node),
+        in their order: one pass through the head for all of them, when their values can be
+        stacked (tensors), else one per tail."""
+        start = tails[0].stop
+        values: dict[fx.Node, Any] = {}
+        n = sum(tail.n for tail in tails)
+        for node in tails[0].live:
+            parts = [tail.live[node] for tail in tails]
+            if not all(isinstance(p, Tensor) for p in parts):
+                if len(tails) == 1:
+                    values[node] = parts[0]
+                    continue
+                return torch.cat([self.finish(clean, [tail]) for tail in tails])
+            values[node] = torch.cat([self._batch_value(node, p, clean, tail.n)
+                                      for p, tail in zip(parts, tails, strict=True)]) \
+                if len(tails) > 1 else parts[0]
+        with torch.no_grad(), out_of_place(self.gm):
+            for node in self.gm.graph.nodes:
+                if self.order[node] <= start:
+                    continue
+                if node.op == "output":
+                    return fx.node.map_arg(node.args[0],
+                                           lambda a: self._batch_value(a, values.get(a, clean[a]),
+                                                                       clean, n))
+                values[node] = run_node(self.gm, node, lambda a: self._batch_value(
+                    a, values.get(a, clean[a]), clean, n))
         raise ValueError("the traced graph has no output")
+
+    def _batch_value(self, node: fx.Node, value: Any, clean: dict[fx.Node, Any], n: int) -> Any:
+        """A dense value for ``n`` positions: the unoccluded one repeated where it is that."""
+        return _as_batch(value, clean[node], n, node in self.varying)
 
     # ------------------------------------------------------------------------------------
     def _step(self, node: fx.Node, clean: dict[fx.Node, Any], values: dict[fx.Node, Any],

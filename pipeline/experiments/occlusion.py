@@ -29,9 +29,10 @@ import torch
 from torch import Tensor, nn
 
 from pipeline.experiments.capture import forward_capturing
-from pipeline.experiments.incremental import IncrementalGraph, agrees, batch_order
+from pipeline.experiments.incremental import IncrementalGraph, Tail, agrees, batch_order
 
 FILL = 0.0  # the occluder in normalised input space: the data set's mean grey
+HEAD_BYTES = 256 * 2**20  # what the head reads, held for up to this many bytes of positions
 
 
 @dataclass(frozen=True)
@@ -142,19 +143,25 @@ def occlude(model: nn.Module, image: Tensor, true_class: int, module: str, grid:
     true_probs = torch.zeros(positions, device=device)
     predicted = torch.zeros(positions, dtype=torch.long, device=device)
     predicted_probs = torch.zeros(positions, device=device)
-    sweep = _incremental_sweep(incremental, image, unit) if incremental is not None \
-        else _full_sweep(model, image, module, unit)
-    order = batch_order(boxes) if incremental is not None else np.arange(positions)
-    for start in range(0, positions, batch_size):
-        which = order[start:start + batch_size]
-        total, probabilities = sweep(boxes[which])
+
+    def record(which: np.ndarray, probabilities: Tensor) -> None:
         index = torch.from_numpy(which).to(device)
-        totals[index], true_probs[index] = total, probabilities[:, true_class]
+        true_probs[index] = probabilities[:, true_class]
         best = probabilities.max(dim=1)
         predicted[index], predicted_probs[index] = best.indices, best.values
-        if on_batch is not None:
-            on_batch(len(which))
 
+    if incremental is None:
+        sweep = _full_sweep(model, image, module, unit)
+        for start in range(0, positions, batch_size):
+            which = np.arange(start, min(start + batch_size, positions))
+            total, probabilities = sweep(boxes[which])
+            totals[torch.from_numpy(which).to(device)] = total
+            record(which, probabilities)
+            if on_batch is not None:
+                on_batch(len(which))
+    else:
+        _sweep_incrementally(incremental, image, unit, boxes, batch_size, totals, record,
+                             on_batch)
     projector = projector or Projector(model, method="deconvnet", batch_size=1)
     projection = projector.project(image[None], module, torch.tensor([unit], device=device),
                                    torch.tensor([position], device=device))[0]
@@ -190,9 +197,44 @@ def _incremental_sweep(graph: IncrementalGraph, image: Tensor, unit: int) -> Swe
     clean = graph.clean(image[None])
 
     def sweep(boxes: np.ndarray) -> tuple[Tensor, Tensor]:
-        total, logits = graph.occluded(clean, boxes, unit, FILL)
-        return total, logits.float().softmax(dim=1)
+        total, tail = graph.occluded(clean, boxes, unit, FILL)
+        return total, graph.finish(clean, [tail]).float().softmax(dim=1)
     return sweep
+
+
+def _sweep_incrementally(graph: IncrementalGraph, image: Tensor, unit: int, boxes: np.ndarray,
+                         batch_size: int, totals: Tensor,
+                         record: Callable[[np.ndarray, Tensor], None],
+                         on_batch: Callable[[int], object] | None) -> None:
+    """Every position incrementally, ``batch_size`` at a time in :func:`batch_order`, the
+    head run once for many batches (up to :data:`HEAD_BYTES` of what it reads): a classifier's
+    weights are read once per pass, so it costs less the more positions share a pass."""
+    clean = graph.clean(image[None])
+    order = batch_order(boxes)
+    pending: list[tuple[np.ndarray, Tail]] = []
+
+    def flush() -> None:
+        for stop in dict.fromkeys(tail.stop for _, tail in pending):
+            group = [(which, tail) for which, tail in pending if tail.stop == stop]
+            output = graph.finish(clean, [tail for _, tail in group])
+            record(np.concatenate([which for which, _ in group]),
+                   output.float().softmax(dim=1))
+        pending.clear()
+
+    for start in range(0, len(boxes), batch_size):
+        which = order[start:start + batch_size]
+        total, tail = graph.occluded(clean, boxes[which], unit, FILL)
+        totals[torch.from_numpy(which).to(totals.device)] = total
+        pending.append((which, tail))
+        if sum(_bytes(t.live) for _, t in pending) >= HEAD_BYTES:
+            flush()
+        if on_batch is not None:
+            on_batch(len(which))
+    flush()
+
+
+def _bytes(values: dict) -> int:
+    return sum(v.numel() * v.element_size() for v in values.values() if isinstance(v, Tensor))
 
 
 def incremental_graph(model: nn.Module, image: Tensor, module: str, grid: OccluderGrid

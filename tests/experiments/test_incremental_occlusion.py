@@ -49,8 +49,10 @@ def assert_equal_results(fast, full) -> None:
 
 @pytest.mark.parametrize(("name", "module", "side", "size", "stride"), [
     ("alexnet", "features.10", 96, 24, 9),  # conv, LRN-free stack, max pools, in-place ReLUs
-    ("resnet18", "layer3", 64, 16, 6),  # residual adds, eval batch norm, a container tracked
-    ("googlenet", "inception4b", 64, 16, 7),  # concatenated branches, ceil-mode max pools
+    # residual adds, eval batch norm, a container tracked
+    pytest.param("resnet18", "layer3", 64, 16, 6, marks=pytest.mark.slow),
+    # concatenated branches, ceil-mode max pools
+    pytest.param("googlenet", "inception4b", 64, 16, 7, marks=pytest.mark.slow),
 ])
 def test_incremental_occlusion_equals_the_full_forward(name, module, side, size, stride):
     graph, why, full, fast = both(build(name), module, side, size, stride)
@@ -61,6 +63,7 @@ def test_incremental_occlusion_equals_the_full_forward(name, module, side, size,
     assert np.ptp(full.total) > 0  # the square changes the map: the comparison is not vacuous
 
 
+@pytest.mark.slow
 def test_squeeze_and_excitation_stops_incremental_inference_at_its_gate_and_stays_exact():
     graph, why, full, fast = both(build("mobilenet_v3_small"), "features.6", 64, 16, 6,
                                    method="gradient")  # deconvnet has no Hardswish rule

@@ -50,8 +50,8 @@ def requests(model: nn.Module, layer: str, side: int) -> tuple[torch.Tensor, ...
 
 @pytest.mark.parametrize(("name", "layer", "side"), [
     ("alexnet", "features.11", 96),
-    ("resnet18", "layer3.1", 64),
-    ("googlenet", "inception4a", 64),
+    pytest.param("resnet18", "layer3.1", 64, marks=pytest.mark.slow),
+    pytest.param("googlenet", "inception4a", 64, marks=pytest.mark.slow),
     ("lrn", "5", 40),
 ])
 @pytest.mark.parametrize("method", METHODS)
