@@ -1,14 +1,29 @@
-"""Projections per second of the deconvnet engine against a Captum loop, measured in one run.
+"""Projections per second of the deconvnet engine, measured in one run against a Captum loop
+(the default) or against the deconv stage that drives it (``--stage``).
 
-The baseline calls Captum's ``NeuronDeconvolution`` once per projection, as existing tools do.
-Both get the same model (random weights), the same images and the same requests: for each of
-the first ``--units`` units of every conv layer, the ``--per-unit`` images where the unit peaks,
-at the position of its peak. The engine receives the requests of one layer at a time, ordered by
-image, as the deconv stage hands them over. A sample of projections is compared to check that
-both compute the same thing (up to the positive scale of the seed).
+Engine against Captum. The baseline calls Captum's ``NeuronDeconvolution`` once per projection,
+as existing tools do. Both get the same model (random weights), the same images and the same
+requests: for each of the first ``--units`` units of every conv layer, the ``--per-unit`` images
+where the unit peaks, at the position of its peak. The engine receives the requests of one layer
+at a time, ordered by image, as the deconv stage hands them over. A sample of projections is
+compared to check that both compute the same thing (up to the positive scale of the seed).
+
+Stage against engine (``--stage``). A real run: ``--stage-images`` ImageNet-like JPEGs
+(``imagenet_like.py``; ``--data DIR`` keeps them for the next run), the model with random
+weights, its activations and rank stages run as the pipeline runs them. Then, in this process,
+(a) the deconv stage's work, ``write_projections`` as the stage calls it (decoding the top
+images, the pass for thumbnails and maps, projecting, cropping and writing ``projections.zarr``)
+and (b) the bare engine, ``Projector.project`` on exactly the same top-k requests in the batches
+the stage hands it (layer by layer, a block of units at a time, by image), on images decoded
+and normalised beforehand, untimed. Both start from new projectors after one untimed warm-up
+batch per layer. It prints the projections/s of each, the ratio stage / engine (1.0: the stage
+costs nothing beyond its engine), where the stage's time went, and the largest difference
+between the stored projections and the engine's on a sample (code: ``deconv_stage.py``).
 
     python benchmarks/deconv.py                       # torchvision AlexNet, 9 x 32 x 5 projections
     python benchmarks/deconv.py --model vgg16 --units 8 --device cuda
+    python benchmarks/deconv.py --stage               # AlexNet over 1,000 generated images
+    python benchmarks/deconv.py --stage --stage-images 300 --repeats 2 --data imagenet-like-300
 """
 
 from __future__ import annotations
@@ -16,9 +31,9 @@ from __future__ import annotations
 import argparse
 import time
 import warnings
+from pathlib import Path
 
 import torch
-from captum.attr import NeuronDeconvolution
 
 from pipeline.device import resolve_device
 from pipeline.interp import Projector, analysable_layers
@@ -59,6 +74,8 @@ def run_engine(model, images, requests, batch_size):
 
 
 def run_captum(model, images, requests):
+    from captum.attr import NeuronDeconvolution
+
     results = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Captum warns about hooks on every call
@@ -87,15 +104,37 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=32, help="distinct input images")
     parser.add_argument("--units", type=int, default=32, help="units per layer")
     parser.add_argument("--per-unit", type=int, default=9, help="projections per unit")
-    parser.add_argument("--batch-size", type=int, default=64, help="engine batch size")
+    parser.add_argument("--batch-size", type=int, default=64,
+                        help="engine batch size ([deconv] batch_size with --stage)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--tf32", action="store_true",
                         help="allow TF32 convolutions on the GPU (faster, but the comparison with "
                         "Captum is then only as close as TF32's 10-bit mantissa)")
+    parser.add_argument("--stage", action="store_true",
+                        help="measure the deconv stage against its engine instead of the engine "
+                        "against Captum")
+    parser.add_argument("--stage-images", type=int, default=1000,
+                        help="with --stage: images generated and analysed")
+    parser.add_argument("--top-k", type=int, default=9, help="with --stage: [rank] top_k")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="with --stage: [deconv] num_workers (default: the workflow's)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="with --stage: measure engine and stage this many times, in turn")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="with --stage: folder of the generated images, kept and reused by "
+                        "the next run with the same --stage-images (default: a temporary one)")
     args = parser.parse_args()
     torch.backends.cudnn.allow_tf32 = args.tf32
     torch.backends.cuda.matmul.allow_tf32 = args.tf32
+    if args.stage:
+        from deconv_stage import stage_against_engine  # the benchmarks folder is on sys.path
 
+        stage_against_engine(args)
+    else:
+        engine_against_captum(args)
+
+
+def engine_against_captum(args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     device = resolve_device(args.device)
     model = get_model(args.model).eval().to(device)

@@ -4,9 +4,10 @@ The stage writes ``projections.zarr`` a block of units at a time
 (:mod:`pipeline.interp.projection_store`), so its peak memory must not grow with the number of
 units. This runs prepare, activations and rank once (random VGG16 weights, ``--images``
 generated JPEGs, only ``--layer`` analysed), then, each in a fresh process, projects the top-k
-of the first U units for every U in ``--units`` exactly as the stage does (decode once, blocks,
-zarr), and prints each process's peak resident memory, the growth between the counts, and what
-the layer's arrays alone would take if they were held whole (as releases before 0.5.0 did).
+of the first U units for every U in ``--units`` exactly as the stage does (decode once, one pass
+for thumbnails and maps, blocks, zarr), and prints each process's peak resident memory, the
+growth between the counts, and what the layer's arrays alone would take if they were held whole
+(as releases before 0.5.0 did).
 
 Peak resident memory also creeps with the number of allocations when glibc's malloc raises its
 mmap threshold as blocks are freed (arena fragmentation, not data held): measured on 2 cores,
@@ -40,6 +41,7 @@ PROJECT = textwrap.dedent("""
     from pipeline.data.decoded import DecodedImages
     from pipeline.device import resolve_device
     from pipeline.interp import receptive_fields
+    from pipeline.interp.image_pass import ImagePass
     from pipeline.interp.projection_store import (
         BlockProjector,
         ProjectionPlan,
@@ -76,7 +78,9 @@ PROJECT = textwrap.dedent("""
     start = time.perf_counter()
     decoded = DecodedImages.build(out / "decoded", rows["image_id"].to_numpy(), images,
                                   prep.input_size, channels=len(prep.mean))
-    job = BlockProjector(model, workflow.deconv.methods, decoded, prep.normalise(),
+    per_image = ImagePass.build(out / "image_pass", model, [layer], rows, top_k, decoded,
+                                prep.normalise(), workflow.deconv.batch_size)
+    job = BlockProjector(model, workflow.deconv.methods, decoded, per_image, prep.normalise(),
                          top_k, workflow.deconv.batch_size)
     job.layer(out, layer, rows)
     seconds = time.perf_counter() - start

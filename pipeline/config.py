@@ -234,8 +234,10 @@ class DeconvConfig:
     batch_size: int = option(64, "projections computed together", execution=True)
     device: str = option("auto", "'auto' (cuda, then mps, then cpu), or a torch device string",
                          execution=True)
-    num_workers: int = option(0, "DataLoader worker processes decoding the top images (each "
-                              "once per stage)", execution=True, since="0.5.0")
+    num_workers: int = option(-1, "DataLoader worker processes decoding the top images (each "
+                              "once per stage); -1 = one per CPU core, at most 8 and one per 32 "
+                              "images; 0 = in the stage's own process, as for [activations]",
+                              execution=True, since="0.5.0")
 
 
 @dataclass(frozen=True)

@@ -69,7 +69,7 @@ def validate(workflow: Workflow, path: Path) -> Workflow:
                             ("activations.num_workers", workflow.activations.num_workers, 0),
                             ("activations.prefetch", workflow.activations.prefetch, 1),
                             ("deconv.batch_size", workflow.deconv.batch_size, 1),
-                            ("deconv.num_workers", workflow.deconv.num_workers, 0),
+                            ("deconv.num_workers", workflow.deconv.num_workers, -1),
                             ("model.image_size", model.image_size, 1),
                             ("model.resize_size", model.resize_size, 0),
                             ("train.epochs", train.epochs, 1),

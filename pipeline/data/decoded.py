@@ -15,6 +15,7 @@ so a run killed while decoding decodes again and never reads a half-written file
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +31,8 @@ from pipeline.data.tolerant import TolerantImages
 PIXELS = "pixels.u8"
 INDEX = "index.json"
 BATCH = 32  # images per DataLoader batch while decoding
+AUTO = -1  # num_workers: as many processes as the machine and the number of images warrant
+MAX_AUTO_WORKERS = 8  # AUTO's ceiling, the number the shipped ImageNet workflows set
 
 
 class DecodedImages:
@@ -49,7 +52,9 @@ class DecodedImages:
               channels: int = 3) -> DecodedImages:
         """Decode ``images[i]`` (a dataset giving ``uint8 [channels, side, side]``) for every
         id in ``ids`` into ``folder``, or reuse what a killed run of the same ids finished
-        there. ``advance(n)`` is called after each batch (a progress bar's ``update``)."""
+        there, in ``num_workers`` DataLoader worker processes (0: in this process; ``AUTO``:
+        see :func:`decoding_workers`). ``advance(n)`` is called after each batch (a progress
+        bar's ``update``)."""
         folder = Path(folder)
         ids = np.unique(np.asarray(ids, dtype=np.int64))
         shape = (channels, side, side)
@@ -63,7 +68,8 @@ class DecodedImages:
         folder.mkdir(parents=True, exist_ok=True)
         subset = torch.utils.data.Subset(TolerantImages(images, shape, torch.uint8),
                                          ids.tolist())
-        loader = DataLoader(subset, batch_size=BATCH, num_workers=num_workers)
+        loader = DataLoader(subset, batch_size=BATCH,
+                            num_workers=decoding_workers(num_workers, len(ids)))
         reasons: dict[int, str] = {}
         size = channels * side * side
         with open(folder / PIXELS, "wb") as out:
@@ -108,6 +114,22 @@ class DecodedImages:
     def readable(self, image_ids: np.ndarray) -> np.ndarray:
         """Whether each of ``image_ids`` was read (False: zeros stand in for it)."""
         return np.array([int(i) not in self.reasons for i in image_ids], dtype=bool)
+
+
+def decoding_workers(num_workers: int, images: int) -> int:
+    """DataLoader workers to decode ``images`` images: ``num_workers``, or for ``AUTO`` one per
+    CPU core this process may use, at most ``MAX_AUTO_WORKERS`` and one per ``BATCH`` images.
+    All the cores: the stage does nothing else while it decodes. 0 (decode in this process)
+    where that comes to one, which decodes no faster, or where this process is a daemon, which
+    may start none (a dask nanny's worker)."""
+    if num_workers != AUTO:
+        return num_workers
+    if multiprocessing.current_process().daemon:
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
+        os.cpu_count() or 1
+    workers = min(cores, MAX_AUTO_WORKERS, -(-images // BATCH))
+    return workers if workers > 1 else 0
 
 
 def _write_at(fd: int, data: bytes, offset: int) -> None:

@@ -1,10 +1,14 @@
-"""The deconv stage's work: decode the top images once, then fill ``projections.zarr``.
+"""The deconv stage's work: decode the top images once, pass each once through the model, then
+fill ``projections.zarr``.
 
 The store's layout, and why it is written a block of units at a time, is described in
 :mod:`pipeline.interp.projection_store`. Each distinct top image is decoded once per run, in
 parallel (``num_workers``), into the staged store's scratch folder
-(:mod:`pipeline.data.decoded`). The staged store survives a kill: a rerun into the same folder
-continues after the last block written, and skips decoding when it had finished.
+(:mod:`pipeline.data.decoded`); then one pass over them makes what depends on the image alone or
+on a forward pass, its thumbnail and its units' whole maps (:mod:`pipeline.interp.image_pass`),
+so that the blocks spend their time in the engine. The staged store survives a kill: a rerun
+into the same folder continues after the last block written, and skips decoding and the pass
+when they had finished.
 """
 
 from __future__ import annotations
@@ -38,11 +42,14 @@ def write_projections(staged: Path, model: nn.Module, layers: Sequence[LayerPlan
     """Create (or continue) the store at ``staged`` and project every ``topk`` row of
     ``layers`` with each of the plan's methods, ``batch_size`` requests at a time; ``pixels``
     gives the images as the network's uint8 crops of ``channels`` channels (decoded by
-    ``num_workers`` processes) and ``images`` who they are (the coordinates, and the files
-    named when one cannot be read now)."""
+    ``num_workers`` processes; -1: as many as suit the machine, see
+    :func:`pipeline.data.decoded.decoding_workers`) and ``images`` who they are (the
+    coordinates, and the files named when one cannot be read now)."""
     from pipeline.data.decoded import DecodedImages
+    from pipeline.interp.image_pass import ImagePass
     from pipeline.interp.projection_store import (
         DECODED,
+        IMAGE_PASS,
         BlockProjector,
         create_store,
         finish_store,
@@ -58,7 +65,12 @@ def write_projections(staged: Path, model: nn.Module, layers: Sequence[LayerPlan
     if decoded.reused:
         print(f"[deconv] reusing the {len(ids)} top images a killed run had decoded")
     _check_readable(decoded, images.paths, len(ids))
-    job = BlockProjector(model, plan.methods, decoded, normalise, plan.top_k,
+    bar = progress_bar("thumbnails and maps", total=len(ids) - len(decoded.unreadable()),
+                       unit="img")
+    per_image = ImagePass.build(staged / IMAGE_PASS, model, layers, topk, plan.top_k, decoded,
+                                normalise, batch_size, bar.update)
+    bar.close()
+    job = BlockProjector(model, plan.methods, decoded, per_image, normalise, plan.top_k,
                          batch_size)
     bar = progress_bar("deconv", total=len(topk) * len(plan.methods), unit="proj")
     for layer in layers:

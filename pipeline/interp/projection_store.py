@@ -33,12 +33,15 @@ Why blocks: a VGG16 layer's arrays are about a gigabyte, so a layer is never hel
 are taken a block at a time (``block_units`` of them, a fixed number of projections), their
 requests sorted by image so the engine shares forward passes, and the block is written as whole
 chunks (one chunk per unit) before the next starts: memory depends on the block, not on the
-number of units. After each block ``progress/<label>.json`` records how many units are written
-(and the batch size), so a killed run continues at the next block. Blocks and batches follow
-from ``top_k`` and ``[deconv] batch_size``, so a run resumed with the same batch size and device
-gives the arrays of an uninterrupted run; with another batch size (say, smaller after running
-out of GPU memory) the units still to do are batched differently, which changes the engine's
-rounding (not its result) in the last bits.
+number of units. The thumbnails and maps come ready from a pass made before the blocks
+(:mod:`pipeline.interp.image_pass`); a batch's own work besides its engine is cutting and
+scaling the tiles, a pass over them at a time for the whole batch. After each block
+``progress/<label>.json`` records how many units are written (and the batch size), so a killed
+run continues at the next block. Blocks and batches follow from ``top_k`` and ``[deconv]
+batch_size``, so a run resumed with the same batch size and device gives the arrays of an
+uninterrupted run; with another batch size (say, smaller after running out of GPU memory) the
+units still to do are batched differently, which changes the engine's rounding (not its
+result) in the last bits.
 """
 
 from __future__ import annotations
@@ -51,17 +54,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 import zarr
 from torch import nn
+from zarr.codecs import ZstdCodec
 
 from pipeline.atomic import remove
 from pipeline.data.decoded import DecodedImages
 from pipeline.inference.store import store_layers
-from pipeline.interp.maps import feature_maps, map_extent
+from pipeline.interp.image_pass import THUMB, ImagePass
+from pipeline.interp.maps import map_extent
 from pipeline.interp.projection_meta import ProjectedLayer, ProjectionPlan, ProjectionsMeta
 from pipeline.interp.projector import Projector
-from pipeline.interp.receptive_field import ReceptiveField, field_tile
+from pipeline.interp.receptive_field import Box, ReceptiveField, field_tile
 from pipeline.labelled import (
     BOX_SIDES,
     ImageCoords,
@@ -77,9 +81,13 @@ from pipeline.progress import record_units, units_written
 #: the coordinates that say, per unit and rank, which image a picture is of
 TOP_IMAGE_COORDS = ("image_id", "path", "label", "class_name")
 PAD_GREY = 128  # patches are padded with the grey that marks zero in a shown projection
-THUMB = 64  # side of the whole-image thumbnails the atlas draws receptive-field boxes on
 BLOCK_BATCHES = 4  # a block holds about this many engine batches of projections
+# zstd level 1, not zarr's default 3: as small on these arrays (noisy float16 projections,
+# photographs: 0.664 against 0.662 of the raw size on AlexNet's conv5) and twice as fast to
+# compress, and writing them is one of the stage's largest costs besides its engine
+COMPRESSOR = ZstdCodec(level=1)
 DECODED = "decoded"  # scratch folder of the stage's decoded top images, inside the staged store
+IMAGE_PASS = "image_pass"  # scratch folder of their thumbnails and maps (image_pass.py)
 
 
 @dataclass(frozen=True)
@@ -150,7 +158,7 @@ def create_store(path: Path, layers: Sequence[LayerPlan], plan: ProjectionPlan,
                 ("maps", ("unit", "rank", "map_y", "map_x"), (units, k, *layer.map_hw),
                  "float32", 0)):
             labelled_array(group, name, dims, shape, dtype, TOP_IMAGE_COORDS, fill_value=fill,
-                           chunks=_unit_chunks(name, shape))
+                           chunks=_unit_chunks(name, shape), compressors=COMPRESSOR)
     root.attrs.update(meta.to_attrs())
     root.attrs["plan"] = plan.to_attrs()
     return root
@@ -200,9 +208,11 @@ def _unit_chunks(name: str, shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def finish_store(path: Path) -> None:
-    """Drop the progress records and the decoded images (they are not part of the zarr tree)."""
+    """Drop the progress records, the decoded images, their thumbnails and maps (they are not
+    part of the zarr tree)."""
     remove(path / "progress")
     remove(path / DECODED)
+    remove(path / IMAGE_PASS)
     zarr.open_group(path, mode="r+").attrs.pop("plan", None)
 
 
@@ -210,9 +220,9 @@ class BlockProjector:
     """Projects, crops and writes the top activations of a layer, a block of units at a time."""
 
     def __init__(self, model: nn.Module, methods: Sequence[str], decoded: DecodedImages,
-                 normalise: Callable[[torch.Tensor], torch.Tensor], top_k: int,
-                 batch_size: int) -> None:
-        self.model, self.decoded, self.normalise = model, decoded, normalise
+                 per_image: ImagePass, normalise: Callable[[torch.Tensor], torch.Tensor],
+                 top_k: int, batch_size: int) -> None:
+        self.decoded, self.per_image, self.normalise = decoded, per_image, normalise
         self.projectors = [Projector(model, method=method, batch_size=batch_size)
                            for method in methods]
         self.top_k, self.batch_size = top_k, batch_size
@@ -226,19 +236,23 @@ class BlockProjector:
         tile = ProjectedLayer.from_attrs(group.attrs).tile
         step = block_units(self.top_k, self.batch_size)
         done = units_written(path, layer.label)
-        advance(int((rows["unit"] < done).sum()) * len(self.projectors))
+        requests = Requests.of(rows)
+        advance(int((requests.unit < done).sum()) * len(self.projectors))
         for start in range(done, layer.channels, step):
             stop = min(start + step, layer.channels)
-            block = rows[(rows["unit"] >= start) & (rows["unit"] < stop)]
+            block = requests.take((requests.unit >= start) & (requests.unit < stop))
             arrays = self._block(block, layer, tile, start, stop - start, advance)
             for name, values in arrays.items():
+                # every chunk written, not first compared with the fill value (a third of the
+                # writing time): a chunk all fill value is a unit with no top images, rare
+                array = array_in(group, name).with_config({"write_empty_chunks": True})
                 if name == "projections" or name == "projection_scale":
-                    array_in(group, name)[:, start:stop] = values
+                    array[:, start:stop] = values
                 else:
-                    array_in(group, name)[start:stop] = values
+                    array[start:stop] = values
             record_units(path, layer.label, stop, self.batch_size)
 
-    def _block(self, rows: pd.DataFrame, layer: LayerPlan, tile: tuple[int, int], first: int,
+    def _block(self, requests: Requests, layer: LayerPlan, tile: tuple[int, int], first: int,
                units: int, advance: Callable[[int], object]) -> dict[str, np.ndarray]:
         k, n, c = self.top_k, len(self.projectors), self.decoded.channels
         arrays: dict[str, np.ndarray] = {
@@ -247,48 +261,81 @@ class BlockProjector:
             "patches": np.full((units, k, *tile, c), PAD_GREY, np.uint8),
             "boxes": np.full((units, k, 4), -1, np.int32),
             "thumbs": np.full((units, k, THUMB, THUMB, c), PAD_GREY, np.uint8),
-            "maps": np.zeros((units, k, *layer.map_hw), np.float32),
+            "maps": self.per_image.maps(layer.label, first, first + units),
         }
-        rows = rows.sort_values(["image_id", "unit", "rank"], ignore_index=True)
-        for begin in range(0, len(rows), self.batch_size):
-            batch = rows.iloc[begin:begin + self.batch_size]
+        # by image, so that requests on one image meet in a batch and share its forward pass
+        requests = requests.take(np.lexsort((requests.rank, requests.unit, requests.image_id)))
+        for begin in range(0, len(requests), self.batch_size):
+            batch = requests.take(slice(begin, begin + self.batch_size))
             self._batch(batch, layer, tile, first, arrays)
             advance(len(batch) * n)
         return arrays
 
-    def _batch(self, batch: pd.DataFrame, layer: LayerPlan, tile: tuple[int, int], first: int,
+    def _batch(self, batch: Requests, layer: LayerPlan, tile: tuple[int, int], first: int,
                arrays: dict[str, np.ndarray]) -> None:
-        ids = batch["image_id"].to_numpy()
-        distinct, inverse = np.unique(ids, return_inverse=True)
-        pixels = torch.from_numpy(self.decoded.read(distinct))
-        decoded = self.normalise(pixels.to(self.device))  # uint8 travels: a quarter the bytes
-        which = torch.from_numpy(inverse).to(self.device)
-        units = torch.tensor(batch["unit"].to_numpy(), dtype=torch.long)
-        positions = torch.tensor(batch[["y", "x"]].to_numpy(), dtype=torch.long)
-        fmaps = feature_maps(self.model, decoded, layer.module)
-        maps = fmaps[which, units.to(self.device)].float().cpu().numpy()
-        projected = [p.project(decoded[which], layer.module, units.to(self.device),
-                               positions.to(self.device)).cpu().numpy()
+        pixels = torch.from_numpy(self.decoded.read(batch.image_id))  # one per request
+        images = self.normalise(pixels.to(self.device))  # uint8 travels: a quarter the bytes
+        units = torch.from_numpy(batch.unit).to(self.device)
+        positions = torch.from_numpy(np.stack([batch.y, batch.x], axis=1)).to(self.device)
+        projected = [p.project(images, layer.module, units, positions).cpu().numpy()
                      for p in self.projectors]
-        small = (F.interpolate(pixels.float() / 255, size=(THUMB, THUMB), mode="bilinear",
-                               antialias=True, align_corners=False).clamp(0, 1) * 255) \
-            .round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        # an image unreadable since the activations stage read it is left blank
+        keep = np.flatnonzero(self.decoded.readable(batch.image_id))
+        if not len(keep):
+            return
+        unit, rank = batch.unit[keep] - first, batch.rank[keep]
+        boxes = [layer.field.box(int(y), int(x)) for y, x in zip(batch.y[keep], batch.x[keep],
+                                                                  strict=True)]
+        for m, values in enumerate(projected):
+            scaled, peaks = _scaled_tiles(values, keep, boxes, tile)
+            arrays["projections"][m, unit, rank] = scaled
+            arrays["projection_scale"][m, unit, rank] = peaks
         hwc = pixels.permute(0, 2, 3, 1).numpy()
-        readable = self.decoded.readable(distinct)
-        for j, row in enumerate(batch.itertuples(index=False)):
-            image = int(inverse[j])
-            if not readable[image]:  # unreadable since the activations stage read it
-                continue
-            unit, rank = int(row.unit) - first, int(row.rank)
-            box = layer.field.box(int(row.y), int(row.x))
-            for m, values in enumerate(projected):
-                crop = np.nan_to_num(field_tile(values[j].transpose(1, 2, 0), box, tile, 0.0),
-                                     nan=0.0, posinf=0.0, neginf=0.0)
-                peak = float(np.abs(crop).max())
-                if peak > 0:
-                    arrays["projections"][m, unit, rank] = crop / peak
-                    arrays["projection_scale"][m, unit, rank] = peak
-            arrays["patches"][unit, rank] = field_tile(hwc[image], box, tile, PAD_GREY)
-            arrays["boxes"][unit, rank] = box
-            arrays["thumbs"][unit, rank] = small[image]
-            arrays["maps"][unit, rank] = maps[j]
+        for j, box in enumerate(boxes):
+            arrays["patches"][unit[j], rank[j]] = field_tile(hwc[keep[j]], box, tile, PAD_GREY)
+        arrays["boxes"][unit, rank] = boxes
+        arrays["thumbs"][unit, rank] = self.per_image.thumbs(batch.image_id[keep])
+
+
+def _scaled_tiles(projected: np.ndarray, which: np.ndarray, boxes: Sequence[Box],
+                  tile: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The receptive-field tiles of projections ``which`` (``[n, C, H, W]``, one box each),
+    each divided by its largest absolute value, and those values (0 for an all-zero tile,
+    left as zeros); NaN and infinities are zeroed first. In place, a pass at a time: this runs
+    on every projection, and the tiles of a batch are tens of megabytes."""
+    tiles = np.empty((len(which), *tile, projected.shape[1]), np.float32)
+    for i, (j, box) in enumerate(zip(which, boxes, strict=True)):
+        tiles[i] = field_tile(projected[j].transpose(1, 2, 0), box, tile, 0.0)
+    np.nan_to_num(tiles, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+    peaks = np.maximum(tiles.max(axis=(1, 2, 3)), -tiles.min(axis=(1, 2, 3)))  # max |tile|
+    blank = ~(peaks > 0)
+    tiles[blank], peaks[blank] = 0.0, 0.0  # +0.0 (not -0.0), as an unwritten tile reads
+    np.divide(tiles, np.where(blank, np.float32(1), peaks)[:, None, None, None], out=tiles)
+    return tiles, peaks
+
+
+@dataclass(frozen=True)
+class Requests:
+    """Projection requests (rows of rank's table) as arrays: for each, the unit, its rank, the
+    image and the position (y, x) in the unit's map. Arrays, not the frame: a layer is cut into
+    hundreds of batches, and a frame's indexing costs more than the batch's bookkeeping."""
+
+    unit: np.ndarray
+    rank: np.ndarray
+    image_id: np.ndarray
+    y: np.ndarray
+    x: np.ndarray
+
+    @classmethod
+    def of(cls, rows: pd.DataFrame) -> Requests:
+        """The requests of ``rows`` (columns unit, rank, image_id, y, x), in their order."""
+        return cls(*(rows[name].to_numpy(np.int64) for name in ("unit", "rank", "image_id",
+                                                                "y", "x")))
+
+    def __len__(self) -> int:
+        return len(self.unit)
+
+    def take(self, which: np.ndarray | slice) -> Requests:
+        """The requests ``which`` selects (a mask, indices or a slice)."""
+        return Requests(self.unit[which], self.rank[which], self.image_id[which], self.y[which],
+                        self.x[which])

@@ -71,3 +71,20 @@ def test_a_finished_decode_is_reused_and_other_ids_rebuild(folder, tmp_path):
     (tmp_path / "d" / "index.json").unlink()
     assert not DecodedImages.build(tmp_path / "d", np.array([0, 6]), dataset,
                                    PREP.input_size).reused
+
+
+def test_auto_workers_follow_the_cores_and_the_images(monkeypatch):
+    import multiprocessing
+    import os
+
+    from pipeline.data.decoded import AUTO, BATCH, MAX_AUTO_WORKERS, decoding_workers
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert decoding_workers(3, 10_000) == 3 and decoding_workers(0, 10_000) == 0  # as asked
+    assert decoding_workers(AUTO, 10_000) == MAX_AUTO_WORKERS
+    assert decoding_workers(AUTO, 3 * BATCH) == 3  # one per batch of images
+    assert decoding_workers(AUTO, BATCH) == 0  # one worker decodes no faster than the stage
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert decoding_workers(AUTO, 10_000) == 2
+    monkeypatch.setattr(multiprocessing.current_process(), "daemon", True, raising=False)
+    assert decoding_workers(AUTO, 10_000) == 0  # a daemon may start no process
