@@ -32,10 +32,11 @@ The number of ranks per unit is not among them: it is the rank stage's ``top_k``
 Why blocks: a VGG16 layer's arrays are about a gigabyte, so a layer is never held whole. Units
 are taken a block at a time (``block_units`` of them, a fixed number of projections), their
 requests sorted by image so the engine shares forward passes, and the block is written as whole
-chunks (one chunk per unit) before the next starts: memory depends on the block, not on the
-number of units. The thumbnails and maps come ready from a pass made before the blocks
-(:mod:`pipeline.interp.image_pass`); a batch's own work besides its engine is cutting and
-scaling the tiles, a pass over them at a time for the whole batch. After each block
+chunks (one chunk per unit), on a thread while the next is projected and before the one after
+starts: memory depends on the block, not on the number of units. The thumbnails and maps
+come ready from a pass made before the blocks (:mod:`pipeline.interp.image_pass`); a batch's
+own work besides its engine is cutting and scaling the tiles, a pass over them at a time for
+the whole batch. After each block
 ``progress/<label>.json`` records how many units are written (and the batch size), so a killed
 run continues at the next block. Blocks and batches follow from ``top_k`` and ``[deconv]
 batch_size``, so a run resumed with the same batch size and device gives the arrays of an
@@ -47,6 +48,7 @@ result) in the last bits.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -238,19 +240,20 @@ class BlockProjector:
         done = units_written(path, layer.label)
         requests = Requests.of(rows)
         advance(int((requests.unit < done).sum()) * len(self.projectors))
-        for start in range(done, layer.channels, step):
-            stop = min(start + step, layer.channels)
-            block = requests.take((requests.unit >= start) & (requests.unit < stop))
-            arrays = self._block(block, layer, tile, start, stop - start, advance)
-            for name, values in arrays.items():
-                # every chunk written, not first compared with the fill value (a third of the
-                # writing time): a chunk all fill value is a unit with no top images, rare
-                array = array_in(group, name).with_config({"write_empty_chunks": True})
-                if name == "projections" or name == "projection_scale":
-                    array[:, start:stop] = values
-                else:
-                    array[start:stop] = values
-            record_units(path, layer.label, stop, self.batch_size)
+        # a block is compressed and written while the next one is projected (zstd leaves the
+        # GIL, and the engine leaves a core idle part of the time): at most one block waits
+        pending: Future | None = None
+        with ThreadPoolExecutor(max_workers=1) as writer:
+            for start in range(done, layer.channels, step):
+                stop = min(start + step, layer.channels)
+                block = requests.take((requests.unit >= start) & (requests.unit < stop))
+                arrays = self._block(block, layer, tile, start, stop - start, advance)
+                if pending is not None:
+                    pending.result()
+                pending = writer.submit(_write_block, path, group, layer.label, arrays, start,
+                                        stop, self.batch_size)
+            if pending is not None:
+                pending.result()
 
     def _block(self, requests: Requests, layer: LayerPlan, tile: tuple[int, int], first: int,
                units: int, advance: Callable[[int], object]) -> dict[str, np.ndarray]:
@@ -295,6 +298,21 @@ class BlockProjector:
             arrays["patches"][unit[j], rank[j]] = field_tile(hwc[keep[j]], box, tile, PAD_GREY)
         arrays["boxes"][unit, rank] = boxes
         arrays["thumbs"][unit, rank] = self.per_image.thumbs(batch.image_id[keep])
+
+
+def _write_block(path: Path, group: zarr.Group, label: str, arrays: dict[str, np.ndarray],
+                 start: int, stop: int, batch_size: int) -> None:
+    """Units ``start`` to ``stop`` of every array, then the progress record that says so (a run
+    killed before the record projects the block again)."""
+    for name, values in arrays.items():
+        # every chunk written, not first compared with the fill value (a third of the writing
+        # time): a chunk all fill value is a unit with no top images, rare
+        array = array_in(group, name).with_config({"write_empty_chunks": True})
+        if name == "projections" or name == "projection_scale":
+            array[:, start:stop] = values
+        else:
+            array[start:stop] = values
+    record_units(path, label, stop, batch_size)
 
 
 def _scaled_tiles(projected: np.ndarray, which: np.ndarray, boxes: Sequence[Box],

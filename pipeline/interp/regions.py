@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
+from pipeline.interp.strided import conv2d_unpadded
+
 # A box per position, in the map's own coordinates: (top, bottom, left, right), bottom and right
 # exclusive; empty when top >= bottom or left >= right.
 Box = tuple[int, int, int, int]
@@ -102,8 +104,8 @@ def window_of_module(module: nn.Module) -> Window | None:
         conv = module
         padding = pair(conv.padding)  # type: ignore[arg-type]  # not a string: checked above
         return Window(_extent(kernel, dilation), pair(conv.stride), padding, 0.0,
-                      lambda x: F.conv2d(x, conv.weight, conv.bias, conv.stride, 0,
-                                         conv.dilation, conv.groups))
+                      lambda x: conv2d_unpadded(x, conv.weight, conv.bias, pair(conv.stride),
+                                                pair(conv.dilation), conv.groups))
     if isinstance(module, nn.MaxPool2d) and not module.return_indices:
         return _max_pool(module.kernel_size, module.stride, module.padding, module.dilation)
     if isinstance(module, nn.AvgPool2d):
@@ -156,7 +158,8 @@ def window_of_function(node: fx.Node, value: Callable[[Any], Any]) -> Window | N
             kernel = (int(weight.shape[2]), int(weight.shape[3]))
             return Window(_extent(kernel, pair(dilation)), pair(stride),
                           pair(bound["padding"]), 0.0,
-                          lambda x: F.conv2d(x, weight, bias, stride, 0, dilation, groups))
+                          lambda x: conv2d_unpadded(x, weight, bias, pair(stride),
+                                                    pair(dilation), groups))
         if node.target is F.max_pool2d or name in ("max_pool2d", "boolean_dispatch"):
             bound = _bind(["input", "kernel_size", "stride", "padding", "dilation", "ceil_mode",
                            "return_indices"], args, kwargs,
