@@ -48,7 +48,6 @@ result) in the last bits.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,6 +60,7 @@ from torch import nn
 from zarr.codecs import ZstdCodec
 
 from pipeline.atomic import remove
+from pipeline.background import WritesBehind
 from pipeline.data.decoded import DecodedImages
 from pipeline.inference.store import store_layers
 from pipeline.interp.image_pass import THUMB, ImagePass
@@ -242,18 +242,14 @@ class BlockProjector:
         advance(int((requests.unit < done).sum()) * len(self.projectors))
         # a block is compressed and written while the next one is projected (zstd leaves the
         # GIL, and the engine leaves a core idle part of the time): at most one block waits
-        pending: Future | None = None
-        with ThreadPoolExecutor(max_workers=1) as writer:
+        with WritesBehind(1) as writes:
             for start in range(done, layer.channels, step):
+                writes.check()  # a failed write stops the stage before another block's work
                 stop = min(start + step, layer.channels)
                 block = requests.take((requests.unit >= start) & (requests.unit < stop))
                 arrays = self._block(block, layer, tile, start, stop - start, advance)
-                if pending is not None:
-                    pending.result()
-                pending = writer.submit(_write_block, path, group, layer.label, arrays, start,
-                                        stop, self.batch_size)
-            if pending is not None:
-                pending.result()
+                writes.submit(_write_block, path, group, layer.label, arrays, start, stop,
+                              self.batch_size)
 
     def _block(self, requests: Requests, layer: LayerPlan, tile: tuple[int, int], first: int,
                units: int, advance: Callable[[int], object]) -> dict[str, np.ndarray]:
