@@ -62,14 +62,14 @@ def by_phases(shape: Sequence[int], stride: tuple[int, int], device: torch.devic
 
 class _ByPhases(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None,  # type: ignore[override]
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None,
                 stride: tuple[int, int]) -> Tensor:
         ctx.save_for_backward(weight)
         ctx.stride, ctx.size = stride, tuple(x.shape[2:])
         return F.conv2d(x, weight, bias, stride)
 
     @staticmethod
-    def backward(ctx, grad: Tensor):  # type: ignore[override]
+    def backward(ctx, grad: Tensor):
         (weight,) = ctx.saved_tensors
         return input_gradient(grad, weight, ctx.stride, ctx.size), None, None, None
 
