@@ -12,7 +12,10 @@ growth between the counts, and what the layer's arrays alone would take if they 
 Peak resident memory also creeps with the number of allocations when glibc's malloc raises its
 mmap threshold as blocks are freed (arena fragmentation, not data held): measured on 2 cores,
 24 -> 72 units: +124 MB by default, +15 MB with the threshold fixed by
-``MALLOC_MMAP_THRESHOLD_=1048576`` (the layer's arrays held whole: +148 MB).
+``MALLOC_MMAP_THRESHOLD_=1048576`` (the layer's arrays held whole: +148 MB). Release 0.11.1,
+8 -> 64 units (the defaults): +522 MB by default (+503 MB in 0.11.0, before blocks were
+written on a thread beside the projections), +48 MB with the threshold fixed (held whole:
++172 MB).
 
     python benchmarks/deconv_memory.py                        # VGG16 conv5_3, 8 and 64 units, top 9
     MALLOC_MMAP_THRESHOLD_=1048576 python benchmarks/deconv_memory.py --units 24,72
