@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import zarr
+from support import pin_device
 
 from pipeline.api import open_run
 from pipeline.errors import UserError
@@ -164,8 +165,8 @@ def test_the_readme_xarray_example_runs_as_written(tiny_run, tmp_path, monkeypat
 
 def test_a_store_written_before_dimension_names_says_what_to_rerun(tmp_path) -> None:
     (tmp_path / "workflows").mkdir()
-    (tmp_path / "workflows" / "old.toml").write_text('[data]\nsource = "synthetic"\n'
-                                                       '[model]\nname = "zfnet_small"\n')
+    (tmp_path / "workflows" / "old.toml").write_text(pin_device(
+        '[data]\nsource = "synthetic"\n[model]\nname = "zfnet_small"\n'))
     store = zarr.open_group(tmp_path / "runs" / "old" / "activations.zarr", mode="w")
     store.create_group("conv1").create_array("max", shape=(2, 3), dtype="float32")
     run = open_run(tmp_path / "workflows" / "old.toml", base=tmp_path)

@@ -3,7 +3,7 @@
 import fcntl
 
 import pytest
-from support import run_cli
+from support import pin_device, run_cli
 
 from pipeline.layout import RunLayout
 
@@ -36,8 +36,8 @@ def test_wrong_type_exits_2(tmp_path, write_workflow):
 @pytest.mark.slow
 def test_missing_data_directory_exits_2_and_names_it(tmp_path, write_workflow):
     missing = tmp_path / "no" / "such" / "val"
-    path = write_workflow(f"[model]\nname = 'zfnet_small'\ncheckpoint = 'x.pt'\n"
-                          f"[data]\nroot = '{missing}'\n")
+    path = write_workflow(pin_device(f"[model]\nname = 'zfnet_small'\ncheckpoint = 'x.pt'\n"
+                                     f"[data]\nroot = '{missing}'\n"))
     result = run_cli("run", "all", "-w", str(path), cwd=tmp_path)
     _assert_one_line_error(result, str(missing), "data folder not found")
 
@@ -56,8 +56,8 @@ def test_unknown_stage_is_refused_by_the_parser(tmp_path):
 
 @pytest.mark.slow
 def test_second_run_on_a_running_workflow_refuses(tmp_path, write_workflow):
-    path = write_workflow("[model]\nname = 'zfnet_small'\n[data]\nsource='synthetic'\n"
-                          "[train]\nenabled = true\n")
+    path = write_workflow(pin_device("[model]\nname = 'zfnet_small'\n[data]\nsource='synthetic'\n"
+                                     "[train]\nenabled = true\n"))
     layout = RunLayout(tmp_path, "tiny")
     layout.run_dir.mkdir(parents=True)
     with open(layout.lock, "a+") as held:

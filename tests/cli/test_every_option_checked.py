@@ -6,25 +6,20 @@ here?) is asked only of a stage about to run on it."""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import shutil
-import typing
 from pathlib import Path
 
 import pytest
 import torch
-from support import TINY_DEMO, run_cli
+from support import TINY_DEMO_UNPINNED, device_sections, pin_device, run_cli
 
 from pipeline.cli import main
-from pipeline.config import Workflow, load_workflow
+from pipeline.config import load_workflow
 from pipeline.stages import list_stages
 
 #: The sections with a ``device`` option (train, activations, deconv, occlusion, ...).
-DEVICE_SECTIONS = sorted(
-    name for name, hint in typing.get_type_hints(Workflow).items()
-    if dataclasses.is_dataclass(hint)
-    and any(option.name == "device" for option in dataclasses.fields(hint)))
+DEVICE_SECTIONS = sorted(device_sections())
 
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
 
@@ -45,15 +40,16 @@ def _listing(base: Path) -> dict[str, tuple]:
 
 def _workflow(base: Path, options: dict[str, str], name: str = "mistake") -> str:
     """Write ``workflows/<name>.toml``: the reduced demo (its run folder ``runs/tiny``) with
-    ``options`` ("section" -> TOML lines) added to their sections; return its path."""
-    text = 'name = "tiny"\n' + TINY_DEMO
+    ``options`` ("section" -> TOML lines) added to their sections, the devices they leave
+    unset pinned to the CPU; return its path."""
+    text = 'name = "tiny"\n' + TINY_DEMO_UNPINNED
     for section, lines in options.items():
         header = f"[{section}]\n"
         text = (text.replace(header, header + lines + "\n") if header in text
                 else f"{text}{header}{lines}\n")
     path = base / "workflows" / f"{name}.toml"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
+    path.write_text(pin_device(text), encoding="utf-8")
     return f"workflows/{name}.toml"
 
 

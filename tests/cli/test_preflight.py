@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from support import TINY_DEMO, run_cli, save_random_checkpoint
+from support import TINY_DEMO_UNPINNED, pin_device, run_cli, save_random_checkpoint
 
 from pipeline.cli import main
 from pipeline.config import load_workflow
@@ -42,11 +42,12 @@ def _stages_on(base: Path) -> int:
 
 
 def _with(edits: dict[str, str], prepend: str = 'name = "tiny"\n') -> str:
-    text = TINY_DEMO
+    """The reduced demo with ``edits`` (old -> new text), devices pinned once they are made."""
+    text = TINY_DEMO_UNPINNED
     for old, new in edits.items():
         assert old in text, old
         text = text.replace(old, new)
-    return prepend + text
+    return pin_device(prepend + text)
 
 
 def _checkpoint_cases(base: Path) -> dict[str, tuple[str, str]]:

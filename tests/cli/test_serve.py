@@ -5,19 +5,18 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 from urllib.request import urlopen
 
 import pytest
-from support import REPO, run_cli
+from support import REPO, cli_argv, run_cli
 
 pytestmark = pytest.mark.slow  # each test runs the pipeline in a subprocess
 
 
 def test_serve_prints_a_url_that_serves_the_atlas(tiny_run):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    server = subprocess.Popen([sys.executable, "-m", "pipeline", "serve", "-w",
-                               "workflows/tiny.toml", "--port", "0"], cwd=tiny_run, env=env,
+    server = subprocess.Popen(cli_argv("serve", "-w", "workflows/tiny.toml", "--port", "0",
+                                       cwd=tiny_run), cwd=tiny_run, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = server.stdout.readline()

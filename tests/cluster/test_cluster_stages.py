@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from support import run_cli, store_arrays
+from support import pin_device, run_cli, store_arrays
 
 from pipeline.config import load_workflow
 from pipeline.layout import RunLayout
@@ -115,10 +115,10 @@ def test_a_model_file_of_the_users_is_built_the_same_by_shards_and_workers(tmp_p
     exec(MODEL_FILE, namespace)
     torch.manual_seed(0)
     torch.save(namespace["build"](2, width=6).state_dict(), tmp_path / "weights.pt")
-    (tmp_path / "own.toml").write_text('[data]\nroot = "images"\n[model]\nfactory = '
-                                       '"my_models.py:build"\ncheckpoint = "weights.pt"\n'
-                                       'image_size = 32\n[model.factory_args]\nwidth = 6\n'
-                                       '[activations]\nchunk_size = 4\nbatch_size = 4\n')
+    (tmp_path / "own.toml").write_text(pin_device(
+        '[data]\nroot = "images"\n[model]\nfactory = "my_models.py:build"\n'
+        'checkpoint = "weights.pt"\nimage_size = 32\n[model.factory_args]\nwidth = 6\n'
+        '[activations]\nchunk_size = 4\nbatch_size = 4\n'))
     store = tmp_path / "runs" / "own" / "activations.zarr"
     assert run_cli("run", "activations", "-w", "own.toml", cwd=tmp_path).returncode == 0
     reference = store_arrays(store)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from support import TINY_DEMO, run_cli
+from support import TINY_DEMO_UNPINNED, pin_device, run_cli
 
 # The stages compare does not read are turned off: the experiment stages may still be stubs.
 OFF = "\n[occlusion]\nimages = 0\n[invariance]\nimages = 0\n[sanity]\nenabled = false\n"
@@ -13,14 +13,15 @@ EVIL_RUN = "<b>run&'"  # a run's name: the site's title and captions
 
 
 def seed_workflow(seed: int) -> str:
-    """The tiny demo trained with ``seed``: no snapshots, one projection method (faster)."""
+    """The tiny demo trained with ``seed``: no snapshots, one projection method (faster),
+    devices pinned to the CPU."""
     replaced = {"snapshot_epochs = [1, 2]": f"snapshot_epochs = []\nseed = {seed}",
                 'methods = ["deconvnet", "guided", "gradient"]': 'methods = ["deconvnet"]'}
-    text = TINY_DEMO
+    text = TINY_DEMO_UNPINNED
     for old, new in replaced.items():
         assert old in text, f"TINY_DEMO changed: {old!r} is gone"
         text = text.replace(old, new)
-    return text + OFF
+    return pin_device(text + OFF)
 
 
 def write(base: Path, name: str, text: str) -> Path:

@@ -42,7 +42,7 @@ def evil_runs(tmp_path_factory) -> Path:
     for seed, name in ((0, EVIL_RUN), (1, "plain-run")):
         checkpoint = save_random_checkpoint(base / "weights" / f"seed{seed}.pt", num_classes=2,
                                             seed=seed)
-        text = f"name = {json.dumps(name)}\n" + folder_workflow(data, checkpoint) + OFF
+        text = f"name = {json.dumps(name)}\n" + folder_workflow(data, checkpoint, extra=OFF)
         write(base, f"seed{seed}", text)
     finish(base, "seed0", "seed1")
     result = run_cli("compare", "-w", "workflows/seed0.toml", "-w", "workflows/seed1.toml",

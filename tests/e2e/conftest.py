@@ -6,12 +6,11 @@ import errno
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import REPO
+from support import REPO, cli_argv
 
 # The reduced demo's outputs take about 120 MB on disk (mostly projections.zarr's small chunk
 # files); the rest is room for the staged copies a failed stage leaves until its rerun.
@@ -69,9 +68,10 @@ class SmallFilesystem:
 
     def run_cli(self, *args: str, cwd: Path, env: dict | None = None,
                 timeout: float = 600) -> subprocess.CompletedProcess:
-        """``python -m pipeline ARGS`` in ``cwd`` under the room set by :meth:`leave`."""
+        """``python -m pipeline ARGS`` in ``cwd`` under the room set by :meth:`leave` (its
+        workflow's devices pinned, as support.run_cli checks)."""
         environment = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
-        return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd,
+        return subprocess.run(cli_argv(*args, cwd=cwd), cwd=cwd,
                               env=environment, capture_output=True, text=True, timeout=timeout,
                               preexec_fn=None if self._room is None else self._limit)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from support import run_cli
+from support import pin_device, run_cli
 
 pytestmark = pytest.mark.slow  # runs the pipeline in a subprocess
 
@@ -80,7 +80,7 @@ def grey_run(tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("grey")
     _grey_images(base / "data")
     (base / "tiny_grey.py").write_text(MODEL, encoding="utf-8")
-    (base / "grey.toml").write_text(WORKFLOW, encoding="utf-8")
+    (base / "grey.toml").write_text(pin_device(WORKFLOW), encoding="utf-8")
     result = run_cli("run", "all", "-w", "grey.toml", cwd=base, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     return base

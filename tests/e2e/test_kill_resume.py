@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import zarr
-from support import REPO, TINY_DEMO, run_cli
+from support import REPO, TINY_DEMO, check_cli_devices, cli_argv, run_cli
 
 from pipeline.stages import list_stages
 
@@ -22,8 +22,8 @@ STAGES = [stage.name for stage in list_stages()]  # the demo runs every stage
 
 def _start(base: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-m", "pipeline", "run", "all", "-w",
-                             "workflows/tiny.toml"], cwd=base, env=env,
+    return subprocess.Popen(cli_argv("run", "all", "-w", "workflows/tiny.toml", cwd=base),
+                            cwd=base, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -115,6 +115,7 @@ def test_a_kill_inside_a_chunk_write_leaves_nothing_in_the_finished_stores(tmp_p
     (tmp_path / "workflows").mkdir()
     (tmp_path / "workflows" / "tiny.toml").write_text(TINY_DEMO, encoding="utf-8")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    check_cli_devices(["run", "all", "-w", "workflows/tiny.toml"], tmp_path)  # the script's
     run = tmp_path / "runs" / "tiny"
     for staged in (".activations.zarr.partial", ".projections.zarr.partial"):
         killed = subprocess.run([sys.executable, "-c", _KILL_INSIDE_A_CHUNK_WRITE, staged, "5"],

@@ -9,7 +9,7 @@ import pytest
 import timm
 import torch
 import torchvision
-from support import QUICK_FEATUREVIS, REPO, fill_hub_cache, run_cli, write_images
+from support import QUICK_FEATUREVIS, REPO, fill_hub_cache, pin_device, run_cli, write_images
 
 pytestmark = pytest.mark.slow  # each test runs the pipeline in a subprocess
 
@@ -26,8 +26,10 @@ def write_example(folder, *names: str) -> None:
     files = readme_files()
     for name in names:
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
-        # the stage runs in seconds: the README's workflows are for real data on a GPU
-        text = files[name] + (QUICK_FEATUREVIS if name.endswith(".toml") else "")
+        # the stage runs in seconds: the README's workflows are for real data on a GPU; every
+        # stage on the CPU
+        text = (pin_device(files[name] + QUICK_FEATUREVIS) if name.endswith(".toml")
+                else files[name])
         (folder / name).write_text(text)
 
 

@@ -7,13 +7,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from support import REPO, run_cli, write_images
+from support import REPO, cli_argv, pin_device, run_cli, write_images
 
 from pipeline.atomic import read_json
 from pipeline.layout import RunLayout
@@ -45,7 +44,8 @@ def _setup(base: Path) -> RunLayout:
     write_images(base / "data" / "train", CLASSES, per_class=4, size=240, seed=1)
     write_images(base / "data" / "val", CLASSES, per_class=2, size=240, seed=2)
     (base / "workflows").mkdir(parents=True)
-    (base / "workflows" / "zf.toml").write_text(WORKFLOW.format(base=base), encoding="utf-8")
+    (base / "workflows" / "zf.toml").write_text(pin_device(WORKFLOW.format(base=base)),
+                                               encoding="utf-8")
     return RunLayout(base, "zf")
 
 
@@ -57,8 +57,8 @@ def _run_train(base: Path) -> subprocess.CompletedProcess:
 
 def _kill_after_first_checkpoint(base: Path, layout: RunLayout) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen([sys.executable, "-m", "pipeline", "run", "train", "-w",
-                                "workflows/zf.toml"], cwd=base, env=env,
+    process = subprocess.Popen(cli_argv("run", "train", "-w", "workflows/zf.toml", cwd=base),
+                               cwd=base, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and process.poll() is None:

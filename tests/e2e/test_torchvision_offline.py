@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 import torchvision
-from support import QUICK_FEATUREVIS, REPO, run_cli, write_images
+from support import QUICK_FEATUREVIS, REPO, pin_device, run_cli, write_images
 
 pytestmark = pytest.mark.slow  # each test runs the pipeline in a subprocess
 
@@ -29,10 +29,10 @@ def test_alexnet_workflow_from_the_hub_cache_to_an_atlas(tmp_path, monkeypatch):
         monkeypatch.setenv(key, value)
 
     # the repository's workflow as it is, but featurevis in seconds (on a CPU, AlexNet's 1,152
-    # units at 512 steps take hours: the workflow is for a GPU)
+    # units at 512 steps take hours: the workflow is for a GPU), every stage on the CPU
     workflow = tmp_path / "alexnet-imagenet.toml"
-    workflow.write_text((REPO / "workflows" / "alexnet-imagenet.toml").read_text()
-                        + QUICK_FEATUREVIS)
+    workflow.write_text(pin_device((REPO / "workflows" / "alexnet-imagenet.toml").read_text()
+                                   + QUICK_FEATUREVIS))
     result = run_cli("run", "all", "-w", str(workflow), "--data", str(data), cwd=tmp_path,
                      timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -50,8 +50,9 @@ def test_empty_hub_cache_names_the_file_and_folder(tmp_path, monkeypatch):
     write_images(data, WNIDS, per_class=1)
     for key, value in _env(tmp_path / "empty-cache").items():
         monkeypatch.setenv(key, value)
-    result = run_cli("run", "all", "-w", str(REPO / "workflows" / "alexnet-imagenet.toml"),
-                     "--data", str(data), cwd=tmp_path)
+    workflow = tmp_path / "alexnet-imagenet.toml"  # the repository's, every stage on the CPU
+    workflow.write_text(pin_device((REPO / "workflows" / "alexnet-imagenet.toml").read_text()))
+    result = run_cli("run", "all", "-w", str(workflow), "--data", str(data), cwd=tmp_path)
     assert result.returncode == 2, result.stderr[-2000:]
     line = result.stderr.strip()
     assert "\n" not in line and "Traceback" not in line

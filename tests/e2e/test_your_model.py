@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 from support import OWN_MODEL_FILE as MODEL_FILE
-from support import run_cli, write_images
+from support import pin_device, run_cli, write_images
 
 pytestmark = pytest.mark.slow  # each test runs the pipeline in a subprocess
 
@@ -80,7 +80,7 @@ def test_a_model_file_with_its_checkpoint_as_saved(own_model, kind):
         save_file(state, str(folder / name))
     else:
         torch.save(saved(state), folder / name)
-    (folder / "own.toml").write_text(OWN_WORKFLOW.format(checkpoint=name))
+    (folder / "own.toml").write_text(pin_device(OWN_WORKFLOW.format(checkpoint=name)))
     result = run_cli("run", "all", "-w", "own.toml", cwd=folder)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"[model] my_models.py:build, weights: {said}" in result.stdout
@@ -93,7 +93,7 @@ def test_a_model_file_with_its_checkpoint_as_saved(own_model, kind):
 def test_editing_the_model_file_reruns_what_it_builds(own_model):
     folder, state = own_model
     torch.save(state, folder / "weights.pt")
-    (folder / "own.toml").write_text(OWN_WORKFLOW.format(checkpoint="weights.pt"))
+    (folder / "own.toml").write_text(pin_device(OWN_WORKFLOW.format(checkpoint="weights.pt")))
     assert run_cli("run", "all", "-w", "own.toml", cwd=folder).returncode == 0
 
     def states() -> dict:
@@ -138,12 +138,12 @@ def test_each_refusal_is_one_line_and_leaves_the_run_as_it_was(own_model):
     whole = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())
     torch.save(whole, folder / "whole.pt")  # a whole module, as torch.save(model) writes it
     torch.jit.save(torch.jit.script(whole), folder / "scripted.pt")
-    (folder / "own.toml").write_text(OWN_WORKFLOW.format(checkpoint="weights.pt"))
+    (folder / "own.toml").write_text(pin_device(OWN_WORKFLOW.format(checkpoint="weights.pt")))
     assert run_cli("run", "all", "-w", "own.toml", cwd=folder).returncode == 0
     before = tree_digest(folder / "runs"), tree_digest(folder / "reports")
     for what, (model_section, expected) in REFUSALS.items():
-        (folder / "bad.toml").write_text('name = "own"\n[data]\nroot = "images"\n'
-                                         + model_section.replace("width = 6", ""))
+        (folder / "bad.toml").write_text(pin_device('name = "own"\n[data]\nroot = "images"\n'
+                                                    + model_section.replace("width = 6", "")))
         result = run_cli("run", "all", "-w", "bad.toml", cwd=folder)
         assert result.returncode == 2, (what, result.stderr[-2000:])
         line = result.stderr.strip()
@@ -171,17 +171,17 @@ modules = ["stages.0.blocks.1", "stages.1.blocks.1"]
 [invariance]
 images = 1
 """
-    (tmp_path / "deconvnet.toml").write_text(workflow)
+    (tmp_path / "deconvnet.toml").write_text(pin_device(workflow))
     refused = run_cli("run", "all", "-w", "deconvnet.toml", cwd=tmp_path)
     assert refused.returncode == 2 and "\n" not in refused.stderr.strip()
     assert "GELU" in refused.stderr and 'methods = ["gradient"]' in refused.stderr
     assert not (tmp_path / "runs" / "convnext" / "stamps").exists()
-    (tmp_path / "gradient.toml").write_text(workflow + """
+    (tmp_path / "gradient.toml").write_text(pin_device(workflow + """
 [deconv]
 methods = ["gradient"]
 [occlusion]
 images = 0
-""")
+"""))
     result = run_cli("run", "all", "-w", "gradient.toml", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(p.name for p in (tmp_path / "reports" / "convnext" / "layers").glob("*.html")) \

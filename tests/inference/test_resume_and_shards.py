@@ -3,13 +3,13 @@
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
 from support import (
     REPO,
+    cli_argv,
     folder_workflow,
     run_cli,
     save_random_checkpoint,
@@ -41,8 +41,8 @@ def _prepared(tmp_path, name, text):
 
 def _popen(base, *args):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-m", "pipeline", "run", "activations", "-w",
-                             "workflows/w.toml", *args], cwd=base, env=env,
+    return subprocess.Popen(cli_argv("run", "activations", "-w", "workflows/w.toml", *args,
+                                     cwd=base), cwd=base, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

@@ -4,6 +4,7 @@ import errno
 import os
 
 import pytest
+from support import pin_workflow
 
 from pipeline import catalog
 from pipeline.atomic import read_json, replace, write_bytes, write_json, writing
@@ -14,7 +15,7 @@ from pipeline.stages.context import StageContext
 
 
 def _context(tmp_path, key="k1", stage="rank"):
-    workflow = Workflow(name="w", model=ModelConfig(name="zfnet_small"))
+    workflow = pin_workflow(Workflow(name="w", model=ModelConfig(name="zfnet_small")))
     return StageContext(workflow, RunLayout(tmp_path, "w"), get_stage(stage), key)
 
 

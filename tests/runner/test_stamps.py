@@ -11,7 +11,15 @@ import shutil
 from pathlib import Path
 
 import pytest
-from support import TINY_DEMO, folder_workflow, run_cli, save_random_checkpoint, write_images
+from support import (
+    TINY_DEMO,
+    TINY_DEMO_UNPINNED,
+    folder_workflow,
+    pin_device,
+    run_cli,
+    save_random_checkpoint,
+    write_images,
+)
 
 from pipeline.atomic import read_json
 from pipeline.config import load_workflow
@@ -59,9 +67,10 @@ def test_epochs_rerun_train_and_what_follows_not_prepare(finished):
 
 
 def test_execution_options_never_make_a_stage_stale(finished):
-    text = TINY_DEMO.replace("chunk_size = 32", "chunk_size = 16\nnum_workers = 2\nprefetch = 4"
-                             '\ndevice = "cpu"').replace("batch_size = 64", "batch_size = 7")
-    text += '\n[dask]\nshards = 3\n'
+    # The finished run's devices are "cpu" (TINY_DEMO): "cpu:0" is another value, the same device.
+    text = pin_device(TINY_DEMO_UNPINNED.replace(
+        "chunk_size = 32", 'chunk_size = 16\nnum_workers = 2\nprefetch = 4\ndevice = "cpu:0"'
+    ).replace("batch_size = 64", "batch_size = 7") + '\n[dask]\nshards = 3\n')
     assert _states(finished, text) == dict.fromkeys(STAGES, "done")
 
 
@@ -108,9 +117,10 @@ def test_a_new_checkpoint_under_the_same_name_is_new_work(finished):
     model = finished / "runs" / "tiny" / "model.pt"
     mine = finished / "mine.pt"
     shutil.copy(model, mine)
-    text = TINY_DEMO.replace("[train]\nenabled = true", "[train]\nenabled = false").replace(
+    text = pin_device(TINY_DEMO_UNPINNED.replace(
+        "[train]\nenabled = true", "[train]\nenabled = false").replace(
         'name = "zfnet_small"', f'name = "zfnet_small"\ncheckpoint = "{mine}"').replace(
-        "snapshot_epochs = [1, 2]\n", "")
+        "snapshot_epochs = [1, 2]\n", ""))
     loading = [name for name in STAGES[2:] if name != "evolution"]
     runner = _runner(finished, text)
     runner.run("all")
@@ -156,8 +166,8 @@ def test_the_image_files_are_part_of_the_keys_of_the_stages_that_read_them(tmp_p
     data = tmp_path / "data"
     write_images(data, ["cat", "dog"], per_class=3)
     checkpoint = save_random_checkpoint(tmp_path / "model.pt", num_classes=2)
-    text = folder_workflow(data, checkpoint).replace(
-        "[activations]\n", '[activations]\nmodules = ["features.relu1"]\n') + "[rank]\ntop_k = 2\n"
+    text = folder_workflow(data, checkpoint, extra="[rank]\ntop_k = 2\n").replace(
+        "[activations]\n", '[activations]\nmodules = ["features.relu1"]\n')
     workflow = str(write_workflow(text))
     assert run_cli("run", "all", "-w", workflow, cwd=tmp_path).returncode == 0
     (data / "cat" / "notes.txt").write_text("not an image")

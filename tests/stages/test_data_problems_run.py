@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from support import folder_workflow, run_cli, save_random_checkpoint, write_images
+from support import folder_workflow, pin_device, run_cli, save_random_checkpoint, write_images
 
 pytestmark = pytest.mark.slow  # each test runs the pipeline in a subprocess
 
@@ -28,11 +28,11 @@ def test_broken_link_is_skipped_and_empty_folder_warned_until_fixed(tmp_path, wr
     (data / "cat" / "gone.jpg").symlink_to(tmp_path / "moved-away.jpg")
     (data / "empty").mkdir()
     checkpoint = save_random_checkpoint(tmp_path / "model.pt", num_classes=3)
-    text = folder_workflow(data, checkpoint)
+    text = folder_workflow(data, checkpoint, extra="[rank]\ntop_k = 4\n")
     assert "[activations]\n" in text
     # two layers and top 4 keep the deconv stage short: this test is about the data
     text = text.replace("[activations]\n", '[activations]\nmodules = ["features.relu1", '
-                        '"features.relu2"]\n') + "[rank]\ntop_k = 4\n"
+                        '"features.relu2"]\n')
     workflow = str(write_workflow(text))
     run, report = tmp_path / "runs" / "tiny", tmp_path / "reports" / "tiny"
 
@@ -77,7 +77,7 @@ def test_training_leaves_unreadable_images_out(tmp_path, write_workflow):
     write_images(train, ["cat", "dog"], per_class=4)
     write_images(val, ["cat", "dog"], per_class=2, seed=1)
     (train / "dog" / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
-    workflow = write_workflow(f"""
+    workflow = write_workflow(pin_device(f"""
 [data]
 source = "imagefolder"
 root = "{val}"
@@ -93,7 +93,7 @@ batch_size = 4
 modules = ["features.relu1"]
 [rank]
 top_k = 2
-""")
+"""))
     result = run_cli("run", "all", "-w", str(workflow), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "[train] warning: 1 unreadable images left out of training" in result.stdout

@@ -8,14 +8,13 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import zarr
-from support import REPO, run_cli
+from support import REPO, cli_argv, run_cli
 
 from pipeline.atomic import read_json
 
@@ -33,8 +32,8 @@ def _kill_after_first_block(base: Path) -> dict:
     """Start ``run deconv``, SIGKILL it once a block is recorded; the progress then."""
     progress = base / "runs" / "tiny" / ".projections.zarr.partial" / "progress"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen([sys.executable, "-m", "pipeline", "run", "deconv", "-w",
-                                "workflows/tiny.toml"], cwd=base, env=env,
+    process = subprocess.Popen(cli_argv("run", "deconv", "-w", "workflows/tiny.toml", cwd=base),
+                               cwd=base, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and process.poll() is None:

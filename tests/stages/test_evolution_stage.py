@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from support import folder_workflow, run_cli, save_random_checkpoint, write_images
+from support import folder_workflow, pin_device, run_cli, save_random_checkpoint, write_images
 
 CLASSES = ["cat", "dog", "eel"]
 
@@ -20,8 +20,9 @@ def _workflow(base: Path, checkpoints: list[Path]) -> Path:
     write_images(data, CLASSES, per_class=3, size=64, seed=1)
     model = save_random_checkpoint(base / "weights" / "model.pt", len(CLASSES), seed=0)
     listed = ", ".join(f'"{path}"' for path in checkpoints)
-    text = folder_workflow(data, model) + (f"[evolution]\ncheckpoints = [{listed}]\nimages = 6\n"
-                                           "[occlusion]\nimages = 0\n[invariance]\nimages = 0\n")
+    text = folder_workflow(data, model, extra=(f"[evolution]\ncheckpoints = [{listed}]\n"
+                                               "images = 6\n[occlusion]\nimages = 0\n"
+                                               "[invariance]\nimages = 0\n"))
     path = base / "workflows" / "folder.toml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
@@ -75,9 +76,9 @@ def test_snapshots_not_kept_by_an_earlier_training_are_refused_before_any_stage(
 
     path = tmp_path / "workflows" / "kept.toml"
     path.parent.mkdir()
-    path.write_text('[data]\nsource = "synthetic"\n[model]\nname = "zfnet_small"\n'
-                    "image_size = 64\n[train]\nenabled = true\nepochs = 3\n"
-                    "snapshot_epochs = [1, 3]\n", encoding="utf-8")
+    path.write_text(pin_device('[data]\nsource = "synthetic"\n[model]\nname = "zfnet_small"\n'
+                               "image_size = 64\n[train]\nenabled = true\nepochs = 3\n"
+                               "snapshot_epochs = [1, 3]\n"), encoding="utf-8")
     workflow = load_workflow(path)
     layout = RunLayout(tmp_path, workflow.name)
     (layout.synthetic_data / "val").mkdir(parents=True)

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import zarr
-from support import TINY_DEMO, run_cli
+from support import run_cli, tiny_demo
 
 from pipeline.config import load_workflow
 from pipeline.data.synthetic import LABEL_CHANGED_BY
@@ -115,7 +115,7 @@ def stamps(base) -> dict[str, str]:
 def test_a_bad_option_exits_2_with_one_line_and_keeps_the_stamps(copied_run, section, option,
                                                                    named):
     (copied_run / "workflows" / "tiny.toml").write_text(
-        TINY_DEMO + f"[{section}]\n{option}\n", encoding="utf-8")
+        tiny_demo(f"[{section}]\n{option}\n"), encoding="utf-8")
     before = stamps(copied_run)
     result = run_cli("run", section, "-w", "workflows/tiny.toml", cwd=copied_run)
     assert result.returncode == 2, result.stderr[-2000:]

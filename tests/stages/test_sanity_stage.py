@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import zarr
-from support import TINY_DEMO, run_cli
+from support import run_cli, tiny_demo
 
 from pipeline.atomic import read_json
 from pipeline.layout import RunLayout
@@ -70,12 +70,13 @@ def test_run_all_writes_the_figures_the_atlas_reads(finished):
 
 def test_only_what_changes_the_figures_makes_it_stale_and_off_turns_it_off(finished):
     workflow = finished / "workflows" / "tiny.toml"
-    workflow.write_text(TINY_DEMO + '[sanity]\nbatch_size = 7\ndevice = "cpu"\n')
+    # the finished run's [sanity] device is "cpu": "cpu:0" is another value, the same device
+    workflow.write_text(tiny_demo('[sanity]\nbatch_size = 7\ndevice = "cpu:0"\n'))
     assert _states(finished)["sanity"] == "done"
-    workflow.write_text(TINY_DEMO + "[sanity]\nseed = 1\n")
+    workflow.write_text(tiny_demo("[sanity]\nseed = 1\n"))
     states = _states(finished)
     assert states["sanity"] == "stale" and states["deconv"] == "done"
-    workflow.write_text(TINY_DEMO + "[sanity]\nenabled = false\n")
+    workflow.write_text(tiny_demo("[sanity]\nenabled = false\n"))
     assert _states(finished)["sanity"] == "off"
     result = run_cli("run", "all", "-w", "workflows/tiny.toml", cwd=finished)
     assert result.returncode == 0 and "[sanity]" not in result.stdout

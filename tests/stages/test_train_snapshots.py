@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from support import write_images
+from support import pin_device, write_images
 
 from pipeline.atomic import read_json
 from pipeline.cli import main
@@ -44,7 +44,7 @@ def run(tmp_path: Path, monkeypatch):
     monkeypatch.setenv("TQDM_DISABLE", "1")
 
     def train(seed: int, snapshots: list[int], *flags: str) -> RunLayout:
-        text = WORKFLOW.format(base=tmp_path, seed=seed, snapshots=snapshots)
+        text = pin_device(WORKFLOW.format(base=tmp_path, seed=seed, snapshots=snapshots))
         (tmp_path / "workflows" / "snap.toml").write_text(text, encoding="utf-8")
         assert main(["run", "train", "-w", "workflows/snap.toml", *flags]) == 0
         return RunLayout(tmp_path, "snap")

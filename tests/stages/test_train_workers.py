@@ -6,13 +6,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from support import REPO, run_cli, write_images
+from support import REPO, cli_argv, pin_device, run_cli, write_images
 
 from pipeline.layout import RunLayout
 
@@ -47,14 +46,15 @@ def _setup(base: Path) -> RunLayout:
     write_images(base / "data" / "val", ["a", "b"], per_class=2, size=48, seed=2)
     (base / "data" / "train" / "a" / "broken.JPEG").write_bytes(b"not a jpeg")
     (base / "workflows").mkdir(parents=True)
-    (base / "workflows" / "w.toml").write_text(WORKFLOW.format(base=base), encoding="utf-8")
+    (base / "workflows" / "w.toml").write_text(pin_device(WORKFLOW.format(base=base)),
+                                              encoding="utf-8")
     return RunLayout(base, "w")
 
 
 def _kill_after_a_checkpoint(layout: RunLayout) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO), "TQDM_DISABLE": "1"}
-    process = subprocess.Popen([sys.executable, "-m", "pipeline", "run", "train", "-w",
-                                "workflows/w.toml"], cwd=layout.base, env=env,
+    process = subprocess.Popen(cli_argv("run", "train", "-w", "workflows/w.toml",
+                                        cwd=layout.base), cwd=layout.base, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and process.poll() is None:
