@@ -81,14 +81,14 @@ def main() -> None:
     from pipeline import catalog
     from pipeline.config import load_workflow
     from pipeline.data.tolerant import TolerantImages
-    from pipeline.device import resolve_device
+    from pipeline.device import compute_on
     from pipeline.layout import RunLayout
     from pipeline.run_inputs import analysed_images, analysed_model, preprocessing
 
     workflow = load_workflow(args.workflow, data_root=args.data)
     layout = RunLayout(base=Path.cwd(), workflow=workflow.name)
     spec = workflow.activations
-    device = resolve_device(spec.device)
+    device, _ = compute_on(spec.device, tf32=spec.tf32)  # as the stage sets it
     manifest = catalog.MANIFEST.read(catalog.MANIFEST.path(layout))
     classes = catalog.CLASSES.read(catalog.CLASSES.path(layout))
     model = analysed_model(workflow, layout, classes, device)

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.device import resolve_device
+from pipeline.device import resolve_device, set_tf32
 from pipeline.interp import Projector, analysable_layers
 from pipeline.models import get_model
 
@@ -124,8 +124,7 @@ def main() -> None:
                         help="with --stage: folder of the generated images, kept and reused by "
                         "the next run with the same --stage-images (default: a temporary one)")
     args = parser.parse_args()
-    torch.backends.cudnn.allow_tf32 = args.tf32
-    torch.backends.cuda.matmul.allow_tf32 = args.tf32
+    set_tf32(args.tf32)  # off by default, as the stage (and [deconv] tf32 = true: on)
     if args.stage:
         from deconv_stage import stage_against_engine  # the benchmarks folder is on sys.path
 

@@ -42,7 +42,7 @@ PROJECT = textwrap.dedent("""
     import numpy as np, pandas as pd, torch, zarr
     from pipeline.config import load_workflow
     from pipeline.data.decoded import DecodedImages
-    from pipeline.device import resolve_device
+    from pipeline.device import compute_on
     from pipeline.interp import receptive_fields
     from pipeline.interp.image_pass import ImagePass
     from pipeline.interp.projection_store import (
@@ -60,7 +60,8 @@ PROJECT = textwrap.dedent("""
     workflow_file, units, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     workflow = load_workflow(Path(workflow_file))
     layout = RunLayout(Path("."), workflow.name)
-    device = resolve_device(workflow.deconv.device)
+    device, _ = compute_on(workflow.deconv.device, tf32=workflow.deconv.tf32,
+                           deterministic=True)  # as the stage sets it
     classes = catalog.CLASSES.read(catalog.CLASSES.path(layout))
     model = analysed_model(workflow, layout, classes, device)
     prep = preprocessing(workflow)

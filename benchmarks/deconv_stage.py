@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline.device import resolve_device
+from pipeline.device import compute_on
 from pipeline.interp import Projector
 from pipeline.interp.projection_store import LayerPlan
 from pipeline.models import get_model
@@ -93,6 +93,7 @@ def write_run(work: Path, data: Path, args: argparse.Namespace) -> Path:
         [deconv]
         batch_size = {args.batch_size}
         device = "{args.device}"
+        tf32 = {"true" if args.tf32 else "false"}
         {workers}
     """))
     return workflow
@@ -126,7 +127,8 @@ class StageRun:
 
         self.workflow = workflow = load_workflow(workflow_file)
         layout = RunLayout(work, workflow.name)
-        self.device = resolve_device(workflow.deconv.device)
+        self.device, _ = compute_on(workflow.deconv.device, tf32=workflow.deconv.tf32,
+                                    deterministic=True)  # as the stage sets it
         classes = catalog.CLASSES.read(catalog.CLASSES.path(layout))
         manifest = catalog.MANIFEST.read(catalog.MANIFEST.path(layout))
         self.model = analysed_model(workflow, layout, classes, self.device)

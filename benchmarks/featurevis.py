@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.device import resolve_device
+from pipeline.device import compute_on
 from pipeline.featurevis.featurevis_run import LayerUnits, Recipe, plan_layers, write_featurevis
 from pipeline.featurevis.optimise import Truncated, centre_position, frozen, optimise
 from pipeline.interp import analysable_layers, receptive_fields
@@ -114,7 +114,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64, help="the stage's units per block")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
-    device = resolve_device(args.device)
+    device, _ = compute_on(args.device)  # float32, TF32 off: as the stage by default
     model, size = build(args.model, device)
     fields = receptive_fields(model, (size, size))
     infos = analysable_layers(model, (size, size))

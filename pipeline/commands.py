@@ -69,10 +69,11 @@ def status(workflow: Workflow, layout: RunLayout) -> int:
     rows = runner.status()
     print(f"workflow {workflow.name} ({workflow.source}), run folder {layout.run_dir}")
     runner.say_outdated()
-    print(f"{'stage':<12} {'state':<8} {'finished (UTC)':<26} {'seconds':>8}")
+    print(f"{'stage':<12} {'state':<8} {'finished (UTC)':<26} {'seconds':>8}  computed with")
     for row in rows:
         seconds = f"{row.seconds:.1f}" if row.seconds is not None else "-"
-        print(f"{row.name:<12} {row.state:<8} {row.finished or '-':<26} {seconds:>8}")
+        print(f"{row.name:<12} {row.state:<8} {row.finished or '-':<26} {seconds:>8}  "
+              f"{row.compute or '-'}".rstrip())
     store = read_json(layout.activations / "zarr.json")  # the root's metadata, without zarr
     if store is not None:  # only a finished store is moved into place
         from pipeline.inference.store import InferenceSummary

@@ -68,6 +68,11 @@ def option(default: Any = REQUIRED, doc: str = "", choices: tuple[str, ...] = ()
     return field(default=default, metadata=meta)
 
 
+#: What every section with a ``device`` says of ``tf32`` (pipeline.device.compute_on).
+TF32_DOC = ("on CUDA, let float32 convolutions and matrix products use TF32: faster on recent "
+            "GPUs, about 1e-3 from float32; off (the default): true float32")
+
+
 @dataclass(frozen=True)
 class SyntheticConfig:
     """The demo's generated image data set."""
@@ -184,6 +189,7 @@ class TrainConfig:
                               "number", execution=True, since="0.4.0")
     device: str = option("auto", "'auto' (cuda, then mps, then cpu), or a torch device string",
                          execution=True)
+    tf32: bool = option(False, TF32_DOC, execution=True)
 
 
 #: The [model] options that, set in the file, win over published weights' preprocessing.
@@ -210,10 +216,13 @@ class ActivationsConfig:
                              execution=True)
     device: str = option("auto", "'auto' (cuda, then mps, then cpu), or a torch device string",
                          execution=True)
+    tf32: bool = option(False, TF32_DOC, execution=True)
     num_workers: int = option(0, "DataLoader worker processes", execution=True)
     prefetch: int = option(2, "batches each worker prepares ahead (with num_workers > 0)",
                            execution=True)
-    bf16: bool = option(False, "bfloat16 autocast on a GPU (summaries are stored as float32)")
+    bf16: bool = option(False, "bfloat16 autocast of the forward passes (on CUDA, or the CPU); "
+                        "rank re-checks each unit's top candidates in float32, so the ranked "
+                        "values and positions are float32's")
     channels_last: bool = option(False, "channels-last memory format on a GPU")
 
 
@@ -234,6 +243,7 @@ class DeconvConfig:
     batch_size: int = option(64, "projections computed together", execution=True)
     device: str = option("auto", "'auto' (cuda, then mps, then cpu), or a torch device string",
                          execution=True)
+    tf32: bool = option(False, TF32_DOC, execution=True)
     num_workers: int = option(-1, "DataLoader worker processes decoding the top images (each "
                               "once per stage); -1 = one per CPU core, at most 8 and one per 32 "
                               "images; 0 = in the stage's own process, as for [activations]",
@@ -259,6 +269,7 @@ class FeatureVisConfig:
                              since="0.10.0")
     device: str = option("auto", "'auto' (cuda, then mps, then cpu), or a torch device string",
                          execution=True, since="0.10.0")
+    tf32: bool = option(False, TF32_DOC, execution=True)
 
 
 @dataclass(frozen=True)
@@ -276,6 +287,7 @@ class OcclusionConfig:
     batch_size: int = option(64, "occluded images per forward pass", execution=True)
     device: str = option("auto", "'auto' (cuda, then mps, then cpu), or a torch device string",
                          execution=True)
+    tf32: bool = option(False, TF32_DOC, execution=True)
 
 
 @dataclass(frozen=True)
@@ -291,6 +303,11 @@ class EvolutionConfig:
                              execution=True)
     device: str = option("auto", "'auto' (cuda, then mps, then cpu), or a torch device string",
                          execution=True)
+    tf32: bool = option(False, TF32_DOC, execution=True)
+    num_workers: int = option(-1, "DataLoader worker processes decoding the searched images "
+                              "(once for every snapshot); -1 = one per CPU core, at most 8 and "
+                              "one per 32 images; 0 = in the stage's own process",
+                              execution=True)
 
 
 @dataclass(frozen=True)
@@ -304,6 +321,7 @@ class InvarianceConfig:
     batch_size: int = option(64, "transformed images per forward pass", execution=True)
     device: str = option("auto", "'auto' (cuda, then mps, then cpu), or a torch device string",
                          execution=True)
+    tf32: bool = option(False, TF32_DOC, execution=True)
     # A class that *is* what a transform changes (stripes that are their orientation) would
     # read as "not invariant" when the model is right; the synthetic demo declares its own.
     exclude_translation: tuple[str, ...] = option((), "classes (names as in classes.parquet) "
@@ -332,6 +350,7 @@ class SanityConfig:
                              since="0.9.0")
     device: str = option("auto", "'auto' (cuda, then mps, then cpu), or a torch device string",
                          execution=True, since="0.9.0")
+    tf32: bool = option(False, TF32_DOC, execution=True)
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,10 @@
 
 A record's fields are JSON values (str, int, float, and tuples of them, stored as lists), in
 the order they are written. ``to_attrs`` gives the dict a zarr group's or a parquet file's
-metadata holds; ``from_attrs`` reads it back, every field required: the pipeline always writes
-them, and a store without one is from an older revision of its stage, stale anyway.
+metadata holds; ``from_attrs`` reads it back, every field without a default required: the
+pipeline always writes them, and a store without one is from an older revision of its stage,
+stale anyway. A field added to a record later has a default, which a store written before it
+reads as.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ class Metadata:
     def from_attrs(cls, attrs: Mapping[str, Any]) -> Self:
         hints = typing.get_type_hints(cls)
         return cls(**{spec.name: _typed(hints[spec.name], attrs[spec.name])
-                      for spec in dataclasses.fields(cls)})  # type: ignore[arg-type]
+                      for spec in dataclasses.fields(cls)  # type: ignore[arg-type]
+                      if spec.name in attrs or spec.default is dataclasses.MISSING})
 
 
 def _json(value: Any) -> Any:

@@ -40,13 +40,15 @@ if TYPE_CHECKING:
 _DEVICE_ELSEWHERE = frozenset({"activations"})
 
 
-def check_run(workflow: Workflow, layout: RunLayout, stages: Collection[str]) -> None:
+def check_run(workflow: Workflow, layout: RunLayout, stages: Collection[str],
+              on_cluster: bool = False) -> None:
     """Refuse (``UserError``) a workflow whose ``stages`` would fail for a reason knowable now,
-    or whose options name what does not exist, whether or not ``stages`` use them."""
+    or whose options name what does not exist, whether or not ``stages`` use them
+    (``on_cluster``: the activations run on a dask cluster's workers)."""
     from pipeline.catalog import IMAGES, WEIGHTS_FILE
     from pipeline.stages import get_stage, list_stages
 
-    _check_devices(workflow, stages)
+    _check_devices(workflow, stages, on_cluster)
     data = _known_data(workflow, layout, prepares="prepare" in stages)
     planned = [get_stage(name) for name in stages]
     if any(IMAGES in stage.reads for stage in planned) and "prepare" not in stages:
@@ -66,10 +68,10 @@ def check_run(workflow: Workflow, layout: RunLayout, stages: Collection[str]) ->
         _check_snapshots(workflow, layout, data.num_classes, trains="train" in stages)
 
 
-def _check_devices(workflow: Workflow, stages: Collection[str]) -> None:
+def _check_devices(workflow: Workflow, stages: Collection[str], on_cluster: bool) -> None:
     """Every section's ``device`` is 'auto' or a torch device; that of a stage about to run on
     this machine is also one it has (a finished stage's 'cuda' is no reason to refuse a
-    laptop that runs nothing)."""
+    laptop that runs nothing, nor a cluster's workers' one a client without it)."""
     from pipeline.device import check_available, parse_device
 
     for spec in dataclasses.fields(workflow):
@@ -79,7 +81,7 @@ def _check_devices(workflow: Workflow, stages: Collection[str]) -> None:
             continue
         try:
             parse_device(device)
-            if spec.name in stages and spec.name not in _DEVICE_ELSEWHERE:
+            if spec.name in stages and not (on_cluster and spec.name in _DEVICE_ELSEWHERE):
                 check_available(device)
         except UserError as error:
             raise UserError(f"{workflow.source}: [{spec.name}] {error}") from None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ class StageStatus:
     state: str  # "done", "stale", "missing" or "off"
     finished: str | None
     seconds: float | None
+    compute: str | None = None  # the device and arithmetic it ran with (Compute.describe)
 
 
 class Runner:
@@ -128,7 +130,8 @@ class Runner:
         for stage in list_stages():
             stamp = self._stamp(stage.name) or {}
             rows.append(StageStatus(stage.name, self.state(stage.name),
-                                    stamp.get("finished"), stamp.get("seconds")))
+                                    stamp.get("finished"), stamp.get("seconds"),
+                                    _described(stamp.get("compute"))))
         return rows
 
     # -- running ---------------------------------------------------------------------------
@@ -167,7 +170,8 @@ class Runner:
         if shard is not None:
             self._check_shard(target, shard)
         check_run(self.workflow, self.layout,
-                  [target] if shard is not None else self.plan(target, force))
+                  [target] if shard is not None else self.plan(target, force),
+                  on_cluster=self.client is not None)
         self.layout.run_dir.mkdir(parents=True, exist_ok=True)
         if shard is not None:
             return self._run_shard(target, shard)
@@ -248,11 +252,16 @@ class Runner:
                 "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                 "seconds": round(seconds, 2), "version": __version__,
             }
+            if context.compute is not None:  # what it computed with, for status and the atlas
+                stamp["compute"] = context.compute.to_json()
             write_json(self.layout.stamp(stage.name), stamp)
         except BaseException as error:
             self._log(f"{stage.name}: failed ({type(error).__name__}: {error})")
             with contextlib.suppress(OSError):
                 context.abandon()
+            if _out_of_memory(error):
+                raise UserError(_memory_message(stage.name, self.workflow, context, error)
+                                ) from None
             # A user's mistake stays one (exit 2), even when an OS error is behind it.
             refusal = None if isinstance(error, UserError | KeyboardInterrupt) \
                 else system_refusal(error)
@@ -303,3 +312,33 @@ class Runner:
                 log.write(f"{stamp} {message}\n")
         except OSError:
             pass
+
+
+def _described(compute: Any) -> str | None:
+    """A stamp's ``compute`` record as ``status`` shows it (None: the stage recorded none)."""
+    from pipeline.device import Compute
+
+    return Compute.from_json(compute).describe() if isinstance(compute, dict) else None
+
+
+def _out_of_memory(error: BaseException) -> bool:
+    """Whether a stage failed for lack of device (or CPU allocator) memory."""
+    if "torch" not in sys.modules:  # a stage that never imported torch ran out of nothing
+        return False
+    from pipeline.device import out_of_memory
+
+    return out_of_memory(error)
+
+
+def _memory_message(name: str, workflow: Workflow, context: StageContext,
+                    error: BaseException) -> str:
+    """One line for a stage that ran out of memory: where, and the option that lowers it."""
+    section = getattr(workflow, name, None)
+    size = getattr(section, "batch_size", None)
+    where = context.compute.device if context.compute is not None else "the device"
+    lower = (f"lower [{name}] batch_size (now {size})" if size is not None
+             else f"free memory on {where}, or run [{name}] on another device")
+    cause = str(error).strip().splitlines()[0][:160] if str(error).strip() else ""
+    return (f"[{name}] ran out of memory on {where}"
+            + (f" ({cause})" if cause else "")
+            + f": {lower} and run the same command again (what is finished is kept)")

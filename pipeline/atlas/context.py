@@ -328,6 +328,15 @@ class AtlasContext:
     optimisation: OptimisationRecipe | None = None  # the featurevis stage's, when it ran
 
     @property
+    def device_groups(self) -> tuple[tuple[str, str], ...]:
+        """(what was computed with, the stages that did), each setting once, in stage order:
+        the run card's lines (most runs have one or two)."""
+        groups: dict[str, list[str]] = {}
+        for stage, device in self.devices:
+            groups.setdefault(device, []).append(stage)
+        return tuple((device, ", ".join(stages)) for device, stages in groups.items())
+
+    @property
     def all_methods(self) -> tuple[str, ...]:
         return self.methods or (self.method,)
 

@@ -239,12 +239,22 @@ def _atlas_context(settings: AtlasSettings, files: RunFiles, tables: RunTables, 
         data_warnings=tuple(warning.message
                             for warning in read_data_warnings(files.data_warnings)),
         workflow_file=settings.workflow_file,
-        devices=(("activations", inference.device), ("deconv", projected.device)),
+        devices=_devices(stamps, inference.device, projected.device),
         stage_seconds=tuple((name, float(stamp["seconds"])) for name, stamp in stamps.items()
                             if stamp and "seconds" in stamp and name != "render"),
         class_groups=class_groups(Classes.read(files.classes)),
         class_names=tuple(tables.classes),
     )
+
+
+def _devices(stamps: dict, activations: str, deconv: str) -> tuple[tuple[str, str], ...]:
+    """What each stage computed with, as its stamp records it (``cuda:0, float32, bf16
+    autocast``); a run stamped before stamps recorded it shows the devices its stores name."""
+    from pipeline.device import Compute
+
+    found = tuple((name, Compute.from_json(stamp["compute"]).describe())
+                  for name, stamp in stamps.items() if stamp and "compute" in stamp)
+    return found or (("activations", activations), ("deconv", deconv))
 
 
 def _stored_units(featurevis: Path) -> int:

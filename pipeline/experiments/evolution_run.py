@@ -5,7 +5,9 @@ For every snapshot (the weights kept at ``[train] snapshot_epochs``, or the file
 unit, its largest activation and where it is; that one activation is then projected to pixel
 space with the deconvnet and cropped to the unit's receptive field, as the deconv stage does for
 the top images. Ties go to the lowest image id, then to the first position in row-major order,
-so the same weights and images always pick the same activation.
+so the same weights and images always pick the same activation. The searched images are
+decoded once, in parallel, into the store's scratch folder, and read back for every snapshot;
+one snapshot's model is on the device at a time.
 
 ``evolution.zarr`` (attrs ``snapshots``: the labels, ``layers``, ``image_size``, ``n_images``:
 how many images were searched) holds per layer group (attrs ``module``, ``tile`` [h, w],
@@ -33,6 +35,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -40,6 +43,11 @@ from torch import Tensor, nn
 
 from pipeline.interp.display import GREY
 from pipeline.metadata import Metadata
+
+if TYPE_CHECKING:
+    from pipeline.data.decoded import DecodedImages
+
+DECODED = "decoded"  # the searched images' crops, inside the store while it is written
 
 
 @dataclass(frozen=True)
@@ -96,36 +104,38 @@ def searched_images(readable: np.ndarray, count: int) -> np.ndarray:
     return ids[((np.arange(count) + 0.5) * len(ids) / count).astype(np.int64)]
 
 
-def image_batches(images: Callable[[int], Tensor], ids: np.ndarray, batch_size: int,
+def image_batches(pixels: Callable[[np.ndarray], np.ndarray],
+                  normalise: Callable[[Tensor], Tensor], ids: np.ndarray, batch_size: int,
                   device: torch.device) -> Iterator[tuple[Tensor, Tensor]]:
-    """``(images [B, K, H, W], ids [B])`` on ``device``, in the order of ``ids``;
-    ``images(i)`` is the preprocessed image ``i``."""
+    """``(images [B, K, H, W], ids [B])`` on ``device``, in the order of ``ids``: the ``uint8``
+    crops ``pixels(batch_ids)`` (``[B, K, H, W]``) travel to the device (pinned, without
+    waiting, on CUDA: a quarter of float32's bytes) and are normalised there."""
+    cuda = device.type == "cuda"
     for start in range(0, len(ids), batch_size):
         batch_ids = ids[start:start + batch_size]
-        batch = torch.stack([images(int(i)) for i in batch_ids]).to(device)
-        yield batch, torch.as_tensor(batch_ids, dtype=torch.long, device=device)
+        crops = torch.from_numpy(pixels(batch_ids))
+        if cuda:
+            crops = crops.pin_memory()
+        yield (normalise(crops.to(device, non_blocking=cuda)),
+               torch.as_tensor(batch_ids, dtype=torch.long).to(device, non_blocking=cuda))
 
 
-def strongest_activations(models: Sequence[nn.Module], batches: Iterable[tuple[Tensor, Tensor]],
-                          layers: Sequence[EvolutionLayer]) -> list[dict[str, Maxima]]:
-    """For every model (snapshot), each layer's (by label) :class:`Maxima` over ``batches``,
-    which must come in increasing image id order (that is how ties go to the lowest id).
-
-    All models see each batch in turn, so every image is decoded once, not once per snapshot.
-    """
+def strongest_activations(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]],
+                          layers: Sequence[EvolutionLayer]) -> dict[str, Maxima]:
+    """Each layer's (by label) :class:`Maxima` of ``model`` over ``batches``, which must come
+    in increasing image id order (that is how ties go to the lowest id). The running maxima
+    stay on the device: one copy to the host at the end, no wait per batch."""
     from pipeline.inference.recorder import SummaryRecorder
 
     modules = [layer.module for layer in layers]
-    best: list[dict[str, list[Tensor]]] = [{} for _ in models]
-    for images, ids in batches:
-        for model, found in zip(models, best, strict=True):
-            with SummaryRecorder(model, modules) as recorder, torch.inference_mode():
-                model(images)
-                for layer in layers:
-                    summary = recorder.summaries[layer.module]
-                    _keep_larger(found, layer.label, summary.max, summary.argmax, ids)
-    return [{layer.label: _maxima(found.get(layer.label), layer) for layer in layers}
-            for found in best]
+    found: dict[str, list[Tensor]] = {}
+    with SummaryRecorder(model, modules) as recorder, torch.inference_mode():
+        for images, ids in batches:
+            model(images)
+            for layer in layers:
+                summary = recorder.summaries[layer.module]
+                _keep_larger(found, layer.label, summary.max, summary.argmax, ids)
+    return {layer.label: _maxima(found.get(layer.label), layer) for layer in layers}
 
 
 def _keep_larger(found: dict[str, list[Tensor]], label: str, peaks: Tensor, where: Tensor,
@@ -175,33 +185,37 @@ class Projected:
 
 
 def project_maxima(projector, maxima: Maxima, module: str, field, tile: tuple[int, int],
-                   images: Callable[[int], Tensor], mean: Sequence[float], std: Sequence[float],
+                   pixels: Callable[[np.ndarray], np.ndarray],
+                   normalise: Callable[[Tensor], Tensor],
                    on_done: Callable[[int], None] = lambda n: None) -> Projected:
     """Project every live unit's maximum with ``projector`` (a deconvnet
     :class:`~pipeline.interp.Projector` of the snapshot's model), crop it and the image patch
     to the unit's receptive field box (``field.box``) in a ``tile`` and normalise it by its
-    own peak. ``images(i)`` is the preprocessed image ``i`` (as many channels as ``mean``);
-    ``on_done(n)`` counts progress."""
+    own peak. ``pixels(ids)`` gives the images' ``uint8`` crops ``[n, K, H, W]`` (the patches
+    are those pixels), ``normalise`` makes the network input of them; ``on_done(n)`` counts
+    progress."""
     from pipeline.interp import field_tile
 
-    channels, k = len(maxima.value), len(mean)
+    channels = len(maxima.value)
+    device = next(projector.model.parameters()).device
+    units = np.flatnonzero(maxima.live)
+    units = units[np.argsort(maxima.image_id[units], kind="stable")]  # read each image once
+    crops = pixels(np.zeros(0, np.int64))
+    k = crops.shape[1]
     out = Projected(np.zeros((channels, *tile, k), np.float16), np.zeros(channels, np.float32),
                     np.full((channels, *tile, k), GREY, np.uint8))
-    units = np.flatnonzero(maxima.live)
-    units = units[np.argsort(maxima.image_id[units], kind="stable")]  # decode each image once
-    mean_t, std_t = torch.tensor(mean).view(k, 1, 1), torch.tensor(std).view(k, 1, 1)
     step = projector.batch_size
     for start in range(0, len(units), step):
         chunk = units[start:start + step]
         distinct, inverse = np.unique(maxima.image_id[chunk], return_inverse=True)
-        decoded = torch.stack([images(int(i)) for i in distinct])
-        device = next(projector.model.parameters()).device
+        crops = pixels(distinct)
+        images = normalise(torch.from_numpy(crops).to(device))
         projected = projector.project(
-            decoded[torch.from_numpy(inverse)].to(device), module, torch.from_numpy(chunk),
-            torch.from_numpy(np.stack([maxima.y[chunk], maxima.x[chunk]], axis=1)).long(),
-        ).cpu().numpy()
-        pixels = ((decoded * std_t + mean_t).clamp(0, 1) * 255).round().to(torch.uint8) \
-            .permute(0, 2, 3, 1).numpy()
+            images[torch.from_numpy(inverse).to(device)], module,
+            torch.from_numpy(chunk).to(device),
+            torch.from_numpy(np.stack([maxima.y[chunk], maxima.x[chunk]], axis=1)).long()
+            .to(device)).cpu().numpy()
+        hwc = crops.transpose(0, 2, 3, 1)
         for j, unit in enumerate(chunk):
             box = field.box(int(maxima.y[unit]), int(maxima.x[unit]))
             crop = np.nan_to_num(field_tile(projected[j].transpose(1, 2, 0), box, tile, 0.0),
@@ -210,66 +224,83 @@ def project_maxima(projector, maxima: Maxima, module: str, field, tile: tuple[in
             if peak > 0:
                 out.projections[unit] = crop / peak
                 out.scale[unit] = peak
-            out.patches[unit] = field_tile(pixels[inverse[j]], box, tile, GREY)
+            out.patches[unit] = field_tile(hwc[inverse[j]], box, tile, GREY)
         on_done(len(chunk))
     return out
 
 
 def write_evolution(path: Path, snapshots: Sequence[tuple[str, Callable[[], nn.Module]]],
-                    layers: Sequence[EvolutionLayer], images: Callable[[int], Tensor],
-                    ids: np.ndarray, prep, batch_size: int, device: torch.device) -> None:
+                    layers: Sequence[EvolutionLayer],
+                    decode: Callable[[Path], DecodedImages],
+                    normalise: Callable[[Tensor], Tensor], ids: np.ndarray, image_size: int,
+                    batch_size: int, device: torch.device) -> None:
     """Search the images ``ids`` with every snapshot (``(label, load)``: ``load()`` gives its
     model on ``device``, in eval mode), project each unit's maximum and write
-    ``evolution.zarr`` at ``path`` (see the module doc). ``images(i)`` is the image ``i``
-    preprocessed by ``prep`` (its crop, mean and std).
+    ``evolution.zarr`` at ``path`` (see the module doc).
 
-    Every snapshot's model is held on ``device`` during the search, so each image is decoded
-    once (8 VGG16 snapshots: about 4.4 GB); the projections then go one snapshot at a time."""
+    ``decode(folder)`` decodes the images once into a scratch ``folder`` inside the store (in
+    parallel) and returns the :class:`~pipeline.data.decoded.DecodedImages` that read their
+    ``uint8`` crops back by id (an image unreadable now is left out, and said); ``normalise``
+    makes the network input of crops. One snapshot is
+    on the device at a time: it searches the crops, projects its maxima and is dropped before
+    the next loads (8 VGG16 snapshots would hold 4.4 GB)."""
     import zarr
 
+    from pipeline.atomic import remove
     from pipeline.interp import Projector, receptive_fields
-    from pipeline.labelled import array_in, group_in
     from pipeline.progress import progress_bar
 
-    models = [load() for _, load in snapshots]  # every file loads before the long work starts
-    size = prep.input_size
-    bar = progress_bar("evolution search", total=len(ids) * len(models), unit="image")
-    maxima = strongest_activations(models, _counted(image_batches(images, ids, batch_size,
-                                                                  device), bar, len(models)),
-                                   layers)
-    bar.close()
-    fields = receptive_fields(models[0], (size, size))
-    tiles = {layer.label: fields[layer.module].tile_hw((size, size)) for layer in layers}
     store = zarr.open_group(path, mode="w")
-    store.attrs.update(EvolutionMeta(tuple(label for label, _ in snapshots),
-                                     tuple(layer.label for layer in layers), size,
-                                     len(ids)).to_attrs())
-    for layer in layers:
-        _create_layer(store, layer, [label for label, _ in snapshots], tiles[layer.label],
-                      fields[layer.module], len(prep.mean))
-    live = sum(int(found[layer.label].live.sum()) for found in maxima for layer in layers)
-    bar = progress_bar("evolution projections", total=live, unit="proj")
-    for s, model in enumerate(models):
+    labels = [label for label, _ in snapshots]
+    decoded = decode(Path(path) / DECODED)
+    pixels = decoded.read
+    readable = decoded.readable(ids)
+    if not readable.all():
+        print(f"[evolution] warning: {int((~readable).sum())} of {len(ids)} searched images "
+              "cannot be read now and are left out")
+        ids = ids[readable]
+    store.attrs.update(EvolutionMeta(tuple(labels), tuple(layer.label for layer in layers),
+                                     image_size, len(ids)).to_attrs())
+    bar = progress_bar("evolution", total=len(ids) * len(snapshots), unit="image")
+    for s, (_, load) in enumerate(snapshots):
+        model = load()
+        if s == 0:
+            fields = receptive_fields(model, (image_size, image_size))
+            tiles = {layer.label: fields[layer.module].tile_hw((image_size, image_size))
+                     for layer in layers}
+            for layer in layers:
+                _create_layer(store, layer, labels, tiles[layer.label], fields[layer.module],
+                              pixels(np.zeros(0, np.int64)).shape[1])
+        maxima = strongest_activations(
+            model, _counted(image_batches(pixels, normalise, ids, batch_size, device), bar),
+            layers)
         projector = Projector(model, method="deconvnet", batch_size=batch_size)
         for layer in layers:
-            found = maxima[s][layer.label]
+            found = maxima[layer.label]
             result = project_maxima(projector, found, layer.module, fields[layer.module],
-                                    tiles[layer.label], images, prep.mean, prep.std, bar.update)
-            group = group_in(store, layer.label)
-            for name, values in (("value", found.value), ("image_id", found.image_id),
-                                 ("y", found.y), ("x", found.x),
-                                 ("projections", result.projections),
-                                 ("projection_scale", result.scale),
-                                 ("patches", result.patches)):
-                array_in(group, name)[s] = values
+                                    tiles[layer.label], pixels, normalise)
+            _write_snapshot(store, layer.label, s, found, result)
+        del model, projector
+        if device.type == "cuda":
+            torch.cuda.empty_cache()  # the next snapshot gets the memory this one held
     bar.close()
+    remove(Path(path) / DECODED)
 
 
-def _counted(batches: Iterator[tuple[Tensor, Tensor]], bar, models: int
-             ) -> Iterator[tuple[Tensor, Tensor]]:
+def _write_snapshot(store, label: str, s: int, found: Maxima, result: Projected) -> None:
+    from pipeline.labelled import array_in, group_in
+
+    group = group_in(store, label)
+    for name, values in (("value", found.value), ("image_id", found.image_id),
+                         ("y", found.y), ("x", found.x), ("projections", result.projections),
+                         ("projection_scale", result.scale), ("patches", result.patches)):
+        array_in(group, name)[s] = values
+
+
+def _counted(batches: Iterator[tuple[Tensor, Tensor]], bar) -> Iterator[tuple[Tensor, Tensor]]:
     for images, ids in batches:
         yield images, ids
-        bar.update(len(ids) * models)
+        bar.update(len(ids))
 
 
 def _create_layer(store, layer: EvolutionLayer, snapshots: Sequence[str],

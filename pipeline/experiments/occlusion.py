@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from pipeline.device import out_of_memory
 from pipeline.experiments.capture import forward_capturing
 from pipeline.experiments.incremental import IncrementalGraph, Tail, agrees, batch_order
 
@@ -256,6 +257,8 @@ def incremental_graph(model: nn.Module, image: Tensor, module: str, grid: Occlud
     try:
         ours = _incremental_sweep(graph, image, unit)(probe)
     except Exception as error:  # noqa: BLE001 - an op that cannot run on a patch: full forward
+        if out_of_memory(error):  # not a reason to take the path that needs more memory
+            raise
         return None, f"{type(error).__name__}: {error}"
     if not agrees(ours, _full_sweep(model, image, module, unit)(probe)):
         return None, "it does not reproduce the full forward on this model"

@@ -46,11 +46,12 @@ def claim_finishing(final: Path, staged: Path, n_chunks: int,
 
 
 def finish_activations(staged: Path, ran_on: Sequence[str], device: str,
-                       image_paths: np.ndarray, skipped_path: Callable[[], Path]
-                       ) -> FinishedStore:
+                       image_paths: np.ndarray, skipped_path: Callable[[], Path],
+                       bf16: bool = False) -> FinishedStore:
     """Finish the filled store at ``staged``: record where it ran (``ran_on``; with none, as a
     run resumed after its last chunk computed nothing, what a killed finishing run recorded,
-    else ``device``) and the accuracy over the readable images, write the table of skipped
+    else ``device``), the accuracy over the readable images and whether the passes ran in
+    bfloat16 (``bf16``), write the table of skipped
     images (``image_paths``: the manifest's) to ``skipped_path()``, drop the progress records.
     The path is asked for when the table is written (a stage's ``ctx.output`` then names it as
     the file being written, and the store until then)."""
@@ -68,7 +69,7 @@ def finish_activations(staged: Path, ran_on: Sequence[str], device: str,
     top1 = float((pred[readable, 0] == labels[readable]).mean()) if readable.any() else 0.0
     top5 = float((pred[readable] == labels[readable, None]).any(axis=1).mean()) \
         if readable.any() else 0.0
-    summary = InferenceSummary(device, top1, top5, int(readable.sum()))
+    summary = InferenceSummary(device, top1, top5, int(readable.sum()), bf16)
     store.attrs.update(summary.to_attrs())
     skipped = skipped_images(staged)
     ids = [image_id for image_id, _ in skipped]

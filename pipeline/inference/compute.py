@@ -65,7 +65,8 @@ def fill_chunks(model: nn.Module, images: TolerantImages, store: zarr.Group, sto
                         persistent_workers=False)
     if gpu and spec.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if gpu and spec.bf16 else nullcontext()
+    # bf16 on any device that has autocast (CUDA, the CPU): rank re-checks in float32
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if spec.bf16 else nullcontext()
     buffer: dict[str, list[torch.Tensor]] = {}
     skipped: list[tuple[int, str]] = []
     pending: deque[Future] = deque()

@@ -26,7 +26,7 @@ from pipeline.atomic import read_json, zarr_writes_settled
 from pipeline.config import ActivationsConfig
 from pipeline.data.images import ImageDataset
 from pipeline.data.tolerant import TolerantImages
-from pipeline.device import resolve_device
+from pipeline.device import compute_on
 from pipeline.inference.compute import ChunkPlan, fill_chunks
 from pipeline.inference.store import completed_chunks
 from pipeline.labelled import array_in, group_in
@@ -82,7 +82,7 @@ def fill_share(source: ShareSource, store_path: Path, chunks: list[int],
               f"DataLoader workers: decoding in the task instead of {spec.num_workers} workers "
               "(start workers with --no-nanny for parallel decoding)", file=sys.stderr)
         spec = dataclasses.replace(spec, num_workers=0)
-    device = resolve_device(spec.device)
+    device, _ = compute_on(spec.device, tf32=spec.tf32, bf16=spec.bf16)  # also on a worker
     store = zarr.open_group(store_path, mode="r+")
     attrs: Mapping[str, Any] = store.attrs  # JSON values, as the store's creation wrote them
     n_images, chunk_size = int(attrs["n_images"]), int(attrs["chunk_size"])

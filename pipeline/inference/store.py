@@ -76,12 +76,14 @@ class StoreMeta(Metadata):
 @dataclass(frozen=True)
 class InferenceSummary(Metadata):
     """The root's attributes from the stage's end: where it ran (device kinds, no host names:
-    the atlas shows this and is meant to be shared), and the accuracy over the readable images."""
+    the atlas shows this and is meant to be shared), the accuracy over the readable images, and
+    whether the forward passes ran in bfloat16 autocast (rank then re-checks in float32)."""
 
     device: str
     top1: float
     top5: float
     n_readable: int
+    bf16: bool = False  # since 0.12.0
 
 
 def store_layers(store: zarr.Group) -> list[LayerMeta]:

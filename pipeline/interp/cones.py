@@ -40,6 +40,7 @@ import torch
 from torch import Tensor, fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from pipeline.device import out_of_memory
 from pipeline.interp.regions import (
     Box,
     Window,
@@ -218,7 +219,9 @@ def trace(model: nn.Module, input_hw: tuple[int, int]) -> Traced | None:
         with evaluating(model):
             gm = fx.symbolic_trace(model)
             ShapeProp(gm).propagate(blank_image(model, input_hw))
-    except Exception:  # noqa: BLE001 - untraceable: the projector's other paths
+    except Exception as error:  # noqa: BLE001 - untraceable: the projector's other paths
+        if out_of_memory(error):  # not a reason to take a path that needs more memory
+            raise
         return None
     sizes: dict[fx.Node, tuple[int, int]] = {}
     for node in gm.graph.nodes:

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
+from pipeline.device import out_of_memory
 from pipeline.errors import UserError
 from pipeline.interp import windows
 from pipeline.interp.cones import Cones, Traced, cone_graph, trace
@@ -166,11 +167,16 @@ class Projector:
         try:
             with evaluating(self.model, grad=True):
                 cone = cones.project(batch, units, positions, self._rule())
-        except Exception:  # noqa: BLE001 - an op that will not run on a box: the other paths
+        except Exception as error:  # noqa: BLE001 - an op that will not run on a box: the others
+            if out_of_memory(error):  # not a reason to take a path that needs more memory
+                raise
             return None
-        if windows.agree(full, cone):
+        why = windows.disagreement(full, cone)
+        if why is None:
             self._cone_checked[key] = cones
             self._cone_shapes[key] = tuple(fmap.shape)
+        elif not why.startswith("a probe's"):  # an all-zero probe: nothing went wrong
+            windows.say_unchecked(layer, "its cones", why)
         return self._cone_checked[key]
 
     def _project_cones(self, cones: Cones, images: Tensor, units: Tensor, positions: Tensor,
@@ -258,7 +264,7 @@ class Projector:
             dtype = next(self.model.parameters(), torch.empty(0)).dtype
             self._verified[key] = windows.verify(
                 self._batch_projector(state, layer), lambda x: self._forward(state, x, layer),
-                images[0].detach().to(self._device(), dtype), plan)
+                images[0].detach().to(self._device(), dtype), plan, layer)
         shape = self._verified[key]
         if shape is None:
             return None, []

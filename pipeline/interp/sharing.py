@@ -18,21 +18,43 @@ from torch import Tensor
 
 
 def identical(images: Tensor) -> tuple[list[int], list[int]]:
-    """(group of each image, first image of each group): images are grouped when equal."""
+    """(group of each image, first image of each group): images are grouped when equal.
+
+    Two waits for the device, whatever the number of images: one for a fingerprint of each,
+    one to confirm at once that every image equals the first with its fingerprint. Only when
+    two different images share a fingerprint (they never did in practice) are they compared
+    one by one."""
     n = images.shape[0]
+    if n < 2:
+        return [0] * n, list(range(n))
     flat = images.reshape(n, -1)
     # float64 where the device has it (Apple's MPS has not): the fingerprint only narrows the
     # search, so a coarser one costs comparisons, never a wrong group
     dtype = torch.float32 if flat.device.type == "mps" else torch.float64
     probe = torch.linspace(-1.0, 1.0, flat.shape[1], dtype=dtype, device=flat.device)
-    keys = (flat.to(dtype) @ probe).tolist() if n > 1 else [0.0] * n  # cheap fingerprint
+    # a row's sum, not a matrix-vector product: BLAS may sum equal rows differently by their
+    # place in the matrix, which put equal images under different fingerprints
+    keys = (flat.to(dtype) * probe).sum(dim=1).tolist()
+    first: dict[float, int] = {}
+    candidate = [first.setdefault(key, i) for i, key in enumerate(keys)]
+    index = torch.tensor(candidate, device=flat.device)
+    if bool((flat == flat[index]).all()):  # every image equals the first with its key
+        reps = list(first.values())
+        group = {rep: g for g, rep in enumerate(reps)}
+        return [group[c] for c in candidate], reps
+    return _compared(flat, keys)
+
+
+def _compared(flat: Tensor, keys: list[float]) -> tuple[list[int], list[int]]:
+    """:func:`identical` where fingerprints collide: each image compared with the groups of
+    its fingerprint in turn."""
     buckets: dict[float, list[int]] = {}
     reps: list[int] = []
-    inverse = [0] * n
+    inverse = [0] * len(keys)
     for i, key in enumerate(keys):
         members = buckets.setdefault(key, [])
         for g in members:
-            if torch.equal(flat[reps[g]], flat[i]):  # the fingerprint only narrows the search
+            if torch.equal(flat[reps[g]], flat[i]):
                 inverse[i] = g
                 break
         else:

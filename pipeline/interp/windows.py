@@ -36,12 +36,14 @@ invisible at all three probes on that image would pass the check.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from pipeline.device import out_of_memory
 from pipeline.interp.receptive_field import Box, ReceptiveField
 from pipeline.interp.sharing import passes
 
@@ -160,11 +162,27 @@ def probe_positions(strength: Tensor) -> list[tuple[int, int]]:
 def agree(full: Tensor, cropped: Tensor) -> bool:
     """True when every probe's cropped projection equals the full one and none is all-zero
     (an all-zero projection would make the check vacuous, so it counts as a failure)."""
+    return disagreement(full, cropped) is None
+
+
+def disagreement(full: Tensor, cropped: Tensor) -> str | None:
+    """Why the probes' cropped projections are not the full ones (None: they are): the
+    largest difference, relative to its projection's peak, or an all-zero probe."""
     for a, b in zip(full, cropped, strict=True):
         scale = float(a.abs().max())
-        if not scale > 0 or not float((a - b).abs().max()) <= TOLERANCE * scale:
-            return False
-    return True
+        if not scale > 0:
+            return "a probe's projection is all zero"
+        difference = float((a - b).abs().max()) / scale
+        if not difference <= TOLERANCE:
+            return (f"they differ by {difference:.1e} of the peak, more than {TOLERANCE:g} "
+                    "(TF32, [section] tf32 = true, can do that)")
+    return None
+
+
+def say_unchecked(layer: str, path: str, why: str) -> None:
+    """Say once, on stderr, that a layer's projections take the slower full-image path."""
+    print(f"[projector] layer {layer}: projections on {path} did not pass their self-check "
+          f"({why}); projecting on the full image, exact but slower", file=sys.stderr)
 
 
 def project_windows(
@@ -184,7 +202,7 @@ def project_windows(
 
 def verify(
     project_batch: ProjectBatch, forward: Callable[[Tensor], Tensor], image: Tensor,
-    plan: WindowPlan
+    plan: WindowPlan, layer: str = "",
 ) -> tuple[int, ...] | None:
     """One-time self-check of a layer at one input size on `image` [3, H, W]: the layer's output
     shape (C, h, w) if it passes, else None.
@@ -206,6 +224,11 @@ def verify(
     try:
         project_windows(project_batch, batch, units, positions, plan, plan.boxes(positions),
                         cropped, len(probes))
-    except Exception:  # not croppable: the caller uses the full-image path
+    except Exception as error:  # not croppable: the caller uses the full-image path
+        if out_of_memory(error):  # not a reason to take the path that needs more memory
+            raise
         return None
-    return tuple(fmap.shape) if agree(full, cropped) else None
+    why = disagreement(full, cropped)
+    if why is not None and not why.startswith("a probe's"):
+        say_unchecked(layer or "?", "windows", why)
+    return tuple(fmap.shape) if why is None else None

@@ -113,6 +113,7 @@ def train_run(model: torch.nn.Module, images: TrainingImages, spec: TrainConfig,
     # workers, a resumed epoch draws what it drew before.
     sampler = EpochShuffle(len(images.train_manifest), seed=spec.seed, first_epoch=start_epoch)
     workers: dict[str, Any] = {"num_workers": spec.num_workers, "persistent_workers": False,
+               "pin_memory": device.type == "cuda",  # pinned batches travel without a wait
                **({"prefetch_factor": 2} if spec.num_workers else {})}
     train_loader = LeftOutCounted(DataLoader(train_set, batch_size=spec.batch_size,
                                              sampler=sampler, collate_fn=collate_readable,

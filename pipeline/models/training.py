@@ -17,6 +17,7 @@ loader has no workers) of a resumed run match the uninterrupted run.
 from __future__ import annotations
 
 import io
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -88,20 +89,45 @@ def init_weights(model: nn.Module, std: float) -> None:
 
 
 def save_state(state: Any, path: Path) -> None:
-    """``torch.save`` to ``path`` through a temporary file and an atomic rename.
+    """``torch.save`` to ``path`` through a temporary file and an atomic rename, every tensor
+    moved to the CPU first. The one way the pipeline writes weights (and checkpoints): a file
+    saved from CUDA tensors records their device, and a plain ``torch.load`` of it fails on a
+    machine without CUDA, where a shared atlas's ``model.pt`` is often read.
 
     Serialised in memory first: torch's own file writer turns a full disk into a RuntimeError
     ("unexpected pos ..."), which would hide the kernel's OSError that the runner reports as one
     line; Python's file I/O raises that OSError, and a cut-off file never takes the final name.
     """
     buffer = io.BytesIO()
-    torch.save(state, buffer)
+    torch.save(on_cpu(state), buffer)
     write_bytes(path, buffer.getbuffer())
 
 
+def on_cpu(state: Any) -> Any:
+    """``state`` (tensors, nested in dicts, lists and tuples) with every tensor on the CPU,
+    detached; everything else as it is."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().cpu()
+    if isinstance(state, dict):  # an OrderedDict (a state dict) stays one, its metadata too
+        moved = {key: on_cpu(value) for key, value in state.items()}
+        if isinstance(state, OrderedDict):
+            ordered = OrderedDict(moved)
+            if hasattr(state, "_metadata"):
+                ordered._metadata = state._metadata  # type: ignore[attr-defined]
+            return ordered
+        return moved
+    if isinstance(state, list):
+        return [on_cpu(value) for value in state]
+    if isinstance(state, tuple):
+        values = [on_cpu(value) for value in state]
+        return type(state)(*values) if hasattr(state, "_fields") else tuple(values)
+    return state
+
+
 def train_step(model: nn.Module, optim: torch.optim.Optimizer, images: torch.Tensor,
-               labels: torch.Tensor, lr: float, filter_radius: float = 0.0) -> float:
-    """One optimisation step at learning rate ``lr``; returns the batch's mean loss.
+               labels: torch.Tensor, lr: float, filter_radius: float = 0.0) -> torch.Tensor:
+    """One optimisation step at learning rate ``lr``; returns the batch's mean loss, a tensor
+    on the model's device (reading it waits for the device: the caller sums them there).
 
     With ``filter_radius`` > 0 the conv filters are renormalised right after the step (see
     :func:`renormalise_filters`), so no filter is ever seen, or saved, beyond the radius.
@@ -114,7 +140,7 @@ def train_step(model: nn.Module, optim: torch.optim.Optimizer, images: torch.Ten
     optim.step()
     if filter_radius > 0:
         renormalise_filters(model, filter_radius)
-    return loss.item()
+    return loss.detach()
 
 
 def _epoch_seed(base_seed: int, epoch: int) -> int:
@@ -187,18 +213,24 @@ def train_classifier(
     for epoch in range(start_epoch, epochs):
         torch.manual_seed(_epoch_seed(base_seed, epoch))
         model.train()
-        loss_sum, seen, step_lr = 0.0, 0, 0.0
+        # summed on the device, read once per epoch: no wait for the GPU at every step (float64
+        # where the device has it: the same sum, to the bit, as Python floats of each loss)
+        loss_sum = torch.zeros((), dtype=torch.float32 if device.type == "mps"
+                               else torch.float64, device=device)
+        seen, step_lr = 0, 0.0
         batches = progress(train_loader, desc=f"train epoch {epoch + 1}/{epochs}",
                            total=steps_per_epoch, unit="batch")
         for i, batch in enumerate(batches):
             if batch is None:  # every image of the batch unreadable
                 continue
-            images, labels = batch[0].to(device), batch[1].to(device)
+            images = batch[0].to(device, non_blocking=True)  # pinned on CUDA: no wait
+            labels = batch[1].to(device, non_blocking=True)
             step_lr = rates.rate(epoch * steps_per_epoch + i)
             loss = train_step(model, optim, images, labels, step_lr, filter_radius)
-            loss_sum += loss * len(labels)
+            loss_sum += loss.to(loss_sum.dtype) * len(labels)
             seen += len(labels)
-        metrics = {"epoch": epoch + 1, "train_loss": loss_sum / max(1, seen), "lr": step_lr}
+        metrics = {"epoch": epoch + 1, "train_loss": float(loss_sum) / max(1, seen),
+                   "lr": step_lr}
         metrics["val_accuracy"] = evaluate(model, val_loader, device)
         rates.epoch_end(metrics["val_accuracy"])
         metrics["optimizer_state"] = optim.state_dict()

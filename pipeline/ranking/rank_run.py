@@ -19,6 +19,7 @@ from pipeline.inference.store import LayerMeta, StoreMeta
 from pipeline.labelled import array_in
 from pipeline.ranking.histogram import bin_edges, quantiles
 from pipeline.ranking.partials import Partial
+from pipeline.ranking.recheck import Measure, recheck
 from pipeline.ranking.reduce import reduce_layers
 from pipeline.schemas import Histograms, Selectivity, Topk, Units
 
@@ -40,19 +41,26 @@ def quantile_column(level: float) -> str:
 
 
 def rank_store(store_path: Path, k: int, scheduler: Any = None,
-               rows: int | None = None) -> RankTables:
-    """Rank every layer of the activations store at ``store_path`` in one pass."""
+               rows: int | None = None, float32: Measure | None = None) -> RankTables:
+    """Rank every layer of the activations store at ``store_path`` in one pass; with
+    ``float32`` (a store recorded in bfloat16), each unit's top candidates are ordered by the
+    float32 maxima it measures (:mod:`pipeline.ranking.recheck`)."""
     import zarr
 
     store = zarr.open_group(str(store_path), mode="r")
     layers = list(StoreMeta.from_attrs(store.attrs).layers)
     m = max(k, SELECTIVITY_TOP)
     partials = reduce_layers(store_path, layers, m, scheduler, rows)
+    positions: dict[str, np.ndarray] = {}
+    if float32 is not None:
+        rechecked = recheck(partials, k, float32)
+        partials = {label: done.partial for label, done in rechecked.items()}
+        positions = {label: done.argmax for label, done in rechecked.items()}
     true_classes = np.asarray(array_in(store, "label")[:])  # each image's class index
     tables: dict[str, list[pd.DataFrame]] = {"topk": [], "units": [], "sel": [], "hist": []}
     for layer in layers:
         group, part = store[layer], partials[layer]
-        tables["topk"].append(topk_table(layer, part, k, group))
+        tables["topk"].append(topk_table(layer, part, k, group, positions.get(layer)))
         units, sel = unit_table(layer, part, true_classes, k)
         tables["units"].append(units)
         tables["sel"].append(sel)
@@ -60,15 +68,21 @@ def rank_store(store_path: Path, k: int, scheduler: Any = None,
     return RankTables(*(pd.concat(frames, ignore_index=True) for frames in tables.values()))
 
 
-def topk_table(layer: str, part: Partial, k: int, group: Any) -> pd.DataFrame:
+def topk_table(layer: str, part: Partial, k: int, group: Any,
+               argmax: np.ndarray | None = None) -> pd.DataFrame:
     """One row per (unit, rank) whose activation is positive: a unit that fired in fewer than k
-    images gets fewer rows, and a dead unit none, never arbitrary zero-valued images."""
+    images gets fewer rows, and a dead unit none, never arbitrary zero-valued images. The
+    positions are the store's, or ``argmax [k, C]`` (flattened) where given."""
     values, ids = part.values[:k], part.ids[:k]
     ranks, units = np.meshgrid(np.arange(len(values)), np.arange(values.shape[1]), indexing="ij")
     keep = values > 0
     ids, unit_ids = ids[keep], units[keep]
-    where = np.asarray(group["argmax"].get_coordinate_selection((ids, unit_ids))) if keep.any() \
-        else np.zeros(0, dtype=np.int64)
+    if argmax is not None:
+        where = argmax[:len(values)][keep]
+    elif keep.any():
+        where = np.asarray(group["argmax"].get_coordinate_selection((ids, unit_ids)))
+    else:
+        where = np.zeros(0, dtype=np.int64)
     width = LayerMeta.from_attrs(group.attrs).width
     frame = pd.DataFrame({
         Topk.layer: layer, Topk.unit: unit_ids.astype(np.int32),

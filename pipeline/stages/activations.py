@@ -13,6 +13,7 @@ from pipeline.catalog import (
 )
 from pipeline.stages.context import StageContext
 from pipeline.stages.registry import register_stage
+from pipeline.stages.sources import share_source
 
 
 # revision 2: dimension names and coordinates (pipeline.labelled); images of more than 8 bits
@@ -33,7 +34,7 @@ def activations(ctx: StageContext) -> bool:
 def _fill_store(ctx: StageContext) -> bool:
     """Create or resume the staged store, fill the chunks of this run (or shard), finish it
     when none are left; False: other shards still have chunks to do."""
-    from pipeline.device import resolve_device
+    from pipeline.device import Compute, resolve_device
     from pipeline.inference.activations_run import claim_finishing, finish_activations
     from pipeline.inference.store import (
         chunk_count,
@@ -48,9 +49,9 @@ def _fill_store(ctx: StageContext) -> bool:
     spec = ctx.workflow.activations
     on_cluster = ctx.client is not None and ctx.shard is None
     # On a cluster the workers load the model on their own devices; here it only gives the layers.
-    device = resolve_device("cpu" if on_cluster else spec.device)
+    device = resolve_device("cpu") if on_cluster else ctx.compute_on(spec)
     manifest, classes = ctx.read(MANIFEST), ctx.read(CLASSES)
-    source = _share_source(ctx, len(classes), absolute=on_cluster)
+    source = share_source(ctx, len(classes), absolute=on_cluster)
     model = source.model.load(device)
     meta = store_layer_metas(model, source.preprocessing.input_size, spec.modules)
     n_chunks = chunk_count(len(manifest), spec.chunk_size)
@@ -68,6 +69,10 @@ def _fill_store(ctx: StageContext) -> bool:
     for report in reports:
         if report.images:
             print(f"[activations] {report.describe()}")
+    if on_cluster:  # the workers' devices, each with the section's arithmetic
+        devices = sorted({report.device for report in reports if report.images}) or ["-"]
+        ctx.compute = Compute(", ".join(devices), "tf32" if spec.tf32 and any(
+            name.startswith("cuda") for name in devices) else "float32", spec.bf16)
     left = claim_finishing(final, staged, n_chunks, ctx.shard)
     if left is not None:
         index, count = ctx.shard or (0, 1)
@@ -77,29 +82,12 @@ def _fill_store(ctx: StageContext) -> bool:
     finished = finish_activations(staged, sorted({report.device for report in reports
                                                   if report.images}),
                                   str(device), manifest["path"].to_numpy(),
-                                  lambda: ctx.output(SKIPPED))
+                                  lambda: ctx.output(SKIPPED), spec.bf16)
     summary, skipped = finished.summary, ctx.path(SKIPPED).name
     print(f"[activations] top-1 {summary.top1:.3f}, top-{finished.top} {summary.top5:.3f} on "
           f"{summary.n_readable} images; {finished.n_skipped} unreadable images skipped"
           + (f" (listed in {skipped})" if finished.n_skipped else ""))
     return True
-
-
-def _share_source(ctx: StageContext, num_classes: int, absolute: bool):
-    """What each share reads; by absolute paths for dask workers, which start elsewhere."""
-    from pipeline.inference.shard import ShareSource
-    from pipeline.run_inputs import analysed_root, model_source, preprocessing
-
-    workflow = ctx.workflow.with_absolute_paths() if absolute else ctx.workflow
-    manifest = ctx.path(MANIFEST)
-    root = analysed_root(workflow, ctx.layout)
-    source = model_source(workflow, ctx.layout, num_classes)
-    if absolute:
-        from dataclasses import replace
-
-        manifest, root = manifest.absolute(), root.absolute()
-        source = replace(source, trained=source.trained.absolute() if source.trained else None)
-    return ShareSource(source, root, manifest, preprocessing(workflow), workflow.activations)
 
 
 def _fill(ctx: StageContext, source, staged, chunks: list[int], model) -> list:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.atomic import read_json, remove, remove_partials, replace, write_json
 from pipeline.catalog import Artifact
@@ -17,6 +17,9 @@ from pipeline.config import Workflow
 from pipeline.layout import RunLayout
 from pipeline.stages.registry import Stage
 from pipeline.workflow_view import WorkflowView
+
+if TYPE_CHECKING:
+    from pipeline.device import Compute
 
 
 @dataclass
@@ -30,6 +33,7 @@ class StageContext:
     key: str
     client: Any = None
     shard: tuple[int, int] | None = None  # (index, count): fill only this share of the chunks
+    compute: Compute | None = None  # what the stage computed with (compute_on), for its stamp
     _outputs: list[tuple[Path, Path, bool]] = field(default_factory=list)  # staged, final, store
     _discarded: list[Path] = field(default_factory=list)
 
@@ -96,6 +100,18 @@ class StageContext:
             raise RuntimeError(f"stage '{self.name}' discards {item.name}, which it does not "
                                "declare in register_stage(writes=...)")
         self._discarded.append(item.path(self.layout))
+
+    def compute_on(self, section: Any, deterministic: bool = False) -> Any:
+        """The torch device of ``section``'s ``device`` option, with its ``tf32`` (and ``bf16``,
+        where the section has one) applied and recorded for the stage's stamp (see
+        :func:`pipeline.device.compute_on`); ``deterministic``: a stage whose outputs must be
+        reproducible asks CUDA for deterministic algorithms."""
+        from pipeline.device import compute_on
+
+        device, self.compute = compute_on(section.device, tf32=getattr(section, "tf32", False),
+                                          deterministic=deterministic,
+                                          bf16=getattr(section, "bf16", False))
+        return device
 
     @property
     def current_output(self) -> Path:

@@ -29,7 +29,6 @@ from pipeline.stages.registry import register_stage
                 unkeyed=("train.enabled",))
 def deconv(ctx: StageContext) -> None:
     """project each top activation back to pixel space"""
-    from pipeline.device import resolve_device
     from pipeline.interp import receptive_fields
     from pipeline.interp.deconv_run import write_projections
     from pipeline.interp.projection_meta import ProjectionPlan
@@ -39,7 +38,7 @@ def deconv(ctx: StageContext) -> None:
     from pipeline.run_inputs import analysed_model, analysed_pixels, preprocessing
 
     workflow, layout, spec = ctx.workflow, ctx.layout, ctx.workflow.deconv
-    device = resolve_device(spec.device)
+    device = ctx.compute_on(spec, deterministic=True)
     manifest, classes = ctx.read(MANIFEST), ctx.read(CLASSES)
     model = analysed_model(workflow, layout, classes, device)
     prep = preprocessing(workflow)

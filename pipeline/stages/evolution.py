@@ -35,15 +35,16 @@ from pipeline.stages.registry import register_stage
 def evolution(ctx: StageContext) -> None:
     """project each unit's strongest activation at each training snapshot (Figure 4)"""
     from pipeline.atomic import zarr_writes_settled
-    from pipeline.device import resolve_device
+    from pipeline.data.decoded import DecodedImages
     from pipeline.experiments.evolution_run import EvolutionLayer, searched_images, write_evolution
     from pipeline.experiments.snapshots import load_snapshot
     from pipeline.inference.store import store_layers
     from pipeline.preflight import model_classes
-    from pipeline.run_inputs import analysed_images, preprocessing, snapshots
+    from pipeline.progress import progress_bar
+    from pipeline.run_inputs import analysed_pixels, preprocessing, snapshots
 
     workflow, layout, spec = ctx.workflow, ctx.layout, ctx.workflow.evolution
-    device = resolve_device(spec.device)
+    device = ctx.compute_on(spec, deterministic=True)
     manifest = ctx.read(MANIFEST)
     activations = ctx.read(ACTIVATIONS)
     layers = [EvolutionLayer(meta.label, meta.module, meta.channels, meta.width)
@@ -53,10 +54,18 @@ def evolution(ctx: StageContext) -> None:
     compared = [(snapshot.label, functools.partial(load_snapshot, workflow.model,
                                                    workflow.source, snapshot, classes, device))
                 for snapshot in snapshots(workflow, layout)]
-    dataset = analysed_images(workflow, layout, manifest)
+    prep = preprocessing(workflow)
+    pixels = analysed_pixels(workflow, layout, manifest)
+
+    def decode(folder):
+        bar = progress_bar("decode searched images", total=len(ids), unit="img")
+        decoded = DecodedImages.build(folder, ids, pixels, prep.input_size, spec.num_workers,
+                                      bar.update, len(prep.mean))
+        bar.close()
+        return decoded
+
     with zarr_writes_settled():
-        write_evolution(ctx.output(EVOLUTION), compared, layers,
-                        lambda i: dataset[i][0], ids, preprocessing(workflow), spec.batch_size,
-                        device)
+        write_evolution(ctx.output(EVOLUTION), compared, layers, decode, prep.normalise(), ids,
+                        prep.input_size, spec.batch_size, device)
     print(f"[evolution] {len(compared)} snapshots, {len(ids)} images searched, "
           f"{sum(layer.channels for layer in layers)} units on {device}")

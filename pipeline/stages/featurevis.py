@@ -25,7 +25,6 @@ def featurevis(ctx: StageContext) -> None:
     import numpy as np
     import torch
 
-    from pipeline.device import resolve_device
     from pipeline.featurevis.featurevis_run import (
         LayerUnits,
         Recipe,
@@ -40,7 +39,7 @@ def featurevis(ctx: StageContext) -> None:
     from pipeline.schemas import Units
 
     workflow, layout, spec = ctx.workflow, ctx.layout, ctx.workflow.featurevis
-    device = resolve_device(spec.device)
+    device = ctx.compute_on(spec)
     classes = ctx.read(CLASSES)
     model = analysed_model(workflow, layout, classes, device)
     prep = preprocessing(workflow)

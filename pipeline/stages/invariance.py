@@ -33,7 +33,6 @@ from pipeline.stages.registry import register_stage
                 or bool(workflow.invariance.files))
 def invariance(ctx: StageContext) -> None:
     """measure feature and class invariance to translation, scale and rotation (Figure 5)"""
-    from pipeline.device import resolve_device
     from pipeline.experiments.invariance import feature_layers
     from pipeline.experiments.invariance_run import Pixels, write_invariance_table
     from pipeline.experiments.invariance_sampling import (
@@ -60,7 +59,7 @@ def invariance(ctx: StageContext) -> None:
     if not analysed:
         raise UserError("[invariance]: the activations store records no layer; set "
                         "[activations] modules or leave it empty for every conv layer")
-    device = resolve_device(spec.device)
+    device = ctx.compute_on(spec, deterministic=True)
     model = analysed_model(workflow, layout, classes, device)
     layers = feature_layers(model, analysed[0].module, analysed[-1].module, analysed[0].label,
                             analysed[-1].label)

@@ -31,7 +31,6 @@ from pipeline.stages.registry import register_stage
                 or bool(workflow.occlusion.files))
 def occlusion(ctx: StageContext) -> None:
     """occlude sample images with a sliding grey square (Figure 7)"""
-    from pipeline.device import resolve_device
     from pipeline.experiments.occlusion_run import (
         occlude_images,
         square_grid,
@@ -52,7 +51,7 @@ def occlusion(ctx: StageContext) -> None:
     label, module = tracked_layer(list(modules), spec.layer, modules.__getitem__)
     prep = preprocessing(workflow)
     grid = square_grid(prep.input_size, spec.size, spec.stride)
-    device = resolve_device(spec.device)
+    device = ctx.compute_on(spec, deterministic=True)
     model = analysed_model(workflow, layout, classes, device)
     rows, columns = grid.shape
     bar = progress_bar("occlusion", total=len(image_ids) * rows * columns, unit="pos")

@@ -35,7 +35,6 @@ from pipeline.stages.registry import register_stage
                 enabled=lambda workflow: workflow.sanity.enabled)
 def sanity(ctx: StageContext) -> None:
     """compare projections through randomised weights with the trained ones (sanity checks)"""
-    from pipeline.device import resolve_device
     from pipeline.interp import receptive_fields
     from pipeline.interp.projection_meta import ProjectionsMeta
     from pipeline.interp.projection_store import layer_plans
@@ -46,7 +45,7 @@ def sanity(ctx: StageContext) -> None:
     from pipeline.sanity.store import SanityMeta, write_randomised, write_tables
 
     workflow, layout, spec = ctx.workflow, ctx.layout, ctx.workflow.sanity
-    device = resolve_device(spec.device)
+    device = ctx.compute_on(spec, deterministic=True)
     manifest = ctx.read(MANIFEST)
     model = analysed_model(workflow, layout, ctx.read(CLASSES), device)
     prep = preprocessing(workflow)

@@ -34,13 +34,12 @@ def train(ctx: StageContext) -> None:
     """train the model on the training images"""
     import torch
 
-    from pipeline.device import resolve_device
     from pipeline.models.loading import build_model
     from pipeline.models.train_run import TrainingImages, initialise_weights, train_run
     from pipeline.models.training import save_state
 
     workflow, layout, spec = ctx.workflow, ctx.layout, ctx.workflow.train
-    device = resolve_device(spec.device)
+    device = ctx.compute_on(spec)
     classes = ctx.read(CLASSES)
     torch.manual_seed(spec.seed)
     model = build_model(workflow.model, num_classes=len(classes))

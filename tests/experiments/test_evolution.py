@@ -1,6 +1,7 @@
 """Figure 4's search and projection: each checkpoint's per-unit maxima are exactly what that
 checkpoint, loaded on its own, computes; ties go to the lowest image id and the first position;
-each stored projection is the engine's output at that maximum."""
+each stored projection is the engine's output at that maximum. The images are real files,
+decoded once into the store's scratch folder as the stage does (DecodedImages)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,15 @@ import numpy as np
 import pytest
 import torch
 import zarr
+from support import pin_device, write_images
 from torch import nn
 
 from pipeline.config import load_workflow
+from pipeline.data.decoded import DecodedImages
+from pipeline.data.images import ImageDataset
 from pipeline.errors import UserError
 from pipeline.experiments.evolution_run import (
+    DECODED,
     EvolutionLayer,
     image_batches,
     searched_images,
@@ -33,12 +38,22 @@ CLASSES = 4
 IDS = np.array([2, 3, 5, 7, 11, 13, 17])  # image ids as in a manifest with gaps (unreadable)
 
 
-def _images() -> dict[int, torch.Tensor]:
-    """Smooth random images (upsampled noise), as preprocessed tensors, by image id."""
-    generator = torch.Generator().manual_seed(5)
-    small = torch.randn(len(IDS), 3, 8, 8, generator=generator)
-    images = nn.functional.interpolate(small, size=(SIZE, SIZE), mode="bilinear")
-    return {int(i): image for i, image in zip(IDS, images, strict=True)}
+def _decode(root: Path, files: list[Path], prep):
+    """What the stage's ``decode`` does: the manifest's ``files`` (18, of which IDS are
+    searched) decoded once (in this process) into the scratch folder it is given."""
+    names = [path.relative_to(root).as_posix() for path in files]
+    pixels = ImageDataset(root, names, [0] * len(names), prep.pixels())
+
+    def decode(folder: Path) -> DecodedImages:
+        return DecodedImages.build(folder, IDS, pixels, SIZE, num_workers=0)
+
+    return decode
+
+
+def _images(decoded: DecodedImages, prep) -> dict[int, torch.Tensor]:
+    """The network inputs of the searched images, by image id."""
+    normalise = prep.normalise()
+    return {int(i): normalise(torch.from_numpy(decoded.read(np.array([i]))))[0] for i in IDS}
 
 
 @pytest.fixture(scope="module")
@@ -56,9 +71,9 @@ def checkpoints(tmp_path_factory) -> tuple[Path, list[Path]]:
     listed = ", ".join(f'"{path}"' for path in paths)
     workflow = base / "workflows" / "evolve.toml"
     workflow.parent.mkdir()
-    workflow.write_text(f'[data]\nsource = "synthetic"\n[model]\nname = "zfnet_small"\n'
-                        f"image_size = {SIZE}\n[evolution]\ncheckpoints = [{listed}]\n",
-                        encoding="utf-8")
+    workflow.write_text(pin_device(f'[data]\nsource = "synthetic"\n[model]\n'
+                                   f'name = "zfnet_small"\nimage_size = {SIZE}\n'
+                                   f"[evolution]\ncheckpoints = [{listed}]\n"), encoding="utf-8")
     return workflow, paths
 
 
@@ -91,7 +106,11 @@ def store(checkpoints, tmp_path_factory) -> tuple[zarr.Group, dict, list[Evoluti
     workflow_path, _ = checkpoints
     workflow = load_workflow(workflow_path)
     layout = RunLayout(workflow_path.parents[1], workflow.name)
-    images = _images()
+    prep = preprocessing(workflow)
+    files = tmp_path_factory.mktemp("images")
+    decode = _decode(files, write_images(files, ["a", "b"], per_class=9, size=40, fmt="PNG",
+                                         seed=5), prep)
+    images = _images(decode(tmp_path_factory.mktemp("oracle")), prep)
     model = get_model("zfnet_small", num_classes=CLASSES, image_size=SIZE)
     layers = [EvolutionLayer(info.label, info.name, info.channels, info.out_shape[2])
               for info in analysable_layers(model, (SIZE, SIZE))]
@@ -99,8 +118,9 @@ def store(checkpoints, tmp_path_factory) -> tuple[zarr.Group, dict, list[Evoluti
                                                      torch.device("cpu")))
                  for s in snapshot_files(workflow, layout)]
     path = tmp_path_factory.mktemp("store") / "evolution.zarr"
-    write_evolution(path, snapshots, layers, images.__getitem__, IDS,
-                    preprocessing(workflow), batch_size=3, device=torch.device("cpu"))
+    write_evolution(path, snapshots, layers, decode, prep.normalise(), IDS, SIZE,
+                    batch_size=3, device=torch.device("cpu"))
+    assert not (path / DECODED).exists()  # the scratch folder goes once the store is written
     return zarr.open_group(path, mode="r"), images, layers
 
 
@@ -163,22 +183,24 @@ def test_stored_projection_is_the_deconvnet_at_the_maximum(store, checkpoints):
 def test_ties_go_to_the_lowest_image_then_the_first_position():
     """A 1x1 convolution with hand-set weights: channel 0 is 1 everywhere (every image and
     position tie), channel 1 is 0 everywhere (silent), channel 2 is the input's red channel,
-    whose largest value 0.9 appears twice in image 6 and once in image 9."""
+    whose largest value 230 appears twice in image 6 and once in image 9."""
     conv = nn.Conv2d(3, 3, 1)
     with torch.no_grad():
         conv.weight.zero_()
         conv.weight[2, 0] = 1.0
         conv.bias.copy_(torch.tensor([1.0, 0.0, 0.0]))
     model = nn.Sequential(conv, nn.ReLU()).eval()
-    images = {i: torch.zeros(3, 4, 4) for i in (4, 6, 9)}
-    images[4][0, 2, 3] = 0.5
-    images[6][0, 1, 1] = images[6][0, 2, 2] = 0.9
-    images[9][0, 0, 3] = 0.9  # ties with image 6 across a batch boundary (batches of 2)
+    crops = {i: np.zeros((3, 4, 4), np.uint8) for i in (4, 6, 9)}  # crops of 8-bit images
+    crops[4][0, 2, 3] = 128
+    crops[6][0, 1, 1] = crops[6][0, 2, 2] = 230
+    crops[9][0, 0, 3] = 230  # ties with image 6 across a batch boundary (batches of 2)
     layers = [EvolutionLayer("relu", "1", 3, 4)]
-    batches = image_batches(images.__getitem__, np.array([4, 6, 9]), 2, torch.device("cpu"))
-    (found,) = strongest_activations([model], batches, layers)
+    batches = image_batches(lambda ids: np.stack([crops[int(i)] for i in ids]),
+                            lambda x: x.float() / 255, np.array([4, 6, 9]), 2,
+                            torch.device("cpu"))
+    found = strongest_activations(model, batches, layers)
     maxima = found["relu"]
-    np.testing.assert_allclose(maxima.value, [1.0, 0.0, 0.9])
+    np.testing.assert_allclose(maxima.value, [1.0, 0.0, 230 / 255], rtol=1e-6)
     assert maxima.image_id.tolist() == [4, -1, 6]
     assert maxima.y.tolist() == [0, -1, 1] and maxima.x.tolist() == [0, -1, 1]
 

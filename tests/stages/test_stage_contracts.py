@@ -8,6 +8,7 @@ import inspect
 import pickle
 
 import pytest
+from support import pin_workflow
 
 from pipeline import catalog
 from pipeline.config import ModelConfig, Workflow
@@ -16,7 +17,7 @@ from pipeline.stages import get_stage, list_stages, readers_of, register_stage, 
 from pipeline.stages.context import StageContext
 from pipeline.workflow_view import UndeclaredConfig, WorkflowView
 
-WORKFLOW = Workflow(name="w", model=ModelConfig(name="zfnet_small"))
+WORKFLOW = pin_workflow(Workflow(name="w", model=ModelConfig(name="zfnet_small")))
 
 
 def test_every_artifact_is_written_by_exactly_one_stage_inside_the_run(tmp_path):
@@ -47,7 +48,9 @@ def test_the_input_stages_are_those_writing_what_a_stage_reads():
     inputs = {stage.name: stage.inputs for stage in list_stages()}
     assert inputs == {
         "prepare": (), "train": ("prepare",), "activations": ("prepare", "train"),
-        "rank": ("activations",), "deconv": ("prepare", "train", "activations", "rank"),
+        # rank reads the model and images to re-check a bfloat16 store in float32
+        "rank": ("prepare", "train", "activations"),
+        "deconv": ("prepare", "train", "activations", "rank"),
         "featurevis": ("prepare", "train", "activations", "rank"),
         "occlusion": ("prepare", "train", "activations"),
         "evolution": ("prepare", "train", "activations"),
@@ -60,9 +63,8 @@ def test_the_input_stages_are_those_writing_what_a_stage_reads():
 def test_what_a_stage_reads_from_outside_the_run_is_declared():
     external = {stage.name: {item.name for item in stage.external} for stage in list_stages()}
     assert external["prepare"] == {"listing"}
-    assert external["rank"] == set()
     assert external["evolution"] == {"checkpoints", "model_file", "images"}
-    for name in ("activations", "deconv", "occlusion", "invariance", "sanity"):
+    for name in ("activations", "rank", "deconv", "occlusion", "invariance", "sanity"):
         assert external[name] == {"weights", "model_file", "images"}, name
     assert external["render"] == {"weights", "model_file"}
     assert external["featurevis"] == {"weights", "model_file"}  # no images: it makes its own
@@ -75,9 +77,9 @@ def test_a_stage_cannot_stage_or_open_what_it_does_not_declare(tmp_path):
     with pytest.raises(RuntimeError, match=r"stage 'rank' writes projections, which it does not "
                                            r"declare in register_stage\(writes=...\)"):
         context.output(catalog.PROJECTIONS)
-    with pytest.raises(RuntimeError, match=r"stage 'rank' reads manifest, which it does not "
+    with pytest.raises(RuntimeError, match=r"stage 'rank' reads projections, which it does not "
                                            r"declare in register_stage\(reads=...\)"):
-        context.read(catalog.MANIFEST)
+        context.read(catalog.PROJECTIONS)
     assert context.path(catalog.ACTIVATIONS) == RunLayout(tmp_path, "w").activations
 
 
