@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.device import resolve_device, set_tf32
+from pipeline.device import compute_on, set_tf32
 from pipeline.interp import Projector, analysable_layers
 from pipeline.models import get_model
 
@@ -135,7 +135,7 @@ def main() -> None:
 
 def engine_against_captum(args: argparse.Namespace) -> None:
     torch.manual_seed(0)
-    device = resolve_device(args.device)
+    device, _ = compute_on(args.device, tf32=args.tf32, deterministic=True)  # as the stage
     model = get_model(args.model).eval().to(device)
     size = (args.image_size, args.image_size)
     images = torch.randn(args.images, 3, *size, generator=torch.Generator().manual_seed(1))

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.device import resolve_device
+from pipeline.device import compute_on
 from pipeline.experiments.occlusion import (
     OccluderGrid,
     incremental_graph,
@@ -109,7 +109,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64, help="positions per batch")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
-    device = resolve_device(args.device)
+    device, _ = compute_on(args.device, deterministic=True)  # as the stage sets it
     for name in args.model or ["alexnet", "vgg16"]:
         measure(name, args, device)
 

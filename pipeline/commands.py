@@ -73,7 +73,7 @@ def status(workflow: Workflow, layout: RunLayout) -> int:
     for row in rows:
         seconds = f"{row.seconds:.1f}" if row.seconds is not None else "-"
         print(f"{row.name:<12} {row.state:<8} {row.finished or '-':<26} {seconds:>8}  "
-              f"{row.compute or '-'}".rstrip())
+              f"{row.compute or '-'}")
     store = read_json(layout.activations / "zarr.json")  # the root's metadata, without zarr
     if store is not None:  # only a finished store is moved into place
         from pipeline.inference.store import InferenceSummary

@@ -305,7 +305,7 @@ class EvolutionConfig:
                          execution=True)
     tf32: bool = option(False, TF32_DOC, execution=True)
     num_workers: int = option(-1, "DataLoader worker processes decoding the searched images "
-                              "(once for every snapshot); -1 = one per CPU core, at most 8 and "
+                              "(once, for all snapshots); -1 = one per CPU core, at most 8 and "
                               "one per 32 images; 0 = in the stage's own process",
                               execution=True)
 

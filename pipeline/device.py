@@ -18,6 +18,7 @@ import os
 from dataclasses import dataclass
 
 import torch
+import torch.utils.deterministic
 
 from pipeline.errors import UserError
 
@@ -105,13 +106,21 @@ class Compute:
         return ", ".join(parts)
 
     def to_json(self) -> dict[str, object]:
+        """The record as a stamp holds it."""
         return {"device": self.device, "precision": self.precision, "bf16": self.bf16,
                 "deterministic": self.deterministic}
 
     @classmethod
     def from_json(cls, value: dict) -> Compute:
+        """The record a stamp holds."""
         return cls(str(value["device"]), str(value["precision"]), bool(value.get("bf16")),
                    bool(value.get("deterministic")))
+
+
+#: Devices whose autocast takes bfloat16 (MPS's does not on every torch this package takes).
+BF16_AUTOCAST = ("cuda", "cpu")
+
+_deterministic_set = False  # whether compute_on turned deterministic algorithms on
 
 
 def compute_on(spec: str, tf32: bool = False, deterministic: bool = False,
@@ -119,22 +128,31 @@ def compute_on(spec: str, tf32: bool = False, deterministic: bool = False,
     """Resolve ``spec`` (see :func:`resolve_device`) and set torch's process-wide arithmetic for
     it: TF32 for float32 convolutions and matrix products only with ``tf32`` (it matters on
     CUDA alone), and on CUDA, with ``deterministic``, deterministic algorithms (cuDNN's, and
-    torch's where it has them: an op without one warns rather than fails). Set at every stage's
-    start, so a stage never inherits what the previous one in the process chose."""
+    torch's where it has them: an op without one warns rather than fails). Every stage that
+    computes on a device calls it first, so none inherits what the previous one in the process
+    chose; deterministic algorithms a caller of this package turned on are left on. ``bf16``:
+    the stage asks for bfloat16 autocast, recorded where the device has it (BF16_AUTOCAST)."""
+    global _deterministic_set
     device = resolve_device(spec)
-    if device.type == "cuda" and device.index is not None:
-        # the current device: pinned host memory (DataLoader pin_memory) and kernels launched
-        # without an explicit device go to this GPU, not to GPU 0
-        torch.cuda.set_device(device)
+    if device.type == "cuda":
+        if device.index is not None:
+            # the current device: pinned host memory (DataLoader pin_memory) and kernels
+            # launched without an explicit device go to this GPU, not to GPU 0
+            torch.cuda.set_device(device)
+        device = torch.device("cuda", torch.cuda.current_device())  # the record says which
     set_tf32(tf32)
     exact = deterministic and device.type == "cuda"
-    torch.backends.cudnn.deterministic = exact
-    if exact:
-        torch.backends.cudnn.benchmark = False
-    torch.use_deterministic_algorithms(exact, warn_only=True)
-    cuda = device.type == "cuda"
-    precision = "tf32" if tf32 and cuda else "float32"
-    return device, Compute(str(device), precision, bf16, exact)
+    if exact or _deterministic_set:
+        torch.backends.cudnn.deterministic = exact
+        if exact:
+            torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(exact, warn_only=True)
+        # deterministic mode also fills every new tensor's memory (to expose reads of it): a
+        # cost on each allocation that buys nothing here
+        setattr(torch.utils.deterministic, "fill_uninitialized_memory", not exact)  # noqa: B010
+        _deterministic_set = exact
+    precision = "tf32" if tf32 and device.type == "cuda" else "float32"
+    return device, Compute(str(device), precision, bf16 and device.type in BF16_AUTOCAST, exact)
 
 
 def set_tf32(allowed: bool) -> None:

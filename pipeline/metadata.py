@@ -28,7 +28,8 @@ class Metadata:
         hints = typing.get_type_hints(cls)
         return cls(**{spec.name: _typed(hints[spec.name], attrs[spec.name])
                       for spec in dataclasses.fields(cls)  # type: ignore[arg-type]
-                      if spec.name in attrs or spec.default is dataclasses.MISSING})
+                      if spec.name in attrs or (spec.default is dataclasses.MISSING and
+                                                spec.default_factory is dataclasses.MISSING)})
 
 
 def _json(value: Any) -> Any:

@@ -79,9 +79,13 @@ def _check_devices(workflow: Workflow, stages: Collection[str], on_cluster: bool
         device = getattr(section, "device", None)
         if not dataclasses.is_dataclass(section) or not isinstance(device, str):
             continue
+        # rank measures a bfloat16 store's top candidates again on [activations]' device, here
+        runs_here = (spec.name in stages and not (on_cluster and spec.name in _DEVICE_ELSEWHERE)
+                     or spec.name == "activations" and "rank" in stages
+                     and workflow.activations.bf16)
         try:
             parse_device(device)
-            if spec.name in stages and not (on_cluster and spec.name in _DEVICE_ELSEWHERE):
+            if runs_here:
                 check_available(device)
         except UserError as error:
             raise UserError(f"{workflow.source}: [{spec.name}] {error}") from None

@@ -321,6 +321,11 @@ def _described(compute: Any) -> str | None:
     return Compute.from_json(compute).describe() if isinstance(compute, dict) else None
 
 
+#: Stages that compute in batches another section sizes: rank re-checks a bfloat16 store with
+#: the activations stage's model, device and batch size.
+_BATCHED_BY = {"rank": "activations"}
+
+
 def _out_of_memory(error: BaseException) -> bool:
     """Whether a stage failed for lack of device (or CPU allocator) memory."""
     if "torch" not in sys.modules:  # a stage that never imported torch ran out of nothing
@@ -333,11 +338,11 @@ def _out_of_memory(error: BaseException) -> bool:
 def _memory_message(name: str, workflow: Workflow, context: StageContext,
                     error: BaseException) -> str:
     """One line for a stage that ran out of memory: where, and the option that lowers it."""
-    section = getattr(workflow, name, None)
-    size = getattr(section, "batch_size", None)
+    owner = _BATCHED_BY.get(name, name)  # the section whose batches the stage runs
+    size = getattr(getattr(workflow, owner, None), "batch_size", None)
     where = context.compute.device if context.compute is not None else "the device"
-    lower = (f"lower [{name}] batch_size (now {size})" if size is not None
-             else f"free memory on {where}, or run [{name}] on another device")
+    lower = (f"lower [{owner}] batch_size (now {size})" if size is not None
+             else f"free memory on {where}, or run the stage on another device")
     cause = str(error).strip().splitlines()[0][:160] if str(error).strip() else ""
     return (f"[{name}] ran out of memory on {where}"
             + (f" ({cause})" if cause else "")

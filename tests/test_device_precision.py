@@ -87,7 +87,7 @@ def test_preflight_refuses_the_activations_device_when_no_cluster_runs_them(
 
 
 def test_memory_errors_are_known_by_their_type_and_message():
-    assert out_of_memory(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"))
+    assert out_of_memory(torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"))
     assert out_of_memory(RuntimeError("MPS backend out of memory (MPS allocated: 1 GB)"))
     assert out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried "
                                       "to allocate 123 bytes"))
@@ -118,3 +118,18 @@ def test_without_cuda_the_smoke_test_is_refused_before_anything_runs(tmp_path, c
     assert out == "" and err.count("\n") == 1, (out, err)
     assert "device 'cuda' asked for, but CUDA is not available" in err
     assert not (tmp_path / "runs").exists()
+
+
+def test_on_the_cpu_a_callers_deterministic_setting_is_left_alone():
+    """Deterministic algorithms are CUDA's question: on the CPU, stages neither turn them on
+    nor turn off what a program using this package turned on."""
+    assert not torch.are_deterministic_algorithms_enabled()
+    compute_on("cpu", deterministic=True)
+    assert not torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        compute_on("cpu")
+        compute_on("cpu", deterministic=True)
+        assert torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)

@@ -185,13 +185,13 @@ class Projected:
 
 
 def project_maxima(projector, maxima: Maxima, module: str, field, tile: tuple[int, int],
-                   pixels: Callable[[np.ndarray], np.ndarray],
+                   pixels: Callable[[np.ndarray], np.ndarray], k: int,
                    normalise: Callable[[Tensor], Tensor],
                    on_done: Callable[[int], None] = lambda n: None) -> Projected:
     """Project every live unit's maximum with ``projector`` (a deconvnet
     :class:`~pipeline.interp.Projector` of the snapshot's model), crop it and the image patch
     to the unit's receptive field box (``field.box``) in a ``tile`` and normalise it by its
-    own peak. ``pixels(ids)`` gives the images' ``uint8`` crops ``[n, K, H, W]`` (the patches
+    own peak. ``pixels(ids)`` gives the images' ``uint8`` crops ``[n, k, H, W]`` (the patches
     are those pixels), ``normalise`` makes the network input of them; ``on_done(n)`` counts
     progress."""
     from pipeline.interp import field_tile
@@ -200,8 +200,6 @@ def project_maxima(projector, maxima: Maxima, module: str, field, tile: tuple[in
     device = next(projector.model.parameters()).device
     units = np.flatnonzero(maxima.live)
     units = units[np.argsort(maxima.image_id[units], kind="stable")]  # read each image once
-    crops = pixels(np.zeros(0, np.int64))
-    k = crops.shape[1]
     out = Projected(np.zeros((channels, *tile, k), np.float16), np.zeros(channels, np.float32),
                     np.full((channels, *tile, k), GREY, np.uint8))
     step = projector.batch_size
@@ -233,7 +231,7 @@ def write_evolution(path: Path, snapshots: Sequence[tuple[str, Callable[[], nn.M
                     layers: Sequence[EvolutionLayer],
                     decode: Callable[[Path], DecodedImages],
                     normalise: Callable[[Tensor], Tensor], ids: np.ndarray, image_size: int,
-                    batch_size: int, device: torch.device) -> None:
+                    batch_size: int, device: torch.device) -> int:
     """Search the images ``ids`` with every snapshot (``(label, load)``: ``load()`` gives its
     model on ``device``, in eval mode), project each unit's maximum and write
     ``evolution.zarr`` at ``path`` (see the module doc).
@@ -243,7 +241,8 @@ def write_evolution(path: Path, snapshots: Sequence[tuple[str, Callable[[], nn.M
     ``uint8`` crops back by id (an image unreadable now is left out, and said); ``normalise``
     makes the network input of crops. One snapshot is
     on the device at a time: it searches the crops, projects its maxima and is dropped before
-    the next loads (8 VGG16 snapshots would hold 4.4 GB)."""
+    the next loads (8 VGG16 snapshots would hold 4.4 GB). Returns how many images were
+    searched."""
     import zarr
 
     from pipeline.atomic import remove
@@ -270,7 +269,7 @@ def write_evolution(path: Path, snapshots: Sequence[tuple[str, Callable[[], nn.M
                      for layer in layers}
             for layer in layers:
                 _create_layer(store, layer, labels, tiles[layer.label], fields[layer.module],
-                              pixels(np.zeros(0, np.int64)).shape[1])
+                              decoded.channels)
         maxima = strongest_activations(
             model, _counted(image_batches(pixels, normalise, ids, batch_size, device), bar),
             layers)
@@ -278,13 +277,14 @@ def write_evolution(path: Path, snapshots: Sequence[tuple[str, Callable[[], nn.M
         for layer in layers:
             found = maxima[layer.label]
             result = project_maxima(projector, found, layer.module, fields[layer.module],
-                                    tiles[layer.label], pixels, normalise)
+                                    tiles[layer.label], pixels, decoded.channels, normalise)
             _write_snapshot(store, layer.label, s, found, result)
         del model, projector
         if device.type == "cuda":
             torch.cuda.empty_cache()  # the next snapshot gets the memory this one held
     bar.close()
     remove(Path(path) / DECODED)
+    return len(ids)
 
 
 def _write_snapshot(store, label: str, s: int, found: Maxima, result: Projected) -> None:

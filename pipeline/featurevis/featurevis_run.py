@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline.device import out_of_memory
 from pipeline.featurevis.meta import FeatureVisMeta, FeatureVisPlan
 from pipeline.featurevis.optimise import (
     OBJECTIVES,
@@ -71,7 +72,7 @@ def plan_layers(model: nn.Module, layers: Sequence[LayerUnits], input_size: int,
         try:
             cells = map_hw(side)
         except RuntimeError as error:  # too small for some layer on the way: the whole input
-            if isinstance(error, torch.cuda.OutOfMemoryError):
+            if out_of_memory(error):  # not a reason to try the whole, larger input
                 raise
             side = input_size
             cells = map_hw(side)

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 
 from pipeline.config import ActivationsConfig
 from pipeline.data.tolerant import TolerantImages
+from pipeline.device import BF16_AUTOCAST
 from pipeline.inference.recorder import SummaryRecorder
 from pipeline.inference.store import mark_completed, write_chunk
 from pipeline.progress import progress
@@ -65,8 +66,9 @@ def fill_chunks(model: nn.Module, images: TolerantImages, store: zarr.Group, sto
                         persistent_workers=False)
     if gpu and spec.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    # bf16 on any device that has autocast (CUDA, the CPU): rank re-checks in float32
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if spec.bf16 else nullcontext()
+    # bf16 where autocast takes it (CUDA, the CPU): rank re-checks the top in float32
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) \
+        if spec.bf16 and device.type in BF16_AUTOCAST else nullcontext()
     buffer: dict[str, list[torch.Tensor]] = {}
     skipped: list[tuple[int, str]] = []
     pending: deque[Future] = deque()

@@ -171,12 +171,11 @@ class Projector:
             if out_of_memory(error):  # not a reason to take a path that needs more memory
                 raise
             return None
-        why = windows.disagreement(full, cone)
-        if why is None:
+        if windows.agree(full, cone):
             self._cone_checked[key] = cones
             self._cone_shapes[key] = tuple(fmap.shape)
-        elif not why.startswith("a probe's"):  # an all-zero probe: nothing went wrong
-            windows.say_unchecked(layer, "its cones", why)
+        else:
+            windows.say_disagreement(layer, "its cones", full, cone)
         return self._cone_checked[key]
 
     def _project_cones(self, cones: Cones, images: Tensor, units: Tensor, positions: Tensor,
@@ -243,7 +242,9 @@ class Projector:
         if hw not in self._fields:
             try:
                 self._fields[hw] = receptive_fields(self.model, hw)
-            except Exception:  # geometry unknown: the full-image path needs none
+            except Exception as error:  # geometry unknown: the full-image path needs none
+                if out_of_memory(error):  # not a reason to take the path that needs more
+                    raise
                 self._fields[hw] = {}
         return self._fields[hw].get(layer)
 

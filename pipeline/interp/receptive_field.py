@@ -35,6 +35,7 @@ import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from pipeline.device import out_of_memory
 from pipeline.interp.spatial import (
     channel_split,
     module_spans,
@@ -299,7 +300,9 @@ def traced_fields(model: nn.Module, input_size: tuple[int, int]) -> Traced:
     "GroupNorm (gn1)" or "group_norm (in block)"."""
     try:
         return _fx_fields(model, input_size)
-    except Exception:  # fx cannot trace data-dependent control flow; geometry via hooks instead
+    except Exception as error:  # fx cannot trace data-dependent control flow: hooks instead
+        if out_of_memory(error):  # not a reason to run the model again
+            raise
         return _hook_fields(model, input_size)
 
 

@@ -162,27 +162,37 @@ def probe_positions(strength: Tensor) -> list[tuple[int, int]]:
 def agree(full: Tensor, cropped: Tensor) -> bool:
     """True when every probe's cropped projection equals the full one and none is all-zero
     (an all-zero projection would make the check vacuous, so it counts as a failure)."""
-    return disagreement(full, cropped) is None
+    return all(scale > 0 for scale in _peaks(full)) and difference(full, cropped) <= TOLERANCE
 
 
-def disagreement(full: Tensor, cropped: Tensor) -> str | None:
-    """Why the probes' cropped projections are not the full ones (None: they are): the
-    largest difference, relative to its projection's peak, or an all-zero probe."""
-    for a, b in zip(full, cropped, strict=True):
-        scale = float(a.abs().max())
-        if not scale > 0:
-            return "a probe's projection is all zero"
-        difference = float((a - b).abs().max()) / scale
-        if not difference <= TOLERANCE:
-            return (f"they differ by {difference:.1e} of the peak, more than {TOLERANCE:g} "
-                    "(TF32, [section] tf32 = true, can do that)")
-    return None
+def difference(full: Tensor, cropped: Tensor) -> float:
+    """The largest difference of a probe's cropped projection from its full one, relative to
+    the full one's peak (probes whose projection is all zero left out)."""
+    return max((float((a - b).abs().max()) / scale
+                for a, b, scale in zip(full, cropped, _peaks(full), strict=True) if scale > 0),
+               default=0.0)
 
 
-def say_unchecked(layer: str, path: str, why: str) -> None:
-    """Say once, on stderr, that a layer's projections take the slower full-image path."""
-    print(f"[projector] layer {layer}: projections on {path} did not pass their self-check "
-          f"({why}); projecting on the full image, exact but slower", file=sys.stderr)
+def _peaks(full: Tensor) -> list[float]:
+    return [float(a.abs().max()) for a in full]
+
+
+_said: set[tuple[str, str]] = set()
+
+
+def say_disagreement(layer: str, path: str, full: Tensor, cropped: Tensor) -> None:
+    """Say on stderr, once per layer and path in a process, that the layer's projections take
+    the slower full-image path because its ``path`` projections (windows, cones) differed from
+    the full image's; silent where a probe was all zero (nothing went wrong)."""
+    if (layer, path) in _said or not all(scale > 0 for scale in _peaks(full)):
+        return
+    _said.add((layer, path))
+    from pipeline.device import tf32_allowed
+
+    cause = "; TF32 is on ([section] tf32 = true), which can do that" if tf32_allowed() else ""
+    print(f"[projector] layer {layer}: projections on {path} differed from the full image's by "
+          f"{difference(full, cropped):.1e} of the peak (more than {TOLERANCE:g}{cause}); "
+          "projecting on the full image, exact but slower", file=sys.stderr)
 
 
 def project_windows(
@@ -228,7 +238,7 @@ def verify(
         if out_of_memory(error):  # not a reason to take the path that needs more memory
             raise
         return None
-    why = disagreement(full, cropped)
-    if why is not None and not why.startswith("a probe's"):
-        say_unchecked(layer or "?", "windows", why)
-    return tuple(fmap.shape) if why is None else None
+    if agree(full, cropped):
+        return tuple(fmap.shape)
+    say_disagreement(layer or "?", "windows", full, cropped)
+    return None

@@ -33,6 +33,7 @@ class RankTables:
     units: pd.DataFrame
     selectivity: pd.DataFrame
     histograms: pd.DataFrame
+    uncertain: int = 0  # units a bfloat16 store's re-check cannot vouch for (recheck.py)
 
 
 def quantile_column(level: float) -> str:
@@ -52,10 +53,12 @@ def rank_store(store_path: Path, k: int, scheduler: Any = None,
     m = max(k, SELECTIVITY_TOP)
     partials = reduce_layers(store_path, layers, m, scheduler, rows)
     positions: dict[str, np.ndarray] = {}
+    uncertain = 0
     if float32 is not None:
         rechecked = recheck(partials, k, float32)
         partials = {label: done.partial for label, done in rechecked.items()}
         positions = {label: done.argmax for label, done in rechecked.items()}
+        uncertain = sum(done.uncertain for done in rechecked.values())
     true_classes = np.asarray(array_in(store, "label")[:])  # each image's class index
     tables: dict[str, list[pd.DataFrame]] = {"topk": [], "units": [], "sel": [], "hist": []}
     for layer in layers:
@@ -65,7 +68,9 @@ def rank_store(store_path: Path, k: int, scheduler: Any = None,
         tables["units"].append(units)
         tables["sel"].append(sel)
         tables["hist"].append(histogram_table(layer, part))
-    return RankTables(*(pd.concat(frames, ignore_index=True) for frames in tables.values()))
+    topk, units, selectivity, histograms = (pd.concat(frames, ignore_index=True)
+                                            for frames in tables.values())
+    return RankTables(topk, units, selectivity, histograms, uncertain)
 
 
 def topk_table(layer: str, part: Partial, k: int, group: Any,

@@ -7,12 +7,17 @@ it computes the same maps in float32. Rank therefore measures each unit's leadin
 again in float32 (one forward pass per distinct candidate image, all layers at once) and
 orders them by those values, ties to the lower image id as everywhere in ranking.
 
-The candidates of a unit are the first rows of its bfloat16 ordering: at least ``2 k``, and
-every row within ``MARGIN`` (relative) of its ``k``-th value, up to the ``m`` rows the
-partial keeps. The float32 top ``k`` is exact when no image outside that prefix overtakes the
-candidates in float32, which needs a bfloat16 error above the margin, eight times the error
-bfloat16 was measured to make. Statistics over all images (mean, quantiles, histograms) stay
-bfloat16's.
+The candidates of a unit are the first rows of its bfloat16 ordering: its top ``k``, and every
+row within ``MARGIN`` (relative) of its ``k``-th value, up to the ``m`` rows the partial keeps
+(positive ones only where the ``k``-th is not: rank keeps no other). The float32 top ``k`` is
+exact when no image outside them overtakes the candidates in float32, which needs a bfloat16
+error above the margin, eight times the error bfloat16 was measured to make; a unit where the
+margin cannot tell (its float32 ``k``-th value is within the margin of the first image left out,
+or its candidates fill all ``m`` rows) is counted, and rank says how many. The rows past a
+unit's candidates keep their bfloat16 values and order, so the partial is no longer best-first
+there; statistics over all images (mean, quantiles, histograms, the selectivity of the top
+100) stay bfloat16's. The re-check costs a float32 forward pass of the distinct candidate
+images: about ``k`` per unit, fewer where units share top images.
 """
 
 from __future__ import annotations
@@ -33,24 +38,28 @@ Measure = Callable[[np.ndarray], dict[str, tuple[np.ndarray, np.ndarray]]]
 
 @dataclass(frozen=True)
 class Rechecked:
-    """A layer's partial reordered by float32 values in each unit's candidate prefix, and the
-    float32 position (flattened ``y * width + x``) of its first ``k`` rows, ``[k, C]``."""
+    """A layer's partial reordered by float32 values in each unit's candidate prefix, the
+    float32 position (flattened ``y * width + x``) of its first ``k`` rows, ``[k, C]``, and how
+    many of its units the margin cannot vouch for (see the module doc)."""
 
     partial: Partial
     argmax: np.ndarray
+    uncertain: int = 0
 
 
 def candidate_rows(values: np.ndarray, k: int) -> np.ndarray:
     """How many leading rows of each unit's ordering (``values [m, C]``, best first, -inf
-    padding) are candidates: at least ``2 k``, and all within ``MARGIN`` of the ``k``-th."""
+    padding) are candidates: its top ``k``, and all within ``MARGIN`` of the ``k``-th; only
+    positive ones where the ``k``-th is not positive."""
     m = values.shape[0]
     if m == 0:
         return np.zeros(values.shape[1], np.int64)
     kth = values[min(k, m) - 1]
     threshold = kth - MARGIN * np.abs(kth)
     near = np.count_nonzero(values >= threshold[None, :], axis=0)  # a prefix: sorted
-    finite = np.count_nonzero(values > -np.inf, axis=0)
-    return np.minimum(np.maximum(near, min(2 * k, m)), finite).astype(np.int64)
+    rows = np.minimum(np.maximum(near, min(k, m)), np.count_nonzero(values > -np.inf, axis=0))
+    positive = np.count_nonzero(values > 0, axis=0)
+    return np.where(kth > 0, rows, np.minimum(rows, positive)).astype(np.int64)
 
 
 def candidate_images(partials: dict[str, Partial], k: int) -> np.ndarray:
@@ -70,7 +79,9 @@ def recheck(partials: dict[str, Partial], k: int, measure: Measure) -> dict[str,
     for label, part in partials.items():
         maxima, where = measured[label]
         values, order_ids = part.values.copy(), part.ids.copy()
-        argmax = np.zeros((min(k, len(values)), values.shape[1]), np.int64)
+        m = len(values)
+        argmax = np.zeros((min(k, m), values.shape[1]), np.int64)
+        uncertain = 0
         for unit, rows in enumerate(candidate_rows(part.values, k)):
             if not rows:
                 continue
@@ -82,5 +93,11 @@ def recheck(partials: dict[str, Partial], k: int, measure: Measure) -> dict[str,
             values[:rows, unit], order_ids[:rows, unit] = exact[order], image[order]
             top = order[:len(argmax)]
             argmax[:len(top), unit] = where[at[top], unit]
-        out[label] = Rechecked(replace(part, values=values, ids=order_ids), argmax)
+            kth = values[min(k, rows) - 1, unit]
+            if rows < m:  # the best left out, by its bfloat16 value, could it overtake?
+                uncertain += bool(part.values[rows, unit] > 0 and
+                                  kth < part.values[rows, unit] * (1 + MARGIN))
+            else:  # every row kept is a candidate: ties may go on past them
+                uncertain += bool(part.values[m - 1, unit] >= kth * (1 - MARGIN) > 0)
+        out[label] = Rechecked(replace(part, values=values, ids=order_ids), argmax, uncertain)
     return out

@@ -34,7 +34,7 @@ def activations(ctx: StageContext) -> bool:
 def _fill_store(ctx: StageContext) -> bool:
     """Create or resume the staged store, fill the chunks of this run (or shard), finish it
     when none are left; False: other shards still have chunks to do."""
-    from pipeline.device import Compute, resolve_device
+    from pipeline.device import BF16_AUTOCAST, Compute, resolve_device
     from pipeline.inference.activations_run import claim_finishing, finish_activations
     from pipeline.inference.store import (
         chunk_count,
@@ -72,7 +72,8 @@ def _fill_store(ctx: StageContext) -> bool:
     if on_cluster:  # the workers' devices, each with the section's arithmetic
         devices = sorted({report.device for report in reports if report.images}) or ["-"]
         ctx.compute = Compute(", ".join(devices), "tf32" if spec.tf32 and any(
-            name.startswith("cuda") for name in devices) else "float32", spec.bf16)
+            name.startswith("cuda") for name in devices) else "float32", spec.bf16 and all(
+            name.split(":")[0] in BF16_AUTOCAST for name in devices))
     left = claim_finishing(final, staged, n_chunks, ctx.shard)
     if left is not None:
         index, count = ctx.shard or (0, 1)
@@ -82,7 +83,8 @@ def _fill_store(ctx: StageContext) -> bool:
     finished = finish_activations(staged, sorted({report.device for report in reports
                                                   if report.images}),
                                   str(device), manifest["path"].to_numpy(),
-                                  lambda: ctx.output(SKIPPED), spec.bf16)
+                                  lambda: ctx.output(SKIPPED),
+                                  ctx.compute is not None and ctx.compute.bf16)
     summary, skipped = finished.summary, ctx.path(SKIPPED).name
     print(f"[activations] top-1 {summary.top1:.3f}, top-{finished.top} {summary.top5:.3f} on "
           f"{summary.n_readable} images; {finished.n_skipped} unreadable images skipped"

@@ -19,6 +19,8 @@ from pipeline.stages.registry import Stage
 from pipeline.workflow_view import WorkflowView
 
 if TYPE_CHECKING:
+    import torch
+
     from pipeline.device import Compute
 
 
@@ -101,7 +103,7 @@ class StageContext:
                                "declare in register_stage(writes=...)")
         self._discarded.append(item.path(self.layout))
 
-    def compute_on(self, section: Any, deterministic: bool = False) -> Any:
+    def compute_on(self, section: Any, deterministic: bool = False) -> torch.device:
         """The torch device of ``section``'s ``device`` option, with its ``tf32`` (and ``bf16``,
         where the section has one) applied and recorded for the stage's stamp (see
         :func:`pipeline.device.compute_on`); ``deterministic``: a stage whose outputs must be

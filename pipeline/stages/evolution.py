@@ -65,7 +65,8 @@ def evolution(ctx: StageContext) -> None:
         return decoded
 
     with zarr_writes_settled():
-        write_evolution(ctx.output(EVOLUTION), compared, layers, decode, prep.normalise(), ids,
-                        prep.input_size, spec.batch_size, device)
-    print(f"[evolution] {len(compared)} snapshots, {len(ids)} images searched, "
+        searched = write_evolution(ctx.output(EVOLUTION), compared, layers, decode,
+                                   prep.normalise(), ids, prep.input_size, spec.batch_size,
+                                   device)
+    print(f"[evolution] {len(compared)} snapshots, {searched} images searched, "
           f"{sum(layer.channels for layer in layers)} units on {device}")

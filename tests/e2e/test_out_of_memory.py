@@ -26,7 +26,7 @@ class Small(nn.Module):
 
     def forward(self, x):
         if x.shape[0] > 4:
-            raise torch.OutOfMemoryError(
+            raise torch.cuda.OutOfMemoryError(
                 "CUDA out of memory. Tried to allocate 20.00 GiB (GPU 0; 79.10 GiB total "
                 "capacity)\\nSee documentation for Memory Management")
         x = self.relu(self.conv(x))

@@ -228,3 +228,27 @@ def test_a_checkpoint_for_another_model_is_refused_naming_its_setting(checkpoint
                       torch.device("cpu"))
     assert "(from [evolution] checkpoints)" in str(refused.value)
     assert "weights.pt" in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_an_image_unreadable_now_is_left_out_and_said(checkpoints, tmp_path, capsys):
+    """The activations stage read it; it is gone since: searched without it, not as zeros."""
+    workflow_path, _ = checkpoints
+    workflow = load_workflow(workflow_path)
+    prep = preprocessing(workflow)
+    files = write_images(tmp_path / "images", ["a", "b"], per_class=9, size=40, fmt="PNG")
+    files[int(IDS[2])].write_bytes(b"not an image any more")
+    model = get_model("zfnet_small", num_classes=CLASSES, image_size=SIZE)
+    layers = [EvolutionLayer(info.label, info.name, info.channels, info.out_shape[2])
+              for info in analysable_layers(model, (SIZE, SIZE))][:1]
+    (first, *_) = snapshot_files(workflow, RunLayout(workflow_path.parents[1], workflow.name))
+    snapshots = [(first.label, lambda: load_snapshot(workflow.model, workflow.source, first,
+                                                     CLASSES, torch.device("cpu")))]
+    path = tmp_path / "evolution.zarr"
+    searched = write_evolution(path, snapshots, layers, _decode(tmp_path / "images", files, prep),
+                               prep.normalise(), IDS, SIZE, batch_size=4,
+                               device=torch.device("cpu"))
+    assert searched == len(IDS) - 1
+    assert "1 of 7 searched images cannot be read now" in capsys.readouterr().out
+    group = zarr.open_group(path, mode="r")
+    assert group.attrs["n_images"] == len(IDS) - 1
+    assert int(IDS[2]) not in set(group["conv1"]["image_id"][0].tolist())
