@@ -74,8 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
         "status", help="show each stage: done / stale / missing, with timings and devices",
         description="Show the state of every stage of a workflow, when it finished, how long "
         "it took and what it computed with (device, float32 or TF32, bf16 autocast, "
-        "deterministic algorithms). The workflow is checked first as `run all` would check it: a mistake is one "
-        "line and exit status 2.",
+        "deterministic algorithms). The workflow is checked first as `run all` would check "
+        "it: a mistake is one line and exit status 2.",
     )
     add_workflow(status)
 
