@@ -16,29 +16,31 @@ from collections.abc import Hashable, Sequence
 import torch
 from torch import Tensor
 
+SAMPLE = 61  # the fingerprint reads every SAMPLE-th value of an image (a prime: no grid aligns)
+
 
 def identical(images: Tensor) -> tuple[list[int], list[int]]:
     """(group of each image, first image of each group): images are grouped when equal.
 
-    Two waits for the device, whatever the number of images: one for a fingerprint of each,
+    Two waits for the device, whatever the number of images: one for a fingerprint of each
+    (a weighted sum of every ``SAMPLE``-th value: a few milliseconds for 64 images of 224 px),
     one to confirm at once that every image equals the first with its fingerprint. Only when
-    two different images share a fingerprint (they never did in practice) are they compared
-    one by one."""
+    two different images share a fingerprint are they compared one by one."""
     n = images.shape[0]
     if n < 2:
         return [0] * n, list(range(n))
     flat = images.reshape(n, -1)
     # float64 where the device has it (Apple's MPS has not): the fingerprint only narrows the
-    # search, so a coarser one costs comparisons, never a wrong group
+    # search, so a coarser one costs comparisons, never a wrong group. A row's own sum, not a
+    # matrix-vector product: BLAS may sum equal rows differently by their place in the batch
     dtype = torch.float32 if flat.device.type == "mps" else torch.float64
-    probe = torch.linspace(-1.0, 1.0, flat.shape[1], dtype=dtype, device=flat.device)
-    # a row's sum, not a matrix-vector product: BLAS may sum equal rows differently by their
-    # place in the matrix, which put equal images under different fingerprints
-    keys = (flat.to(dtype) * probe).sum(dim=1).tolist()
+    sample = flat[:, ::SAMPLE].to(dtype)
+    probe = torch.linspace(-1.0, 1.0, sample.shape[1], dtype=dtype, device=flat.device)
+    keys = (sample * probe).sum(dim=1).tolist()
     first: dict[float, int] = {}
     candidate = [first.setdefault(key, i) for i, key in enumerate(keys)]
-    index = torch.tensor(candidate, device=flat.device)
-    if bool((flat == flat[index]).all()):  # every image equals the first with its key
+    copies = [i for i, c in enumerate(candidate) if c != i]
+    if not copies or torch.equal(flat[copies], flat[[candidate[i] for i in copies]]):
         reps = list(first.values())
         group = {rep: g for g, rep in enumerate(reps)}
         return [group[c] for c in candidate], reps
