@@ -43,7 +43,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from pipeline.device import out_of_memory
+from pipeline.device import out_of_memory, tf32_allowed
 from pipeline.interp.receptive_field import Box, ReceptiveField
 from pipeline.interp.sharing import passes
 
@@ -187,8 +187,6 @@ def say_disagreement(layer: str, path: str, full: Tensor, cropped: Tensor) -> No
     if (layer, path) in _said or not all(scale > 0 for scale in _peaks(full)):
         return
     _said.add((layer, path))
-    from pipeline.device import tf32_allowed
-
     cause = "; TF32 is on ([section] tf32 = true), which can do that" if tf32_allowed() else ""
     print(f"[projector] layer {layer}: projections on {path} differed from the full image's by "
           f"{difference(full, cropped):.1e} of the peak (more than {TOLERANCE:g}{cause}); "
