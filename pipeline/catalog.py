@@ -131,7 +131,8 @@ SNAPSHOTS = Artifact("snapshots", lambda layout: layout.snapshots, "folder",
 # -- activations -----------------------------------------------------------------------------
 
 ACTIVATIONS = Artifact("activations", lambda layout: layout.activations, "store",
-                       "each unit's max, argmax and mean per image; predictions",
+                       "each unit's max, argmax and mean per image; predictions; beside them, "
+                       "each unit's maps in its strongest images (top_maps/, for deconv)",
                        store=schemas.ACTIVATIONS_STORE,
                        meta="pipeline.inference.store:StoreMeta", resumable=True, sharded=True)
 SKIPPED = Artifact("skipped", lambda layout: layout.skipped, "table",

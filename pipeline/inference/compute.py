@@ -27,6 +27,8 @@ from pipeline.data.tolerant import TolerantImages
 from pipeline.device import BF16_AUTOCAST
 from pipeline.inference.recorder import SummaryRecorder
 from pipeline.inference.store import mark_completed, write_chunk
+from pipeline.inference.top_maps import FOLDER as KEPT_MAPS
+from pipeline.inference.top_maps import TopMaps
 from pipeline.progress import progress
 
 MAX_PENDING_WRITES = 2
@@ -56,9 +58,12 @@ def chunk_batches(plan: ChunkPlan, batch_size: int) -> list[list[int]]:
 
 def fill_chunks(model: nn.Module, images: TolerantImages, store: zarr.Group, store_path: Path,
                 plan: ChunkPlan, spec: ActivationsConfig,
-                device: torch.device, still_current: Callable[[], bool] | None = None) -> None:
+                device: torch.device, still_current: Callable[[], bool] | None = None,
+                keeper: TopMaps | None = None) -> None:
     """Compute and write every chunk in ``plan`` (each marked done after its arrays); with
-    ``still_current``, stop before writing a chunk once it returns False."""
+    ``still_current``, stop before writing a chunk once it returns False. With ``keeper``, it
+    also keeps the top maps of the passes, written into the store when every chunk is done
+    (:mod:`pipeline.inference.top_maps`)."""
     batches = chunk_batches(plan, spec.batch_size)
     gpu = device.type == "cuda"
     loader = DataLoader(images, batch_sampler=batches, num_workers=spec.num_workers,
@@ -73,9 +78,12 @@ def fill_chunks(model: nn.Module, images: TolerantImages, store: zarr.Group, sto
     skipped: list[tuple[int, str]] = []
     pending: deque[Future] = deque()
     with ThreadPoolExecutor(max_workers=1) as writer, \
-            SummaryRecorder(model, list(plan.layers)) as recorder, torch.inference_mode():
+            SummaryRecorder(model, list(plan.layers), keeper) as recorder, \
+            torch.inference_mode():
         for batch, index, reasons in progress(loader, "activations", total=len(batches),
                                               unit="batch"):
+            if keeper is not None:
+                keeper.begin(index, [not reason for reason in reasons], device)
             x = batch.to(device, non_blocking=True)
             if gpu and spec.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -107,6 +115,8 @@ def fill_chunks(model: nn.Module, images: TolerantImages, store: zarr.Group, sto
                 buffer, skipped = {}, []
         for future in pending:
             future.result()
+    if keeper is not None and plan.chunks and (still_current is None or still_current()):
+        keeper.save(store_path / KEPT_MAPS / f"{plan.chunks[0]:06d}")
 
 
 class StoreReplaced(RuntimeError):

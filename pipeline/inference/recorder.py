@@ -9,9 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from pipeline.inference.top_maps import TopMaps
 
 
 @dataclass
@@ -30,9 +34,11 @@ class SummaryRecorder:
     several times in one forward pass (a reused ReLU) keeps the summary of its last call.
     """
 
-    def __init__(self, model: nn.Module, names: Sequence[str]) -> None:
+    def __init__(self, model: nn.Module, names: Sequence[str], keeper: TopMaps | None = None
+                 ) -> None:
         self.model = model
         self.names = list(names)
+        self.keeper = keeper  # also offered each map, in the hook (see pipeline.inference.top_maps)
         self.summaries: dict[str, LayerSummary] = {}
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
 
@@ -60,5 +66,7 @@ class SummaryRecorder:
             flat = output.detach().flatten(2).float()
             peak, where = flat.max(dim=2)
             self.summaries[name] = LayerSummary(peak, where.to(torch.int32), flat.mean(dim=2))
+            if self.keeper is not None:
+                self.keeper.offer(name, output, peak)
 
         return record

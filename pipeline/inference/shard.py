@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pandas as pd
+import torch
 import zarr
 from torch import nn
 
@@ -28,7 +29,8 @@ from pipeline.data.images import ImageDataset
 from pipeline.data.tolerant import TolerantImages
 from pipeline.device import compute_on
 from pipeline.inference.compute import ChunkPlan, fill_chunks
-from pipeline.inference.store import completed_chunks
+from pipeline.inference.store import completed_chunks, store_layers
+from pipeline.inference.top_maps import TopMaps, kept_layers
 from pipeline.labelled import array_in, group_in
 from pipeline.models.loading import ModelSource
 from pipeline.models.preprocessing import Preprocessing
@@ -44,6 +46,7 @@ class ShareSource:
     manifest: Path
     preprocessing: Preprocessing
     spec: ActivationsConfig
+    keep_maps: int = 0  # top maps kept per unit for the deconv stage (pipeline.inference.top_maps)
 
     def images(self) -> ImageDataset:
         """The manifest's images, preprocessed exactly as the model sees them."""
@@ -103,6 +106,18 @@ def fill_share(source: ShareSource, store_path: Path, chunks: list[int],
         with zarr_writes_settled():  # also on a dask worker, which lives on after the task
             fill_chunks(model, images, store, store_path, plan, spec, device,
                         still_current=None if stage_key is None
-                        else lambda: read_json(marker) == stage_key)
+                        else lambda: read_json(marker) == stage_key,
+                        keeper=_keeper(store, source.keep_maps, spec, device))
     computed = sum(min(chunk_size, n_images - chunk * chunk_size) for chunk in chunks)
     return ShareReport(computed, time.perf_counter() - clock, str(device), socket.gethostname())
+
+
+def _keeper(store: zarr.Group, k: int, spec: ActivationsConfig, device: torch.device
+            ) -> TopMaps | None:
+    """What keeps the top ``k`` maps of the store's layers, where the passes run in float32
+    (under bf16 autocast or TF32 its maps are not the deconv stage's); None: none kept."""
+    if k < 1 or spec.bf16 or (spec.tf32 and device.type == "cuda"):
+        return None
+    metas = store_layers(store)
+    chosen = set(kept_layers({m.label: (m.channels, m.height, m.width) for m in metas}, k))
+    return TopMaps({m.module: m.label for m in metas if m.label in chosen}, k)

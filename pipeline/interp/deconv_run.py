@@ -38,14 +38,19 @@ def write_projections(staged: Path, model: nn.Module, layers: Sequence[LayerPlan
                       plan: ProjectionPlan, topk: pd.DataFrame, pixels: ImageDataset,
                       images: ImageCoords,
                       normalise: Callable[[torch.Tensor], torch.Tensor],
-                      batch_size: int, num_workers: int, device: str, channels: int = 3) -> None:
+                      batch_size: int, num_workers: int, device: str, channels: int = 3,
+                      activations: Path | None = None) -> None:
     """Create (or continue) the store at ``staged`` and project every ``topk`` row of
     ``layers`` with each of the plan's methods, ``batch_size`` requests at a time; ``pixels``
     gives the images as the network's uint8 crops of ``channels`` channels (decoded by
     ``num_workers`` processes; -1: as many as suit the machine, see
     :func:`pipeline.data.decoded.decoding_workers`) and ``images`` who they are (the
-    coordinates, and the files named when one cannot be read now)."""
+    coordinates, and the files named when one cannot be read now). The maps the activations
+    stage kept beside its store at ``activations`` (:mod:`pipeline.inference.top_maps`) are
+    taken from there."""
     from pipeline.data.decoded import DecodedImages
+    from pipeline.inference.top_maps import FOLDER as KEPT
+    from pipeline.inference.top_maps import KeptMaps
     from pipeline.interp.image_pass import ImagePass
     from pipeline.interp.projection_store import (
         DECODED,
@@ -68,8 +73,12 @@ def write_projections(staged: Path, model: nn.Module, layers: Sequence[LayerPlan
     bar = progress_bar("thumbnails and maps", total=len(ids) - len(decoded.unreadable()),
                        unit="img")
     per_image = ImagePass.build(staged / IMAGE_PASS, model, layers, topk, plan.top_k, decoded,
-                                normalise, batch_size, bar.update)
+                                normalise, batch_size, bar.update,
+                                KeptMaps(None if activations is None else activations / KEPT))
     bar.close()
+    if per_image.kept:
+        print(f"[deconv] {per_image.kept} top maps kept by the activations stage; "
+              f"{per_image.passed} images passed through the model for the others")
     job = BlockProjector(model, plan.methods, decoded, per_image, normalise, plan.top_k,
                          batch_size)
     bar = progress_bar("deconv", total=len(topk) * len(plan.methods), unit="proj")

@@ -9,7 +9,10 @@ projection and takes each distinct top image once: one forward pass with a hook 
 analysed module that keeps only the requested units' maps (the module's last call per pass, the
 one the activations stage records), stopped once those modules have run, and one thumbnail.
 Images are grouped by the deepest layer they are a top image of, so that most passes stop
-early.
+early. Most maps need no pass at all: the activations stage kept each unit's maps in its
+strongest images (:mod:`pipeline.inference.top_maps`), and those are taken from there; only the
+images with a map still missing pass through the model (none, in a run whose activations kept
+rank's ``top_k``), and the others are read for their thumbnails alone.
 
 Results go to the staged store's scratch folder: one raw ``float32`` file per layer laid out as
 the store's ``maps`` array ``[unit, rank, map_y, map_x]`` (zeros where a unit has fewer top
@@ -27,7 +30,7 @@ import hashlib
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -37,6 +40,7 @@ from torch import Tensor, nn
 
 from pipeline.atomic import read_json, remove, write_json
 from pipeline.errors import UserError
+from pipeline.inference.top_maps import KeptMaps
 from pipeline.interp.receptive_field import module_call_counts
 from pipeline.models.evaluation import evaluating
 
@@ -60,16 +64,21 @@ class ImagePass:
                  channels: int, reused: bool = False) -> None:
         self.folder, self.ids, self.shapes = Path(folder), ids, shapes
         self.channels, self.reused = channels, reused
+        self.kept = 0  # maps taken from the activations stage's (in a pass made here)
+        self.passed = 0  # images passed through the model for the others
 
     @classmethod
     def build(cls, folder: Path, model: nn.Module, layers: Sequence[LayerPlan],
               topk: pd.DataFrame, top_k: int, decoded: DecodedImages,
               normalise: Callable[[Tensor], Tensor], batch_size: int,
-              advance: Callable[[int], object] | None = None) -> ImagePass:
+              advance: Callable[[int], object] | None = None,
+              kept: KeptMaps | None = None) -> ImagePass:
         """Make the thumbnails and maps of ``topk``'s rows of ``layers`` (rank's table: layer,
         unit, rank, image_id) from the ``decoded`` images, ``batch_size`` images per forward
-        pass, or reuse what a killed run of the same rows finished in ``folder``.
-        ``advance(n)`` is called after each pass of ``n`` images."""
+        pass, or reuse what a killed run of the same rows finished in ``folder``. The maps
+        ``kept`` by the activations stage are taken from there, and only the images with a
+        map still missing pass through the model. ``advance(n)`` is called after each ``n``
+        images."""
         folder = Path(folder)
         shapes: dict[str, tuple[int, ...]] = {
             layer.label: (layer.channels, top_k, *layer.map_hw) for layer in layers}
@@ -83,27 +92,25 @@ class ImagePass:
             return made
         remove(folder / INDEX)
         folder.mkdir(parents=True, exist_ok=True)
-        maps = _MapPass(model, layers, requests)
-        device = next(model.parameters()).device
-        with contextlib.ExitStack() as stack:
-            files = {name: stack.enter_context(open(folder / name, "wb"))
-                     for name in (*(f"{label}.f32" for label in shapes), THUMBS)}
-            for label, shape in shapes.items():
-                files[f"{label}.f32"].truncate(int(np.prod(shape)) * 4)  # zeros until written
-            for batch in maps.batches(ids, batch_size):
+        with _PassFiles(folder, shapes, ids) as files:
+            missing = files.kept_maps(requests, kept or KeptMaps(None),
+                                      {layer.label: layer.map_hw for layer in layers})
+            need = np.unique(np.concatenate([r["image_id"] for r in missing.values()] or
+                                            [np.empty(0, np.int64)]))
+            made.kept, made.passed = sum(len(r["unit"]) for r in requests.values()) - sum(
+                len(r["unit"]) for r in missing.values()), len(need)
+            device = next(model.parameters()).device
+            maps = _MapPass(model, layers, missing)
+            for batch in maps.batches(need, batch_size):
                 pixels = torch.from_numpy(decoded.read(batch))
                 for label, (rows, values) in maps.run(normalise(pixels.to(device)),
                                                       batch).items():
-                    _write_maps(files[f"{label}.f32"].fileno(), values, requests[label], rows,
-                                shapes[label])
-                small = thumbnails(pixels)
-                for row, thumb in zip(np.searchsorted(ids, batch), small, strict=True):
-                    _write_at(files[THUMBS].fileno(), thumb, int(row) * thumb.nbytes)
-                if advance is not None:
-                    advance(len(batch))
-            for file in files.values():
-                file.flush()
-                os.fsync(file.fileno())
+                    files.maps(label, values, missing[label], rows)
+                files.thumbs(batch, pixels, advance)
+            rest = np.setdiff1d(ids, need)  # their thumbnails only
+            for start in range(0, len(rest), batch_size):
+                batch = rest[start:start + batch_size]
+                files.thumbs(batch, torch.from_numpy(decoded.read(batch)), advance)
         write_json(folder / INDEX, {"requests": key})
         return made
 
@@ -138,6 +145,58 @@ def thumbnails(pixels: Tensor) -> np.ndarray:
     return (small.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
+class _PassFiles:
+    """The pass's files while it writes them (synced on a clean exit): each layer's maps,
+    zeros until written, and the thumbnails of ``ids``."""
+
+    def __init__(self, folder: Path, shapes: dict[str, tuple[int, ...]], ids: np.ndarray
+                 ) -> None:
+        self.folder, self.shapes, self.ids = folder, shapes, ids
+        self._stack = contextlib.ExitStack()
+        self.files: dict[str, BinaryIO] = {}
+
+    def __enter__(self) -> _PassFiles:
+        self.files = {name: self._stack.enter_context(open(self.folder / name, "wb"))
+                      for name in (*(f"{label}.f32" for label in self.shapes), THUMBS)}
+        for label, shape in self.shapes.items():
+            self.files[f"{label}.f32"].truncate(int(np.prod(shape)) * 4)
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
+        try:
+            if kind is None:
+                for file in self.files.values():
+                    file.flush()
+                    os.fsync(file.fileno())
+        finally:
+            self._stack.close()
+
+    def maps(self, label: str, values: np.ndarray, requests: dict[str, np.ndarray],
+             rows: np.ndarray) -> None:
+        """The maps ``values`` of the layer's requests ``rows``."""
+        _write_maps(self.files[f"{label}.f32"].fileno(), values, requests, rows,
+                    self.shapes[label])
+
+    def kept_maps(self, requests: dict[str, dict[str, np.ndarray]], kept: KeptMaps,
+                  map_hw: dict[str, tuple[int, int]]) -> dict[str, dict[str, np.ndarray]]:
+        """Write the requested maps ``kept`` has; the requests still missing, per layer."""
+        missing = {}
+        for label, wanted in requests.items():
+            found, values = kept.find(label, wanted["unit"], wanted["image_id"], map_hw[label])
+            self.maps(label, values, wanted, np.flatnonzero(found))
+            missing[label] = {name: column[~found] for name, column in wanted.items()}
+        return missing
+
+    def thumbs(self, batch: np.ndarray, pixels: Tensor,
+               advance: Callable[[int], object] | None) -> None:
+        """The thumbnails of images ``batch`` from their ``pixels``; then ``advance``."""
+        for row, thumb in zip(np.searchsorted(self.ids, batch), thumbnails(pixels),
+                              strict=True):
+            _write_at(self.files[THUMBS].fileno(), thumb, int(row) * thumb.nbytes)
+        if advance is not None:
+            advance(len(batch))
+
+
 class _MapPass:
     """Forward passes that keep the requested units' maps of each analysed module."""
 
@@ -145,10 +204,8 @@ class _MapPass:
                  requests: dict[str, dict[str, np.ndarray]]) -> None:
         self.model, self.requests = model, requests
         self.modules = {layer.label: layer.module for layer in layers}
-        counts = module_call_counts(model)
-        # None: untraceable, so unknown when a module has made its last call: no early stop
-        self.calls = None if counts is None else \
-            {label: max(1, counts.get(module, 1)) for label, module in self.modules.items()}
+        self.traced = False  # the model is traced for its calls per module when first run
+        self.calls: dict[str, int] | None = None
         self.depth = {label: i for i, label in enumerate(self.modules)}
 
     def batches(self, ids: np.ndarray, size: int) -> list[np.ndarray]:
@@ -164,6 +221,12 @@ class _MapPass:
     def run(self, images: Tensor, batch: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """One forward pass of ``images`` (the sorted ids ``batch``): per layer with requests on
         them, (those requests' indices, their maps ``float32 [n, map_y, map_x]``)."""
+        if not self.traced:
+            counts = module_call_counts(self.model)
+            # None: untraceable, so unknown when a module has made its last call: no early stop
+            self.calls = None if counts is None else \
+                {label: max(1, counts.get(module, 1)) for label, module in self.modules.items()}
+            self.traced = True
         outputs: dict[str, Tensor] = {}  # each module's last call (so far)
         picked: dict[str, Tensor] = {}
         runs: dict[str, int] = {}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from pipeline.atomic import zarr_writes_settled
 from pipeline.catalog import (
     ACTIVATIONS,
@@ -23,8 +25,9 @@ from pipeline.stages.sources import share_source
                 writes=(ACTIVATIONS, SKIPPED),
                 config=("data.source", "data.root", "model", "activations"),
                 # which model is loaded follows train.enabled, and so do its inputs; the dask
-                # section says how shard tasks are spread over a cluster
-                unkeyed=("train.enabled", "dask"))
+                # section says how shard tasks are spread over a cluster; rank's top_k, how many
+                # maps per unit to keep for the deconv stage (a cache beside the store's arrays)
+                unkeyed=("train.enabled", "dask", "rank.top_k"))
 def activations(ctx: StageContext) -> bool:
     """record each unit's max, argmax and mean over every image"""
     with zarr_writes_settled():
@@ -51,7 +54,8 @@ def _fill_store(ctx: StageContext) -> bool:
     # On a cluster the workers load the model on their own devices; here it only gives the layers.
     device = resolve_device("cpu") if on_cluster else ctx.compute_on(spec)
     manifest, classes = ctx.read(MANIFEST), ctx.read(CLASSES)
-    source = share_source(ctx, len(classes), absolute=on_cluster)
+    source = replace(share_source(ctx, len(classes), absolute=on_cluster),
+                     keep_maps=ctx.workflow.rank.top_k)
     model = source.model.load(device)
     meta = store_layer_metas(model, source.preprocessing.input_size, spec.modules)
     n_chunks = chunk_count(len(manifest), spec.chunk_size)

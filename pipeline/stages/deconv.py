@@ -52,4 +52,5 @@ def deconv(ctx: StageContext) -> None:
                           ctx.read(TOPK), analysed_pixels(workflow, layout, manifest),
                           ImageCoords.of_run(manifest, classes),
                           prep.normalise(), spec.batch_size,
-                          spec.num_workers, str(device), len(prep.mean))
+                          spec.num_workers, str(device), len(prep.mean),
+                          ctx.path(ACTIVATIONS))

@@ -5,47 +5,12 @@ blank, the pass stops once the analysed modules ran, and a finished pass is reus
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
-from torch import nn
+from small_models import top_image_pass
 
 from pipeline.interp.image_pass import ImagePass, thumbnails
 from pipeline.interp.maps import feature_maps
-from pipeline.interp.projection_store import LayerPlan
-from pipeline.interp.receptive_field import ReceptiveField
-
-FIELD = ReceptiveField(size=(3, 3), jump=(1, 1), first=(-1, -1))  # unused by the pass
-
-
-class Reused(nn.Module):
-    """``act`` runs twice per pass: its second call (after conv2) is the one recorded."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
-        self.act = nn.ReLU()
-        self.conv2 = nn.Conv2d(4, 5, 3, stride=2, padding=1)
-        self.head = nn.Linear(5, 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.act(self.conv2(self.act(self.conv1(x))))
-        return self.head(x.mean((2, 3)))
-
-
-class Decoded:
-    """The part of :class:`pipeline.data.decoded.DecodedImages` the pass reads."""
-
-    channels = 3
-
-    def __init__(self, pixels: np.ndarray, unreadable: set[int]) -> None:
-        self.pixels, self.unreadable = pixels, unreadable
-
-    def read(self, image_ids: np.ndarray) -> np.ndarray:
-        return np.stack([self.pixels[i] * (int(i) not in self.unreadable) for i in image_ids])
-
-    def readable(self, image_ids: np.ndarray) -> np.ndarray:
-        return np.array([int(i) not in self.unreadable for i in image_ids], dtype=bool)
 
 
 def normalise(pixels: torch.Tensor) -> torch.Tensor:
@@ -54,16 +19,7 @@ def normalise(pixels: torch.Tensor) -> torch.Tensor:
 
 @pytest.fixture()
 def setup():
-    torch.manual_seed(0)
-    model = Reused().eval()
-    pixels = np.random.default_rng(1).integers(0, 256, (6, 3, 16, 16), dtype=np.uint8)
-    layers = [LayerPlan("conv1", "conv1", 4, (16, 16), FIELD),
-              LayerPlan("conv2", "act", 5, (8, 8), FIELD)]
-    topk = pd.DataFrame({"layer": ["conv1"] * 4 + ["conv2"] * 3,
-                         "unit": [0, 0, 3, 2, 4, 1, 1],
-                         "rank": [0, 1, 0, 0, 0, 0, 1],
-                         "image_id": [5, 2, 2, 4, 0, 5, 3]})
-    return model, Decoded(pixels, unreadable={4}), layers, topk
+    return top_image_pass(unreadable={4})
 
 
 def test_maps_are_the_modules_output_and_thumbnails_the_atlas(setup, tmp_path):

@@ -10,6 +10,7 @@ import torch
 import zarr
 
 from pipeline.config import load_workflow
+from pipeline.inference.top_maps import KeptMaps
 from pipeline.interp import Projector, field_tile, receptive_fields
 from pipeline.interp.maps import feature_maps
 from pipeline.layout import RunLayout
@@ -81,3 +82,19 @@ def test_activation_maps_are_the_units_whole_map(run):
     # each cell is drawn centred on its unit's receptive field, one jump (8 px) wide
     assert top == left == field.first[0] + field.size[0] / 2 - field.jump[0] / 2
     assert bottom - top == right - left == 8 * maps.shape[2]
+
+
+def test_the_stored_maps_are_those_the_activations_stage_kept(run):
+    """Every top image's map comes from ``activations.zarr/top_maps`` (no pass of its own)."""
+    _, layout = run
+    kept = KeptMaps(layout.activations / "top_maps")
+    assert kept.shares
+    store = zarr.open_group(layout.projections, mode="r")
+    topk = pd.read_parquet(layout.topk)
+    for label in store.group_keys():
+        rows = topk[topk["layer"] == label]
+        maps = store[label]["maps"][:]
+        found, values = kept.find(label, rows["unit"].to_numpy(), rows["image_id"].to_numpy(),
+                                  maps.shape[2:])
+        assert len(rows) and found.all()
+        assert np.array_equal(values, maps[rows["unit"].to_numpy(), rows["rank"].to_numpy()])
