@@ -67,7 +67,7 @@ from pipeline.interp.image_pass import THUMB, ImagePass
 from pipeline.interp.maps import map_extent
 from pipeline.interp.projection_meta import ProjectedLayer, ProjectionPlan, ProjectionsMeta
 from pipeline.interp.projector import Projector
-from pipeline.interp.receptive_field import Box, ReceptiveField, field_tile
+from pipeline.interp.receptive_field import Box, ReceptiveField, field_crop, field_tile
 from pipeline.labelled import (
     BOX_SIDES,
     ImageCoords,
@@ -286,9 +286,8 @@ class BlockProjector:
         boxes = [layer.field.box(int(y), int(x)) for y, x in zip(batch.y[keep], batch.x[keep],
                                                                   strict=True)]
         for m, values in enumerate(projected):
-            scaled, peaks = _scaled_tiles(values, keep, boxes, tile)
-            arrays["projections"][m, unit, rank] = scaled
-            arrays["projection_scale"][m, unit, rank] = peaks
+            _store_scaled(values, keep, boxes, tile, arrays["projections"][m],
+                          arrays["projection_scale"][m], unit, rank)
         hwc = pixels.permute(0, 2, 3, 1).numpy()
         for j, box in enumerate(boxes):
             arrays["patches"][unit[j], rank[j]] = field_tile(hwc[keep[j]], box, tile, PAD_GREY)
@@ -311,21 +310,29 @@ def _write_block(path: Path, group: zarr.Group, label: str, arrays: dict[str, np
     record_units(path, label, stop, batch_size)
 
 
-def _scaled_tiles(projected: np.ndarray, which: np.ndarray, boxes: Sequence[Box],
-                  tile: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """The receptive-field tiles of projections ``which`` (``[n, C, H, W]``, one box each),
-    each divided by its largest absolute value, and those values (0 for an all-zero tile,
-    left as zeros); NaN and infinities are zeroed first. In place, a pass at a time: this runs
-    on every projection, and the tiles of a batch are tens of megabytes."""
-    tiles = np.empty((len(which), *tile, projected.shape[1]), np.float32)
-    for i, (j, box) in enumerate(zip(which, boxes, strict=True)):
-        tiles[i] = field_tile(projected[j].transpose(1, 2, 0), box, tile, 0.0)
-    np.nan_to_num(tiles, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
-    peaks = np.maximum(tiles.max(axis=(1, 2, 3)), -tiles.min(axis=(1, 2, 3)))  # max |tile|
-    blank = ~(peaks > 0)
-    tiles[blank], peaks[blank] = 0.0, 0.0  # +0.0 (not -0.0), as an unwritten tile reads
-    np.divide(tiles, np.where(blank, np.float32(1), peaks)[:, None, None, None], out=tiles)
-    return tiles, peaks
+def _store_scaled(projected: np.ndarray, which: np.ndarray, boxes: Sequence[Box],
+                  tile: tuple[int, int], tiles: np.ndarray, scales: np.ndarray,
+                  units: np.ndarray, ranks: np.ndarray) -> None:
+    """Store the receptive-field tiles of projections ``which`` (``[n, C, H, W]``, one box
+    each) at ``tiles[units[j], ranks[j]]`` (float16, zeros outside the image), each divided by
+    its largest absolute value, and those values at ``scales[units[j], ranks[j]]`` (0 for an
+    all-zero tile, left as zeros); NaN and infinities count as zeros. This runs on every
+    projection: it reads each crop in place, twice for its extremes and once to scale it into
+    float16 (the float32 quotient rounded, as a float32 tile assigned to float16 would be)."""
+    for j, (i, box) in enumerate(zip(which, boxes, strict=True)):
+        (source_y, source_x), (tile_y, tile_x) = field_crop(projected.shape[2:], box, tile)
+        crop = projected[i, :, source_y, source_x]
+        if not crop.size:
+            continue
+        high, low = crop.max(), crop.min()
+        if not (np.isfinite(high) and np.isfinite(low)):  # rare: zero them in a copy
+            crop = np.nan_to_num(crop, nan=0.0, posinf=0.0, neginf=0.0)
+            high, low = crop.max(), crop.min()
+        peak = np.maximum(high, -low)  # max |crop|, float32
+        if peak > 0:
+            np.divide(crop.transpose(1, 2, 0), peak, casting="unsafe",
+                      out=tiles[units[j], ranks[j], tile_y, tile_x])
+            scales[units[j], ranks[j]] = peak
 
 
 @dataclass(frozen=True)

@@ -368,7 +368,18 @@ def field_tile(
     The rule depends only on the box and the image size, so an image patch and the projection of
     the same unit (same H, W) crop identically and align pixel for pixel.
     """
-    h, w = array_hwc.shape[:2]
+    (source_y, source_x), (tile_y, tile_x) = field_crop(array_hwc.shape[:2], box, tile_hw)
+    tile = np.empty((*tile_hw, *array_hwc.shape[2:]), dtype=array_hwc.dtype)
+    tile[...] = np.asarray(pad_value, dtype=array_hwc.dtype)
+    tile[tile_y, tile_x] = array_hwc[source_y, source_x]
+    return tile
+
+
+def field_crop(image_hw: tuple[int, int], box: Box, tile_hw: tuple[int, int]
+               ) -> tuple[tuple[slice, slice], tuple[slice, slice]]:
+    """Where :func:`field_tile` copies from and to: ((rows, columns) of the image, (rows,
+    columns) of the tile), empty slices when the box misses the image."""
+    h, w = image_hw
     (ct, cl, cb, cr), (pt, pl, pb, pr) = clip_box(box, (h, w))
     if box[2] - box[0] > h:
         ct, cb, pt, pb = 0, h, 0, 0
@@ -379,8 +390,6 @@ def field_tile(
             f"box {box} on a {h}x{w} image gives a {cb - ct + pt + pb}x{cr - cl + pl + pr} tile,"
             f" not {tile_hw}; pass tile_hw = ReceptiveField.tile_hw(image_hw)"
         )
-    tile = np.empty((*tile_hw, *array_hwc.shape[2:]), dtype=array_hwc.dtype)
-    tile[...] = np.asarray(pad_value, dtype=array_hwc.dtype)
-    if cb > ct and cr > cl:
-        tile[pt:pt + cb - ct, pl:pl + cr - cl] = array_hwc[ct:cb, cl:cr]
-    return tile
+    rows, columns = max(0, cb - ct), max(0, cr - cl)
+    return ((slice(ct, ct + rows), slice(cl, cl + columns)),
+            (slice(pt, pt + rows), slice(pl, pl + columns)))
