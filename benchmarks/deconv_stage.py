@@ -134,8 +134,8 @@ class StageRun:
         self.model = analysed_model(workflow, layout, classes, self.device)
         prep = preprocessing(workflow)
         self.normalise, self.channels = prep.normalise(), len(prep.mean)
-        self.activations = catalog.ACTIVATIONS.path(layout)
-        self.layers = layer_plans(catalog.ACTIVATIONS.read(self.activations),
+        self.top_maps = catalog.TOP_MAPS.path(layout)
+        self.layers = layer_plans(catalog.ACTIVATIONS.read(catalog.ACTIVATIONS.path(layout)),
                                   receptive_fields(self.model, (prep.input_size,) * 2))
         self.topk = catalog.TOPK.read(catalog.TOPK.path(layout))
         self.top_k = read_rank_meta(catalog.TOPK.path(layout)).top_k
@@ -219,7 +219,7 @@ class StageRun:
             write_projections(staged, self.model, self.layers, self.plan, self.topk,
                               self.pixels, self.coords, self.normalise, self.batch_size,
                               self.workflow.deconv.num_workers, str(self.device), self.channels,
-                              self.activations)
+                              self.top_maps)
             seconds = time.perf_counter() - clock
         parts["rest"] = seconds - sum(parts.values())
         return seconds, parts

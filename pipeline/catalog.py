@@ -131,12 +131,14 @@ SNAPSHOTS = Artifact("snapshots", lambda layout: layout.snapshots, "folder",
 # -- activations -----------------------------------------------------------------------------
 
 ACTIVATIONS = Artifact("activations", lambda layout: layout.activations, "store",
-                       "each unit's max, argmax and mean per image; predictions; beside them, "
-                       "each unit's maps in its strongest images (top_maps/, for deconv)",
+                       "each unit's max, argmax and mean per image; predictions",
                        store=schemas.ACTIVATIONS_STORE,
                        meta="pipeline.inference.store:StoreMeta", resumable=True, sharded=True)
 SKIPPED = Artifact("skipped", lambda layout: layout.skipped, "table",
                    "images that could not be read, and why", table=schemas.Skipped)
+TOP_MAPS = Artifact("top_maps", lambda layout: layout.top_maps, "folder",
+                    "each unit's whole maps in its strongest images, kept during the passes "
+                    "for deconv (pipeline.inference.top_maps)", resumable=True, sharded=True)
 
 # -- rank ------------------------------------------------------------------------------------
 

@@ -97,6 +97,10 @@ class RunLayout:
         return self.run_dir / "skipped.parquet"
 
     @property
+    def top_maps(self) -> Path:
+        return self.run_dir / "top_maps"
+
+    @property
     def topk(self) -> Path:
         return self.run_dir / "topk.parquet"
 

@@ -47,14 +47,15 @@ def claim_finishing(final: Path, staged: Path, n_chunks: int,
 
 def finish_activations(staged: Path, ran_on: Sequence[str], device: str,
                        image_paths: np.ndarray, skipped_path: Callable[[], Path],
-                       bf16: bool = False) -> FinishedStore:
+                       bf16: bool = False, top_maps: Path | None = None) -> FinishedStore:
     """Finish the filled store at ``staged``: record where it ran (``ran_on``; with none, as a
     run resumed after its last chunk computed nothing, what a killed finishing run recorded,
     else ``device``), the accuracy over the readable images and whether the passes ran in
     bfloat16 (``bf16``), write the table of skipped
     images (``image_paths``: the manifest's) to ``skipped_path()``, drop the progress records.
     The path is asked for when the table is written (a stage's ``ctx.output`` then names it as
-    the file being written, and the store until then)."""
+    the file being written, and the store until then). The shares' ``top_maps`` are merged
+    into one (:func:`pipeline.inference.top_maps.merge_shares`)."""
     import zarr
 
     from pipeline.inference.store import drop_progress, skipped_images
@@ -77,5 +78,9 @@ def finish_activations(staged: Path, ran_on: Sequence[str], device: str,
                           "path": image_paths[ids] if ids else [],
                           "reason": [reason for _, reason in skipped]})
     Skipped.write(table, skipped_path())
+    if top_maps is not None:
+        from pipeline.inference.top_maps import merge_shares
+
+        merge_shares(top_maps)
     drop_progress(staged)
     return FinishedStore(summary, int(pred.shape[1]), len(skipped))

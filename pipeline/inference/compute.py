@@ -27,7 +27,6 @@ from pipeline.data.tolerant import TolerantImages
 from pipeline.device import BF16_AUTOCAST
 from pipeline.inference.recorder import SummaryRecorder
 from pipeline.inference.store import mark_completed, write_chunk
-from pipeline.inference.top_maps import FOLDER as KEPT_MAPS
 from pipeline.inference.top_maps import TopMaps
 from pipeline.progress import progress
 
@@ -59,11 +58,12 @@ def chunk_batches(plan: ChunkPlan, batch_size: int) -> list[list[int]]:
 def fill_chunks(model: nn.Module, images: TolerantImages, store: zarr.Group, store_path: Path,
                 plan: ChunkPlan, spec: ActivationsConfig,
                 device: torch.device, still_current: Callable[[], bool] | None = None,
-                keeper: TopMaps | None = None) -> None:
+                keeper: tuple[TopMaps, Path] | None = None) -> None:
     """Compute and write every chunk in ``plan`` (each marked done after its arrays); with
-    ``still_current``, stop before writing a chunk once it returns False. With ``keeper``, it
-    also keeps the top maps of the passes, written into the store when every chunk is done
-    (:mod:`pipeline.inference.top_maps`)."""
+    ``still_current``, stop before writing a chunk once it returns False. With ``keeper``
+    (what keeps, and the folder it saves in), it also keeps the top maps of the passes, saved
+    before the last chunk is marked done (:mod:`pipeline.inference.top_maps`): the process
+    that finishes the store, perhaps another shard, finds every share's saved."""
     batches = chunk_batches(plan, spec.batch_size)
     gpu = device.type == "cuda"
     loader = DataLoader(images, batch_sampler=batches, num_workers=spec.num_workers,
@@ -78,12 +78,12 @@ def fill_chunks(model: nn.Module, images: TolerantImages, store: zarr.Group, sto
     skipped: list[tuple[int, str]] = []
     pending: deque[Future] = deque()
     with ThreadPoolExecutor(max_workers=1) as writer, \
-            SummaryRecorder(model, list(plan.layers), keeper) as recorder, \
+            SummaryRecorder(model, list(plan.layers), keeper[0] if keeper else None) as recorder, \
             torch.inference_mode():
         for batch, index, reasons in progress(loader, "activations", total=len(batches),
                                               unit="batch"):
             if keeper is not None:
-                keeper.begin(index, [not reason for reason in reasons], device)
+                keeper[0].begin(index, reasons, device)
             x = batch.to(device, non_blocking=True)
             if gpu and spec.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -110,13 +110,14 @@ def fill_chunks(model: nn.Module, images: TolerantImages, store: zarr.Group, sto
                 arrays = {key: torch.cat(parts).cpu().numpy() for key, parts in buffer.items()}
                 while len(pending) >= MAX_PENDING_WRITES:
                     pending.popleft().result()
+                if keeper is not None and chunk == plan.chunks[-1]:  # before its marker
+                    if still_current is None or still_current():
+                        keeper[0].save(keeper[1] / f"{plan.chunks[0]:06d}")
                 pending.append(writer.submit(_write, store, store_path, chunk, start, arrays,
                                              skipped, still_current))
                 buffer, skipped = {}, []
         for future in pending:
             future.result()
-    if keeper is not None and plan.chunks and (still_current is None or still_current()):
-        keeper.save(store_path / KEPT_MAPS / f"{plan.chunks[0]:06d}")
 
 
 class StoreReplaced(RuntimeError):

@@ -2,7 +2,9 @@
 
 Only the summaries leave the device: per image and channel the maximum, where it is (flattened
 ``y * width + x``) and the mean. Reducing inside the hook means a layer's full maps never have to
-be kept, and in-place modules later in the network cannot change what was recorded.
+be kept (but for each unit's strongest, when a keeper is given:
+:mod:`pipeline.inference.top_maps`), and in-place modules later in the network cannot change
+what was recorded.
 """
 
 from __future__ import annotations

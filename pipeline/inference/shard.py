@@ -27,7 +27,7 @@ from pipeline.atomic import read_json, zarr_writes_settled
 from pipeline.config import ActivationsConfig
 from pipeline.data.images import ImageDataset
 from pipeline.data.tolerant import TolerantImages
-from pipeline.device import compute_on
+from pipeline.device import BF16_AUTOCAST, compute_on
 from pipeline.inference.compute import ChunkPlan, fill_chunks
 from pipeline.inference.store import completed_chunks, store_layers
 from pipeline.inference.top_maps import TopMaps, kept_layers
@@ -39,7 +39,8 @@ from pipeline.models.preprocessing import Preprocessing
 @dataclass(frozen=True)
 class ShareSource:
     """What a share reads, by absolute path where it travels to a dask worker: the model,
-    the analysed images' folder and manifest, their preprocessing and ``[activations]``."""
+    the analysed images' folder and manifest, their preprocessing and ``[activations]``; and
+    how many top maps per unit it keeps for the deconv stage, in which folder."""
 
     model: ModelSource
     images_root: Path
@@ -47,6 +48,7 @@ class ShareSource:
     preprocessing: Preprocessing
     spec: ActivationsConfig
     keep_maps: int = 0  # top maps kept per unit for the deconv stage (pipeline.inference.top_maps)
+    top_maps: Path | None = None  # the staged folder they are saved in
 
     def images(self) -> ImageDataset:
         """The manifest's images, preprocessed exactly as the model sees them."""
@@ -107,17 +109,22 @@ def fill_share(source: ShareSource, store_path: Path, chunks: list[int],
             fill_chunks(model, images, store, store_path, plan, spec, device,
                         still_current=None if stage_key is None
                         else lambda: read_json(marker) == stage_key,
-                        keeper=_keeper(store, source.keep_maps, spec, device))
+                        keeper=_keeper(store, source, device))
     computed = sum(min(chunk_size, n_images - chunk * chunk_size) for chunk in chunks)
     return ShareReport(computed, time.perf_counter() - clock, str(device), socket.gethostname())
 
 
-def _keeper(store: zarr.Group, k: int, spec: ActivationsConfig, device: torch.device
-            ) -> TopMaps | None:
-    """What keeps the top ``k`` maps of the store's layers, where the passes run in float32
-    (under bf16 autocast or TF32 its maps are not the deconv stage's); None: none kept."""
-    if k < 1 or spec.bf16 or (spec.tf32 and device.type == "cuda"):
+def _keeper(store: zarr.Group, source: ShareSource, device: torch.device
+            ) -> tuple[TopMaps, Path] | None:
+    """What keeps the top maps of the store's layers, and where it saves them, where the
+    passes run in float32 (under bf16 autocast or TF32 its maps are not the deconv stage's);
+    None: none kept."""
+    spec, k = source.spec, source.keep_maps
+    if k < 1 or source.top_maps is None or (spec.bf16 and device.type in BF16_AUTOCAST) or \
+            (spec.tf32 and device.type == "cuda"):
         return None
     metas = store_layers(store)
     chosen = set(kept_layers({m.label: (m.channels, m.height, m.width) for m in metas}, k))
-    return TopMaps({m.module: m.label for m in metas if m.label in chosen}, k)
+    if not chosen:
+        return None
+    return TopMaps({m.module: m.label for m in metas if m.label in chosen}, k), source.top_maps

@@ -19,11 +19,6 @@ marker ``done/NNNNNN.json`` exists; the marker is written after the chunk's arra
 chunk's skipped images. Markers are separate files, so shard processes on one store never race,
 and a killed run redoes only chunks without a marker: the final arrays equal an uninterrupted run's.
 
-Beside the arrays, ``top_maps/`` holds each unit's whole maps in the images with its largest
-peaks, kept while the chunks were computed for the deconv stage to take rather than compute
-again (:mod:`pipeline.inference.top_maps`): files, not zarr arrays, and a cache (the stage makes
-any map it lacks).
-
 Attributes, each written and read through a :class:`~pipeline.metadata.Metadata` record:
 every layer group's :class:`LayerMeta`, the root's :class:`StoreMeta` (when created) and
 :class:`InferenceSummary` (when finished). The pipeline always writes them, so they are read

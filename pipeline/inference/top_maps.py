@@ -16,13 +16,17 @@ passes run in float32 (no bf16 autocast, no TF32), so that its maps are the ones
 stage would compute, up to the rounding of another batch.
 
 Each share of the stage's chunks (:mod:`pipeline.inference.shard`) keeps its own, in its
-process and on its device, and writes it when its chunks are done:
-``<activations.zarr>/top_maps/<first chunk>/`` with, per layer, ``<label>.ids.npy`` int64
-``[unit, k]`` (-1: no image) and ``<label>.maps.npy`` float32 ``[unit, k, map_y, map_x]``;
-the folder is written under another name and renamed into place. Layers are kept from the
-deepest up while their maps fit ``MAX_BYTES`` (the deep ones are the ones whose maps cost a
-forward pass through most of the network). At ``k`` = 9 VGG16's 13 layers take about 470 MB,
-AlexNet's 5 about 18 MB.
+process and on its device, and saves it into the staged ``top_maps`` folder (an artifact of its
+own, beside ``activations.zarr``) before it marks its last chunk done: ``<first chunk>/`` with,
+per layer, ``<label>.values.npy`` float32 and ``<label>.ids.npy`` int64 ``[unit, k]`` (-inf and
+-1: no image) and ``<label>.maps.npy`` float32 ``[unit, k, map_y, map_x]``, synced, under
+another name until whole. The one process that finishes the store merges the shares into the
+same three files per layer at the folder's top (:func:`merge_shares`): one top ``k`` per unit
+whatever the sharding, so that the artifact's bytes do not depend on how the work was split.
+Layers are kept from the deepest up while their maps fit ``MAX_BYTES`` (the deep ones are the
+ones whose maps cost a forward pass through most of the network). At ``k`` = 9 VGG16's 13
+layers take about 470 MB, AlexNet's 5 about 18 MB; a batch's merge briefly needs about three
+times a layer's share of that.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-FOLDER = "top_maps"
+PARTS = ("values", "ids", "maps")
 MAX_BYTES = 512 << 20  # kept maps per process (on its device) at most
 
 
@@ -72,11 +76,19 @@ class TopMaps:
         # recorder keeps its last call's summaries)
         self._start: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
-    def begin(self, image_ids: Sequence[int], readable: Sequence[bool], device: torch.device
+    def begin(self, image_ids: Sequence[int], unreadable: Sequence[str], device: torch.device
               ) -> None:
-        """The next forward pass is of ``image_ids``; the unreadable ones are never kept."""
-        self._batch = torch.as_tensor(list(image_ids), dtype=torch.int64).to(device)
-        self._readable = torch.as_tensor(list(readable), dtype=torch.bool).to(device)
+        """The next forward pass is of ``image_ids`` (consecutive, as the stage's batches are),
+        none kept where ``unreadable`` names a reason. Made on the device: a copy from the host
+        would wait for it."""
+        first = int(image_ids[0])
+        self._batch = torch.arange(first, first + len(image_ids), device=device)
+        if any(int(i) != first + j for j, i in enumerate(image_ids)):
+            self._batch = torch.as_tensor([int(i) for i in image_ids], device=device)
+        self._readable = torch.ones(len(image_ids), dtype=torch.bool, device=device)
+        if any(unreadable):  # rare: only then a copy from the host
+            self._readable = torch.as_tensor([not reason for reason in unreadable],
+                                             device=device)
         self._start = {label: (self.values[label], self.ids[label], self.maps[label])
                        for label in self.values}
 
@@ -120,47 +132,121 @@ class TopMaps:
         self.maps[label] = maps
 
     def save(self, folder: Path) -> None:
-        """Write what is kept to ``folder`` (replacing it), under another name first."""
-        folder = Path(folder)
-        partial = folder.with_name(f".{folder.name}.partial-{os.getpid()}")
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-        for label, maps in self.maps.items():
-            np.save(partial / f"{label}.ids.npy", self.ids[label].cpu().numpy())
-            np.save(partial / f"{label}.maps.npy", maps.cpu().numpy())
-        shutil.rmtree(folder, ignore_errors=True)
-        partial.rename(folder)
+        """Write what is kept to ``folder`` (replacing it), synced, under another name first."""
+        _save_layers(folder, {label: (self.values[label].cpu().numpy(),
+                                      self.ids[label].cpu().numpy(),
+                                      self.maps[label].cpu().numpy()) for label in self.maps})
+
+
+def _save_layers(folder: Path, layers: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
+                 ) -> None:
+    """Each layer's (values, ids, maps) as ``<label>.values/ids/maps.npy`` in ``folder``."""
+    folder = Path(folder)
+    partial = folder.with_name(f".{folder.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    for label, arrays in layers.items():
+        for name, values in zip(PARTS, arrays, strict=True):
+            with open(partial / f"{label}.{name}.npy", "wb") as file:
+                np.save(file, values)
+                file.flush()
+                os.fsync(file.fileno())
+    shutil.rmtree(folder, ignore_errors=True)
+    partial.rename(folder)
+
+
+def _load_layer(folder: Path, label: str, mmap: bool = True
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """A layer's (values, ids, maps) in ``folder``, None when missing or unreadable (a cache:
+    a map it lacks is computed again)."""
+    try:
+        values, ids = (np.load(folder / f"{label}.{name}.npy") for name in PARTS[:2])
+        maps = np.load(folder / f"{label}.maps.npy", mmap_mode="r" if mmap else None)
+    except (OSError, ValueError):
+        return None
+    if values.shape != ids.shape or maps.shape[:2] != ids.shape:
+        return None
+    return values, ids, maps
+
+
+def merge_shares(folder: Path) -> None:
+    """Merge the shares' folders in ``folder`` (and what an earlier, killed merge wrote at its
+    top) into one top ``k`` per unit and layer at its top, ties to the lower image id, each
+    image once; then remove the shares' folders and what killed saves left."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    shares = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    labels = sorted({f.name.split(".")[0] for share in shares for f in share.glob("*.ids.npy")})
+    merged = {}
+    for label in labels:
+        found = [layer for layer in (_load_layer(place, label) for place in (folder, *shares))
+                 if layer is not None]
+        shapes = {(maps.shape[0], *maps.shape[2:]) for _, _, maps in found}
+        if len(shapes) != 1:  # none readable, or shares of different shapes: keep none
+            continue
+        merged[label] = _top(found)
+    staged = folder / ".merged"
+    _save_layers(staged, merged)
+    for label in labels:
+        for name in PARTS:
+            (folder / f"{label}.{name}.npy").unlink(missing_ok=True)
+    for file in staged.iterdir():
+        file.rename(folder / file.name)
+    for place in folder.iterdir():
+        if place.is_dir():
+            shutil.rmtree(place, ignore_errors=True)
+
+
+def _top(found: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
+         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The top ``k`` of several (values, ids, maps) of one layer, per unit."""
+    values = np.concatenate([layer[0] for layer in found], axis=1)
+    ids = np.concatenate([layer[1] for layer in found], axis=1)
+    units, k = len(ids), max(layer[1].shape[1] for layer in found)
+    out_values = np.full((units, k), -np.inf, np.float32)
+    out_ids = np.full((units, k), -1, np.int64)
+    out_maps = np.zeros((units, k, *found[0][2].shape[2:]), np.float32)
+    starts = np.cumsum([0] + [layer[1].shape[1] for layer in found])
+    for unit in range(units):
+        seen: set[int] = set()
+        taken = 0
+        for j in np.lexsort((ids[unit], -values[unit])):
+            image = int(ids[unit, j])
+            if image < 0 or image in seen or taken == k:
+                continue
+            seen.add(image)
+            share = int(np.searchsorted(starts, j, side="right")) - 1
+            out_values[unit, taken], out_ids[unit, taken] = values[unit, j], image
+            out_maps[unit, taken] = found[share][2][unit, j - starts[share]]
+            taken += 1
+    return out_values, out_ids, out_maps
 
 
 class KeptMaps:
-    """The maps the activations stage kept (all its shares' folders under ``folder``), looked up
-    by unit and image."""
+    """The maps the activations stage kept (the merged ``top_maps`` folder), looked up by unit
+    and image."""
 
     def __init__(self, folder: Path | None) -> None:
-        self.shares = sorted(p for p in Path(folder).iterdir()
-                             if p.is_dir() and not p.name.startswith(".")) \
-            if folder is not None and Path(folder).is_dir() else []
+        self.folder = None if folder is None else Path(folder)
 
     def find(self, label: str, units: np.ndarray, image_ids: np.ndarray,
              map_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         """For each request (unit, image id): whether its map is kept, and the kept maps of
-        those that are, ``float32 [found, map_y, map_x]`` in request order. A share whose
-        arrays do not have the layer's shape (from another model) is passed over."""
+        those that are, ``float32 [found, map_y, map_x]`` in request order. Arrays that do not
+        fit the layer (from another model) or cannot be read count as nothing kept."""
         found = np.zeros(len(units), bool)
-        maps = np.zeros((len(units), *map_hw), np.float32)
-        for share in self.shares:
-            ids_file, maps_file = share / f"{label}.ids.npy", share / f"{label}.maps.npy"
-            if not (ids_file.exists() and maps_file.exists()) or found.all():
-                continue
-            ids = np.load(ids_file)
-            kept = np.load(maps_file, mmap_mode="r")
-            if kept.shape[:2] != ids.shape or tuple(kept.shape[2:]) != tuple(map_hw) or \
-                    len(units) and units.max() >= len(ids):
-                continue
-            match = (ids[units] == image_ids[:, None]) & (image_ids[:, None] >= 0)
-            new = match.any(axis=1) & ~found
-            if new.any():
-                rows = np.flatnonzero(new)
-                maps[rows] = kept[units[rows], match[rows].argmax(axis=1)]
-                found[rows] = True
-        return found, maps[found]
+        layer = None if self.folder is None else _load_layer(self.folder, label)
+        if layer is None or not len(units):
+            return found, np.zeros((0, *map_hw), np.float32)
+        _, ids, kept = layer
+        if tuple(kept.shape[2:]) != tuple(map_hw) or units.max() >= len(ids):
+            return found, np.zeros((0, *map_hw), np.float32)
+        match = (ids[units] == image_ids[:, None]) & (image_ids[:, None] >= 0)
+        found = match.any(axis=1)
+        rows = np.flatnonzero(found)
+        try:
+            maps = np.asarray(kept[units[rows], match[rows].argmax(axis=1)], np.float32)
+        except (OSError, ValueError):
+            return np.zeros(len(units), bool), np.zeros((0, *map_hw), np.float32)
+        return found, maps

@@ -1,5 +1,5 @@
-"""The deconv stage's work: decode the top images once, pass each once through the model, then
-fill ``projections.zarr``.
+"""The deconv stage's work: decode the top images once, take their units' maps from the
+activations stage (or pass them through the model), then fill ``projections.zarr``.
 
 The store's layout, and why it is written a block of units at a time, is described in
 :mod:`pipeline.interp.projection_store`. Each distinct top image is decoded once per run, in
@@ -39,17 +39,15 @@ def write_projections(staged: Path, model: nn.Module, layers: Sequence[LayerPlan
                       images: ImageCoords,
                       normalise: Callable[[torch.Tensor], torch.Tensor],
                       batch_size: int, num_workers: int, device: str, channels: int = 3,
-                      activations: Path | None = None) -> None:
+                      top_maps: Path | None = None) -> None:
     """Create (or continue) the store at ``staged`` and project every ``topk`` row of
     ``layers`` with each of the plan's methods, ``batch_size`` requests at a time; ``pixels``
     gives the images as the network's uint8 crops of ``channels`` channels (decoded by
     ``num_workers`` processes; -1: as many as suit the machine, see
     :func:`pipeline.data.decoded.decoding_workers`) and ``images`` who they are (the
     coordinates, and the files named when one cannot be read now). The maps the activations
-    stage kept beside its store at ``activations`` (:mod:`pipeline.inference.top_maps`) are
-    taken from there."""
+    stage kept in ``top_maps`` (:mod:`pipeline.inference.top_maps`) are taken from there."""
     from pipeline.data.decoded import DecodedImages
-    from pipeline.inference.top_maps import FOLDER as KEPT
     from pipeline.inference.top_maps import KeptMaps
     from pipeline.interp.image_pass import ImagePass
     from pipeline.interp.projection_store import (
@@ -74,7 +72,7 @@ def write_projections(staged: Path, model: nn.Module, layers: Sequence[LayerPlan
                        unit="img")
     per_image = ImagePass.build(staged / IMAGE_PASS, model, layers, topk, plan.top_k, decoded,
                                 normalise, batch_size, bar.update,
-                                KeptMaps(None if activations is None else activations / KEPT))
+                                KeptMaps(top_maps))
     bar.close()
     if per_image.kept:
         print(f"[deconv] {per_image.kept} top maps kept by the activations stage; "

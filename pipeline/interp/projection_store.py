@@ -314,9 +314,10 @@ def _store_scaled(projected: np.ndarray, which: np.ndarray, boxes: Sequence[Box]
                   tile: tuple[int, int], tiles: np.ndarray, scales: np.ndarray,
                   units: np.ndarray, ranks: np.ndarray) -> None:
     """Store the receptive-field tiles of projections ``which`` (``[n, C, H, W]``, one box
-    each) at ``tiles[units[j], ranks[j]]`` (float16, zeros outside the image), each divided by
-    its largest absolute value, and those values at ``scales[units[j], ranks[j]]`` (0 for an
-    all-zero tile, left as zeros); NaN and infinities count as zeros. This runs on every
+    each) at ``tiles[units[j], ranks[j]]``, each divided by its largest absolute value, and
+    those values at ``scales[units[j], ranks[j]]``; NaN and infinities count as zeros. Only the
+    part of a tile inside the image is written: ``tiles`` and ``scales`` must hold zeros (+0.0)
+    there, which the padding and an all-zero tile keep (scale 0). This runs on every
     projection: it reads each crop in place, twice for its extremes and once to scale it into
     float16 (the float32 quotient rounded, as a float32 tile assigned to float16 would be)."""
     for j, (i, box) in enumerate(zip(which, boxes, strict=True)):

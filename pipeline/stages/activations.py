@@ -12,6 +12,7 @@ from pipeline.catalog import (
     CLASSES,
     MANIFEST,
     SKIPPED,
+    TOP_MAPS,
 )
 from pipeline.stages.context import StageContext
 from pipeline.stages.registry import register_stage
@@ -22,7 +23,7 @@ from pipeline.stages.sources import share_source
 # per channel scaled to 8, not clipped (pipeline.data.images)
 @register_stage("activations", revision=2,
                 reads=(*ANALYSED_MODEL, *ANALYSED_IMAGES),
-                writes=(ACTIVATIONS, SKIPPED),
+                writes=(ACTIVATIONS, SKIPPED, TOP_MAPS),
                 config=("data.source", "data.root", "model", "activations"),
                 # which model is loaded follows train.enabled, and so do its inputs; the dask
                 # section says how shard tasks are spread over a cluster; rank's top_k, how many
@@ -54,8 +55,7 @@ def _fill_store(ctx: StageContext) -> bool:
     # On a cluster the workers load the model on their own devices; here it only gives the layers.
     device = resolve_device("cpu") if on_cluster else ctx.compute_on(spec)
     manifest, classes = ctx.read(MANIFEST), ctx.read(CLASSES)
-    source = replace(share_source(ctx, len(classes), absolute=on_cluster),
-                     keep_maps=ctx.workflow.rank.top_k)
+    source = share_source(ctx, len(classes), absolute=on_cluster)
     model = source.model.load(device)
     meta = store_layer_metas(model, source.preprocessing.input_size, spec.modules)
     n_chunks = chunk_count(len(manifest), spec.chunk_size)
@@ -64,6 +64,10 @@ def _fill_store(ctx: StageContext) -> bool:
         staged = ctx.output(ACTIVATIONS)
         create_store(staged, ImageCoords.of_run(manifest, classes), spec.chunk_size, meta,
                      top=min(5, len(classes)))
+        top_maps = ctx.output(TOP_MAPS)
+        top_maps.mkdir(exist_ok=True)
+    source = replace(source, keep_maps=ctx.workflow.rank.top_k,
+                     top_maps=top_maps.absolute() if on_cluster else top_maps)
     done = completed_chunks(staged)
     if done:
         print(f"[activations] resuming: {len(done)} of {n_chunks} chunks already written")
@@ -88,7 +92,7 @@ def _fill_store(ctx: StageContext) -> bool:
                                                   if report.images}),
                                   str(device), manifest["path"].to_numpy(),
                                   lambda: ctx.output(SKIPPED),
-                                  ctx.compute is not None and ctx.compute.bf16)
+                                  ctx.compute is not None and ctx.compute.bf16, top_maps)
     summary, skipped = finished.summary, ctx.path(SKIPPED).name
     print(f"[activations] top-1 {summary.top1:.3f}, top-{finished.top} {summary.top5:.3f} on "
           f"{summary.n_readable} images; {finished.n_skipped} unreadable images skipped"

@@ -13,6 +13,7 @@ from pipeline.catalog import (
     CLASSES,
     MANIFEST,
     PROJECTIONS,
+    TOP_MAPS,
     TOPK,
 )
 from pipeline.stages.context import StageContext
@@ -22,7 +23,7 @@ from pipeline.stages.registry import register_stage
 # revision 2: projections.zarr's root no longer copies top_k (rank's metadata holds it);
 # 3: dimension names and coordinates (pipeline.labelled)
 @register_stage("deconv", revision=3,
-                reads=(*ANALYSED_MODEL, *ANALYSED_IMAGES, ACTIVATIONS, TOPK),
+                reads=(*ANALYSED_MODEL, *ANALYSED_IMAGES, ACTIVATIONS, TOPK, TOP_MAPS),
                 writes=(PROJECTIONS,),
                 config=("data.source", "data.root", "model", "deconv"),
                 # the model is the trained one when the workflow trains (its inputs say which)
@@ -53,4 +54,4 @@ def deconv(ctx: StageContext) -> None:
                           ImageCoords.of_run(manifest, classes),
                           prep.normalise(), spec.batch_size,
                           spec.num_workers, str(device), len(prep.mean),
-                          ctx.path(ACTIVATIONS))
+                          ctx.path(TOP_MAPS))

@@ -6,6 +6,7 @@ forward, and the maps it stores are those a pass of its own makes."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -14,8 +15,8 @@ from torch import nn
 
 from pipeline.config import ActivationsConfig
 from pipeline.inference.recorder import SummaryRecorder
-from pipeline.inference.shard import _keeper
-from pipeline.inference.top_maps import KeptMaps, TopMaps, kept_layers
+from pipeline.inference.shard import ShareSource, _keeper
+from pipeline.inference.top_maps import KeptMaps, TopMaps, kept_layers, merge_shares
 from pipeline.interp.image_pass import ImagePass
 
 
@@ -52,7 +53,7 @@ def test_offers_merge_to_the_k_strongest_ties_to_the_lower_id_never_the_unreadab
     keeper = TopMaps({"m": "layer"}, k)
     for start in range(0, n, 4):  # batches of 4, 4, 3
         ids = list(range(start, min(start + 4, n)))
-        keeper.begin(ids, [i != 6 for i in ids], torch.device("cpu"))
+        keeper.begin(ids, ["truncated" if i == 6 else "" for i in ids], torch.device("cpu"))
         keeper.offer("m", maps[ids], torch.from_numpy(peaks[ids]))
     readable = peaks.copy()
     readable[6] = -np.inf
@@ -60,7 +61,7 @@ def test_offers_merge_to_the_k_strongest_ties_to_the_lower_id_never_the_unreadab
     assert keeper.ids["layer"].tolist() == expected
     for unit, ids in enumerate(expected):
         assert torch.equal(keeper.maps["layer"][unit], maps[ids, unit])
-    assert keeper.offer("other", maps[:2], torch.from_numpy(peaks[:2])) is None  # not kept
+    keeper.offer("other", maps[:2], torch.from_numpy(peaks[:2]))  # a layer not kept
     assert list(keeper.maps) == ["layer"]
 
 
@@ -73,11 +74,12 @@ def test_recorded_maps_are_the_modules_last_call_in_the_top_images(tmp_path):
     with SummaryRecorder(model, ["conv1", "act"], keeper) as recorder, torch.inference_mode():
         for start in range(0, 10, 4):
             ids = list(range(start, min(start + 4, 10)))
-            keeper.begin(ids, [True] * len(ids), torch.device("cpu"))
+            keeper.begin(ids, [""] * len(ids), torch.device("cpu"))
             model(images[ids])
             for name in peaks:
                 peaks[name].append(recorder.summaries[name].max)
     keeper.save(tmp_path / "top_maps" / "000000")
+    merge_shares(tmp_path / "top_maps")
     kept = KeptMaps(tmp_path / "top_maps")
     for module, label in (("conv1", "conv1"), ("act", "conv2")):
         top = brute_force_top(torch.cat(peaks[module]).numpy(), 3)
@@ -102,9 +104,10 @@ def test_a_pass_with_every_map_kept_runs_no_forward_and_stores_the_same(tmp_path
     # what the activations stage would have kept: every image's maps, for every unit
     keeper = TopMaps({"conv1": "conv1", "act": "conv2"}, k=6)
     with SummaryRecorder(model, ["conv1", "act"], keeper), torch.inference_mode():
-        keeper.begin(range(6), [True] * 6, torch.device("cpu"))
+        keeper.begin(range(6), [""] * 6, torch.device("cpu"))
         model(normalise(torch.from_numpy(pixels)))
     keeper.save(tmp_path / "top_maps" / "000000")
+    merge_shares(tmp_path / "top_maps")
 
     ran = []
     handle = model.conv1.register_forward_hook(lambda *_: ran.append(1))
@@ -118,8 +121,8 @@ def test_a_pass_with_every_map_kept_runs_no_forward_and_stores_the_same(tmp_path
     assert np.array_equal(made.thumbs(made.ids), reference.thumbs(reference.ids))
 
     # a layer nobody kept: only the images with its maps pass through the model
-    for suffix in ("ids", "maps"):
-        (tmp_path / "top_maps" / "000000" / f"conv2.{suffix}.npy").unlink()
+    for suffix in ("values", "ids", "maps"):
+        (tmp_path / "top_maps" / f"conv2.{suffix}.npy").unlink()
     partly = ImagePass.build(tmp_path / "partly", model, layers, topk, 2, decoded, normalise,
                              batch_size=4, kept=KeptMaps(tmp_path / "top_maps"))
     handle.remove()
@@ -130,13 +133,49 @@ def test_a_pass_with_every_map_kept_runs_no_forward_and_stores_the_same(tmp_path
                                    rtol=1e-5, atol=1e-6)
 
 
+def test_shares_merge_to_what_one_process_keeps_each_image_once(tmp_path):
+    rng = np.random.default_rng(2)
+    k, units, n = 4, 3, 12
+    peaks = rng.integers(0, 5, (n, units)).astype(np.float32)  # ties across shares too
+    maps = torch.from_numpy(rng.normal(size=(n, units, 3, 2)).astype(np.float32))
+
+    def kept(ids: list[int]) -> TopMaps:
+        keeper = TopMaps({"m": "layer"}, k)
+        for start in range(0, len(ids), 3):
+            batch = ids[start:start + 3]
+            keeper.begin(batch, [""] * len(batch), torch.device("cpu"))
+            keeper.offer("m", maps[batch], torch.from_numpy(peaks[batch]))
+        return keeper
+
+    whole = kept(list(range(n)))
+    folder = tmp_path / "top_maps"
+    kept(list(range(0, 6))).save(folder / "000000")
+    kept(list(range(6, n))).save(folder / "000002")
+    kept(list(range(3, 6))).save(folder / "000001")  # a killed share's chunk, computed again
+    (folder / ".000003.partial-1").mkdir()  # what a killed save left
+    merge_shares(folder)
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "layer.ids.npy", "layer.maps.npy", "layer.values.npy"]
+    assert np.array_equal(np.load(folder / "layer.ids.npy"), whole.ids["layer"].numpy())
+    assert np.array_equal(np.load(folder / "layer.maps.npy"), whole.maps["layer"].numpy())
+    # a truncated file reads as nothing kept: the maps are computed again, not an error
+    data = (folder / "layer.maps.npy").read_bytes()
+    (folder / "layer.maps.npy").write_bytes(data[:len(data) // 2])
+    found, _ = KeptMaps(folder).find("layer", np.array([0, 1]), np.array([0, 1]), (3, 2))
+    assert not found.any()
+
+
 def test_kept_from_the_deepest_layer_up_and_only_for_float32_passes():
     shapes = {"conv1": (64, 224, 224), "conv2": (128, 112, 112), "conv3": (256, 28, 28)}
     assert kept_layers(shapes, 9) == ["conv1", "conv2", "conv3"]
     assert kept_layers(shapes, 9, max_bytes=128 * 9 * 112 * 112 * 4 + 256 * 9 * 28 * 28 * 4) \
         == ["conv2", "conv3"]
     assert kept_layers(shapes, 9, max_bytes=1000) == []
-    spec = ActivationsConfig()
-    assert _keeper(None, 9, dataclasses.replace(spec, bf16=True), torch.device("cpu")) is None
-    assert _keeper(None, 9, dataclasses.replace(spec, tf32=True), torch.device("cuda")) is None
-    assert _keeper(None, 0, spec, torch.device("cpu")) is None
+    source = ShareSource(None, None, None, None, ActivationsConfig(), 9, Path("top_maps"))
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert _keeper(None, dataclasses.replace(source, keep_maps=0), cpu) is None
+    assert _keeper(None, dataclasses.replace(source, top_maps=None), cpu) is None
+    bf16 = dataclasses.replace(source.spec, bf16=True)
+    assert _keeper(None, dataclasses.replace(source, spec=bf16), cpu) is None
+    tf32 = dataclasses.replace(source.spec, tf32=True)
+    assert _keeper(None, dataclasses.replace(source, spec=tf32), cuda) is None
