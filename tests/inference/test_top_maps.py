@@ -96,6 +96,37 @@ def test_recorded_maps_are_the_modules_last_call_in_the_top_images(tmp_path):
     assert not found.any()
 
 
+class SameShape(nn.Module):
+    """``act`` runs twice per pass on maps of one shape: only its second call counts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+        self.act = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.conv2(self.act(self.conv1(x)))).mean((2, 3))
+
+
+def test_a_module_called_twice_on_one_shape_keeps_its_second_call():
+    torch.manual_seed(3)
+    model = SameShape().eval()
+    images = torch.rand(9, 3, 8, 8) - 0.5
+    keeper = TopMaps({"act": "act"}, k=2)
+    peaks = []
+    with SummaryRecorder(model, ["act"], keeper) as recorder, torch.inference_mode():
+        for start in range(0, 9, 3):
+            ids = list(range(start, start + 3))
+            keeper.begin(ids, [""] * 3, torch.device("cpu"))
+            model(images[ids])
+            peaks.append(recorder.summaries["act"].max)
+    whole = seen_maps(model, images, "act")  # the second call's
+    top = brute_force_top(torch.cat(peaks).numpy(), 2)
+    assert keeper.ids["act"].tolist() == top
+    for unit, ids in enumerate(top):
+        torch.testing.assert_close(keeper.maps["act"][unit], whole[ids, unit])
+
+
 def test_a_pass_with_every_map_kept_runs_no_forward_and_stores_the_same(tmp_path):
     model, decoded, layers, topk = top_image_pass(inplace=True)
     pixels = decoded.pixels
