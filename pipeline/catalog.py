@@ -138,7 +138,10 @@ SKIPPED = Artifact("skipped", lambda layout: layout.skipped, "table",
                    "images that could not be read, and why", table=schemas.Skipped)
 TOP_MAPS = Artifact("top_maps", lambda layout: layout.top_maps, "folder",
                     "each unit's whole maps in its strongest images, kept during the passes "
-                    "for deconv (pipeline.inference.top_maps)", resumable=True, sharded=True)
+                    "for deconv (pipeline.inference.top_maps)", resumable=True, sharded=True,
+                    # a cache: a resumed run or another top_k keeps other maps, and a map
+                    # missing only costs deconv a forward pass, so its bytes make nothing stale
+                    digested=False)
 
 # -- rank ------------------------------------------------------------------------------------
 

@@ -112,7 +112,7 @@ def fill_chunks(model: nn.Module, images: TolerantImages, store: zarr.Group, sto
                     pending.popleft().result()
                 if keeper is not None and chunk == plan.chunks[-1]:  # before its marker
                     if still_current is None or still_current():
-                        keeper[0].save(keeper[1] / f"{plan.chunks[0]:06d}")
+                        keeper[0].save(keeper[1] / f"{plan.chunks[0]:06d}", still_current)
                 pending.append(writer.submit(_write, store, store_path, chunk, start, arrays,
                                              skipped, still_current))
                 buffer, skipped = {}, []

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -131,26 +131,35 @@ class TopMaps:
                                                            -1)
         self.maps[label] = maps
 
-    def save(self, folder: Path) -> None:
-        """Write what is kept to ``folder`` (replacing it), synced, under another name first."""
+    def save(self, folder: Path, still_current: Callable[[], bool] | None = None) -> None:
+        """Write what is kept to ``folder`` (replacing it), synced, under another name first;
+        nothing when its parent, the staged ``top_maps``, is gone (committed, or recreated by
+        another run) or ``still_current`` says the run is no longer this one's."""
         _save_layers(folder, {label: (self.values[label].cpu().numpy(),
                                       self.ids[label].cpu().numpy(),
-                                      self.maps[label].cpu().numpy()) for label in self.maps})
+                                      self.maps[label].cpu().numpy()) for label in self.maps},
+                     still_current)
 
 
-def _save_layers(folder: Path, layers: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
-                 ) -> None:
+def _save_layers(folder: Path, layers: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
+                 still_current: Callable[[], bool] | None = None) -> None:
     """Each layer's (values, ids, maps) as ``<label>.values/ids/maps.npy`` in ``folder``."""
     folder = Path(folder)
     partial = folder.with_name(f".{folder.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
+    try:
+        partial.mkdir()  # not its parents: a folder moved away is not made again
+    except FileNotFoundError:
+        return
     for label, arrays in layers.items():
         for name, values in zip(PARTS, arrays, strict=True):
             with open(partial / f"{label}.{name}.npy", "wb") as file:
                 np.save(file, values)
                 file.flush()
                 os.fsync(file.fileno())
+    if still_current is not None and not still_current():
+        shutil.rmtree(partial, ignore_errors=True)
+        return
     shutil.rmtree(folder, ignore_errors=True)
     partial.rename(folder)
 
@@ -177,7 +186,8 @@ def merge_shares(folder: Path) -> None:
     if not folder.is_dir():
         return
     shares = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    labels = sorted({f.name.split(".")[0] for share in shares for f in share.glob("*.ids.npy")})
+    labels = sorted({f.name.removesuffix(".ids.npy") for share in shares  # "layer3.1.relu"
+                     for f in share.glob("*.ids.npy")})
     merged = {}
     for label in labels:
         found = [layer for layer in (_load_layer(place, label) for place in (folder, *shares))
@@ -213,7 +223,9 @@ def _top(found: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
         taken = 0
         for j in np.lexsort((ids[unit], -values[unit])):
             image = int(ids[unit, j])
-            if image < 0 or image in seen or taken == k:
+            if taken == k:
+                break
+            if image < 0 or image in seen:
                 continue
             seen.add(image)
             share = int(np.searchsorted(starts, j, side="right")) - 1

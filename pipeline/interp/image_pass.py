@@ -12,8 +12,8 @@ Images are grouped by the deepest layer they are a top image of, so that most pa
 early. Most maps need no pass at all: the activations stage kept each unit's maps in its
 strongest images (:mod:`pipeline.inference.top_maps`), and those are taken from there; only the
 images with a map still missing pass through the model (none, when the activations ran in
-float32 with rank's ``top_k`` and kept every layer), and the others are read for their
-thumbnails alone.
+float32, uninterrupted, with rank's ``top_k``, and kept every layer), and the others are read
+for their thumbnails alone.
 
 Results go to the staged store's scratch folder: one raw ``float32`` file per layer laid out as
 the store's ``maps`` array ``[unit, rank, map_y, map_x]`` (zeros where a unit has fewer top

@@ -27,7 +27,7 @@ from pipeline.stages.sources import share_source
                 config=("data.source", "data.root", "model", "activations"),
                 # which model is loaded follows train.enabled, and so do its inputs; the dask
                 # section says how shard tasks are spread over a cluster; rank's top_k, how many
-                # maps per unit to keep for the deconv stage (a cache beside the store's arrays)
+                # maps per unit to keep for the deconv stage (the top_maps cache)
                 unkeyed=("train.enabled", "dask", "rank.top_k"))
 def activations(ctx: StageContext) -> bool:
     """record each unit's max, argmax and mean over every image"""

@@ -78,6 +78,7 @@ def test_recorded_maps_are_the_modules_last_call_in_the_top_images(tmp_path):
             model(images[ids])
             for name in peaks:
                 peaks[name].append(recorder.summaries[name].max)
+    (tmp_path / "top_maps").mkdir()  # the staged artifact, as the stage makes it
     keeper.save(tmp_path / "top_maps" / "000000")
     merge_shares(tmp_path / "top_maps")
     kept = KeptMaps(tmp_path / "top_maps")
@@ -137,6 +138,7 @@ def test_a_pass_with_every_map_kept_runs_no_forward_and_stores_the_same(tmp_path
     with SummaryRecorder(model, ["conv1", "act"], keeper), torch.inference_mode():
         keeper.begin(range(6), [""] * 6, torch.device("cpu"))
         model(normalise(torch.from_numpy(pixels)))
+    (tmp_path / "top_maps").mkdir()  # the staged artifact, as the stage makes it
     keeper.save(tmp_path / "top_maps" / "000000")
     merge_shares(tmp_path / "top_maps")
 
@@ -171,7 +173,7 @@ def test_shares_merge_to_what_one_process_keeps_each_image_once(tmp_path):
     maps = torch.from_numpy(rng.normal(size=(n, units, 3, 2)).astype(np.float32))
 
     def kept(ids: list[int]) -> TopMaps:
-        keeper = TopMaps({"m": "layer"}, k)
+        keeper = TopMaps({"m": "a.1.relu"}, k)  # a dotted label
         for start in range(0, len(ids), 3):
             batch = ids[start:start + 3]
             keeper.begin(batch, [""] * len(batch), torch.device("cpu"))
@@ -180,19 +182,30 @@ def test_shares_merge_to_what_one_process_keeps_each_image_once(tmp_path):
 
     whole = kept(list(range(n)))
     folder = tmp_path / "top_maps"
+    folder.mkdir()
     kept(list(range(0, 6))).save(folder / "000000")
     kept(list(range(6, n))).save(folder / "000002")
     kept(list(range(3, 6))).save(folder / "000001")  # a killed share's chunk, computed again
     (folder / ".000003.partial-1").mkdir()  # what a killed save left
     merge_shares(folder)
-    assert sorted(p.name for p in folder.iterdir()) == [
-        "layer.ids.npy", "layer.maps.npy", "layer.values.npy"]
-    assert np.array_equal(np.load(folder / "layer.ids.npy"), whole.ids["layer"].numpy())
-    assert np.array_equal(np.load(folder / "layer.maps.npy"), whole.maps["layer"].numpy())
+    merged = ["a.1.relu.ids.npy", "a.1.relu.maps.npy", "a.1.relu.values.npy"]
+    assert sorted(p.name for p in folder.iterdir()) == merged
+    assert np.array_equal(np.load(folder / "a.1.relu.ids.npy"), whole.ids["a.1.relu"].numpy())
+    assert np.array_equal(np.load(folder / "a.1.relu.maps.npy"), whole.maps["a.1.relu"].numpy())
+    # a merge killed after it wrote the top: merged again with a share left behind, the same
+    kept(list(range(6, n))).save(folder / "000002")
+    merge_shares(folder)
+    assert sorted(p.name for p in folder.iterdir()) == merged
+    assert np.array_equal(np.load(folder / "a.1.relu.ids.npy"), whole.ids["a.1.relu"].numpy())
+    # a save after the staged folder was moved away (committed) makes nothing again
+    kept([0]).save(tmp_path / "gone" / "000000")
+    assert not (tmp_path / "gone").exists()
+    kept([0]).save(folder / "000009", still_current=lambda: False)
+    assert sorted(p.name for p in folder.iterdir()) == merged
     # a truncated file reads as nothing kept: the maps are computed again, not an error
-    data = (folder / "layer.maps.npy").read_bytes()
-    (folder / "layer.maps.npy").write_bytes(data[:len(data) // 2])
-    found, _ = KeptMaps(folder).find("layer", np.array([0, 1]), np.array([0, 1]), (3, 2))
+    data = (folder / "a.1.relu.maps.npy").read_bytes()
+    (folder / "a.1.relu.maps.npy").write_bytes(data[:len(data) // 2])
+    found, _ = KeptMaps(folder).find("a.1.relu", np.array([0, 1]), np.array([0, 1]), (3, 2))
     assert not found.any()
 
 
