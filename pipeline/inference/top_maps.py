@@ -81,10 +81,10 @@ class TopMaps:
         """The next forward pass is of ``image_ids`` (consecutive, as the stage's batches are),
         none kept where ``unreadable`` names a reason. Made on the device: a copy from the host
         would wait for it."""
-        first = int(image_ids[0])
-        self._batch = torch.arange(first, first + len(image_ids), device=device)
-        if any(int(i) != first + j for j, i in enumerate(image_ids)):
-            self._batch = torch.as_tensor([int(i) for i in image_ids], device=device)
+        ids = [int(i) for i in image_ids]
+        consecutive = ids == list(range(ids[0], ids[0] + len(ids)))
+        self._batch = torch.arange(ids[0], ids[0] + len(ids), device=device) if consecutive \
+            else torch.as_tensor(ids, device=device)
         self._readable = torch.ones(len(image_ids), dtype=torch.bool, device=device)
         if any(unreadable):  # rare: only then a copy from the host
             self._readable = torch.as_tensor([not reason for reason in unreadable],
@@ -98,8 +98,8 @@ class TopMaps:
         an earlier call of the module, of another shape than the last call it keeps."""
         units = output.shape[1]
         start = self._start.get(label)
-        if start is not None and start[2].shape[:1] + start[2].shape[2:] == \
-                output.shape[1:2] + output.shape[2:]:
+        if start is not None and start[2].shape[0] == units and \
+                start[2].shape[2:] == output.shape[2:]:
             return start
         return (output.new_full((units, self.k), float("-inf"), dtype=torch.float32),
                 torch.full((units, self.k), -1, dtype=torch.int64, device=output.device),

@@ -98,8 +98,9 @@ class ImagePass:
                                       {layer.label: layer.map_hw for layer in layers})
             need = np.unique(np.concatenate([r["image_id"] for r in missing.values()] or
                                             [np.empty(0, np.int64)]))
-            made.kept, made.passed = sum(len(r["unit"]) for r in requests.values()) - sum(
-                len(r["unit"]) for r in missing.values()), len(need)
+            made.kept = sum(len(r["unit"]) - len(missing[label]["unit"])
+                            for label, r in requests.items())
+            made.passed = len(need)
             device = next(model.parameters()).device
             maps = _MapPass(model, layers, missing)
             for batch in maps.batches(need, batch_size):
