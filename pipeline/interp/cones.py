@@ -104,10 +104,10 @@ class Cones:
         return needs
 
     def project(self, images: Tensor, units: Tensor, positions: Tensor, rule: str | None,
-                out: Tensor | None = None) -> Tensor:
+                out: Tensor | None = None, image_of: list[int] | None = None) -> Tensor:
         """``[n, C, H, W]``: the projection of ``units[i]`` at ``positions[i]`` (y, x) of the
-        layer's map in ``images[i]``, with ``rule`` at every rectifier (None: the gradient),
-        written into ``out`` when given."""
+        layer's map in ``images[i]`` (``images[image_of[i]]`` when given), with ``rule`` at
+        every rectifier (None: the gradient), written into ``out`` when given."""
         needs = self.needs([(int(y), int(x)) for y, x in positions.tolist()])
         values: dict[fx.Node, Any] = {}
         with torch.enable_grad(), out_of_place(self.gm), \
@@ -116,7 +116,8 @@ class Cones:
                 if node.op == "get_attr":
                     values[node] = run_node(self.gm, node, values.__getitem__)
                 elif node in needs:
-                    values[node] = self._compute(node, needs[node], values, images)
+                    values[node] = self._compute(node, needs[node], values, images,
+                                                 image_of)
         source = next(node for node in self.nodes if node.op == "placeholder")
         given, reached = values[source], values[self.target]
         seed = torch.zeros_like(reached.patch)
@@ -125,7 +126,8 @@ class Cones:
                 at = (i, int(units[i]), y - reached.tops[i], x - reached.lefts[i])
                 seed[at] = reached.patch[at].detach()
         (grad,) = torch.autograd.grad(reached.patch, given.patch, seed)
-        out = torch.zeros_like(images, dtype=torch.float32) if out is None else out.zero_()
+        out = images.new_zeros((len(positions), *images.shape[1:]), dtype=torch.float32) \
+            if out is None else out.zero_()
         h, w = grad.shape[2:]
         with one_thread():
             for i, (top, left) in enumerate(zip(given.tops, given.lefts, strict=True)):
@@ -133,13 +135,13 @@ class Cones:
         return out
 
     def _compute(self, node: fx.Node, boxes: list[Box], values: dict[fx.Node, Any],
-                 images: Tensor) -> Known:
+                 images: Tensor, image_of: list[int] | None) -> Known:
         """The node's output on each request's box, from its inputs' regions."""
         height, width = self.sizes[node]
         h, tops = placed([(b[0], b[1]) for b in boxes], height)
         w, lefts = placed([(b[2], b[3]) for b in boxes], width)
         if node.op == "placeholder":
-            patch = _crops(images, tops, lefts, h, w).requires_grad_(True)
+            patch = _crops(images, tops, lefts, h, w, image_of).requires_grad_(True)
             return Known(patch, tops, lefts)
         window = self.windows.get(node)
         if window is not None:
@@ -180,11 +182,15 @@ def _reads(box: Box, window: Window, height: int, width: int) -> Box:
             max(0, left * sx - px), min(width, (right - 1) * sx - px + kx))
 
 
-def _crops(images: Tensor, tops: list[int], lefts: list[int], h: int, w: int) -> Tensor:
+def _crops(images: Tensor, tops: list[int], lefts: list[int], h: int, w: int,
+           image_of: list[int] | None = None) -> Tensor:
+    """Request ``i``'s ``h`` x ``w`` crop at (``tops[i]``, ``lefts[i]``) of ``images[i]``, or
+    of ``images[image_of[i]]``: requests on one image need no copy of it each."""
     out = images.new_empty((len(tops), images.shape[1], h, w))
+    which = range(len(tops)) if image_of is None else image_of
     with one_thread():
-        for i, (top, left) in enumerate(zip(tops, lefts, strict=True)):
-            out[i] = images[i, :, top:top + h, left:left + w]
+        for i, (image, top, left) in enumerate(zip(which, tops, lefts, strict=True)):
+            out[i] = images[image, :, top:top + h, left:left + w]
     return out
 
 

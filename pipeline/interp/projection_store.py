@@ -272,11 +272,15 @@ class BlockProjector:
 
     def _batch(self, batch: Requests, layer: LayerPlan, tile: tuple[int, int], first: int,
                arrays: dict[str, np.ndarray]) -> None:
-        pixels = torch.from_numpy(self.decoded.read(batch.image_id))  # one per request
+        # each distinct image read and normalised once, and shared by its requests (they come
+        # sorted by image: a batch holds a few images, each the top image of many units)
+        ids, of_request = np.unique(batch.image_id, return_inverse=True)
+        pixels = torch.from_numpy(self.decoded.read(ids))
         images = self.normalise(pixels.to(self.device))  # uint8 travels: a quarter the bytes
+        image_of = torch.from_numpy(of_request).to(self.device)
         units = torch.from_numpy(batch.unit).to(self.device)
         positions = torch.from_numpy(np.stack([batch.y, batch.x], axis=1)).to(self.device)
-        projected = [p.project(images, layer.module, units, positions).cpu().numpy()
+        projected = [p.project(images, layer.module, units, positions, image_of).cpu().numpy()
                      for p in self.projectors]
         # an image unreadable since the activations stage read it is left blank
         keep = np.flatnonzero(self.decoded.readable(batch.image_id))
@@ -290,7 +294,8 @@ class BlockProjector:
                           arrays["projection_scale"][m], unit, rank)
         hwc = pixels.permute(0, 2, 3, 1).numpy()
         for j, box in enumerate(boxes):
-            arrays["patches"][unit[j], rank[j]] = field_tile(hwc[keep[j]], box, tile, PAD_GREY)
+            arrays["patches"][unit[j], rank[j]] = field_tile(hwc[of_request[keep[j]]], box, tile,
+                                                             PAD_GREY)
         arrays["boxes"][unit, rank] = boxes
         arrays["thumbs"][unit, rank] = self.per_image.thumbs(batch.image_id[keep])
 

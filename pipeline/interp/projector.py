@@ -100,28 +100,37 @@ class Projector:
         self._cone_traces: dict[tuple[int, int], Traced | None] = {}  # input size -> fx graph
 
     # ----------------------------------------------------------------------------------------
-    def project(self, images: Tensor, layer: str, units: Tensor, positions: Tensor) -> Tensor:
+    def project(self, images: Tensor, layer: str, units: Tensor, positions: Tensor,
+                image_of: Tensor | None = None) -> Tensor:
         """Projection of activation `layer_output[b, units[b], y, x]` of every request b.
 
         images: [B, 3, H, W]; units: [B] long; positions: [B, 2] long (y, x) in the layer's
         output map. The seed is the activation's own value, every other activation is zero.
-        Returns [B, 3, H, W] float32 on the images' original device.
+        Or images: [I, 3, H, W] and image_of: [B] long, request b's image: requests on one
+        image then share it, not a copy each. Returns [B, 3, H, W] float32 on the images'
+        original device.
         """
         module = self._module(layer)
-        b = images.shape[0]
-        if images.dim() != 4 or units.shape != (b,) or positions.shape != (b, 2):
+        b = units.shape[0] if image_of is not None else images.shape[0]
+        mapped = image_of is None or (image_of.shape == (b,) and (
+            b == 0 or (0 <= int(image_of.min()) and int(image_of.max()) < images.shape[0])))
+        if images.dim() != 4 or units.shape != (b,) or positions.shape != (b, 2) \
+                or not mapped:
             raise ValueError(
-                f"expected images [B,3,H,W], units [B], positions [B,2]; got "
-                f"{tuple(images.shape)}, {tuple(units.shape)}, {tuple(positions.shape)}"
-            )
-        out = torch.empty(images.shape, dtype=torch.float32, device=images.device)
+                f"expected images [B,3,H,W] (or [I,3,H,W] and image_of [B] in 0..I-1), units "
+                f"[B], positions [B,2]; got {tuple(images.shape)}, {tuple(units.shape)}, "
+                f"{tuple(positions.shape)}"
+                + ("" if image_of is None else f", image_of {tuple(image_of.shape)}"))
+        out = torch.empty((b, *images.shape[1:]), dtype=torch.float32, device=images.device)
         if b == 0:
             return out
         calls = self._calls(layer, images[:1])
         cones = self._cones(layer, module, calls, images) if self.cones else None
         if cones is not None:
-            self._project_cones(cones, images, units, positions, layer, out)
+            self._project_cones(cones, images, units, positions, layer, out, image_of)
             return out
+        if image_of is not None:  # the other paths take one image per request
+            images = images[image_of.to(images.device)]
         field = self._field(layer, (images.shape[2], images.shape[3])) if self.windowed else None
         with self._hooked(module, calls) as state:
             plan, boxes = self._windows(state, images, units, positions, layer, field)
@@ -179,7 +188,7 @@ class Projector:
         return self._cone_checked[key]
 
     def _project_cones(self, cones: Cones, images: Tensor, units: Tensor, positions: Tensor,
-                       layer: str, out: Tensor) -> None:
+                       layer: str, out: Tensor, image_of: Tensor | None) -> None:
         """Every request on its cone, ``batch_size`` at a time, into ``out``."""
         shape = self._cone_shapes[(layer, int(images.shape[2]), int(images.shape[3]))]
         units, positions = units.cpu().long(), positions.cpu().long()
@@ -187,14 +196,17 @@ class Projector:
         device = self._device()
         dtype = next(self.model.parameters(), torch.empty(0)).dtype
         with evaluating(self.model, grad=True):
-            for start in range(0, images.shape[0], self.batch_size):
+            shared = None if image_of is None else images.detach().to(device, dtype)
+            which = None if image_of is None else image_of.cpu().tolist()
+            for start in range(0, out.shape[0], self.batch_size):
                 sl = slice(start, start + self.batch_size)
+                batch = images[sl].detach().to(device, dtype) if shared is None else shared
+                of = None if which is None else which[sl]
                 if out.device == device:
-                    cones.project(images[sl].detach().to(device, dtype), units[sl],
-                                  positions[sl], self._rule(), out[sl])
+                    cones.project(batch, units[sl], positions[sl], self._rule(), out[sl], of)
                 else:
-                    out[sl] = cones.project(images[sl].detach().to(device, dtype), units[sl],
-                                            positions[sl], self._rule()).to(out.device)
+                    out[sl] = cones.project(batch, units[sl], positions[sl], self._rule(),
+                                            image_of=of).to(out.device)
 
     def _rule(self) -> str | None:
         """The rule the cones apply at rectifiers (None: autograd's own gradient)."""

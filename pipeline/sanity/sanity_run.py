@@ -185,13 +185,15 @@ class _LayerJob:
         with positive_seeds(network, self.layer.module, self.probe):
             for start in range(0, len(rows), self.batch_size):
                 batch = rows.iloc[start:start + self.batch_size]
-                ids = batch["image_id"].to_numpy()
+                # each distinct image normalised once, shared by its requests
+                ids, of_request = np.unique(batch["image_id"].to_numpy(), return_inverse=True)
                 x = self.pictures.normalise(torch.stack([self.images[int(i)] for i in ids])
                                             .to(device))
                 units = torch.tensor(batch["unit"].to_numpy(), dtype=torch.long, device=device)
                 positions = torch.tensor(batch[["y", "x"]].to_numpy(), dtype=torch.long,
                                          device=device)
-                projected = projector.project(x, self.layer.module, units, positions) \
+                projected = projector.project(x, self.layer.module, units, positions,
+                                              torch.from_numpy(of_request).to(device)) \
                     .cpu().numpy().transpose(0, 2, 3, 1)
                 for j in range(len(batch)):
                     tiles.append(field_tile(projected[j], self.boxes[start + j], self.tile, 0.0))

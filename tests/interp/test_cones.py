@@ -104,3 +104,33 @@ def test_a_path_that_reads_the_whole_map_has_no_cones_and_projects_as_before():
     got = projector.project(x, *args)
     assert projector._cone_checked[("out", 16, 16)] is None
     torch.testing.assert_close(got, Projector(model, "gradient", windowed=False).project(x, *args))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_requests_that_share_their_images_project_as_with_a_copy_each(method):
+    model = build("alexnet")
+    copies, units, positions = requests(model, "features.11", 96)  # 6 requests per image
+    image_of = torch.tensor([0] * 6 + [1] * 6)
+    images = copies[[0, 6]]
+    assert torch.equal(images[image_of], copies)
+    order = torch.randperm(12, generator=torch.Generator().manual_seed(2))  # mixed, 5 a batch
+    each = Projector(model, method, batch_size=5).project(copies[order], "features.11",
+                                                          units[order], positions[order])
+    projector = Projector(model, method, batch_size=5)
+    shared = projector.project(images, "features.11", units[order], positions[order],
+                               image_of[order])
+    assert projector._cone_checked[("features.11", 96, 96)] is not None  # the cones ran
+    assert torch.equal(shared, each)  # the same crops, bit for bit
+    assert bool((each.flatten(1).abs().amax(dim=1) > 0).all())
+
+
+def test_shared_images_on_a_model_without_cones_project_as_with_a_copy_each():
+    torch.manual_seed(0)
+    model = Gated().eval()
+    images = torch.randn(2, 3, 16, 16)
+    image_of = torch.tensor([1, 0, 1])
+    args = ("out", torch.tensor([0, 1, 3]), torch.tensor([[3, 4], [8, 8], [0, 15]]))
+    got = Projector(model, "gradient").project(images, *args, image_of)
+    torch.testing.assert_close(got, Projector(model, "gradient").project(images[image_of], *args))
+    with pytest.raises(ValueError, match="image_of"):
+        Projector(model, "gradient").project(images, *args, torch.tensor([0, 2, 1]))
