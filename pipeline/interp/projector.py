@@ -111,21 +111,26 @@ class Projector:
         original device.
         """
         module = self._module(layer)
-        b = units.shape[0] if image_of is not None else images.shape[0]
-        mapped = image_of is None or (image_of.shape == (b,) and (
-            b == 0 or (0 <= int(image_of.min()) and int(image_of.max()) < images.shape[0])))
+        b = images.shape[0] if image_of is None else image_of.shape[0] if image_of.dim() else -1
+        mapped = image_of is None or (
+            image_of.dim() == 1 and not image_of.is_floating_point()
+            and image_of.dtype != torch.bool and (
+                b == 0 or (0 <= int(image_of.min()) and int(image_of.max()) < images.shape[0])))
         if images.dim() != 4 or units.shape != (b,) or positions.shape != (b, 2) \
                 or not mapped:
             raise ValueError(
                 f"expected images [B,3,H,W] (or [I,3,H,W] and image_of [B] in 0..I-1), units "
                 f"[B], positions [B,2]; got {tuple(images.shape)}, {tuple(units.shape)}, "
                 f"{tuple(positions.shape)}"
-                + ("" if image_of is None else f", image_of {tuple(image_of.shape)}"))
+                + ("" if image_of is None else f", image_of {tuple(image_of.shape)} "
+                                               f"{image_of.dtype}"))
         out = torch.empty((b, *images.shape[1:]), dtype=torch.float32, device=images.device)
         if b == 0:
             return out
-        calls = self._calls(layer, images[:1])
-        cones = self._cones(layer, module, calls, images) if self.cones else None
+        # the first request's image: what the one-time checks probe, whatever the mapping
+        first = images[:1] if image_of is None else images[image_of[:1].to(images.device)]
+        calls = self._calls(layer, first)
+        cones = self._cones(layer, module, calls, first) if self.cones else None
         if cones is not None:
             self._project_cones(cones, images, units, positions, layer, out, image_of)
             return out

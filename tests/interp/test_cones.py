@@ -132,5 +132,7 @@ def test_shared_images_on_a_model_without_cones_project_as_with_a_copy_each():
     args = ("out", torch.tensor([0, 1, 3]), torch.tensor([[3, 4], [8, 8], [0, 15]]))
     got = Projector(model, "gradient").project(images, *args, image_of)
     torch.testing.assert_close(got, Projector(model, "gradient").project(images[image_of], *args))
-    with pytest.raises(ValueError, match="image_of"):
-        Projector(model, "gradient").project(images, *args, torch.tensor([0, 2, 1]))
+    for bad in (torch.tensor([0, 2, 1]), torch.tensor([True, False, True]),
+                torch.tensor([0.0, 1.0, 0.0]), torch.tensor([[0, 1, 0]]), torch.tensor(0)):
+        with pytest.raises(ValueError, match="image_of"):
+            Projector(model, "gradient").project(images, *args, bad)
