@@ -111,13 +111,8 @@ class Projector:
         original device.
         """
         module = self._module(layer)
-        b = images.shape[0] if image_of is None else image_of.shape[0] if image_of.dim() else -1
-        mapped = image_of is None or (
-            image_of.dim() == 1 and not image_of.is_floating_point()
-            and image_of.dtype != torch.bool and (
-                b == 0 or (0 <= int(image_of.min()) and int(image_of.max()) < images.shape[0])))
-        if images.dim() != 4 or units.shape != (b,) or positions.shape != (b, 2) \
-                or not mapped:
+        b = _request_count(images, image_of)
+        if images.dim() != 4 or units.shape != (b,) or positions.shape != (b, 2):
             raise ValueError(
                 f"expected images [B,3,H,W] (or [I,3,H,W] and image_of [B] in 0..I-1), units "
                 f"[B], positions [B,2]; got {tuple(images.shape)}, {tuple(units.shape)}, "
@@ -380,6 +375,18 @@ class Projector:
                     fmap, x, grad_outputs=seed, retain_graph=r < n_rounds - 1)
                 result[req.to(device)] = grad[img]
         return result
+
+
+def _request_count(images: Tensor, image_of: Tensor | None) -> int:
+    """How many requests ``project`` was given: one per image, or ``image_of``'s length; -1
+    when ``image_of`` is no 1-d integer tensor of indices into ``images``."""
+    if image_of is None:
+        return images.shape[0]
+    if image_of.dim() != 1 or image_of.is_floating_point() or image_of.dtype == torch.bool:
+        return -1
+    inside = not len(image_of) or (0 <= int(image_of.min())
+                                   and int(image_of.max()) < images.shape[0])
+    return len(image_of) if inside else -1
 
 
 def _check(
