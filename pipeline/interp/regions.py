@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
+from pipeline.interp.pooling import max_pool_values
 from pipeline.interp.strided import conv2d_unpadded
 
 # A box per position, in the map's own coordinates: (top, bottom, left, right), bottom and right
@@ -123,8 +124,9 @@ def _max_pool(kernel_size, stride, padding, dilation=1) -> Window:
     the -inf padding of the gathered windows reproduces."""
     kernel, dilation = pair(kernel_size), pair(dilation)
     step = pair(stride) if stride else kernel
+    # values by shifted maxima where nothing differentiates them (occlusion; pooling.py)
     return Window(_extent(kernel, dilation), step, pair(padding), -math.inf,
-                  lambda x: F.max_pool2d(x, kernel, step, 0, dilation))
+                  lambda x: max_pool_values(x, kernel, step, dilation))
 
 
 def _avg_pool(kernel_size, stride, padding, ceil_mode, count_include_pad,
