@@ -56,8 +56,8 @@ Paths are relative to `runs/<workflow>/` (the atlas: `reports/<workflow>/`).
 """
 
 #: The package's tiers, lowest first (the import test's TIERS says which modules are in each).
-TIERS = (("base", "errors, atomic, locks, progress, background, labelled, device, metadata, "
-                   "schemas"),
+TIERS = (("base", "errors, atomic, locks, progress, background, lazy, labelled, device, "
+                   "metadata, schemas"),
          ("config", "config, config_checks, workflow_view"),
          ("data", "data/"), ("models", "models/"), ("inference", "inference/"),
          ("ranking", "ranking/"), ("interp", "interp/"), ("experiments", "experiments/"),

@@ -26,7 +26,7 @@ PACKAGE = Path(pipeline.__file__).parent
 # not exist (yet) is fine; a module that is listed nowhere fails the test.
 TIERS = [
     ("base", ["pipeline.errors", "pipeline.atomic", "pipeline.locks", "pipeline.progress",
-              "pipeline.background",
+              "pipeline.background", "pipeline.lazy",
               "pipeline.labelled", "pipeline.device", "pipeline.metadata", "pipeline.schemas",
               "pipeline.__init__"]),
     ("config", ["pipeline.config", "pipeline.config_checks", "pipeline.workflow_view"]),

@@ -126,3 +126,34 @@ def test_the_graph_sees_imports_inside_functions_and_skips_type_checking_ones():
 def test_a_cycle_is_named():
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert import_cycles(graph) == [["a", "b", "c", "a"]]
+
+
+def test_the_atlas_workers_import_neither_torch_nor_dask():
+    """Each render worker imports its task modules when it starts; torch, torchvision and dask
+    came with them through the packages' ``__init__`` (of ``pipeline.interp`` for the
+    projection records, of ``pipeline.ranking`` for the class priors) and cost each worker
+    3-4 s of CPU."""
+    from pipeline.atlas.render_run import WORKER_MODULES
+
+    modules = (*WORKER_MODULES, "pipeline.interp.projection_meta", "pipeline.ranking.picks")
+    probe = (f"import sys; import {', '.join(modules)}; "
+             "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'torchvision', "
+             "'dask', 'distributed'}))")
+    env = {**os.environ, "PYTHONPATH": str(PACKAGE.parent)}
+    result = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
+                            text=True, timeout=300, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_a_lazy_package_name_is_its_module_s_and_an_unknown_one_is_refused():
+    import pipeline.interp
+    import pipeline.ranking
+    from pipeline.interp.projector import Projector
+    from pipeline.ranking.meta import read_rank_meta
+
+    assert pipeline.interp.Projector is Projector
+    assert pipeline.ranking.read_rank_meta is read_rank_meta
+    with pytest.raises(AttributeError, match="pipeline.interp.*no attribute 'Nothing'"):
+        pipeline.interp.Nothing  # noqa: B018
+    for package in (pipeline.interp, pipeline.ranking):
+        assert all(hasattr(package, name) for name in package.__all__)

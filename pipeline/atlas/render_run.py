@@ -146,6 +146,11 @@ def dataset_name(source: str, root: str) -> str:
     return Path(root).name or "images"
 
 
+#: What the workers of :func:`write_site` import when they start (their tasks live there). They
+#: import neither torch nor dask (a test checks): that was 3-4 s of CPU per worker per render.
+WORKER_MODULES = ("pipeline.atlas.gather", "pipeline.atlas.render")
+
+
 def write_site(files: RunFiles, model: nn.Module, settings: AtlasSettings, staged: Path,
                workers: Workers) -> None:
     """Write the atlas of the run whose ``files`` these are into ``staged``, the images and

@@ -54,6 +54,7 @@ def render(ctx: StageContext) -> None:
         EVOLUTION_PAGES,
         INVARIANCE_PAGES,
         OCCLUSION_PAGES,
+        WORKER_MODULES,
         AtlasSettings,
         RunFiles,
         dataset_name,
@@ -86,7 +87,7 @@ def render(ctx: StageContext) -> None:
     source = model_source(workflow, layout, len(ctx.read(CLASSES)))
     with Workers(count, scratch=staged) as workers, pool_failure_explained(workflow.source, count):
         # the workers start while this process imports torch and loads the model
-        workers.start(("pipeline.atlas.gather", "pipeline.atlas.render"))
+        workers.start(WORKER_MODULES)
         import torch
 
         model, weights = source.load_described(torch.device("cpu"))
