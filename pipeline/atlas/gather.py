@@ -309,12 +309,15 @@ def _write_projections(values: Any, scales: Any, factor: int, grid: int, label: 
     """Write a unit's projections with one method as one lossless grid per display curve;
     each projection's cell in both and its own display scale."""
     pictures = binned(np.asarray(values, np.float32), factor)
-    own = [display_scale(cell) * float(scale) for cell, scale in
-           zip(pictures, np.asarray(scales, np.float64), strict=True)]
+    shown_scales = [display_scale(cell) for cell in pictures]  # once for both curves
+    own = [shown * float(scale) for shown, scale in
+           zip(shown_scales, np.asarray(scales, np.float64), strict=True)]
     cells_by_curve = {}
     for curve in CURVES:
         path = projections_path(label, unit, method, curve)
-        shown = shown_rgb(np.stack([curve_display(cell, curve) for cell in pictures]))
+        shown = shown_rgb(np.stack([curve_display(cell, curve, scale=scale)
+                                    for cell, scale in zip(pictures, shown_scales,
+                                                           strict=True)]))
         writer.save(compose_grid(shown, 1, grid), out_dir / path)
         cells_by_curve[curve] = [SheetCell(path, *cells[r], *sheet) for r in range(len(pictures))]
     return tuple(ProjectionCell(cells_by_curve["linear"][r], cells_by_curve["lifted"][r], own[r])

@@ -53,12 +53,16 @@ def display_scale(projection: np.ndarray, percentile: float = CLIP_PERCENTILE) -
 
 
 def to_display(projection_hwc: np.ndarray, percentile: float = CLIP_PERCENTILE,
-               gamma: float = GAMMA) -> np.ndarray:
+               gamma: float = GAMMA, scale: float | None = None) -> np.ndarray:
     """uint8 ``[h, w, C]`` image: ``128 + 127 * v * m ** (gamma - 1)`` with
-    ``v = clip(p / s, -1, 1)`` and ``m`` the pixel's largest ``|v|`` (module doc)."""
+    ``v = clip(p / s, -1, 1)`` and ``m`` the pixel's largest ``|v|`` (module doc); ``scale``:
+    the projection's :func:`display_scale` at ``percentile`` when the caller has it (the atlas
+    draws each projection through both curves and keeps its scale: the percentile, a partial
+    sort of the picture, was computed three times)."""
     p = np.nan_to_num(np.asarray(projection_hwc, dtype=np.float64), nan=0.0, posinf=0.0,
                       neginf=0.0)
-    scale = display_scale(p, percentile)
+    if scale is None:
+        scale = display_scale(p, percentile)
     if scale == 0.0:
         return np.full(p.shape, GREY, dtype=np.uint8)
     v = np.clip(p / scale, -1.0, 1.0)
@@ -70,12 +74,14 @@ def to_display(projection_hwc: np.ndarray, percentile: float = CLIP_PERCENTILE,
 
 
 def curve_display(projection_hwc: np.ndarray, curve: str,
-                  percentile: float = CLIP_PERCENTILE) -> np.ndarray:
-    """uint8 ``[h, w, C]`` image of a projection on its own scale through ``curve``, one of
-    :data:`CURVES` (the module doc)."""
+                  percentile: float = CLIP_PERCENTILE, scale: float | None = None
+                  ) -> np.ndarray:
+    """uint8 ``[h, w, C]`` image of a projection on its own scale (``scale``: its
+    :func:`display_scale`, when known) through ``curve``, one of :data:`CURVES` (the module
+    doc)."""
     if curve not in CURVES:
         raise ValueError(f"unknown display curve {curve!r}; use one of {sorted(CURVES)}")
-    return to_display(projection_hwc, percentile, CURVES[curve])
+    return to_display(projection_hwc, percentile, CURVES[curve], scale)
 
 
 #: A browser's filter works in 8 bits: a ratio is rounded down to a multiple of 1/RATIO_STEPS

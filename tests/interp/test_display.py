@@ -72,3 +72,16 @@ def test_sparse_projection_falls_back_to_its_largest_value() -> None:
 def test_only_negative_values_and_non_finite() -> None:
     out = to_display(np.array([[[-3.0, np.nan, np.inf]]]))
     assert out.tolist() == [[[1, 128, 128]]]
+
+
+def test_a_known_scale_draws_the_picture_the_projection_s_own_scale_draws():
+    """The atlas computes each projection's scale once and hands it to both curves."""
+    from pipeline.interp.display import CURVES, curve_display, display_scale
+
+    p = np.random.default_rng(3).standard_normal((9, 7, 3)).astype(np.float32)
+    p[0, 0, 0], p[1, 1, 1] = np.nan, np.inf
+    for curve in CURVES:
+        assert np.array_equal(curve_display(p, curve, scale=display_scale(p)),
+                              curve_display(p, curve))
+    assert not np.array_equal(curve_display(p, "linear", scale=display_scale(p) / 4),
+                              curve_display(p, "linear"))
