@@ -25,6 +25,7 @@ the tests do to check it).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -138,8 +139,11 @@ def run_cascade(model: nn.Module, layers: Sequence[LayerPlan], topk: pd.DataFram
                 for step in steps)
         for layer, (rows, n) in zip(layers, requests.values(), strict=True)))
     table = []
+    decoded = _Decoded(pictures, [rows["image_id"] for rows, _ in requests.values()])
     for layer in layers:
-        job = _LayerJob(layer, pictures, plan.batch_size, probe, *requests[layer.label], advance)
+        rows, n_sample = requests[layer.label]
+        job = _LayerJob(layer, pictures, plan.batch_size, probe, rows, n_sample, advance,
+                        decoded.images(rows["image_id"]))
         cascade.at(None)
         trained = {method: job.maps(job.project(projectors[method], sample=True))
                    for method in plan.methods}
@@ -161,16 +165,40 @@ def run_cascade(model: nn.Module, layers: Sequence[LayerPlan], topk: pd.DataFram
     return result
 
 
+class _Decoded:
+    """The layers' images, each decoded once for all the layers that project it (a unit's top
+    image is often another layer's too: 583 images served 912 requests on AlexNet), and let go
+    after the last of them."""
+
+    def __init__(self, pictures: Pictures, per_layer: Sequence[pd.Series]) -> None:
+        self.pictures = pictures
+        self.uses = Counter(int(i) for ids in per_layer for i in np.unique(ids))
+        self.kept: dict[int, Tensor] = {}
+
+    def images(self, ids: pd.Series) -> dict[int, Tensor]:
+        """Image id -> pixels of one layer's ``ids``; call once per layer, in order."""
+        found = {}
+        for i in (int(i) for i in np.unique(ids)):
+            found[i] = self.kept[i] if i in self.kept else self.pictures.pixels(i)
+            self.uses[i] -= 1
+            if self.uses[i]:
+                self.kept[i] = found[i]
+            else:
+                self.kept.pop(i, None)
+        return found
+
+
 class _LayerJob:
     """One layer's requests (the sample first, then the other live units' top-1) projected and
     cropped to the layer's tile; its images decoded once."""
 
     def __init__(self, layer: LayerPlan, pictures: Pictures, batch_size: int, probe: Tensor,
-                 rows: pd.DataFrame, n_sample: int, advance: Callable[[int], object]) -> None:
+                 rows: pd.DataFrame, n_sample: int, advance: Callable[[int], object],
+                 images: dict[int, Tensor]) -> None:
         self.layer, self.pictures, self.batch_size = layer, pictures, batch_size
         self.rows, self.n_sample, self.advance = rows, n_sample, advance
         self.tile = layer.field.tile_hw((pictures.size, pictures.size))
-        self.images = {int(i): pictures.pixels(int(i)) for i in np.unique(rows["image_id"])}
+        self.images = images
         self.probe = probe
         self.boxes = [layer.field.box(int(y), int(x)) for y, x in zip(rows["y"], rows["x"],
                                                                        strict=True)]

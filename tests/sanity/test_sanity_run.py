@@ -81,3 +81,21 @@ def test_a_model_the_projector_refuses_is_refused_in_one_line(network):
         run_cascade(model, plans(model), topk, SanityPlan(("deconvnet",), 4, 1, 0),
                     pictures(images))
     assert "\n" not in str(caught.value) and "deconvnet" in str(caught.value)
+
+
+def test_an_image_several_layers_project_is_decoded_once_and_let_go_after_the_last():
+    from pipeline.sanity.sanity_run import Pictures, _Decoded
+
+    decoded: list[int] = []
+
+    def pixels(i: int) -> torch.Tensor:
+        decoded.append(i)
+        return torch.full((3, 4, 4), i, dtype=torch.uint8)
+
+    layers = [pd.Series([5, 7, 5]), pd.Series([7, 9]), pd.Series([5])]
+    images = _Decoded(Pictures(pixels, lambda x: x.float(), 4), layers)
+    found = [images.images(ids) for ids in layers]
+    assert sorted(decoded) == [5, 7, 9]  # each once
+    assert [sorted(f) for f in found] == [[5, 7], [7, 9], [5]]
+    assert int(found[2][5][0, 0, 0]) == 5
+    assert images.kept == {}  # nothing held once the last layer has its images
