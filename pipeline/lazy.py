@@ -10,6 +10,7 @@ CPU per worker at the start of every render.
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -17,8 +18,6 @@ from typing import Any
 def lazy_names(package: str, modules: Mapping[str, str]) -> Callable[[str], Any]:
     """A module ``__getattr__`` for ``package`` that imports ``name`` from its submodule
     ``modules[name]`` when first asked for, and keeps it in the package."""
-    import sys
-
     def __getattr__(name: str) -> Any:
         if name not in modules:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")

@@ -391,6 +391,24 @@ def build(num_classes, width=8):
 '''
 
 
+def lazy_exports(package: Path) -> dict[str, str]:
+    """``"pkg.sub.Name" -> "pkg.sub.module"`` for every name a package ``__init__`` of
+    ``package`` exports lazily (``__getattr__ = lazy_names(__name__, {...})``, see
+    ``pipeline.lazy``): ``from pkg.sub import Name`` imports that module when it runs, which an
+    import read off the syntax alone would not see."""
+    import ast
+
+    found = {}
+    for init in sorted(package.rglob("__init__.py")):
+        parts = init.relative_to(package.parent).parent.parts
+        for node in ast.walk(ast.parse(init.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "lazy_names":
+                names = ast.literal_eval(node.args[1])
+                found.update({".".join((*parts, name)): ".".join((*parts, module))
+                              for name, module in names.items()})
+    return found
+
+
 def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     """One shortest cycle (a path back to its start) per strongly connected component."""
     index: dict[str, int] = {}

@@ -14,7 +14,7 @@ from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from support import import_cycles
+from support import import_cycles, lazy_exports
 
 import pipeline
 
@@ -101,6 +101,7 @@ def imports(package: Path) -> list[Import]:
     """Every import of one of the package's modules by another, relative ones resolved; ``from
     a import b`` counts as importing module ``a.b`` where there is one, else ``a``."""
     modules = module_names(package)
+    lazy = lazy_exports(package)  # a lazily exported name imports its module when it runs
     found = []
     for name, path in modules.items():
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
@@ -112,7 +113,8 @@ def imports(package: Path) -> list[Import]:
                 parent = ".".join(here[:len(here) - node.level + 1]) if node.level else ""
                 source = ".".join(part for part in (parent, node.module or "") if part)
                 targets = [f"{source}.{alias.name}" if f"{source}.{alias.name}" in modules
-                           else source for alias in node.names]
+                           else lazy.get(f"{source}.{alias.name}", source)
+                           for alias in node.names]
             for target in dict.fromkeys(targets):
                 while target and target not in modules:  # import a.b.func -> module a.b
                     target = target.rpartition(".")[0]

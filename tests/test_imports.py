@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from support import import_cycles
+from support import import_cycles, lazy_exports
 
 import pipeline
 
@@ -66,12 +66,13 @@ def import_graph() -> dict[str, set[str]]:
     imported those before the module runs)."""
     paths = sorted(PACKAGE.rglob("*.py"))
     modules = {_module_name(path): path for path in paths}
+    lazy = lazy_exports(PACKAGE)  # from pipeline.interp import Projector runs its module
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
         edges: set[str] = set()
         for target in _imported(tree, name, path.name == "__init__.py"):
-            parts = target.split(".")
+            parts = lazy.get(target, target).split(".")
             # importing a.b.c runs a/__init__, a/b/__init__ and a/b/c
             for end in range(1, len(parts) + 1):
                 prefix = ".".join(parts[:end])
@@ -157,3 +158,12 @@ def test_a_lazy_package_name_is_its_module_s_and_an_unknown_one_is_refused():
         pipeline.interp.Nothing  # noqa: B018
     for package in (pipeline.interp, pipeline.ranking):
         assert all(hasattr(package, name) for name in package.__all__)
+
+
+def test_a_lazily_exported_name_is_an_edge_to_the_module_that_defines_it():
+    """``from pipeline.interp import Projector`` runs ``pipeline/interp/projector.py``, though
+    the package's ``__init__`` imports it only under ``TYPE_CHECKING``."""
+    assert lazy_exports(PACKAGE)["pipeline.interp.Projector"] == "pipeline.interp.projector"
+    # evolution_run imports them only as `from pipeline.interp import Projector, ...`
+    assert {"pipeline.interp.projector", "pipeline.interp.receptive_field"} <= \
+        import_graph()["pipeline.experiments.evolution_run"]

@@ -2,7 +2,7 @@
 
 Torch's CPU kernel for max pooling in the NCHW layout walks each window of each plane on its
 own; measured on 2 cores (3 x 3, stride 2, the maps of AlexNet and VGG16's shapes) it takes
-6-10x the time of the same pooling written as ``k_h + k_w - 2`` elementwise maxima of strided
+5-10x the time of the same pooling written as ``k_h + k_w - 2`` elementwise maxima of strided
 views of the map: first over the rows of each window, then over its columns. Max is exact, so
 the values are the same numbers (NaN propagates in both; of two equal zeros of opposite sign
 either may come out). Occlusion's incremental inference pools a window of every position's map
@@ -25,15 +25,17 @@ def max_pool_values(x: Tensor, kernel: tuple[int, int], stride: tuple[int, int],
                     dilation: tuple[int, int] = (1, 1)) -> Tensor:
     """``F.max_pool2d(x, kernel, stride, 0, dilation)``, unpadded and in floor mode, on a
     ``[..., H, W]`` map; by shifted maxima where that gives the same values (module doc)."""
+    if x.dim() < 3 or x.device.type != "cpu" or (x.requires_grad and torch.is_grad_enabled()):
+        return F.max_pool2d(x, kernel, stride, 0, dilation)
     (kh, kw), (sy, sx), (dy, dx) = kernel, stride, dilation
     height, width = x.shape[-2:]
     out_h = (height - dy * (kh - 1) - 1) // sy + 1
     out_w = (width - dx * (kw - 1) - 1) // sx + 1
-    if x.device.type != "cpu" or (x.requires_grad and torch.is_grad_enabled()) \
-            or out_h <= 0 or out_w <= 0 or x.dim() < 3:
+    if out_h <= 0 or out_w <= 0:  # the window does not fit: the library's error
         return F.max_pool2d(x, kernel, stride, 0, dilation)
     rows = _shifted_max(x, -2, kh, sy, dy, out_h)
-    return _shifted_max(rows, -1, kw, sx, dx, out_w)
+    # a new contiguous tensor, as F.max_pool2d's (a 1-wide kernel leaves a strided view)
+    return _shifted_max(rows, -1, kw, sx, dx, out_w).contiguous()
 
 
 def _shifted_max(x: Tensor, dim: int, taps: int, step: int, spacing: int, out: int) -> Tensor:

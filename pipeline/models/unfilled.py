@@ -2,10 +2,11 @@
 
 A model's constructor fills each parameter with random numbers (``nn.init``), and every stage
 that analyses a trained model then overwrites them all from the weights file. The draws cost
-0.33 s for AlexNet and 1.1 s for VGG16 on 2 CPU cores, in each of the six or seven stages of
-``run all`` that load the model. While :func:`unfilled` is active (in this thread: a torch
+0.27-0.33 s for AlexNet and 1.1 s for VGG16 on 2 CPU cores, in each of the six or seven stages
+of ``run all`` that load the model. While :func:`unfilled` is active (in this thread: a torch
 function mode), the random fills of ``nn.init`` that a mode sees leave the tensor as it was
-allocated: AlexNet then builds in 0.02 s, VGG16 in 0.04 s.
+allocated: AlexNet then builds in 0.02 s and VGG16 in 0.1 s (its convolutions' own
+``kaiming_normal_``, which no mode sees, still draws).
 
 Only where the load that follows is strict, so that every parameter and persistent buffer
 comes from the file: torchvision's published weights, ``[model] checkpoint`` and the run's own
