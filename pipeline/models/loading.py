@@ -132,19 +132,20 @@ def load_described(spec: ModelConfig, trained: Path | None, num_classes: int,
     if published is not None:
         model, described = published.load(spec.download), published.description
     else:
-        path = weights_file(spec, trained, source)
-        checkpoint = read_weights(spec, path, source)
-        fitted = ""
+        read: list[tuple[Checkpoint, str]] = []  # the file is found and read once built
 
         def load(model: nn.Module) -> None:
-            nonlocal fitted
-            fitted = fit_state_dict(model, checkpoint.state, path, spec.label, num_classes)
+            path = weights_file(spec, trained, source)
+            checkpoint = read_weights(spec, path, source)
+            read.append((checkpoint, fit_state_dict(model, checkpoint.state, path, spec.label,
+                                                    num_classes)))
 
         if spec.factory:  # a user's constructor may keep random tensors no load restores
             model = build_model(spec, num_classes)
             load(model)
         else:  # a strict load replaces every weight: no random draws first (unfilled.py)
             model = loaded_model(lambda: build_model(spec, num_classes), load)
+        checkpoint, fitted = read[0]
         described = checkpoint.where() + (f", {fitted}" if fitted else "")
         if not spec.checkpoint:
             described = f"trained in this run ({described})"
