@@ -391,6 +391,7 @@ def build(num_classes, width=8):
 '''
 
 
+@functools.cache
 def lazy_exports(package: Path) -> dict[str, str]:
     """``"pkg.sub.Name" -> "pkg.sub.module"`` for every name a package ``__init__`` of
     ``package`` exports lazily (``__getattr__ = lazy_names(__name__, {...})``, see

@@ -9,6 +9,7 @@ under ``if TYPE_CHECKING:`` never run and are left out. Importing ``pipeline.x.y
 from __future__ import annotations
 
 import ast
+import functools
 import os
 import subprocess
 import sys
@@ -60,6 +61,7 @@ def _imported(tree: ast.AST, module: str, is_package: bool) -> set[str]:
     return found
 
 
+@functools.cache  # read once per session: three tests walk it
 def import_graph() -> dict[str, set[str]]:
     """Each ``pipeline`` module -> the ``pipeline`` modules importing it runs (including the
     ``__init__`` of every package on the way, except the module's own packages: Python has
