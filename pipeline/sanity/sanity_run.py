@@ -167,8 +167,8 @@ def run_cascade(model: nn.Module, layers: Sequence[LayerPlan], topk: pd.DataFram
 
 class _Decoded:
     """The layers' images, each decoded once for all the layers that project it (a unit's top
-    image is often another layer's too: 583 images served 912 requests on AlexNet), and let go
-    after the last of them."""
+    image is often another layer's too: on AlexNet at N = 5,000 the five layers' 912 decodes
+    were of 583 images), and let go after the last of them."""
 
     def __init__(self, pictures: Pictures, per_layer: Sequence[pd.Series]) -> None:
         self.pictures = pictures
@@ -190,7 +190,7 @@ class _Decoded:
 
 class _LayerJob:
     """One layer's requests (the sample first, then the other live units' top-1) projected and
-    cropped to the layer's tile; its images decoded once."""
+    cropped to the layer's tile, from its images decoded beforehand (:class:`_Decoded`)."""
 
     def __init__(self, layer: LayerPlan, pictures: Pictures, batch_size: int, probe: Tensor,
                  rows: pd.DataFrame, n_sample: int, advance: Callable[[int], object],
