@@ -126,26 +126,19 @@ def load_described(spec: ModelConfig, trained: Path | None, num_classes: int,
     """(the model with its weights, in eval mode on ``device``; which weights they are, as the
     run's log and the model card say it). The description is printed once per load."""
     from pipeline.models.pretrained import pretrained_weights
-    from pipeline.models.unfilled import loaded_model
+    from pipeline.models.unfilled import unfilled_model
 
     published = pretrained_weights(spec, source)
     if published is not None:
         model, described = published.load(spec.download), published.description
     else:
-        read: list[tuple[Checkpoint, str]] = []  # the file is found and read once built
-
-        def load(model: nn.Module) -> None:
-            path = weights_file(spec, trained, source)
-            checkpoint = read_weights(spec, path, source)
-            read.append((checkpoint, fit_state_dict(model, checkpoint.state, path, spec.label,
-                                                    num_classes)))
-
         if spec.factory:  # a user's constructor may keep random tensors no load restores
             model = build_model(spec, num_classes)
-            load(model)
-        else:  # a strict load replaces every weight: no random draws first (unfilled.py)
-            model = loaded_model(lambda: build_model(spec, num_classes), load)
-        checkpoint, fitted = read[0]
+        else:  # the strict load below replaces every weight: no random draws (unfilled.py)
+            model = unfilled_model(lambda: build_model(spec, num_classes))
+        path = weights_file(spec, trained, source)
+        checkpoint = read_weights(spec, path, source)
+        fitted = fit_state_dict(model, checkpoint.state, path, spec.label, num_classes)
         described = checkpoint.where() + (f", {fitted}" if fitted else "")
         if not spec.checkpoint:
             described = f"trained in this run ({described})"

@@ -79,14 +79,13 @@ def load_torchvision_model(model: str, weights: WeightsEnum, download: bool) -> 
     """The model with its pretrained weights, read from the hub cache (or downloaded)."""
     import torchvision
 
-    from pipeline.models.unfilled import loaded_model
+    from pipeline.models.unfilled import unfilled_model
 
     path = cached_weights_file(weights)
     cached_or_refused(weights, download)
     try:
         # the builder loads the weights strictly: no random draws before (unfilled.py)
-        return loaded_model(lambda: torchvision.models.get_model(model, weights=weights),
-                            lambda built: None)
+        return unfilled_model(lambda: torchvision.models.get_model(model, weights=weights))
     except (OSError, RuntimeError) as error:  # URLError is an OSError; a cut file a RuntimeError
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(f"{path.name}: could not load the weights ({reason}); download "

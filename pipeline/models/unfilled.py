@@ -13,7 +13,7 @@ comes from the file: torchvision's published weights, ``[model] checkpoint`` and
 trained weights (:mod:`pipeline.models.loading`). timm's published weights keep the initial
 values of a classifier resized to the data's classes, and the train stage trains from them:
 both build as usual. A non-persistent buffer is not in any file, so a model that has one (a
-constructor could fill it at random) is built again with its draws (:func:`loaded_model`).
+constructor could fill it at random) is built again with its draws (:func:`unfilled_model`).
 """
 
 from __future__ import annotations
@@ -51,14 +51,12 @@ def unfilled() -> Iterator[None]:
         yield
 
 
-def loaded_model(build: Callable[[], nn.Module], load: Callable[[nn.Module], object]
-                 ) -> nn.Module:
-    """``build()`` without random draws, then ``load(model)``, a strict load of every
-    parameter and persistent buffer; a model with a non-persistent buffer (which no load
-    sets) is built with its draws."""
+def unfilled_model(build: Callable[[], nn.Module]) -> nn.Module:
+    """``build()`` without random draws, for a strict load of every parameter and persistent
+    buffer to follow; a model with a non-persistent buffer (which no load sets) is built with
+    its draws."""
     with unfilled():
         model = build()
     if any(module._non_persistent_buffers_set for module in model.modules()):
         model = build()
-    load(model)
     return model

@@ -6,7 +6,7 @@ import torch
 import torchvision
 from torch import nn
 
-from pipeline.models.unfilled import loaded_model, unfilled
+from pipeline.models.unfilled import unfilled, unfilled_model
 
 
 def test_no_random_numbers_are_drawn_while_unfilled():
@@ -32,8 +32,8 @@ def test_fills_that_loop_on_their_draws_still_draw_and_finish():
 def test_a_loaded_model_equals_the_same_model_built_with_its_draws_then_loaded():
     torch.manual_seed(1)
     state = torchvision.models.squeezenet1_1(num_classes=7).state_dict()
-    model = loaded_model(lambda: torchvision.models.squeezenet1_1(num_classes=7),
-                         lambda m: m.load_state_dict(state))
+    model = unfilled_model(lambda: torchvision.models.squeezenet1_1(num_classes=7))
+    model.load_state_dict(state)
     for name, value in model.state_dict().items():
         assert torch.equal(value, state[name]), name
 
@@ -52,6 +52,7 @@ def test_a_model_with_a_buffer_no_file_holds_is_built_with_its_draws():
     drawn = _Noisy().noise
     state = _Noisy().state_dict()
     torch.manual_seed(2)
-    model = loaded_model(_Noisy, lambda m: m.load_state_dict(state))
+    model = unfilled_model(_Noisy)
+    model.load_state_dict(state)
     assert torch.equal(model.noise, drawn)
     assert torch.equal(model.linear.weight, state["linear.weight"])
