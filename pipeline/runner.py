@@ -58,6 +58,7 @@ class Runner:
         self._names = [stage.name for stage in self.stages]
         self._stamps: dict[str, dict | None] = {}  # read once
         self._digests: dict[tuple[str, str], str | None] = {}
+        self._listed: dict = {}  # the files each manifest lists (stamps.listed_files_digest)
 
     # -- state -----------------------------------------------------------------------------
 
@@ -87,9 +88,11 @@ class Runner:
         recorded = (self._stamps.get(stage.name) or {}).get("external", {})
         for what in wanted:
             key = (what, stage.name if what == "images" else "")
-            if key not in self._digests:
+            # the images a manifest lists are kept per version of the manifest: prepare's
+            # writing a new one is seen at once
+            if key not in self._digests or what == "images":
                 self._digests[key] = external_digest(what, stage.name, self.workflow,
-                                                     self.layout)
+                                                     self.layout, self._listed)
             digest = self._digests[key]
             external[what] = recorded.get(what) if digest is None else digest
         return external
@@ -178,6 +181,7 @@ class Runner:
         with self._lock():
             self._stamps.clear()  # another run may have finished while we checked
             self._digests.clear()
+            self._listed.clear()
             self.say_outdated()
             plan = self.plan(target, force)
             self._log(f"run {target}{' --force' if force else ''}: {plan or 'nothing to do'}")
@@ -272,9 +276,6 @@ class Runner:
                 f"[{stage.name}] failed: {path}: {cause}; finished stages are kept and nothing "
                 f"was stamped: fix that, then run the same command again") from None
         self._stamps[stage.name] = stamp
-        # The files the image-reading stages read are listed in the manifest just written.
-        self._digests = {key: value for key, value in self._digests.items()
-                         if key[0] != "images"}
         self._log(f"{stage.name}: done in {seconds:.1f} s")
         print(f"[{stage.name}] done in {seconds:.1f} s")
 

@@ -132,16 +132,15 @@ def files_digest(root: Path, names: Iterable[str], relative_to: Path | None = No
     return digest.hexdigest()
 
 
-def external_digest(what: str, stage: str, workflow: Workflow, layout: RunLayout
-                    ) -> str | None:
+def external_digest(what: str, stage: str, workflow: Workflow, layout: RunLayout,
+                    listed: dict | None = None) -> str | None:
     """The digest of what ``stage`` reads from outside the run folder: ``weights`` (the content
     of ``[model] checkpoint``), ``model_file`` (the file defining ``[model] factory``),
     ``checkpoints`` (those of ``[evolution] checkpoints``),
     ``listing`` (the image folders, as prepare scans them) or ``images`` (the files the stage's
     manifests list). None when a data folder or manifest is not there now; "" when there is
-    nothing outside to read."""
-    import pandas as pd
-
+    nothing outside to read. ``listed`` keeps the digest of each manifest's files across calls
+    (see :func:`listed_files_digest`)."""
     from pipeline.run_inputs import analysed_root, train_root
 
     if what == "model_file":  # [model] factory: the content of the file defining it
@@ -166,8 +165,24 @@ def external_digest(what: str, stage: str, workflow: Workflow, layout: RunLayout
     for folder, manifest in read:
         if not folder.is_dir() or not manifest.exists():
             return None
-        parts.append(files_digest(folder, pd.read_parquet(manifest, columns=["path"])["path"]))
+        parts.append(listed_files_digest(folder, manifest, {} if listed is None else listed))
     return "".join(parts)
+
+
+def listed_files_digest(folder: Path, manifest: Path, known: dict) -> str:
+    """:func:`files_digest` of the files under ``folder`` that ``manifest`` lists, kept in
+    ``known`` per version of the manifest (its inode, size and modification time: the manifest
+    is replaced whole when prepare writes it). A run asks for it after every stage, for every
+    stage that reads images; at 5,000 images each answer stats them all (50 ms), and only
+    prepare changes the list. An image that changes during the run is seen by the next run: a
+    stamp then records the digest from before, so that stage is stale, never wrongly done."""
+    import pandas as pd
+
+    info = manifest.stat()
+    key = (str(folder), str(manifest), info.st_ino, info.st_size, info.st_mtime_ns)
+    if key not in known:
+        known[key] = files_digest(folder, pd.read_parquet(manifest, columns=["path"])["path"])
+    return known[key]
 
 
 def content_digest(paths: Iterable[Path], base: Path) -> tuple[str, list[str]]:
