@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from pipeline.models.evaluation import evaluating
+from pipeline.models.pooling import shifted_max_pooling
 
 
 def last_linear(model: nn.Module) -> str | None:
@@ -48,7 +49,7 @@ def forward_capturing(model: nn.Module, images: Tensor, outputs: Sequence[str] =
             handles.append(model.get_submodule(name).register_forward_hook(keep_output(name)))
         for name in inputs:
             handles.append(model.get_submodule(name).register_forward_pre_hook(keep_input(name)))
-        with evaluating(model):
+        with evaluating(model), shifted_max_pooling():
             probabilities = model(images).float().softmax(dim=1)
     finally:
         for handle in handles:

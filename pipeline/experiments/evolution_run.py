@@ -126,10 +126,12 @@ def strongest_activations(model: nn.Module, batches: Iterable[tuple[Tensor, Tens
     in increasing image id order (that is how ties go to the lowest id). The running maxima
     stay on the device: one copy to the host at the end, no wait per batch."""
     from pipeline.inference.recorder import SummaryRecorder
+    from pipeline.models.pooling import shifted_max_pooling
 
     modules = [layer.module for layer in layers]
     found: dict[str, list[Tensor]] = {}
-    with SummaryRecorder(model, modules) as recorder, torch.inference_mode():
+    with SummaryRecorder(model, modules) as recorder, torch.inference_mode(), \
+            shifted_max_pooling():
         for images, ids in batches:
             model(images)
             for layer in layers:

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Subset
 from pipeline.data.tolerant import TolerantImages
 from pipeline.inference.recorder import SummaryRecorder
 from pipeline.models.evaluation import evaluating
+from pipeline.models.pooling import shifted_max_pooling
 
 
 def float32_summaries(model: nn.Module, images: TolerantImages, layers: dict[str, str],
@@ -29,7 +30,7 @@ def float32_summaries(model: nn.Module, images: TolerantImages, layers: dict[str
     loader = DataLoader(Subset(images, [int(i) for i in ids]), batch_size=batch_size,
                         num_workers=num_workers, pin_memory=device.type == "cuda")
     with SummaryRecorder(model, list(layers)) as recorder, torch.inference_mode(), \
-            evaluating(model):
+            evaluating(model), shifted_max_pooling():
         for batch, _, reasons in loader:
             model(batch.to(device, non_blocking=True).float())
             bad = np.array([bool(reason) for reason in reasons])[:, None]

@@ -44,6 +44,7 @@ from pipeline.errors import UserError
 from pipeline.inference.top_maps import KeptMaps
 from pipeline.interp.receptive_field import module_call_counts
 from pipeline.models.evaluation import evaluating
+from pipeline.models.pooling import shifted_max_pooling
 
 if TYPE_CHECKING:
     from pipeline.data.decoded import DecodedImages
@@ -254,7 +255,7 @@ class _MapPass:
             lambda _module, _args, output, label=label: keep(label, output))
             for label in wanted]
         try:
-            with evaluating(self.model):
+            with evaluating(self.model), shifted_max_pooling():
                 self.model(images)
         except _Stop:
             pass

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from pipeline.interp.receptive_field import ReceptiveField
 from pipeline.models.evaluation import evaluating
+from pipeline.models.pooling import shifted_max_pooling
 
 
 def feature_maps(model: nn.Module, images: Tensor, module: str) -> Tensor:
@@ -22,7 +23,7 @@ def feature_maps(model: nn.Module, images: Tensor, module: str) -> Tensor:
     handle = model.get_submodule(module).register_forward_hook(
         lambda _module, _args, output: captured.append(output.detach()))
     try:
-        with evaluating(model):
+        with evaluating(model), shifted_max_pooling():
             model(images)
     finally:
         handle.remove()

@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
-from pipeline.interp.pooling import max_pool_values
 from pipeline.interp.strided import conv2d_unpadded
+from pipeline.models.pooling import max_pool_values
 
 # A box per position, in the map's own coordinates: (top, bottom, left, right), bottom and right
 # exclusive; empty when top >= bottom or left >= right.
