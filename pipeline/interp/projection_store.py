@@ -70,6 +70,7 @@ from pipeline.interp.projector import Projector
 from pipeline.interp.receptive_field import Box, ReceptiveField, field_crop, field_tile
 from pipeline.labelled import (
     BOX_SIDES,
+    FLAT_CHUNK_KEYS,
     ImageCoords,
     array_in,
     channel_names,
@@ -160,7 +161,8 @@ def create_store(path: Path, layers: Sequence[LayerPlan], plan: ProjectionPlan,
                 ("maps", ("unit", "rank", "map_y", "map_x"), (units, k, *layer.map_hw),
                  "float32", 0)):
             labelled_array(group, name, dims, shape, dtype, TOP_IMAGE_COORDS, fill_value=fill,
-                           chunks=_unit_chunks(name, shape), compressors=COMPRESSOR)
+                           chunks=_unit_chunks(name, shape), compressors=COMPRESSOR,
+                           chunk_key_encoding=FLAT_CHUNK_KEYS)
     root.attrs.update(meta.to_attrs())
     root.attrs["plan"] = plan.to_attrs()
     return root

@@ -28,6 +28,7 @@ import numpy as np
 import zarr
 
 from pipeline.labelled import (
+    FLAT_CHUNK_KEYS,
     array_in,
     channel_names,
     group_in,
@@ -78,7 +79,8 @@ def write_randomised(path: Path, result: CascadeResult, layers: Sequence[LayerPl
             values = arrays[name]
             chunks = (1, 1, *values.shape[2:]) if name == "projections" else values.shape
             array = labelled_array(group, name, dims, values.shape, values.dtype,
-                                   chunks=chunks, fill_value=-1 if name == "image_id" else 0)
+                                   chunks=chunks, fill_value=-1 if name == "image_id" else 0,
+                                   chunk_key_encoding=FLAT_CHUNK_KEYS)
             if name == "projections":
                 # a chunk at a time: zarr writes the chunks of one assignment concurrently, and
                 # when the disk fills one of them fails while the others still run, which

@@ -50,9 +50,9 @@ def _chunk_times(store: Path, label: str, units: int) -> dict[str, int]:
     """Modification times of the chunk files of the first ``units`` units of layer ``label``."""
     times = {}
     for name in ("patches", "maps", "thumbs"):
-        for unit in range(units):
-            chunk = store / label / name / "c" / str(unit)
-            times.update({str(path): path.stat().st_mtime_ns for path in chunk.rglob("*")
+        for unit in range(units):  # chunk files c.<unit>.0.0... side by side (FLAT_KEYS)
+            chunks = (store / label / name).glob(f"c.{unit}.*")
+            times.update({str(path): path.stat().st_mtime_ns for path in chunks
                           if path.is_file()})
     return times
 
