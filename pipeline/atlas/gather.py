@@ -225,8 +225,8 @@ def _unit_entries(inputs: _LayerInputs, group: Any, task: UnitRange, writer: Ima
 
     units = rows(tables.units).set_index("unit").sort_index()
     topk = dict(tuple(rows(tables.topk).groupby("unit")))
-    selectivity = dict(tuple(rows(tables.selectivity).groupby("unit")))
-    histograms = dict(tuple(rows(tables.histograms).groupby("unit")))
+    selectivity = _unit_classes(rows(tables.selectivity), tables.classes)
+    histograms = _unit_histograms(rows(tables.histograms))
     sheets = write_sheets(label, group, out_dir, writer, image_size, task.start, task.stop)
     heat = heat_box(stored.map_extent, image_size)
     randomised = _randomised_store(inputs.sanity, label)
@@ -256,8 +256,8 @@ def _unit_entries(inputs: _LayerInputs, group: Any, task: UnitRange, writer: Ima
                            boxes[unit - task.start, r.rank], image_size,
                            sheets.thumb(unit, r.rank), sheets.heat(unit, r.rank), heat)
                 for r in topk[unit].itertuples(index=False) if r.rank < shown)
-        entry = _unit_entry(unit, row, tables, tile, top_images, selectivity.get(unit),
-                            histograms.get(unit), first, filter_cell,
+        entry = _unit_entry(unit, row, tables, tile, top_images, selectivity.get(unit, ()),
+                            histograms.get(unit, ((), 0)), first, filter_cell,
                             grids[0] if grids else (), patch_cells)
         if randomised is not None and grids:
             entry = dataclasses.replace(entry, randomised=tuple(
@@ -408,26 +408,53 @@ def _top_image(row: Any, tables: RunTables, projections: tuple[ProjectionCell, .
         heat_box=heat_box)
 
 
+Classes = tuple[tuple[int, str, int], ...]  # (class index, name, count), most first
+Bins = tuple[tuple[float, float, int], ...]  # (low, high, count) of a histogram
+
+
+def _by_unit(units: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """Each unit of ``units`` with the positions of its rows, in table order."""
+    order = np.argsort(units, kind="stable")
+    found, starts = np.unique(units[order], return_index=True)
+    return [(int(unit), rows) for unit, rows in zip(found, np.split(order, starts[1:]),
+                                                   strict=True)]
+
+
+def _unit_classes(table: pd.DataFrame, names: Sequence[str]) -> dict[int, Classes]:
+    """Each unit's classes among its top images, the most frequent first (ties: the lower
+    class index). A whole layer's table at once: a sort per unit was a fifth of a unit's
+    page data."""
+    classes = table[Selectivity.class_index].to_numpy(np.int64)
+    counts = table[Selectivity.count].to_numpy(np.int64)
+    found = {}
+    for unit, rows in _by_unit(table[UnitKey.unit].to_numpy()):
+        rows = rows[np.lexsort((classes[rows], -counts[rows]))]
+        found[unit] = tuple((int(c), names[int(c)], int(n))
+                            for c, n in zip(classes[rows], counts[rows], strict=True))
+    return found
+
+
+def _unit_histograms(table: pd.DataFrame) -> dict[int, tuple[Bins, int]]:
+    """Each unit's histogram bins in table order, without the bin that holds zero, and the
+    count of that bin (dead maps, shown apart)."""
+    low, high = (table[c].to_numpy() for c in (Histograms.low, Histograms.high))
+    counts = table[Histograms.count].to_numpy(np.int64)
+    zero = (low < 0) & (high > 0)
+    found = {}
+    for unit, rows in _by_unit(table[UnitKey.unit].to_numpy()):
+        kept = rows[~zero[rows]]
+        found[unit] = (tuple((float(lo), float(hi), int(n)) for lo, hi, n in
+                             zip(low[kept], high[kept], counts[kept], strict=True)),
+                       int(counts[rows[zero[rows]]].sum()))
+    return found
+
+
 def _unit_entry(unit: int, row: pd.Series, tables: RunTables, tile: str | None,
-                top_images: tuple[TopImage, ...], selectivity: pd.DataFrame | None,
-                histogram: pd.DataFrame | None, first: FirstLayer | None = None,
+                top_images: tuple[TopImage, ...], classes: Classes,
+                histogram: tuple[Bins, int], first: FirstLayer | None = None,
                 filter_cell: SheetCell | None = None, grid: tuple[ProjectionCell, ...] = (),
                 patches: tuple[SheetCell, ...] = ()) -> UnitEntry:
-    classes: tuple[tuple[int, str, int], ...] = ()
-    if selectivity is not None:
-        ordered = selectivity.sort_values([Selectivity.count, Selectivity.class_index],
-                                          ascending=[False, True])
-        classes = tuple((int(c), tables.classes[int(c)], int(n)) for c, n in
-                        zip(ordered[Selectivity.class_index], ordered[Selectivity.count],
-                            strict=True))
-    bins: tuple[tuple[float, float, int], ...] = ()
-    n_zero = 0
-    if histogram is not None:
-        zero = (histogram[Histograms.low] < 0) & (histogram[Histograms.high] > 0)
-        n_zero = int(histogram.loc[zero, "count"].sum())
-        bins = tuple((float(lo), float(hi), int(n)) for lo, hi, n in
-                     zip(histogram.loc[~zero, "low"], histogram.loc[~zero, "high"],
-                         histogram.loc[~zero, "count"], strict=True))
+    bins, n_zero = histogram
     quantiles = tuple((name, float(row[name])) for name in row.index
                       if name.startswith("q") and name[1:].isdigit())
     top_class = int(row[Units.top_class])
