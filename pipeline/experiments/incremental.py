@@ -76,8 +76,12 @@ class Tail:
 class IncrementalGraph:
     """The model's fx graph, ready to occlude one image at a time; build with :meth:`trace`."""
 
-    def __init__(self, gm: fx.GraphModule, tracked: fx.Node) -> None:
+    def __init__(self, gm: fx.GraphModule, tracked: fx.Node, channels_last: bool = False) -> None:
         self.gm, self.tracked = gm, tracked
+        # the maps (and every patch gathered from them) channels-last: on a CPU, oneDNN's
+        # convolutions run faster on that layout (AlexNet's occlusion per image 4.05 -> 3.67 s),
+        # summing in another order (the results agree within float32 rounding)
+        self.channels_last = channels_last
         self.order = {node: i for i, node in enumerate(gm.graph.nodes)}
         self.last_use = {node: max((self.order[u] for u in node.users), default=-1)
                          for node in gm.graph.nodes}  # graph index of its last reader
@@ -90,10 +94,11 @@ class IncrementalGraph:
 
     @classmethod
     def trace(cls, model: nn.Module, module: str, image: Tensor,
-              tracked_map: Tensor) -> IncrementalGraph:
+              tracked_map: Tensor, channels_last: bool = False) -> IncrementalGraph:
         """Trace ``model`` (in eval mode) and find the node whose value is the output of
         ``module``'s last call, as ``tracked_map`` (its value on ``image``, ``[1, C, h, w]``)
-        confirms; raises ``ValueError`` saying why when either cannot be done."""
+        confirms; raises ``ValueError`` saying why when either cannot be done (or the traced
+        graph does not run on the maps in the layout asked for)."""
         from pipeline.models.evaluation import evaluating
 
         with evaluating(model):
@@ -101,8 +106,11 @@ class IncrementalGraph:
                 gm = fx.symbolic_trace(model)
             except Exception as error:  # data-dependent control flow, untraceable modules
                 raise ValueError(f"the model cannot be traced by torch.fx ({error})") from error
-        graph = cls(gm, next(iter(gm.graph.nodes)))
-        values = graph.clean(image)
+        graph = cls(gm, next(iter(gm.graph.nodes)), channels_last)
+        try:
+            values = graph.clean(image)
+        except RuntimeError as error:  # e.g. a view that needs the contiguous layout
+            raise ValueError(f"the traced graph does not run ({error})") from error
         for node in reversed(list(gm.graph.nodes)):
             if module in scopes(node) and isinstance(values.get(node), Tensor) \
                     and values[node].shape == tracked_map.shape \
@@ -115,6 +123,8 @@ class IncrementalGraph:
     def clean(self, image: Tensor) -> dict[fx.Node, Any]:
         """Every node's value on the unoccluded ``image`` ``[1, C, H, W]``."""
         values: dict[fx.Node, Any] = {}
+        if self.channels_last and image.dim() == 4:
+            image = image.contiguous(memory_format=torch.channels_last)
         with torch.no_grad(), out_of_place(self.gm):
             for node in self.gm.graph.nodes:
                 if node.op == "output":

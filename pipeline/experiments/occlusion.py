@@ -248,18 +248,27 @@ def incremental_graph(model: nn.Module, image: Tensor, module: str, grid: Occlud
     image = image.to(device)
     _, maps, _ = forward_capturing(model, image[None], outputs=(module,))
     unit = strongest_unit(maps[module][0])[0]
-    try:
-        graph = IncrementalGraph.trace(model, module, image[None], maps[module])
-    except ValueError as error:
-        return None, str(error)
     boxes = grid.boxes()
     probe = boxes[[0, len(boxes) // 2, len(boxes) - 1]]
-    try:
-        ours = _incremental_sweep(graph, image, unit)(probe)
-    except Exception as error:  # noqa: BLE001 - an op that cannot run on a patch: full forward
-        if out_of_memory(error):  # not a reason to take the path that needs more memory
-            raise
-        return None, f"{type(error).__name__}: {error}"
-    if not agrees(ours, _full_sweep(model, image, module, unit)(probe)):
-        return None, "it does not reproduce the full forward on this model"
-    return graph, graph.stops_at or ""
+    full = _full_sweep(model, image, module, unit)(probe)
+    why = ""
+    # channels-last maps where they are faster (a CPU), unless the model needs the contiguous
+    # layout (a .view of a map): then, and on other devices, as the model computes them
+    for channels_last in (True, False) if device.type == "cpu" else (False,):
+        try:
+            graph = IncrementalGraph.trace(model, module, image[None], maps[module],
+                                           channels_last)
+        except ValueError as error:
+            why = str(error)
+            continue
+        try:
+            ours = _incremental_sweep(graph, image, unit)(probe)
+        except Exception as error:  # noqa: BLE001 - an op that cannot run on a patch
+            if out_of_memory(error):  # not a reason to take the path that needs more memory
+                raise
+            why = f"{type(error).__name__}: {error}"
+            continue
+        if agrees(ours, full):
+            return graph, graph.stops_at or ""
+        why = "it does not reproduce the full forward on this model"
+    return None, why

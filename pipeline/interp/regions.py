@@ -293,7 +293,7 @@ def gather(value: Any, clean: Tensor, tops: list[int], lefts: list[int], h: int,
     (top, left) when the windows reach into the padding, else ``clean``."""
     source = clean if source is None else source
     n, (oy, ox) = len(tops), offset
-    out = source.new_empty((n, source.shape[1], h, w))
+    out = _empty(source, (n, source.shape[1], h, w))
     with one_thread():
         for i in range(n):
             out[i] = source[0, :, tops[i] + oy:tops[i] + oy + h, lefts[i] + ox:lefts[i] + ox + w]
@@ -307,6 +307,15 @@ def gather(value: Any, clean: Tensor, tops: list[int], lefts: list[int], h: int,
                         value.patch[i, :, y0 - value.tops[i]:y1 - value.tops[i],
                                     x0 - value.lefts[i]:x1 - value.lefts[i]]
     return out
+
+
+def _empty(like: Tensor, shape: tuple[int, int, int, int]) -> Tensor:
+    """An uninitialised ``[n, C, h, w]`` batch in ``like``'s layout (channels-last stays so:
+    the convolutions that read it run on that layout)."""
+    if like.dim() == 4 and not like.is_contiguous() \
+            and like.is_contiguous(memory_format=torch.channels_last):
+        return like.new_empty((shape[0], shape[2], shape[3], shape[1])).permute(0, 3, 1, 2)
+    return like.new_empty(shape)
 
 
 @contextmanager

@@ -88,6 +88,34 @@ class Branchy(nn.Module):
         return self.head(x.mean(dim=(2, 3)))
 
 
+class Viewing(nn.Module):
+    """Flattens its last map with ``.view``, which needs the contiguous layout."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
+                                      nn.MaxPool2d(2), nn.Conv2d(8, 6, 3, padding=1), nn.ReLU())
+        self.head = nn.Linear(6 * 12 * 12, 7)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(x)
+        return self.head(x.view(x.size(0), -1))
+
+
+@pytest.mark.parametrize(("model", "module", "side", "size", "stride", "channels_last"), [
+    (lambda: build("alexnet"), "features.10", 96, 24, 9, True),
+    (lambda: Viewing().eval(), "features.3", 24, 8, 3, False)])
+def test_the_maps_are_channels_last_on_a_cpu_unless_the_model_needs_them_contiguous(
+        model, module, side, size, stride, channels_last):
+    """Channels-last where the convolutions are faster on it; a model whose ``.view`` of a map
+    cannot read that layout keeps incremental inference, in the layout it computes in."""
+    graph, why, full, fast = both(model(), module, side, size, stride)
+    assert graph is not None, why
+    assert graph.channels_last is channels_last
+    assert_equal_results(fast, full)
+    assert np.ptp(full.total) > 0
+
+
 def test_an_untraceable_model_runs_the_full_forward_and_says_so_once():
     torch.manual_seed(0)
     model = Branchy().eval()
