@@ -414,6 +414,8 @@ Bins = tuple[tuple[float, float, int], ...]  # (low, high, count) of a histogram
 
 def _by_unit(units: np.ndarray) -> list[tuple[int, np.ndarray]]:
     """Each unit of ``units`` with the positions of its rows, in table order."""
+    if not len(units):  # a range of units none of which has a row (no positive top image)
+        return []
     order = np.argsort(units, kind="stable")
     found, starts = np.unique(units[order], return_index=True)
     return [(int(unit), rows) for unit, rows in zip(found, np.split(order, starts[1:]),

@@ -49,7 +49,7 @@ def forward_capturing(model: nn.Module, images: Tensor, outputs: Sequence[str] =
             handles.append(model.get_submodule(name).register_forward_hook(keep_output(name)))
         for name in inputs:
             handles.append(model.get_submodule(name).register_forward_pre_hook(keep_input(name)))
-        with evaluating(model), shifted_max_pooling():
+        with evaluating(model), shifted_max_pooling(images.device):
             probabilities = model(images).float().softmax(dim=1)
     finally:
         for handle in handles:

@@ -130,8 +130,9 @@ def strongest_activations(model: nn.Module, batches: Iterable[tuple[Tensor, Tens
 
     modules = [layer.module for layer in layers]
     found: dict[str, list[Tensor]] = {}
+    device = next(model.parameters(), torch.empty(0)).device
     with SummaryRecorder(model, modules) as recorder, torch.inference_mode(), \
-            shifted_max_pooling():
+            shifted_max_pooling(device):
         for images, ids in batches:
             model(images)
             for layer in layers:

@@ -250,7 +250,7 @@ def incremental_graph(model: nn.Module, image: Tensor, module: str, grid: Occlud
     unit = strongest_unit(maps[module][0])[0]
     boxes = grid.boxes()
     probe = boxes[[0, len(boxes) // 2, len(boxes) - 1]]
-    full = _full_sweep(model, image, module, unit)(probe)
+    full = None
     why = ""
     # channels-last maps where they are faster (a CPU), unless the model needs the contiguous
     # layout (a .view of a map): then, and on other devices, as the model computes them
@@ -268,6 +268,7 @@ def incremental_graph(model: nn.Module, image: Tensor, module: str, grid: Occlud
                 raise
             why = f"{type(error).__name__}: {error}"
             continue
+        full = full or _full_sweep(model, image, module, unit)(probe)
         if agrees(ours, full):
             return graph, graph.stops_at or ""
         why = "it does not reproduce the full forward on this model"

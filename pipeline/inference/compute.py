@@ -80,10 +80,9 @@ def fill_chunks(model: nn.Module, images: TolerantImages, store: zarr.Group, sto
     pending: deque[Future] = deque()
     # max pooling by shifted maxima on a CPU: the same values, a third of the time
     # (pipeline.models.pooling); AlexNet's three poolings were a sixth of its forward pass
-    pooling = shifted_max_pooling() if device.type == "cpu" else nullcontext()
     with ThreadPoolExecutor(max_workers=1) as writer, \
             SummaryRecorder(model, list(plan.layers), keeper[0] if keeper else None) as recorder, \
-            torch.inference_mode(), pooling:
+            torch.inference_mode(), shifted_max_pooling(device):
         for batch, index, reasons in progress(loader, "activations", total=len(batches),
                                               unit="batch"):
             if keeper is not None:

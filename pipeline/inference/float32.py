@@ -30,7 +30,7 @@ def float32_summaries(model: nn.Module, images: TolerantImages, layers: dict[str
     loader = DataLoader(Subset(images, [int(i) for i in ids]), batch_size=batch_size,
                         num_workers=num_workers, pin_memory=device.type == "cuda")
     with SummaryRecorder(model, list(layers)) as recorder, torch.inference_mode(), \
-            evaluating(model), shifted_max_pooling():
+            evaluating(model), shifted_max_pooling(device):
         for batch, _, reasons in loader:
             model(batch.to(device, non_blocking=True).float())
             bad = np.array([bool(reason) for reason in reasons])[:, None]

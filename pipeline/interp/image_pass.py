@@ -255,7 +255,7 @@ class _MapPass:
             lambda _module, _args, output, label=label: keep(label, output))
             for label in wanted]
         try:
-            with evaluating(self.model), shifted_max_pooling():
+            with evaluating(self.model), shifted_max_pooling(images.device):
                 self.model(images)
         except _Stop:
             pass

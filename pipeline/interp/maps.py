@@ -23,7 +23,7 @@ def feature_maps(model: nn.Module, images: Tensor, module: str) -> Tensor:
     handle = model.get_submodule(module).register_forward_hook(
         lambda _module, _args, output: captured.append(output.detach()))
     try:
-        with evaluating(model), shifted_max_pooling():
+        with evaluating(model), shifted_max_pooling(images.device):
             model(images)
     finally:
         handle.remove()

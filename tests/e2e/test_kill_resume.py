@@ -89,7 +89,8 @@ def killing_write(path, mode, exclusive=False):
     with original(path, mode, exclusive) as handle:
         yield handle
         parts = str(path).split(os.sep)
-        if store in str(path) and "c" in parts:
+        # a chunk: c/0/1 (a folder per index) or c.0.1 (side by side, FLAT_CHUNK_KEYS)
+        if store in str(path) and ("c" in parts or parts[-1].startswith("c.")):
             seen[0] += 1
             if seen[0] == after:
                 handle.flush()

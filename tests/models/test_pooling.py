@@ -69,9 +69,9 @@ def test_padding_and_ceil_mode_give_max_pooling_s_values_and_shape(kernel, strid
             expected = F.max_pool2d(x, kernel, stride, padding, dilation, ceil_mode)
         except RuntimeError:
             with pytest.raises(RuntimeError):
-                max_pool_values(x, kernel, stride, dilation, padding, ceil_mode)
+                max_pool_values(x, kernel, stride, dilation, padding=padding, ceil_mode=ceil_mode)
             continue
-        found = max_pool_values(x, kernel, stride, dilation, padding, ceil_mode)
+        found = max_pool_values(x, kernel, stride, dilation, padding=padding, ceil_mode=ceil_mode)
         assert found.shape == expected.shape
         assert torch.equal(found.isnan(), expected.isnan())
         assert torch.equal(found.nan_to_num(nan=0.0), expected.nan_to_num(nan=0.0))
@@ -154,3 +154,31 @@ def test_a_torchvision_model_gives_the_same_outputs_under_the_mode():
         with shifted_max_pooling():
             found = model(x)
     assert torch.equal(found, expected)
+
+
+def test_a_one_by_one_pooling_gives_a_new_tensor_not_its_input():
+    """An in-place op after the pooling (a ReLU) must not change the map it pooled."""
+    x = torch.randn(2, 3, 5, 5)
+    with torch.no_grad(), shifted_max_pooling():
+        pooled = nn.MaxPool2d(1, 1)(x)
+    assert torch.equal(pooled, x)
+    assert pooled.untyped_storage().data_ptr() != x.untyped_storage().data_ptr()
+
+
+@pytest.mark.parametrize("call", [
+    lambda x: F.max_pool2d(x, 2, stride=0),
+    lambda x: F.max_pool2d(x, 2, padding=-1),
+    lambda x: F.max_pool2d(x, 0),
+    lambda x: F.max_pool2d(x[None], 2)])  # 5-d
+def test_arguments_torch_refuses_are_refused_under_the_mode_too(call):
+    x = torch.randn(2, 3, 8, 8)
+    with pytest.raises(RuntimeError):
+        call(x)
+    with pytest.raises(RuntimeError), shifted_max_pooling():
+        call(x)
+
+
+def test_on_another_device_the_mode_is_not_entered():
+    with _Seen() as seen, shifted_max_pooling("meta"):
+        F.max_pool2d(torch.randn(1, 2, 4, 4), 2)
+    assert [n for n in seen.names if "pool" in n] == ["max_pool2d"]
