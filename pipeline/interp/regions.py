@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
 from pipeline.interp.strided import conv2d_unpadded
-from pipeline.models.pooling import max_pool_values
+from pipeline.models.pooling import channels_last, max_pool_values
 
 # A box per position, in the map's own coordinates: (top, bottom, left, right), bottom and right
 # exclusive; empty when top >= bottom or left >= right.
@@ -312,8 +312,7 @@ def gather(value: Any, clean: Tensor, tops: list[int], lefts: list[int], h: int,
 def _empty(like: Tensor, shape: tuple[int, int, int, int]) -> Tensor:
     """An uninitialised ``[n, C, h, w]`` batch in ``like``'s layout (channels-last stays so:
     the convolutions that read it run on that layout)."""
-    if like.dim() == 4 and not like.is_contiguous() \
-            and like.is_contiguous(memory_format=torch.channels_last):
+    if channels_last(like):
         return like.new_empty((shape[0], shape[2], shape[3], shape[1])).permute(0, 3, 1, 2)
     return like.new_empty(shape)
 

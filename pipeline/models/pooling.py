@@ -59,7 +59,7 @@ def max_pool_values(x: Tensor, kernel: tuple[int, int], stride: tuple[int, int],
     # the windows past the end (padding, ceil mode) read -inf, as max pooling's padding is
     bottom = max(0, (out_h - 1) * sy + dy * (kh - 1) + 1 - height - py)
     right = max(0, (out_w - 1) * sx + dx * (kw - 1) + 1 - width - px)
-    layout = torch.channels_last if _channels_last(x) else torch.contiguous_format
+    layout = torch.channels_last if channels_last(x) else torch.contiguous_format
     if py or px or bottom or right:
         x = F.pad(x, (px, right, py, bottom), value=-math.inf)
     rows = _shifted_max(x, -2, kh, sy, dy, out_h)
@@ -89,7 +89,9 @@ def _output_size(size: int, kernel: int, stride: int, pad: int, dilation: int,
     return out
 
 
-def _channels_last(x: Tensor) -> bool:
+def channels_last(x: Tensor) -> bool:
+    """Whether a 4-d map is laid out channels-last (and not also contiguous, as a map of one
+    channel or of one pixel is both)."""
     return x.dim() == 4 and not x.is_contiguous() \
         and x.is_contiguous(memory_format=torch.channels_last)
 
